@@ -1,0 +1,221 @@
+// Package store owns Calx's durable backbone: an embedded NATS server with
+// JetStream file storage under the data dir, its streams and key-value
+// buckets. The DuckDB historian lives in store/historian so that only the
+// packages that need DuckDB link it.
+//
+// It knows subjects and streams, not Sparkplug or the UNS model.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names and subject roots of the backbone.
+const (
+	// StreamSparkplug holds every Sparkplug message as it came off the broker.
+	StreamSparkplug = "CALX_SPB"
+	// SubjectSparkplug is the subject root of StreamSparkplug:
+	// calx.spb.<group>.<edge>.
+	SubjectSparkplug = "calx.spb"
+	// StreamUNS holds batches of decoded UNS samples.
+	StreamUNS = "CALX_UNS"
+	// SubjectUNS is the subject root of StreamUNS: calx.uns.<group>.<edge>.
+	SubjectUNS = "calx.uns"
+)
+
+// Options configure the embedded backbone.
+type Options struct {
+	// Dir is where JetStream keeps its files.
+	Dir string
+	// Listen is a host:port for NATS clients from outside the process; empty
+	// means no network port at all.
+	Listen string
+	// SyncInterval is how often JetStream fsyncs its files; what a power cut
+	// can lose is at most this much. Zero means 1s.
+	SyncInterval time.Duration
+	// MaxBytes bounds each stream on disk; zero means 10 GiB.
+	MaxBytes int64
+	// MaxAge bounds how long a message stays in a stream; zero means 7 days.
+	MaxAge time.Duration
+	Logger *slog.Logger
+}
+
+// Bus is the embedded NATS JetStream server and a client connection to it.
+type Bus struct {
+	opts Options
+	srv  *server.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	log  *slog.Logger
+	once sync.Once
+}
+
+// NewBus validates opts and fills defaults.
+func NewBus(opts Options) (*Bus, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("bus: a storage dir is required")
+	}
+	if opts.SyncInterval == 0 {
+		opts.SyncInterval = time.Second
+	}
+	if opts.MaxBytes == 0 {
+		opts.MaxBytes = 10 << 30
+	}
+	if opts.MaxAge == 0 {
+		opts.MaxAge = 7 * 24 * time.Hour
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Bus{opts: opts, log: opts.Logger.With("component", "bus")}, nil
+}
+
+// Start runs the server, connects to it and makes sure the streams exist.
+func (b *Bus) Start(ctx context.Context) error {
+	if err := os.MkdirAll(b.opts.Dir, 0o750); err != nil {
+		return fmt.Errorf("bus: %w", err)
+	}
+	so := &server.Options{
+		ServerName:   "calx",
+		JetStream:    true,
+		StoreDir:     filepath.Clean(b.opts.Dir),
+		SyncInterval: b.opts.SyncInterval,
+		NoSigs:       true,
+		NoLog:        true,
+		DontListen:   b.opts.Listen == "",
+		MaxPayload:   8 << 20,
+	}
+	if b.opts.Listen != "" {
+		host, port, err := net.SplitHostPort(b.opts.Listen)
+		if err != nil {
+			return fmt.Errorf("bus: listen %q: %w", b.opts.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return fmt.Errorf("bus: listen %q: bad port", b.opts.Listen)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
+		so.Host, so.Port = host, p
+	}
+	srv, err := server.NewServer(so)
+	if err != nil {
+		return fmt.Errorf("bus: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return errors.New("bus: JetStream did not become ready in 30s")
+	}
+	b.srv = srv
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("calx"), nats.MaxReconnects(-1))
+	if err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("bus: connect: %w", err)
+	}
+	b.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Shutdown()
+		return fmt.Errorf("bus: %w", err)
+	}
+	b.js = js
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: StreamSparkplug, Subjects: []string{SubjectSparkplug + ".>"}},
+		{Name: StreamUNS, Subjects: []string{SubjectUNS + ".>"}},
+	} {
+		sc.Storage = jetstream.FileStorage
+		sc.Retention = jetstream.LimitsPolicy
+		sc.Discard = jetstream.DiscardOld
+		sc.MaxBytes = b.opts.MaxBytes
+		sc.MaxAge = b.opts.MaxAge
+		sc.MaxMsgSize = 8 << 20
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			b.Shutdown()
+			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
+		}
+	}
+	b.log.Info("backbone ready", "dir", b.opts.Dir, "client_url", b.ClientURL())
+	return nil
+}
+
+// JetStream returns the JetStream context of the bus's connection.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Conn returns the bus's NATS connection.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// Connect opens another in-process connection, for a component that wants
+// its own flow control.
+func (b *Bus) Connect(name string) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1))
+}
+
+// ClientURL is the NATS URL for outside clients, or "" when not listening.
+func (b *Bus) ClientURL() string {
+	if b.srv == nil || b.opts.Listen == "" {
+		return ""
+	}
+	return b.srv.ClientURL()
+}
+
+// Shutdown closes the connection and stops the server; safe to call twice.
+func (b *Bus) Shutdown() {
+	b.once.Do(func() {
+		if b.nc != nil {
+			_ = b.nc.Drain()
+			b.nc.Close()
+		}
+		if b.srv != nil {
+			b.srv.Shutdown()
+			b.srv.WaitForShutdown()
+		}
+	})
+}
+
+// Token makes s usable as one NATS subject token: bytes that NATS gives a
+// meaning to ('.', '*', '>', space, controls) and '%' are percent-encoded.
+func Token(s string) string {
+	if s == "" {
+		return "%00"
+	}
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if needsEscape(s[i]) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if needsEscape(c) {
+			fmt.Fprintf(&sb, "%%%02X", c)
+		} else {
+			sb.WriteByte(c)
+		}
+	}
+	return sb.String()
+}
+
+func needsEscape(c byte) bool {
+	return c <= ' ' || c == '.' || c == '*' || c == '>' || c == '%' || c == 0x7f
+}

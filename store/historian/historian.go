@@ -1,0 +1,327 @@
+// Package historian owns Calx's DuckDB history: the tags and points tables,
+// the batched, idempotent writer and the queries the API asks.
+//
+// It is the only package that links DuckDB. It does not consume the backbone
+// itself; cloud/ feeds it batches and acks them after WriteBatch returns.
+package historian
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	duckdb "github.com/duckdb/duckdb-go/v2"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Schema is the DuckDB schema of the history file. Timestamps are UTC.
+const Schema = `
+CREATE SEQUENCE IF NOT EXISTS tag_ids START 1;
+CREATE TABLE IF NOT EXISTS tags (
+	id          INTEGER PRIMARY KEY DEFAULT nextval('tag_ids'),
+	path        VARCHAR NOT NULL UNIQUE,
+	datatype    VARCHAR NOT NULL DEFAULT 'unknown',
+	unit        VARCHAR NOT NULL DEFAULT '',
+	description VARCHAR NOT NULL DEFAULT '',
+	sp_group    VARCHAR NOT NULL DEFAULT '',
+	sp_edge     VARCHAR NOT NULL DEFAULT '',
+	sp_device   VARCHAR NOT NULL DEFAULT '',
+	sp_metric   VARCHAR NOT NULL DEFAULT '',
+	updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS points (
+	tag_id     INTEGER NOT NULL,
+	ts         TIMESTAMPTZ NOT NULL,
+	value      DOUBLE,
+	value_int  BIGINT,
+	value_str  VARCHAR,
+	quality    UTINYINT NOT NULL,
+	PRIMARY KEY (tag_id, ts)
+);
+`
+
+// ErrUnknownTag is returned for a path the historian has never seen.
+var ErrUnknownTag = errors.New("unknown tag")
+
+// Options configure the historian.
+type Options struct {
+	// Path of the DuckDB file.
+	Path   string
+	Logger *slog.Logger
+}
+
+// Historian is the DuckDB store of tags and their points.
+type Historian struct {
+	db  *sql.DB
+	log *slog.Logger
+
+	wmu  sync.Mutex // one writer at a time
+	conn *sql.Conn  // the writer's connection
+
+	idmu sync.RWMutex
+	ids  map[uns.Path]int32
+
+	closeOnce sync.Once
+}
+
+// Open opens (or creates) the history file and its schema.
+func Open(ctx context.Context, opts Options) (*Historian, error) {
+	if opts.Path == "" {
+		return nil, errors.New("historian: a file path is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o750); err != nil {
+		return nil, fmt.Errorf("historian: %w", err)
+	}
+	// No internet at run time: never try to fetch an extension.
+	dsn := opts.Path + "?autoinstall_known_extensions=false&autoload_known_extensions=false"
+	connector, err := duckdb.NewConnector(dsn, nil)
+	if err != nil {
+		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
+	}
+	db := sql.OpenDB(connector)
+	if _, err := db.ExecContext(ctx, Schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("historian %s: schema: %w", opts.Path, err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
+	}
+	h := &Historian{db: db, conn: conn, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}}
+	rows, err := db.QueryContext(ctx, `SELECT id, path FROM tags`)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int32
+		var p string
+		if err := rows.Scan(&id, &p); err != nil {
+			h.Close()
+			return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
+		}
+		h.ids[uns.Path(p)] = id
+	}
+	return h, rows.Err()
+}
+
+// DB gives read access for queries beyond this package's.
+func (h *Historian) DB() *sql.DB { return h.db }
+
+// Close flushes and closes the file; safe to call twice.
+func (h *Historian) Close() error {
+	var err error
+	h.closeOnce.Do(func() {
+		h.wmu.Lock()
+		defer h.wmu.Unlock()
+		if h.conn != nil {
+			h.conn.Close()
+		}
+		if _, e := h.db.Exec(`CHECKPOINT`); e != nil {
+			h.log.Warn("checkpoint at close failed", "err", e)
+		}
+		err = h.db.Close()
+	})
+	return err
+}
+
+// UpsertTags records or updates tag metadata.
+func (h *Historian) UpsertTags(ctx context.Context, tags []uns.Tag) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	tx, err := h.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("historian: upsert tags: %w", err)
+	}
+	defer tx.Rollback()
+	for _, t := range tags {
+		var id int32
+		err := tx.QueryRowContext(ctx, `
+INSERT INTO tags (path, datatype, unit, description, sp_group, sp_edge, sp_device, sp_metric)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (path) DO UPDATE SET datatype = excluded.datatype, unit = excluded.unit,
+	description = excluded.description, sp_group = excluded.sp_group, sp_edge = excluded.sp_edge,
+	sp_device = excluded.sp_device, sp_metric = excluded.sp_metric, updated_at = now()
+RETURNING id`,
+			string(t.Path), t.DataType.String(), t.Unit, t.Description,
+			t.Sparkplug.Group, t.Sparkplug.Edge, t.Sparkplug.Device, t.Sparkplug.Metric).Scan(&id)
+		if err != nil {
+			return fmt.Errorf("historian: upsert tag %s: %w", t.Path, err)
+		}
+		h.idmu.Lock()
+		h.ids[t.Path] = id
+		h.idmu.Unlock()
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("historian: upsert tags: %w", err)
+	}
+	return nil
+}
+
+// tagID returns the id of path, creating a bare tag row when it is new.
+// The caller holds wmu.
+func (h *Historian) tagID(ctx context.Context, p uns.Path) (int32, error) {
+	h.idmu.RLock()
+	id, ok := h.ids[p]
+	h.idmu.RUnlock()
+	if ok {
+		return id, nil
+	}
+	err := h.conn.QueryRowContext(ctx, `
+INSERT INTO tags (path) VALUES (?) ON CONFLICT (path) DO UPDATE SET path = excluded.path RETURNING id`,
+		string(p)).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("historian: tag %s: %w", p, err)
+	}
+	h.idmu.Lock()
+	h.ids[p] = id
+	h.idmu.Unlock()
+	return id, nil
+}
+
+const insertIgnore = `INSERT OR IGNORE INTO points
+SELECT DISTINCT ON (col1, col2) col1, col2, col3, col4, col5, col6 FROM appended_data`
+
+// WriteBatch stores samples. It is idempotent on (tag, timestamp): a sample
+// already stored is skipped, so redelivery and backfill never duplicate.
+// When it returns nil, the samples are committed.
+func (h *Historian) WriteBatch(ctx context.Context, samples []uns.Sample) error {
+	if len(samples) == 0 {
+		return nil
+	}
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	for i := range samples {
+		if _, err := h.tagID(ctx, samples[i].Path); err != nil {
+			return err
+		}
+	}
+	return h.conn.Raw(func(dc any) error {
+		app, err := duckdb.NewTableAppender(dc.(driver.Conn), insertIgnore, "", "", "points", nil)
+		if err != nil {
+			return fmt.Errorf("historian: appender: %w", err)
+		}
+		h.idmu.RLock()
+		for i := range samples {
+			s := &samples[i]
+			var f, iv, sv any
+			switch s.Value.Kind {
+			case uns.KindFloat:
+				if !math.IsNaN(s.Value.F) {
+					f = s.Value.F
+				}
+			case uns.KindInt, uns.KindBool:
+				f, iv = float64(s.Value.I), s.Value.I
+			case uns.KindString:
+				sv = s.Value.S
+			}
+			if err = app.AppendRow(h.ids[s.Path], s.TS, f, iv, sv, uint8(s.Quality)); err != nil {
+				break
+			}
+		}
+		h.idmu.RUnlock()
+		if err != nil {
+			app.Close()
+			return fmt.Errorf("historian: append: %w", err)
+		}
+		if err := app.Close(); err != nil {
+			return fmt.Errorf("historian: commit batch of %d: %w", len(samples), err)
+		}
+		return nil
+	})
+}
+
+// Point is one stored value.
+type Point struct {
+	TS      time.Time
+	Value   uns.Value
+	Quality uns.Quality
+}
+
+// History returns the points of path in [from, to], oldest first, at most
+// limit of them (0: no limit).
+func (h *Historian) History(ctx context.Context, p uns.Path, from, to time.Time, limit int) ([]Point, error) {
+	h.idmu.RLock()
+	id, ok := h.ids[p]
+	h.idmu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownTag, p)
+	}
+	q := `SELECT ts, value, value_int, value_str, quality FROM points
+WHERE tag_id = ? AND ts >= ? AND ts <= ? ORDER BY ts`
+	args := []any{id, from, to}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := h.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("historian: history %s: %w", p, err)
+	}
+	defer rows.Close()
+	var out []Point
+	for rows.Next() {
+		var (
+			pt Point
+			f  sql.NullFloat64
+			i  sql.NullInt64
+			s  sql.NullString
+			q  uint8
+		)
+		if err := rows.Scan(&pt.TS, &f, &i, &s, &q); err != nil {
+			return nil, fmt.Errorf("historian: history %s: %w", p, err)
+		}
+		switch {
+		case i.Valid:
+			pt.Value = uns.Int(i.Int64)
+		case f.Valid:
+			pt.Value = uns.Float(f.Float64)
+		case s.Valid:
+			pt.Value = uns.String(s.String)
+		}
+		pt.TS = pt.TS.UTC()
+		pt.Quality = uns.Quality(q)
+		out = append(out, pt)
+	}
+	return out, rows.Err()
+}
+
+// Known reports whether the historian has a tag row for p.
+func (h *Historian) Known(p uns.Path) bool {
+	h.idmu.RLock()
+	defer h.idmu.RUnlock()
+	_, ok := h.ids[p]
+	return ok
+}
+
+// Count returns how many points are stored for p (all of them for "").
+func (h *Historian) Count(ctx context.Context, p uns.Path) (int64, error) {
+	var n int64
+	var err error
+	if p == "" {
+		err = h.db.QueryRowContext(ctx, `SELECT count(*) FROM points`).Scan(&n)
+	} else {
+		err = h.db.QueryRowContext(ctx, `SELECT count(*) FROM points JOIN tags ON tags.id = points.tag_id WHERE tags.path = ?`, string(p)).Scan(&n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("historian: count: %w", err)
+	}
+	return n, nil
+}

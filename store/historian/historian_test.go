@@ -1,0 +1,75 @@
+package historian
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+func openTest(t *testing.T, path string) *Historian {
+	t.Helper()
+	h, err := Open(context.Background(), Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func TestWriteIsIdempotentAndSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "history.duckdb")
+	h := openTest(t, path)
+	p := uns.Path("limeworks/namur/kilns/line1/kiln1/o2_pct")
+	if err := h.UpsertTags(ctx, []uns.Tag{{Path: p, DataType: uns.TypeFloat64, Unit: "%",
+		Sparkplug: uns.SparkplugAddr{Group: "limeworks", Edge: "namur", Device: "kiln1", Metric: "o2_pct"}}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var batch []uns.Sample
+	for i := range 100 {
+		batch = append(batch, uns.Sample{Path: p, TS: t0.Add(time.Duration(i) * time.Second), Value: uns.Float(float64(i))})
+	}
+	// The same sample twice in one batch, and the whole batch twice.
+	batch = append(batch, batch[5])
+	for range 2 {
+		if err := h.WriteBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	str := uns.Path("limeworks/namur/kilns/line1/kiln1/state")
+	if err := h.WriteBatch(ctx, []uns.Sample{
+		{Path: str, TS: t0, Value: uns.String("running")},
+		{Path: str, TS: t0.Add(time.Second), Value: uns.Null, Quality: uns.Bad},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := h.Count(ctx, p)
+	if err != nil || n != 100 {
+		t.Fatalf("count = %d, %v; want 100", n, err)
+	}
+	h.Close()
+
+	h2 := openTest(t, path)
+	pts, err := h2.History(ctx, p, t0.Add(10*time.Second), t0.Add(19*time.Second), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 10 || pts[0].Value.F != 10 || !pts[0].TS.Equal(t0.Add(10*time.Second)) {
+		t.Fatalf("history after reopen = %+v", pts)
+	}
+	spts, err := h2.History(ctx, str, t0, t0.Add(time.Minute), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spts) != 2 || spts[0].Value.S != "running" || spts[1].Quality != uns.Bad || spts[1].Value.Kind != uns.KindNull {
+		t.Fatalf("string history = %+v", spts)
+	}
+	if _, err := h2.History(ctx, "no/such/tag", t0, t0, 0); !errors.Is(err, ErrUnknownTag) {
+		t.Fatalf("unknown tag: err = %v", err)
+	}
+}

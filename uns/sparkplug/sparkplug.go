@@ -1,0 +1,101 @@
+// Package sparkplug owns the Sparkplug B 3.0 wire format for Calx: topics,
+// message types, and the mapping between Sparkplug metrics and UNS values.
+// The protobuf types are generated into the sproto sub-package.
+//
+// It knows nothing about MQTT clients or brokers; the edge node and the
+// primary host that use it live in edge/ and cloud/.
+package sparkplug
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Namespace is the first topic level of Sparkplug B.
+const Namespace = "spBv1.0"
+
+// MsgType is a Sparkplug message type (NBIRTH, DDATA, ...).
+type MsgType string
+
+// Message types of Sparkplug B 3.0.
+const (
+	NBIRTH MsgType = "NBIRTH"
+	NDEATH MsgType = "NDEATH"
+	NDATA  MsgType = "NDATA"
+	NCMD   MsgType = "NCMD"
+	DBIRTH MsgType = "DBIRTH"
+	DDEATH MsgType = "DDEATH"
+	DDATA  MsgType = "DDATA"
+	DCMD   MsgType = "DCMD"
+	STATE  MsgType = "STATE"
+)
+
+// IsDevice reports whether the type addresses a device.
+func (t MsgType) IsDevice() bool { return t == DBIRTH || t == DDEATH || t == DDATA || t == DCMD }
+
+// ErrBadTopic is returned, wrapped with the reason, for a topic that is not a
+// Sparkplug B topic.
+var ErrBadTopic = errors.New("not a Sparkplug B topic")
+
+// Topic is a parsed Sparkplug topic. For STATE, HostID is set and the other
+// ids are empty.
+type Topic struct {
+	Group  string
+	Type   MsgType
+	Edge   string
+	Device string
+	HostID string
+}
+
+// String renders the MQTT topic.
+func (t Topic) String() string {
+	if t.Type == STATE {
+		return Namespace + "/STATE/" + t.HostID
+	}
+	s := Namespace + "/" + t.Group + "/" + string(t.Type) + "/" + t.Edge
+	if t.Device != "" {
+		s += "/" + t.Device
+	}
+	return s
+}
+
+// ParseTopic parses an MQTT topic of the Sparkplug B namespace.
+func ParseTopic(topic string) (Topic, error) {
+	parts := strings.Split(topic, "/")
+	if len(parts) < 3 || parts[0] != Namespace {
+		return Topic{}, fmt.Errorf("%w: %q", ErrBadTopic, topic)
+	}
+	if parts[1] == "STATE" {
+		if len(parts) != 3 || parts[2] == "" {
+			return Topic{}, fmt.Errorf("%w: %q: STATE needs exactly one host id", ErrBadTopic, topic)
+		}
+		return Topic{Type: STATE, HostID: parts[2]}, nil
+	}
+	if len(parts) < 4 || len(parts) > 5 {
+		return Topic{}, fmt.Errorf("%w: %q: want spBv1.0/group/TYPE/edge[/device]", ErrBadTopic, topic)
+	}
+	t := Topic{Group: parts[1], Type: MsgType(parts[2]), Edge: parts[3]}
+	switch t.Type {
+	case NBIRTH, NDEATH, NDATA, NCMD:
+		if len(parts) != 4 {
+			return Topic{}, fmt.Errorf("%w: %q: %s has no device id", ErrBadTopic, topic, t.Type)
+		}
+	case DBIRTH, DDEATH, DDATA, DCMD:
+		if len(parts) != 5 {
+			return Topic{}, fmt.Errorf("%w: %q: %s needs a device id", ErrBadTopic, topic, t.Type)
+		}
+		t.Device = parts[4]
+	default:
+		return Topic{}, fmt.Errorf("%w: %q: unknown message type %q", ErrBadTopic, topic, parts[2])
+	}
+	for _, id := range []string{t.Group, t.Edge, t.Device} {
+		if strings.ContainsAny(id, "+#") {
+			return Topic{}, fmt.Errorf("%w: %q: wildcard in id", ErrBadTopic, topic)
+		}
+	}
+	if t.Group == "" || t.Edge == "" || (t.Type.IsDevice() && t.Device == "") {
+		return Topic{}, fmt.Errorf("%w: %q: empty id", ErrBadTopic, topic)
+	}
+	return t, nil
+}
