@@ -219,3 +219,25 @@ func Token(s string) string {
 func needsEscape(c byte) bool {
 	return c <= ' ' || c == '.' || c == '*' || c == '>' || c == '%' || c == 0x7f
 }
+
+// Untoken is the inverse of Token.
+func Untoken(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	if s == "%00" {
+		return ""
+	}
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				sb.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		sb.WriteByte(s[i])
+	}
+	return sb.String()
+}

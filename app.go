@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/sim"
+	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/web"
+)
+
+// cloudApp is a running cloud with its web server.
+type cloudApp struct {
+	cloud *cloud.Cloud
+	web   *web.Server
+}
+
+func startCloudApp(ctx context.Context, co cloud.Options, users []web.User, httpListen string, httpTLS *tls.Config, log *slog.Logger) (*cloudApp, error) {
+	c, err := cloud.New(co)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(ctx); err != nil {
+		return nil, err
+	}
+	auth, err := web.NewAuth(users)
+	if err != nil {
+		c.Shutdown(context.Background())
+		return nil, err
+	}
+	ws, err := web.New(web.Options{Listen: httpListen, TLS: httpTLS, Cloud: c, Auth: auth, Version: version, Logger: log})
+	if err != nil {
+		c.Shutdown(context.Background())
+		return nil, err
+	}
+	if err := ws.Start(); err != nil {
+		c.Shutdown(context.Background())
+		return nil, err
+	}
+	return &cloudApp{cloud: c, web: ws}, nil
+}
+
+func (a *cloudApp) shutdown(ctx context.Context) error {
+	errWeb := a.web.Shutdown(ctx)
+	return errors.Join(errWeb, a.cloud.Shutdown(ctx))
+}
+
+// adminUser returns the admin user: its password from CALX_ADMIN_PASSWORD,
+// or a new random one that the caller prints once.
+func adminUser() (web.User, string, bool, error) {
+	pw := os.Getenv("CALX_ADMIN_PASSWORD")
+	generated := pw == ""
+	if generated {
+		pw = randomSecret(12)
+	}
+	h, err := cloud.HashPassword(pw)
+	if err != nil {
+		return web.User{}, "", false, err
+	}
+	return web.User{Username: "admin", PasswordHash: h, Role: web.RoleAdmin}, pw, generated, nil
+}
+
+func randomSecret(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// demoSite is one simulated site of the demo's lime producer.
+type demoSite struct {
+	site  string
+	kilns []sim.Settings
+}
+
+const demoEnterprise = "limeworks"
+
+var demoSites = []demoSite{
+	{site: "ghent", kilns: []sim.Settings{
+		{StartHot: true, MeanTimeBetweenTrips: 15 * time.Minute},
+		{MeanTimeBetweenTrips: 10 * time.Minute},
+	}},
+	{site: "lyon", kilns: []sim.Settings{
+		{StartHot: true, MeanTimeBetweenTrips: 8 * time.Minute, CycleTime: 45 * time.Second},
+	}},
+}
+
+type demoOptions struct {
+	HTTP, MQTT, DataDir string
+	// SimInterval overrides the kilns' read interval (tests go faster).
+	SimInterval time.Duration
+	Logger      *slog.Logger
+}
+
+// demo is a cloud and simulated edges in one process.
+type demo struct {
+	app      *cloudApp
+	edges    []*edge.Edge
+	password string
+	genPw    bool
+}
+
+func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
+	log := o.Logger
+	admin, pw, gen, err := adminUser()
+	if err != nil {
+		return nil, err
+	}
+	type edgeCred struct{ id, password string }
+	var creds []edgeCred
+	var users []cloud.MQTTUser
+	for _, s := range demoSites {
+		id := s.site + "-edge"
+		secret := randomSecret(18)
+		h, err := cloud.HashPassword(secret)
+		if err != nil {
+			return nil, err
+		}
+		users = append(users, cloud.MQTTUser{Username: id, PasswordHash: h, Role: cloud.RoleEdge, Group: demoEnterprise, EdgeID: id})
+		creds = append(creds, edgeCred{id, secret})
+	}
+	app, err := startCloudApp(ctx, cloud.Options{
+		DataDir: filepath.Join(o.DataDir, "cloud"),
+		MQTT:    cloud.BrokerOptions{Listen: o.MQTT, Users: users},
+		Logger:  log,
+	}, []web.User{admin}, o.HTTP, nil, log)
+	if err != nil {
+		return nil, err
+	}
+	d := &demo{app: app, password: pw, genPw: gen}
+	broker := "tcp://" + app.cloud.Broker.Addr()
+	for i, s := range demoSites {
+		var devices []edge.Device
+		for k, ks := range s.kilns {
+			ks.Interval = o.SimInterval
+			id := fmt.Sprintf("kiln%d", k+1)
+			kiln, err := sim.New(s.site+"/"+id, ks)
+			if err != nil {
+				d.shutdown(context.Background())
+				return nil, err
+			}
+			devices = append(devices, edge.Device{ID: id, Path: uns.Join(demoEnterprise, s.site, "kilns", "line"+fmt.Sprint(k+1), id), Connector: kiln})
+		}
+		e, err := edge.New(edge.Options{
+			Broker: broker, Username: creds[i].id, Password: creds[i].password,
+			Group: demoEnterprise, EdgeID: creds[i].id, PrimaryHost: "calx",
+			DataDir: filepath.Join(o.DataDir, "edges", creds[i].id),
+			Devices: devices, Version: version, Logger: log,
+		})
+		if err != nil {
+			d.shutdown(context.Background())
+			return nil, err
+		}
+		if err := e.Start(ctx); err != nil {
+			d.shutdown(context.Background())
+			return nil, err
+		}
+		d.edges = append(d.edges, e)
+	}
+	return d, nil
+}
+
+// shutdown stops the edges first, then the cloud.
+func (d *demo) shutdown(ctx context.Context) error {
+	var errs []error
+	for _, e := range d.edges {
+		errs = append(errs, e.Shutdown(ctx))
+	}
+	errs = append(errs, d.app.shutdown(ctx))
+	return errors.Join(errs...)
+}
+
+// uiURL is the address to open in a browser.
+func uiURL(addr string, tls bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+		addr = net.JoinHostPort("localhost", port)
+	}
+	if tls {
+		return "https://" + addr + "/"
+	}
+	return "http://" + addr + "/"
+}
+
+func cmdDemo(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo", `Run Calx in one process for a trial: the cloud (MQTT broker, JetStream backbone,
+Sparkplug primary host, DuckDB historian, web UI) and two edges that read
+simulated lime kilns at two sites and publish Sparkplug B over MQTT.
+Open the printed URL and sign in as admin.`, stdout, stderr)
+	httpAddr := fs.String("http", "127.0.0.1:8080", "address of the web UI and API")
+	mqttAddr := fs.String("mqtt", "127.0.0.1:1883", "address of the MQTT broker")
+	dataDir := fs.String("data-dir", "./calx-data", "where the backbone, history and edge state are kept")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	d, err := startDemo(ctx, demoOptions{HTTP: *httpAddr, MQTT: *mqttAddr, DataDir: *dataDir, Logger: log})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nCalx demo is running.\n  UI:       %s\n  user:     admin\n", uiURL(d.app.web.Addr(), false))
+	if d.genPw {
+		fmt.Fprintf(stdout, "  password: %s   (generated; set CALX_ADMIN_PASSWORD to choose one)\n", d.password)
+	} else {
+		fmt.Fprintf(stdout, "  password: from CALX_ADMIN_PASSWORD\n")
+	}
+	fmt.Fprintf(stdout, "  MQTT:     %s (Sparkplug B; per-edge credentials)\n  data:     %s\nPress Ctrl+C to stop.\n\n", d.app.cloud.Broker.Addr(), *dataDir)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "stopping…")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return d.shutdown(sctx)
+}
+
+func cmdCloud(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("cloud", `Run the Calx cloud on a VM: the MQTT broker (per-edge credentials and topic
+ACLs, optional TLS), the JetStream backbone, the Sparkplug primary host, the
+DuckDB historian and the web UI and API. See cloud.example.yaml.`, stdout, stderr)
+	cfgFile := fs.String("config", "cloud.yaml", "the cloud's YAML config file")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := cloud.LoadConfig(*cfgFile)
+	if err != nil {
+		return err
+	}
+	var users []web.User
+	for _, u := range cfg.Users {
+		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role})
+	}
+	var pw string
+	var gen bool
+	if len(users) == 0 || os.Getenv("CALX_ADMIN_PASSWORD") != "" {
+		admin, p, g, err := adminUser()
+		if err != nil {
+			return err
+		}
+		users, pw, gen = append(users, admin), p, g
+	}
+	mqttTLS, _ := cfg.MQTT.TLS.Load()
+	httpTLS, _ := cfg.HTTP.TLS.Load()
+	ctx, stop := signalContext()
+	defer stop()
+	app, err := startCloudApp(ctx, cloud.Options{
+		DataDir: cfg.DataDir, HostID: cfg.HostID, NATSListen: cfg.NATS, SyncInterval: cfg.SyncInterval.Std(),
+		MQTT:   cloud.BrokerOptions{Listen: cfg.MQTT.Listen, TLS: mqttTLS, Users: cfg.MQTTUsers()},
+		Logger: log,
+	}, users, cfg.HTTP.Listen, httpTLS, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Calx cloud is running.\n  UI:   %s\n  MQTT: %s\n", uiURL(app.web.Addr(), httpTLS != nil), app.cloud.Broker.Addr())
+	if gen {
+		fmt.Fprintf(stdout, "  admin password: %s   (generated; set CALX_ADMIN_PASSWORD to choose one)\n", pw)
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return app.shutdown(sctx)
+}
+
+func cmdEdge(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("edge", `Run a Calx edge on a site PC: read the configured machines, apply
+report-by-exception, and publish Sparkplug B to the cloud broker with this
+edge's own credentials. See edge.example.yaml.`, stdout, stderr)
+	cfgFile := fs.String("config", "edge.yaml", "the edge's YAML config file")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := edge.LoadConfig(*cfgFile)
+	if err != nil {
+		return err
+	}
+	opts, err := cfg.Options(log, version)
+	if err != nil {
+		return err
+	}
+	e, err := edge.New(opts)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Calx edge %s/%s is running: %d devices, cloud %s\n", opts.Group, opts.EdgeID, len(opts.Devices), opts.Broker)
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return e.Shutdown(sctx)
+}

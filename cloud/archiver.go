@@ -1,0 +1,127 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/calx-iiot/calx/store"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// SampleWriter stores batches of samples durably and idempotently.
+type SampleWriter interface {
+	WriteBatch(ctx context.Context, samples []uns.Sample) error
+}
+
+const consumerHistorian = "historian"
+
+// archiver is the durable consumer that writes the UNS stream into the
+// historian. It acks a batch of messages only after the historian committed
+// their samples, so a crash at any point redelivers, never loses.
+type archiver struct {
+	js  jetstream.JetStream
+	w   SampleWriter
+	log *slog.Logger
+
+	written, batches, malformed atomic.Uint64
+	lastLatency                 atomic.Int64 // ns, sample time to commit, of the last batch's newest sample
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newArchiver(js jetstream.JetStream, w SampleWriter, log *slog.Logger) *archiver {
+	return &archiver{js: js, w: w, log: log.With("component", "archiver"), done: make(chan struct{})}
+}
+
+func (a *archiver) start(ctx context.Context) error {
+	cons, err := a.js.CreateOrUpdateConsumer(ctx, store.StreamUNS, jetstream.ConsumerConfig{
+		Durable: consumerHistorian, AckPolicy: jetstream.AckAllPolicy, AckWait: 2 * time.Minute,
+		MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("archiver: consumer: %w", err)
+	}
+	ctx, a.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(a.done)
+		a.loop(ctx, cons)
+	}()
+	return nil
+}
+
+// stop finishes the batch in hand and returns.
+func (a *archiver) stop() {
+	if a.cancel != nil {
+		a.cancel()
+		<-a.done
+	}
+}
+
+func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
+	var samples []uns.Sample
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(100*time.Millisecond))
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("fetch failed", "err", err)
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		samples = samples[:0]
+		var last jetstream.Msg
+		for msg := range batch.Messages() {
+			last = msg
+			var err error
+			n := len(samples)
+			samples, err = uns.DecodeBatch(samples, msg.Data())
+			if err != nil {
+				samples = samples[:n]
+				a.malformed.Add(1)
+				a.log.Error("malformed UNS batch skipped", "subject", msg.Subject(), "err", err)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			a.log.Warn("fetch batch ended with error", "err", err)
+		}
+		if last == nil {
+			continue
+		}
+		// The write is not cut short by shutdown: the batch in hand is
+		// committed and acked, so a clean stop leaves nothing to redeliver.
+		for {
+			err := a.w.WriteBatch(context.WithoutCancel(ctx), samples)
+			if err == nil {
+				break
+			}
+			a.log.Error("historian write failed, retrying", "samples", len(samples), "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+		now := time.Now()
+		var newest time.Time
+		for i := range samples {
+			if !samples[i].Historical && samples[i].TS.After(newest) {
+				newest = samples[i].TS
+			}
+		}
+		if !newest.IsZero() {
+			a.lastLatency.Store(int64(now.Sub(newest)))
+		}
+		a.written.Add(uint64(len(samples)))
+		a.batches.Add(1)
+		if err := last.Ack(); err != nil {
+			a.log.Warn("ack failed", "err", err)
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package cloud
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+)
+
+// Broker roles.
+const (
+	// RoleEdge may act only as the Sparkplug edge node named by its
+	// credentials: publish its own births, deaths and data, subscribe to its
+	// own commands and to host STATE.
+	RoleEdge = "edge"
+	// RoleReader may subscribe to everything and publish nothing.
+	RoleReader = "reader"
+)
+
+// MQTTUser is one broker credential. Passwords are kept as bcrypt hashes.
+type MQTTUser struct {
+	Username     string
+	PasswordHash string
+	Role         string
+	Group        string // for RoleEdge
+	EdgeID       string // for RoleEdge
+}
+
+// Validate checks a user entry.
+func (u MQTTUser) Validate() error {
+	if u.Username == "" {
+		return errors.New("username: required")
+	}
+	if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		return fmt.Errorf("user %s: password_hash is not a bcrypt hash: %w", u.Username, err)
+	}
+	switch u.Role {
+	case RoleEdge:
+		if err := uns.ValidateSegment(u.Group); err != nil {
+			return fmt.Errorf("user %s: group %q: %w", u.Username, u.Group, err)
+		}
+		if err := uns.ValidateSegment(u.EdgeID); err != nil {
+			return fmt.Errorf("user %s: edge_id %q: %w", u.Username, u.EdgeID, err)
+		}
+	case RoleReader:
+	default:
+		return fmt.Errorf("user %s: role %q: want %s or %s", u.Username, u.Role, RoleEdge, RoleReader)
+	}
+	return nil
+}
+
+// HashPassword returns the bcrypt hash of a password.
+func HashPassword(pw string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(h), nil
+}
+
+// authHook authenticates broker clients against hashed credentials and
+// enforces the per-role topic ACLs. There is no anonymous access.
+type authHook struct {
+	mqtt.HookBase
+	users map[string]MQTTUser
+	log   *slog.Logger
+
+	// verified caches a digest of the last password that passed bcrypt for a
+	// user, so that a fleet reconnecting at once does not cost a bcrypt each.
+	mu       sync.Mutex
+	verified map[string][32]byte
+	denied   func()
+}
+
+func newAuthHook(users []MQTTUser, log *slog.Logger, denied func()) *authHook {
+	m := make(map[string]MQTTUser, len(users))
+	for _, u := range users {
+		m[u.Username] = u
+	}
+	return &authHook{users: m, log: log.With("hook", "auth"), verified: map[string][32]byte{}, denied: denied}
+}
+
+func (h *authHook) ID() string { return "calx-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+}
+
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	name := string(pk.Connect.Username)
+	u, ok := h.users[name]
+	if !ok || !h.checkPassword(u, pk.Connect.Password) {
+		h.log.Warn("broker login refused", "username", name, "remote", cl.Net.Remote)
+		h.denied()
+		return false
+	}
+	if pk.Connect.WillFlag && !allowed(u, pk.Connect.WillTopic, true) {
+		h.log.Warn("broker login refused: will topic not allowed", "username", name, "topic", pk.Connect.WillTopic)
+		h.denied()
+		return false
+	}
+	return true
+}
+
+func (h *authHook) checkPassword(u MQTTUser, pw []byte) bool {
+	sum := sha256.Sum256(pw)
+	h.mu.Lock()
+	prev, ok := h.verified[u.Username]
+	h.mu.Unlock()
+	if ok && subtle.ConstantTimeCompare(prev[:], sum[:]) == 1 {
+		return true
+	}
+	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), pw) != nil {
+		return false
+	}
+	h.mu.Lock()
+	h.verified[u.Username] = sum
+	h.mu.Unlock()
+	return true
+}
+
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	u, ok := h.users[string(cl.Properties.Username)]
+	if !ok || !allowed(u, topic, write) {
+		h.denied()
+		return false
+	}
+	return true
+}
+
+// allowed is the topic ACL of a user: topic is a topic name when write, a
+// filter when subscribing.
+func allowed(u MQTTUser, topic string, write bool) bool {
+	switch u.Role {
+	case RoleReader:
+		return !write
+	case RoleEdge:
+		own := sparkplug.Namespace + "/" + u.Group + "/"
+		if write {
+			t, err := sparkplug.ParseTopic(topic)
+			if err != nil || t.Group != u.Group || t.Edge != u.EdgeID {
+				return false
+			}
+			switch t.Type {
+			case sparkplug.NBIRTH, sparkplug.NDEATH, sparkplug.NDATA, sparkplug.DBIRTH, sparkplug.DDEATH, sparkplug.DDATA:
+				return true
+			}
+			return false
+		}
+		switch {
+		case topic == own+"NCMD/"+u.EdgeID:
+			return true
+		case strings.HasPrefix(topic, own+"DCMD/"+u.EdgeID+"/"):
+			rest := strings.TrimPrefix(topic, own+"DCMD/"+u.EdgeID+"/")
+			return rest == "+" || (rest != "" && !strings.ContainsAny(rest, "/#"))
+		case strings.HasPrefix(topic, sparkplug.Namespace+"/STATE/"):
+			return !strings.Contains(strings.TrimPrefix(topic, sparkplug.Namespace+"/STATE/"), "#")
+		}
+	}
+	return false
+}

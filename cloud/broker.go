@@ -1,0 +1,198 @@
+package cloud
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/calx-iiot/calx/store"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+)
+
+// BrokerOptions configure the embedded MQTT broker.
+type BrokerOptions struct {
+	// Listen is the TCP address for MQTT clients.
+	Listen string
+	// TLS, when set, makes the listener MQTT over TLS.
+	TLS   *tls.Config
+	Users []MQTTUser
+	// MaxPendingWrites bounds each subscriber's outbound queue; mochi drops
+	// past it (counted). Zero means 65536.
+	MaxPendingWrites int32
+}
+
+// Broker is the embedded mochi MQTT broker with Calx's auth, ACL and ingest.
+type Broker struct {
+	srv    *mqtt.Server
+	tcp    *listeners.TCP
+	ingest *ingestHook
+	log    *slog.Logger
+
+	authDenied atomic.Uint64
+}
+
+// BrokerStats are the broker's counters.
+type BrokerStats struct {
+	Clients     int64
+	Received    int64
+	Persisted   uint64
+	PersistErrs uint64
+	Malformed   uint64
+	Dropped     int64
+	AuthDenied  uint64
+}
+
+func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*Broker, error) {
+	for _, u := range opts.Users {
+		if err := u.Validate(); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+	}
+	if opts.MaxPendingWrites == 0 {
+		opts.MaxPendingWrites = 65536
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClientWritesPending = opts.MaxPendingWrites
+	b := &Broker{log: log.With("component", "broker")}
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: b.log})
+	if err := srv.AddHook(newAuthHook(opts.Users, b.log, func() { b.authDenied.Add(1) }), nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b.ingest = &ingestHook{js: js, log: b.log.With("hook", "ingest")}
+	if err := srv.AddHook(b.ingest, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b.tcp = listeners.NewTCP(listeners.Config{Type: "tcp", ID: "mqtt", Address: opts.Listen, TLSConfig: opts.TLS})
+	if err := srv.AddListener(b.tcp); err != nil {
+		return nil, fmt.Errorf("broker: listen %s: %w", opts.Listen, err)
+	}
+	b.srv = srv
+	return b, nil
+}
+
+func (b *Broker) start() error {
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	return nil
+}
+
+// Addr is the address the MQTT listener is bound to.
+func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// Publish sends a message from inside the process (host STATE, commands).
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	return b.srv.Publish(topic, payload, retain, qos)
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() BrokerStats {
+	return BrokerStats{
+		Clients:     atomic.LoadInt64(&b.srv.Info.ClientsConnected),
+		Received:    atomic.LoadInt64(&b.srv.Info.MessagesReceived),
+		Persisted:   b.ingest.persisted.Load(),
+		PersistErrs: b.ingest.failed.Load(),
+		Malformed:   b.ingest.malformed.Load(),
+		Dropped:     atomic.LoadInt64(&b.srv.Info.MessagesDropped),
+		AuthDenied:  b.authDenied.Load(),
+	}
+}
+
+func (b *Broker) close() error { return b.srv.Close() }
+
+// ingestHook persists every Sparkplug message an edge sends into the
+// backbone before the broker acknowledges it or anything else sees it. A
+// message that cannot be persisted is not acknowledged.
+type ingestHook struct {
+	mqtt.HookBase
+	js  jetstream.JetStream
+	log *slog.Logger
+
+	persisted, failed, malformed atomic.Uint64
+}
+
+func (h *ingestHook) ID() string { return "calx-ingest" }
+
+func (h *ingestHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnWillSent}, []byte{b})
+}
+
+// errNotPersisted makes mochi drop a publish without acknowledging it.
+var errNotPersisted = fmt.Errorf("not persisted: %w", packets.ErrRejectPacket)
+
+func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, sparkplug.Namespace+"/") {
+		return pk, nil
+	}
+	if err := h.persist(pk.TopicName, pk.Payload); err != nil {
+		if errors.Is(err, sparkplug.ErrBadTopic) {
+			return pk, packets.ErrRejectPacket
+		}
+		return pk, errNotPersisted
+	}
+	return pk, nil
+}
+
+// OnWillSent persists an edge's NDEATH sent by the broker on its behalf.
+func (h *ingestHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	if strings.HasPrefix(pk.TopicName, sparkplug.Namespace+"/") {
+		_ = h.persist(pk.TopicName, pk.Payload)
+	}
+}
+
+func (h *ingestHook) persist(topic string, payload []byte) error {
+	t, err := sparkplug.ParseTopic(topic)
+	if err != nil {
+		h.malformed.Add(1)
+		h.log.Warn("publish rejected", "topic", topic, "err", err)
+		return err
+	}
+	switch t.Type {
+	case sparkplug.NBIRTH, sparkplug.NDEATH, sparkplug.NDATA, sparkplug.DBIRTH, sparkplug.DDEATH, sparkplug.DDATA:
+	default:
+		return nil // commands and STATE are not plant data
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := h.js.Publish(ctx, SparkplugSubject(t), payload); err != nil {
+		h.failed.Add(1)
+		h.log.Error("persist failed", "topic", topic, "err", err)
+		return err
+	}
+	h.persisted.Add(1)
+	return nil
+}
+
+// SparkplugSubject is the backbone subject of a Sparkplug topic:
+// calx.spb.<group>.<edge>.<TYPE>[.<device>], ids escaped.
+func SparkplugSubject(t sparkplug.Topic) string {
+	s := store.SubjectSparkplug + "." + store.Token(t.Group) + "." + store.Token(t.Edge) + "." + string(t.Type)
+	if t.Device != "" {
+		s += "." + store.Token(t.Device)
+	}
+	return s
+}
+
+// ParseSparkplugSubject is the inverse of SparkplugSubject.
+func ParseSparkplugSubject(subj string) (sparkplug.Topic, error) {
+	parts := strings.Split(subj, ".")
+	if len(parts) < 5 || len(parts) > 6 || parts[0]+"."+parts[1] != store.SubjectSparkplug {
+		return sparkplug.Topic{}, fmt.Errorf("%w: subject %q", sparkplug.ErrBadTopic, subj)
+	}
+	t := sparkplug.Topic{Group: store.Untoken(parts[2]), Edge: store.Untoken(parts[3]), Type: sparkplug.MsgType(parts[4])}
+	if len(parts) == 6 {
+		t.Device = store.Untoken(parts[5])
+	}
+	return sparkplug.ParseTopic(t.String())
+}

@@ -1,0 +1,227 @@
+// Package cloud is the Calx cloud runtime: the MQTT broker with its auth,
+// ACL and ingest hooks, the Sparkplug primary host, the archiver that feeds
+// the historian, and the live fan-out. It wires the store's backbone and
+// historian together; HTTP lives in web/.
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/calx-iiot/calx/store"
+	"github.com/calx-iiot/calx/store/historian"
+)
+
+// Options configure the cloud.
+type Options struct {
+	// DataDir holds the backbone's files and the history file.
+	DataDir string
+	MQTT    BrokerOptions
+	// NATSListen exposes the backbone to NATS clients; empty means no port.
+	NATSListen string
+	// HostID is the Sparkplug primary host id. Default "calx".
+	HostID string
+	// SyncInterval is the backbone's fsync interval (see store.Options).
+	SyncInterval time.Duration
+	Logger       *slog.Logger
+}
+
+// Cloud is a running cloud.
+type Cloud struct {
+	opts Options
+	log  *slog.Logger
+
+	Bus       *store.Bus
+	Historian *historian.Historian
+	Broker    *Broker
+	Host      *Host
+	Registry  *Registry
+	Hub       *Hub
+	arch      *archiver
+
+	started time.Time
+	once    sync.Once
+}
+
+// New validates opts.
+func New(opts Options) (*Cloud, error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("cloud: data dir required")
+	}
+	if opts.HostID == "" {
+		opts.HostID = "calx"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(opts.MQTT.Users) == 0 {
+		return nil, errors.New("cloud: no MQTT users: an open broker is not allowed")
+	}
+	return &Cloud{opts: opts, log: opts.Logger, Registry: NewRegistry()}, nil
+}
+
+// Start brings the cloud up: backbone, historian, broker, host, archiver and
+// live fan-out. On error what was started is shut down again.
+func (c *Cloud) Start(ctx context.Context) (err error) {
+	c.started = time.Now()
+	defer func() {
+		if err != nil {
+			c.Shutdown(context.Background())
+		}
+	}()
+	bus, err := store.NewBus(store.Options{Dir: filepath.Join(c.opts.DataDir, "jetstream"), Listen: c.opts.NATSListen,
+		SyncInterval: c.opts.SyncInterval, Logger: c.log})
+	if err != nil {
+		return err
+	}
+	if err := bus.Start(ctx); err != nil {
+		return err
+	}
+	c.Bus = bus
+	h, err := historian.Open(ctx, historian.Options{Path: filepath.Join(c.opts.DataDir, "history.duckdb"), Logger: c.log})
+	if err != nil {
+		return err
+	}
+	c.Historian = h
+	js := bus.JetStream()
+	c.Broker, err = newBroker(c.opts.MQTT, js, c.log)
+	if err != nil {
+		return err
+	}
+	if err := c.Broker.start(); err != nil {
+		return err
+	}
+	hubConn, err := bus.Connect("calx-live")
+	if err != nil {
+		return fmt.Errorf("cloud: %w", err)
+	}
+	if c.Hub, err = newHub(hubConn, c.log); err != nil {
+		return err
+	}
+	hostJS, err := c.jetStream("calx-host")
+	if err != nil {
+		return err
+	}
+	c.Host, err = newHost(HostOptions{ID: c.opts.HostID}, hostJS, c.Broker, h, c.Registry, c.log)
+	if err != nil {
+		return err
+	}
+	if err := c.Host.start(ctx); err != nil {
+		return err
+	}
+	archJS, err := c.jetStream("calx-archiver")
+	if err != nil {
+		return err
+	}
+	c.arch = newArchiver(archJS, h, c.log)
+	if err := c.arch.start(ctx); err != nil {
+		return err
+	}
+	c.log.Info("cloud ready", "mqtt", c.Broker.Addr(), "data_dir", c.opts.DataDir, "host_id", c.opts.HostID)
+	return nil
+}
+
+// jetStream opens a connection of its own for a component, so that one
+// component's flow control does not stall another's.
+func (c *Cloud) jetStream(name string) (jetstream.JetStream, error) {
+	nc, err := c.Bus.Connect(name)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: %w", err)
+	}
+	return js, nil
+}
+
+// Ready reports whether the cloud accepts and processes data.
+func (c *Cloud) Ready() bool { return c.Host != nil && c.Host.ready.Load() && c.arch != nil }
+
+// Started is when Start was called.
+func (c *Cloud) Started() time.Time { return c.started }
+
+// ArchiverStats are the archiver's counters.
+type ArchiverStats struct {
+	Written     uint64
+	Batches     uint64
+	Malformed   uint64
+	LastLatency time.Duration
+	Pending     uint64 // messages in the UNS stream not yet written
+}
+
+// ArchiverStats returns the archiver's counters.
+func (c *Cloud) ArchiverStats(ctx context.Context) ArchiverStats {
+	if c.arch == nil {
+		return ArchiverStats{}
+	}
+	st := ArchiverStats{Written: c.arch.written.Load(), Batches: c.arch.batches.Load(),
+		Malformed: c.arch.malformed.Load(), LastLatency: time.Duration(c.arch.lastLatency.Load())}
+	if cons, err := c.Bus.JetStream().Consumer(ctx, store.StreamUNS, consumerHistorian); err == nil {
+		if info, err := cons.Info(ctx); err == nil {
+			st.Pending = info.NumPending + uint64(info.NumAckPending)
+		}
+	}
+	return st
+}
+
+// Shutdown stops everything in reverse order. The broker stops taking data
+// first; the host and archiver finish what is in hand, and the archiver gets
+// until ctx's deadline to drain what is left into the historian. What it
+// does not drain stays in the backbone for the next start. Safe to call twice.
+func (c *Cloud) Shutdown(ctx context.Context) error {
+	var errs []error
+	c.once.Do(func() {
+		if c.Host != nil && c.Host.cancel != nil {
+			if err := c.Host.publishState(false); err != nil {
+				c.log.Warn("STATE offline not published", "err", err)
+			}
+		}
+		if c.Broker != nil {
+			if err := c.Broker.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c.Host != nil {
+			c.Host.stopLoop()
+		}
+		if c.arch != nil {
+			c.drain(ctx)
+			c.arch.stop()
+		}
+		if c.Hub != nil {
+			c.Hub.close()
+		}
+		if c.Historian != nil {
+			if err := c.Historian.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c.Bus != nil {
+			c.Bus.Shutdown()
+		}
+		c.log.Info("cloud stopped")
+	})
+	return errors.Join(errs...)
+}
+
+// drain waits until the archiver has written everything the host produced,
+// or ctx ends.
+func (c *Cloud) drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		if c.ArchiverStats(ctx).Pending == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package cloud
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+
+	"github.com/calx-iiot/calx/config"
+)
+
+// Config is the YAML config of `calx cloud`.
+type Config struct {
+	DataDir string     `yaml:"data_dir"`
+	HostID  string     `yaml:"host_id"`
+	HTTP    HTTPConfig `yaml:"http"`
+	MQTT    MQTTConfig `yaml:"mqtt"`
+	// NATS exposes the backbone to NATS clients; empty: no port.
+	NATS string `yaml:"nats"`
+	// SyncInterval is how often the backbone fsyncs (default 1s): what a
+	// power cut of the VM can lose at most.
+	SyncInterval config.Duration `yaml:"sync_interval"`
+	// Users of the UI and API.
+	Users []UserConfig `yaml:"users"`
+	// Edges are the edge nodes allowed to publish, each with its own
+	// credentials and Sparkplug ids.
+	Edges []EdgeConfig `yaml:"edges"`
+	// Readers are MQTT clients that may subscribe to everything and publish nothing.
+	Readers []ReaderConfig `yaml:"readers"`
+}
+
+// HTTPConfig is the web listener.
+type HTTPConfig struct {
+	Listen string    `yaml:"listen"`
+	TLS    TLSConfig `yaml:"tls"`
+}
+
+// MQTTConfig is the broker listener.
+type MQTTConfig struct {
+	Listen string    `yaml:"listen"`
+	TLS    TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig names a certificate and key in PEM files.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Load returns the tls.Config, or nil when no certificate is configured.
+func (t TLSConfig) Load() (*tls.Config, error) {
+	if t.CertFile == "" && t.KeyFile == "" {
+		return nil, nil
+	}
+	if t.CertFile == "" || t.KeyFile == "" {
+		return nil, errors.New("tls: cert_file and key_file go together")
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// UserConfig is a UI/API user.
+type UserConfig struct {
+	Username     string `yaml:"username"`
+	PasswordHash string `yaml:"password_hash"`
+	Role         string `yaml:"role"`
+}
+
+// EdgeConfig is one edge node's broker credentials.
+type EdgeConfig struct {
+	Username     string `yaml:"username"`
+	PasswordHash string `yaml:"password_hash"`
+	Group        string `yaml:"group"`
+	EdgeID       string `yaml:"edge_id"`
+}
+
+// ReaderConfig is a read-only MQTT client.
+type ReaderConfig struct {
+	Username     string `yaml:"username"`
+	PasswordHash string `yaml:"password_hash"`
+}
+
+// LoadConfig reads and validates a cloud config file.
+func LoadConfig(file string) (*Config, error) {
+	c := &Config{}
+	if err := config.Load(file, c); err != nil {
+		return nil, err
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./calx-cloud-data"
+	}
+	if c.HostID == "" {
+		c.HostID = "calx"
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:8080"
+	}
+	if c.MQTT.Listen == "" {
+		c.MQTT.Listen = "127.0.0.1:1883"
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for i, u := range c.MQTTUsers() {
+		if err := u.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: mqtt user %d: %w", file, i+1, err))
+		}
+		if seen[u.Username] {
+			errs = append(errs, fmt.Errorf("%s: mqtt username %q is used twice", file, u.Username))
+		}
+		seen[u.Username] = true
+	}
+	if len(c.Edges) == 0 {
+		errs = append(errs, fmt.Errorf("%s: edges: at least one edge is needed (the broker is never open)", file))
+	}
+	if _, err := c.HTTP.TLS.Load(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: http.%w", file, err))
+	}
+	if _, err := c.MQTT.TLS.Load(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: mqtt.%w", file, err))
+	}
+	return c, errors.Join(errs...)
+}
+
+// MQTTUsers lists the broker credentials of the config.
+func (c *Config) MQTTUsers() []MQTTUser {
+	var us []MQTTUser
+	for _, e := range c.Edges {
+		us = append(us, MQTTUser{Username: e.Username, PasswordHash: e.PasswordHash, Role: RoleEdge, Group: e.Group, EdgeID: e.EdgeID})
+	}
+	for _, r := range c.Readers {
+		us = append(us, MQTTUser{Username: r.Username, PasswordHash: r.PasswordHash, Role: RoleReader})
+	}
+	return us
+}

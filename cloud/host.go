@@ -1,0 +1,597 @@
+package cloud
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/calx-iiot/calx/store"
+	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
+)
+
+// TagSink receives tag metadata learnt from births.
+type TagSink interface {
+	UpsertTags(ctx context.Context, tags []uns.Tag) error
+}
+
+// Publisher sends MQTT messages from inside the process.
+type Publisher interface {
+	Publish(topic string, payload []byte, retain bool, qos byte) error
+}
+
+const (
+	bucketBirths    = "CALX_BIRTHS"
+	consumerHost    = "host"
+	rebirthInterval = 5 * time.Second
+)
+
+// metricInfo is what a birth told about one metric.
+type metricInfo struct {
+	path  uns.Path
+	dt    pb.DataType
+	store bool
+}
+
+type metricSet struct {
+	byAlias map[uint64]*metricInfo
+	byName  map[string]*metricInfo
+}
+
+func newMetricSet() metricSet {
+	return metricSet{byAlias: map[uint64]*metricInfo{}, byName: map[string]*metricInfo{}}
+}
+
+func (s metricSet) lookup(m *pb.Payload_Metric) (*metricInfo, bool) {
+	if m.Name != nil {
+		mi, ok := s.byName[m.GetName()]
+		return mi, ok
+	}
+	mi, ok := s.byAlias[m.GetAlias()]
+	return mi, ok
+}
+
+type deviceState struct {
+	online  bool
+	metrics metricSet
+}
+
+// NodeState is what the host knows of one edge node.
+type NodeState struct {
+	Group       string    `json:"group"`
+	Edge        string    `json:"edge_node"`
+	Online      bool      `json:"online"`
+	BdSeq       uint64    `json:"bd_seq"`
+	LastSeen    time.Time `json:"last_seen"`
+	BirthAt     time.Time `json:"birth_at"`
+	DeathReason string    `json:"death_reason,omitempty"`
+	Devices     []string  `json:"devices"`
+}
+
+type nodeState struct {
+	NodeState
+	lastSeq     int // -1: unknown
+	metrics     metricSet
+	devices     map[string]*deviceState
+	lastRebirth time.Time
+}
+
+// HostStats are the primary host's counters.
+type HostStats struct {
+	Messages         uint64
+	Samples          uint64
+	Malformed        uint64
+	SeqGaps          uint64
+	Unknown          uint64
+	RebirthsAsked    uint64
+	StaleDeathsIgnrd uint64
+}
+
+// HostOptions configure the primary host application.
+type HostOptions struct {
+	// ID is the Sparkplug host id; STATE goes to spBv1.0/STATE/<ID>.
+	ID string
+}
+
+// Host is the Sparkplug B primary host application. It consumes every
+// persisted Sparkplug message in order, keeps the birth, alias and sequence
+// state of each edge node, and turns data into UNS samples on the backbone.
+type Host struct {
+	opts  HostOptions
+	js    jetstream.JetStream
+	pub   Publisher
+	tags  TagSink
+	reg   *Registry
+	log   *slog.Logger
+	kv    jetstream.KeyValue
+	nodes map[string]*nodeState
+	mu    sync.RWMutex // guards nodes for readers outside the loop
+
+	msgs, samples, malformed, gaps, unknown, rebirths, staleDeaths atomic.Uint64
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	ready  atomic.Bool
+}
+
+func newHost(opts HostOptions, js jetstream.JetStream, pub Publisher, tags TagSink, reg *Registry, log *slog.Logger) (*Host, error) {
+	if err := uns.ValidateSegment(opts.ID); err != nil {
+		return nil, fmt.Errorf("host id %q: %w", opts.ID, err)
+	}
+	return &Host{opts: opts, js: js, pub: pub, tags: tags, reg: reg, log: log.With("component", "host"),
+		nodes: map[string]*nodeState{}, done: make(chan struct{})}, nil
+}
+
+func (h *Host) stateTopic() string {
+	return sparkplug.Topic{Type: sparkplug.STATE, HostID: h.opts.ID}.String()
+}
+
+func (h *Host) publishState(online bool) error {
+	b, _ := json.Marshal(map[string]any{"online": online, "timestamp": sparkplug.Millis(time.Now())})
+	return h.pub.Publish(h.stateTopic(), b, true, 1)
+}
+
+// start restores the births, begins consuming, and declares the host online.
+func (h *Host) start(ctx context.Context) error {
+	kv, err := h.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketBirths, Storage: jetstream.FileStorage, History: 1})
+	if err != nil {
+		return fmt.Errorf("host: births bucket: %w", err)
+	}
+	h.kv = kv
+	if err := h.restore(ctx); err != nil {
+		return err
+	}
+	cons, err := h.js.CreateOrUpdateConsumer(ctx, store.StreamSparkplug, jetstream.ConsumerConfig{
+		Durable: consumerHost, AckPolicy: jetstream.AckAllPolicy, AckWait: time.Minute,
+		MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("host: consumer: %w", err)
+	}
+	ctx, h.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(h.done)
+		h.loop(ctx, cons)
+	}()
+	if err := h.publishState(true); err != nil {
+		return fmt.Errorf("host: STATE: %w", err)
+	}
+	h.ready.Store(true)
+	h.log.Info("primary host online", "host_id", h.opts.ID, "nodes_restored", len(h.nodes))
+	return nil
+}
+
+// stopLoop waits for the loop to finish its batch. STATE offline is
+// published by the caller while the broker still runs.
+func (h *Host) stopLoop() {
+	if h.cancel == nil {
+		return
+	}
+	h.ready.Store(false)
+	h.cancel()
+	<-h.done
+}
+
+// restore replays the stored births so that aliases of data still in the
+// stream can be resolved after a restart.
+func (h *Host) restore(ctx context.Context) error {
+	lister, err := h.kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("host: births: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	// Node births before device births: a node key has fewer tokens.
+	sortByTokens(keys)
+	for _, k := range keys {
+		e, err := h.kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		t, err := ParseSparkplugSubject(store.SubjectSparkplug + "." + k)
+		if err != nil {
+			continue
+		}
+		p, err := sparkplug.Decode(e.Value())
+		if err != nil {
+			continue
+		}
+		h.apply(ctx, t, p, e.Created(), false)
+		if ns := h.nodes[nodeKey(t)]; ns != nil {
+			ns.lastSeq = -1
+		}
+	}
+	return nil
+}
+
+func sortByTokens(keys []string) {
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && strings.Count(keys[j], ".") < strings.Count(keys[j-1], "."); j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+}
+
+func nodeKey(t sparkplug.Topic) string { return t.Group + "/" + t.Edge }
+
+func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
+	var out []byte
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			if ctx.Err() == nil {
+				h.log.Warn("fetch failed", "err", err)
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
+		}
+		var last jetstream.Msg
+		var futures []jetstream.PubAckFuture
+		for msg := range batch.Messages() {
+			last = msg
+			meta, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			t, err := ParseSparkplugSubject(msg.Subject())
+			if err != nil {
+				h.malformed.Add(1)
+				continue
+			}
+			p, err := sparkplug.Decode(msg.Data())
+			if err != nil {
+				h.malformed.Add(1)
+				h.log.Warn("malformed payload rejected", "topic", t.String(), "err", err)
+				continue
+			}
+			h.msgs.Add(1)
+			samples := h.apply(ctx, t, p, meta.Timestamp, true)
+			if len(samples) == 0 {
+				continue
+			}
+			h.samples.Add(uint64(len(samples)))
+			h.reg.Update(samples)
+			out = uns.AppendBatch(out[:0], samples)
+			subj := store.SubjectUNS + "." + store.Token(t.Group) + "." + store.Token(t.Edge)
+			f, err := h.publishUNS(ctx, subj, out, meta.Sequence.Stream)
+			if err != nil {
+				return
+			}
+			futures = append(futures, f)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			h.log.Warn("fetch batch ended with error", "err", err)
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				// Re-publish synchronously until stored; the msg id makes it
+				// idempotent.
+				h.log.Warn("UNS publish failed, retrying", "err", err)
+				if !h.republish(ctx, f.Msg().Subject, f.Msg().Data, f.Msg().Header.Get("Nats-Msg-Id")) {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+		if last != nil {
+			if err := last.Ack(); err != nil {
+				h.log.Warn("ack failed", "err", err)
+			}
+		}
+	}
+}
+
+func (h *Host) publishUNS(ctx context.Context, subj string, data []byte, seq uint64) (jetstream.PubAckFuture, error) {
+	id := "spb-" + strconv.FormatUint(seq, 10)
+	buf := append([]byte(nil), data...)
+	for {
+		f, err := h.js.PublishAsync(subj, buf, jetstream.WithMsgID(id))
+		if err == nil {
+			return f, nil
+		}
+		h.log.Warn("UNS publish stalled", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (h *Host) republish(ctx context.Context, subj string, data []byte, id string) bool {
+	for ctx.Err() == nil {
+		if _, err := h.js.Publish(ctx, subj, data, jetstream.WithMsgID(id)); err == nil {
+			return true
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
+// apply runs one Sparkplug message through the host's state and returns the
+// samples it carries. live is false while restoring births.
+func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at time.Time, live bool) []uns.Sample {
+	key := nodeKey(t)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ns := h.nodes[key]
+	if ns != nil {
+		ns.LastSeen = at
+	}
+	switch t.Type {
+	case sparkplug.NBIRTH:
+		bd, _ := metricUint(p, sparkplug.MetricBdSeq)
+		ns = &nodeState{NodeState: NodeState{Group: t.Group, Edge: t.Edge, Online: true, BdSeq: bd, LastSeen: at, BirthAt: at},
+			lastSeq: int(p.GetSeq()), metrics: newMetricSet(), devices: map[string]*deviceState{}}
+		if old := h.nodes[key]; old != nil {
+			ns.lastRebirth = old.lastRebirth
+			for id := range old.devices {
+				ns.Devices = append(ns.Devices, id)
+			}
+		}
+		h.nodes[key] = ns
+		samples := h.birth(ctx, t, p, ns.metrics, live)
+		if live {
+			h.storeBirth(ctx, t, p)
+		}
+		return samples
+	case sparkplug.DBIRTH:
+		if ns == nil {
+			h.unknownNode(t, live)
+			return nil
+		}
+		h.checkSeq(ns, t, p, live)
+		ds := &deviceState{online: true, metrics: newMetricSet()}
+		if _, had := ns.devices[t.Device]; !had {
+			ns.Devices = append(ns.Devices, t.Device)
+		}
+		ns.devices[t.Device] = ds
+		samples := h.birth(ctx, t, p, ds.metrics, live)
+		if live {
+			h.storeBirth(ctx, t, p)
+		}
+		return samples
+	case sparkplug.NDATA, sparkplug.DDATA:
+		if ns == nil || !ns.Online {
+			h.unknownNode(t, live)
+			return nil
+		}
+		h.checkSeq(ns, t, p, live)
+		set := ns.metrics
+		if t.Type == sparkplug.DDATA {
+			ds, ok := ns.devices[t.Device]
+			if !ok {
+				h.askRebirth(ns, "data from a device without birth", live)
+				return nil
+			}
+			set = ds.metrics
+		}
+		return h.data(ns, t, p, set, live)
+	case sparkplug.NDEATH:
+		if ns == nil {
+			return nil
+		}
+		if bd, ok := metricUint(p, sparkplug.MetricBdSeq); ok && bd != ns.BdSeq {
+			h.staleDeaths.Add(1)
+			return nil
+		}
+		ns.Online = false
+		ns.DeathReason = "NDEATH"
+		var out []uns.Sample
+		out = appendStale(out, ns.metrics, at)
+		for _, ds := range ns.devices {
+			ds.online = false
+			out = appendStale(out, ds.metrics, at)
+		}
+		return out
+	case sparkplug.DDEATH:
+		if ns == nil {
+			return nil
+		}
+		h.checkSeq(ns, t, p, live)
+		ds, ok := ns.devices[t.Device]
+		if !ok {
+			return nil
+		}
+		ds.online = false
+		return appendStale(nil, ds.metrics, at)
+	}
+	return nil
+}
+
+func appendStale(out []uns.Sample, set metricSet, at time.Time) []uns.Sample {
+	for _, mi := range set.byName {
+		if mi.store {
+			out = append(out, uns.Sample{Path: mi.path, TS: at, Value: uns.Null, Quality: uns.Bad})
+		}
+	}
+	return out
+}
+
+func (h *Host) storeBirth(ctx context.Context, t sparkplug.Topic, p *pb.Payload) {
+	b, err := proto.Marshal(p)
+	if err == nil {
+		key := strings.TrimPrefix(SparkplugSubject(sparkplug.Topic{Group: t.Group, Edge: t.Edge, Type: t.Type, Device: t.Device}), store.SubjectSparkplug+".")
+		_, err = h.kv.Put(ctx, key, b)
+	}
+	if err != nil {
+		h.log.Warn("birth not stored", "topic", t.String(), "err", err)
+	}
+}
+
+// checkSeq verifies the node's message sequence and asks for a rebirth on a
+// gap, as values in between were lost on the way.
+func (h *Host) checkSeq(ns *nodeState, t sparkplug.Topic, p *pb.Payload, live bool) {
+	if p.Seq == nil {
+		return
+	}
+	seq := int(p.GetSeq())
+	if ns.lastSeq >= 0 && seq != (ns.lastSeq+1)%256 {
+		h.gaps.Add(1)
+		h.log.Warn("sequence gap", "node", nodeKey(t), "want", (ns.lastSeq+1)%256, "got", seq)
+		h.askRebirth(ns, "sequence gap", live)
+	}
+	ns.lastSeq = seq
+}
+
+func (h *Host) unknownNode(t sparkplug.Topic, live bool) {
+	h.unknown.Add(1)
+	ns := &nodeState{NodeState: NodeState{Group: t.Group, Edge: t.Edge}, lastSeq: -1, metrics: newMetricSet(), devices: map[string]*deviceState{}}
+	if old := h.nodes[nodeKey(t)]; old != nil {
+		ns = old
+	} else {
+		h.nodes[nodeKey(t)] = ns
+	}
+	h.askRebirth(ns, "data before birth", live)
+}
+
+func (h *Host) askRebirth(ns *nodeState, why string, live bool) {
+	if !live || time.Since(ns.lastRebirth) < rebirthInterval {
+		return
+	}
+	ns.lastRebirth = time.Now()
+	p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{{
+		Name: proto.String(sparkplug.MetricRebirth), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
+		Value: &pb.Payload_Metric_BooleanValue{BooleanValue: true},
+	}}}
+	b, _ := proto.Marshal(p)
+	topic := sparkplug.Topic{Group: ns.Group, Type: sparkplug.NCMD, Edge: ns.Edge}.String()
+	if err := h.pub.Publish(topic, b, false, 0); err != nil {
+		h.log.Warn("rebirth request failed", "topic", topic, "err", err)
+		return
+	}
+	h.rebirths.Add(1)
+	h.log.Info("rebirth requested", "node", ns.Group+"/"+ns.Edge, "reason", why)
+}
+
+// birth learns the metrics of a birth and returns their values.
+func (h *Host) birth(ctx context.Context, t sparkplug.Topic, p *pb.Payload, set metricSet, live bool) []uns.Sample {
+	var tags []uns.Tag
+	var out []uns.Sample
+	for _, m := range p.GetMetrics() {
+		name := m.GetName()
+		dt := pb.DataType(m.GetDatatype())
+		mi := &metricInfo{dt: dt}
+		udt, scalar := sparkplug.UNSType(dt)
+		mi.store = scalar && name != sparkplug.MetricBdSeq && !strings.HasPrefix(name, "Node Control/")
+		if path, ok := sparkplug.PropertyString(m, sparkplug.PropUNSPath); ok {
+			mi.path = uns.Path(path)
+		} else if t.Device != "" {
+			mi.path = uns.Path(t.Group + "/" + t.Edge + "/" + t.Device + "/" + name)
+		} else {
+			mi.path = uns.Path(t.Group + "/_edge/" + t.Edge + "/" + name)
+		}
+		if err := mi.path.Validate(); err != nil {
+			mi.store = false
+			h.log.Warn("metric not stored: no valid UNS path", "topic", t.String(), "metric", name, "err", err)
+		}
+		set.byName[name] = mi
+		if m.Alias != nil {
+			set.byAlias[m.GetAlias()] = mi
+		}
+		if !mi.store {
+			continue
+		}
+		unit, _ := sparkplug.PropertyString(m, sparkplug.PropEngUnit)
+		desc, _ := sparkplug.PropertyString(m, "description")
+		tag := uns.Tag{Path: mi.path, DataType: udt, Unit: unit, Description: desc,
+			Sparkplug: uns.SparkplugAddr{Group: t.Group, Edge: t.Edge, Device: t.Device, Metric: name}}
+		tags = append(tags, tag)
+		h.reg.Define(tag)
+		if s, ok := h.sample(p, m, mi); ok {
+			out = append(out, s)
+		}
+	}
+	if live && len(tags) > 0 && h.tags != nil {
+		if err := h.tags.UpsertTags(ctx, tags); err != nil {
+			h.log.Error("tag metadata not stored", "topic", t.String(), "err", err)
+		}
+	}
+	return out
+}
+
+func (h *Host) data(ns *nodeState, t sparkplug.Topic, p *pb.Payload, set metricSet, live bool) []uns.Sample {
+	out := make([]uns.Sample, 0, len(p.GetMetrics()))
+	for _, m := range p.GetMetrics() {
+		mi, ok := set.lookup(m)
+		if !ok {
+			h.unknown.Add(1)
+			h.askRebirth(ns, "unknown metric alias", live)
+			continue
+		}
+		if !mi.store {
+			continue
+		}
+		if s, ok := h.sample(p, m, mi); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (h *Host) sample(p *pb.Payload, m *pb.Payload_Metric, mi *metricInfo) (uns.Sample, bool) {
+	v, err := sparkplug.GetValue(m, mi.dt)
+	if err != nil {
+		h.malformed.Add(1)
+		return uns.Sample{}, false
+	}
+	ts := m.GetTimestamp()
+	if ts == 0 {
+		ts = p.GetTimestamp()
+	}
+	q := sparkplug.PropertyQuality(m)
+	if v.Kind == uns.KindNull && q == uns.Good {
+		q = uns.Bad
+	}
+	return uns.Sample{Path: mi.path, TS: sparkplug.Timestamp(ts), Value: v, Quality: q, Historical: m.GetIsHistorical()}, true
+}
+
+func metricUint(p *pb.Payload, name string) (uint64, bool) {
+	for _, m := range p.GetMetrics() {
+		if m.GetName() != name {
+			continue
+		}
+		switch v := m.Value.(type) {
+		case *pb.Payload_Metric_LongValue:
+			return v.LongValue, true
+		case *pb.Payload_Metric_IntValue:
+			return uint64(v.IntValue), true
+		}
+	}
+	return 0, false
+}
+
+// Nodes returns the state of every edge node the host knows.
+func (h *Host) Nodes() []NodeState {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]NodeState, 0, len(h.nodes))
+	for _, ns := range h.nodes {
+		n := ns.NodeState
+		n.Devices = append([]string(nil), ns.Devices...)
+		out = append(out, n)
+	}
+	return out
+}
+
+// Stats returns the host's counters.
+func (h *Host) Stats() HostStats {
+	return HostStats{Messages: h.msgs.Load(), Samples: h.samples.Load(), Malformed: h.malformed.Load(),
+		SeqGaps: h.gaps.Load(), Unknown: h.unknown.Load(), RebirthsAsked: h.rebirths.Load(), StaleDeathsIgnrd: h.staleDeaths.Load()}
+}

@@ -1,0 +1,96 @@
+package cloud
+
+import (
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// TagState is a tag of the namespace with its current value.
+type TagState struct {
+	uns.Tag
+	Value   uns.Value
+	TS      time.Time
+	Quality uns.Quality
+	HasVal  bool
+}
+
+// Registry is the live namespace: every tag the host has seen in a birth,
+// with its Sparkplug address and current value. Safe for concurrent use.
+type Registry struct {
+	mu   sync.RWMutex
+	tags map[uns.Path]*TagState
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{tags: map[uns.Path]*TagState{}} }
+
+// Define adds or updates a tag's metadata.
+func (r *Registry) Define(t uns.Tag) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ts, ok := r.tags[t.Path]; ok {
+		ts.Tag = t
+		return
+	}
+	r.tags[t.Path] = &TagState{Tag: t, Quality: uns.Bad}
+}
+
+// Update records samples as current values; historical and older samples
+// never replace a newer current value.
+func (r *Registry) Update(samples []uns.Sample) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range samples {
+		s := &samples[i]
+		ts, ok := r.tags[s.Path]
+		if !ok {
+			ts = &TagState{Tag: uns.Tag{Path: s.Path}}
+			r.tags[s.Path] = ts
+		}
+		if s.Historical || (ts.HasVal && s.TS.Before(ts.TS)) {
+			continue
+		}
+		if s.Value.Kind == uns.KindNull && s.Quality != uns.Good && ts.HasVal {
+			// A death or a lost device: keep the last known value, now bad.
+			ts.Quality = s.Quality
+			continue
+		}
+		ts.Value, ts.TS, ts.Quality, ts.HasVal = s.Value, s.TS, s.Quality, true
+	}
+}
+
+// Get returns one tag.
+func (r *Registry) Get(p uns.Path) (TagState, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ts, ok := r.tags[p]
+	if !ok {
+		return TagState{}, false
+	}
+	return *ts, true
+}
+
+// List returns the tags under prefix ("" for all), sorted by path.
+func (r *Registry) List(prefix string) []TagState {
+	r.mu.RLock()
+	out := make([]TagState, 0, len(r.tags))
+	for p, ts := range r.tags {
+		if prefix == "" || string(p) == prefix || strings.HasPrefix(string(p), strings.TrimSuffix(prefix, "/")+"/") {
+			out = append(out, *ts)
+		}
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Len is the number of tags.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.tags)
+}

@@ -1,0 +1,150 @@
+package edge
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Config is the YAML config of `calx edge`.
+type Config struct {
+	// DataDir keeps the edge's state; default ./calx-edge-data.
+	DataDir string `yaml:"data_dir"`
+	// HTTP is the address of the edge's health endpoints; empty: none.
+	HTTP  string      `yaml:"http"`
+	Cloud CloudConfig `yaml:"cloud"`
+	// Devices are the machines this edge reads.
+	Devices []DeviceConfig `yaml:"devices"`
+
+	file string
+}
+
+// CloudConfig says how the edge reaches the cloud broker.
+type CloudConfig struct {
+	Broker string `yaml:"broker"`
+	// Username and Password are this edge's own broker credentials. The
+	// password may instead come from PasswordFile or the environment
+	// variable CALX_EDGE_PASSWORD.
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	// CAFile is a PEM bundle that signs the broker's certificate (ssl:// only).
+	CAFile      string `yaml:"ca_file"`
+	Group       string `yaml:"group"`
+	EdgeID      string `yaml:"edge_id"`
+	PrimaryHost string `yaml:"primary_host"`
+}
+
+// DeviceConfig binds a connector to a place in the UNS.
+type DeviceConfig struct {
+	ID        string    `yaml:"id"`
+	Path      string    `yaml:"path"`
+	Connector string    `yaml:"connector"`
+	Settings  yaml.Node `yaml:"settings"`
+}
+
+// LoadConfig reads and validates an edge config file.
+func LoadConfig(file string) (*Config, error) {
+	c := &Config{file: file}
+	if err := config.Load(file, c); err != nil {
+		return nil, err
+	}
+	if c.DataDir == "" {
+		c.DataDir = "./calx-edge-data"
+	}
+	if c.Cloud.PrimaryHost == "" {
+		c.Cloud.PrimaryHost = "calx"
+	}
+	return c, nil
+}
+
+// Options turns the config into edge options, building each connector.
+func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
+	o := Options{Broker: c.Cloud.Broker, Username: c.Cloud.Username, Password: c.Cloud.Password,
+		Group: c.Cloud.Group, EdgeID: c.Cloud.EdgeID, PrimaryHost: c.Cloud.PrimaryHost,
+		DataDir: c.DataDir, Logger: log, Version: version}
+	if c.Cloud.PasswordFile != "" {
+		b, err := os.ReadFile(c.Cloud.PasswordFile)
+		if err != nil {
+			return o, fmt.Errorf("%s: cloud.password_file: %w", c.file, err)
+		}
+		o.Password = strings.TrimSpace(string(b))
+	}
+	if env := os.Getenv("CALX_EDGE_PASSWORD"); env != "" {
+		o.Password = env
+	}
+	if o.Username == "" || o.Password == "" {
+		return o, fmt.Errorf("%s: cloud.username and a password (cloud.password, cloud.password_file or CALX_EDGE_PASSWORD) are required", c.file)
+	}
+	if c.Cloud.CAFile != "" {
+		pem, err := os.ReadFile(c.Cloud.CAFile)
+		if err != nil {
+			return o, fmt.Errorf("%s: cloud.ca_file: %w", c.file, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return o, fmt.Errorf("%s: cloud.ca_file %s: no PEM certificate in it", c.file, c.Cloud.CAFile)
+		}
+		o.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	var errs []error
+	for i, d := range c.Devices {
+		key := fmt.Sprintf("devices[%d]", i)
+		f, err := Lookup(d.Connector)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s.connector: %w", c.file, key, err))
+			continue
+		}
+		settings := d.Settings
+		decode := func(v any) error {
+			if settings.Kind == 0 {
+				return nil
+			}
+			if err := decodeNode(&settings, v); err != nil {
+				return fmt.Errorf("%s: %s.settings: %w", c.file, key, err)
+			}
+			return nil
+		}
+		conn, err := f(d.ID, decode)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		o.Devices = append(o.Devices, Device{ID: d.ID, Path: uns.Path(d.Path), Connector: conn})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return o, err
+	}
+	if err := o.Validate(); err != nil {
+		return o, fmt.Errorf("%s: %w", c.file, err)
+	}
+	return o, nil
+}
+
+// decodeNode decodes a YAML node strictly.
+func decodeNode(n *yaml.Node, v any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	// Re-decoding keeps KnownFields strictness; line numbers are relative to
+	// the settings block, so report them through the node's own line.
+	if err := config.Decode("settings", b, v); err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) && ce.Line > 0 {
+			ce.Line += n.Line - 1
+			return fmt.Errorf("line %d: %s: %s", ce.Line, ce.Key, ce.Msg)
+		}
+		return err
+	}
+	return nil
+}

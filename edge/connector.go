@@ -1,0 +1,85 @@
+// Package edge is the Calx edge runtime: it runs connectors, applies
+// report-by-exception to what they read, and publishes the result as a
+// Sparkplug B edge node. Each connector lives in its own sub-folder and
+// registers a factory here.
+//
+// It owns the edge node's Sparkplug state (bdSeq, seq, aliases, births); it
+// must not reach into the cloud's packages.
+package edge
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// TagDef declares one tag a connector provides.
+type TagDef struct {
+	Name        string // metric name on the device; the last segments of its UNS path
+	DataType    uns.DataType
+	Unit        string
+	Low, High   float64 // engineering range; span of the percent deadband
+	Description string
+	Writable    bool
+	Deadband    uns.Deadband
+}
+
+// Reading is one value read from a device.
+type Reading struct {
+	Tag     string
+	TS      time.Time // taken at the read, or given by the source
+	Value   uns.Value
+	Quality uns.Quality
+}
+
+// Connector reads one device. Run keeps reading until ctx is done, handing
+// each read's values to emit (which does not keep the slice); it marks its
+// tags BAD when the device is lost and reconnects by itself. Run returns nil
+// when ctx is cancelled.
+type Connector interface {
+	Tags() []TagDef
+	Run(ctx context.Context, emit func([]Reading)) error
+}
+
+// Factory builds a connector from its decoded settings. The settings type
+// is the factory's own; config decoding hands it the YAML node.
+type Factory func(device string, decode func(any) error) (Connector, error)
+
+var (
+	regMu    sync.RWMutex
+	registry = map[string]Factory{}
+)
+
+// Register makes a connector kind available to configs; called from init.
+func Register(kind string, f Factory) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registry[kind]; dup {
+		panic("edge: connector " + kind + " registered twice")
+	}
+	registry[kind] = f
+}
+
+// Lookup returns the factory of a connector kind.
+func Lookup(kind string) (Factory, error) {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	f, ok := registry[kind]
+	if !ok {
+		return nil, fmt.Errorf("unknown connector %q (known: %v)", kind, kinds())
+	}
+	return f, nil
+}
+
+func kinds() []string {
+	var ks []string
+	for k := range registry {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

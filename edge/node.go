@@ -1,0 +1,386 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
+)
+
+// Aliases 1..nodeAliases are the node's own metrics; devices' start after.
+const (
+	aliasBufferDropped = 1
+	aliasBufferDepth   = 2
+	nodeAliases        = 16
+	maxMetricsPerMsg   = 500
+	publishTimeout     = 10 * time.Second
+)
+
+// node is the Sparkplug B edge node of an Edge. One goroutine (run) owns it.
+type node struct {
+	e      *Edge
+	bd     bdSeqStore
+	client mqtt.Client
+	bdSeq  uint64
+	seq    uint64
+	born   atomic.Bool
+
+	lost    chan error
+	cmds    chan *pb.Payload
+	states  chan hostState
+	hostOn  bool
+	hostTS  uint64
+	backoff time.Duration
+
+	// histUpTo counts the queued values, at the head of the queue, that were
+	// read before the last birth: they are sent flagged is_historical.
+	histUpTo int
+}
+
+type hostState struct {
+	Online    bool   `json:"online"`
+	Timestamp uint64 `json:"timestamp"`
+}
+
+func newNode(e *Edge) (*node, error) {
+	return &node{e: e, bd: e.bdSeqFile(), lost: make(chan error, 1), cmds: make(chan *pb.Payload, 16),
+		states: make(chan hostState, 16)}, nil
+}
+
+func (n *node) topic(t sparkplug.MsgType, device string) string {
+	return sparkplug.Topic{Group: n.e.opts.Group, Type: t, Edge: n.e.opts.EdgeID, Device: device}.String()
+}
+
+// run connects, births and publishes until ctx is done, reconnecting with
+// capped exponential backoff and jitter.
+func (n *node) run(ctx context.Context) {
+	log := n.e.log
+	for ctx.Err() == nil {
+		err := n.session(ctx)
+		n.born.Store(false)
+		if n.client != nil && n.client.IsConnected() {
+			n.client.Disconnect(250)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		n.backoff = min(max(2*n.backoff, 500*time.Millisecond), 30*time.Second)
+		wait := n.backoff/2 + rand.N(n.backoff/2+1)
+		log.Warn("edge node offline, will reconnect", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// session is one MQTT connection: connect, wait for the host, birth, publish.
+func (n *node) session(ctx context.Context) error {
+	o := n.e.opts
+	bdSeq, err := n.bd.next()
+	if err != nil {
+		return err
+	}
+	n.bdSeq = bdSeq
+	will, err := proto.Marshal(n.deathPayload())
+	if err != nil {
+		return err
+	}
+	// Drain signals of an earlier session.
+	for len(n.lost) > 0 {
+		<-n.lost
+	}
+	n.hostOn, n.hostTS = o.PrimaryHost == "", 0
+	co := mqtt.NewClientOptions().AddBroker(o.Broker).SetClientID(o.Group+"."+o.EdgeID).
+		SetUsername(o.Username).SetPassword(o.Password).SetCleanSession(true).
+		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(30*time.Second).
+		SetConnectTimeout(10*time.Second).SetWriteTimeout(publishTimeout).SetOrderMatters(false).
+		SetBinaryWill(n.topic(sparkplug.NDEATH, ""), will, 1, false).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			select {
+			case n.lost <- err:
+			default:
+			}
+		})
+	if o.TLS != nil {
+		co.SetTLSConfig(o.TLS)
+	}
+	c := mqtt.NewClient(co)
+	n.client = c
+	if err := wait(ctx, c.Connect()); err != nil {
+		return fmt.Errorf("connect %s: %w", o.Broker, err)
+	}
+	onCmd := func(_ mqtt.Client, m mqtt.Message) {
+		p, err := sparkplug.Decode(m.Payload())
+		if err != nil {
+			n.e.log.Warn("malformed command rejected", "topic", m.Topic(), "err", err)
+			return
+		}
+		select {
+		case n.cmds <- p:
+		default:
+			n.e.log.Warn("command dropped: too many pending", "topic", m.Topic())
+		}
+	}
+	subs := map[string]byte{n.topic(sparkplug.NCMD, ""): 1}
+	for _, d := range n.e.devices {
+		subs[n.topic(sparkplug.DCMD, d.ID)] = 1
+	}
+	if err := wait(ctx, c.SubscribeMultiple(subs, onCmd)); err != nil {
+		return fmt.Errorf("subscribe commands: %w", err)
+	}
+	if o.PrimaryHost != "" {
+		st := sparkplug.Topic{Type: sparkplug.STATE, HostID: o.PrimaryHost}.String()
+		err := wait(ctx, c.Subscribe(st, 1, func(_ mqtt.Client, m mqtt.Message) {
+			var s hostState
+			if err := json.Unmarshal(m.Payload(), &s); err != nil {
+				n.e.log.Warn("malformed STATE rejected", "topic", m.Topic(), "err", err)
+				return
+			}
+			n.states <- s
+		}))
+		if err != nil {
+			return fmt.Errorf("subscribe STATE: %w", err)
+		}
+	}
+	n.e.log.Info("edge node connected", "broker", o.Broker, "bdSeq", bdSeq)
+	defer n.publishDeath()
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if n.hostOn && !n.born.Load() {
+			if err := n.birth(); err != nil {
+				return err
+			}
+			n.backoff = 0
+		}
+		if n.born.Load() {
+			if err := n.flush(); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-n.lost:
+			return fmt.Errorf("connection lost: %w", err)
+		case s := <-n.states:
+			if s.Timestamp < n.hostTS {
+				continue // an older STATE than one already seen
+			}
+			n.hostTS = s.Timestamp
+			if s.Online {
+				n.hostOn = true
+				continue
+			}
+			if n.hostOn {
+				return errors.New("primary host went offline")
+			}
+		case p := <-n.cmds:
+			n.command(p)
+		case <-n.e.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+func wait(ctx context.Context, t mqtt.Token) error {
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(publishTimeout + 5*time.Second):
+		return errors.New("timed out")
+	}
+}
+
+func (n *node) publish(topic string, p *pb.Payload) error {
+	b, err := proto.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", topic, err)
+	}
+	t := n.client.Publish(topic, 0, false, b)
+	if !t.WaitTimeout(publishTimeout) {
+		return fmt.Errorf("publish %s: timed out", topic)
+	}
+	if err := t.Error(); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (n *node) nextSeq() *uint64 {
+	s := n.seq
+	n.seq = (n.seq + 1) % 256
+	return proto.Uint64(s)
+}
+
+func (n *node) deathPayload() *pb.Payload {
+	return &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{{
+		Name: proto.String(sparkplug.MetricBdSeq), Datatype: proto.Uint32(uint32(pb.DataType_Int64)),
+		Value: &pb.Payload_Metric_LongValue{LongValue: n.bdSeq},
+	}}}
+}
+
+// publishDeath sends NDEATH before a clean disconnect, so the host does not
+// wait for the keepalive to learn it.
+func (n *node) publishDeath() {
+	if n.client == nil || !n.client.IsConnected() {
+		return
+	}
+	b, err := proto.Marshal(n.deathPayload())
+	if err == nil {
+		n.client.Publish(n.topic(sparkplug.NDEATH, ""), 1, false, b).WaitTimeout(2 * time.Second)
+	}
+	n.born.Store(false)
+}
+
+// birth publishes NBIRTH with seq 0 and a DBIRTH for every device. Values
+// still queued from before are older than the birth and go as historical.
+func (n *node) birth() error {
+	now := time.Now()
+	ms := sparkplug.Millis(now)
+	n.seq = 0
+	st := n.e.Stats()
+	i64 := uint32(pb.DataType_Int64)
+	nb := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{
+		{Name: proto.String(sparkplug.MetricBdSeq), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
+			Value: &pb.Payload_Metric_LongValue{LongValue: n.bdSeq}},
+		{Name: proto.String(sparkplug.MetricRebirth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
+			Value: &pb.Payload_Metric_BooleanValue{BooleanValue: false}},
+		{Name: proto.String("Properties/Calx Version"), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
+			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
+		{Name: proto.String("Buffer/Dropped"), Alias: proto.Uint64(aliasBufferDropped), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
+			Value: &pb.Payload_Metric_LongValue{LongValue: st.Dropped}},
+		{Name: proto.String("Buffer/Depth"), Alias: proto.Uint64(aliasBufferDepth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
+			Value: &pb.Payload_Metric_LongValue{LongValue: uint64(st.Buffered)}},
+	}}
+	if err := n.publish(n.topic(sparkplug.NBIRTH, ""), nb); err != nil {
+		return err
+	}
+	for _, d := range n.e.devices {
+		if err := n.publish(n.topic(sparkplug.DBIRTH, d.ID), n.deviceBirth(d, ms)); err != nil {
+			return err
+		}
+	}
+	n.born.Store(true)
+	n.e.mu.Lock()
+	n.histUpTo = len(n.e.pending)
+	n.e.mu.Unlock()
+	n.e.log.Info("edge node born", "bdSeq", n.bdSeq, "devices", len(n.e.devices), "historical", n.histUpTo)
+	return nil
+}
+
+func (n *node) deviceBirth(d *device, ms uint64) *pb.Payload {
+	p := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq()}
+	n.e.mu.Lock()
+	defer n.e.mu.Unlock()
+	for _, m := range d.metrics {
+		wt := sparkplug.WireType(m.def.DataType)
+		pm := &pb.Payload_Metric{
+			Name:     proto.String(m.def.Name),
+			Alias:    proto.Uint64(m.alias),
+			Datatype: proto.Uint32(uint32(wt)),
+		}
+		q := uns.Bad
+		if m.hasCur {
+			pm.Timestamp = proto.Uint64(sparkplug.Millis(m.current.TS))
+			sparkplug.SetValue(pm, wt, m.current.Value)
+			q = m.current.Quality
+		} else {
+			pm.Timestamp = proto.Uint64(ms)
+			pm.IsNull = proto.Bool(true)
+		}
+		kv := []any{sparkplug.PropUNSPath, string(m.path), sparkplug.PropQuality, int32(sparkplug.QualityCode(q))}
+		if m.def.Unit != "" {
+			kv = append(kv, sparkplug.PropEngUnit, m.def.Unit)
+		}
+		if m.def.High > m.def.Low {
+			kv = append(kv, sparkplug.PropEngLow, m.def.Low, sparkplug.PropEngHigh, m.def.High)
+		}
+		if m.def.Description != "" {
+			kv = append(kv, "description", m.def.Description)
+		}
+		kv = append(kv, sparkplug.PropWritable, !m.def.Writable)
+		pm.Properties = sparkplug.Properties(kv...)
+		p.Metrics = append(p.Metrics, pm)
+	}
+	return p
+}
+
+// flush publishes queued values as DDATA, by alias only, in order, up to
+// maxMetricsPerMsg metrics per message. A value leaves the queue only once
+// its message is handed to the connection.
+func (n *node) flush() error {
+	for {
+		n.e.mu.Lock()
+		if len(n.e.pending) == 0 {
+			n.e.mu.Unlock()
+			return nil
+		}
+		first := n.e.pending[0]
+		hist := n.histUpTo > 0
+		var batch []queued
+		for _, q := range n.e.pending {
+			if q.dev != first.dev || len(batch) == maxMetricsPerMsg || (hist && len(batch) == n.histUpTo) {
+				break
+			}
+			batch = append(batch, q)
+		}
+		n.e.mu.Unlock()
+
+		p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Seq: n.nextSeq()}
+		for _, q := range batch {
+			pm := &pb.Payload_Metric{Alias: proto.Uint64(q.m.alias), Timestamp: proto.Uint64(sparkplug.Millis(q.r.TS))}
+			sparkplug.SetValue(pm, sparkplug.WireType(q.m.def.DataType), q.r.Value)
+			if hist {
+				pm.IsHistorical = proto.Bool(true)
+			}
+			if q.r.Quality != uns.Good {
+				pm.Properties = sparkplug.Properties(sparkplug.PropQuality, int32(sparkplug.QualityCode(q.r.Quality)))
+			}
+			p.Metrics = append(p.Metrics, pm)
+		}
+		if err := n.publish(n.topic(sparkplug.DDATA, first.dev.ID), p); err != nil {
+			return err
+		}
+		n.e.mu.Lock()
+		// The bound may have dropped some of the batch meanwhile; remove
+		// only what is still at the head.
+		k := 0
+		for k < len(batch) && k < len(n.e.pending) && n.e.pending[k] == batch[k] {
+			k++
+		}
+		n.e.pending = n.e.pending[k:]
+		if hist {
+			n.histUpTo = max(0, n.histUpTo-k)
+		}
+		n.e.mu.Unlock()
+		n.e.sent.Add(uint64(k))
+	}
+}
+
+// command handles an NCMD or DCMD payload.
+func (n *node) command(p *pb.Payload) {
+	for _, m := range p.GetMetrics() {
+		if m.GetName() == sparkplug.MetricRebirth && m.GetBooleanValue() {
+			n.e.log.Info("rebirth requested")
+			n.born.Store(false)
+			return
+		}
+	}
+	n.e.log.Warn("command not supported, ignored", "metrics", len(p.GetMetrics()))
+}

@@ -1,0 +1,173 @@
+// Command calx is the Calx Industrial IoT platform in one binary: `calx edge`
+// on a site PC, `calx cloud` on a VM, and `calx demo` for a trial with
+// simulated lime kilns.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"time"
+)
+
+// Set at build time with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+const usage = `Calx brings plant data from machines to people, across many sites,
+without losing a value.
+
+Usage:
+  calx <command> [flags]
+
+Commands:
+  demo      run a cloud and two simulated lime plant edges in one process
+  edge      run an edge on a site PC: read machines, publish Sparkplug B
+  cloud     run the cloud: broker, backbone, primary host, historian, UI
+  version   print version information
+  help      print help for a command
+
+Run 'calx help <command>' or 'calx <command> --help' for its flags.
+`
+
+// errUsage marks a usage error; the process exits with code 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "demo":
+		err = cmdDemo(rest, stdout, stderr)
+	case "edge":
+		err = cmdEdge(rest, stdout, stderr)
+	case "cloud":
+		err = cmdCloud(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		err = cmdVersion(rest, stdout, stderr)
+	case "help", "-h", "--help", "-help":
+		return cmdHelp(rest, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "calx: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintf(stderr, "calx %s: %v\n", cmd, err)
+		return 1
+	}
+}
+
+func cmdHelp(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	switch args[0] {
+	case "demo", "edge", "cloud", "version":
+		return run([]string{args[0], "--help"}, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "calx help: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// newFlagSet returns a flag set that reports errors instead of exiting.
+func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("calx "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fs.SetOutput(stdout)
+		fmt.Fprintf(stdout, "Usage: calx %s [flags]\n\n%s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	return fs
+}
+
+// parse parses flags; a bad flag or a stray argument is a usage error.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", "Print the version of Calx, its commit, and the Go and DuckDB versions it was built with.", stdout, stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "calx %s\ncommit %s\ngo %s %s/%s\nduckdb %s\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH, duckdbVersion())
+	return nil
+}
+
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+func duckdbVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/duckdb/duckdb-go/v2" {
+				return "duckdb-go " + d.Version
+			}
+		}
+	}
+	return "unknown"
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// signalContext is cancelled on SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// shutdownTimeout bounds a clean stop.
+const shutdownTimeout = 4 * time.Second

@@ -1,0 +1,242 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/store/historian"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Limits of the history API.
+const (
+	maxHistoryPoints = 100000
+	maxHistoryRange  = 366 * 24 * time.Hour
+)
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf(`body: want JSON {"username": "...", "password": "..."}: %v`, err))
+		return
+	}
+	if req.Username == "" || req.Password == "" {
+		writeError(w, http.StatusBadRequest, "username and password are required")
+		return
+	}
+	tok, exp, err := s.auth.Login(req.Username, req.Password)
+	if err != nil {
+		s.log.Warn("login refused", "username", req.Username, "remote", r.RemoteAddr)
+		writeError(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: tok, Path: "/", Expires: exp,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	s.auth.Logout(token(r))
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
+}
+
+// tagJSON is a tag of the namespace API.
+type tagJSON struct {
+	Path        uns.Path          `json:"path"`
+	Sparkplug   uns.SparkplugAddr `json:"sparkplug"`
+	DataType    uns.DataType      `json:"datatype"`
+	Unit        string            `json:"unit"`
+	Description string            `json:"description,omitempty"`
+	Value       any               `json:"value"`
+	TS          *time.Time        `json:"ts"`
+	Quality     uns.Quality       `json:"quality"`
+}
+
+func toTagJSON(t cloud.TagState) tagJSON {
+	j := tagJSON{Path: t.Path, Sparkplug: t.Sparkplug, DataType: t.DataType, Unit: t.Unit,
+		Description: t.Description, Quality: t.Quality}
+	if t.HasVal {
+		j.Value = typed(t.Value, t.DataType)
+		ts := t.TS.UTC()
+		j.TS = &ts
+	}
+	return j
+}
+
+// typed renders a value as its tag's datatype says (booleans travel as
+// integers in the history).
+func typed(v uns.Value, dt uns.DataType) any {
+	if dt == uns.TypeBool && (v.Kind == uns.KindInt || v.Kind == uns.KindBool) {
+		return v.I != 0
+	}
+	return v.Any()
+}
+
+func (s *Server) namespace(w http.ResponseWriter, r *http.Request) {
+	prefix := r.URL.Query().Get("prefix")
+	if prefix != "" {
+		if err := uns.Path(prefix).Validate(); err != nil {
+			writeError(w, http.StatusBadRequest, "prefix: "+err.Error())
+			return
+		}
+	}
+	tags := s.cloud.Registry.List(prefix)
+	out := make([]tagJSON, 0, len(tags))
+	for _, t := range tags {
+		out = append(out, toTagJSON(t))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "tags": out})
+}
+
+type pointJSON struct {
+	TS      time.Time   `json:"ts"`
+	Value   any         `json:"value"`
+	Quality uns.Quality `json:"quality"`
+}
+
+// parseTime reads an RFC 3339 time parameter, or returns def when absent.
+func parseTime(q string, name string, def time.Time) (time.Time, error) {
+	if q == "" {
+		return def, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, q)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s: %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", name, q)
+	}
+	return t, nil
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p := uns.Path(q.Get("path"))
+	if q.Get("path") == "" {
+		writeError(w, http.StatusBadRequest, "path: required, the UNS path of a tag")
+		return
+	}
+	if err := p.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "path: "+err.Error())
+		return
+	}
+	now := time.Now()
+	to, err := parseTime(q.Get("to"), "to", now)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	from, err := parseTime(q.Get("from"), "from", to.Add(-time.Hour))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if from.After(to) {
+		writeError(w, http.StatusBadRequest, "from: must not be after to")
+		return
+	}
+	if to.Sub(from) > maxHistoryRange {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("from/to: range %s is longer than the limit of %s", to.Sub(from), maxHistoryRange))
+		return
+	}
+	limit := maxHistoryPoints
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > maxHistoryPoints {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: %q: want a whole number from 1 to %d", l, maxHistoryPoints))
+			return
+		}
+		limit = n
+	}
+	pts, err := s.cloud.Historian.History(r.Context(), p, from, to, limit+1)
+	if errors.Is(err, historian.ErrUnknownTag) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("path: no tag %q in the history", p))
+		return
+	}
+	if err != nil {
+		s.log.Error("history query failed", "path", p, "err", err)
+		writeError(w, http.StatusInternalServerError, "history query failed")
+		return
+	}
+	truncated := len(pts) > limit
+	if truncated {
+		pts = pts[:limit]
+	}
+	dt := uns.TypeUnknown
+	if t, ok := s.cloud.Registry.Get(p); ok {
+		dt = t.DataType
+	}
+	out := make([]pointJSON, len(pts))
+	for i, pt := range pts {
+		out[i] = pointJSON{TS: pt.TS, Value: typed(pt.Value, dt), Quality: pt.Quality}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"path": p, "from": from.UTC(), "to": to.UTC(),
+		"count": len(out), "truncated": truncated, "points": out})
+}
+
+type liveJSON struct {
+	Path       uns.Path    `json:"path"`
+	Value      any         `json:"value"`
+	TS         time.Time   `json:"ts"`
+	Quality    uns.Quality `json:"quality"`
+	Historical bool        `json:"historical,omitempty"`
+}
+
+// live streams new values as Server-Sent Events, one event per batch.
+func (s *Server) live(w http.ResponseWriter, r *http.Request) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming not supported")
+		return
+	}
+	sub := s.cloud.Hub.Subscribe()
+	defer s.cloud.Hub.Unsubscribe(sub)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, "retry: 2000\n\n")
+	fl.Flush()
+	ping := time.NewTicker(15 * time.Second)
+	defer ping.Stop()
+	types := map[uns.Path]uns.DataType{}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-ping.C:
+			fmt.Fprint(w, ": ping\n\n")
+			fl.Flush()
+		case batch := <-sub.C:
+			out := make([]liveJSON, 0, len(batch))
+			for _, smp := range batch {
+				dt, ok := types[smp.Path]
+				if !ok {
+					if t, found := s.cloud.Registry.Get(smp.Path); found {
+						dt = t.DataType
+						types[smp.Path] = dt
+					}
+				}
+				out = append(out, liveJSON{Path: smp.Path, Value: typed(smp.Value, dt), TS: smp.TS, Quality: smp.Quality, Historical: smp.Historical})
+			}
+			b, _ := json.Marshal(out)
+			fmt.Fprintf(w, "event: values\ndata: %s\n\n", b)
+			fl.Flush()
+		}
+	}
+}
+
+func (s *Server) edges(w http.ResponseWriter, r *http.Request) {
+	nodes := s.cloud.Host.Nodes()
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(nodes), "edges": nodes})
+}

@@ -1,0 +1,139 @@
+package web
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// User is one UI and API user; the password is kept as a bcrypt hash.
+type User struct {
+	Username     string
+	PasswordHash string
+	Role         string // admin, engineer or viewer
+}
+
+// Roles of UI and API users.
+const (
+	RoleAdmin    = "admin"
+	RoleEngineer = "engineer"
+	RoleViewer   = "viewer"
+)
+
+const (
+	sessionCookie = "calx_session"
+	sessionTTL    = 12 * time.Hour
+)
+
+type session struct {
+	user    string
+	role    string
+	expires time.Time
+}
+
+// Auth checks passwords and keeps login sessions in memory.
+type Auth struct {
+	users map[string]User
+
+	mu       sync.Mutex
+	sessions map[[32]byte]session
+	now      func() time.Time
+}
+
+// NewAuth returns an Auth for users.
+func NewAuth(users []User) (*Auth, error) {
+	a := &Auth{users: map[string]User{}, sessions: map[[32]byte]session{}, now: time.Now}
+	for _, u := range users {
+		if u.Username == "" {
+			return nil, errors.New("auth: a user without a name")
+		}
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			return nil, fmt.Errorf("auth: user %s: password_hash is not a bcrypt hash", u.Username)
+		}
+		switch u.Role {
+		case RoleAdmin, RoleEngineer, RoleViewer:
+		default:
+			return nil, fmt.Errorf("auth: user %s: role %q: want admin, engineer or viewer", u.Username, u.Role)
+		}
+		a.users[u.Username] = u
+	}
+	if len(a.users) == 0 {
+		return nil, errors.New("auth: no users: the UI and API are never open")
+	}
+	return a, nil
+}
+
+// errLogin is the one answer to a wrong user name or password.
+var errLogin = errors.New("wrong username or password")
+
+// Login checks a password and returns a new session token.
+func (a *Auth) Login(username, password string) (string, time.Time, error) {
+	u, ok := a.users[username]
+	if !ok {
+		// Spend the same time as a real check so that names cannot be probed.
+		_ = bcrypt.CompareHashAndPassword([]byte("$2a$10$AJjvohQPySb.OvxfiH5NNeTDG7gi9CoDlSaf.uoz3XH71QnO1UoGq"), []byte(password))
+		return "", time.Time{}, errLogin
+	}
+	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+		return "", time.Time{}, errLogin
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", time.Time{}, fmt.Errorf("login: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(raw[:])
+	exp := a.now().Add(sessionTTL)
+	a.mu.Lock()
+	a.sessions[sha256.Sum256([]byte(tok))] = session{user: u.Username, role: u.Role, expires: exp}
+	a.mu.Unlock()
+	return tok, exp, nil
+}
+
+// Logout ends a session.
+func (a *Auth) Logout(tok string) {
+	a.mu.Lock()
+	delete(a.sessions, sha256.Sum256([]byte(tok)))
+	a.mu.Unlock()
+}
+
+// check returns the session of a token.
+func (a *Auth) check(tok string) (session, bool) {
+	if tok == "" {
+		return session{}, false
+	}
+	key := sha256.Sum256([]byte(tok))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.sessions[key]
+	if !ok {
+		return session{}, false
+	}
+	if a.now().After(s.expires) {
+		delete(a.sessions, key)
+		return session{}, false
+	}
+	return s, true
+}
+
+// token finds the session token of a request: a Bearer header, or the
+// session cookie the UI's login sets.
+func token(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return ""
+	}
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		return c.Value
+	}
+	return ""
+}
