@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -14,8 +15,11 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/calx-iiot/calx/cloud"
 )
 
 // Set at build time with -ldflags "-X main.version=... -X main.commit=...".
@@ -35,6 +39,9 @@ Commands:
   edge      run an edge on a site PC: read machines, publish Sparkplug B
   cloud     run the cloud: broker, backbone, primary host, historian, UI
   version   print version information
+  hash-password
+            read a password on standard input and print its bcrypt hash
+            for cloud.yaml
   help      print help for a command
 
 Run 'calx help <command>' or 'calx <command> --help' for its flags.
@@ -62,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdEdge(rest, stdout, stderr)
 	case "cloud":
 		err = cmdCloud(rest, stdout, stderr)
+	case "hash-password":
+		err = cmdHashPassword(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		err = cmdVersion(rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
@@ -87,7 +96,7 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch args[0] {
-	case "demo", "edge", "cloud", "version":
+	case "demo", "edge", "cloud", "version", "hash-password":
 		return run([]string{args[0], "--help"}, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "calx help: unknown command %q\n\n%s", args[0], usage)
@@ -128,6 +137,27 @@ func cmdVersion(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "calx %s\ncommit %s\ngo %s %s/%s\nduckdb %s\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH, duckdbVersion())
+	return nil
+}
+
+func cmdHashPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("hash-password", "Read a password from the first line of standard input and print its bcrypt hash,\nfor password_hash in cloud.yaml.", stdout, stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return errors.New("no password on standard input")
+	}
+	h, err := cloud.HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, h)
 	return nil
 }
 

@@ -1,0 +1,43 @@
+# Calx build. `make demo` runs the product, `make test` runs every test.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+VENDOR  := web/static/vendor/uPlot.iife.min.js web/static/vendor/uPlot.min.css
+
+.PHONY: all build demo test vet fuzz bench clean web
+
+all: build
+
+# Front-end libraries come from npm (web/package.json and its lock file) and
+# are copied next to the embedded assets; they are never committed.
+web: $(VENDOR)
+
+$(VENDOR): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p web/static/vendor
+	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css web/static/vendor/
+
+build: web
+	$(GO) build -ldflags "$(LDFLAGS)" -o calx .
+
+demo: build
+	./calx demo
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l . | grep -v node_modules)" || (echo "gofmt needed:"; gofmt -l . | grep -v node_modules; exit 1)
+
+test: web vet
+	$(GO) test -count=1 -timeout 20m ./...
+
+# Run each fuzz target for a while (FUZZTIME=1m make fuzz).
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test ./uns -run '^$$' -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME)
+	$(GO) test ./uns/sparkplug -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./uns/... ./store/...
+
+clean:
+	rm -rf calx web/static/vendor web/node_modules

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/web"
+)
+
+// TestExampleConfigsRunSeparately parses the shipped example configs and
+// runs a cloud and an edge from them as separate parts, on free ports.
+func TestExampleConfigsRunSeparately(t *testing.T) {
+	dir := t.TempDir()
+	ccfg, err := cloud.LoadConfig("cloud.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []web.User
+	for _, u := range ccfg.Users {
+		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role})
+	}
+	app, err := startCloudApp(context.Background(), cloud.Options{
+		DataDir: filepath.Join(dir, "cloud"), HostID: ccfg.HostID,
+		MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: ccfg.MQTTUsers()},
+	}, users, "127.0.0.1:0", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.shutdown(context.Background()) })
+
+	ecfg, err := edge.LoadConfig("edge.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecfg.DataDir = filepath.Join(dir, "edge")
+	ecfg.Cloud.Broker = "tcp://" + app.cloud.Broker.Addr()
+	opts, err := ecfg.Options(nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := edge.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		n, err := app.cloud.Historian.Count(context.Background(), "limeworks/ghent/kilns/line1/kiln1/o2")
+		if err == nil && n == 0 {
+			err = fmt.Errorf("no values yet")
+		}
+		return err
+	})
+	c := &apiClient{t: t, base: "http://" + app.web.Addr()}
+	code, out := c.do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "change-me-admin"})
+	if code != 200 {
+		t.Fatalf("login with the example admin: %d %v", code, out)
+	}
+	c.tok = out["token"].(string)
+	if code, ns := c.do("GET", "/api/v1/namespace?prefix=limeworks/ghent", nil); code != 200 || ns["count"].(float64) < 12 {
+		t.Fatalf("namespace: %d %v", code, ns["count"])
+	}
+}
+
+func TestBrokenConfigsNameFileLineAndKey(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, body string
+		load       func(string) error
+		want       []string
+	}{
+		{"cloud unknown key", "data_dir: x\nmqtt:\n  listn: 1.2.3.4:1883\n",
+			func(f string) error { _, err := cloud.LoadConfig(f); return err },
+			[]string{":3:", "listn", "unknown key"}},
+		{"cloud bad duration", "sync_interval: soon\nedges: []\n",
+			func(f string) error { _, err := cloud.LoadConfig(f); return err },
+			[]string{":1:", "soon", "duration"}},
+		{"cloud no edges", "data_dir: x\n",
+			func(f string) error { _, err := cloud.LoadConfig(f); return err },
+			[]string{"edges", "never open"}},
+		{"cloud bad hash", "edges:\n  - username: a\n    password_hash: plain\n    group: g\n    edge_id: e\n",
+			func(f string) error { _, err := cloud.LoadConfig(f); return err },
+			[]string{"bcrypt"}},
+		{"edge unknown key", "cloud:\n  broker: tcp://x:1\n  usernme: a\n",
+			func(f string) error { _, err := edge.LoadConfig(f); return err },
+			[]string{":3:", "usernme", "unknown key"}},
+		{"edge unknown connector", "cloud: {broker: 'tcp://x:1', username: a, password: b, group: g, edge_id: e}\ndevices:\n  - {id: d, path: a/b/c, connector: plc5}\n",
+			func(f string) error {
+				c, err := edge.LoadConfig(f)
+				if err != nil {
+					return err
+				}
+				_, err = c.Options(nil, "")
+				return err
+			},
+			[]string{"devices[0].connector", "plc5"}},
+		{"edge bad sim setting", "cloud: {broker: 'tcp://x:1', username: a, password: b, group: g, edge_id: e}\ndevices:\n  - id: d\n    path: a/b/c\n    connector: sim\n    settings:\n      intervall: 1s\n",
+			func(f string) error {
+				c, err := edge.LoadConfig(f)
+				if err != nil {
+					return err
+				}
+				_, err = c.Options(nil, "")
+				return err
+			},
+			[]string{"devices[0].settings", "line 7", "intervall"}},
+		{"edge bad path", "cloud: {broker: 'tcp://x:1', username: a, password: b, group: g, edge_id: e}\ndevices:\n  - {id: d, path: 'a/+/c', connector: sim}\n",
+			func(f string) error {
+				c, err := edge.LoadConfig(f)
+				if err != nil {
+					return err
+				}
+				_, err = c.Options(nil, "")
+				return err
+			},
+			[]string{"devices[0] path", "wildcard"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := write(strings.ReplaceAll(tc.name, " ", "_")+".yaml", tc.body)
+			err := tc.load(f)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			for _, w := range append([]string{f}, tc.want...) {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q lacks %q", msg, w)
+				}
+			}
+		})
+	}
+}
