@@ -1,0 +1,287 @@
+package cloud
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
+)
+
+func checkFor(t *testing.T, total, sleep time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(sleep)
+	}
+	t.Fatalf("condition not met in %s: %v", total, err)
+}
+
+var hashes sync.Map
+
+func mustHash(t *testing.T, pw string) string {
+	t.Helper()
+	if h, ok := hashes.Load(pw); ok {
+		return h.(string)
+	}
+	h, err := HashPassword(pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashes.Store(pw, h)
+	return h
+}
+
+// startCloud runs a cloud on a free port in a temp dir with two edges
+// (e1, e2 in group g) and a reader.
+func startCloud(t *testing.T) *Cloud {
+	t.Helper()
+	c, err := New(Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0", Users: []MQTTUser{
+		{Username: "e1", PasswordHash: mustHash(t, "pw1"), Role: RoleEdge, Group: "g", EdgeID: "e1"},
+		{Username: "e2", PasswordHash: mustHash(t, "pw2"), Role: RoleEdge, Group: "g", EdgeID: "e2"},
+		{Username: "reader", PasswordHash: mustHash(t, "pwr"), Role: RoleReader},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	return c
+}
+
+func dial(t *testing.T, c *Cloud, user, pw string) (paho.Client, error) {
+	t.Helper()
+	o := paho.NewClientOptions().AddBroker("tcp://" + c.Broker.Addr()).SetClientID(user + "-" + fmt.Sprint(time.Now().UnixNano())).
+		SetUsername(user).SetPassword(pw).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+	cl := paho.NewClient(o)
+	tok := cl.Connect()
+	tok.WaitTimeout(5 * time.Second)
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { cl.Disconnect(10) })
+	return cl, nil
+}
+
+func TestNoAnonymousOrWrongPassword(t *testing.T) {
+	c := startCloud(t)
+	for _, tc := range []struct{ user, pw string }{{"", ""}, {"e1", "wrong"}, {"nobody", "pw1"}} {
+		if _, err := dial(t, c, tc.user, tc.pw); err == nil {
+			t.Errorf("login %q/%q accepted", tc.user, tc.pw)
+		}
+	}
+	if _, err := dial(t, c, "e1", "pw1"); err != nil {
+		t.Fatalf("good login refused: %v", err)
+	}
+	if c.Broker.Stats().AuthDenied < 3 {
+		t.Errorf("auth denials not counted: %+v", c.Broker.Stats())
+	}
+}
+
+func TestACL(t *testing.T) {
+	e1 := MQTTUser{Username: "e1", Role: RoleEdge, Group: "g", EdgeID: "e1"}
+	rd := MQTTUser{Username: "r", Role: RoleReader}
+	for _, tc := range []struct {
+		u     MQTTUser
+		topic string
+		write bool
+		ok    bool
+	}{
+		{e1, "spBv1.0/g/NBIRTH/e1", true, true},
+		{e1, "spBv1.0/g/DDATA/e1/kiln1", true, true},
+		{e1, "spBv1.0/g/NDEATH/e1", true, true},
+		{e1, "spBv1.0/g/NBIRTH/e2", true, false},
+		{e1, "spBv1.0/other/NBIRTH/e1", true, false},
+		{e1, "spBv1.0/g/NCMD/e1", true, false},
+		{e1, "spBv1.0/STATE/calx", true, false},
+		{e1, "uns/a/b", true, false},
+		{e1, "spBv1.0/g/NCMD/e1", false, true},
+		{e1, "spBv1.0/g/DCMD/e1/+", false, true},
+		{e1, "spBv1.0/g/DCMD/e1/kiln1", false, true},
+		{e1, "spBv1.0/g/DCMD/e1/#", false, false},
+		{e1, "spBv1.0/g/NCMD/e2", false, false},
+		{e1, "spBv1.0/STATE/calx", false, true},
+		{e1, "spBv1.0/#", false, false},
+		{e1, "#", false, false},
+		{rd, "#", false, true},
+		{rd, "spBv1.0/g/NBIRTH/e1", true, false},
+	} {
+		if got := allowed(tc.u, tc.topic, tc.write); got != tc.ok {
+			t.Errorf("%s %s write=%v: %v, want %v", tc.u.Username, tc.topic, tc.write, got, tc.ok)
+		}
+	}
+}
+
+// foreign is a hand-driven Sparkplug edge node, as a third party would send.
+type foreign struct {
+	t   *testing.T
+	cl  paho.Client
+	seq uint64
+}
+
+func (f *foreign) send(typ sparkplug.MsgType, device string, p *pb.Payload) {
+	f.t.Helper()
+	if typ != sparkplug.NDEATH {
+		if typ == sparkplug.NBIRTH {
+			f.seq = 0
+		}
+		p.Seq = proto.Uint64(f.seq)
+		f.seq = (f.seq + 1) % 256
+	}
+	b, err := proto.Marshal(p)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.raw(sparkplug.Topic{Group: "g", Type: typ, Edge: "e1", Device: device}.String(), b)
+}
+
+func (f *foreign) raw(topic string, b []byte) {
+	f.t.Helper()
+	tok := f.cl.Publish(topic, 0, false, b)
+	tok.WaitTimeout(5 * time.Second)
+	if tok.Error() != nil {
+		f.t.Fatal(tok.Error())
+	}
+}
+
+func metric(name string, alias uint64, dt pb.DataType, v uns.Value, ts uint64) *pb.Payload_Metric {
+	m := &pb.Payload_Metric{Alias: proto.Uint64(alias), Timestamp: proto.Uint64(ts)}
+	if name != "" {
+		m.Name = proto.String(name)
+		m.Datatype = proto.Uint32(uint32(dt))
+	}
+	sparkplug.SetValue(m, dt, v)
+	return m
+}
+
+// TestHostWithForeignNode drives the host with births and data that carry
+// no Calx properties, a sequence gap, a malformed payload and a death.
+func TestHostWithForeignNode(t *testing.T) {
+	c := startCloud(t)
+	cl, err := dial(t, c, "e1", "pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := make(chan string, 10)
+	cl.Subscribe("spBv1.0/g/NCMD/e1", 1, func(_ paho.Client, m paho.Message) {
+		p, err := sparkplug.Decode(m.Payload())
+		if err == nil && len(p.Metrics) == 1 && p.Metrics[0].GetName() == sparkplug.MetricRebirth && p.Metrics[0].GetBooleanValue() {
+			cmds <- "rebirth"
+		}
+	}).WaitTimeout(5 * time.Second)
+	f := &foreign{t: t, cl: cl}
+	ts := uint64(time.Now().UnixMilli())
+	f.send(sparkplug.NBIRTH, "", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{
+		metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(7), ts),
+		metric("Node Control/Rebirth", 0, pb.DataType_Boolean, uns.Bool(false), ts),
+	}})
+	f.send(sparkplug.DBIRTH, "pump", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{
+		metric("speed", 1, pb.DataType_Float, uns.Float(50), ts),
+		metric("mode", 2, pb.DataType_String, uns.String("auto"), ts),
+	}})
+	for i := 1; i <= 5; i++ {
+		f.send(sparkplug.DDATA, "pump", &pb.Payload{Timestamp: proto.Uint64(ts + uint64(i)), Metrics: []*pb.Payload_Metric{
+			metric("", 1, pb.DataType_Float, uns.Float(50+float64(i)), ts+uint64(i)),
+		}})
+	}
+	path := uns.Path("g/e1/pump/speed")
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		n, err := c.Historian.Count(context.Background(), path)
+		if err == nil && n != 6 {
+			err = fmt.Errorf("%d points of %s", n, path)
+		}
+		return err
+	})
+	tag, ok := c.Registry.Get(path)
+	if !ok || tag.Sparkplug != (uns.SparkplugAddr{Group: "g", Edge: "e1", Device: "pump", Metric: "speed"}) || tag.Value.F != 55 {
+		t.Fatalf("registry: %+v", tag)
+	}
+
+	// A malformed payload is counted and skipped; a message lost on the way
+	// (seq jumps) makes the host ask for a rebirth.
+	f.raw("spBv1.0/g/DDATA/e1/pump", []byte{0x12, 0x10, 0x0a})
+	f.seq += 3
+	f.send(sparkplug.DDATA, "pump", &pb.Payload{Timestamp: proto.Uint64(ts + 10), Metrics: []*pb.Payload_Metric{
+		metric("", 1, pb.DataType_Float, uns.Float(60), ts+10),
+	}})
+	select {
+	case <-cmds:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no rebirth request after a sequence gap")
+	}
+	st := c.Host.Stats()
+	if st.Malformed != 1 || st.SeqGaps != 1 || st.RebirthsAsked != 1 {
+		t.Fatalf("host stats: %+v", st)
+	}
+
+	// NDEATH with an old bdSeq is ignored; with the current one the node
+	// goes offline and its tags go bad.
+	f.send(sparkplug.NDEATH, "", &pb.Payload{Metrics: []*pb.Payload_Metric{metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(6), 0)}})
+	f.send(sparkplug.NDEATH, "", &pb.Payload{Metrics: []*pb.Payload_Metric{metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(7), 0)}})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		tag, _ := c.Registry.Get(path)
+		if tag.Quality != uns.Bad {
+			return fmt.Errorf("quality %v", tag.Quality)
+		}
+		for _, n := range c.Host.Nodes() {
+			if n.Online {
+				return fmt.Errorf("node %s still online", n.Edge)
+			}
+		}
+		return nil
+	})
+	if c.Host.Stats().StaleDeathsIgnrd != 1 {
+		t.Errorf("stale death not counted: %+v", c.Host.Stats())
+	}
+	if tag, _ := c.Registry.Get(path); tag.Value.F != 60 {
+		t.Errorf("last value after death = %+v, want 60 kept", tag.Value)
+	}
+}
+
+// TestEdgeCannotImpersonate checks that a publish as another edge is
+// dropped by the ACL and never reaches the backbone.
+func TestEdgeCannotImpersonate(t *testing.T) {
+	c := startCloud(t)
+	cl, err := dial(t, c, "e2", "pw2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &foreign{t: t, cl: cl}
+	ts := uint64(time.Now().UnixMilli())
+	f.send(sparkplug.NBIRTH, "", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{
+		metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(0), ts),
+		metric("x", 1, pb.DataType_Double, uns.Float(1), ts),
+	}})
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if c.Broker.Stats().AuthDenied == 0 {
+			return fmt.Errorf("no ACL denial yet")
+		}
+		return nil
+	})
+	if n := c.Broker.Stats().Persisted; n != 0 {
+		t.Fatalf("%d messages persisted from an impersonating edge", n)
+	}
+	if c.Registry.Len() != 0 || !strings.Contains(fmt.Sprint(c.Host.Nodes()), "[]") {
+		t.Fatalf("impersonated node known to the host: %v", c.Host.Nodes())
+	}
+}
+
+func TestNoOpenBroker(t *testing.T) {
+	if _, err := New(Options{DataDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open broker") {
+		t.Fatalf("cloud without users: %v", err)
+	}
+}

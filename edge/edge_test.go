@@ -1,0 +1,273 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
+)
+
+func checkFor(t *testing.T, total, sleep time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(sleep)
+	}
+	t.Fatalf("condition not met in %s: %v", total, err)
+}
+
+type msg struct {
+	topic sparkplug.Topic
+	p     *pb.Payload
+}
+
+// recorder is a real embedded broker that records every Sparkplug message.
+type recorder struct {
+	srv  *mqtt.Server
+	addr string
+	mu   sync.Mutex
+	msgs []msg
+}
+
+func startBroker(t *testing.T) *recorder {
+	t.Helper()
+	r := &recorder{srv: mqtt.New(&mqtt.Options{InlineClient: true})}
+	if err := r.srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := r.srv.AddListener(tcp); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	r.addr = tcp.Address()
+	err := r.srv.Subscribe("spBv1.0/+/+/#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		tp, err := sparkplug.ParseTopic(pk.TopicName)
+		if err != nil || tp.Type == sparkplug.STATE || tp.Type == sparkplug.NCMD {
+			return
+		}
+		p, err := sparkplug.Decode(pk.Payload)
+		if err != nil {
+			t.Errorf("edge sent a malformed payload on %s: %v", pk.TopicName, err)
+			return
+		}
+		r.mu.Lock()
+		r.msgs = append(r.msgs, msg{tp, p})
+		r.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.srv.Close() })
+	return r
+}
+
+func (r *recorder) all() []msg {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]msg(nil), r.msgs...)
+}
+
+func (r *recorder) state(online bool, ts uint64) {
+	b, _ := json.Marshal(map[string]any{"online": online, "timestamp": ts})
+	r.srv.Publish("spBv1.0/STATE/calx", b, true, 1)
+}
+
+// fakeDevice is a connector whose reads the test controls.
+type fakeDevice struct{ ch chan []Reading }
+
+func (f *fakeDevice) Tags() []TagDef {
+	return []TagDef{
+		{Name: "temp", DataType: uns.TypeFloat64, Unit: "°C", Low: 0, High: 1400, Deadband: uns.Deadband{Abs: 1}},
+		{Name: "state", DataType: uns.TypeString},
+	}
+}
+
+func (f *fakeDevice) Run(ctx context.Context, emit func([]Reading)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case rs := <-f.ch:
+			emit(rs)
+		}
+	}
+}
+
+func startEdge(t *testing.T, r *recorder, dir string, dev *fakeDevice) *Edge {
+	t.Helper()
+	e, err := New(Options{Broker: "tcp://" + r.addr, Username: "u", Password: "p", Group: "g", EdgeID: "e",
+		PrimaryHost: "calx", DataDir: dir, Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	return e
+}
+
+func TestEdgeNodeBirthDataRebirth(t *testing.T) {
+	r := startBroker(t)
+	dev := &fakeDevice{ch: make(chan []Reading, 10)}
+	now := time.Now().Truncate(time.Millisecond)
+	dev.ch <- []Reading{{Tag: "temp", TS: now, Value: uns.Float(20)}, {Tag: "state", TS: now, Value: uns.String("warmup")}}
+	e := startEdge(t, r, t.TempDir(), dev)
+
+	// No birth before the primary host is online.
+	time.Sleep(300 * time.Millisecond)
+	if n := len(r.all()); n != 0 {
+		t.Fatalf("%d messages before the host's STATE", n)
+	}
+	r.state(true, uint64(time.Now().UnixMilli()))
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !e.Online() {
+			return fmt.Errorf("not born")
+		}
+		return nil
+	})
+	dev.ch <- []Reading{{Tag: "temp", TS: now.Add(time.Second), Value: uns.Float(20.5)}} // within deadband
+	dev.ch <- []Reading{{Tag: "temp", TS: now.Add(2 * time.Second), Value: uns.Float(25)}}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := len(r.all()); n < 4 {
+			return fmt.Errorf("%d messages", n)
+		}
+		return nil
+	})
+	ms := r.all()
+	if ms[0].topic.Type != sparkplug.NBIRTH || ms[0].p.GetSeq() != 0 {
+		t.Fatalf("first message %v seq %d, want NBIRTH seq 0", ms[0].topic, ms[0].p.GetSeq())
+	}
+	bd := ms[0].p.GetMetrics()[0]
+	if bd.GetName() != sparkplug.MetricBdSeq || bd.GetLongValue() != 0 {
+		t.Fatalf("NBIRTH first metric %v", bd)
+	}
+	if ms[1].topic.Type != sparkplug.DBIRTH || ms[1].topic.Device != "d1" || ms[1].p.GetSeq() != 1 {
+		t.Fatalf("second message %v seq %d, want DBIRTH d1 seq 1", ms[1].topic, ms[1].p.GetSeq())
+	}
+	var tempAlias uint64
+	for _, m := range ms[1].p.GetMetrics() {
+		if m.GetName() == "temp" {
+			tempAlias = m.GetAlias()
+			if m.GetDoubleValue() != 20 || pb.DataType(m.GetDatatype()) != pb.DataType_Double {
+				t.Errorf("DBIRTH temp = %v", m)
+			}
+			if u, _ := sparkplug.PropertyString(m, sparkplug.PropEngUnit); u != "°C" {
+				t.Errorf("DBIRTH temp unit %q", u)
+			}
+			if p, _ := sparkplug.PropertyString(m, sparkplug.PropUNSPath); p != "ent/site/area/line/m1/temp" {
+				t.Errorf("DBIRTH temp UNS path %q", p)
+			}
+		}
+	}
+	// The value read before the birth is sent once more as historical; then
+	// live data goes by alias only, without name or datatype.
+	var live []*pb.Payload_Metric
+	seq := uint64(1)
+	for _, m := range ms[2:] {
+		seq++
+		if m.topic.Type != sparkplug.DDATA || m.p.GetSeq() != seq%256 {
+			t.Fatalf("message %v seq %d, want DDATA seq %d", m.topic, m.p.GetSeq(), seq)
+		}
+		for _, x := range m.p.GetMetrics() {
+			if x.Name != nil || x.Datatype != nil || x.GetAlias() == 0 {
+				t.Errorf("DDATA metric with name/datatype or no alias: %v", x)
+			}
+			if !x.GetIsHistorical() {
+				live = append(live, x)
+			}
+		}
+	}
+	if len(live) != 1 || live[0].GetAlias() != tempAlias || live[0].GetDoubleValue() != 25 ||
+		live[0].GetTimestamp() != uint64(now.Add(2*time.Second).UnixMilli()) {
+		t.Fatalf("live DDATA metrics = %v (deadband should hold back 20.5)", live)
+	}
+	if st := e.Stats(); st.Filtered != 1 {
+		t.Errorf("stats %+v: want 1 filtered", st)
+	}
+
+	// NCMD rebirth: NBIRTH again with seq 0 and the same bdSeq.
+	cmd, _ := proto.Marshal(&pb.Payload{Metrics: []*pb.Payload_Metric{{Name: proto.String(sparkplug.MetricRebirth),
+		Datatype: proto.Uint32(uint32(pb.DataType_Boolean)), Value: &pb.Payload_Metric_BooleanValue{BooleanValue: true}}}})
+	before := len(r.all())
+	r.srv.Publish("spBv1.0/g/NCMD/e", cmd, false, 0)
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if len(r.all()) < before+2 {
+			return fmt.Errorf("no rebirth yet")
+		}
+		return nil
+	})
+	rb := r.all()[before]
+	if rb.topic.Type != sparkplug.NBIRTH || rb.p.GetSeq() != 0 || rb.p.GetMetrics()[0].GetLongValue() != 0 {
+		t.Fatalf("after NCMD: %v seq %d", rb.topic, rb.p.GetSeq())
+	}
+
+	// STATE offline: the edge sends NDEATH and goes offline.
+	r.state(false, uint64(time.Now().UnixMilli()))
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		ms := r.all()
+		if last := ms[len(ms)-1]; last.topic.Type != sparkplug.NDEATH {
+			return fmt.Errorf("last message %v", last.topic)
+		}
+		return nil
+	})
+}
+
+func TestBdSeqPersistsAndWraps(t *testing.T) {
+	dir := t.TempDir()
+	s := bdSeqStore{path: filepath.Join(dir, "bdseq")}
+	for want := uint64(0); want < 3; want++ {
+		got, err := s.next()
+		if err != nil || got != want {
+			t.Fatalf("next = %d, %v; want %d", got, err, want)
+		}
+	}
+	os.WriteFile(s.path, []byte("255"), 0o600)
+	if got, _ := s.next(); got != 255 {
+		t.Fatalf("got %d, want 255", got)
+	}
+	if got, _ := s.next(); got != 0 {
+		t.Fatalf("after 255: %d, want 0", got)
+	}
+	os.WriteFile(s.path, []byte("banana"), 0o600)
+	if _, err := s.next(); err == nil {
+		t.Fatal("corrupt bdSeq file accepted")
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	o := Options{Broker: "localhost:1883", Group: "g/x", EdgeID: "", Devices: []Device{{ID: "d", Path: "a/#"}}}
+	err := o.Validate()
+	if err == nil {
+		t.Fatal("bad options accepted")
+	}
+	for _, want := range []string{"broker", "group", "edge_id", "data_dir", "devices[0] path", "no connector"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+

@@ -1,0 +1,69 @@
+package web
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+func TestAuthSessions(t *testing.T) {
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	a, err := NewAuth([]User{{Username: "ann", PasswordHash: string(h), Role: RoleViewer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Login("ann", "nope"); err != errLogin {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, _, err := a.Login("bob", "pw"); err != errLogin {
+		t.Fatalf("unknown user: %v", err)
+	}
+	tok, _, err := a.Login("ann", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, ok := a.check(tok); !ok || s.user != "ann" || s.role != RoleViewer {
+		t.Fatalf("session: %+v %v", s, ok)
+	}
+	if _, ok := a.check(tok + "x"); ok {
+		t.Fatal("altered token accepted")
+	}
+	now := time.Now()
+	a.now = func() time.Time { return now.Add(sessionTTL + time.Minute) }
+	if _, ok := a.check(tok); ok {
+		t.Fatal("expired session accepted")
+	}
+	a.now = time.Now
+	tok2, _, _ := a.Login("ann", "pw")
+	a.Logout(tok2)
+	if _, ok := a.check(tok2); ok {
+		t.Fatal("session valid after logout")
+	}
+}
+
+func TestNewAuthRejects(t *testing.T) {
+	for name, us := range map[string][]User{
+		"none":       nil,
+		"plain pw":   {{Username: "a", PasswordHash: "secret", Role: RoleAdmin}},
+		"bad role":   {{Username: "a", PasswordHash: "$2a$04$abcdefghijklmnopqrstuu5Bl0zCW4oP6q/1B1J0kzmvTn6Hk3PzS", Role: "god"}},
+		"empty name": {{PasswordHash: "$2a$04$abcdefghijklmnopqrstuu5Bl0zCW4oP6q/1B1J0kzmvTn6Hk3PzS", Role: RoleAdmin}},
+	} {
+		if _, err := NewAuth(us); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestTokenFromRequest(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Authorization", "Bearer abc")
+	if token(r) != "abc" {
+		t.Error("bearer token not read")
+	}
+	r.Header.Set("Authorization", "Basic abc")
+	if token(r) != "" {
+		t.Error("basic auth taken as a token")
+	}
+}
