@@ -269,5 +269,3 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
-
-
