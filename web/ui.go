@@ -17,12 +17,7 @@ var funcs = template.FuncMap{
 		}
 		return *t
 	},
-	"fmtTime": func(t time.Time) string {
-		if t.IsZero() {
-			return ""
-		}
-		return t.Local().Format("15:04:05")
-	},
+	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
 }
 
 // treeNode is one level of the UNS tree as the UI shows it.

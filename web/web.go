@@ -187,3 +187,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
 }
+
+// Assets gives the embedded templates and static files (for tests and
+// tools that check what a build embeds).
+func Assets() fs.FS { return assets }

@@ -4,6 +4,8 @@
   "use strict";
   const rows = new Map();
   document.querySelectorAll("tr.tag").forEach((tr) => rows.set(tr.dataset.path, tr));
+  // Times are rendered in the browser's own time zone.
+  document.querySelectorAll("td.ts[data-ts]").forEach((td) => { td.textContent = new Date(td.dataset.ts).toLocaleTimeString(); });
   const conn = document.getElementById("conn");
   const title = document.getElementById("chart-title");
   const note = document.getElementById("chart-note");
@@ -27,8 +29,25 @@
     return null;
   }
 
-  // Live values.
+  // Live values. Updates are gathered per tag and applied once per frame,
+  // so a fast stream costs one DOM write per tag and frame, not per value.
   let unknownSeen = false;
+  const pendingRows = new Map();
+  let frame = 0;
+  function applyPending() {
+    frame = 0;
+    for (const [path, s] of pendingRows) {
+      const tr = rows.get(path);
+      const cell = tr.querySelector(".value");
+      cell.textContent = fmtValue(s.value);
+      const q = tr.querySelector(".quality");
+      q.textContent = s.quality;
+      q.className = "quality q-" + s.quality;
+      tr.querySelector(".ts").textContent = fmtTime(s.ts);
+      if (cell.animate) cell.animate([{ background: "#fff6c2" }, { background: "transparent" }], 800);
+    }
+    pendingRows.clear();
+  }
   function connect() {
     const es = new EventSource("/api/v1/live");
     es.onopen = () => { conn.textContent = "live"; conn.className = "live"; };
@@ -36,19 +55,12 @@
     es.addEventListener("values", (ev) => {
       const batch = JSON.parse(ev.data);
       for (const s of batch) {
-        const tr = rows.get(s.path);
-        if (!tr) { unknownSeen = true; continue; }
+        if (!rows.has(s.path)) { unknownSeen = true; continue; }
         if (s.historical) continue;
-        tr.querySelector(".value").textContent = fmtValue(s.value);
-        const q = tr.querySelector(".quality");
-        q.textContent = s.quality;
-        q.className = "quality q-" + s.quality;
-        tr.querySelector(".ts").textContent = fmtTime(s.ts);
-        tr.classList.remove("flash");
-        void tr.offsetWidth;
-        tr.classList.add("flash");
+        pendingRows.set(s.path, s);
         if (s.path === selected) appendPoint(s);
       }
+      if (pendingRows.size && !frame) frame = requestAnimationFrame(applyPending);
     });
   }
   connect();
@@ -63,8 +75,9 @@
     series[1].push(y);
     const cut = Date.now() / 1000 - rangeSec;
     while (series[0].length && series[0][0] < cut) { series[0].shift(); series[1].shift(); }
-    plot.setData(series);
+    if (!chartFrame) chartFrame = requestAnimationFrame(() => { chartFrame = 0; if (plot) plot.setData(series); });
   }
+  let chartFrame = 0;
 
   async function loadTrend() {
     if (!selected) return;
@@ -97,7 +110,7 @@
     plot = new uPlot({
       width, height: 320,
       series: [{}, { label: selected.split("/").pop(), stroke: "#1f6feb", width: 1.5, spanGaps: false }],
-      axes: [{}, { label: unit || "" }],
+      axes: [{}, { size: 70 }],
       scales: { x: { time: true } },
     }, series, chartEl);
   }
