@@ -73,3 +73,37 @@ func TestWriteIsIdempotentAndSurvivesReopen(t *testing.T) {
 		t.Fatalf("unknown tag: err = %v", err)
 	}
 }
+
+// BenchmarkWriteBatch measures idempotent batched writes of 10,000 values
+// over 100 tags, the shape the archiver hands over.
+func BenchmarkWriteBatch(b *testing.B) {
+	ctx := context.Background()
+	h, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.duckdb")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	const tags, perTag = 100, 100
+	paths := make([]uns.Path, tags)
+	for i := range paths {
+		paths[i] = uns.Path("limeworks/bench/area/line/m/tag" + string(rune('a'+i%26)) + string(rune('a'+i/26)))
+	}
+	batch := make([]uns.Sample, 0, tags*perTag)
+	t0 := time.Now()
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		batch = batch[:0]
+		for j := range perTag {
+			ts := t0.Add(time.Duration(n*perTag+j) * time.Millisecond)
+			for _, p := range paths {
+				batch = append(batch, uns.Sample{Path: p, TS: ts, Value: uns.Float(float64(j))})
+			}
+		}
+		n++
+		if err := h.WriteBatch(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(tags*perTag*b.N)/b.Elapsed().Seconds(), "values/s")
+}
