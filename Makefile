@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 VENDOR  := web/static/vendor/uPlot.iife.min.js web/static/vendor/uPlot.min.css
 
-.PHONY: all build demo test vet fuzz bench clean web
+.PHONY: all build demo test vet fuzz bench clean web interop
 
 all: build
 
@@ -17,6 +17,12 @@ $(VENDOR): web/package.json web/package-lock.json
 	mkdir -p web/static/vendor
 	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css web/static/vendor/
 
+# Eclipse Tahu's Sparkplug libraries, the third-party peers of the interop tests.
+interop: interop/tahu/node_modules/.package-lock.json
+
+interop/tahu/node_modules/.package-lock.json: interop/tahu/package.json interop/tahu/package-lock.json
+	cd interop/tahu && npm ci --no-audit --no-fund --loglevel=error
+
 build: web
 	$(GO) build -ldflags "$(LDFLAGS)" -o calx .
 
@@ -27,7 +33,7 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l . | grep -v node_modules)" || (echo "gofmt needed:"; gofmt -l . | grep -v node_modules; exit 1)
 
-test: web vet
+test: web interop vet
 	$(GO) test -count=1 -timeout 20m ./...
 
 # Run each fuzz target for a while (FUZZTIME=1m make fuzz).
@@ -40,4 +46,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uns/... ./store/...
 
 clean:
-	rm -rf calx web/static/vendor web/node_modules
+	rm -rf calx web/static/vendor web/node_modules interop/tahu/node_modules

@@ -158,12 +158,13 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 			}
 			return false
 		}
+		ncmd, dcmd := own+"NCMD/"+u.EdgeID, own+"DCMD/"+u.EdgeID+"/"
 		switch {
-		case topic == own+"NCMD/"+u.EdgeID:
+		case topic == ncmd, topic == ncmd+"/#":
 			return true
-		case strings.HasPrefix(topic, own+"DCMD/"+u.EdgeID+"/"):
-			rest := strings.TrimPrefix(topic, own+"DCMD/"+u.EdgeID+"/")
-			return rest == "+" || (rest != "" && !strings.ContainsAny(rest, "/#"))
+		case strings.HasPrefix(topic, dcmd):
+			rest := strings.TrimPrefix(topic, dcmd)
+			return rest == "+" || rest == "#" || (rest != "" && !strings.ContainsAny(rest, "/#+"))
 		case strings.HasPrefix(topic, sparkplug.Namespace+"/STATE/"):
 			return !strings.Contains(strings.TrimPrefix(topic, sparkplug.Namespace+"/STATE/"), "#")
 		}

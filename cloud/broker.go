@@ -109,6 +109,17 @@ func (b *Broker) Stats() BrokerStats {
 	}
 }
 
+// Disconnect drops a client's connection as if its network failed, so
+// that the broker publishes its Will.
+func (b *Broker) Disconnect(clientID string) error {
+	cl, ok := b.srv.Clients.Get(clientID)
+	if !ok {
+		return fmt.Errorf("broker: no client %q", clientID)
+	}
+	cl.Stop(errors.New("disconnected by the cloud"))
+	return nil
+}
+
 func (b *Broker) close() error { return b.srv.Close() }
 
 // ingestHook persists every Sparkplug message an edge sends into the

@@ -215,6 +215,11 @@ func (c *Cloud) Shutdown(ctx context.Context) error {
 // drain waits until the archiver has written everything the host produced,
 // or ctx ends.
 func (c *Cloud) drain(ctx context.Context) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+	}
 	for ctx.Err() == nil {
 		if c.ArchiverStats(ctx).Pending == 0 {
 			return

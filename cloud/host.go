@@ -258,7 +258,8 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 				continue
 			}
 			h.msgs.Add(1)
-			samples := h.apply(ctx, t, p, meta.Timestamp, true)
+			// A message in hand is finished even when a stop is under way.
+			samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true)
 			if len(samples) == 0 {
 				continue
 			}
@@ -575,6 +576,20 @@ func metricUint(p *pb.Payload, name string) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// RequestRebirth asks an edge node for a rebirth (NCMD Node Control/Rebirth),
+// as the host does by itself on a sequence gap or an unknown alias.
+func (h *Host) RequestRebirth(group, edge string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ns, ok := h.nodes[group+"/"+edge]
+	if !ok {
+		return fmt.Errorf("unknown edge node %s/%s", group, edge)
+	}
+	ns.lastRebirth = time.Time{}
+	h.askRebirth(ns, "requested", true)
+	return nil
 }
 
 // Nodes returns the state of every edge node the host knows.

@@ -139,6 +139,21 @@ func (h *Historian) Close() error {
 	return err
 }
 
+// renewConn replaces the writer's connection after database/sql closed it
+// (a cancelled context does that). The caller holds wmu.
+func (h *Historian) renewConn(err error) error {
+	if !errors.Is(err, sql.ErrConnDone) && !errors.Is(err, driver.ErrBadConn) {
+		return err
+	}
+	conn, cerr := h.db.Conn(context.Background())
+	if cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	h.conn.Close()
+	h.conn = conn
+	return err
+}
+
 // UpsertTags records or updates tag metadata.
 func (h *Historian) UpsertTags(ctx context.Context, tags []uns.Tag) error {
 	if len(tags) == 0 {
@@ -146,6 +161,11 @@ func (h *Historian) UpsertTags(ctx context.Context, tags []uns.Tag) error {
 	}
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
+	err := h.upsertTags(ctx, tags)
+	return h.renewConn(err)
+}
+
+func (h *Historian) upsertTags(ctx context.Context, tags []uns.Tag) error {
 	tx, err := h.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("historian: upsert tags: %w", err)
@@ -208,6 +228,10 @@ func (h *Historian) WriteBatch(ctx context.Context, samples []uns.Sample) error 
 	}
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
+	return h.renewConn(h.writeBatch(ctx, samples))
+}
+
+func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error {
 	for i := range samples {
 		if _, err := h.tagID(ctx, samples[i].Path); err != nil {
 			return err

@@ -107,3 +107,19 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(tags*perTag*b.N)/b.Elapsed().Seconds(), "values/s")
 }
+
+// TestCancelledContextDoesNotBreakTheWriter: database/sql closes a
+// connection whose context is cancelled mid-query; the next write must work.
+func TestCancelledContextDoesNotBreakTheWriter(t *testing.T) {
+	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = h.UpsertTags(ctx, []uns.Tag{{Path: "a/b/c"}})
+	_ = h.WriteBatch(ctx, []uns.Sample{{Path: "a/b/d", TS: time.Now(), Value: uns.Float(1)}})
+	if err := h.WriteBatch(context.Background(), []uns.Sample{{Path: "a/b/c", TS: time.Now(), Value: uns.Float(1)}}); err != nil {
+		t.Fatalf("write after a cancelled one: %v", err)
+	}
+	if err := h.UpsertTags(context.Background(), []uns.Tag{{Path: "a/b/e"}}); err != nil {
+		t.Fatalf("upsert after a cancelled one: %v", err)
+	}
+}
