@@ -289,3 +289,76 @@ func TestNoOpenBroker(t *testing.T) {
 		t.Fatalf("cloud without users: %v", err)
 	}
 }
+
+// TestHostComplexTypes: template instances become one tag per member;
+// arrays, data sets and bytes are kept as JSON text, not dropped.
+func TestHostComplexTypes(t *testing.T) {
+	c := startCloud(t)
+	cl, err := dial(t, c, "e1", "pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &foreign{t: t, cl: cl}
+	ts := uint64(time.Now().UnixMilli())
+	member := func(name string, dt pb.DataType, v uns.Value) *pb.Payload_Metric {
+		m := metric(name, 0, dt, v, ts)
+		m.Alias = nil
+		return m
+	}
+	def := &pb.Payload_Metric{Name: proto.String("_types_/Motor"), Datatype: proto.Uint32(uint32(pb.DataType_Template)),
+		Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{IsDefinition: proto.Bool(true),
+			Metrics: []*pb.Payload_Metric{member("speed", pb.DataType_Double, uns.Float(0)), member("running", pb.DataType_Boolean, uns.Bool(false))}}}}
+	f.send(sparkplug.NBIRTH, "", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{
+		metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(0), ts), def}})
+	inst := &pb.Payload_Metric{Name: proto.String("motor"), Alias: proto.Uint64(1), Timestamp: proto.Uint64(ts), Datatype: proto.Uint32(uint32(pb.DataType_Template)),
+		Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{TemplateRef: proto.String("Motor"),
+			Metrics: []*pb.Payload_Metric{member("speed", pb.DataType_Double, uns.Float(1450)), member("running", pb.DataType_Boolean, uns.Bool(true))}}}}
+	arr := &pb.Payload_Metric{Name: proto.String("profile"), Alias: proto.Uint64(2), Timestamp: proto.Uint64(ts), Datatype: proto.Uint32(uint32(pb.DataType_Int16Array)),
+		Value: &pb.Payload_Metric_BytesValue{BytesValue: []byte{0x01, 0x00, 0xff, 0xff}}}
+	ds := &pb.Payload_Metric{Name: proto.String("recipe"), Alias: proto.Uint64(3), Timestamp: proto.Uint64(ts), Datatype: proto.Uint32(uint32(pb.DataType_DataSet)),
+		Value: &pb.Payload_Metric_DatasetValue{DatasetValue: &pb.Payload_DataSet{NumOfColumns: proto.Uint64(1), Columns: []string{"step"},
+			Types: []uint32{uint32(pb.DataType_Int32)}, Rows: []*pb.Payload_DataSet_Row{{Elements: []*pb.Payload_DataSet_DataSetValue{{Value: &pb.Payload_DataSet_DataSetValue_IntValue{IntValue: 7}}}}}}}}
+	blob := &pb.Payload_Metric{Name: proto.String("blob"), Alias: proto.Uint64(4), Timestamp: proto.Uint64(ts), Datatype: proto.Uint32(uint32(pb.DataType_Bytes)),
+		Value: &pb.Payload_Metric_BytesValue{BytesValue: []byte{1, 2, 3}}}
+	f.send(sparkplug.DBIRTH, "m", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{inst, arr, ds, blob}})
+	speed := member("speed", pb.DataType_Double, uns.Float(1500))
+	speed.Timestamp = nil // takes the instance's timestamp
+	upd := &pb.Payload_Metric{Alias: proto.Uint64(1), Timestamp: proto.Uint64(ts + 1000),
+		Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{Metrics: []*pb.Payload_Metric{speed}}}}
+	f.send(sparkplug.DDATA, "m", &pb.Payload{Timestamp: proto.Uint64(ts + 1000), Metrics: []*pb.Payload_Metric{upd}})
+
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		tag, ok := c.Registry.Get("g/e1/m/motor/speed")
+		if !ok || tag.Value.F != 1500 {
+			return fmt.Errorf("motor/speed = %+v", tag.Value)
+		}
+		return nil
+	})
+	for path, want := range map[uns.Path]string{
+		"g/e1/m/motor/running": "true",
+		"g/e1/m/profile":       "[1,-1]",
+		"g/e1/m/recipe":        `{"columns":["step"],"rows":[[7]],"types":["Int32"]}`,
+		"g/e1/m/blob":          `"AQID"`,
+	} {
+		tag, ok := c.Registry.Get(path)
+		if !ok {
+			t.Errorf("%s not in the namespace", path)
+			continue
+		}
+		if got := fmt.Sprint(tag.Value.Any()); got != want {
+			t.Errorf("%s = %s, want %s", path, got, want)
+		}
+	}
+	if tag, _ := c.Registry.Get("g/e1/m/recipe"); tag.DataType != uns.TypeJSON {
+		t.Errorf("recipe datatype %v", tag.DataType)
+	}
+	if _, ok := c.Registry.Get("g/_edge/e1/_types_/Motor"); ok {
+		t.Error("a template definition became a tag")
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n, _ := c.Historian.Count(context.Background(), "g/e1/m/motor/speed"); n != 2 {
+			return fmt.Errorf("motor/speed history: %d points", n)
+		}
+		return nil
+	})
+}

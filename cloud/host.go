@@ -39,6 +39,7 @@ const (
 
 // metricInfo is what a birth told about one metric.
 type metricInfo struct {
+	name  string
 	path  uns.Path
 	dt    pb.DataType
 	store bool
@@ -486,38 +487,7 @@ func (h *Host) birth(ctx context.Context, t sparkplug.Topic, p *pb.Payload, set 
 	var tags []uns.Tag
 	var out []uns.Sample
 	for _, m := range p.GetMetrics() {
-		name := m.GetName()
-		dt := pb.DataType(m.GetDatatype())
-		mi := &metricInfo{dt: dt}
-		udt, scalar := sparkplug.UNSType(dt)
-		mi.store = scalar && name != sparkplug.MetricBdSeq && !strings.HasPrefix(name, "Node Control/")
-		if path, ok := sparkplug.PropertyString(m, sparkplug.PropUNSPath); ok {
-			mi.path = uns.Path(path)
-		} else if t.Device != "" {
-			mi.path = uns.Path(t.Group + "/" + t.Edge + "/" + t.Device + "/" + name)
-		} else {
-			mi.path = uns.Path(t.Group + "/_edge/" + t.Edge + "/" + name)
-		}
-		if err := mi.path.Validate(); err != nil {
-			mi.store = false
-			h.log.Warn("metric not stored: no valid UNS path", "topic", t.String(), "metric", name, "err", err)
-		}
-		set.byName[name] = mi
-		if m.Alias != nil {
-			set.byAlias[m.GetAlias()] = mi
-		}
-		if !mi.store {
-			continue
-		}
-		unit, _ := sparkplug.PropertyString(m, sparkplug.PropEngUnit)
-		desc, _ := sparkplug.PropertyString(m, "description")
-		tag := uns.Tag{Path: mi.path, DataType: udt, Unit: unit, Description: desc,
-			Sparkplug: uns.SparkplugAddr{Group: t.Group, Edge: t.Edge, Device: t.Device, Metric: name}}
-		tags = append(tags, tag)
-		h.reg.Define(tag)
-		if s, ok := h.sample(p, m, mi); ok {
-			out = append(out, s)
-		}
+		tags, out = h.learn(t, p, set, m, m.GetName(), "", tags, out)
 	}
 	if live && len(tags) > 0 && h.tags != nil {
 		if err := h.tags.UpsertTags(ctx, tags); err != nil {
@@ -525,6 +495,71 @@ func (h *Host) birth(ctx context.Context, t sparkplug.Topic, p *pb.Payload, set 
 		}
 	}
 	return out
+}
+
+// learn records one birth metric under name. A template instance becomes
+// one tag per member, named <metric>/<member>; a template definition is
+// a type, not a tag.
+func (h *Host) learn(t sparkplug.Topic, p *pb.Payload, set metricSet, m *pb.Payload_Metric, name string, base uns.Path,
+	tags []uns.Tag, out []uns.Sample) ([]uns.Tag, []uns.Sample) {
+	dt := pb.DataType(m.GetDatatype())
+	if dt == pb.DataType_Template {
+		tv := m.GetTemplateValue()
+		if tv == nil || tv.GetIsDefinition() {
+			return tags, out
+		}
+		mi := &metricInfo{name: name, dt: dt}
+		set.byName[name] = mi
+		if m.Alias != nil {
+			set.byAlias[m.GetAlias()] = mi
+		}
+		mi.path = h.metricPath(t, m, name, base)
+		for _, member := range tv.GetMetrics() {
+			tags, out = h.learn(t, p, set, member, name+"/"+member.GetName(), mi.path, tags, out)
+		}
+		return tags, out
+	}
+	mi := &metricInfo{name: name, dt: dt}
+	udt, stored := sparkplug.UNSType(dt)
+	mi.store = stored && name != sparkplug.MetricBdSeq && !strings.HasPrefix(name, "Node Control/")
+	mi.path = h.metricPath(t, m, name, base)
+	if err := mi.path.Validate(); err != nil {
+		mi.store = false
+		h.log.Warn("metric not stored: no valid UNS path", "topic", t.String(), "metric", name, "err", err)
+	}
+	set.byName[name] = mi
+	if m.Alias != nil {
+		set.byAlias[m.GetAlias()] = mi
+	}
+	if !mi.store {
+		return tags, out
+	}
+	unit, _ := sparkplug.PropertyString(m, sparkplug.PropEngUnit)
+	desc, _ := sparkplug.PropertyString(m, "description")
+	tag := uns.Tag{Path: mi.path, DataType: udt, Unit: unit, Description: desc,
+		Sparkplug: uns.SparkplugAddr{Group: t.Group, Edge: t.Edge, Device: t.Device, Metric: name}}
+	tags = append(tags, tag)
+	h.reg.Define(tag)
+	if s, ok := h.sample(p, m, mi); ok {
+		out = append(out, s)
+	}
+	return tags, out
+}
+
+// metricPath is the UNS path of a metric: the one a Calx edge names in its
+// birth, else <group>/<edge>/<device>/<metric> (<group>/_edge/<edge>/<metric>
+// for node metrics); a template member goes under its instance.
+func (h *Host) metricPath(t sparkplug.Topic, m *pb.Payload_Metric, name string, base uns.Path) uns.Path {
+	if path, ok := sparkplug.PropertyString(m, sparkplug.PropUNSPath); ok {
+		return uns.Path(path)
+	}
+	if base != "" {
+		return base + "/" + uns.Path(m.GetName())
+	}
+	if t.Device != "" {
+		return uns.Path(t.Group + "/" + t.Edge + "/" + t.Device + "/" + name)
+	}
+	return uns.Path(t.Group + "/_edge/" + t.Edge + "/" + name)
 }
 
 func (h *Host) data(ns *nodeState, t sparkplug.Topic, p *pb.Payload, set metricSet, live bool) []uns.Sample {
@@ -536,12 +571,30 @@ func (h *Host) data(ns *nodeState, t sparkplug.Topic, p *pb.Payload, set metricS
 			h.askRebirth(ns, "unknown metric alias", live)
 			continue
 		}
-		if !mi.store {
-			continue
+		out = h.collect(ns, p, set, m, mi, out)
+	}
+	return out
+}
+
+// collect adds the samples of one data metric; a template instance's
+// members are found by name under their instance.
+func (h *Host) collect(ns *nodeState, p *pb.Payload, set metricSet, m *pb.Payload_Metric, mi *metricInfo, out []uns.Sample) []uns.Sample {
+	if mi.dt == pb.DataType_Template {
+		for _, member := range m.GetTemplateValue().GetMetrics() {
+			if mm, ok := set.byName[mi.name+"/"+member.GetName()]; ok {
+				if member.Timestamp == nil {
+					member.Timestamp = m.Timestamp
+				}
+				out = h.collect(ns, p, set, member, mm, out)
+			}
 		}
-		if s, ok := h.sample(p, m, mi); ok {
-			out = append(out, s)
-		}
+		return out
+	}
+	if !mi.store {
+		return out
+	}
+	if s, ok := h.sample(p, m, mi); ok {
+		out = append(out, s)
 	}
 	return out
 }

@@ -126,9 +126,12 @@ const (
 	TypeInt64
 	TypeBool
 	TypeString
+	// TypeJSON holds a value that is not a scalar (an array, a data set, a
+	// property set, bytes) as JSON text, so that nothing is dropped.
+	TypeJSON
 )
 
-var typeNames = [...]string{"unknown", "float64", "int64", "bool", "string"}
+var typeNames = [...]string{"unknown", "float64", "int64", "bool", "string", "json"}
 
 // String returns the config and API name of the type.
 func (t DataType) String() string {
@@ -149,6 +152,8 @@ func ParseDataType(s string) (DataType, error) {
 		return TypeBool, nil
 	case "string", "text":
 		return TypeString, nil
+	case "json":
+		return TypeJSON, nil
 	}
 	return TypeUnknown, fmt.Errorf("unknown datatype %q (want float64, int64, bool or string)", s)
 }

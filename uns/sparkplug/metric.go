@@ -77,6 +77,9 @@ func UNSType(t pb.DataType) (uns.DataType, bool) {
 	case pb.DataType_String, pb.DataType_Text, pb.DataType_UUID:
 		return uns.TypeString, true
 	}
+	if IsJSONType(t) {
+		return uns.TypeJSON, true
+	}
 	return uns.TypeUnknown, false
 }
 
@@ -116,8 +119,16 @@ func intOf(v uns.Value) int64 {
 }
 
 // GetValue reads the value of m according to the wire datatype dt (the one
-// from the birth, as data messages may omit it).
+// from the birth, as data messages may omit it). Non-scalar values come back
+// as JSON text (see JSONValue).
 func GetValue(m *pb.Payload_Metric, dt pb.DataType) (uns.Value, error) {
+	if IsJSONType(dt) {
+		return JSONValue(m, dt)
+	}
+	return scalarValue(m, dt)
+}
+
+func scalarValue(m *pb.Payload_Metric, dt pb.DataType) (uns.Value, error) {
 	if m.GetIsNull() {
 		return uns.Null, nil
 	}

@@ -221,3 +221,57 @@ func BenchmarkDecodeDDATA(b *testing.B) {
 	}
 	b.ReportMetric(float64(100*b.N)/b.Elapsed().Seconds(), "values/s")
 }
+
+func TestArrays(t *testing.T) {
+	for _, tc := range []struct {
+		dt   pb.DataType
+		b    []byte
+		want string
+	}{
+		{pb.DataType_Int8Array, []byte{0xff, 0x01}, "[-1,1]"},
+		{pb.DataType_UInt16Array, []byte{0xff, 0xff}, "[65535]"},
+		{pb.DataType_Int32Array, []byte{0xfe, 0xff, 0xff, 0xff}, "[-2]"},
+		{pb.DataType_DoubleArray, []byte{0, 0, 0, 0, 0, 0, 0xf8, 0x3f}, "[1.5]"},
+		{pb.DataType_FloatArray, []byte{0, 0, 0xc0, 0x3f}, "[1.5]"},
+		{pb.DataType_BooleanArray, []byte{3, 0, 0, 0, 0xa0}, "[true,false,true]"},
+		{pb.DataType_StringArray, []byte("ab\x00c\x00"), `["ab","c"]`},
+		{pb.DataType_DateTimeArray, []byte{0, 0, 0, 0, 0, 0, 0, 0}, `["1970-01-01T00:00:00Z"]`},
+	} {
+		m := &pb.Payload_Metric{Value: &pb.Payload_Metric_BytesValue{BytesValue: tc.b}}
+		v, err := GetValue(m, tc.dt)
+		if err != nil || v.S != tc.want {
+			t.Errorf("%v: %q %v, want %s", tc.dt, v.S, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		dt pb.DataType
+		b  []byte
+	}{
+		{pb.DataType_Int32Array, []byte{1, 2, 3}},
+		{pb.DataType_BooleanArray, []byte{9, 0, 0, 0, 0}},
+		{pb.DataType_StringArray, []byte("abc")},
+	} {
+		m := &pb.Payload_Metric{Value: &pb.Payload_Metric_BytesValue{BytesValue: tc.b}}
+		if _, err := GetValue(m, tc.dt); !errors.Is(err, ErrBadPayload) {
+			t.Errorf("%v %x: err = %v, want ErrBadPayload", tc.dt, tc.b, err)
+		}
+	}
+}
+
+func FuzzParseTopic(f *testing.F) {
+	for _, s := range []string{"spBv1.0/g/NBIRTH/e", "spBv1.0/g/DDATA/e/d", "spBv1.0/STATE/h", "spBv1.0/g/DCMD/e/", "spBv1.0//NDATA/e", "x/y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tp, err := ParseTopic(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadTopic) {
+				t.Fatalf("error not ErrBadTopic: %v", err)
+			}
+			return
+		}
+		if tp.String() != s {
+			t.Fatalf("%q parses to %+v which renders %q", s, tp, tp.String())
+		}
+	})
+}
