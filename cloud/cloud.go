@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/calx-iiot/calx/store"
@@ -116,6 +118,11 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	if err := c.Host.start(ctx); err != nil {
 		return err
 	}
+	if err := c.Broker.srv.Subscribe(c.Host.stateTopic(), 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		c.Host.onOwnState(pk.Payload)
+	}); err != nil {
+		return fmt.Errorf("cloud: %w", err)
+	}
 	archJS, err := c.jetStream("calx-archiver")
 	if err != nil {
 		return err
@@ -179,10 +186,8 @@ func (c *Cloud) ArchiverStats(ctx context.Context) ArchiverStats {
 func (c *Cloud) Shutdown(ctx context.Context) error {
 	var errs []error
 	c.once.Do(func() {
-		if c.Host != nil && c.Host.cancel != nil {
-			if err := c.Host.publishState(false); err != nil {
-				c.log.Warn("STATE offline not published", "err", err)
-			}
+		if c.Host != nil {
+			c.Host.goOffline()
 		}
 		if c.Broker != nil {
 			if err := c.Broker.close(); err != nil {

@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -361,4 +362,44 @@ func TestHostComplexTypes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Sparkplug 3.0 host-application: a primary host that sees its own STATE
+// offline while running publishes online again; a clean stop leaves
+// STATE offline retained.
+func TestHostStateOnlineOffline(t *testing.T) {
+	c := startCloud(t)
+	cl, err := dial(t, c, "reader", "pwr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := make(chan string, 10)
+	cl.Subscribe("spBv1.0/STATE/calx", 1, func(_ paho.Client, m paho.Message) {
+		var st struct {
+			Online    bool   `json:"online"`
+			Timestamp uint64 `json:"timestamp"`
+		}
+		if json.Unmarshal(m.Payload(), &st) != nil || st.Timestamp == 0 {
+			states <- "bad: " + string(m.Payload())
+			return
+		}
+		states <- fmt.Sprintf("online=%v retained=%v qos=%d", st.Online, m.Retained(), m.Qos())
+	}).WaitTimeout(5 * time.Second)
+	if got := <-states; got != "online=true retained=true qos=1" {
+		t.Fatalf("first STATE: %s", got)
+	}
+	c.Broker.Publish("spBv1.0/STATE/calx", []byte(`{"online":false,"timestamp":1}`), true, 1)
+	<-states // the offline one
+	select {
+	case got := <-states:
+		if got != "online=true retained=false qos=1" {
+			t.Fatalf("after a foreign offline: %s", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("host did not declare itself online again")
+	}
+	c.Host.goOffline()
+	if got := <-states; !strings.HasPrefix(got, "online=false") {
+		t.Fatalf("clean stop: %s", got)
+	}
 }

@@ -78,6 +78,10 @@ type NodeState struct {
 	BirthAt     time.Time `json:"birth_at"`
 	DeathReason string    `json:"death_reason,omitempty"`
 	Devices     []string  `json:"devices"`
+	// Malformed counts this node's payloads that could not be decoded.
+	Malformed uint64 `json:"malformed"`
+	// SeqGaps counts messages of this node lost on the way.
+	SeqGaps uint64 `json:"seq_gaps"`
 }
 
 type nodeState struct {
@@ -86,6 +90,8 @@ type nodeState struct {
 	metrics     metricSet
 	devices     map[string]*deviceState
 	lastRebirth time.Time
+	gapAt       time.Time // when an unfilled sequence gap was seen
+	lastBadLog  time.Time
 }
 
 // HostStats are the primary host's counters.
@@ -103,6 +109,9 @@ type HostStats struct {
 type HostOptions struct {
 	// ID is the Sparkplug host id; STATE goes to spBv1.0/STATE/<ID>.
 	ID string
+	// ReorderTimeout is how long a sequence gap may stay open before the
+	// host asks for a rebirth. Zero means 2s.
+	ReorderTimeout time.Duration
 }
 
 // Host is the Sparkplug B primary host application. It consumes every
@@ -129,6 +138,9 @@ type Host struct {
 func newHost(opts HostOptions, js jetstream.JetStream, pub Publisher, tags TagSink, reg *Registry, log *slog.Logger) (*Host, error) {
 	if err := uns.ValidateSegment(opts.ID); err != nil {
 		return nil, fmt.Errorf("host id %q: %w", opts.ID, err)
+	}
+	if opts.ReorderTimeout == 0 {
+		opts.ReorderTimeout = 2 * time.Second
 	}
 	return &Host{opts: opts, js: js, pub: pub, tags: tags, reg: reg, log: log.With("component", "host"),
 		nodes: map[string]*nodeState{}, done: make(chan struct{})}, nil
@@ -171,6 +183,39 @@ func (h *Host) start(ctx context.Context) error {
 	h.ready.Store(true)
 	h.log.Info("primary host online", "host_id", h.opts.ID, "nodes_restored", len(h.nodes))
 	return nil
+}
+
+// goOffline declares the host offline (a clean stop).
+func (h *Host) goOffline() {
+	if !h.ready.Swap(false) {
+		return
+	}
+	if err := h.publishState(false); err != nil {
+		h.log.Warn("STATE offline not published", "err", err)
+	}
+}
+
+// onOwnState answers a STATE offline for this host seen while it runs (a
+// stale retained message, or another process using its id) by declaring
+// itself online again.
+func (h *Host) onOwnState(payload []byte) {
+	var st struct {
+		Online bool `json:"online"`
+	}
+	if json.Unmarshal(payload, &st) != nil || st.Online || !h.ready.Load() {
+		return
+	}
+	h.log.Warn("own STATE seen offline while running; publishing online again")
+	// The broker calls this while it still delivers the offline message:
+	// publish after that delivery, or subscribers would see online first.
+	time.AfterFunc(50*time.Millisecond, func() {
+		if !h.ready.Load() {
+			return
+		}
+		if err := h.publishState(true); err != nil {
+			h.log.Warn("STATE online not published", "err", err)
+		}
+	})
 }
 
 // stopLoop waits for the loop to finish its batch. STATE offline is
@@ -254,8 +299,7 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 			}
 			p, err := sparkplug.Decode(msg.Data())
 			if err != nil {
-				h.malformed.Add(1)
-				h.log.Warn("malformed payload rejected", "topic", t.String(), "err", err)
+				h.badPayload(t, err)
 				continue
 			}
 			h.msgs.Add(1)
@@ -295,6 +339,38 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 			if err := last.Ack(); err != nil {
 				h.log.Warn("ack failed", "err", err)
 			}
+		}
+		h.checkGaps()
+	}
+}
+
+// badPayload counts a payload that does not decode, per node, and logs it
+// at most once a minute per node.
+func (h *Host) badPayload(t sparkplug.Topic, err error) {
+	h.malformed.Add(1)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ns := h.nodes[nodeKey(t)]
+	if ns == nil {
+		ns = &nodeState{NodeState: NodeState{Group: t.Group, Edge: t.Edge}, lastSeq: -1, metrics: newMetricSet(), devices: map[string]*deviceState{}}
+		h.nodes[nodeKey(t)] = ns
+	}
+	ns.Malformed++
+	if time.Since(ns.lastBadLog) >= time.Minute {
+		ns.lastBadLog = time.Now()
+		h.log.Warn("malformed payload rejected", "topic", t.String(), "count", ns.Malformed, "err", err)
+	}
+}
+
+// checkGaps asks for a rebirth from nodes whose sequence gap stayed open
+// longer than the reorder timeout.
+func (h *Host) checkGaps() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ns := range h.nodes {
+		if !ns.gapAt.IsZero() && time.Since(ns.gapAt) >= h.opts.ReorderTimeout {
+			ns.gapAt = time.Time{}
+			h.askRebirth(ns, "sequence gap", true)
 		}
 	}
 }
@@ -342,7 +418,7 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 		ns = &nodeState{NodeState: NodeState{Group: t.Group, Edge: t.Edge, Online: true, BdSeq: bd, LastSeen: at, BirthAt: at},
 			lastSeq: int(p.GetSeq()), metrics: newMetricSet(), devices: map[string]*deviceState{}}
 		if old := h.nodes[key]; old != nil {
-			ns.lastRebirth = old.lastRebirth
+			ns.lastRebirth, ns.Malformed, ns.SeqGaps, ns.lastBadLog = old.lastRebirth, old.Malformed, old.SeqGaps, old.lastBadLog
 			for id := range old.devices {
 				ns.Devices = append(ns.Devices, id)
 			}
@@ -446,8 +522,11 @@ func (h *Host) checkSeq(ns *nodeState, t sparkplug.Topic, p *pb.Payload, live bo
 	seq := int(p.GetSeq())
 	if ns.lastSeq >= 0 && seq != (ns.lastSeq+1)%256 {
 		h.gaps.Add(1)
+		ns.SeqGaps++
 		h.log.Warn("sequence gap", "node", nodeKey(t), "want", (ns.lastSeq+1)%256, "got", seq)
-		h.askRebirth(ns, "sequence gap", live)
+		if live && ns.gapAt.IsZero() {
+			ns.gapAt = time.Now()
+		}
 	}
 	ns.lastSeq = seq
 }
