@@ -488,6 +488,9 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 			return nil
 		}
 		ds.online = false
+		if ts := p.GetTimestamp(); ts > 0 {
+			at = sparkplug.Timestamp(ts)
+		}
 		return appendStale(nil, ds.metrics, at)
 	}
 	return nil

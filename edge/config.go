@@ -31,6 +31,8 @@ type Config struct {
 // CloudConfig says how the edge reaches the cloud broker.
 type CloudConfig struct {
 	Broker string `yaml:"broker"`
+	// Brokers are further servers, tried in turn.
+	Brokers []string `yaml:"brokers"`
 	// Username and Password are this edge's own broker credentials. The
 	// password may instead come from PasswordFile or the environment
 	// variable CALX_EDGE_PASSWORD.
@@ -69,7 +71,7 @@ func LoadConfig(file string) (*Config, error) {
 
 // Options turns the config into edge options, building each connector.
 func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
-	o := Options{Broker: c.Cloud.Broker, Username: c.Cloud.Username, Password: c.Cloud.Password,
+	o := Options{Broker: c.Cloud.Broker, Brokers: c.Cloud.Brokers, Username: c.Cloud.Username, Password: c.Cloud.Password,
 		Group: c.Cloud.Group, EdgeID: c.Cloud.EdgeID, PrimaryHost: c.Cloud.PrimaryHost,
 		DataDir: c.DataDir, Logger: log, Version: version}
 	if c.Cloud.PasswordFile != "" {

@@ -36,13 +36,28 @@ type Reading struct {
 	Quality uns.Quality
 }
 
+// Sink receives what a connector reads. Its methods do not block on the
+// network and do not keep the slice.
+type Sink interface {
+	// Emit hands over the values of one read.
+	Emit([]Reading)
+	// Lost reports that the device cannot be reached: its tags go BAD and
+	// the device is announced dead (DDEATH) until the next Emit.
+	Lost(err error)
+}
+
 // Connector reads one device. Run keeps reading until ctx is done, handing
-// each read's values to emit (which does not keep the slice); it marks its
-// tags BAD when the device is lost and reconnects by itself. Run returns nil
-// when ctx is cancelled.
+// each read's values to the sink; when the device is lost it calls Lost and
+// reconnects by itself. Run returns nil when ctx is cancelled.
 type Connector interface {
 	Tags() []TagDef
-	Run(ctx context.Context, emit func([]Reading)) error
+	Run(ctx context.Context, sink Sink) error
+}
+
+// Writer is implemented by connectors whose devices take writes (Sparkplug
+// DCMD). Write is only called for tags declared Writable.
+type Writer interface {
+	Write(ctx context.Context, tag string, v uns.Value) error
 }
 
 // Factory builds a connector from its decoded settings. The settings type

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/calx-iiot/calx/uns"
 )
@@ -26,7 +27,10 @@ type Device struct {
 // Options configure an edge.
 type Options struct {
 	// Broker is the cloud broker URL: tcp://host:port or ssl://host:port.
-	Broker   string
+	Broker string
+	// Brokers are further servers, tried in turn when one fails or its
+	// primary host goes offline.
+	Brokers  []string
 	Username string
 	Password string
 	TLS      *tls.Config
@@ -49,10 +53,16 @@ type Options struct {
 // Validate checks the options and fills defaults.
 func (o *Options) Validate() error {
 	var errs []error
-	if o.Broker == "" {
+	if o.Broker != "" && (len(o.Brokers) == 0 || o.Brokers[0] != o.Broker) {
+		o.Brokers = append([]string{o.Broker}, o.Brokers...)
+	}
+	if len(o.Brokers) == 0 {
 		errs = append(errs, errors.New("broker: required"))
-	} else if !strings.Contains(o.Broker, "://") {
-		errs = append(errs, fmt.Errorf("broker %q: want tcp://host:port or ssl://host:port", o.Broker))
+	}
+	for _, b := range o.Brokers {
+		if !strings.HasPrefix(b, "tcp://") && !strings.HasPrefix(b, "ssl://") && !strings.HasPrefix(b, "tls://") {
+			errs = append(errs, fmt.Errorf("broker %q: want tcp://host:port or ssl://host:port", b))
+		}
 	}
 	if err := uns.ValidateSegment(o.Group); err != nil {
 		errs = append(errs, fmt.Errorf("group %q: %w", o.Group, err))
@@ -102,10 +112,21 @@ type device struct {
 	Device
 	metrics []*metric
 	byName  map[string]*metric
+	byAlias map[uint64]*metric
+	lost    bool // the connector reported the device lost; it is dead on the wire
 }
 
-// queued is a value that passed report-by-exception and waits to be sent.
+// Events of the send queue besides values.
+const (
+	evValue = iota
+	evDeath // DDEATH of a device
+	evBirth // DBIRTH of a device that came back
+)
+
+// queued is a value that passed report-by-exception, or a device event,
+// waiting to be sent in order.
 type queued struct {
+	ev  int
 	dev *device
 	m   *metric
 	r   Reading
@@ -147,7 +168,7 @@ func New(opts Options) (*Edge, error) {
 	e := &Edge{opts: opts, log: opts.Logger.With("component", "edge", "edge", opts.EdgeID), wake: make(chan struct{}, 1)}
 	alias := uint64(nodeAliases)
 	for _, d := range opts.Devices {
-		dev := &device{Device: d, byName: map[string]*metric{}}
+		dev := &device{Device: d, byName: map[string]*metric{}, byAlias: map[uint64]*metric{}}
 		for _, td := range d.Connector.Tags() {
 			if _, dup := dev.byName[td.Name]; dup {
 				return nil, fmt.Errorf("edge: device %s: tag %q declared twice", d.ID, td.Name)
@@ -164,6 +185,7 @@ func New(opts Options) (*Edge, error) {
 			}
 			dev.metrics = append(dev.metrics, m)
 			dev.byName[td.Name] = m
+			dev.byAlias[alias] = m
 		}
 		e.devices = append(e.devices, dev)
 	}
@@ -191,8 +213,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
-			emit := func(rs []Reading) { e.accept(d, rs) }
-			if err := d.Connector.Run(ctx, emit); err != nil {
+			if err := d.Connector.Run(ctx, deviceSink{e, d}); err != nil {
 				e.log.Error("connector stopped", "device", d.ID, "err", err)
 			}
 		}()
@@ -200,10 +221,60 @@ func (e *Edge) Start(ctx context.Context) error {
 	return nil
 }
 
+// deviceSink is the Sink of one device's connector.
+type deviceSink struct {
+	e *Edge
+	d *device
+}
+
+func (s deviceSink) Emit(rs []Reading) { s.e.accept(s.d, rs) }
+func (s deviceSink) Lost(err error)    { s.e.lost(s.d, err) }
+
+// lost marks a device dead: its current values go BAD and a DDEATH is queued.
+func (e *Edge) lost(d *device, err error) {
+	e.mu.Lock()
+	if d.lost {
+		e.mu.Unlock()
+		return
+	}
+	d.lost = true
+	for _, m := range d.metrics {
+		m.current.Quality = uns.Bad
+	}
+	e.enqueue(queued{ev: evDeath, dev: d, r: Reading{TS: time.Now()}})
+	e.mu.Unlock()
+	e.log.Warn("device lost", "device", d.ID, "err", err)
+	e.signal()
+}
+
+func (e *Edge) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue adds to the send queue; at the bound the oldest value goes, and is
+// counted. The caller holds mu.
+func (e *Edge) enqueue(q queued) {
+	if len(e.pending) >= e.opts.BufferMax {
+		if e.pending[0].ev == evValue {
+			e.dropped.Add(1)
+		}
+		e.pending = e.pending[1:]
+	}
+	e.pending = append(e.pending, q)
+}
+
 // accept applies report-by-exception to a read and queues what passes.
 func (e *Edge) accept(d *device, rs []Reading) {
 	e.mu.Lock()
 	passed := 0
+	if d.lost {
+		d.lost = false
+		e.enqueue(queued{ev: evBirth, dev: d})
+		passed++
+	}
 	for _, r := range rs {
 		m, ok := d.byName[r.Tag]
 		if !ok {
@@ -215,20 +286,12 @@ func (e *Edge) accept(d *device, rs []Reading) {
 			e.filtered.Add(1)
 			continue
 		}
-		if len(e.pending) >= e.opts.BufferMax {
-			// The bound is hit: the oldest value goes, and is counted.
-			e.pending = e.pending[1:]
-			e.dropped.Add(1)
-		}
-		e.pending = append(e.pending, queued{dev: d, m: m, r: r})
+		e.enqueue(queued{dev: d, m: m, r: r})
 		passed++
 	}
 	e.mu.Unlock()
 	if passed > 0 {
-		select {
-		case e.wake <- struct{}{}:
-		default:
-		}
+		e.signal()
 	}
 }
 

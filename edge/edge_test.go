@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -95,24 +96,37 @@ func (r *recorder) state(online bool, ts uint64) {
 }
 
 // fakeDevice is a connector whose reads the test controls.
-type fakeDevice struct{ ch chan []Reading }
+type fakeDevice struct {
+	ch     chan []Reading
+	writes chan string
+}
 
 func (f *fakeDevice) Tags() []TagDef {
 	return []TagDef{
 		{Name: "temp", DataType: uns.TypeFloat64, Unit: "°C", Low: 0, High: 1400, Deadband: uns.Deadband{Abs: 1}},
 		{Name: "state", DataType: uns.TypeString},
+		{Name: "setpoint", DataType: uns.TypeFloat64, Writable: true},
 	}
 }
 
-func (f *fakeDevice) Run(ctx context.Context, emit func([]Reading)) error {
+func (f *fakeDevice) Run(ctx context.Context, sink Sink) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case rs := <-f.ch:
-			emit(rs)
+			if rs == nil {
+				sink.Lost(errors.New("unplugged"))
+				continue
+			}
+			sink.Emit(rs)
 		}
 	}
+}
+
+func (f *fakeDevice) Write(ctx context.Context, tag string, v uns.Value) error {
+	f.writes <- fmt.Sprintf("%s=%v", tag, v.Any())
+	return nil
 }
 
 func startEdge(t *testing.T, r *recorder, dir string, dev *fakeDevice) *Edge {
@@ -131,7 +145,7 @@ func startEdge(t *testing.T, r *recorder, dir string, dev *fakeDevice) *Edge {
 
 func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 	r := startBroker(t)
-	dev := &fakeDevice{ch: make(chan []Reading, 10)}
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
 	now := time.Now().Truncate(time.Millisecond)
 	dev.ch <- []Reading{{Tag: "temp", TS: now, Value: uns.Float(20)}, {Tag: "state", TS: now, Value: uns.String("warmup")}}
 	e := startEdge(t, r, t.TempDir(), dev)
@@ -267,5 +281,66 @@ func TestOptionsValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
+	}
+}
+
+// Sparkplug 3.0 operational-behavior-edge-node: a device that is lost is
+// announced with DDEATH, and with a DBIRTH when it comes back, all within
+// the node's seq; DCMD writes reach writable metrics only.
+func TestDeviceDeathRebirthAndWrites(t *testing.T) {
+	r := startBroker(t)
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	now := time.Now()
+	dev.ch <- []Reading{{Tag: "temp", TS: now, Value: uns.Float(20)}, {Tag: "setpoint", TS: now, Value: uns.Float(1)}}
+	r.state(true, uint64(time.Now().UnixMilli()))
+	e := startEdge(t, r, t.TempDir(), dev)
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !e.Online() {
+			return fmt.Errorf("not born")
+		}
+		return nil
+	})
+	dev.ch <- nil // the device is unplugged
+	dev.ch <- []Reading{{Tag: "temp", TS: now.Add(time.Second), Value: uns.Float(30)}}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		ms := r.all()
+		var types []string
+		for _, m := range ms {
+			types = append(types, string(m.topic.Type))
+		}
+		got := strings.Join(types, " ")
+		if !strings.Contains(got, "DDEATH DBIRTH DDATA") {
+			return fmt.Errorf("messages: %s", got)
+		}
+		return nil
+	})
+	ms := r.all()
+	for i := 1; i < len(ms); i++ {
+		if ms[i].p.GetSeq() != (ms[i-1].p.GetSeq()+1)%256 {
+			t.Fatalf("seq %d after %d (%v)", ms[i].p.GetSeq(), ms[i-1].p.GetSeq(), ms[i].topic)
+		}
+	}
+
+	dcmd := func(name string, v float64) {
+		p := &pb.Payload{Timestamp: proto.Uint64(uint64(time.Now().UnixMilli())), Metrics: []*pb.Payload_Metric{{
+			Name: proto.String(name), Datatype: proto.Uint32(uint32(pb.DataType_Double)), Value: &pb.Payload_Metric_DoubleValue{DoubleValue: v}}}}
+		b, _ := proto.Marshal(p)
+		r.srv.Publish("spBv1.0/g/DCMD/e/d1", b, false, 0)
+	}
+	dcmd("temp", 99)    // read-only: refused
+	dcmd("nosuch", 1)   // unknown: refused
+	dcmd("setpoint", 5) // writable
+	select {
+	case w := <-dev.writes:
+		if w != "setpoint=5" {
+			t.Fatalf("device got write %q", w)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("writable metric not written")
+	}
+	select {
+	case w := <-dev.writes:
+		t.Fatalf("unexpected write %q", w)
+	case <-time.After(200 * time.Millisecond):
 	}
 }

@@ -36,15 +36,22 @@ type node struct {
 	born   atomic.Bool
 
 	lost    chan error
-	cmds    chan *pb.Payload
+	cmds    chan cmd
 	states  chan hostState
 	hostOn  bool
 	hostTS  uint64
 	backoff time.Duration
+	server  int // index into Options.Brokers
 
 	// histUpTo counts the queued values, at the head of the queue, that were
 	// read before the last birth: they are sent flagged is_historical.
 	histUpTo int
+}
+
+// cmd is a received NCMD (device "") or DCMD.
+type cmd struct {
+	device string
+	p      *pb.Payload
 }
 
 type hostState struct {
@@ -53,7 +60,7 @@ type hostState struct {
 }
 
 func newNode(e *Edge) (*node, error) {
-	return &node{e: e, bd: e.bdSeqFile(), lost: make(chan error, 1), cmds: make(chan *pb.Payload, 16),
+	return &node{e: e, bd: e.bdSeqFile(), lost: make(chan error, 1), cmds: make(chan cmd, 16),
 		states: make(chan hostState, 16)}, nil
 }
 
@@ -74,6 +81,7 @@ func (n *node) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		n.server = (n.server + 1) % len(n.e.opts.Brokers)
 		n.backoff = min(max(2*n.backoff, 500*time.Millisecond), 30*time.Second)
 		wait := n.backoff/2 + rand.N(n.backoff/2+1)
 		log.Warn("edge node offline, will reconnect", "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -102,7 +110,8 @@ func (n *node) session(ctx context.Context) error {
 		<-n.lost
 	}
 	n.hostOn, n.hostTS = o.PrimaryHost == "", 0
-	co := mqtt.NewClientOptions().AddBroker(o.Broker).SetClientID(o.Group+"."+o.EdgeID).
+	broker := o.Brokers[n.server]
+	co := mqtt.NewClientOptions().AddBroker(broker).SetClientID(o.Group+"."+o.EdgeID).
 		SetUsername(o.Username).SetPassword(o.Password).SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(30*time.Second).
 		SetConnectTimeout(10*time.Second).SetWriteTimeout(publishTimeout).SetOrderMatters(false).
@@ -119,16 +128,20 @@ func (n *node) session(ctx context.Context) error {
 	c := mqtt.NewClient(co)
 	n.client = c
 	if err := wait(ctx, c.Connect()); err != nil {
-		return fmt.Errorf("connect %s: %w", o.Broker, err)
+		return fmt.Errorf("connect %s: %w", broker, err)
 	}
 	onCmd := func(_ mqtt.Client, m mqtt.Message) {
+		t, err := sparkplug.ParseTopic(m.Topic())
+		if err != nil {
+			return
+		}
 		p, err := sparkplug.Decode(m.Payload())
 		if err != nil {
 			n.e.log.Warn("malformed command rejected", "topic", m.Topic(), "err", err)
 			return
 		}
 		select {
-		case n.cmds <- p:
+		case n.cmds <- cmd{device: t.Device, p: p}:
 		default:
 			n.e.log.Warn("command dropped: too many pending", "topic", m.Topic())
 		}
@@ -154,7 +167,7 @@ func (n *node) session(ctx context.Context) error {
 			return fmt.Errorf("subscribe STATE: %w", err)
 		}
 	}
-	n.e.log.Info("edge node connected", "broker", o.Broker, "bdSeq", bdSeq)
+	n.e.log.Info("edge node connected", "broker", broker, "bdSeq", bdSeq)
 	defer n.publishDeath()
 
 	tick := time.NewTicker(time.Second)
@@ -272,6 +285,12 @@ func (n *node) birth() error {
 		return err
 	}
 	for _, d := range n.e.devices {
+		n.e.mu.Lock()
+		lost := d.lost
+		n.e.mu.Unlock()
+		if lost {
+			continue // born again when it comes back
+		}
 		if err := n.publish(n.topic(sparkplug.DBIRTH, d.ID), n.deviceBirth(d, ms)); err != nil {
 			return err
 		}
@@ -333,9 +352,24 @@ func (n *node) flush() error {
 		}
 		first := n.e.pending[0]
 		hist := n.histUpTo > 0
+		if first.ev != evValue {
+			n.e.mu.Unlock()
+			if err := n.event(first, hist); err != nil {
+				return err
+			}
+			n.e.mu.Lock()
+			if len(n.e.pending) > 0 && n.e.pending[0] == first {
+				n.e.pending = n.e.pending[1:]
+				if hist {
+					n.histUpTo--
+				}
+			}
+			n.e.mu.Unlock()
+			continue
+		}
 		var batch []queued
 		for _, q := range n.e.pending {
-			if q.dev != first.dev || len(batch) == maxMetricsPerMsg || (hist && len(batch) == n.histUpTo) {
+			if q.ev != evValue || q.dev != first.dev || len(batch) == maxMetricsPerMsg || (hist && len(batch) == n.histUpTo) {
 				break
 			}
 			batch = append(batch, q)
@@ -373,14 +407,77 @@ func (n *node) flush() error {
 	}
 }
 
+// event publishes a device's death or its birth after it came back. Events
+// queued before the last node birth are already answered by that birth.
+func (n *node) event(q queued, stale bool) error {
+	if stale {
+		return nil
+	}
+	switch q.ev {
+	case evDeath:
+		p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(q.r.TS)), Seq: n.nextSeq()}
+		return n.publish(n.topic(sparkplug.DDEATH, q.dev.ID), p)
+	case evBirth:
+		return n.publish(n.topic(sparkplug.DBIRTH, q.dev.ID), n.deviceBirth(q.dev, sparkplug.Millis(time.Now())))
+	}
+	return nil
+}
+
 // command handles an NCMD or DCMD payload.
-func (n *node) command(p *pb.Payload) {
-	for _, m := range p.GetMetrics() {
-		if m.GetName() == sparkplug.MetricRebirth && m.GetBooleanValue() {
-			n.e.log.Info("rebirth requested")
-			n.born.Store(false)
-			return
+func (n *node) command(c cmd) {
+	if c.device == "" {
+		for _, m := range c.p.GetMetrics() {
+			if m.GetName() == sparkplug.MetricRebirth && m.GetBooleanValue() {
+				n.e.log.Info("rebirth requested")
+				n.born.Store(false)
+				return
+			}
+		}
+		n.e.log.Warn("node command refused: only Node Control/Rebirth is supported", "metrics", len(c.p.GetMetrics()))
+		return
+	}
+	var dev *device
+	for _, d := range n.e.devices {
+		if d.ID == c.device {
+			dev = d
 		}
 	}
-	n.e.log.Warn("command not supported, ignored", "metrics", len(p.GetMetrics()))
+	if dev == nil {
+		n.e.log.Warn("command for an unknown device refused", "device", c.device)
+		return
+	}
+	w, canWrite := dev.Connector.(Writer)
+	for _, pm := range c.p.GetMetrics() {
+		var m *metric
+		if pm.Name != nil {
+			m = dev.byName[pm.GetName()]
+		} else {
+			m = dev.byAlias[pm.GetAlias()]
+		}
+		switch {
+		case m == nil:
+			n.e.log.Warn("write to an unknown metric refused", "device", dev.ID, "metric", pm.GetName(), "alias", pm.GetAlias())
+			continue
+		case !m.def.Writable || !canWrite:
+			n.e.log.Warn("write to a read-only metric refused", "device", dev.ID, "metric", m.def.Name)
+			continue
+		}
+		v, err := sparkplug.GetValue(pm, sparkplug.WireType(m.def.DataType))
+		if err != nil {
+			n.e.log.Warn("write refused: bad value", "device", dev.ID, "metric", m.def.Name, "err", err)
+			continue
+		}
+		// The device write runs beside the node loop, which must not wait on a PLC.
+		n.e.wg.Add(1)
+		go func() {
+			defer n.e.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := w.Write(ctx, m.def.Name, v); err != nil {
+				n.e.log.Warn("device write failed", "device", dev.ID, "metric", m.def.Name, "err", err)
+				return
+			}
+			n.e.log.Info("device written", "device", dev.ID, "metric", m.def.Name, "value", v.Any())
+		}()
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/calx-iiot/calx/edge"
@@ -95,11 +96,14 @@ const (
 	TagState      = "state"
 	TagCycles     = "cycle_count"
 	TagLife       = "plc_life_counter"
+	TagSetpoint   = "production_setpoint"
 )
 
 // Kiln is the simulated kiln connector.
 type Kiln struct {
-	s      Settings
+	mu       sync.Mutex // Step (the read loop) against Write (commands)
+	setpoint float64
+	s        Settings
 	device string
 	rng    *rand.Rand
 
@@ -113,7 +117,10 @@ type Kiln struct {
 	dustSpike float64
 }
 
-var _ edge.Connector = (*Kiln)(nil)
+var (
+	_ edge.Connector = (*Kiln)(nil)
+	_ edge.Writer    = (*Kiln)(nil)
+)
 
 // New returns a simulated kiln for device.
 func New(device string, s Settings) (*Kiln, error) {
@@ -128,7 +135,7 @@ func New(device string, s Settings) (*Kiln, error) {
 		seed = h.Sum64()
 	}
 	k := &Kiln{s: s, device: device, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		state: StateWarmup, temp: 20, o2: 20.9}
+		state: StateWarmup, temp: 20, o2: 20.9, setpoint: 18}
 	if s.StartHot {
 		k.state, k.temp, k.o2 = StateRunning, 1100, 2.5
 	}
@@ -151,11 +158,29 @@ func (k *Kiln) Tags() []edge.TagDef {
 		{Name: TagState, DataType: uns.TypeString, Description: "Kiln state: warmup, running or tripped"},
 		{Name: TagCycles, DataType: uns.TypeInt64, Description: "Burning cycles completed"},
 		{Name: TagLife, DataType: uns.TypeInt64, Description: "PLC life counter, one step per read"},
+		{Name: TagSetpoint, DataType: uns.TypeFloat64, Unit: "t/h", Low: 0, High: 30, Writable: true,
+			Description: "Production rate setpoint (writable)", Deadband: db(0.01)},
 	}
 }
 
+// Write sets the production setpoint, the kiln's one writable tag.
+func (k *Kiln) Write(_ context.Context, tag string, v uns.Value) error {
+	if tag != TagSetpoint {
+		return fmt.Errorf("sim %s: tag %q is read-only", k.device, tag)
+	}
+	f, ok := v.AsFloat()
+	if !ok || f < 0 || f > 30 {
+		return fmt.Errorf("sim %s: setpoint %v: want a number from 0 to 30 t/h", k.device, v.Any())
+	}
+	k.mu.Lock()
+	k.setpoint = f
+	k.mu.Unlock()
+	return nil
+}
+
 // Run steps the model once per interval and emits every tag.
-func (k *Kiln) Run(ctx context.Context, emit func([]edge.Reading)) error {
+func (k *Kiln) Run(ctx context.Context, sink edge.Sink) error {
+	emit := sink.Emit
 	t := time.NewTicker(k.s.Interval)
 	defer t.Stop()
 	now := time.Now()
@@ -179,6 +204,8 @@ func (k *Kiln) noise(sd float64) float64 { return k.rng.NormFloat64() * sd }
 // It is exported so that tests and benchmarks can drive the model without
 // waiting for the clock.
 func (k *Kiln) Step(now time.Time, dt float64) []edge.Reading {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	k.life++
 	if k.stateAt.IsZero() {
 		k.stateAt = now
@@ -220,7 +247,7 @@ func (k *Kiln) Step(now time.Time, dt float64) []edge.Reading {
 	case StateRunning:
 		fuel = 900 + 70*math.Sin(2*math.Pi*k.phase+0.4) + k.noise(8)
 		power = 245 + 12*math.Sin(2*math.Pi*k.phase) + k.noise(3)
-		prod = 18 + k.noise(0.3)
+		prod = k.setpoint + k.noise(0.3)
 	}
 	o2 := clamp(k.o2+k.noise(0.08), 0, 20.9)
 	co := 0.0
@@ -253,6 +280,7 @@ func (k *Kiln) Step(now time.Time, dt float64) []edge.Reading {
 		{Tag: TagState, TS: now, Value: uns.String(k.state)},
 		{Tag: TagCycles, TS: now, Value: uns.Int(k.cycles)},
 		{Tag: TagLife, TS: now, Value: uns.Int(k.life)},
+		{Tag: TagSetpoint, TS: now, Value: uns.Float(k.setpoint)},
 	}
 }
 
