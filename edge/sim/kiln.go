@@ -104,8 +104,8 @@ type Kiln struct {
 	mu       sync.Mutex // Step (the read loop) against Write (commands)
 	setpoint float64
 	s        Settings
-	device string
-	rng    *rand.Rand
+	device   string
+	rng      *rand.Rand
 
 	state     string
 	stateAt   time.Time
