@@ -192,6 +192,36 @@ func TestDemoEndToEnd(t *testing.T) {
 	if code, out := c.do("GET", "/api/v1/nothing", nil); code != 404 || out["error"] == nil {
 		t.Errorf("unknown route: %d %v", code, out)
 	}
+	// Writes go to the device and come back as the new value.
+	const setpoint = "limeworks/lyon/kilns/line1/kiln1/production_setpoint"
+	if code, out := c.do("POST", "/api/v1/write", map[string]any{"path": setpoint, "value": 12.5}); code != 200 || out["value"] != 12.5 {
+		t.Fatalf("write: %d %v", code, out)
+	}
+	for _, bad := range []struct {
+		body map[string]any
+		code int
+		want string
+	}{
+		{map[string]any{"path": "limeworks/lyon/kilns/line1/kiln1/o2", "value": 3}, 409, "read-only"},
+		{map[string]any{"path": setpoint, "value": "fast"}, 400, "value"},
+		{map[string]any{"path": setpoint}, 400, "value"},
+		{map[string]any{"path": "limeworks/none", "value": 1}, 404, "path"},
+		{map[string]any{"path": "a/#", "value": 1}, 400, "path"},
+		{map[string]any{"path": setpoint, "value": 1, "extra": true}, 400, "body"},
+	} {
+		code, out := c.do("POST", "/api/v1/write", bad.body)
+		if msg, _ := out["error"].(string); code != bad.code || !strings.Contains(msg, bad.want) {
+			t.Errorf("write %v: %d %v, want %d naming %s", bad.body, code, out, bad.code, bad.want)
+		}
+	}
+	code, audit := c.do("GET", "/api/v1/audit", nil)
+	if code != 200 || audit["count"].(float64) < 2 {
+		t.Fatalf("audit: %d %v", code, audit)
+	}
+	newest := audit["entries"].([]any)[0].(map[string]any)
+	if newest["user"] != "admin" || newest["path"] != "limeworks/lyon/kilns/line1/kiln1/o2" || !strings.HasPrefix(newest["result"].(string), "refused") {
+		t.Errorf("newest audit entry %v", newest)
+	}
 	if st := d.app.cloud.Host.Stats(); st.SeqGaps != 0 || st.Malformed != 0 {
 		t.Errorf("host stats: %+v", st)
 	}

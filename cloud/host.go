@@ -618,7 +618,9 @@ func (h *Host) learn(t sparkplug.Topic, p *pb.Payload, set metricSet, m *pb.Payl
 	}
 	unit, _ := sparkplug.PropertyString(m, sparkplug.PropEngUnit)
 	desc, _ := sparkplug.PropertyString(m, "description")
-	tag := uns.Tag{Path: mi.path, DataType: udt, Unit: unit, Description: desc,
+	// A metric is writable when its birth says readOnly: false.
+	ro, hasRO := sparkplug.PropertyBool(m, sparkplug.PropWritable)
+	tag := uns.Tag{Path: mi.path, DataType: udt, Unit: unit, Description: desc, Writable: hasRO && !ro,
 		Sparkplug: uns.SparkplugAddr{Group: t.Group, Edge: t.Edge, Device: t.Device, Metric: name}}
 	tags = append(tags, tag)
 	h.reg.Define(tag)
@@ -712,6 +714,61 @@ func metricUint(p *pb.Payload, name string) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// Errors of Write.
+var (
+	ErrReadOnly    = errors.New("tag is not writable")
+	ErrWriteTarget = errors.New("tag's edge node or device is not online")
+)
+
+// Write sends a command (DCMD, or NCMD for a node metric) that sets a
+// writable tag, by metric name, with the datatype of its birth.
+func (h *Host) Write(path uns.Path, v uns.Value) error {
+	tag, ok := h.reg.Get(path)
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownPath, path)
+	}
+	if !tag.Writable {
+		return fmt.Errorf("%w: %s", ErrReadOnly, path)
+	}
+	a := tag.Sparkplug
+	h.mu.RLock()
+	ns := h.nodes[a.Group+"/"+a.Edge]
+	var mi *metricInfo
+	online := ns != nil && ns.Online
+	if online {
+		set := ns.metrics
+		if a.Device != "" {
+			ds, ok := ns.devices[a.Device]
+			online = ok && ds.online
+			if ok {
+				set = ds.metrics
+			}
+		}
+		mi = set.byName[a.Metric]
+	}
+	h.mu.RUnlock()
+	if !online || mi == nil {
+		return fmt.Errorf("%w: %s", ErrWriteTarget, path)
+	}
+	m := &pb.Payload_Metric{Name: proto.String(a.Metric), Datatype: proto.Uint32(uint32(mi.dt)), Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
+	sparkplug.SetValue(m, mi.dt, v)
+	b, err := proto.Marshal(&pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{m}})
+	if err != nil {
+		return err
+	}
+	t := sparkplug.Topic{Group: a.Group, Type: sparkplug.NCMD, Edge: a.Edge}
+	if a.Device != "" {
+		t.Type, t.Device = sparkplug.DCMD, a.Device
+	}
+	if err := h.pub.Publish(t.String(), b, false, 0); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// ErrUnknownPath is returned for a path that is not in the namespace.
+var ErrUnknownPath = errors.New("no such tag in the namespace")
 
 // RequestRebirth asks an edge node for a rebirth (NCMD Node Control/Rebirth),
 // as the host does by itself on a sequence gap or an unknown alias.

@@ -272,5 +272,6 @@ type Tag struct {
 	DataType    DataType      `json:"datatype"`
 	Unit        string        `json:"unit,omitempty"`
 	Description string        `json:"description,omitempty"`
+	Writable    bool          `json:"writable"`
 	Sparkplug   SparkplugAddr `json:"sparkplug"`
 }

@@ -59,6 +59,7 @@ type tagJSON struct {
 	DataType    uns.DataType      `json:"datatype"`
 	Unit        string            `json:"unit"`
 	Description string            `json:"description,omitempty"`
+	Writable    bool              `json:"writable"`
 	Value       any               `json:"value"`
 	TS          *time.Time        `json:"ts"`
 	Quality     uns.Quality       `json:"quality"`
@@ -66,7 +67,7 @@ type tagJSON struct {
 
 func toTagJSON(t cloud.TagState) tagJSON {
 	j := tagJSON{Path: t.Path, Sparkplug: t.Sparkplug, DataType: t.DataType, Unit: t.Unit,
-		Description: t.Description, Quality: t.Quality}
+		Description: t.Description, Writable: t.Writable, Quality: t.Quality}
 	if t.HasVal {
 		j.Value = typed(t.Value, t.DataType)
 		ts := t.TS.UTC()

@@ -1,7 +1,10 @@
 package web
 
 import (
+	"context"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +68,22 @@ func TestTokenFromRequest(t *testing.T) {
 	r.Header.Set("Authorization", "Basic abc")
 	if token(r) != "" {
 		t.Error("basic auth taken as a token")
+	}
+}
+
+func TestRequireRole(t *testing.T) {
+	s := &Server{}
+	h := s.requireRole(RoleAdmin, RoleEngineer)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	for role, want := range map[string]int{RoleAdmin: 204, RoleEngineer: 204, RoleViewer: 403, "": 403} {
+		r := httptest.NewRequest("POST", "/api/v1/write", nil)
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, session{user: "u", role: role}))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("role %q: %d, want %d", role, w.Code, want)
+		}
+		if want == 403 && !strings.Contains(w.Body.String(), `"error"`) {
+			t.Errorf("403 body not JSON error: %s", w.Body)
+		}
 	}
 }

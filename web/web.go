@@ -85,6 +85,8 @@ func (s *Server) routes() http.Handler {
 			r.Get("/history", s.history)
 			r.Get("/live", s.live)
 			r.Get("/edges", s.edges)
+			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/write", s.write)
+			r.With(s.requireRole(RoleAdmin)).Get("/audit", s.audit)
 		})
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no such API route: %s %s", r.Method, r.URL.Path))
@@ -149,6 +151,22 @@ func (s *Server) requireAPI(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, sess)))
 	})
+}
+
+// requireRole lets through only sessions with one of roles.
+func (s *Server) requireRole(roles ...string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sess, _ := r.Context().Value(ctxKey{}).(session)
+			for _, role := range roles {
+				if sess.role == role {
+					next.ServeHTTP(w, r)
+					return
+				}
+			}
+			writeError(w, http.StatusForbidden, fmt.Sprintf("role %q may not do this; it needs one of %v", sess.role, roles))
+		})
+	}
 }
 
 func (s *Server) requirePage(next http.Handler) http.Handler {

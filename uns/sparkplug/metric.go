@@ -197,6 +197,19 @@ func PropertyString(m *pb.Payload_Metric, key string) (string, bool) {
 	return "", false
 }
 
+// PropertyBool returns a boolean property of m.
+func PropertyBool(m *pb.Payload_Metric, key string) (val, ok bool) {
+	ps := m.GetProperties()
+	for i, k := range ps.GetKeys() {
+		if k == key && i < len(ps.GetValues()) {
+			if bv, isBool := ps.GetValues()[i].GetValue().(*pb.Payload_PropertyValue_BooleanValue); isBool {
+				return bv.BooleanValue, true
+			}
+		}
+	}
+	return false, false
+}
+
 // PropertyQuality returns the UNS quality carried by m's Quality property, or
 // Good when it has none.
 func PropertyQuality(m *pb.Payload_Metric) uns.Quality {
