@@ -123,12 +123,12 @@ func interopCloud(t *testing.T, extra ...cloud.MQTTUser) *cloudApp {
 		}
 		return s
 	}
+	t.Setenv("CALX_ADMIN_PASSWORD", "test-admin-pw")
 	admin, _, _, err := adminUser()
 	if err != nil {
 		t.Fatal(err)
 	}
 	users := append([]cloud.MQTTUser{
-		{Username: "tahu-edge", PasswordHash: h("tahu-pw"), Role: cloud.RoleEdge, Group: "tahu", EdgeID: "tahu-edge"},
 		{Username: "observer", PasswordHash: h("observer-pw"), Role: cloud.RoleReader},
 	}, extra...)
 	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: t.TempDir(),
@@ -147,8 +147,20 @@ func interopCloud(t *testing.T, extra ...cloud.MQTTUser) *cloudApp {
 func TestTahuEdgeNodeIntoCalx(t *testing.T) {
 	node := needTahu(t)
 	app := interopCloud(t)
+	// The foreign node's identity is provisioned through the API.
+	c := login(t, "http://"+app.web.Addr())
+	code, acct := c.do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "tahu-edge"})
+	if code != 201 || acct["password"] == "" {
+		t.Fatalf("provision: %d %v", code, acct)
+	}
+	if code, out := c.do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "tahu-edge"}); code != 409 {
+		t.Fatalf("provisioning twice: %d %v", code, out)
+	}
+	if code, out := c.do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "a+b"}); code != 400 {
+		t.Fatalf("provisioning a bad id: %d %v", code, out)
+	}
 	const n = 20
-	p := startPeer(t, node, "edge.js", "BROKER=mqtt://"+app.cloud.Broker.Addr(), "USERNAME=tahu-edge", "PASSWORD=tahu-pw",
+	p := startPeer(t, node, "edge.js", "BROKER=mqtt://"+app.cloud.Broker.Addr(), "USERNAME="+acct["username"].(string), "PASSWORD="+acct["password"].(string),
 		"GROUP=tahu", "EDGE=tahu-edge", fmt.Sprintf("COUNT=%d", n))
 	p.waitLine(t, "DONE", 20*time.Second)
 

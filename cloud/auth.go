@@ -30,11 +30,13 @@ const (
 
 // MQTTUser is one broker credential. Passwords are kept as bcrypt hashes.
 type MQTTUser struct {
-	Username     string
-	PasswordHash string
-	Role         string
-	Group        string // for RoleEdge
-	EdgeID       string // for RoleEdge
+	Username     string `json:"username"`
+	PasswordHash string `json:"password_hash"`
+	Role         string `json:"role"`
+	Group        string   `json:"group,omitempty"`     // for RoleEdge
+	EdgeID       string   `json:"edge_node,omitempty"` // for RoleEdge
+	Publish      []string `json:"publish,omitempty"`   // for RoleCustom: topic filters it may publish to
+	Subscribe    []string `json:"subscribe,omitempty"` // for RoleCustom: topic filters it may subscribe to
 }
 
 // Validate checks a user entry.
@@ -54,8 +56,17 @@ func (u MQTTUser) Validate() error {
 			return fmt.Errorf("user %s: edge_id %q: %w", u.Username, u.EdgeID, err)
 		}
 	case RoleReader:
+	case RoleCustom:
+		if len(u.Publish)+len(u.Subscribe) == 0 {
+			return fmt.Errorf("user %s: no publish or subscribe filters", u.Username)
+		}
+		for _, f := range append(append([]string{}, u.Publish...), u.Subscribe...) {
+			if err := ValidFilter(f); err != nil {
+				return fmt.Errorf("user %s: %w", u.Username, err)
+			}
+		}
 	default:
-		return fmt.Errorf("user %s: role %q: want %s or %s", u.Username, u.Role, RoleEdge, RoleReader)
+		return fmt.Errorf("user %s: role %q: want %s, %s or %s", u.Username, u.Role, RoleEdge, RoleReader, RoleCustom)
 	}
 	return nil
 }
@@ -73,6 +84,7 @@ func HashPassword(pw string) (string, error) {
 // enforces the per-role topic ACLs. There is no anonymous access.
 type authHook struct {
 	mqtt.HookBase
+	umu   sync.RWMutex
 	users map[string]MQTTUser
 	log   *slog.Logger
 
@@ -93,13 +105,34 @@ func newAuthHook(users []MQTTUser, log *slog.Logger, denied func()) *authHook {
 
 func (h *authHook) ID() string { return "calx-auth" }
 
+func (h *authHook) user(name string) (MQTTUser, bool) {
+	h.umu.RLock()
+	defer h.umu.RUnlock()
+	u, ok := h.users[name]
+	return u, ok
+}
+
+// add adds a user; a name already taken is an error.
+func (h *authHook) add(u MQTTUser) error {
+	h.umu.Lock()
+	defer h.umu.Unlock()
+	if _, dup := h.users[u.Username]; dup {
+		return fmt.Errorf("%w: %q", ErrUserExists, u.Username)
+	}
+	h.users[u.Username] = u
+	return nil
+}
+
+// ErrUserExists is returned when an MQTT username is taken.
+var ErrUserExists = errors.New("MQTT username already exists")
+
 func (h *authHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
 }
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	name := string(pk.Connect.Username)
-	u, ok := h.users[name]
+	u, ok := h.user(name)
 	if !ok || !h.checkPassword(u, pk.Connect.Password) {
 		h.log.Warn("broker login refused", "username", name, "remote", cl.Net.Remote)
 		h.denied()
@@ -131,9 +164,14 @@ func (h *authHook) checkPassword(u MQTTUser, pw []byte) bool {
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	u, ok := h.users[string(cl.Properties.Username)]
+	u, ok := h.user(string(cl.Properties.Username))
 	if !ok || !allowed(u, topic, write) {
 		h.denied()
+		verb := "subscribe"
+		if write {
+			verb = "publish"
+		}
+		h.log.Warn("refused by the topic ACL", "client", cl.ID, "username", u.Username, "action", verb, "topic", topic)
 		return false
 	}
 	return true
@@ -145,6 +183,8 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 	switch u.Role {
 	case RoleReader:
 		return !write
+	case RoleCustom:
+		return customAllowed(u, topic, write)
 	case RoleEdge:
 		own := sparkplug.Namespace + "/" + u.Group + "/"
 		if write {

@@ -35,6 +35,7 @@ type BrokerOptions struct {
 // Broker is the embedded mochi MQTT broker with Calx's auth, ACL and ingest.
 type Broker struct {
 	srv    *mqtt.Server
+	auth   *authHook
 	tcp    *listeners.TCP
 	ingest *ingestHook
 	log    *slog.Logger
@@ -66,7 +67,8 @@ func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*B
 	caps.MaximumClientWritesPending = opts.MaxPendingWrites
 	b := &Broker{log: log.With("component", "broker")}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: b.log})
-	if err := srv.AddHook(newAuthHook(opts.Users, b.log, func() { b.authDenied.Add(1) }), nil); err != nil {
+	b.auth = newAuthHook(opts.Users, b.log, func() { b.authDenied.Add(1) })
+	if err := srv.AddHook(b.auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	b.ingest = &ingestHook{js: js, log: b.log.With("hook", "ingest")}

@@ -47,6 +47,7 @@ type Cloud struct {
 	Registry  *Registry
 	Hub       *Hub
 	arch      *archiver
+	accounts  jetstream.KeyValue
 
 	started time.Time
 	once    sync.Once
@@ -62,9 +63,6 @@ func New(opts Options) (*Cloud, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if len(opts.MQTT.Users) == 0 {
-		return nil, errors.New("cloud: no MQTT users: an open broker is not allowed")
 	}
 	return &Cloud{opts: opts, log: opts.Logger, Registry: NewRegistry()}, nil
 }
@@ -95,6 +93,9 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	js := bus.JetStream()
 	c.Broker, err = newBroker(c.opts.MQTT, js, c.log)
 	if err != nil {
+		return err
+	}
+	if err := c.openAccounts(ctx); err != nil {
 		return err
 	}
 	if err := c.Broker.start(); err != nil {

@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -285,9 +286,107 @@ func TestEdgeCannotImpersonate(t *testing.T) {
 	}
 }
 
+// A cloud with no accounts at all is still closed to anonymous clients.
 func TestNoOpenBroker(t *testing.T) {
-	if _, err := New(Options{DataDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "open broker") {
-		t.Fatalf("cloud without users: %v", err)
+	c, err := New(Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	if _, err := dial(t, c, "", ""); err == nil {
+		t.Fatal("anonymous client accepted")
+	}
+}
+
+// Provisioned accounts: an edge identity acts only as its edge node; a
+// custom account is held to its filters; both survive a restart.
+func TestProvisionedAccounts(t *testing.T) {
+	dir := t.TempDir()
+	start := func() *Cloud {
+		c, err := New(Options{DataDir: dir, MQTT: BrokerOptions{Listen: "127.0.0.1:0"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := start()
+	user, pw, err := c.ProvisionEdge(context.Background(), "g", "new-edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ProvisionEdge(context.Background(), "g", "new-edge"); !errors.Is(err, ErrUserExists) {
+		t.Fatalf("second provisioning of the same edge: %v", err)
+	}
+	if _, _, err := c.ProvisionEdge(context.Background(), "g", "a/b"); !errors.Is(err, ErrBadAccount) {
+		t.Fatalf("bad edge id: %v", err)
+	}
+	h := mustHash(t, "consumer-pw")
+	if err := c.AddMQTTUser(context.Background(), MQTTUser{Username: "consumer", PasswordHash: h, Role: RoleCustom,
+		Subscribe: []string{"uns/#"}, Publish: []string{"apps/consumer/+"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddMQTTUser(context.Background(), MQTTUser{Username: "broken", PasswordHash: h, Role: RoleCustom,
+		Subscribe: []string{"a/#/b"}}); !errors.Is(err, ErrBadAccount) {
+		t.Fatalf("bad filter accepted: %v", err)
+	}
+	c.Shutdown(context.Background())
+
+	c = start()
+	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	if _, err := dial(t, c, user, pw); err != nil {
+		t.Fatalf("provisioned edge after restart: %v", err)
+	}
+	if _, err := dial(t, c, user, "wrong"); err == nil {
+		t.Fatal("provisioned edge with a wrong password accepted")
+	}
+	cl, err := dial(t, c, "consumer", "consumer-pw")
+	if err != nil {
+		t.Fatalf("custom account after restart: %v", err)
+	}
+	for filter, ok := range map[string]bool{"uns/limeworks/#": true, "uns/#": true, "#": false, "spBv1.0/#": false} {
+		tok := cl.Subscribe(filter, 0, nil)
+		tok.WaitTimeout(5 * time.Second)
+		codes := tok.(*paho.SubscribeToken).Result()
+		if granted := codes[filter] < 0x80; granted != ok {
+			t.Errorf("subscribe %s: granted=%v (code %#x), want %v", filter, granted, codes[filter], ok)
+		}
+	}
+}
+
+func TestFilters(t *testing.T) {
+	for _, tc := range []struct {
+		allowed, requested string
+		covers             bool
+	}{
+		{"uns/#", "uns/a/b", true}, {"uns/#", "uns/+/b", true}, {"uns/#", "uns/#", true}, {"uns/#", "uns", true},
+		{"uns/+/b", "uns/a/b", true}, {"uns/+/b", "uns/+/b", true}, {"uns/+/b", "uns/#", false},
+		{"uns/a", "uns/+", false}, {"uns/a", "uns/a/b", false}, {"a/b", "a/b", true},
+	} {
+		if got := filterCovers(tc.allowed, tc.requested); got != tc.covers {
+			t.Errorf("%s covers %s = %v, want %v", tc.allowed, tc.requested, got, tc.covers)
+		}
+	}
+	for _, tc := range []struct {
+		filter, topic string
+		match         bool
+	}{
+		{"apps/consumer/+", "apps/consumer/x", true}, {"apps/consumer/+", "apps/consumer/x/y", false},
+		{"a/#", "a", true}, {"a/#", "b", false}, {"+/+", "a/b", true},
+	} {
+		if got := topicMatches(tc.filter, tc.topic); got != tc.match {
+			t.Errorf("%s matches %s = %v, want %v", tc.filter, tc.topic, got, tc.match)
+		}
+	}
+	for _, bad := range []string{"", "a/#/b", "a/b#", "a+/b"} {
+		if ValidFilter(bad) == nil {
+			t.Errorf("filter %q accepted", bad)
+		}
 	}
 }
 

@@ -26,6 +26,16 @@ type Config struct {
 	Edges []EdgeConfig `yaml:"edges"`
 	// Readers are MQTT clients that may subscribe to everything and publish nothing.
 	Readers []ReaderConfig `yaml:"readers"`
+	// MQTTUsers are other MQTT accounts with their own topic filters.
+	Accounts []MQTTUserConfig `yaml:"mqtt_users"`
+}
+
+// MQTTUserConfig is an MQTT account limited to topic filters.
+type MQTTUserConfig struct {
+	Username     string   `yaml:"username"`
+	PasswordHash string   `yaml:"password_hash"`
+	Publish      []string `yaml:"publish"`
+	Subscribe    []string `yaml:"subscribe"`
 }
 
 // HTTPConfig is the web listener.
@@ -111,9 +121,6 @@ func LoadConfig(file string) (*Config, error) {
 		}
 		seen[u.Username] = true
 	}
-	if len(c.Edges) == 0 {
-		errs = append(errs, fmt.Errorf("%s: edges: at least one edge is needed (the broker is never open)", file))
-	}
 	if _, err := c.HTTP.TLS.Load(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: http.%w", file, err))
 	}
@@ -131,6 +138,9 @@ func (c *Config) MQTTUsers() []MQTTUser {
 	}
 	for _, r := range c.Readers {
 		us = append(us, MQTTUser{Username: r.Username, PasswordHash: r.PasswordHash, Role: RoleReader})
+	}
+	for _, m := range c.Accounts {
+		us = append(us, MQTTUser{Username: m.Username, PasswordHash: m.PasswordHash, Role: RoleCustom, Publish: m.Publish, Subscribe: m.Subscribe})
 	}
 	return us
 }

@@ -188,11 +188,12 @@ func (b *Bus) Shutdown() {
 	})
 }
 
-// Token makes s usable as one NATS subject token: bytes that NATS gives a
-// meaning to ('.', '*', '>', space, controls) and '%' are percent-encoded.
+// Token makes s usable as one NATS subject token and as a part of a
+// JetStream key-value key: every byte other than ASCII letters, digits, '-'
+// and '_' is written as '=' and two hex digits.
 func Token(s string) string {
 	if s == "" {
-		return "%00"
+		return "="
 	}
 	clean := true
 	for i := 0; i < len(s); i++ {
@@ -208,7 +209,7 @@ func Token(s string) string {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if needsEscape(c) {
-			fmt.Fprintf(&sb, "%%%02X", c)
+			fmt.Fprintf(&sb, "=%02X", c)
 		} else {
 			sb.WriteByte(c)
 		}
@@ -217,20 +218,20 @@ func Token(s string) string {
 }
 
 func needsEscape(c byte) bool {
-	return c <= ' ' || c == '.' || c == '*' || c == '>' || c == '%' || c == 0x7f
+	return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_')
 }
 
 // Untoken is the inverse of Token.
 func Untoken(s string) string {
-	if !strings.Contains(s, "%") {
-		return s
-	}
-	if s == "%00" {
+	if s == "=" {
 		return ""
+	}
+	if !strings.Contains(s, "=") {
+		return s
 	}
 	var sb strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) {
+		if s[i] == '=' && i+2 < len(s) {
 			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
 				sb.WriteByte(byte(v))
 				i += 2

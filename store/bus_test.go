@@ -6,10 +6,10 @@ import (
 )
 
 func TestTokenRoundTrip(t *testing.T) {
-	for _, s := range []string{"plain", "a.b", "x*y>z", "with space", "100%", "", "ünï", "tab\tnl\n"} {
+	for _, s := range []string{"plain", "a.b", "x*y>z", "with space", "100%", "", "ünï", "tab\tnl\n", "a=b", "edge@group", "a/b"} {
 		tok := Token(s)
 		for _, c := range []byte(tok) {
-			if needsEscape(c) && c != '%' {
+			if needsEscape(c) && c != '=' {
 				t.Fatalf("Token(%q) = %q holds %q", s, tok, c)
 			}
 		}

@@ -87,6 +87,8 @@ func (s *Server) routes() http.Handler {
 			r.Get("/edges", s.edges)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/write", s.write)
 			r.With(s.requireRole(RoleAdmin)).Get("/audit", s.audit)
+			r.With(s.requireRole(RoleAdmin)).Post("/edges", s.provisionEdge)
+			r.With(s.requireRole(RoleAdmin)).Post("/mqtt-users", s.addMQTTUser)
 		})
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no such API route: %s %s", r.Method, r.URL.Path))
