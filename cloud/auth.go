@@ -30,9 +30,9 @@ const (
 
 // MQTTUser is one broker credential. Passwords are kept as bcrypt hashes.
 type MQTTUser struct {
-	Username     string `json:"username"`
-	PasswordHash string `json:"password_hash"`
-	Role         string `json:"role"`
+	Username     string   `json:"username"`
+	PasswordHash string   `json:"password_hash"`
+	Role         string   `json:"role"`
 	Group        string   `json:"group,omitempty"`     // for RoleEdge
 	EdgeID       string   `json:"edge_node,omitempty"` // for RoleEdge
 	Publish      []string `json:"publish,omitempty"`   // for RoleCustom: topic filters it may publish to
