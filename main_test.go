@@ -138,6 +138,17 @@ func TestDemoEndToEnd(t *testing.T) {
 	if code, _ := anon.do("GET", "/readyz", nil); code != 200 {
 		t.Fatalf("readyz: %d", code)
 	}
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{"calx_historian_values_written_total", "calx_host_malformed_payloads_total 0", `calx_edge_online{edge_node="lyon-edge",group="limeworks"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	c := login(t, base)
 	code, ns := c.do("GET", "/api/v1/namespace", nil)
 	if code != 200 {

@@ -72,6 +72,7 @@ func (s *Server) routes() http.Handler {
 	r.Use(securityHeaders)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
+	r.Handle("/metrics", metricsHandler(s.cloud))
 	static, _ := fs.Sub(assets, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
 	r.Get("/login", s.loginPage)

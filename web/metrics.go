@@ -1,0 +1,95 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/calx-iiot/calx/cloud"
+)
+
+// cloudCollector exposes the cloud's counters to Prometheus, read at scrape
+// time from the components that own them.
+type cloudCollector struct {
+	c *cloud.Cloud
+}
+
+var (
+	descBrokerClients   = prometheus.NewDesc("calx_broker_clients", "MQTT clients connected.", nil, nil)
+	descBrokerReceived  = prometheus.NewDesc("calx_broker_messages_received_total", "MQTT messages received by the broker.", nil, nil)
+	descBrokerDropped   = prometheus.NewDesc("calx_broker_messages_dropped_total", "MQTT messages the broker dropped for slow subscribers.", nil, nil)
+	descPersisted       = prometheus.NewDesc("calx_ingest_persisted_total", "Sparkplug messages persisted to the backbone.", nil, nil)
+	descPersistErrors   = prometheus.NewDesc("calx_ingest_persist_errors_total", "Sparkplug messages not persisted (not acknowledged).", nil, nil)
+	descBadTopics       = prometheus.NewDesc("calx_ingest_bad_topics_total", "Publishes under spBv1.0/ with a malformed topic.", nil, nil)
+	descAuthDenied      = prometheus.NewDesc("calx_broker_auth_denied_total", "Logins and topic accesses refused.", nil, nil)
+	descHostMessages    = prometheus.NewDesc("calx_host_messages_total", "Sparkplug messages processed by the primary host.", nil, nil)
+	descHostSamples     = prometheus.NewDesc("calx_host_values_total", "Values decoded by the primary host.", nil, nil)
+	descHostMalformed   = prometheus.NewDesc("calx_host_malformed_payloads_total", "Sparkplug payloads rejected as malformed.", nil, nil)
+	descHostGaps        = prometheus.NewDesc("calx_host_seq_gaps_total", "Sparkplug sequence gaps seen.", nil, nil)
+	descHostRebirths    = prometheus.NewDesc("calx_host_rebirth_requests_total", "Rebirth requests sent to edge nodes.", nil, nil)
+	descArchWritten     = prometheus.NewDesc("calx_historian_values_written_total", "Values committed to the historian.", nil, nil)
+	descArchPending     = prometheus.NewDesc("calx_historian_consumer_pending", "Backbone messages not yet written to the historian.", nil, nil)
+	descArchLatency     = prometheus.NewDesc("calx_historian_last_latency_seconds", "Sample time to historian commit, newest value of the last batch.", nil, nil)
+	descLiveDropped     = prometheus.NewDesc("calx_live_values_dropped_total", "Values not sent to slow live views.", nil, nil)
+	descNodeOnline      = prometheus.NewDesc("calx_edge_online", "1 when the edge node is online.", []string{"group", "edge_node"}, nil)
+	descNodeMalformed   = prometheus.NewDesc("calx_edge_malformed_payloads_total", "Malformed payloads per edge node.", []string{"group", "edge_node"}, nil)
+	descNodeSeqGaps     = prometheus.NewDesc("calx_edge_seq_gaps_total", "Sequence gaps per edge node.", []string{"group", "edge_node"}, nil)
+	cloudCollectorDescs = []*prometheus.Desc{descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
+		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths,
+		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
+)
+
+func (cc cloudCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range cloudCollectorDescs {
+		ch <- d
+	}
+}
+
+func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	b := cc.c.Broker.Stats()
+	gauge(descBrokerClients, float64(b.Clients))
+	counter(descBrokerReceived, float64(b.Received))
+	counter(descBrokerDropped, float64(b.Dropped))
+	counter(descPersisted, float64(b.Persisted))
+	counter(descPersistErrors, float64(b.PersistErrs))
+	counter(descBadTopics, float64(b.Malformed))
+	counter(descAuthDenied, float64(b.AuthDenied))
+	h := cc.c.Host.Stats()
+	counter(descHostMessages, float64(h.Messages))
+	counter(descHostSamples, float64(h.Samples))
+	counter(descHostMalformed, float64(h.Malformed))
+	counter(descHostGaps, float64(h.SeqGaps))
+	counter(descHostRebirths, float64(h.RebirthsAsked))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	a := cc.c.ArchiverStats(ctx)
+	counter(descArchWritten, float64(a.Written))
+	gauge(descArchPending, float64(a.Pending))
+	gauge(descArchLatency, a.LastLatency.Seconds())
+	counter(descLiveDropped, float64(cc.c.Hub.Dropped()))
+	for _, n := range cc.c.Host.Nodes() {
+		online := 0.0
+		if n.Online {
+			online = 1
+		}
+		gauge(descNodeOnline, online, n.Group, n.Edge)
+		counter(descNodeMalformed, float64(n.Malformed), n.Group, n.Edge)
+		counter(descNodeSeqGaps, float64(n.SeqGaps), n.Group, n.Edge)
+	}
+}
+
+func metricsHandler(c *cloud.Cloud) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(cloudCollector{c}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
