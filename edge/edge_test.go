@@ -143,6 +143,15 @@ func startEdge(t *testing.T, r *recorder, dir string, dev *fakeDevice) *Edge {
 	return e
 }
 
+// TestEdgeNodeBirthDataRebirth walks an edge node through its life against
+// a real broker. The Sparkplug 3.0 requirements it checks are named in the
+// failure messages:
+//   - operational-behavior-edge-node-birth-sequence-wait: no birth before the primary host's STATE online
+//   - topics-nbirth-mqtt, payloads-nbirth-seq, payloads-nbirth-bdseq: NBIRTH first, seq 0, bdSeq metric
+//   - topics-dbirth-mqtt, payloads-dbirth-seq: DBIRTH next, seq 1, every metric with datatype and properties
+//   - payloads-ddata-seq-inc, payloads-ddata-alias: data by alias only, seq increasing
+//   - operational-behavior-edge-node-rebirth: NCMD rebirth gives NBIRTH seq 0 with the same bdSeq
+//   - operational-behavior-edge-node-primary-host-offline: STATE offline gives NDEATH
 func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 	r := startBroker(t)
 	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
@@ -153,7 +162,7 @@ func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 	// No birth before the primary host is online.
 	time.Sleep(300 * time.Millisecond)
 	if n := len(r.all()); n != 0 {
-		t.Fatalf("%d messages before the host's STATE", n)
+		t.Fatalf("operational-behavior-edge-node-birth-sequence-wait: %d messages before the host's STATE", n)
 	}
 	r.state(true, uint64(time.Now().UnixMilli()))
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
@@ -172,14 +181,14 @@ func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 	})
 	ms := r.all()
 	if ms[0].topic.Type != sparkplug.NBIRTH || ms[0].p.GetSeq() != 0 {
-		t.Fatalf("first message %v seq %d, want NBIRTH seq 0", ms[0].topic, ms[0].p.GetSeq())
+		t.Fatalf("topics-nbirth-mqtt/payloads-nbirth-seq: first message %v seq %d, want NBIRTH seq 0", ms[0].topic, ms[0].p.GetSeq())
 	}
 	bd := ms[0].p.GetMetrics()[0]
 	if bd.GetName() != sparkplug.MetricBdSeq || bd.GetLongValue() != 0 {
-		t.Fatalf("NBIRTH first metric %v", bd)
+		t.Fatalf("payloads-nbirth-bdseq: NBIRTH first metric %v", bd)
 	}
 	if ms[1].topic.Type != sparkplug.DBIRTH || ms[1].topic.Device != "d1" || ms[1].p.GetSeq() != 1 {
-		t.Fatalf("second message %v seq %d, want DBIRTH d1 seq 1", ms[1].topic, ms[1].p.GetSeq())
+		t.Fatalf("topics-dbirth-mqtt/payloads-dbirth-seq: second message %v seq %d, want DBIRTH d1 seq 1", ms[1].topic, ms[1].p.GetSeq())
 	}
 	var tempAlias uint64
 	for _, m := range ms[1].p.GetMetrics() {
@@ -203,11 +212,11 @@ func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 	for _, m := range ms[2:] {
 		seq++
 		if m.topic.Type != sparkplug.DDATA || m.p.GetSeq() != seq%256 {
-			t.Fatalf("message %v seq %d, want DDATA seq %d", m.topic, m.p.GetSeq(), seq)
+			t.Fatalf("payloads-ddata-seq-inc: message %v seq %d, want DDATA seq %d", m.topic, m.p.GetSeq(), seq)
 		}
 		for _, x := range m.p.GetMetrics() {
 			if x.Name != nil || x.Datatype != nil || x.GetAlias() == 0 {
-				t.Errorf("DDATA metric with name/datatype or no alias: %v", x)
+				t.Errorf("payloads-ddata-alias: DDATA metric with name/datatype or no alias: %v", x)
 			}
 			if !x.GetIsHistorical() {
 				live = append(live, x)
@@ -235,7 +244,7 @@ func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 	})
 	rb := r.all()[before]
 	if rb.topic.Type != sparkplug.NBIRTH || rb.p.GetSeq() != 0 || rb.p.GetMetrics()[0].GetLongValue() != 0 {
-		t.Fatalf("after NCMD: %v seq %d", rb.topic, rb.p.GetSeq())
+		t.Fatalf("operational-behavior-edge-node-rebirth: after NCMD: %v seq %d", rb.topic, rb.p.GetSeq())
 	}
 
 	// STATE offline: the edge sends NDEATH and goes offline.
@@ -243,7 +252,7 @@ func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		ms := r.all()
 		if last := ms[len(ms)-1]; last.topic.Type != sparkplug.NDEATH {
-			return fmt.Errorf("last message %v", last.topic)
+			return fmt.Errorf("operational-behavior-edge-node-primary-host-offline: last message %v", last.topic)
 		}
 		return nil
 	})
