@@ -279,7 +279,12 @@ func TestCalxEdgeObservedByTahu(t *testing.T) {
 	if err := e.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := obs.count("NDEATH limeworks/calx-edge"); n < 2 {
+			return fmt.Errorf("observer saw %d NDEATH", n)
+		}
+		return nil
+	})
 	obs.stdin.Close()
 	line := obs.waitLine(t, "{", 10*time.Second)
 	var sum observerSummary

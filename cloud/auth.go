@@ -207,6 +207,8 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 			return rest == "+" || rest == "#" || (rest != "" && !strings.ContainsAny(rest, "/#+"))
 		case strings.HasPrefix(topic, sparkplug.Namespace+"/STATE/"):
 			return !strings.Contains(strings.TrimPrefix(topic, sparkplug.Namespace+"/STATE/"), "#")
+		case topic == sparkplug.ReceiptTopic(u.Group, u.EdgeID):
+			return true
 		}
 	}
 	return false

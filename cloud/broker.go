@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +43,7 @@ type Broker struct {
 	log    *slog.Logger
 
 	authDenied atomic.Uint64
+	stop, done chan struct{} // the receipt loop
 }
 
 // BrokerStats are the broker's counters.
@@ -87,8 +90,26 @@ func (b *Broker) start() error {
 	if err := b.srv.Serve(); err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
+	b.stop = make(chan struct{})
+	b.done = make(chan struct{})
+	go func() {
+		defer close(b.done)
+		t := time.NewTicker(receiptInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-t.C:
+				b.ingest.receipts(func(topic string, payload []byte) error { return b.srv.Publish(topic, payload, false, 0) })
+			}
+		}
+	}()
 	return nil
 }
+
+// receiptInterval is how often edge nodes hear what is persisted.
+const receiptInterval = 200 * time.Millisecond
 
 // Addr is the address the MQTT listener is bound to.
 func (b *Broker) Addr() string { return b.tcp.Address() }
@@ -122,7 +143,14 @@ func (b *Broker) Disconnect(clientID string) error {
 	return nil
 }
 
-func (b *Broker) close() error { return b.srv.Close() }
+func (b *Broker) close() error {
+	if b.stop != nil {
+		close(b.stop)
+		<-b.done
+		b.stop = nil
+	}
+	return b.srv.Close()
+}
 
 // ingestHook persists every Sparkplug message an edge sends into the
 // backbone before the broker acknowledges it or anything else sees it. A
@@ -133,12 +161,67 @@ type ingestHook struct {
 	log *slog.Logger
 
 	persisted, failed, malformed atomic.Uint64
+
+	// sessions of edge nodes, by client id, for their receipts.
+	sessions sync.Map
+}
+
+// edgeSession counts what one edge node's MQTT session has had persisted.
+type edgeSession struct {
+	group, edge string
+	bdSeq       uint64
+	mu          sync.Mutex
+	count, seq  uint64
+	receipted   uint64
 }
 
 func (h *ingestHook) ID() string { return "calx-ingest" }
 
 func (h *ingestHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnWillSent}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
+}
+
+// OnSessionEstablished starts counting the messages of an edge node's
+// session; its Will (NDEATH) names the node and the session's bdSeq.
+func (h *ingestHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.sessions.Delete(cl.ID)
+	if !pk.Connect.WillFlag {
+		return
+	}
+	t, err := sparkplug.ParseTopic(pk.Connect.WillTopic)
+	if err != nil || t.Type != sparkplug.NDEATH {
+		return
+	}
+	p, err := sparkplug.Decode(pk.Connect.WillPayload)
+	if err != nil {
+		return
+	}
+	bd, _ := metricUint(p, sparkplug.MetricBdSeq)
+	h.sessions.Store(cl.ID, &edgeSession{group: t.Group, edge: t.Edge, bdSeq: bd})
+}
+
+func (h *ingestHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.sessions.Delete(cl.ID)
+}
+
+// receipts publishes, for each edge session with news, how many of its
+// messages are persisted.
+func (h *ingestHook) receipts(pub func(topic string, payload []byte) error) {
+	h.sessions.Range(func(_, v any) bool {
+		s := v.(*edgeSession)
+		s.mu.Lock()
+		r := sparkplug.Receipt{BdSeq: s.bdSeq, Count: s.count, Seq: s.seq}
+		due := s.count != s.receipted
+		s.receipted = s.count
+		s.mu.Unlock()
+		if due {
+			b, _ := json.Marshal(r)
+			if err := pub(sparkplug.ReceiptTopic(s.group, s.edge), b); err != nil {
+				h.log.Warn("receipt not sent", "edge", s.group+"/"+s.edge, "err", err)
+			}
+		}
+		return true
+	})
 }
 
 // errNotPersisted makes mochi drop a publish without acknowledging it.
@@ -148,11 +231,27 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, sparkplug.Namespace+"/") {
 		return pk, nil
 	}
-	if err := h.persist(pk.TopicName, pk.Payload); err != nil {
-		if errors.Is(err, sparkplug.ErrBadTopic) {
-			return pk, packets.ErrRejectPacket
+	err := h.persist(pk.TopicName, pk.Payload)
+	if errors.Is(err, sparkplug.ErrBadTopic) {
+		return pk, packets.ErrRejectPacket
+	}
+	sv, counted := h.sessions.Load(cl.ID)
+	if err != nil {
+		if counted {
+			// The session's count can no longer match what the edge sent:
+			// end the session, so that the edge sends again what has no receipt.
+			h.sessions.Delete(cl.ID)
+			cl.Stop(fmt.Errorf("ingest: %w", err))
 		}
 		return pk, errNotPersisted
+	}
+	if counted {
+		s := sv.(*edgeSession)
+		seq, _ := sparkplug.PeekSeq(pk.Payload)
+		s.mu.Lock()
+		s.count++
+		s.seq = seq
+		s.mu.Unlock()
 	}
 	return pk, nil
 }

@@ -40,11 +40,23 @@ type Options struct {
 	// PrimaryHost is the Sparkplug host id whose STATE gates births; empty
 	// means publish without waiting for a host.
 	PrimaryHost string
-	// DataDir keeps the edge's state across restarts (bdSeq).
+	// DataDir keeps the edge's state across restarts: bdSeq and the
+	// store-and-forward buffer.
 	DataDir string
-	// BufferMax bounds the values held in memory while the cloud is out of
-	// reach; the oldest go first and are counted. Zero means 100000.
-	BufferMax int
+	// BufferMaxBytes and BufferMaxAge bound the store-and-forward buffer;
+	// past them the oldest values go, and are counted. Defaults 10 GiB and
+	// 30 days.
+	BufferMaxBytes int64
+	BufferMaxAge   time.Duration
+	// DrainRate caps how many buffered values a second are sent after an
+	// outage, so that a backlog cannot saturate the uplink; 0: no cap.
+	DrainRate float64
+	// SyncInterval is how often the buffer is fsynced: what a power cut of
+	// the site PC can lose at most (a crash of the process loses nothing).
+	// Zero means 1s.
+	SyncInterval time.Duration
+	// KeepAlive of the MQTT connection; zero means 30s.
+	KeepAlive time.Duration
 	Devices   []Device
 	Version   string
 	Logger    *slog.Logger
@@ -89,8 +101,20 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("devices[%d]: no connector", i))
 		}
 	}
-	if o.BufferMax == 0 {
-		o.BufferMax = 100000
+	if o.BufferMaxBytes == 0 {
+		o.BufferMaxBytes = 10 << 30
+	}
+	if o.BufferMaxAge == 0 {
+		o.BufferMaxAge = 30 * 24 * time.Hour
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = time.Second
+	}
+	if o.KeepAlive == 0 {
+		o.KeepAlive = 30 * time.Second
+	}
+	if o.DrainRate < 0 {
+		errs = append(errs, fmt.Errorf("drain_rate %v: must not be negative", o.DrainRate))
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -100,6 +124,7 @@ func (o *Options) Validate() error {
 
 // metric is the edge's state of one tag.
 type metric struct {
+	dev     *device
 	def     TagDef
 	path    uns.Path
 	alias   uint64
@@ -116,29 +141,30 @@ type device struct {
 	lost    bool // the connector reported the device lost; it is dead on the wire
 }
 
-// Events of the send queue besides values.
+// Device events, sent by the node in the order they happened.
 const (
-	evValue = iota
-	evDeath // DDEATH of a device
-	evBirth // DBIRTH of a device that came back
+	evDeath = iota + 1 // DDEATH of a device
+	evBirth            // DBIRTH of a device that came back
 )
 
-// queued is a value that passed report-by-exception, or a device event,
-// waiting to be sent in order.
-type queued struct {
+type event struct {
 	ev  int
 	dev *device
-	m   *metric
-	r   Reading
+	at  time.Time
 }
 
 // Stats are the edge's counters.
 type Stats struct {
 	Read     uint64 // values read from connectors
 	Filtered uint64 // values not sent because report-by-exception held them back
-	Sent     uint64 // values published
-	Dropped  uint64 // values dropped because the buffer bound was hit
-	Buffered int    // values waiting to be sent
+	Stored   uint64 // values written to the buffer
+	Sent     uint64 // values published (a value sent again after a reconnect counts again)
+	Dropped  uint64 // values dropped by a buffer bound or a failed buffer write
+	// Buffered messages and bytes not yet confirmed by the cloud.
+	BufferedMsgs  uint64
+	BufferedBytes uint64
+	// OldestUnconfirmed is the age of the oldest buffered value.
+	OldestUnconfirmed time.Duration
 }
 
 // Edge is the edge runtime: connectors, report-by-exception, and the
@@ -148,11 +174,13 @@ type Edge struct {
 	log     *slog.Logger
 	devices []*device
 
-	mu      sync.Mutex
-	pending []queued
-	wake    chan struct{}
+	mu     sync.Mutex // report-by-exception state and the event queue
+	events []event
+	byPath map[uns.Path]*metric
+	wake   chan struct{}
+	buf    *buffer
 
-	read, filtered, sent, dropped atomic.Uint64
+	read, filtered, sent, failed atomic.Uint64
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -165,7 +193,8 @@ func New(opts Options) (*Edge, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	e := &Edge{opts: opts, log: opts.Logger.With("component", "edge", "edge", opts.EdgeID), wake: make(chan struct{}, 1)}
+	e := &Edge{opts: opts, log: opts.Logger.With("component", "edge", "edge", opts.EdgeID), wake: make(chan struct{}, 1),
+		byPath: map[uns.Path]*metric{}}
 	alias := uint64(nodeAliases)
 	for _, d := range opts.Devices {
 		dev := &device{Device: d, byName: map[string]*metric{}, byAlias: map[uint64]*metric{}}
@@ -178,7 +207,8 @@ func New(opts Options) (*Edge, error) {
 				return nil, fmt.Errorf("edge: device %s tag %q: %w", d.ID, td.Name, err)
 			}
 			alias++
-			m := &metric{def: td, path: p, alias: alias}
+			m := &metric{dev: dev, def: td, path: p, alias: alias}
+			e.byPath[p] = m
 			m.filter.Deadband = td.Deadband
 			if m.filter.Span == 0 {
 				m.filter.Span = td.High - td.Low
@@ -197,13 +227,35 @@ func (e *Edge) Start(ctx context.Context) error {
 	if err := os.MkdirAll(e.opts.DataDir, 0o750); err != nil {
 		return fmt.Errorf("edge: data dir: %w", err)
 	}
+	buf, err := openBuffer(ctx, e.opts.DataDir, e.opts.BufferMaxBytes, e.opts.BufferMaxAge, e.opts.SyncInterval, e.log)
+	if err != nil {
+		return err
+	}
+	e.buf = buf
 	ctx, e.cancel = context.WithCancel(ctx)
 	n, err := newNode(e)
 	if err != nil {
 		e.cancel()
+		buf.close()
 		return err
 	}
 	e.node = n
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			if err := buf.enforceBounds(ctx); err != nil && ctx.Err() == nil {
+				e.log.Warn("buffer bounds not checked", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -241,7 +293,7 @@ func (e *Edge) lost(d *device, err error) {
 	for _, m := range d.metrics {
 		m.current.Quality = uns.Bad
 	}
-	e.enqueue(queued{ev: evDeath, dev: d, r: Reading{TS: time.Now()}})
+	e.events = append(e.events, event{ev: evDeath, dev: d, at: time.Now()})
 	e.mu.Unlock()
 	e.log.Warn("device lost", "device", d.ID, "err", err)
 	e.signal()
@@ -254,26 +306,14 @@ func (e *Edge) signal() {
 	}
 }
 
-// enqueue adds to the send queue; at the bound the oldest value goes, and is
-// counted. The caller holds mu.
-func (e *Edge) enqueue(q queued) {
-	if len(e.pending) >= e.opts.BufferMax {
-		if e.pending[0].ev == evValue {
-			e.dropped.Add(1)
-		}
-		e.pending = e.pending[1:]
-	}
-	e.pending = append(e.pending, q)
-}
-
-// accept applies report-by-exception to a read and queues what passes.
+// accept applies report-by-exception to a read and writes what passes to
+// the buffer. When it returns, those values survive a crash.
 func (e *Edge) accept(d *device, rs []Reading) {
+	samples := make([]uns.Sample, 0, len(rs))
 	e.mu.Lock()
-	passed := 0
 	if d.lost {
 		d.lost = false
-		e.enqueue(queued{ev: evBirth, dev: d})
-		passed++
+		e.events = append(e.events, event{ev: evBirth, dev: d, at: time.Now()})
 	}
 	for _, r := range rs {
 		m, ok := d.byName[r.Tag]
@@ -282,26 +322,41 @@ func (e *Edge) accept(d *device, rs []Reading) {
 		}
 		e.read.Add(1)
 		m.current, m.hasCur = r, true
-		if !m.filter.Pass(uns.Sample{TS: r.TS, Value: r.Value, Quality: r.Quality}) {
+		s := uns.Sample{Path: m.path, TS: r.TS, Value: r.Value, Quality: r.Quality}
+		if !m.filter.Pass(s) {
 			e.filtered.Add(1)
 			continue
 		}
-		e.enqueue(queued{dev: d, m: m, r: r})
-		passed++
+		samples = append(samples, s)
 	}
 	e.mu.Unlock()
-	if passed > 0 {
-		e.signal()
+	if len(samples) > 0 {
+		if err := e.buf.append(context.Background(), samples); err != nil {
+			e.failed.Add(uint64(len(samples)))
+			e.log.Error("values not buffered, dropped", "device", d.ID, "values", len(samples), "err", err)
+			return
+		}
 	}
+	e.signal()
 }
 
 // Stats returns the edge's counters.
 func (e *Edge) Stats() Stats {
-	e.mu.Lock()
-	buffered := len(e.pending)
-	e.mu.Unlock()
-	return Stats{Read: e.read.Load(), Filtered: e.filtered.Load(), Sent: e.sent.Load(),
-		Dropped: e.dropped.Load(), Buffered: buffered}
+	st := Stats{Read: e.read.Load(), Filtered: e.filtered.Load(), Sent: e.sent.Load(), Dropped: e.failed.Load()}
+	if e.buf == nil {
+		return st
+	}
+	st.Stored = e.buf.stored.Load()
+	st.Dropped += e.buf.dropped.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if bs, err := e.buf.state(ctx); err == nil {
+		st.BufferedMsgs, st.BufferedBytes = bs.Msgs, bs.Bytes
+		if bs.Msgs > 0 {
+			st.OldestUnconfirmed = time.Since(bs.FirstTime)
+		}
+	}
+	return st
 }
 
 // Online reports whether the edge node is connected and born.
@@ -319,6 +374,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	go func() { e.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		if e.buf != nil {
+			e.buf.close()
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("edge %s: shutdown: %w", e.opts.EdgeID, ctx.Err())

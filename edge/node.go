@@ -43,9 +43,11 @@ type node struct {
 	backoff time.Duration
 	server  int // index into Options.Brokers
 
-	// histUpTo counts the queued values, at the head of the queue, that were
-	// read before the last birth: they are sent flagged is_historical.
-	histUpTo int
+	// Store-and-forward state of the session (see forward.go).
+	fw       *forwarder
+	receipts chan sparkplug.Receipt
+	msgs     uint64            // Sparkplug messages published in this session
+	seqOf    map[uint64]uint64 // message number -> its seq, until receipted
 }
 
 // cmd is a received NCMD (device "") or DCMD.
@@ -61,7 +63,7 @@ type hostState struct {
 
 func newNode(e *Edge) (*node, error) {
 	return &node{e: e, bd: e.bdSeqFile(), lost: make(chan error, 1), cmds: make(chan cmd, 16),
-		states: make(chan hostState, 16)}, nil
+		states: make(chan hostState, 16), receipts: make(chan sparkplug.Receipt, 64)}, nil
 }
 
 func (n *node) topic(t sparkplug.MsgType, device string) string {
@@ -113,7 +115,7 @@ func (n *node) session(ctx context.Context) error {
 	broker := o.Brokers[n.server]
 	co := mqtt.NewClientOptions().AddBroker(broker).SetClientID(o.Group+"."+o.EdgeID).
 		SetUsername(o.Username).SetPassword(o.Password).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(30*time.Second).
+		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(o.KeepAlive).
 		SetConnectTimeout(10*time.Second).SetWriteTimeout(publishTimeout).SetOrderMatters(false).
 		SetBinaryWill(n.topic(sparkplug.NDEATH, ""), will, 1, false).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
@@ -161,30 +163,67 @@ func (n *node) session(ctx context.Context) error {
 				n.e.log.Warn("malformed STATE rejected", "topic", m.Topic(), "err", err)
 				return
 			}
-			n.states <- s
+			select {
+			case n.states <- s:
+			default:
+			}
 		}))
 		if err != nil {
 			return fmt.Errorf("subscribe STATE: %w", err)
 		}
 	}
+	for len(n.receipts) > 0 {
+		<-n.receipts
+	}
+	err = wait(ctx, c.Subscribe(sparkplug.ReceiptTopic(o.Group, o.EdgeID), 0, func(_ mqtt.Client, m mqtt.Message) {
+		var r sparkplug.Receipt
+		if json.Unmarshal(m.Payload(), &r) != nil {
+			return
+		}
+		select {
+		case n.receipts <- r:
+		default: // a later receipt covers this one
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("subscribe receipts: %w", err)
+	}
+	n.msgs, n.seqOf = 0, map[uint64]uint64{}
 	n.e.log.Info("edge node connected", "broker", broker, "bdSeq", bdSeq)
 	defer n.publishDeath()
+	defer func() {
+		if n.fw != nil {
+			n.fw.close()
+			n.fw = nil
+		}
+	}()
 
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if n.hostOn && !n.born.Load() {
-			if err := n.birth(); err != nil {
+			if err := n.birth(ctx); err != nil {
 				return err
 			}
 			n.backoff = 0
 		}
+		more := false
 		if n.born.Load() {
-			if err := n.flush(); err != nil {
+			var err error
+			if more, err = n.flush(ctx); err != nil {
 				return err
 			}
 		}
+		var hurry <-chan time.Time
+		if more {
+			hurry = time.After(time.Millisecond)
+		}
 		select {
+		case r := <-n.receipts:
+			if err := n.receipt(ctx, r); err != nil {
+				return err
+			}
+		case <-hurry:
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-n.lost:
@@ -205,6 +244,11 @@ func (n *node) session(ctx context.Context) error {
 			n.command(p)
 		case <-n.e.wake:
 		case <-tick.C:
+			if n.fw != nil {
+				if err := n.fw.fallback(ctx); err != nil {
+					return err
+				}
+			}
 		}
 	}
 }
@@ -225,6 +269,8 @@ func (n *node) publish(topic string, p *pb.Payload) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", topic, err)
 	}
+	n.msgs++
+	n.seqOf[n.msgs] = p.GetSeq()
 	t := n.client.Publish(topic, 0, false, b)
 	if !t.WaitTimeout(publishTimeout) {
 		return fmt.Errorf("publish %s: timed out", topic)
@@ -263,7 +309,7 @@ func (n *node) publishDeath() {
 
 // birth publishes NBIRTH with seq 0 and a DBIRTH for every device. Values
 // still queued from before are older than the birth and go as historical.
-func (n *node) birth() error {
+func (n *node) birth(ctx context.Context) error {
 	now := time.Now()
 	ms := sparkplug.Millis(now)
 	n.seq = 0
@@ -278,8 +324,8 @@ func (n *node) birth() error {
 			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
 		{Name: proto.String("Buffer/Dropped"), Alias: proto.Uint64(aliasBufferDropped), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
 			Value: &pb.Payload_Metric_LongValue{LongValue: st.Dropped}},
-		{Name: proto.String("Buffer/Depth"), Alias: proto.Uint64(aliasBufferDepth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
-			Value: &pb.Payload_Metric_LongValue{LongValue: uint64(st.Buffered)}},
+		{Name: proto.String("Buffer/Messages"), Alias: proto.Uint64(aliasBufferDepth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
+			Value: &pb.Payload_Metric_LongValue{LongValue: st.BufferedMsgs}},
 	}}
 	if err := n.publish(n.topic(sparkplug.NBIRTH, ""), nb); err != nil {
 		return err
@@ -296,10 +342,18 @@ func (n *node) birth() error {
 		}
 	}
 	n.born.Store(true)
+	// Device events from before this birth are answered by it.
 	n.e.mu.Lock()
-	n.histUpTo = len(n.e.pending)
+	n.e.events = n.e.events[:0]
 	n.e.mu.Unlock()
-	n.e.log.Info("edge node born", "bdSeq", n.bdSeq, "devices", len(n.e.devices), "historical", n.histUpTo)
+	if n.fw == nil {
+		fw, err := newForwarder(ctx, n)
+		if err != nil {
+			return err
+		}
+		n.fw = fw
+	}
+	n.e.log.Info("edge node born", "bdSeq", n.bdSeq, "devices", len(n.e.devices), "backlog_msgs", n.fw.backlogMsgs())
 	return nil
 }
 
@@ -340,82 +394,11 @@ func (n *node) deviceBirth(d *device, ms uint64) *pb.Payload {
 	return p
 }
 
-// flush publishes queued values as DDATA, by alias only, in order, up to
-// maxMetricsPerMsg metrics per message. A value leaves the queue only once
-// its message is handed to the connection.
-func (n *node) flush() error {
-	for {
-		n.e.mu.Lock()
-		if len(n.e.pending) == 0 {
-			n.e.mu.Unlock()
-			return nil
-		}
-		first := n.e.pending[0]
-		hist := n.histUpTo > 0
-		if first.ev != evValue {
-			n.e.mu.Unlock()
-			if err := n.event(first, hist); err != nil {
-				return err
-			}
-			n.e.mu.Lock()
-			if len(n.e.pending) > 0 && n.e.pending[0] == first {
-				n.e.pending = n.e.pending[1:]
-				if hist {
-					n.histUpTo--
-				}
-			}
-			n.e.mu.Unlock()
-			continue
-		}
-		var batch []queued
-		for _, q := range n.e.pending {
-			if q.ev != evValue || q.dev != first.dev || len(batch) == maxMetricsPerMsg || (hist && len(batch) == n.histUpTo) {
-				break
-			}
-			batch = append(batch, q)
-		}
-		n.e.mu.Unlock()
-
-		p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Seq: n.nextSeq()}
-		for _, q := range batch {
-			pm := &pb.Payload_Metric{Alias: proto.Uint64(q.m.alias), Timestamp: proto.Uint64(sparkplug.Millis(q.r.TS))}
-			sparkplug.SetValue(pm, sparkplug.WireType(q.m.def.DataType), q.r.Value)
-			if hist {
-				pm.IsHistorical = proto.Bool(true)
-			}
-			if q.r.Quality != uns.Good {
-				pm.Properties = sparkplug.Properties(sparkplug.PropQuality, int32(sparkplug.QualityCode(q.r.Quality)))
-			}
-			p.Metrics = append(p.Metrics, pm)
-		}
-		if err := n.publish(n.topic(sparkplug.DDATA, first.dev.ID), p); err != nil {
-			return err
-		}
-		n.e.mu.Lock()
-		// The bound may have dropped some of the batch meanwhile; remove
-		// only what is still at the head.
-		k := 0
-		for k < len(batch) && k < len(n.e.pending) && n.e.pending[k] == batch[k] {
-			k++
-		}
-		n.e.pending = n.e.pending[k:]
-		if hist {
-			n.histUpTo = max(0, n.histUpTo-k)
-		}
-		n.e.mu.Unlock()
-		n.e.sent.Add(uint64(k))
-	}
-}
-
-// event publishes a device's death or its birth after it came back. Events
-// queued before the last node birth are already answered by that birth.
-func (n *node) event(q queued, stale bool) error {
-	if stale {
-		return nil
-	}
+// event publishes a device's death or its birth after it came back.
+func (n *node) event(q event) error {
 	switch q.ev {
 	case evDeath:
-		p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(q.r.TS)), Seq: n.nextSeq()}
+		p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(q.at)), Seq: n.nextSeq()}
 		return n.publish(n.topic(sparkplug.DDEATH, q.dev.ID), p)
 	case evBirth:
 		return n.publish(n.topic(sparkplug.DBIRTH, q.dev.ID), n.deviceBirth(q.dev, sparkplug.Millis(time.Now())))

@@ -51,7 +51,9 @@ type Options struct {
 	MaxBytes int64
 	// MaxAge bounds how long a message stays in a stream; zero means 7 days.
 	MaxAge time.Duration
-	Logger *slog.Logger
+	// Streams to create; nil means the cloud's (Sparkplug and UNS).
+	Streams []jetstream.StreamConfig
+	Logger  *slog.Logger
 }
 
 // Bus is the embedded NATS JetStream server and a client connection to it.
@@ -135,10 +137,14 @@ func (b *Bus) Start(ctx context.Context) error {
 		return fmt.Errorf("bus: %w", err)
 	}
 	b.js = js
-	for _, sc := range []jetstream.StreamConfig{
-		{Name: StreamSparkplug, Subjects: []string{SubjectSparkplug + ".>"}},
-		{Name: StreamUNS, Subjects: []string{SubjectUNS + ".>"}},
-	} {
+	streams := b.opts.Streams
+	if streams == nil {
+		streams = []jetstream.StreamConfig{
+			{Name: StreamSparkplug, Subjects: []string{SubjectSparkplug + ".>"}},
+			{Name: StreamUNS, Subjects: []string{SubjectUNS + ".>"}},
+		}
+	}
+	for _, sc := range streams {
 		sc.Storage = jetstream.FileStorage
 		sc.Retention = jetstream.LimitsPolicy
 		sc.Discard = jetstream.DiscardOld

@@ -41,6 +41,7 @@ client.on("message", (topic, buf, packet) => {
   if (packet.retain) fail(key, type + " is retained");
   if (type === "NDEATH") {
     n.deaths++;
+    console.log("NDEATH " + key);
     if (packet.qos !== 1) fail(key, "NDEATH at QoS " + packet.qos);
     const bd = metrics.find((m) => m.name === "bdSeq");
     if (!bd) return fail(key, "NDEATH without bdSeq");

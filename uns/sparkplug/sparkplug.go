@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Namespace is the first topic level of Sparkplug B.
@@ -99,3 +101,37 @@ func ParseTopic(topic string) (Topic, error) {
 	}
 	return t, nil
 }
+
+// PeekSeq reads the seq field of a payload without decoding the rest.
+func PeekSeq(b []byte) (uint64, bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+		if num == 3 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			return v, n >= 0
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+	}
+	return 0, false
+}
+
+// Receipt is what the Calx cloud tells an edge node about its session: the
+// number of the session's messages (births, data and deaths, in the order
+// sent) that are durably stored, and the seq of the last of them. It is
+// published on ReceiptTopic, a Calx topic outside the Sparkplug namespace.
+type Receipt struct {
+	BdSeq uint64 `json:"bdSeq"`
+	Count uint64 `json:"count"`
+	Seq   uint64 `json:"seq"`
+}
+
+// ReceiptTopic is where the Calx cloud publishes receipts for an edge node.
+func ReceiptTopic(group, edge string) string { return "calx/receipt/" + group + "/" + edge }
