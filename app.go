@@ -234,9 +234,12 @@ Open the printed URL and sign in as admin.`, stdout, stderr)
 func cmdCloud(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("cloud", `Run the Calx cloud on a VM: the MQTT broker (per-edge credentials and topic
 ACLs, optional TLS), the JetStream backbone, the Sparkplug primary host, the
-DuckDB historian and the web UI and API. See cloud.example.yaml.`, stdout, stderr)
+DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stderr)
 	cfgFile := fs.String("config", "cloud.yaml", "the cloud's YAML config file")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	httpAddr := fs.String("http", "", "address of the web UI and API (overrides http.listen)")
+	mqttAddr := fs.String("mqtt", "", "address of the MQTT broker (overrides mqtt.listen)")
+	dataDir := fs.String("data-dir", "", "data directory (overrides data_dir)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -247,6 +250,15 @@ DuckDB historian and the web UI and API. See cloud.example.yaml.`, stdout, stder
 	cfg, err := cloud.LoadConfig(*cfgFile)
 	if err != nil {
 		return err
+	}
+	if *httpAddr != "" {
+		cfg.HTTP.Listen = *httpAddr
+	}
+	if *mqttAddr != "" {
+		cfg.MQTT.Listen = *mqttAddr
+	}
+	if *dataDir != "" {
+		cfg.DataDir = *dataDir
 	}
 	var users []web.User
 	for _, u := range cfg.Users {
@@ -286,9 +298,12 @@ DuckDB historian and the web UI and API. See cloud.example.yaml.`, stdout, stder
 func cmdEdge(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("edge", `Run a Calx edge on a site PC: read the configured machines, apply
 report-by-exception, and publish Sparkplug B to the cloud broker with this
-edge's own credentials. See edge.example.yaml.`, stdout, stderr)
+edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	cfgFile := fs.String("config", "edge.yaml", "the edge's YAML config file")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	httpAddr := fs.String("http", "", "address of the edge's health and metrics endpoints (overrides http)")
+	dataDir := fs.String("data-dir", "", "data directory with the store-and-forward buffer (overrides data_dir)")
+	cloudURL := fs.String("cloud", "", "the cloud broker, tcp://host:port or ssl://host:port (overrides cloud.broker)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -299,6 +314,15 @@ edge's own credentials. See edge.example.yaml.`, stdout, stderr)
 	cfg, err := edge.LoadConfig(*cfgFile)
 	if err != nil {
 		return err
+	}
+	if *httpAddr != "" {
+		cfg.HTTP = *httpAddr
+	}
+	if *dataDir != "" {
+		cfg.DataDir = *dataDir
+	}
+	if *cloudURL != "" {
+		cfg.Cloud.Broker, cfg.Cloud.Brokers = *cloudURL, nil
 	}
 	opts, err := cfg.Options(log, version)
 	if err != nil {
@@ -313,9 +337,22 @@ edge's own credentials. See edge.example.yaml.`, stdout, stderr)
 	if err := e.Start(ctx); err != nil {
 		return err
 	}
+	var hs *edge.HealthServer
+	if cfg.HTTP != "" {
+		if hs, err = edge.StartHealth(e, cfg.HTTP); err != nil {
+			e.Shutdown(context.Background())
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "Calx edge %s/%s is running: %d devices, cloud %s\n", opts.Group, opts.EdgeID, len(opts.Devices), opts.Broker)
+	if hs != nil {
+		fmt.Fprintf(stdout, "  health: http://%s/healthz  metrics: http://%s/metrics\n", hs.Addr(), hs.Addr())
+	}
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	if hs != nil {
+		hs.Shutdown(sctx)
+	}
 	return e.Shutdown(sctx)
 }

@@ -18,7 +18,7 @@ import (
 // runs a cloud and an edge from them as separate parts, on free ports.
 func TestExampleConfigsRunSeparately(t *testing.T) {
 	dir := t.TempDir()
-	ccfg, err := cloud.LoadConfig("cloud.example.yaml")
+	ccfg, err := cloud.LoadConfig("examples/cloud.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestExampleConfigsRunSeparately(t *testing.T) {
 	}
 	t.Cleanup(func() { app.shutdown(context.Background()) })
 
-	ecfg, err := edge.LoadConfig("edge.example.yaml")
+	ecfg, err := edge.LoadConfig("examples/edge.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,13 +19,22 @@ import (
 type Config struct {
 	// DataDir keeps the edge's state; default ./calx-edge-data.
 	DataDir string `yaml:"data_dir"`
-	// HTTP is the address of the edge's health endpoints; empty: none.
-	HTTP  string      `yaml:"http"`
-	Cloud CloudConfig `yaml:"cloud"`
+	// HTTP is the address of the edge's health and metrics endpoints; empty: none.
+	HTTP   string       `yaml:"http"`
+	Buffer BufferConfig `yaml:"buffer"`
+	Cloud  CloudConfig  `yaml:"cloud"`
 	// Devices are the machines this edge reads.
 	Devices []DeviceConfig `yaml:"devices"`
 
 	file string
+}
+
+// BufferConfig bounds the store-and-forward buffer.
+type BufferConfig struct {
+	MaxBytes     config.Size     `yaml:"max_bytes"`
+	MaxAge       config.Duration `yaml:"max_age"`
+	DrainRate    float64         `yaml:"drain_rate"`
+	SyncInterval config.Duration `yaml:"sync_interval"`
 }
 
 // CloudConfig says how the edge reaches the cloud broker.
@@ -73,7 +82,9 @@ func LoadConfig(file string) (*Config, error) {
 func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 	o := Options{Broker: c.Cloud.Broker, Brokers: c.Cloud.Brokers, Username: c.Cloud.Username, Password: c.Cloud.Password,
 		Group: c.Cloud.Group, EdgeID: c.Cloud.EdgeID, PrimaryHost: c.Cloud.PrimaryHost,
-		DataDir: c.DataDir, Logger: log, Version: version}
+		DataDir: c.DataDir, Logger: log, Version: version,
+		BufferMaxBytes: int64(c.Buffer.MaxBytes), BufferMaxAge: c.Buffer.MaxAge.Std(), DrainRate: c.Buffer.DrainRate,
+		SyncInterval: c.Buffer.SyncInterval.Std()}
 	if c.Cloud.PasswordFile != "" {
 		b, err := os.ReadFile(c.Cloud.PasswordFile)
 		if err != nil {

@@ -1,0 +1,103 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// HealthServer serves the edge's /healthz, /readyz and /metrics.
+type HealthServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+var (
+	descRead     = prometheus.NewDesc("calx_edge_values_read_total", "Values read from connectors.", nil, nil)
+	descFiltered = prometheus.NewDesc("calx_edge_values_filtered_total", "Values held back by report-by-exception.", nil, nil)
+	descStored   = prometheus.NewDesc("calx_edge_values_buffered_total", "Values written to the store-and-forward buffer.", nil, nil)
+	descSent     = prometheus.NewDesc("calx_edge_values_sent_total", "Values published (again after a reconnect, counted again).", nil, nil)
+	descDropped  = prometheus.NewDesc("calx_edge_values_dropped_total", "Values dropped by a buffer bound or a failed buffer write.", nil, nil)
+	descBufMsgs  = prometheus.NewDesc("calx_edge_buffer_messages", "Buffered messages not yet confirmed by the cloud.", nil, nil)
+	descBufBytes = prometheus.NewDesc("calx_edge_buffer_bytes", "Bytes of the store-and-forward buffer.", nil, nil)
+	descOldest   = prometheus.NewDesc("calx_edge_buffer_oldest_seconds", "Age of the oldest unconfirmed value.", nil, nil)
+	descOnline   = prometheus.NewDesc("calx_edge_online", "1 when the edge node is connected and born.", nil, nil)
+)
+
+type edgeCollector struct{ e *Edge }
+
+func (c edgeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRead, descFiltered, descStored, descSent, descDropped, descBufMsgs, descBufBytes, descOldest, descOnline} {
+		ch <- d
+	}
+}
+
+func (c edgeCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.e.Stats()
+	cnt := func(d *prometheus.Desc, v uint64) { ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v)) }
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	cnt(descRead, st.Read)
+	cnt(descFiltered, st.Filtered)
+	cnt(descStored, st.Stored)
+	cnt(descSent, st.Sent)
+	cnt(descDropped, st.Dropped)
+	gauge(descBufMsgs, float64(st.BufferedMsgs))
+	gauge(descBufBytes, float64(st.BufferedBytes))
+	gauge(descOldest, st.OldestUnconfirmed.Seconds())
+	online := 0.0
+	if c.e.Online() {
+		online = 1
+	}
+	gauge(descOnline, online)
+}
+
+// StartHealth serves the edge's health and metrics on addr.
+func StartHealth(e *Edge, addr string) (*HealthServer, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(edgeCollector{e}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	reply := func(w http.ResponseWriter, code int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, map[string]any{"status": "ok", "version": e.opts.Version})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !e.Online() {
+			reply(w, http.StatusServiceUnavailable, map[string]any{"status": "not connected to the cloud"})
+			return
+		}
+		reply(w, http.StatusOK, map[string]any{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path)})
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("edge http %s: %w", addr, err)
+	}
+	h := &HealthServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln: ln}
+	go func() {
+		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("edge http stopped", "err", err)
+		}
+	}()
+	return h, nil
+}
+
+// Addr is the address served.
+func (h *HealthServer) Addr() string { return h.ln.Addr().String() }
+
+// Shutdown stops the server.
+func (h *HealthServer) Shutdown(ctx context.Context) error { return h.srv.Shutdown(ctx) }
