@@ -42,7 +42,9 @@ func (c edgeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c edgeCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.e.Stats()
-	cnt := func(d *prometheus.Desc, v uint64) { ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v)) }
+	cnt := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
 	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
 	cnt(descRead, st.Read)
 	cnt(descFiltered, st.Filtered)
