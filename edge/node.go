@@ -84,7 +84,7 @@ func (n *node) run(ctx context.Context) {
 			return
 		}
 		n.server = (n.server + 1) % len(n.e.opts.Brokers)
-		n.backoff = min(max(2*n.backoff, 500*time.Millisecond), 30*time.Second)
+		n.backoff = min(max(2*n.backoff, 500*time.Millisecond), 15*time.Second)
 		wait := n.backoff/2 + rand.N(n.backoff/2+1)
 		log.Warn("edge node offline, will reconnect", "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {

@@ -19,8 +19,12 @@ const (
 type ClockSettings struct {
 	// Period of the counter tag; default 100ms.
 	Period time.Duration `yaml:"period"`
-	// FastRate is the fast tag's values per second; 0 turns it off.
+	// FastRate is the fast tag's values per second, at most 1000 (one per
+	// millisecond, the resolution of Sparkplug timestamps); 0 turns it off.
 	FastRate int `yaml:"fast_rate"`
+	// FastTags is how many fast tags there are (fast, fast2, fast3, ...);
+	// default 1.
+	FastTags int `yaml:"fast_tags"`
 	// Base is subtracted from the counts (unix milliseconds divided by the
 	// step), so that the values stay small; default 2026-01-01.
 	Base time.Time `yaml:"base"`
@@ -36,7 +40,8 @@ type ClockSettings struct {
 type Clock struct {
 	s      ClockSettings
 	fastDT time.Duration
-	last   [2]int64 // last step reported of counter and fast
+	last   [2]int64 // last step reported of counter and of the fast tags
+	fast   []string // names of the fast tags
 }
 
 var _ edge.Connector = (*Clock)(nil)
@@ -65,14 +70,20 @@ func NewClock(device string, s ClockSettings) (*Clock, error) {
 	switch {
 	case s.Period < time.Millisecond:
 		return nil, fmt.Errorf("clock %s: period %s: at least 1ms", device, s.Period)
-	case s.FastRate < 0 || s.FastRate > 1000000:
-		return nil, fmt.Errorf("clock %s: fast_rate %d: from 0 to 1000000 a second", device, s.FastRate)
+	case s.FastRate < 0 || s.FastRate > 1000:
+		return nil, fmt.Errorf("clock %s: fast_rate %d: from 0 to 1000 a second", device, s.FastRate)
+	case s.FastTags < 0 || s.FastTags > 1000:
+		return nil, fmt.Errorf("clock %s: fast_tags %d: from 0 to 1000", device, s.FastTags)
 	case s.Interval < time.Millisecond:
 		return nil, fmt.Errorf("clock %s: interval %s: at least 1ms", device, s.Interval)
 	}
 	c := &Clock{s: s, last: [2]int64{-1, -1}}
 	if s.FastRate > 0 {
 		c.fastDT = time.Second / time.Duration(s.FastRate)
+		c.fast = []string{TagFast}
+		for i := 2; i <= s.FastTags; i++ {
+			c.fast = append(c.fast, fmt.Sprintf("%s%d", TagFast, i))
+		}
 	}
 	return c, nil
 }
@@ -81,8 +92,8 @@ func NewClock(device string, s ClockSettings) (*Clock, error) {
 func (c *Clock) Tags() []edge.TagDef {
 	tags := []edge.TagDef{{Name: TagCounter, DataType: uns.TypeInt64,
 		Description: fmt.Sprintf("Steps of %s since %s", c.s.Period, c.s.Base.Format(time.RFC3339))}}
-	if c.fastDT > 0 {
-		tags = append(tags, edge.TagDef{Name: TagFast, DataType: uns.TypeInt64,
+	for _, name := range c.fast {
+		tags = append(tags, edge.TagDef{Name: name, DataType: uns.TypeInt64,
 			Description: fmt.Sprintf("Steps of %s since %s", c.fastDT, c.s.Base.Format(time.RFC3339))})
 	}
 	return tags
@@ -102,9 +113,9 @@ func (c *Clock) Run(ctx context.Context, sink edge.Sink) error {
 	for {
 		now := time.Now()
 		rs = rs[:0]
-		rs = c.appendSteps(rs, 0, TagCounter, c.s.Period, now)
+		rs = c.appendSteps(rs, 0, []string{TagCounter}, c.s.Period, now)
 		if c.fastDT > 0 {
-			rs = c.appendSteps(rs, 1, TagFast, c.fastDT, now)
+			rs = c.appendSteps(rs, 1, c.fast, c.fastDT, now)
 		}
 		if len(rs) > 0 {
 			sink.Emit(rs)
@@ -120,14 +131,16 @@ func (c *Clock) Run(ctx context.Context, sink edge.Sink) error {
 // appendSteps adds the readings of one tag from its last reported step to
 // now. The first read after a start reports the current step only: what
 // was not read while the edge was down is not invented.
-func (c *Clock) appendSteps(rs []edge.Reading, i int, tag string, dt time.Duration, now time.Time) []edge.Reading {
+func (c *Clock) appendSteps(rs []edge.Reading, i int, tags []string, dt time.Duration, now time.Time) []edge.Reading {
 	cur := c.step(now, dt)
 	from := c.last[i] + 1
 	if c.last[i] < 0 {
 		from = cur
 	}
 	for v := from; v <= cur; v++ {
-		rs = append(rs, edge.Reading{Tag: tag, TS: c.s.Base.Add(time.Duration(v) * dt), Value: uns.Int(v)})
+		for _, tag := range tags {
+			rs = append(rs, edge.Reading{Tag: tag, TS: c.s.Base.Add(time.Duration(v) * dt), Value: uns.Int(v)})
+		}
 	}
 	c.last[i] = cur
 	return rs

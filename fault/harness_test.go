@@ -1,0 +1,401 @@
+package fault
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds calx once for all fault tests.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "calx-fault-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "calx")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Dir = ".."
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func checkFor(t *testing.T, total, sleep time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(sleep)
+	}
+	t.Fatalf("condition not met in %s: %v", total, err)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is a calx process.
+type proc struct {
+	t    *testing.T
+	args []string
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	mu   sync.Mutex
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	p.out = &bytes.Buffer{}
+	p.cmd = exec.Command(binary(p.t), p.args...)
+	p.cmd.Env = append(os.Environ(), "CALX_ADMIN_PASSWORD=fault-admin-pw")
+	w := &lockedWriter{mu: &p.mu, w: p.out}
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Wait()
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// proxy forwards TCP connections to a target and can cut them all.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]struct{}
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); p.setCut(true) })
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *proxy) pipe(a, b net.Conn) {
+	io.Copy(a, b)
+	a.Close()
+	b.Close()
+}
+
+// setCut cuts every connection and refuses new ones, or allows them again.
+func (p *proxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+		p.conns = map[net.Conn]struct{}{}
+	}
+}
+
+// site is a cloud and an edge as separate processes, linked by a proxy.
+type site struct {
+	t           *testing.T
+	dir         string
+	cloud, edge *proc
+	proxy       *proxy
+	httpAddr    string
+	token       string
+	counterPath string
+	fastPath    string
+	fastRate    int
+}
+
+func newSite(t *testing.T, fastRate, fastTags int) *site {
+	t.Helper()
+	dir := t.TempDir()
+	s := &site{t: t, dir: dir, httpAddr: freeAddr(t), fastRate: fastRate,
+		counterPath: "limeworks/fault/utilities/line1/clock/counter", fastPath: "limeworks/fault/utilities/line1/clock/fast"}
+	mqttAddr := freeAddr(t)
+	hash, _ := bcrypt.GenerateFromPassword([]byte("edge-pw"), bcrypt.MinCost)
+	cloudYAML := fmt.Sprintf(`data_dir: %s
+http: {listen: %s}
+mqtt: {listen: %s}
+edges:
+  - {username: fault-edge, password_hash: '%s', group: limeworks, edge_id: fault-edge}
+`, filepath.Join(dir, "cloud"), s.httpAddr, mqttAddr, hash)
+	s.proxy = newProxy(t, mqttAddr)
+	edgeYAML := fmt.Sprintf(`data_dir: %s
+cloud:
+  broker: tcp://%s
+  username: fault-edge
+  password: edge-pw
+  group: limeworks
+  edge_id: fault-edge
+devices:
+  - id: clock
+    path: limeworks/fault/utilities/line1/clock
+    connector: clock
+    settings: {period: 100ms, fast_rate: %d, fast_tags: %d, interval: 20ms}
+`, filepath.Join(dir, "edge"), s.proxy.addr(), fastRate, fastTags)
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	s.cloud = &proc{t: t, args: []string{"cloud", "--config", write("cloud.yaml", cloudYAML), "--log-level", "warn"}}
+	s.edge = &proc{t: t, args: []string{"edge", "--config", write("edge.yaml", edgeYAML), "--log-level", "warn"}}
+	t.Cleanup(func() {
+		s.edge.stop()
+		s.cloud.stop()
+		if t.Failed() {
+			t.Logf("cloud output:\n%s\nedge output:\n%s", s.cloud.output(), s.edge.output())
+		}
+	})
+	return s
+}
+
+func (s *site) startCloud() {
+	s.t.Helper()
+	s.cloud.start()
+	s.token = ""
+	checkFor(s.t, 30*time.Second, 50*time.Millisecond, func() error {
+		res, err := http.Get("http://" + s.httpAddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("readyz %d", res.StatusCode)
+		}
+		return nil
+	})
+}
+
+func (s *site) api(path string, out any) error {
+	if s.token == "" {
+		b, _ := json.Marshal(map[string]string{"username": "admin", "password": "fault-admin-pw"})
+		res, err := http.Post("http://"+s.httpAddr+"/api/v1/login", "application/json", bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		var tok struct{ Token string }
+		json.NewDecoder(res.Body).Decode(&tok)
+		res.Body.Close()
+		s.token = tok.Token
+	}
+	req, _ := http.NewRequest("GET", "http://"+s.httpAddr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		b, _ := io.ReadAll(res.Body)
+		return fmt.Errorf("%s: %d %s", path, res.StatusCode, b)
+	}
+	return json.NewDecoder(res.Body).Decode(out)
+}
+
+// values returns the stored integer values of a tag since from.
+func (s *site) values(path string, from time.Time) ([]int64, error) {
+	var all []int64
+	for {
+		q := url.Values{"path": {path}, "from": {from.UTC().Format(time.RFC3339Nano)}, "to": {time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)}, "limit": {"100000"}}
+		var h struct {
+			Points []struct {
+				TS    time.Time `json:"ts"`
+				Value *int64    `json:"value"`
+			} `json:"points"`
+			Truncated bool `json:"truncated"`
+		}
+		if err := s.api("/api/v1/history?"+q.Encode(), &h); err != nil {
+			return nil, err
+		}
+		for _, p := range h.Points {
+			if p.Value != nil {
+				all = append(all, *p.Value)
+			}
+		}
+		if !h.Truncated || len(h.Points) == 0 {
+			return all, nil
+		}
+		from = h.Points[len(h.Points)-1].TS.Add(time.Nanosecond)
+	}
+}
+
+// latest is the newest value and its time of a tag in the namespace.
+func (s *site) latest(path string) (int64, time.Time, error) {
+	var ns struct {
+		Tags []struct {
+			Path  string    `json:"path"`
+			Value *int64    `json:"value"`
+			TS    time.Time `json:"ts"`
+		} `json:"tags"`
+	}
+	if err := s.api("/api/v1/namespace?prefix="+url.QueryEscape(path), &ns); err != nil {
+		return 0, time.Time{}, err
+	}
+	for _, tg := range ns.Tags {
+		if tg.Path == path && tg.Value != nil {
+			return *tg.Value, tg.TS, nil
+		}
+	}
+	return 0, time.Time{}, fmt.Errorf("%s has no value yet", path)
+}
+
+// report is the outcome of a fault scenario for one tag.
+type report struct {
+	scenario            string
+	expected, stored    int
+	lost, duplicated    int
+	reconnect           time.Duration // from the fault's end to live data again
+	drain, maxLiveDelay time.Duration
+}
+
+// verify checks that the tag holds every step from first to last exactly
+// once, except those in the excused ranges (the edge was dead then, so they
+// were never read).
+func verify(vals []int64, first, last int64, excused [][2]int64) report {
+	r := report{}
+	seen := map[int64]int{}
+	for _, v := range vals {
+		if v >= first && v <= last {
+			seen[v]++
+		}
+	}
+	for v := first; v <= last; v++ {
+		ex := false
+		for _, e := range excused {
+			if v >= e[0] && v <= e[1] {
+				ex = true
+			}
+		}
+		n := seen[v]
+		if ex && n == 0 {
+			continue
+		}
+		r.expected++
+		switch {
+		case n == 0:
+			r.lost++
+		case n > 1:
+			r.duplicated += n - 1
+			r.stored++
+		default:
+			r.stored++
+		}
+	}
+	return r
+}
+
+func printTable(t *testing.T, rs []report) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-44s %10s %10s %6s %10s %10s %10s %14s\n", "scenario", "sent", "stored", "lost", "duplicated", "reconnect", "drain", "max live delay")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "%-44s %10d %10d %6d %10d %10s %10s %14s\n", r.scenario, r.expected, r.stored, r.lost, r.duplicated,
+			r.reconnect.Round(100*time.Millisecond), r.drain.Round(100*time.Millisecond), r.maxLiveDelay.Round(10*time.Millisecond))
+	}
+	t.Log(b.String())
+}
