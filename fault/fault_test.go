@@ -51,6 +51,10 @@ func (s *site) settle(t *testing.T, name string, paths []string, first, end int6
 				maxDelay = max(maxDelay, time.Since(ts))
 			}
 		}
+		if !s.drained() && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		r = report{}
 		for _, path := range paths {
 			var vals []int64

@@ -201,6 +201,7 @@ type site struct {
 	cloud, edge *proc
 	proxy       *proxy
 	httpAddr    string
+	edgeHTTP    string
 	token       string
 	counterPath string
 	fastPath    string
@@ -210,7 +211,7 @@ type site struct {
 func newSite(t *testing.T, fastRate, fastTags int) *site {
 	t.Helper()
 	dir := t.TempDir()
-	s := &site{t: t, dir: dir, httpAddr: freeAddr(t), fastRate: fastRate,
+	s := &site{t: t, dir: dir, httpAddr: freeAddr(t), edgeHTTP: freeAddr(t), fastRate: fastRate,
 		counterPath: "limeworks/fault/utilities/line1/clock/counter", fastPath: "limeworks/fault/utilities/line1/clock/fast"}
 	mqttAddr := freeAddr(t)
 	hash, _ := bcrypt.GenerateFromPassword([]byte("edge-pw"), bcrypt.MinCost)
@@ -222,6 +223,7 @@ edges:
 `, filepath.Join(dir, "cloud"), s.httpAddr, mqttAddr, hash)
 	s.proxy = newProxy(t, mqttAddr)
 	edgeYAML := fmt.Sprintf(`data_dir: %s
+http: %s
 cloud:
   broker: tcp://%s
   username: fault-edge
@@ -233,7 +235,7 @@ devices:
     path: limeworks/fault/utilities/line1/clock
     connector: clock
     settings: {period: 100ms, fast_rate: %d, fast_tags: %d, interval: 20ms}
-`, filepath.Join(dir, "edge"), s.proxy.addr(), fastRate, fastTags)
+`, filepath.Join(dir, "edge"), s.edgeHTTP, s.proxy.addr(), fastRate, fastTags)
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -323,6 +325,38 @@ func (s *site) values(path string, from time.Time) ([]int64, error) {
 		}
 		from = h.Points[len(h.Points)-1].TS.Add(time.Nanosecond)
 	}
+}
+
+// metric reads one unlabelled Prometheus figure from a /metrics page.
+func metric(addr, name string) (float64, error) {
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			_, err := fmt.Sscan(v, &f)
+			return f, err
+		}
+	}
+	return 0, fmt.Errorf("%s not on %s/metrics", name, addr)
+}
+
+// drained reports whether the edge's buffer holds at most a few live
+// messages and the historian has written everything the cloud took in.
+func (s *site) drained() bool {
+	buffered, err := metric(s.edgeHTTP, "calx_edge_buffer_messages")
+	if err != nil || buffered > 20 {
+		return false
+	}
+	pending, err := metric(s.httpAddr, "calx_historian_consumer_pending")
+	return err == nil && pending == 0
 }
 
 // latest is the newest value and its time of a tag in the namespace.
