@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -353,3 +354,5 @@ func TestDeviceDeathRebirthAndWrites(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -46,8 +46,11 @@ type node struct {
 	// Store-and-forward state of the session (see forward.go).
 	fw       *forwarder
 	receipts chan sparkplug.Receipt
-	msgs     uint64            // Sparkplug messages published in this session
-	seqOf    map[uint64]uint64 // message number -> its seq, until receipted
+	msgs     uint64 // Sparkplug messages published in this session
+
+	nodeDataAt                time.Time
+	lastDropped, lastBuffered uint64
+	seqOf                     map[uint64]uint64 // message number -> its seq, until receipted
 }
 
 // cmd is a received NCMD (device "") or DCMD.
@@ -249,6 +252,9 @@ func (n *node) session(ctx context.Context) error {
 					return err
 				}
 			}
+			if err := n.nodeData(); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -392,6 +398,26 @@ func (n *node) deviceBirth(d *device, ms uint64) *pb.Payload {
 		p.Metrics = append(p.Metrics, pm)
 	}
 	return p
+}
+
+// nodeData publishes the node's buffer figures as NDATA when they changed,
+// at most every 5 s.
+func (n *node) nodeData() error {
+	if !n.born.Load() || time.Since(n.nodeDataAt) < 5*time.Second {
+		return nil
+	}
+	n.nodeDataAt = time.Now()
+	st := n.e.Stats()
+	if st.Dropped == n.lastDropped && st.BufferedMsgs == n.lastBuffered {
+		return nil
+	}
+	n.lastDropped, n.lastBuffered = st.Dropped, st.BufferedMsgs
+	ms := sparkplug.Millis(time.Now())
+	p := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{
+		{Alias: proto.Uint64(aliasBufferDropped), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_LongValue{LongValue: st.Dropped}},
+		{Alias: proto.Uint64(aliasBufferDepth), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_LongValue{LongValue: st.BufferedMsgs}},
+	}}
+	return n.publish(n.topic(sparkplug.NDATA, ""), p)
 }
 
 // event publishes a device's death or its birth after it came back.
