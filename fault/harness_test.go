@@ -348,15 +348,16 @@ func metric(addr, name string) (float64, error) {
 	return 0, fmt.Errorf("%s not on %s/metrics", name, addr)
 }
 
-// drained reports whether the edge's buffer holds at most a few live
-// messages and the historian has written everything the cloud took in.
+// drained reports whether the edge's buffer holds no more than live data
+// awaiting its receipt and the historian is close behind the cloud's intake:
+// then it is worth reading the history back.
 func (s *site) drained() bool {
 	buffered, err := metric(s.edgeHTTP, "calx_edge_buffer_messages")
-	if err != nil || buffered > 20 {
+	if err != nil || buffered > 500 {
 		return false
 	}
 	pending, err := metric(s.httpAddr, "calx_historian_consumer_pending")
-	return err == nil && pending == 0
+	return err == nil && pending < 200
 }
 
 // latest is the newest value and its time of a tag in the namespace.
