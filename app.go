@@ -303,6 +303,7 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	httpAddr := fs.String("http", "", "address of the edge's health and metrics endpoints (overrides http)")
 	dataDir := fs.String("data-dir", "", "data directory with the store-and-forward buffer (overrides data_dir)")
+	mqttAddr := fs.String("mqtt", "", "address of the edge's own broker with UNS JSON for consumers on site (overrides mqtt)")
 	cloudURL := fs.String("cloud", "", "the cloud broker, tcp://host:port or ssl://host:port (overrides cloud.broker)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -323,6 +324,9 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	}
 	if *cloudURL != "" {
 		cfg.Cloud.Broker, cfg.Cloud.Brokers = *cloudURL, nil
+	}
+	if *mqttAddr != "" {
+		cfg.MQTT = *mqttAddr
 	}
 	opts, err := cfg.Options(log, version)
 	if err != nil {

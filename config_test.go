@@ -40,6 +40,7 @@ func TestExampleConfigsRunSeparately(t *testing.T) {
 		t.Fatal(err)
 	}
 	ecfg.DataDir = filepath.Join(dir, "edge")
+	ecfg.MQTT = "127.0.0.1:0" // the example's fixed port may be taken
 	ecfg.Cloud.Broker = "tcp://" + app.cloud.Broker.Addr()
 	opts, err := ecfg.Options(nil, "test")
 	if err != nil {

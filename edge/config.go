@@ -20,7 +20,10 @@ type Config struct {
 	// DataDir keeps the edge's state; default ./calx-edge-data.
 	DataDir string `yaml:"data_dir"`
 	// HTTP is the address of the edge's health and metrics endpoints; empty: none.
-	HTTP   string       `yaml:"http"`
+	HTTP string `yaml:"http"`
+	// MQTT is the address of the edge's own broker, where consumers on
+	// site read UNS JSON (uns/<path>, retained); empty: none.
+	MQTT   string       `yaml:"mqtt"`
 	Buffer BufferConfig `yaml:"buffer"`
 	Cloud  CloudConfig  `yaml:"cloud"`
 	// Devices are the machines this edge reads.
@@ -84,7 +87,7 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		Group: c.Cloud.Group, EdgeID: c.Cloud.EdgeID, PrimaryHost: c.Cloud.PrimaryHost,
 		DataDir: c.DataDir, Logger: log, Version: version,
 		BufferMaxBytes: int64(c.Buffer.MaxBytes), BufferMaxAge: c.Buffer.MaxAge.Std(), DrainRate: c.Buffer.DrainRate,
-		SyncInterval: c.Buffer.SyncInterval.Std()}
+		SyncInterval: c.Buffer.SyncInterval.Std(), LocalMQTT: c.MQTT}
 	if c.Cloud.PasswordFile != "" {
 		b, err := os.ReadFile(c.Cloud.PasswordFile)
 		if err != nil {

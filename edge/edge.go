@@ -57,6 +57,9 @@ type Options struct {
 	SyncInterval time.Duration
 	// KeepAlive of the MQTT connection; zero means 30s.
 	KeepAlive time.Duration
+	// LocalMQTT is the address of the edge's own broker with UNS JSON for
+	// consumers on site; empty: none.
+	LocalMQTT string
 	Devices   []Device
 	Version   string
 	Logger    *slog.Logger
@@ -179,6 +182,7 @@ type Edge struct {
 	byPath map[uns.Path]*metric
 	wake   chan struct{}
 	buf    *buffer
+	local  *LocalBroker
 
 	read, filtered, sent, failed atomic.Uint64
 
@@ -232,6 +236,12 @@ func (e *Edge) Start(ctx context.Context) error {
 		return err
 	}
 	e.buf = buf
+	if e.opts.LocalMQTT != "" {
+		if e.local, err = StartLocalBroker(e.opts.LocalMQTT, e.log); err != nil {
+			buf.close()
+			return err
+		}
+	}
 	ctx, e.cancel = context.WithCancel(ctx)
 	n, err := newNode(e)
 	if err != nil {
@@ -336,6 +346,11 @@ func (e *Edge) accept(d *device, rs []Reading) {
 			e.log.Error("values not buffered, dropped", "device", d.ID, "values", len(samples), "err", err)
 			return
 		}
+		if e.local != nil {
+			for _, s := range samples {
+				e.local.publish(e.byPath[s.Path], s)
+			}
+		}
 	}
 	e.signal()
 }
@@ -374,6 +389,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	go func() { e.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		if e.local != nil {
+			e.local.Close()
+		}
 		if e.buf != nil {
 			e.buf.close()
 		}

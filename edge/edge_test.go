@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -356,3 +357,44 @@ func TestDeviceDeathRebirthAndWrites(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// The edge's own broker carries UNS JSON, retained, for consumers on site,
+// and refuses their publishes.
+func TestLocalBrokerUNSJSON(t *testing.T) {
+	r := startBroker(t)
+	r.state(true, uint64(time.Now().UnixMilli()))
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: t.TempDir(),
+		LocalMQTT: "127.0.0.1:0", Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	ts := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
+	dev.ch <- []Reading{{Tag: "temp", TS: ts, Value: uns.Float(1101.5)}}
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + e.local.Addr()).SetClientID("site-reader"))
+	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to the local broker: %v", tok.Error())
+	}
+	defer cl.Disconnect(10)
+	got := make(chan string, 4)
+	cl.Subscribe("uns/#", 0, func(_ paho.Client, m paho.Message) { got <- m.Topic() + " " + string(m.Payload()) })
+	select {
+	case msg := <-got:
+		want := `uns/ent/site/area/line/m1/temp {"value":1101.5,"ts":"2026-05-06T07:08:09Z","quality":"good","unit":"°C"}`
+		if msg != want {
+			t.Fatalf("got %s\nwant %s", msg, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no UNS message on the local broker")
+	}
+	cl.Publish("uns/ent/site/area/line/m1/temp", 0, false, "forged").WaitTimeout(time.Second)
+	select {
+	case msg := <-got:
+		t.Fatalf("a site client's publish went through: %s", msg)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
