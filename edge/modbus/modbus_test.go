@@ -1,0 +1,399 @@
+package modbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	mb "github.com/simonvetter/modbus"
+
+	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// plc is a real Modbus TCP server with 1000 holding and input registers,
+// coils and discrete inputs; higher addresses are refused.
+type plc struct {
+	mu       sync.Mutex
+	holding  [1000]uint16
+	input    [1000]uint16
+	coils    [1000]bool
+	discrete [1000]bool
+	requests int
+	srv      *mb.ModbusServer
+	url      string
+}
+
+func (p *plc) HandleCoils(r *mb.CoilsRequest) ([]bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests++
+	if int(r.Addr)+int(r.Quantity) > len(p.coils) {
+		return nil, mb.ErrIllegalDataAddress
+	}
+	if r.IsWrite {
+		copy(p.coils[r.Addr:], r.Args)
+		return nil, nil
+	}
+	return append([]bool(nil), p.coils[r.Addr:r.Addr+r.Quantity]...), nil
+}
+
+func (p *plc) HandleDiscreteInputs(r *mb.DiscreteInputsRequest) ([]bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests++
+	if int(r.Addr)+int(r.Quantity) > len(p.discrete) {
+		return nil, mb.ErrIllegalDataAddress
+	}
+	return append([]bool(nil), p.discrete[r.Addr:r.Addr+r.Quantity]...), nil
+}
+
+func (p *plc) HandleHoldingRegisters(r *mb.HoldingRegistersRequest) ([]uint16, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests++
+	if int(r.Addr)+int(r.Quantity) > len(p.holding) {
+		return nil, mb.ErrIllegalDataAddress
+	}
+	if r.IsWrite {
+		copy(p.holding[r.Addr:], r.Args)
+		return nil, nil
+	}
+	return append([]uint16(nil), p.holding[r.Addr:r.Addr+r.Quantity]...), nil
+}
+
+func (p *plc) HandleInputRegisters(r *mb.InputRegistersRequest) ([]uint16, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests++
+	if int(r.Addr)+int(r.Quantity) > len(p.input) {
+		return nil, mb.ErrIllegalDataAddress
+	}
+	return append([]uint16(nil), p.input[r.Addr:r.Addr+r.Quantity]...), nil
+}
+
+func (p *plc) start(t *testing.T, addr string) {
+	t.Helper()
+	srv, err := mb.NewServer(&mb.ServerConfiguration{URL: "tcp://" + addr, Timeout: 30 * time.Second, MaxClients: 10,
+		Logger: log.New(io.Discard, "", 0)}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.srv, p.url = srv, "tcp://"+addr
+}
+
+func startPLC(t *testing.T) *plc {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p := &plc{}
+	p.start(t, addr)
+	t.Cleanup(func() { p.srv.Stop() })
+	return p
+}
+
+// sink collects what the connector hands over.
+type sink struct {
+	mu   sync.Mutex
+	last map[string]edge.Reading
+	lost []error
+	n    int
+}
+
+func (s *sink) Emit(rs []edge.Reading) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		s.last = map[string]edge.Reading{}
+	}
+	for _, r := range rs {
+		s.last[r.Tag] = r
+	}
+	s.n++
+}
+
+func (s *sink) Lost(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lost = append(s.lost, err)
+}
+
+func (s *sink) get(tag string) (edge.Reading, int, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last[tag], s.n, len(s.lost)
+}
+
+func checkFor(t *testing.T, total time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("condition not met in %s: %v", total, err)
+}
+
+func run(t *testing.T, d *Device) *sink {
+	t.Helper()
+	s := &sink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx, s); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+func TestReadTypesInBlocks(t *testing.T) {
+	p := startPLC(t)
+	f32 := math.Float32bits(1234.5)
+	f64 := math.Float64bits(-0.25)
+	p.holding[0] = 0xfffe                                     // int16 -2
+	p.holding[1] = 40000                                      // uint16
+	p.holding[2] = 0b1000_0000_0000_0100                      // bits 2 and 15
+	p.holding[4], p.holding[5] = uint16(f32>>16), uint16(f32) // float32, big endian
+	p.holding[6], p.holding[7] = uint16(f32), uint16(f32>>16) // float32, word swapped
+	p.holding[8], p.holding[9], p.holding[10], p.holding[11] = uint16(f64>>48), uint16(f64>>32), uint16(f64>>16), uint16(f64)
+	p.holding[12] = 0x3412                                // uint16 0x1234, little byte order
+	p.holding[20], p.holding[21] = 'C'<<8|'a', 'l'<<8|'x' // "Calx"
+	p.holding[500], p.holding[501] = 0xffff, 0xff00       // int32 -256
+	p.input[10] = 2750                                    // raw 0..4000 -> 0..1400 °C
+	p.coils[3] = true
+	p.discrete[7] = true
+	d, err := New("plc1", Settings{URL: p.url, Interval: 20 * time.Millisecond, Tags: []*Tag{
+		{Name: "i16", Type: "int16", Address: 0},
+		{Name: "u16", Type: "uint16", Address: 1},
+		{Name: "bit2", Type: "bit", Bit: 2, Address: 2},
+		{Name: "bit3", Type: "bit", Bit: 3, Address: 2},
+		{Name: "f32", Type: "float32", Address: 4},
+		{Name: "f32swap", Type: "float32", Address: 6, WordOrder: "little"},
+		{Name: "f64", Type: "float64", Address: 8},
+		{Name: "u16le", Type: "uint16", Address: 12, ByteOrder: "little"},
+		{Name: "name", Type: "string", Address: 20, Length: 2},
+		{Name: "i32", Type: "int32", Address: 500},
+		{Name: "temp", Area: AreaInput, Address: 10, RawLow: 0, RawHigh: 4000, EngLow: 0, EngHigh: 1400, Unit: "°C"},
+		{Name: "pump", Area: AreaCoil, Address: 3},
+		{Name: "door", Area: AreaDiscrete, Address: 7},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Holding 0..21 in one read, 500 in another, and one each for input, coil and discrete.
+	if d.Blocks() != 5 {
+		t.Fatalf("%d block reads per cycle, want 5", d.Blocks())
+	}
+	s := run(t, d)
+	checkFor(t, 5*time.Second, func() error {
+		if _, n, _ := s.get("i16"); n < 3 {
+			return fmt.Errorf("%d cycles", n)
+		}
+		return nil
+	})
+	want := map[string]uns.Value{
+		"i16": uns.Int(-2), "u16": uns.Int(40000), "bit2": uns.Bool(true), "bit3": uns.Bool(false),
+		"f32": uns.Float(1234.5), "f32swap": uns.Float(1234.5), "f64": uns.Float(-0.25), "u16le": uns.Int(0x1234),
+		"name": uns.String("Calx"), "i32": uns.Int(-256), "temp": uns.Float(962.5), "pump": uns.Bool(true), "door": uns.Bool(true),
+	}
+	for tag, w := range want {
+		r, _, _ := s.get(tag)
+		if !r.Value.Equal(w) || r.Quality != uns.Good {
+			t.Errorf("%s = %+v (%v), want %+v", tag, r.Value, r.Quality, w)
+		}
+	}
+	p.mu.Lock()
+	p.requests = 0
+	p.mu.Unlock()
+	_, before, _ := s.get("i16")
+	checkFor(t, 5*time.Second, func() error {
+		if _, n, _ := s.get("i16"); n < before+5 {
+			return fmt.Errorf("%d cycles", n-before)
+		}
+		return nil
+	})
+	_, after, _ := s.get("i16")
+	p.mu.Lock()
+	reqs := p.requests
+	p.mu.Unlock()
+	if perCycle := float64(reqs) / float64(after-before); perCycle > 5.5 {
+		t.Errorf("%.1f requests per cycle for 13 tags, want the 5 blocks", perCycle)
+	}
+}
+
+// A tag at an address the device refuses gets BAD with its error; the
+// other tags of its block and of the device go on.
+func TestWrongAddressIsolated(t *testing.T) {
+	p := startPLC(t)
+	p.holding[995] = 7
+	d, err := New("plc1", Settings{URL: p.url, Interval: 20 * time.Millisecond, Tags: []*Tag{
+		{Name: "good", Address: 995},
+		{Name: "wrong", Address: 1002},
+		{Name: "other", Address: 0},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := run(t, d)
+	checkFor(t, 5*time.Second, func() error {
+		g, _, _ := s.get("good")
+		w, _, _ := s.get("wrong")
+		o, _, _ := s.get("other")
+		if !g.Value.Equal(uns.Int(7)) || w.Quality != uns.Bad || o.Quality != uns.Good {
+			return fmt.Errorf("good %+v wrong %+v other %+v", g, w, o)
+		}
+		return nil
+	})
+	if st := d.Stats(); st.LastError == "" || !st.Connected {
+		t.Errorf("stats %+v: want the tag's error and still connected", st)
+	}
+	if _, _, lost := s.get("good"); lost != 0 {
+		t.Errorf("device reported lost %d times for one wrong address", lost)
+	}
+}
+
+// The device goes away: it is reported lost, and comes back by itself.
+func TestConnectionLossAndRecovery(t *testing.T) {
+	p := startPLC(t)
+	p.holding[1] = 11
+	d, err := New("plc1", Settings{URL: p.url, Interval: 20 * time.Millisecond, Timeout: 300 * time.Millisecond, Tags: []*Tag{{Name: "v", Address: 1}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := run(t, d)
+	checkFor(t, 5*time.Second, func() error {
+		if r, _, _ := s.get("v"); !r.Value.Equal(uns.Int(11)) {
+			return fmt.Errorf("v = %+v", r.Value)
+		}
+		return nil
+	})
+	addr := p.url[len("tcp://"):]
+	p.srv.Stop()
+	checkFor(t, 5*time.Second, func() error {
+		if _, _, lost := s.get("v"); lost == 0 {
+			return errors.New("not reported lost")
+		}
+		return nil
+	})
+	p.holding[1] = 12
+	p.start(t, addr)
+	checkFor(t, 15*time.Second, func() error {
+		if r, _, _ := s.get("v"); !r.Value.Equal(uns.Int(12)) {
+			return fmt.Errorf("v = %+v after recovery", r.Value)
+		}
+		return nil
+	})
+}
+
+func TestWrites(t *testing.T) {
+	p := startPLC(t)
+	d, err := New("plc1", Settings{URL: p.url, Tags: []*Tag{
+		{Name: "sp", Type: "float32", Address: 100, Writable: true, WordOrder: "little"},
+		{Name: "speed", Type: "uint16", Address: 102, Scale: 0.1, Writable: true},
+		{Name: "run", Area: AreaCoil, Address: 5, Writable: true},
+		{Name: "ro", Address: 103},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := d.Write(ctx, "sp", uns.Float(1.5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(ctx, "speed", uns.Float(123.4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(ctx, "run", uns.Bool(true)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write(ctx, "ro", uns.Int(1)); err == nil {
+		t.Error("write to a read-only tag accepted")
+	}
+	f := math.Float32bits(1.5)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.holding[100] != uint16(f) || p.holding[101] != uint16(f>>16) || p.holding[102] != 1234 || !p.coils[5] {
+		t.Fatalf("registers %v, coil %v", p.holding[100:103], p.coils[5])
+	}
+}
+
+func TestSettingsErrors(t *testing.T) {
+	for name, s := range map[string]Settings{
+		"url":       {URL: "http://x", Tags: []*Tag{{Name: "a"}}},
+		"no tags":   {URL: "tcp://x:502"},
+		"type":      {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Type: "int128"}}},
+		"area":      {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Area: "eeprom"}}},
+		"bit":       {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Type: "bit", Bit: 16}}},
+		"duplicate": {URL: "tcp://x:502", Tags: []*Tag{{Name: "a"}, {Name: "a", Address: 1}}},
+		"write in":  {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Area: AreaInput, Writable: true}}},
+		"order":     {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", ByteOrder: "middle"}}},
+	} {
+		if _, err := New("d", s, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// The sample config in this folder is what the README shows; it must parse.
+func TestSampleConfig(t *testing.T) {
+	b, err := os.ReadFile("sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Settings
+	if err := config.Decode("sample.yaml", b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New("sample", s, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkPlan plans the reads of 100 registers spread with gaps.
+func BenchmarkCycle(b *testing.B) {
+	p := &plc{}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	srv, err := mb.NewServer(&mb.ServerConfiguration{URL: "tcp://" + addr, MaxClients: 2, Logger: log.New(io.Discard, "", 0)}, p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Stop()
+	var tags []*Tag
+	for i := range 100 {
+		tags = append(tags, &Tag{Name: fmt.Sprintf("t%d", i), Address: uint16(i * 3), Type: "uint16"})
+	}
+	d, err := New("bench", Settings{URL: "tcp://" + addr, Tags: tags}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &sink{}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.cycle(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(100*b.N)/b.Elapsed().Seconds(), "values/s")
+	b.ReportMetric(float64(d.Blocks()), "requests/cycle")
+	d.close()
+}
