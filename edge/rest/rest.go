@@ -1,0 +1,302 @@
+// Package rest is the REST/JSON connector: it polls an HTTP(S) endpoint of
+// an ERP, MES or any system on an interval and takes many tags out of one
+// JSON answer with path expressions.
+package rest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Settings of a REST/JSON source.
+type Settings struct {
+	URL      string            `yaml:"url"`
+	Headers  map[string]string `yaml:"headers"`
+	Bearer   string            `yaml:"bearer_token"`
+	Username string            `yaml:"username"`
+	Password string            `yaml:"password"`
+	Interval time.Duration     `yaml:"interval"`
+	Timeout  time.Duration     `yaml:"timeout"`
+	Tags     []Tag             `yaml:"tags"`
+}
+
+// Tag takes one value out of the answer.
+type Tag struct {
+	Name string `yaml:"name"`
+	// Path into the JSON answer: keys separated by dots, array indexes in
+	// brackets, e.g. "lines[0].oee" or "kiln.temperatures[2]".
+	Path        string  `yaml:"path"`
+	Type        string  `yaml:"type"` // float64 (default), int64, bool, string
+	Unit        string  `yaml:"unit"`
+	Scale       float64 `yaml:"scale"`
+	Offset      float64 `yaml:"offset"`
+	Deadband    float64 `yaml:"deadband"`
+	Description string  `yaml:"description"`
+
+	steps []step
+	dt    uns.DataType
+}
+
+type step struct {
+	key   string
+	index int // -1: a key
+}
+
+// parsePath splits a path expression.
+func parsePath(p string) ([]step, error) {
+	if p == "" {
+		return nil, errors.New("empty path")
+	}
+	var out []step
+	for _, part := range strings.Split(p, ".") {
+		key, rest, _ := strings.Cut(part, "[")
+		if key != "" {
+			out = append(out, step{key: key, index: -1})
+		}
+		for rest != "" {
+			idx, after, ok := strings.Cut(rest, "]")
+			n, err := strconv.Atoi(idx)
+			if !ok || err != nil || n < 0 {
+				return nil, fmt.Errorf("path %q: bad index %q", p, idx)
+			}
+			out = append(out, step{index: n})
+			rest = strings.TrimPrefix(after, "[")
+			if after != "" && !strings.HasPrefix(after, "[") {
+				return nil, fmt.Errorf("path %q: text after an index", p)
+			}
+		}
+		if key == "" && len(out) == 0 {
+			return nil, fmt.Errorf("path %q: empty key", p)
+		}
+	}
+	return out, nil
+}
+
+// lookup follows steps through a decoded JSON document.
+func lookup(doc any, steps []step) (any, error) {
+	cur := doc
+	for _, s := range steps {
+		if s.index < 0 {
+			m, ok := cur.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("%q: not an object", s.key)
+			}
+			if cur, ok = m[s.key]; !ok {
+				return nil, fmt.Errorf("no key %q", s.key)
+			}
+			continue
+		}
+		a, ok := cur.([]any)
+		if !ok || s.index >= len(a) {
+			return nil, fmt.Errorf("no element [%d]", s.index)
+		}
+		cur = a[s.index]
+	}
+	return cur, nil
+}
+
+func init() {
+	edge.Register("rest", func(device string, decode func(any) error) (edge.Connector, error) {
+		var s Settings
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		return New(device, s, nil)
+	})
+}
+
+// Source is the REST connector of one endpoint.
+type Source struct {
+	s      Settings
+	device string
+	client *http.Client
+	log    *slog.Logger
+}
+
+var _ edge.Connector = (*Source)(nil)
+
+// New validates the settings.
+func New(device string, s Settings, log *slog.Logger) (*Source, error) {
+	if s.Interval == 0 {
+		s.Interval = 10 * time.Second
+	}
+	if s.Timeout == 0 {
+		s.Timeout = 10 * time.Second
+	}
+	var errs []error
+	if !strings.HasPrefix(s.URL, "http://") && !strings.HasPrefix(s.URL, "https://") {
+		errs = append(errs, fmt.Errorf("url %q: want http:// or https://", s.URL))
+	}
+	if s.Interval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("interval %s: at least 100ms", s.Interval))
+	}
+	if len(s.Tags) == 0 {
+		errs = append(errs, errors.New("tags: at least one"))
+	}
+	for i := range s.Tags {
+		t := &s.Tags[i]
+		var err error
+		if t.steps, err = parsePath(t.Path); err != nil {
+			errs = append(errs, fmt.Errorf("tags[%d] (%s): %w", i, t.Name, err))
+		}
+		if t.Type == "" {
+			t.Type = "float64"
+		}
+		if t.dt, err = uns.ParseDataType(t.Type); err != nil {
+			errs = append(errs, fmt.Errorf("tags[%d] (%s): %w", i, t.Name, err))
+		}
+		if t.Scale == 0 {
+			t.Scale = 1
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("rest %s: %w", device, err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Source{s: s, device: device, client: &http.Client{Timeout: s.Timeout}, log: log.With("component", "rest", "device", device)}, nil
+}
+
+// Tags declares the source's tags.
+func (src *Source) Tags() []edge.TagDef {
+	var out []edge.TagDef
+	for _, t := range src.s.Tags {
+		out = append(out, edge.TagDef{Name: t.Name, DataType: t.dt, Unit: t.Unit, Description: t.Description,
+			Deadband: uns.Deadband{Abs: t.Deadband}})
+	}
+	return out
+}
+
+// errRetryLater carries how long the server asked to wait.
+type errRetryLater struct {
+	status int
+	after  time.Duration
+}
+
+func (e errRetryLater) Error() string { return fmt.Sprintf("HTTP %d, retry later", e.status) }
+
+// Run polls on the interval; 429 and 5xx answers back off (honouring
+// Retry-After), other failures make the source lost until it answers.
+func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
+	backoff := time.Duration(0)
+	for {
+		wait := src.s.Interval
+		rs, err := src.poll(ctx)
+		switch {
+		case err == nil:
+			backoff = 0
+			sink.Emit(rs)
+		case ctx.Err() != nil:
+			return nil
+		default:
+			sink.Lost(err)
+			backoff = min(max(2*backoff, src.s.Interval), 5*time.Minute)
+			wait = backoff/2 + rand.N(backoff/2+1)
+			var rl errRetryLater
+			if errors.As(err, &rl) && rl.after > wait {
+				wait = rl.after
+			}
+			src.log.Warn("poll failed", "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (src *Source) poll(ctx context.Context) ([]edge.Reading, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src.s.URL, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range src.s.Headers {
+		req.Header.Set(k, v)
+	}
+	if src.s.Bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+src.s.Bearer)
+	} else if src.s.Username != "" {
+		req.SetBasicAuth(src.s.Username, src.s.Password)
+	}
+	req.Header.Set("Accept", "application/json")
+	res, err := src.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("rest %s: %w", src.s.URL, err)
+	}
+	defer res.Body.Close()
+	now := time.Now()
+	if res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500 {
+		after, _ := strconv.Atoi(res.Header.Get("Retry-After"))
+		return nil, errRetryLater{status: res.StatusCode, after: time.Duration(after) * time.Second}
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("rest %s: HTTP %d", src.s.URL, res.StatusCode)
+	}
+	var doc any
+	if err := json.NewDecoder(io.LimitReader(res.Body, 16<<20)).Decode(&doc); err != nil {
+		return nil, fmt.Errorf("rest %s: answer is not JSON: %w", src.s.URL, err)
+	}
+	rs := make([]edge.Reading, 0, len(src.s.Tags))
+	for _, t := range src.s.Tags {
+		v, err := src.value(doc, t)
+		q := uns.Good
+		if err != nil {
+			q = uns.Bad
+			src.log.Debug("tag not in the answer", "tag", t.Name, "err", err)
+		}
+		rs = append(rs, edge.Reading{Tag: t.Name, TS: now, Value: v, Quality: q})
+	}
+	return rs, nil
+}
+
+func (src *Source) value(doc any, t Tag) (uns.Value, error) {
+	x, err := lookup(doc, t.steps)
+	if err != nil {
+		return uns.Null, err
+	}
+	switch t.dt {
+	case uns.TypeFloat64, uns.TypeInt64:
+		var f float64
+		switch v := x.(type) {
+		case float64:
+			f = v
+		case string:
+			if f, err = strconv.ParseFloat(v, 64); err != nil {
+				return uns.Null, fmt.Errorf("%q is not a number", v)
+			}
+		default:
+			return uns.Null, fmt.Errorf("%v is not a number", x)
+		}
+		f = f*t.Scale + t.Offset
+		if t.dt == uns.TypeInt64 {
+			return uns.Int(int64(f)), nil
+		}
+		return uns.Float(f), nil
+	case uns.TypeBool:
+		b, ok := x.(bool)
+		if !ok {
+			return uns.Null, fmt.Errorf("%v is not a boolean", x)
+		}
+		return uns.Bool(b), nil
+	default:
+		if s, ok := x.(string); ok {
+			return uns.String(s), nil
+		}
+		b, _ := json.Marshal(x)
+		return uns.String(string(b)), nil
+	}
+}

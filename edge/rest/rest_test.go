@@ -1,0 +1,172 @@
+package rest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/uns"
+)
+
+type sink struct {
+	mu   sync.Mutex
+	last map[string]edge.Reading
+	lost []error
+}
+
+func (s *sink) Emit(rs []edge.Reading) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		s.last = map[string]edge.Reading{}
+	}
+	for _, r := range rs {
+		s.last[r.Tag] = r
+	}
+}
+
+func (s *sink) Lost(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lost = append(s.lost, err)
+}
+
+func (s *sink) get(tag string) (edge.Reading, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last[tag], len(s.lost)
+}
+
+func checkFor(t *testing.T, total time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("condition not met in %s: %v", total, err)
+}
+
+func run(t *testing.T, src *Source) *sink {
+	t.Helper()
+	s := &sink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { src.Run(ctx, s); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+func TestOneRequestManyTags(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer secret" {
+			w.WriteHeader(401)
+			return
+		}
+		requests.Add(1)
+		fmt.Fprint(w, `{"order":{"id":"PO-4711","qty":"120","done":false},"lines":[{"oee":0.81},{"oee":0.77}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	src, err := New("mes", Settings{URL: srv.URL, Bearer: "secret", Interval: 100 * time.Millisecond, Tags: []Tag{
+		{Name: "order", Path: "order.id", Type: "string"},
+		{Name: "qty", Path: "order.qty", Type: "int64"},
+		{Name: "done", Path: "order.done", Type: "bool"},
+		{Name: "oee2", Path: "lines[1].oee", Scale: 100, Unit: "%"},
+		{Name: "missing", Path: "lines[5].oee"},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := run(t, src)
+	checkFor(t, 5*time.Second, func() error {
+		if r, _ := s.get("oee2"); r.TS.IsZero() {
+			return fmt.Errorf("no values yet")
+		}
+		return nil
+	})
+	for tag, want := range map[string]uns.Value{"order": uns.String("PO-4711"), "qty": uns.Int(120), "done": uns.Bool(false), "oee2": uns.Float(77)} {
+		if r, _ := s.get(tag); !r.Value.Equal(want) || r.Quality != uns.Good {
+			t.Errorf("%s = %+v %v, want %+v", tag, r.Value, r.Quality, want)
+		}
+	}
+	if r, _ := s.get("missing"); r.Quality != uns.Bad {
+		t.Errorf("a path not in the answer: quality %v", r.Quality)
+	}
+	time.Sleep(250 * time.Millisecond)
+	if n := requests.Load(); n > 5 {
+		t.Errorf("%d requests in ~350ms at a 100ms interval", n)
+	}
+}
+
+// 429 and 5xx back off, honouring Retry-After; the source is lost meanwhile
+// and comes back when the server answers.
+func TestBackOffOnTooManyRequests(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		fmt.Fprint(w, `{"v": 3}`)
+	}))
+	t.Cleanup(srv.Close)
+	src, err := New("erp", Settings{URL: srv.URL, Interval: 100 * time.Millisecond, Tags: []Tag{{Name: "v", Path: "v"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s := run(t, src)
+	checkFor(t, 5*time.Second, func() error {
+		if r, _ := s.get("v"); !r.Value.Equal(uns.Float(3)) {
+			return fmt.Errorf("v = %+v", r.Value)
+		}
+		return nil
+	})
+	if _, lost := s.get("v"); lost != 1 {
+		t.Errorf("lost reported %d times", lost)
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("retried after %s, the server asked for 1s", waited)
+	}
+}
+
+func TestSettingsErrors(t *testing.T) {
+	for name, s := range map[string]Settings{
+		"url":   {URL: "ftp://x", Tags: []Tag{{Name: "a", Path: "a"}}},
+		"path":  {URL: "http://x", Tags: []Tag{{Name: "a", Path: "a[x]"}}},
+		"type":  {URL: "http://x", Tags: []Tag{{Name: "a", Path: "a", Type: "complex"}}},
+		"none":  {URL: "http://x"},
+		"empty": {URL: "http://x", Tags: []Tag{{Name: "a"}}},
+	} {
+		if _, err := New("d", s, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestSampleConfig(t *testing.T) {
+	b, err := os.ReadFile("sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Settings
+	if err := config.Decode("sample.yaml", b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New("sample", s, nil); err != nil {
+		t.Fatal(err)
+	}
+}
