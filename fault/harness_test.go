@@ -87,6 +87,8 @@ func (p *proc) start() {
 	p.out = &bytes.Buffer{}
 	p.cmd = exec.Command(binary(p.t), p.args...)
 	p.cmd.Env = append(os.Environ(), "CALX_ADMIN_PASSWORD=fault-admin-pw")
+	// Should the test process die, its children die with it.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	w := &lockedWriter{mu: &p.mu, w: p.out}
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if err := p.cmd.Start(); err != nil {
