@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/jsonpath"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -45,66 +46,8 @@ type Tag struct {
 	Deadband    float64 `yaml:"deadband"`
 	Description string  `yaml:"description"`
 
-	steps []step
-	dt    uns.DataType
-}
-
-type step struct {
-	key   string
-	index int // -1: a key
-}
-
-// parsePath splits a path expression.
-func parsePath(p string) ([]step, error) {
-	if p == "" {
-		return nil, errors.New("empty path")
-	}
-	var out []step
-	for _, part := range strings.Split(p, ".") {
-		key, rest, _ := strings.Cut(part, "[")
-		if key != "" {
-			out = append(out, step{key: key, index: -1})
-		}
-		for rest != "" {
-			idx, after, ok := strings.Cut(rest, "]")
-			n, err := strconv.Atoi(idx)
-			if !ok || err != nil || n < 0 {
-				return nil, fmt.Errorf("path %q: bad index %q", p, idx)
-			}
-			out = append(out, step{index: n})
-			rest = strings.TrimPrefix(after, "[")
-			if after != "" && !strings.HasPrefix(after, "[") {
-				return nil, fmt.Errorf("path %q: text after an index", p)
-			}
-		}
-		if key == "" && len(out) == 0 {
-			return nil, fmt.Errorf("path %q: empty key", p)
-		}
-	}
-	return out, nil
-}
-
-// lookup follows steps through a decoded JSON document.
-func lookup(doc any, steps []step) (any, error) {
-	cur := doc
-	for _, s := range steps {
-		if s.index < 0 {
-			m, ok := cur.(map[string]any)
-			if !ok {
-				return nil, fmt.Errorf("%q: not an object", s.key)
-			}
-			if cur, ok = m[s.key]; !ok {
-				return nil, fmt.Errorf("no key %q", s.key)
-			}
-			continue
-		}
-		a, ok := cur.([]any)
-		if !ok || s.index >= len(a) {
-			return nil, fmt.Errorf("no element [%d]", s.index)
-		}
-		cur = a[s.index]
-	}
-	return cur, nil
+	path jsonpath.Path
+	dt   uns.DataType
 }
 
 func init() {
@@ -148,7 +91,7 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 	for i := range s.Tags {
 		t := &s.Tags[i]
 		var err error
-		if t.steps, err = parsePath(t.Path); err != nil {
+		if t.path, err = jsonpath.Parse(t.Path); err != nil {
 			errs = append(errs, fmt.Errorf("tags[%d] (%s): %w", i, t.Name, err))
 		}
 		if t.Type == "" {
@@ -264,39 +207,20 @@ func (src *Source) poll(ctx context.Context) ([]edge.Reading, error) {
 }
 
 func (src *Source) value(doc any, t Tag) (uns.Value, error) {
-	x, err := lookup(doc, t.steps)
+	x, err := t.path.Lookup(doc)
 	if err != nil {
 		return uns.Null, err
 	}
-	switch t.dt {
-	case uns.TypeFloat64, uns.TypeInt64:
-		var f float64
-		switch v := x.(type) {
-		case float64:
-			f = v
-		case string:
-			if f, err = strconv.ParseFloat(v, 64); err != nil {
-				return uns.Null, fmt.Errorf("%q is not a number", v)
-			}
-		default:
-			return uns.Null, fmt.Errorf("%v is not a number", x)
-		}
+	v, err := jsonpath.Value(x, t.dt)
+	if err != nil {
+		return uns.Null, err
+	}
+	if f, ok := v.AsFloat(); ok && v.Kind != uns.KindBool && (t.Scale != 1 || t.Offset != 0) {
 		f = f*t.Scale + t.Offset
 		if t.dt == uns.TypeInt64 {
 			return uns.Int(int64(f)), nil
 		}
 		return uns.Float(f), nil
-	case uns.TypeBool:
-		b, ok := x.(bool)
-		if !ok {
-			return uns.Null, fmt.Errorf("%v is not a boolean", x)
-		}
-		return uns.Bool(b), nil
-	default:
-		if s, ok := x.(string); ok {
-			return uns.String(s), nil
-		}
-		b, _ := json.Marshal(x)
-		return uns.String(string(b)), nil
 	}
+	return v, nil
 }
