@@ -1,0 +1,214 @@
+package mqttin
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/uns"
+)
+
+type sink struct {
+	mu   sync.Mutex
+	last map[string]edge.Reading
+	lost int
+}
+
+func (s *sink) Emit(rs []edge.Reading) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		s.last = map[string]edge.Reading{}
+	}
+	for _, r := range rs {
+		s.last[r.Tag] = r
+	}
+}
+
+func (s *sink) Lost(error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lost++
+}
+
+func (s *sink) get(tag string) (edge.Reading, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.last[tag]
+	return r, ok
+}
+
+func checkFor(t *testing.T, total time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("condition not met in %s: %v", total, err)
+}
+
+// broker is a real embedded MQTT broker standing in for a device or a
+// LoRaWAN network server.
+func broker(t *testing.T) (*mqtt.Server, string) {
+	t.Helper()
+	srv := mqtt.New(&mqtt.Options{InlineClient: true})
+	srv.AddHook(new(auth.AllowHook), nil)
+	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(tcp); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, "tcp://" + tcp.Address()
+}
+
+func start(t *testing.T, s Settings) *sink {
+	t.Helper()
+	src, err := New("dev", s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk := &sink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { src.Run(ctx, sk); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return sk
+}
+
+// publishUntil publishes until the tag shows up, since the subscription is
+// made in the background.
+func publishUntil(t *testing.T, srv *mqtt.Server, sk *sink, topic, payload, tag string) edge.Reading {
+	t.Helper()
+	var r edge.Reading
+	checkFor(t, 5*time.Second, func() error {
+		srv.Publish(topic, []byte(payload), false, 0)
+		var ok bool
+		if r, ok = sk.get(tag); !ok {
+			return fmt.Errorf("no %s yet", tag)
+		}
+		return nil
+	})
+	return r
+}
+
+func TestPlainAndJSONPayloads(t *testing.T) {
+	srv, url := broker(t)
+	sk := start(t, Settings{Broker: url, Tags: []Tag{
+		{Name: "temp", Topic: "plant/kiln1/temp"},
+		{Name: "state", Topic: "plant/kiln1/state", Type: "string"},
+		{Name: "flow", Topic: "plant/+/json", Path: "data.flow", Unit: "m³/h"},
+	}})
+	if r := publishUntil(t, srv, sk, "plant/kiln1/temp", " 1102.5 ", "temp"); !r.Value.Equal(uns.Float(1102.5)) {
+		t.Errorf("temp = %+v", r.Value)
+	}
+	if r := publishUntil(t, srv, sk, "plant/kiln1/state", "running", "state"); !r.Value.Equal(uns.String("running")) {
+		t.Errorf("state = %+v", r.Value)
+	}
+	if r := publishUntil(t, srv, sk, "plant/kiln7/json", `{"data":{"flow":"12.5"}}`, "flow"); !r.Value.Equal(uns.Float(12.5)) {
+		t.Errorf("flow = %+v", r.Value)
+	}
+}
+
+func TestChirpStackUplink(t *testing.T) {
+	srv, url := broker(t)
+	sk := start(t, Settings{Broker: url, Preset: PresetChirpStack, DevEUI: "0004A30B001C0530", Fields: []string{"temperature", "humidity"}})
+	up := `{"deviceInfo":{"devEui":"0004a30b001c0530"},"time":"2026-11-24T10:00:00.5Z",
+		"object":{"temperature":21.5,"humidity":40},"rxInfo":[{"rssi":-57,"snr":10.25}]}`
+	r := publishUntil(t, srv, sk, "application/3f2a/device/0004a30b001c0530/event/up", up, "temperature")
+	if !r.Value.Equal(uns.Float(21.5)) || !r.TS.Equal(time.Date(2026, 11, 24, 10, 0, 0, 500000000, time.UTC)) {
+		t.Errorf("temperature = %+v at %s", r.Value, r.TS)
+	}
+	for tag, want := range map[string]uns.Value{"humidity": uns.Float(40), "rssi": uns.Float(-57), "snr": uns.Float(10.25)} {
+		if r, _ := sk.get(tag); !r.Value.Equal(want) {
+			t.Errorf("%s = %+v, want %+v", tag, r.Value, want)
+		}
+	}
+}
+
+func TestThingsStackUplink(t *testing.T) {
+	srv, url := broker(t)
+	topic := "v3/kiln-sensors@ttn/devices/stack-probe-1/up"
+	sk := start(t, Settings{Broker: url, Preset: PresetTTS, Topic: topic, Fields: []string{"co2"}})
+	up := `{"end_device_ids":{"device_id":"stack-probe-1"},"uplink_message":{"decoded_payload":{"co2":812},
+		"rx_metadata":[{"rssi":-101,"snr":-3.5}],"received_at":"2026-11-24T10:00:01Z"}}`
+	if r := publishUntil(t, srv, sk, topic, up, "co2"); !r.Value.Equal(uns.Float(812)) {
+		t.Errorf("co2 = %+v", r.Value)
+	}
+	if r, _ := sk.get("rssi"); !r.Value.Equal(uns.Float(-101)) {
+		t.Errorf("rssi = %+v", r.Value)
+	}
+}
+
+// A lost broker makes the device lost; the source comes back by itself.
+func TestBrokerLossAndRecovery(t *testing.T) {
+	srv, url := broker(t)
+	sk := start(t, Settings{Broker: url, Tags: []Tag{{Name: "v", Topic: "a/v"}}})
+	publishUntil(t, srv, sk, "a/v", "1", "v")
+	for _, cl := range srv.Clients.GetAll() {
+		if !cl.Net.Inline {
+			cl.Stop(fmt.Errorf("test cuts the link"))
+		}
+	}
+	checkFor(t, 5*time.Second, func() error {
+		sk.mu.Lock()
+		defer sk.mu.Unlock()
+		if sk.lost == 0 {
+			return fmt.Errorf("not reported lost")
+		}
+		return nil
+	})
+	checkFor(t, 15*time.Second, func() error {
+		srv.Publish("a/v", []byte("2"), false, 0)
+		if r, _ := sk.get("v"); !r.Value.Equal(uns.Float(2)) {
+			return fmt.Errorf("v = %+v", r.Value)
+		}
+		return nil
+	})
+}
+
+func TestSettingsErrors(t *testing.T) {
+	for name, s := range map[string]Settings{
+		"broker":        {Broker: "http://x", Tags: []Tag{{Name: "a", Topic: "a"}}},
+		"no tags":       {Broker: "tcp://x:1"},
+		"preset":        {Broker: "tcp://x:1", Preset: "lorix"},
+		"no fields":     {Broker: "tcp://x:1", Preset: PresetChirpStack, DevEUI: "01"},
+		"ttn no topic":  {Broker: "tcp://x:1", Preset: PresetTTS, Fields: []string{"a"}},
+		"bad path":      {Broker: "tcp://x:1", Tags: []Tag{{Name: "a", Topic: "a", Path: "x[y]"}}},
+		"bad wildcard":  {Broker: "tcp://x:1", Tags: []Tag{{Name: "a", Topic: "a/#/b"}}},
+		"duplicate tag": {Broker: "tcp://x:1", Tags: []Tag{{Name: "a", Topic: "a"}, {Name: "a", Topic: "b"}}},
+	} {
+		if _, err := New("d", s, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestSampleConfig(t *testing.T) {
+	b, err := os.ReadFile("sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Settings
+	if err := config.Decode("sample.yaml", b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New("sample", s, nil); err != nil {
+		t.Fatal(err)
+	}
+}
