@@ -18,6 +18,7 @@ import (
 	"github.com/calx-iiot/calx/edge"
 	_ "github.com/calx-iiot/calx/edge/modbus" // registers the modbus connector
 	_ "github.com/calx-iiot/calx/edge/mqttin" // registers the mqtt connector
+	_ "github.com/calx-iiot/calx/edge/opcua"  // registers the opcua connector
 	_ "github.com/calx-iiot/calx/edge/rest"   // registers the rest connector
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/uns"

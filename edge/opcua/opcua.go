@@ -1,0 +1,397 @@
+// Package opcua is the OPC UA connector: it reads variables of an OPC UA
+// server by subscription (monitored items, the default) or by polling, with
+// source timestamps and status codes carried into quality, and writes
+// writable variables.
+package opcua
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Settings of an OPC UA server.
+type Settings struct {
+	Endpoint string `yaml:"endpoint"` // opc.tcp://host:4840/path
+	// Security: policy None (default) or Basic256Sha256, mode None, Sign or
+	// SignAndEncrypt; with security, the application certificate and key
+	// (PEM) and the server certificate to trust (PEM or DER).
+	SecurityPolicy string `yaml:"security_policy"`
+	SecurityMode   string `yaml:"security_mode"`
+	CertFile       string `yaml:"cert_file"`
+	KeyFile        string `yaml:"key_file"`
+	ServerCertFile string `yaml:"server_cert_file"`
+	Username       string `yaml:"username"`
+	Password       string `yaml:"password"`
+	// Mode: subscribe (default) or poll.
+	Mode     string        `yaml:"mode"`
+	Interval time.Duration `yaml:"interval"` // publishing interval, or poll interval
+	Timeout  time.Duration `yaml:"timeout"`
+	Tags     []*Tag        `yaml:"tags"`
+}
+
+// Tag is one variable.
+type Tag struct {
+	Name        string        `yaml:"name"`
+	NodeID      string        `yaml:"node_id"` // e.g. ns=2;s=Kiln1.Temperature
+	Type        string        `yaml:"type"`    // float64 (default), int64, bool, string
+	Unit        string        `yaml:"unit"`
+	Low         float64       `yaml:"low"`
+	High        float64       `yaml:"high"`
+	Deadband    float64       `yaml:"deadband"`
+	DeadbandPct float64       `yaml:"deadband_percent"`
+	Heartbeat   time.Duration `yaml:"heartbeat"`
+	Writable    bool          `yaml:"writable"`
+	Description string        `yaml:"description"`
+
+	id *ua.NodeID
+	dt uns.DataType
+}
+
+func init() {
+	edge.Register("opcua", func(device string, decode func(any) error) (edge.Connector, error) {
+		var s Settings
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		return New(device, s, nil)
+	})
+}
+
+// Server is the OPC UA connector of one server.
+type Server struct {
+	s      Settings
+	device string
+	log    *slog.Logger
+	opts   []opcua.Option
+	byName map[string]*Tag
+
+	mu     sync.Mutex
+	client *opcua.Client
+}
+
+var (
+	_ edge.Connector = (*Server)(nil)
+	_ edge.Writer    = (*Server)(nil)
+)
+
+// New validates the settings and loads the certificates.
+func New(device string, s Settings, log *slog.Logger) (*Server, error) {
+	if s.SecurityPolicy == "" {
+		s.SecurityPolicy = "None"
+	}
+	if s.SecurityMode == "" {
+		s.SecurityMode = "None"
+		if s.SecurityPolicy != "None" {
+			s.SecurityMode = "SignAndEncrypt"
+		}
+	}
+	if s.Mode == "" {
+		s.Mode = "subscribe"
+	}
+	if s.Interval == 0 {
+		s.Interval = time.Second
+	}
+	if s.Timeout == 0 {
+		s.Timeout = 10 * time.Second
+	}
+	var errs []error
+	if !strings.HasPrefix(s.Endpoint, "opc.tcp://") {
+		errs = append(errs, fmt.Errorf("endpoint %q: want opc.tcp://host:port[/path]", s.Endpoint))
+	}
+	switch s.SecurityPolicy {
+	case "None", "Basic256Sha256":
+	default:
+		errs = append(errs, fmt.Errorf("security_policy %q: want None or Basic256Sha256", s.SecurityPolicy))
+	}
+	switch s.SecurityMode {
+	case "None", "Sign", "SignAndEncrypt":
+	default:
+		errs = append(errs, fmt.Errorf("security_mode %q: want None, Sign or SignAndEncrypt", s.SecurityMode))
+	}
+	if (s.SecurityPolicy == "None") != (s.SecurityMode == "None") {
+		errs = append(errs, fmt.Errorf("security_policy %s with security_mode %s: both None, or neither", s.SecurityPolicy, s.SecurityMode))
+	}
+	if s.Mode != "subscribe" && s.Mode != "poll" {
+		errs = append(errs, fmt.Errorf("mode %q: want subscribe or poll", s.Mode))
+	}
+	if len(s.Tags) == 0 {
+		errs = append(errs, errors.New("tags: at least one"))
+	}
+	srv := &Server{s: s, device: device, byName: map[string]*Tag{}}
+	for i, t := range s.Tags {
+		at := fmt.Sprintf("tags[%d] (%s)", i, t.Name)
+		if err := uns.Path(t.Name).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+		}
+		if _, dup := srv.byName[t.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s: name used twice", at))
+		}
+		srv.byName[t.Name] = t
+		id, err := ua.ParseNodeID(t.NodeID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s node_id %q: %v", at, t.NodeID, err))
+		}
+		t.id = id
+		if t.Type == "" {
+			t.Type = "float64"
+		}
+		if t.dt, err = uns.ParseDataType(t.Type); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+		}
+	}
+	opts := []opcua.Option{opcua.SecurityPolicy(s.SecurityPolicy), opcua.SecurityModeString(s.SecurityMode),
+		opcua.RequestTimeout(s.Timeout), opcua.AutoReconnect(false)}
+	if s.SecurityPolicy != "None" {
+		if s.CertFile == "" || s.KeyFile == "" {
+			errs = append(errs, errors.New("security: cert_file and key_file (the application certificate) are required"))
+		} else if cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("cert_file/key_file: %w", err))
+		} else if pk, ok := cert.PrivateKey.(*rsa.PrivateKey); !ok {
+			errs = append(errs, errors.New("key_file: an RSA key is required"))
+		} else {
+			opts = append(opts, opcua.Certificate(cert.Certificate[0]), opcua.PrivateKey(pk))
+		}
+		if s.ServerCertFile == "" {
+			errs = append(errs, errors.New("security: server_cert_file (the server certificate to trust) is required"))
+		} else if b, err := os.ReadFile(s.ServerCertFile); err != nil {
+			errs = append(errs, fmt.Errorf("server_cert_file: %w", err))
+		} else {
+			opts = append(opts, opcua.RemoteCertificate(pemOrDER(b)))
+		}
+	}
+	if s.Username != "" {
+		opts = append(opts, opcua.AuthUsername(s.Username, s.Password))
+	} else {
+		opts = append(opts, opcua.AuthAnonymous())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("opcua %s: %w", device, err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv.opts, srv.log = opts, log.With("component", "opcua", "device", device)
+	return srv, nil
+}
+
+// Tags declares the variables.
+func (srv *Server) Tags() []edge.TagDef {
+	var out []edge.TagDef
+	for _, t := range srv.s.Tags {
+		out = append(out, edge.TagDef{Name: t.Name, DataType: t.dt, Unit: t.Unit, Low: t.Low, High: t.High,
+			Description: t.Description, Writable: t.Writable,
+			Deadband: uns.Deadband{Abs: t.Deadband, Percent: t.DeadbandPct, Heartbeat: t.Heartbeat}})
+	}
+	return out
+}
+
+// Run connects and reads until ctx is done; a lost session makes the
+// device lost, and it reconnects with capped exponential backoff and
+// jitter, subscribing again.
+func (srv *Server) Run(ctx context.Context, sink edge.Sink) error {
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		err := srv.session(ctx, sink)
+		if ctx.Err() != nil {
+			return nil
+		}
+		sink.Lost(err)
+		backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
+		wait := backoff/2 + rand.N(backoff/2+1)
+		srv.log.Warn("server unreachable", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+func (srv *Server) session(ctx context.Context, sink edge.Sink) error {
+	c, err := opcua.NewClient(srv.s.Endpoint, srv.opts...)
+	if err != nil {
+		return fmt.Errorf("opcua %s: %w", srv.s.Endpoint, err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		return fmt.Errorf("opcua %s: %w", srv.s.Endpoint, err)
+	}
+	srv.mu.Lock()
+	srv.client = c
+	srv.mu.Unlock()
+	defer func() {
+		srv.mu.Lock()
+		srv.client = nil
+		srv.mu.Unlock()
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c.Close(cctx)
+		cancel()
+	}()
+	if srv.s.Mode == "poll" {
+		return srv.poll(ctx, c, sink)
+	}
+	return srv.subscribe(ctx, c, sink)
+}
+
+// poll reads every variable in one request per interval.
+func (srv *Server) poll(ctx context.Context, c *opcua.Client, sink edge.Sink) error {
+	req := &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth}
+	for _, t := range srv.s.Tags {
+		req.NodesToRead = append(req.NodesToRead, &ua.ReadValueID{NodeID: t.id, AttributeID: ua.AttributeIDValue})
+	}
+	tick := time.NewTicker(srv.s.Interval)
+	defer tick.Stop()
+	for {
+		res, err := c.Read(ctx, req)
+		if err != nil {
+			return fmt.Errorf("opcua %s: read: %w", srv.s.Endpoint, err)
+		}
+		now := time.Now()
+		rs := make([]edge.Reading, 0, len(res.Results))
+		for i, dv := range res.Results {
+			if i < len(srv.s.Tags) {
+				rs = append(rs, srv.reading(srv.s.Tags[i], dv, now))
+			}
+		}
+		sink.Emit(rs)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// subscribe creates monitored items for every variable and emits what the
+// server publishes.
+func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sink) error {
+	notes := make(chan *opcua.PublishNotificationData, 64)
+	sub, err := c.Subscribe(ctx, &opcua.SubscriptionParameters{Interval: srv.s.Interval}, notes)
+	if err != nil {
+		return fmt.Errorf("opcua %s: subscribe: %w", srv.s.Endpoint, err)
+	}
+	var items []*ua.MonitoredItemCreateRequest
+	for i, t := range srv.s.Tags {
+		item := opcua.NewMonitoredItemCreateRequestWithDefaults(t.id, ua.AttributeIDValue, uint32(i))
+		item.RequestedParameters.SamplingInterval = float64(srv.s.Interval.Milliseconds())
+		items = append(items, item)
+	}
+	res, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, items...)
+	if err != nil {
+		return fmt.Errorf("opcua %s: monitor: %w", srv.s.Endpoint, err)
+	}
+	now := time.Now()
+	var bad []edge.Reading
+	for i, r := range res.Results {
+		if r.StatusCode != ua.StatusOK && i < len(srv.s.Tags) {
+			t := srv.s.Tags[i]
+			srv.log.Warn("variable refused by the server", "tag", t.Name, "node_id", t.NodeID, "status", r.StatusCode)
+			bad = append(bad, edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
+		}
+	}
+	if len(bad) > 0 {
+		sink.Emit(bad)
+	}
+	// The client tells a lost session only through calls: check it.
+	keepalive := time.NewTicker(max(srv.s.Interval, 2*time.Second))
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-keepalive.C:
+			if c.State() != opcua.Connected {
+				return fmt.Errorf("opcua %s: session lost", srv.s.Endpoint)
+			}
+		case n := <-notes:
+			if n.Error != nil {
+				return fmt.Errorf("opcua %s: %w", srv.s.Endpoint, n.Error)
+			}
+			dc, ok := n.Value.(*ua.DataChangeNotification)
+			if !ok {
+				continue
+			}
+			now := time.Now()
+			rs := make([]edge.Reading, 0, len(dc.MonitoredItems))
+			for _, item := range dc.MonitoredItems {
+				if int(item.ClientHandle) < len(srv.s.Tags) {
+					rs = append(rs, srv.reading(srv.s.Tags[item.ClientHandle], item.Value, now))
+				}
+			}
+			sink.Emit(rs)
+		}
+	}
+}
+
+// reading turns a data value into a reading: the source timestamp when the
+// server gives one, the status code as quality.
+func (srv *Server) reading(t *Tag, dv *ua.DataValue, now time.Time) edge.Reading {
+	r := edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad}
+	if dv == nil {
+		return r
+	}
+	if !dv.SourceTimestamp.IsZero() {
+		r.TS = dv.SourceTimestamp
+	}
+	switch {
+	case dv.Status == ua.StatusOK:
+		r.Quality = uns.Good
+	case uint32(dv.Status)&0xC0000000 == 0x40000000:
+		r.Quality = uns.Uncertain
+	default:
+		return r
+	}
+	if dv.Value == nil {
+		r.Quality = uns.Bad
+		return r
+	}
+	v, err := convert(dv.Value.Value(), t.dt)
+	if err != nil {
+		srv.log.Debug("value not converted", "tag", t.Name, "err", err)
+		r.Quality = uns.Bad
+		return r
+	}
+	r.Value = v
+	return r
+}
+
+// Write sets a writable variable.
+func (srv *Server) Write(ctx context.Context, tag string, v uns.Value) error {
+	t, ok := srv.byName[tag]
+	if !ok || !t.Writable {
+		return fmt.Errorf("opcua %s: tag %q is not writable", srv.device, tag)
+	}
+	srv.mu.Lock()
+	c := srv.client
+	srv.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("opcua %s: not connected", srv.device)
+	}
+	variant, err := ua.NewVariant(toGo(v, t.dt))
+	if err != nil {
+		return fmt.Errorf("opcua %s: tag %s: %w", srv.device, tag, err)
+	}
+	res, err := c.Write(ctx, &ua.WriteRequest{NodesToWrite: []*ua.WriteValue{{NodeID: t.id, AttributeID: ua.AttributeIDValue,
+		Value: &ua.DataValue{EncodingMask: ua.DataValueValue, Value: variant}}}})
+	if err != nil {
+		return fmt.Errorf("opcua %s: tag %s: %w", srv.device, tag, err)
+	}
+	if len(res.Results) > 0 && res.Results[0] != ua.StatusOK {
+		return fmt.Errorf("opcua %s: tag %s: %w", srv.device, tag, res.Results[0])
+	}
+	return nil
+}

@@ -1,0 +1,232 @@
+package opcua
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopcua/opcua/server"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// gopcua's server also prints through the standard logger.
+func TestMain(m *testing.M) {
+	log.SetOutput(io.Discard)
+	os.Exit(m.Run())
+}
+
+type quiet struct{}
+
+func (quiet) Debug(string, ...any) {}
+func (quiet) Info(string, ...any)  {}
+func (quiet) Warn(string, ...any)  {}
+func (quiet) Error(string, ...any) {}
+
+// startServer runs gopcua's OPC UA server (security None, anonymous) with
+// a map namespace of plant values.
+func startServer(t *testing.T) (*server.MapNamespace, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := server.New(server.EnableSecurity("None", ua.MessageSecurityModeNone), server.EnableAuthMode(ua.UserTokenTypeAnonymous),
+		server.EndPoint("127.0.0.1", port), server.SetLogger(quiet{}))
+	ns := server.NewMapNamespace(s, "Plant")
+	ns.Data["Kiln1.Temp"] = 1101.5
+	ns.Data["Kiln1.Cycles"] = int32(42)
+	ns.Data["Kiln1.Running"] = true
+	ns.Data["Kiln1.State"] = "running"
+	ns.Data["Kiln1.Setpoint"] = 18.0
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return ns, "opc.tcp://127.0.0.1:" + strconv.Itoa(port)
+}
+
+type sink struct {
+	mu   sync.Mutex
+	last map[string]edge.Reading
+	lost int
+}
+
+func (s *sink) Emit(rs []edge.Reading) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		s.last = map[string]edge.Reading{}
+	}
+	for _, r := range rs {
+		s.last[r.Tag] = r
+	}
+}
+
+func (s *sink) Lost(error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lost++
+}
+
+func (s *sink) get(tag string) edge.Reading {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last[tag]
+}
+
+func checkFor(t *testing.T, total time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("condition not met in %s: %v", total, err)
+}
+
+func tags(ns uint16) []*Tag {
+	id := func(k string) string { return fmt.Sprintf("ns=%d;s=%s", ns, k) }
+	return []*Tag{
+		{Name: "temp", NodeID: id("Kiln1.Temp"), Unit: "°C"},
+		{Name: "cycles", NodeID: id("Kiln1.Cycles"), Type: "int64"},
+		{Name: "running", NodeID: id("Kiln1.Running"), Type: "bool"},
+		{Name: "state", NodeID: id("Kiln1.State"), Type: "string"},
+		{Name: "setpoint", NodeID: id("Kiln1.Setpoint"), Writable: true},
+		{Name: "missing", NodeID: id("Kiln1.NoSuchThing")},
+	}
+}
+
+func run(t *testing.T, srv *Server) *sink {
+	t.Helper()
+	s := &sink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Run(ctx, s); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+func TestPollReadsAndWrites(t *testing.T) {
+	ns, url := startServer(t)
+	srv, err := New("kiln1", Settings{Endpoint: url, Mode: "poll", Interval: 50 * time.Millisecond, Tags: tags(ns.ID())}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := run(t, srv)
+	checkFor(t, 10*time.Second, func() error {
+		if r := s.get("state"); !r.Value.Equal(uns.String("running")) {
+			return fmt.Errorf("state = %+v", r.Value)
+		}
+		return nil
+	})
+	for tag, want := range map[string]uns.Value{"temp": uns.Float(1101.5), "cycles": uns.Int(42), "running": uns.Bool(true)} {
+		if r := s.get(tag); !r.Value.Equal(want) || r.Quality != uns.Good {
+			t.Errorf("%s = %+v %v, want %+v", tag, r.Value, r.Quality, want)
+		}
+	}
+	if r := s.get("missing"); r.Quality != uns.Bad {
+		t.Errorf("unknown node: quality %v, want bad", r.Quality)
+	}
+	if err := srv.Write(context.Background(), "setpoint", uns.Float(21.5)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if r := s.get("setpoint"); !r.Value.Equal(uns.Float(21.5)) {
+			return fmt.Errorf("setpoint = %+v", r.Value)
+		}
+		return nil
+	})
+	if err := srv.Write(context.Background(), "temp", uns.Float(1)); err == nil {
+		t.Error("write to a read-only tag accepted")
+	}
+}
+
+func TestSubscription(t *testing.T) {
+	ns, url := startServer(t)
+	srv, err := New("kiln1", Settings{Endpoint: url, Interval: 50 * time.Millisecond, Tags: tags(ns.ID())[:2]}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := run(t, srv)
+	checkFor(t, 10*time.Second, func() error {
+		if r := s.get("temp"); !r.Value.Equal(uns.Float(1101.5)) {
+			return fmt.Errorf("temp = %+v", r.Value)
+		}
+		return nil
+	})
+	ns.SetValue("Kiln1.Temp", 1099.0)
+	checkFor(t, 10*time.Second, func() error {
+		if r := s.get("temp"); !r.Value.Equal(uns.Float(1099)) {
+			return fmt.Errorf("temp = %+v after a change", r.Value)
+		}
+		return nil
+	})
+}
+
+// The server goes away: the device is lost.
+func TestServerLoss(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	srv, err := New("kiln1", Settings{Endpoint: "opc.tcp://" + addr, Mode: "poll", Timeout: time.Second,
+		Tags: []*Tag{{Name: "t", NodeID: "ns=1;s=x"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := run(t, srv)
+	checkFor(t, 10*time.Second, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.lost == 0 {
+			return fmt.Errorf("not reported lost")
+		}
+		return nil
+	})
+}
+
+func TestSettingsErrors(t *testing.T) {
+	for name, s := range map[string]Settings{
+		"endpoint":   {Endpoint: "http://x", Tags: []*Tag{{Name: "a", NodeID: "ns=1;s=a"}}},
+		"node id":    {Endpoint: "opc.tcp://x:4840", Tags: []*Tag{{Name: "a", NodeID: "ns=x;i=1"}}},
+		"policy":     {Endpoint: "opc.tcp://x:4840", SecurityPolicy: "Basic128", Tags: []*Tag{{Name: "a", NodeID: "ns=1;s=a"}}},
+		"no certs":   {Endpoint: "opc.tcp://x:4840", SecurityPolicy: "Basic256Sha256", Tags: []*Tag{{Name: "a", NodeID: "ns=1;s=a"}}},
+		"mode":       {Endpoint: "opc.tcp://x:4840", Mode: "push", Tags: []*Tag{{Name: "a", NodeID: "ns=1;s=a"}}},
+		"mixed":      {Endpoint: "opc.tcp://x:4840", SecurityMode: "Sign", Tags: []*Tag{{Name: "a", NodeID: "ns=1;s=a"}}},
+		"no tags":    {Endpoint: "opc.tcp://x:4840"},
+		"duplicates": {Endpoint: "opc.tcp://x:4840", Tags: []*Tag{{Name: "a", NodeID: "ns=1;s=a"}, {Name: "a", NodeID: "ns=1;s=b"}}},
+	} {
+		if _, err := New("d", s, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestSampleConfig(t *testing.T) {
+	b, err := os.ReadFile("sample.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Settings
+	if err := config.Decode("sample.yaml", b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New("sample", s, nil); err != nil {
+		t.Fatal(err)
+	}
+}
