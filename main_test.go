@@ -11,21 +11,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/calx-iiot/calx/edge/edgetest"
 )
 
-// checkFor polls f until it returns nil or total passes.
-func checkFor(t *testing.T, total, sleep time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(sleep)
-	}
-	t.Fatalf("condition not met in %s: %v", total, err)
-}
+// checkFor polls until a condition holds.
+var checkFor = edgetest.CheckFor
 
 // startTestDemo runs the demo wiring on free ports in dir.
 func startTestDemo(t *testing.T, dir string) *demo {

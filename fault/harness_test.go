@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/calx-iiot/calx/edge/edgetest"
 )
 
 var (
@@ -52,18 +54,8 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
-func checkFor(t *testing.T, total, sleep time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(sleep)
-	}
-	t.Fatalf("condition not met in %s: %v", total, err)
-}
+// checkFor polls until a condition holds.
+var checkFor = edgetest.CheckFor
 
 func freeAddr(t *testing.T) string {
 	t.Helper()

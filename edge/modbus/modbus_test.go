@@ -8,15 +8,14 @@ import (
 	"log"
 	"math"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	mb "github.com/simonvetter/modbus"
 
-	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -108,59 +107,10 @@ func startPLC(t *testing.T) *plc {
 	return p
 }
 
-// sink collects what the connector hands over.
-type sink struct {
-	mu   sync.Mutex
-	last map[string]edge.Reading
-	lost []error
-	n    int
-}
-
-func (s *sink) Emit(rs []edge.Reading) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.last == nil {
-		s.last = map[string]edge.Reading{}
-	}
-	for _, r := range rs {
-		s.last[r.Tag] = r
-	}
-	s.n++
-}
-
-func (s *sink) Lost(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lost = append(s.lost, err)
-}
-
-func (s *sink) get(tag string) (edge.Reading, int, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last[tag], s.n, len(s.lost)
-}
-
-func checkFor(t *testing.T, total time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("condition not met in %s: %v", total, err)
-}
-
-func run(t *testing.T, d *Device) *sink {
-	t.Helper()
-	s := &sink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { d.Run(ctx, s); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s
+// get returns the latest reading of a tag, the number of reads and of losses.
+func get(s *edgetest.Sink, tag string) (edge.Reading, int, int) {
+	r, _ := s.Get(tag)
+	return r, s.Reads(), s.Losses()
 }
 
 func TestReadTypesInBlocks(t *testing.T) {
@@ -201,9 +151,9 @@ func TestReadTypesInBlocks(t *testing.T) {
 	if d.Blocks() != 5 {
 		t.Fatalf("%d block reads per cycle, want 5", d.Blocks())
 	}
-	s := run(t, d)
-	checkFor(t, 5*time.Second, func() error {
-		if _, n, _ := s.get("i16"); n < 3 {
+	s := edgetest.Run(t, d)
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, n, _ := get(s, "i16"); n < 3 {
 			return fmt.Errorf("%d cycles", n)
 		}
 		return nil
@@ -214,7 +164,7 @@ func TestReadTypesInBlocks(t *testing.T) {
 		"name": uns.String("Calx"), "i32": uns.Int(-256), "temp": uns.Float(962.5), "pump": uns.Bool(true), "door": uns.Bool(true),
 	}
 	for tag, w := range want {
-		r, _, _ := s.get(tag)
+		r, _, _ := get(s, tag)
 		if !r.Value.Equal(w) || r.Quality != uns.Good {
 			t.Errorf("%s = %+v (%v), want %+v", tag, r.Value, r.Quality, w)
 		}
@@ -222,14 +172,14 @@ func TestReadTypesInBlocks(t *testing.T) {
 	p.mu.Lock()
 	p.requests = 0
 	p.mu.Unlock()
-	_, before, _ := s.get("i16")
-	checkFor(t, 5*time.Second, func() error {
-		if _, n, _ := s.get("i16"); n < before+5 {
+	_, before, _ := get(s, "i16")
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, n, _ := get(s, "i16"); n < before+5 {
 			return fmt.Errorf("%d cycles", n-before)
 		}
 		return nil
 	})
-	_, after, _ := s.get("i16")
+	_, after, _ := get(s, "i16")
 	p.mu.Lock()
 	reqs := p.requests
 	p.mu.Unlock()
@@ -251,11 +201,11 @@ func TestWrongAddressIsolated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := run(t, d)
-	checkFor(t, 5*time.Second, func() error {
-		g, _, _ := s.get("good")
-		w, _, _ := s.get("wrong")
-		o, _, _ := s.get("other")
+	s := edgetest.Run(t, d)
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		g, _, _ := get(s, "good")
+		w, _, _ := get(s, "wrong")
+		o, _, _ := get(s, "other")
 		if !g.Value.Equal(uns.Int(7)) || w.Quality != uns.Bad || o.Quality != uns.Good {
 			return fmt.Errorf("good %+v wrong %+v other %+v", g, w, o)
 		}
@@ -264,7 +214,7 @@ func TestWrongAddressIsolated(t *testing.T) {
 	if st := d.Stats(); st.LastError == "" || !st.Connected {
 		t.Errorf("stats %+v: want the tag's error and still connected", st)
 	}
-	if _, _, lost := s.get("good"); lost != 0 {
+	if _, _, lost := get(s, "good"); lost != 0 {
 		t.Errorf("device reported lost %d times for one wrong address", lost)
 	}
 }
@@ -277,25 +227,25 @@ func TestConnectionLossAndRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := run(t, d)
-	checkFor(t, 5*time.Second, func() error {
-		if r, _, _ := s.get("v"); !r.Value.Equal(uns.Int(11)) {
+	s := edgetest.Run(t, d)
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if r, _, _ := get(s, "v"); !r.Value.Equal(uns.Int(11)) {
 			return fmt.Errorf("v = %+v", r.Value)
 		}
 		return nil
 	})
 	addr := p.url[len("tcp://"):]
 	p.srv.Stop()
-	checkFor(t, 5*time.Second, func() error {
-		if _, _, lost := s.get("v"); lost == 0 {
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, _, lost := get(s, "v"); lost == 0 {
 			return errors.New("not reported lost")
 		}
 		return nil
 	})
 	p.holding[1] = 12
 	p.start(t, addr)
-	checkFor(t, 15*time.Second, func() error {
-		if r, _, _ := s.get("v"); !r.Value.Equal(uns.Int(12)) {
+	edgetest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if r, _, _ := get(s, "v"); !r.Value.Equal(uns.Int(12)) {
 			return fmt.Errorf("v = %+v after recovery", r.Value)
 		}
 		return nil
@@ -353,20 +303,13 @@ func TestSettingsErrors(t *testing.T) {
 
 // The sample config in this folder is what the README shows; it must parse.
 func TestSampleConfig(t *testing.T) {
-	b, err := os.ReadFile("sample.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s Settings
-	if err := config.Decode("sample.yaml", b, &s); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := New("sample", s, nil); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.SampleConfig(t, "sample.yaml", func(s Settings) error {
+		_, err := New("sample", s, nil)
+		return err
+	})
 }
 
-// BenchmarkPlan plans the reads of 100 registers spread with gaps.
+// BenchmarkCycle reads 100 registers spread with gaps: one cycle of block reads.
 func BenchmarkCycle(b *testing.B) {
 	p := &plc{}
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -386,7 +329,7 @@ func BenchmarkCycle(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &sink{}
+	s := &edgetest.Sink{}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := d.cycle(s); err != nil {

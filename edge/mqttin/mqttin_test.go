@@ -1,10 +1,7 @@
 package mqttin
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,53 +9,10 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
-	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
-
-type sink struct {
-	mu   sync.Mutex
-	last map[string]edge.Reading
-	lost int
-}
-
-func (s *sink) Emit(rs []edge.Reading) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.last == nil {
-		s.last = map[string]edge.Reading{}
-	}
-	for _, r := range rs {
-		s.last[r.Tag] = r
-	}
-}
-
-func (s *sink) Lost(error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lost++
-}
-
-func (s *sink) get(tag string) (edge.Reading, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.last[tag]
-	return r, ok
-}
-
-func checkFor(t *testing.T, total time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("condition not met in %s: %v", total, err)
-}
 
 // broker is a real embedded MQTT broker standing in for a device or a
 // LoRaWAN network server.
@@ -77,29 +31,24 @@ func broker(t *testing.T) (*mqtt.Server, string) {
 	return srv, "tcp://" + tcp.Address()
 }
 
-func start(t *testing.T, s Settings) *sink {
+func start(t *testing.T, s Settings) *edgetest.Sink {
 	t.Helper()
 	src, err := New("dev", s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sk := &sink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { src.Run(ctx, sk); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return sk
+	return edgetest.Run(t, src)
 }
 
 // publishUntil publishes until the tag shows up, since the subscription is
 // made in the background.
-func publishUntil(t *testing.T, srv *mqtt.Server, sk *sink, topic, payload, tag string) edge.Reading {
+func publishUntil(t *testing.T, srv *mqtt.Server, sk *edgetest.Sink, topic, payload, tag string) edge.Reading {
 	t.Helper()
 	var r edge.Reading
-	checkFor(t, 5*time.Second, func() error {
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		srv.Publish(topic, []byte(payload), false, 0)
 		var ok bool
-		if r, ok = sk.get(tag); !ok {
+		if r, ok = sk.Get(tag); !ok {
 			return fmt.Errorf("no %s yet", tag)
 		}
 		return nil
@@ -135,7 +84,7 @@ func TestChirpStackUplink(t *testing.T) {
 		t.Errorf("temperature = %+v at %s", r.Value, r.TS)
 	}
 	for tag, want := range map[string]uns.Value{"humidity": uns.Float(40), "rssi": uns.Float(-57), "snr": uns.Float(10.25)} {
-		if r, _ := sk.get(tag); !r.Value.Equal(want) {
+		if r, _ := sk.Get(tag); !r.Value.Equal(want) {
 			t.Errorf("%s = %+v, want %+v", tag, r.Value, want)
 		}
 	}
@@ -150,7 +99,7 @@ func TestThingsStackUplink(t *testing.T) {
 	if r := publishUntil(t, srv, sk, topic, up, "co2"); !r.Value.Equal(uns.Float(812)) {
 		t.Errorf("co2 = %+v", r.Value)
 	}
-	if r, _ := sk.get("rssi"); !r.Value.Equal(uns.Float(-101)) {
+	if r, _ := sk.Get("rssi"); !r.Value.Equal(uns.Float(-101)) {
 		t.Errorf("rssi = %+v", r.Value)
 	}
 }
@@ -165,17 +114,15 @@ func TestBrokerLossAndRecovery(t *testing.T) {
 			cl.Stop(fmt.Errorf("test cuts the link"))
 		}
 	}
-	checkFor(t, 5*time.Second, func() error {
-		sk.mu.Lock()
-		defer sk.mu.Unlock()
-		if sk.lost == 0 {
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if sk.Losses() == 0 {
 			return fmt.Errorf("not reported lost")
 		}
 		return nil
 	})
-	checkFor(t, 15*time.Second, func() error {
+	edgetest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
 		srv.Publish("a/v", []byte("2"), false, 0)
-		if r, _ := sk.get("v"); !r.Value.Equal(uns.Float(2)) {
+		if r, _ := sk.Get("v"); !r.Value.Equal(uns.Float(2)) {
 			return fmt.Errorf("v = %+v", r.Value)
 		}
 		return nil
@@ -200,15 +147,8 @@ func TestSettingsErrors(t *testing.T) {
 }
 
 func TestSampleConfig(t *testing.T) {
-	b, err := os.ReadFile("sample.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s Settings
-	if err := config.Decode("sample.yaml", b, &s); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := New("sample", s, nil); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.SampleConfig(t, "sample.yaml", func(s Settings) error {
+		_, err := New("sample", s, nil)
+		return err
+	})
 }

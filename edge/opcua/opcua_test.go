@@ -8,15 +8,14 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 
-	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -58,48 +57,6 @@ func startServer(t *testing.T) (*server.MapNamespace, string) {
 	return ns, "opc.tcp://127.0.0.1:" + strconv.Itoa(port)
 }
 
-type sink struct {
-	mu   sync.Mutex
-	last map[string]edge.Reading
-	lost int
-}
-
-func (s *sink) Emit(rs []edge.Reading) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.last == nil {
-		s.last = map[string]edge.Reading{}
-	}
-	for _, r := range rs {
-		s.last[r.Tag] = r
-	}
-}
-
-func (s *sink) Lost(error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lost++
-}
-
-func (s *sink) get(tag string) edge.Reading {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last[tag]
-}
-
-func checkFor(t *testing.T, total time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("condition not met in %s: %v", total, err)
-}
-
 func tags(ns uint16) []*Tag {
 	id := func(k string) string { return fmt.Sprintf("ns=%d;s=%s", ns, k) }
 	return []*Tag{
@@ -112,42 +69,32 @@ func tags(ns uint16) []*Tag {
 	}
 }
 
-func run(t *testing.T, srv *Server) *sink {
-	t.Helper()
-	s := &sink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Run(ctx, s); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s
-}
-
 func TestPollReadsAndWrites(t *testing.T) {
 	ns, url := startServer(t)
 	srv, err := New("kiln1", Settings{Endpoint: url, Mode: "poll", Interval: 50 * time.Millisecond, Tags: tags(ns.ID())}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := run(t, srv)
-	checkFor(t, 10*time.Second, func() error {
-		if r := s.get("state"); !r.Value.Equal(uns.String("running")) {
+	s := edgetest.Run(t, srv)
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := get(s, "state"); !r.Value.Equal(uns.String("running")) {
 			return fmt.Errorf("state = %+v", r.Value)
 		}
 		return nil
 	})
 	for tag, want := range map[string]uns.Value{"temp": uns.Float(1101.5), "cycles": uns.Int(42), "running": uns.Bool(true)} {
-		if r := s.get(tag); !r.Value.Equal(want) || r.Quality != uns.Good {
+		if r := get(s, tag); !r.Value.Equal(want) || r.Quality != uns.Good {
 			t.Errorf("%s = %+v %v, want %+v", tag, r.Value, r.Quality, want)
 		}
 	}
-	if r := s.get("missing"); r.Quality != uns.Bad {
+	if r := get(s, "missing"); r.Quality != uns.Bad {
 		t.Errorf("unknown node: quality %v, want bad", r.Quality)
 	}
 	if err := srv.Write(context.Background(), "setpoint", uns.Float(21.5)); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 5*time.Second, func() error {
-		if r := s.get("setpoint"); !r.Value.Equal(uns.Float(21.5)) {
+	edgetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if r := get(s, "setpoint"); !r.Value.Equal(uns.Float(21.5)) {
 			return fmt.Errorf("setpoint = %+v", r.Value)
 		}
 		return nil
@@ -163,16 +110,16 @@ func TestSubscription(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := run(t, srv)
-	checkFor(t, 10*time.Second, func() error {
-		if r := s.get("temp"); !r.Value.Equal(uns.Float(1101.5)) {
+	s := edgetest.Run(t, srv)
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := get(s, "temp"); !r.Value.Equal(uns.Float(1101.5)) {
 			return fmt.Errorf("temp = %+v", r.Value)
 		}
 		return nil
 	})
 	ns.SetValue("Kiln1.Temp", 1099.0)
-	checkFor(t, 10*time.Second, func() error {
-		if r := s.get("temp"); !r.Value.Equal(uns.Float(1099)) {
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := get(s, "temp"); !r.Value.Equal(uns.Float(1099)) {
 			return fmt.Errorf("temp = %+v after a change", r.Value)
 		}
 		return nil
@@ -189,11 +136,9 @@ func TestServerLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := run(t, srv)
-	checkFor(t, 10*time.Second, func() error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.lost == 0 {
+	s := edgetest.Run(t, srv)
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if s.Losses() == 0 {
 			return fmt.Errorf("not reported lost")
 		}
 		return nil
@@ -217,16 +162,14 @@ func TestSettingsErrors(t *testing.T) {
 	}
 }
 
+func get(s *edgetest.Sink, tag string) edge.Reading {
+	r, _ := s.Get(tag)
+	return r
+}
+
 func TestSampleConfig(t *testing.T) {
-	b, err := os.ReadFile("sample.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s Settings
-	if err := config.Decode("sample.yaml", b, &s); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := New("sample", s, nil); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.SampleConfig(t, "sample.yaml", func(s Settings) error {
+		_, err := New("sample", s, nil)
+		return err
+	})
 }

@@ -1,72 +1,16 @@
 package rest
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/calx-iiot/calx/config"
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
-
-type sink struct {
-	mu   sync.Mutex
-	last map[string]edge.Reading
-	lost []error
-}
-
-func (s *sink) Emit(rs []edge.Reading) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.last == nil {
-		s.last = map[string]edge.Reading{}
-	}
-	for _, r := range rs {
-		s.last[r.Tag] = r
-	}
-}
-
-func (s *sink) Lost(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lost = append(s.lost, err)
-}
-
-func (s *sink) get(tag string) (edge.Reading, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last[tag], len(s.lost)
-}
-
-func checkFor(t *testing.T, total time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("condition not met in %s: %v", total, err)
-}
-
-func run(t *testing.T, src *Source) *sink {
-	t.Helper()
-	s := &sink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { src.Run(ctx, s); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return s
-}
 
 func TestOneRequestManyTags(t *testing.T) {
 	var requests atomic.Int64
@@ -89,19 +33,19 @@ func TestOneRequestManyTags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := run(t, src)
-	checkFor(t, 5*time.Second, func() error {
-		if r, _ := s.get("oee2"); r.TS.IsZero() {
+	s := edgetest.Run(t, src)
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, ok := s.Get("oee2"); !ok {
 			return fmt.Errorf("no values yet")
 		}
 		return nil
 	})
 	for tag, want := range map[string]uns.Value{"order": uns.String("PO-4711"), "qty": uns.Int(120), "done": uns.Bool(false), "oee2": uns.Float(77)} {
-		if r, _ := s.get(tag); !r.Value.Equal(want) || r.Quality != uns.Good {
+		if r, _ := s.Get(tag); !r.Value.Equal(want) || r.Quality != uns.Good {
 			t.Errorf("%s = %+v %v, want %+v", tag, r.Value, r.Quality, want)
 		}
 	}
-	if r, _ := s.get("missing"); r.Quality != uns.Bad {
+	if r, _ := s.Get("missing"); r.Quality != uns.Bad {
 		t.Errorf("a path not in the answer: quality %v", r.Quality)
 	}
 	time.Sleep(250 * time.Millisecond)
@@ -128,14 +72,14 @@ func TestBackOffOnTooManyRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	s := run(t, src)
-	checkFor(t, 5*time.Second, func() error {
-		if r, _ := s.get("v"); !r.Value.Equal(uns.Float(3)) {
+	s := edgetest.Run(t, src)
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if r, _ := s.Get("v"); !r.Value.Equal(uns.Float(3)) {
 			return fmt.Errorf("v = %+v", r.Value)
 		}
 		return nil
 	})
-	if _, lost := s.get("v"); lost != 1 {
+	if lost := s.Losses(); lost != 1 {
 		t.Errorf("lost reported %d times", lost)
 	}
 	if waited := time.Since(start); waited < time.Second {
@@ -158,15 +102,8 @@ func TestSettingsErrors(t *testing.T) {
 }
 
 func TestSampleConfig(t *testing.T) {
-	b, err := os.ReadFile("sample.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s Settings
-	if err := config.Decode("sample.yaml", b, &s); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := New("sample", s, nil); err != nil {
-		t.Fatal(err)
-	}
+	edgetest.SampleConfig(t, "sample.yaml", func(s Settings) error {
+		_, err := New("sample", s, nil)
+		return err
+	})
 }
