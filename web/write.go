@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -27,10 +26,8 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		Path  string          `json:"path"`
 		Value json.RawMessage `json:"value"`
 	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf(`body: want JSON {"path": "...", "value": ...}: %v`, err))
+	if err := decodeBody(r, &req, `{"path": "...", "value": ...}`); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	p := uns.Path(req.Path)
