@@ -113,3 +113,78 @@ func TestOutageLosesNothing(t *testing.T) {
 	}
 	t.Logf("%d consecutive counter values stored", last)
 }
+
+// TestDrainRateCap: with drain_rate set, a backlog goes out no faster than
+// the cap, and still completely.
+func TestDrainRateCap(t *testing.T) {
+	dir := t.TempDir()
+	hash, _ := cloud.HashPassword("edge-pw")
+	admin, _, _, _ := adminUser()
+	startCloud := func(listen string) *cloudApp {
+		app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(dir, "cloud"),
+			MQTT: cloud.BrokerOptions{Listen: listen, Users: []cloud.MQTTUser{{Username: "e", PasswordHash: hash, Role: cloud.RoleEdge, Group: "g", EdgeID: "e"}}}},
+			[]web.User{admin}, "127.0.0.1:0", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return app
+	}
+	app := startCloud("127.0.0.1:0")
+	addr := app.cloud.Broker.Addr()
+	clock, _ := sim.NewClock("c", sim.ClockSettings{FastRate: 1000, Interval: 10 * time.Millisecond})
+	const rate = 500
+	e, err := edge.New(edge.Options{Broker: "tcp://" + addr, Username: "e", Password: "edge-pw", Group: "g", EdgeID: "e",
+		PrimaryHost: "calx", DataDir: filepath.Join(dir, "edge"), DrainRate: rate,
+		Devices: []edge.Device{{ID: "clock", Path: "ent/site/area/line/clock", Connector: clock}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	fast := uns.Path("ent/site/area/line/clock/" + sim.TagFast)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !e.Online() {
+			return fmt.Errorf("edge not online")
+		}
+		return nil
+	})
+	app.shutdown(context.Background())
+	time.Sleep(2 * time.Second) // about 2,000 fast values buffered
+	app = startCloud(addr)
+	t.Cleanup(func() { app.shutdown(context.Background()) })
+	back := time.Now()
+	// The backlog is complete when the values are consecutive up to one
+	// read before the restart.
+	end := clock.FastAt(back.Add(-50 * time.Millisecond))
+	var first int64
+	checkFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		pts, err := app.cloud.Historian.History(context.Background(), fast, back.Add(-time.Hour), back.Add(time.Hour), 0)
+		if err != nil || len(pts) == 0 {
+			return fmt.Errorf("no history: %v", err)
+		}
+		first = pts[0].Value.I
+		seen := map[int64]bool{}
+		for _, p := range pts {
+			seen[p.Value.I] = true
+		}
+		for v := first; v <= end; v++ {
+			if !seen[v] {
+				return fmt.Errorf("value %d missing", v)
+			}
+		}
+		return nil
+	})
+	took := time.Since(back)
+	backlog := float64(end - first)
+	if backlog < 1000 {
+		t.Fatalf("backlog of only %.0f values", backlog)
+	}
+	// The fast tag is not the only backlog (the counter too), so the cap
+	// bounds the drain from below: values/rate seconds at the least.
+	if min := time.Duration(backlog/rate*0.8) * time.Second; took < min {
+		t.Fatalf("%.0f values drained in %s, faster than the cap of %d/s allows (%s)", backlog, took, rate, min)
+	}
+	t.Logf("%.0f values drained in %s at a cap of %d values/s", backlog, took.Round(time.Millisecond), rate)
+}

@@ -109,18 +109,31 @@ func (n *node) flush(ctx context.Context) (more bool, err error) {
 	if f.backlog.done {
 		return false, nil
 	}
-	limit := backlogBatch
+	var sentMsgs int
 	if rate := n.e.opts.DrainRate; rate > 0 {
 		now := time.Now()
 		f.tokens = min(f.tokens+rate*now.Sub(f.refill).Seconds(), rate)
 		f.refill = now
-		if f.tokens < 1 {
-			return false, nil // wait for the next tick
+		// One message per fetch: a fetched message must be sent, and the
+		// budget says after each one whether another may go.
+		for sentMsgs < backlogBatch && f.tokens > 0 && !f.backlog.done {
+			k, err := f.drain(ctx, f.backlog, 1, true)
+			if err != nil {
+				return false, err
+			}
+			if k == 0 {
+				break
+			}
+			sentMsgs += k
 		}
-	}
-	sentMsgs, err := f.drain(ctx, f.backlog, limit, true)
-	if err != nil {
-		return false, err
+		if f.tokens <= 0 {
+			return false, nil // wait for the budget to refill at the next tick
+		}
+	} else {
+		var err error
+		if sentMsgs, err = f.drain(ctx, f.backlog, backlogBatch, true); err != nil {
+			return false, err
+		}
 	}
 	if sentMsgs == 0 && !f.backlog.done {
 		// Bounds may have dropped the rest of the backlog before it was sent.
@@ -141,7 +154,8 @@ func (f *forwarder) drain(ctx context.Context, l *lane, limit int, historical bo
 	for msg := range batch.Messages() {
 		meta, err := msg.Metadata()
 		if err != nil {
-			continue
+			// Skipping it could trim it unsent: start the session over.
+			return n, fmt.Errorf("edge buffer: %w", err)
 		}
 		seq := meta.Sequence.Stream
 		if historical && seq > l.end {
@@ -152,14 +166,15 @@ func (f *forwarder) drain(ctx context.Context, l *lane, limit int, historical bo
 		if err != nil {
 			return n, err
 		}
-		if historical && f.n.e.opts.DrainRate > 0 {
-			f.tokens -= float64(values)
-		}
 		l.pending = append(l.pending, sent{seq: seq, idx: f.n.msgs, at: time.Now()})
 		n++
 		if historical && seq == l.end {
 			l.done = true
 			break
+		}
+		if historical {
+			// Spend the drain budget; a message that overdraws it is repaid later.
+			f.tokens -= float64(values)
 		}
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {

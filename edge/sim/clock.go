@@ -105,6 +105,14 @@ func (c *Clock) step(t time.Time, dt time.Duration) int64 { return int64(t.Sub(c
 // At returns the counter's value at t.
 func (c *Clock) At(t time.Time) int64 { return c.step(t, c.s.Period) }
 
+// FastAt returns the fast tags' value at t.
+func (c *Clock) FastAt(t time.Time) int64 {
+	if c.fastDT == 0 {
+		return 0
+	}
+	return c.step(t, c.fastDT)
+}
+
 // Run reports every step since the previous read, each at its own time.
 func (c *Clock) Run(ctx context.Context, sink edge.Sink) error {
 	t := time.NewTicker(c.s.Interval)
