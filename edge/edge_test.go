@@ -398,3 +398,35 @@ func TestLocalBrokerUNSJSON(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// With a host that sends no receipts (not a Calx cloud), what was sent more
+// than one and a half keepalives ago is taken as delivered and trimmed.
+func TestNoReceiptsFallback(t *testing.T) {
+	r := startBroker(t)
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", DataDir: t.TempDir(), KeepAlive: time.Second,
+		Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	for i := range 5 {
+		dev.ch <- []Reading{{Tag: "temp", TS: time.Now(), Value: uns.Float(float64(10 * i))}}
+	}
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if st := e.Stats(); st.Sent < 5 || st.BufferedMsgs == 0 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
+	// Sent but never receipted: kept for 1.5 keepalives, then trimmed.
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if st := e.Stats(); st.BufferedMsgs != 0 {
+			return fmt.Errorf("%d messages still buffered", st.BufferedMsgs)
+		}
+		return nil
+	})
+}
