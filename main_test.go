@@ -169,6 +169,14 @@ func TestDemoEndToEnd(t *testing.T) {
 	if found["unit"] != "%" || found["datatype"] != "float64" || found["quality"] != "good" || found["value"] == nil {
 		t.Fatalf("o2 tag = %v", found)
 	}
+	// Each edge reports its devices' connections as tags of its own.
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		tag, ok := d.app.cloud.Registry.Get("limeworks/_edge/lyon-edge/Connections/kiln1/Connected")
+		if !ok || tag.Value.Any() != int64(1) && tag.Value.Any() != true {
+			return fmt.Errorf("connection status tag: %+v %v", tag.Value, ok)
+		}
+		return nil
+	})
 
 	q := url.Values{"path": {lifePath}, "from": {start.Add(-time.Minute).UTC().Format(time.RFC3339Nano)}}
 	code, hist := c.do("GET", "/api/v1/history?"+q.Encode(), nil)

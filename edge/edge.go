@@ -142,6 +142,41 @@ type device struct {
 	byName  map[string]*metric
 	byAlias map[uint64]*metric
 	lost    bool // the connector reported the device lost; it is dead on the wire
+
+	// Connection status, guarded by Edge.mu.
+	reads, errors uint64
+	lastErr       string
+	connAlias     uint64 // first of the node metrics Connections/<device>/...
+}
+
+// ConnStatus is the state of one device's connection.
+type ConnStatus struct {
+	Device    string        `json:"device"`
+	Connected bool          `json:"connected"`
+	LastError string        `json:"last_error,omitempty"`
+	Reads     uint64        `json:"reads"`  // reads handed over by the connector
+	Errors    uint64        `json:"errors"` // times the device was lost
+	Latency   time.Duration `json:"latency"`
+}
+
+// LatencyReporter is implemented by connectors that time their reads.
+type LatencyReporter interface {
+	Latency() time.Duration
+}
+
+// Connections returns the status of every device's connection.
+func (e *Edge) Connections() []ConnStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]ConnStatus, 0, len(e.devices))
+	for _, d := range e.devices {
+		cs := ConnStatus{Device: d.ID, Connected: !d.lost && d.reads > 0, LastError: d.lastErr, Reads: d.reads, Errors: d.errors}
+		if lr, ok := d.Connector.(LatencyReporter); ok {
+			cs.Latency = lr.Latency()
+		}
+		out = append(out, cs)
+	}
+	return out
 }
 
 // Device events, sent by the node in the order they happened.
@@ -223,6 +258,10 @@ func New(opts Options) (*Edge, error) {
 		}
 		e.devices = append(e.devices, dev)
 	}
+	for _, dev := range e.devices {
+		dev.connAlias = alias + 1
+		alias += connMetrics
+	}
 	return e, nil
 }
 
@@ -295,6 +334,10 @@ func (s deviceSink) Lost(err error)    { s.e.lost(s.d, err) }
 // lost marks a device dead: its current values go BAD and a DDEATH is queued.
 func (e *Edge) lost(d *device, err error) {
 	e.mu.Lock()
+	d.errors++
+	if err != nil {
+		d.lastErr = err.Error()
+	}
 	if d.lost {
 		e.mu.Unlock()
 		return
@@ -321,6 +364,7 @@ func (e *Edge) signal() {
 func (e *Edge) accept(d *device, rs []Reading) {
 	samples := make([]uns.Sample, 0, len(rs))
 	e.mu.Lock()
+	d.reads++
 	if d.lost {
 		d.lost = false
 		e.events = append(e.events, event{ev: evBirth, dev: d, at: time.Now()})

@@ -30,12 +30,17 @@ var (
 	descBufBytes = prometheus.NewDesc("calx_edge_buffer_bytes", "Bytes of the store-and-forward buffer.", nil, nil)
 	descOldest   = prometheus.NewDesc("calx_edge_buffer_oldest_seconds", "Age of the oldest unconfirmed value.", nil, nil)
 	descOnline   = prometheus.NewDesc("calx_edge_online", "1 when the edge node is connected and born.", nil, nil)
+	descConn     = prometheus.NewDesc("calx_edge_connection_up", "1 when the device's connection works.", []string{"device"}, nil)
+	descConnRd   = prometheus.NewDesc("calx_edge_connection_reads_total", "Reads the device's connector handed over.", []string{"device"}, nil)
+	descConnErr  = prometheus.NewDesc("calx_edge_connection_errors_total", "Times the device was lost.", []string{"device"}, nil)
+	descConnLat  = prometheus.NewDesc("calx_edge_connection_latency_seconds", "Duration of the device's last read cycle.", []string{"device"}, nil)
 )
 
 type edgeCollector struct{ e *Edge }
 
 func (c edgeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRead, descFiltered, descStored, descSent, descDropped, descBufMsgs, descBufBytes, descOldest, descOnline} {
+	for _, d := range []*prometheus.Desc{descRead, descFiltered, descStored, descSent, descDropped, descBufMsgs, descBufBytes, descOldest, descOnline,
+		descConn, descConnRd, descConnErr, descConnLat} {
 		ch <- d
 	}
 }
@@ -59,6 +64,16 @@ func (c edgeCollector) Collect(ch chan<- prometheus.Metric) {
 		online = 1
 	}
 	gauge(descOnline, online)
+	for _, cs := range c.e.Connections() {
+		up := 0.0
+		if cs.Connected {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descConn, prometheus.GaugeValue, up, cs.Device)
+		ch <- prometheus.MustNewConstMetric(descConnRd, prometheus.CounterValue, float64(cs.Reads), cs.Device)
+		ch <- prometheus.MustNewConstMetric(descConnErr, prometheus.CounterValue, float64(cs.Errors), cs.Device)
+		ch <- prometheus.MustNewConstMetric(descConnLat, prometheus.GaugeValue, cs.Latency.Seconds(), cs.Device)
+	}
 }
 
 // StartHealth serves the edge's health and metrics on addr.

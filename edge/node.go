@@ -22,8 +22,10 @@ const (
 	aliasBufferDropped = 1
 	aliasBufferDepth   = 2
 	nodeAliases        = 16
-	maxMetricsPerMsg   = 500
-	publishTimeout     = 10 * time.Second
+	// connMetrics is how many node metrics describe each device's connection.
+	connMetrics      = 5
+	maxMetricsPerMsg = 500
+	publishTimeout   = 10 * time.Second
 )
 
 // node is the Sparkplug B edge node of an Edge. One goroutine (run) owns it.
@@ -48,9 +50,9 @@ type node struct {
 	receipts chan sparkplug.Receipt
 	msgs     uint64 // Sparkplug messages published in this session
 
-	nodeDataAt                time.Time
-	lastDropped, lastBuffered uint64
-	seqOf                     map[uint64]uint64 // message number -> its seq, until receipted
+	nodeDataAt time.Time
+	sentNode   map[uint64]string // node metric alias -> what was last sent
+	seqOf      map[uint64]uint64 // message number -> its seq, until receipted
 }
 
 // cmd is a received NCMD (device "") or DCMD.
@@ -319,7 +321,6 @@ func (n *node) birth(ctx context.Context) error {
 	now := time.Now()
 	ms := sparkplug.Millis(now)
 	n.seq = 0
-	st := n.e.Stats()
 	i64 := uint32(pb.DataType_Int64)
 	nb := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{
 		{Name: proto.String(sparkplug.MetricBdSeq), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
@@ -328,11 +329,14 @@ func (n *node) birth(ctx context.Context) error {
 			Value: &pb.Payload_Metric_BooleanValue{BooleanValue: false}},
 		{Name: proto.String("Properties/Calx Version"), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
 			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
-		{Name: proto.String("Buffer/Dropped"), Alias: proto.Uint64(aliasBufferDropped), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
-			Value: &pb.Payload_Metric_LongValue{LongValue: st.Dropped}},
-		{Name: proto.String("Buffer/Messages"), Alias: proto.Uint64(aliasBufferDepth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
-			Value: &pb.Payload_Metric_LongValue{LongValue: st.BufferedMsgs}},
 	}}
+	n.sentNode = map[uint64]string{}
+	for _, m := range n.nodeMetrics(ms) {
+		n.sentNode[m.GetAlias()] = metricKey(m)
+		m.Name = proto.String(n.nodeMetricName(m.GetAlias()))
+		m.Datatype = proto.Uint32(uint32(nodeMetricType(m)))
+		nb.Metrics = append(nb.Metrics, m)
+	}
 	if err := n.publish(n.topic(sparkplug.NBIRTH, ""), nb); err != nil {
 		return err
 	}
@@ -400,23 +404,79 @@ func (n *node) deviceBirth(d *device, ms uint64) *pb.Payload {
 	return p
 }
 
-// nodeData publishes the node's buffer figures as NDATA when they changed,
-// at most every 5 s.
+// nodeMetrics returns the node's own figures by alias, without names:
+// the buffer, and each device's connection.
+func (n *node) nodeMetrics(ms uint64) []*pb.Payload_Metric {
+	st := n.e.Stats()
+	long := func(alias, v uint64) *pb.Payload_Metric {
+		return &pb.Payload_Metric{Alias: proto.Uint64(alias), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_LongValue{LongValue: v}}
+	}
+	out := []*pb.Payload_Metric{long(aliasBufferDropped, st.Dropped), long(aliasBufferDepth, st.BufferedMsgs)}
+	for i, cs := range n.e.Connections() {
+		a := n.e.devices[i].connAlias
+		out = append(out,
+			&pb.Payload_Metric{Alias: proto.Uint64(a), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_BooleanValue{BooleanValue: cs.Connected}},
+			&pb.Payload_Metric{Alias: proto.Uint64(a + 1), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_StringValue{StringValue: cs.LastError}},
+			long(a+2, cs.Reads), long(a+3, cs.Errors),
+			&pb.Payload_Metric{Alias: proto.Uint64(a + 4), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_DoubleValue{DoubleValue: float64(cs.Latency) / float64(time.Millisecond)}})
+	}
+	return out
+}
+
+// nodeMetricName names a node metric by its alias.
+func (n *node) nodeMetricName(alias uint64) string {
+	switch alias {
+	case aliasBufferDropped:
+		return "Buffer/Dropped"
+	case aliasBufferDepth:
+		return "Buffer/Messages"
+	}
+	for _, d := range n.e.devices {
+		if alias >= d.connAlias && alias < d.connAlias+connMetrics {
+			return "Connections/" + d.ID + "/" + [...]string{"Connected", "LastError", "Reads", "Errors", "LatencyMs"}[alias-d.connAlias]
+		}
+	}
+	return fmt.Sprintf("Metric%d", alias)
+}
+
+// metricKey tells whether a node metric's value changed.
+func metricKey(m *pb.Payload_Metric) string {
+	key := proto.Clone(m).(*pb.Payload_Metric)
+	key.Timestamp = nil
+	return key.String()
+}
+
+func nodeMetricType(m *pb.Payload_Metric) pb.DataType {
+	switch m.Value.(type) {
+	case *pb.Payload_Metric_BooleanValue:
+		return pb.DataType_Boolean
+	case *pb.Payload_Metric_StringValue:
+		return pb.DataType_String
+	case *pb.Payload_Metric_DoubleValue:
+		return pb.DataType_Double
+	}
+	return pb.DataType_Int64
+}
+
+// nodeData publishes, at most every 5 s, the node metrics that changed
+// since they were last sent.
 func (n *node) nodeData() error {
 	if !n.born.Load() || time.Since(n.nodeDataAt) < 5*time.Second {
 		return nil
 	}
 	n.nodeDataAt = time.Now()
-	st := n.e.Stats()
-	if st.Dropped == n.lastDropped && st.BufferedMsgs == n.lastBuffered {
+	ms := sparkplug.Millis(time.Now())
+	p := &pb.Payload{Timestamp: proto.Uint64(ms)}
+	for _, m := range n.nodeMetrics(ms) {
+		if k := metricKey(m); n.sentNode[m.GetAlias()] != k {
+			n.sentNode[m.GetAlias()] = k
+			p.Metrics = append(p.Metrics, m)
+		}
+	}
+	if len(p.Metrics) == 0 {
 		return nil
 	}
-	n.lastDropped, n.lastBuffered = st.Dropped, st.BufferedMsgs
-	ms := sparkplug.Millis(time.Now())
-	p := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{
-		{Alias: proto.Uint64(aliasBufferDropped), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_LongValue{LongValue: st.Dropped}},
-		{Alias: proto.Uint64(aliasBufferDepth), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_LongValue{LongValue: st.BufferedMsgs}},
-	}}
+	p.Seq = n.nextSeq()
 	return n.publish(n.topic(sparkplug.NDATA, ""), p)
 }
 

@@ -475,3 +475,10 @@ func (d *Device) Write(_ context.Context, tag string, v uns.Value) error {
 	}
 	return nil
 }
+
+// Latency is how long the last read cycle took.
+func (d *Device) Latency() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats.Latency
+}
