@@ -42,6 +42,8 @@ Commands:
   hash-password
             read a password on standard input and print its bcrypt hash
             for cloud.yaml
+  opcua browse <endpoint>
+            print an OPC UA server's variables as tags for an edge config
   help      print help for a command
 
 Run 'calx help <command>' or 'calx <command> --help' for its flags.
@@ -69,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdEdge(rest, stdout, stderr)
 	case "cloud":
 		err = cmdCloud(rest, stdout, stderr)
+	case "opcua":
+		err = cmdOPCUA(rest, stdout, stderr)
 	case "hash-password":
 		err = cmdHashPassword(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
@@ -96,7 +100,7 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch args[0] {
-	case "demo", "edge", "cloud", "version", "hash-password":
+	case "demo", "edge", "cloud", "version", "hash-password", "opcua":
 		return run([]string{args[0], "--help"}, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "calx help: unknown command %q\n\n%s", args[0], usage)

@@ -301,6 +301,10 @@ func TestCLI(t *testing.T) {
 		{"stray argument", []string{"version", "extra"}, 2, "unexpected argument"},
 		{"bad log level", []string{"edge", "--log-level", "loud"}, 2, ""},
 		{"missing config", []string{"cloud", "--config", "/nonexistent/cloud.yaml"}, 1, "no such file"},
+		{"opcua help", []string{"help", "opcua"}, 0, "-security-policy"},
+		{"opcua no verb", []string{"opcua"}, 2, "usage"},
+		{"opcua no endpoint", []string{"opcua", "browse"}, 2, "usage"},
+		{"opcua bad endpoint", []string{"opcua", "browse", "http://x"}, 1, "opc.tcp://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 
+	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
@@ -172,4 +174,33 @@ func TestSampleConfig(t *testing.T) {
 		_, err := New("sample", s, nil)
 		return err
 	})
+}
+
+func TestBrowse(t *testing.T) {
+	ns, url := startServer(t)
+	vars, err := Browse(context.Background(), Settings{Endpoint: url}, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("ns=%d;s=Kiln1.Temp", ns.ID())
+	var found *Variable
+	for i := range vars {
+		if vars[i].NodeID == want {
+			found = &vars[i]
+		}
+	}
+	if found == nil {
+		t.Fatalf("%s not among %d variables: %+v", want, len(vars), vars)
+	}
+	var b strings.Builder
+	WriteYAML(&b, url, vars)
+	if !strings.Contains(b.String(), want) {
+		t.Fatalf("YAML lacks %s:\n%s", want, b.String())
+	}
+	// What browse prints is a valid tag list.
+	var s Settings
+	if err := config.Decode("browse.yaml", []byte(b.String()), &s); err != nil {
+		t.Fatalf("browse output does not decode: %v\n%s", err, b.String())
+	}
+	t.Logf("found %s: %+v", want, *found)
 }
