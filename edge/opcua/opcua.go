@@ -286,13 +286,28 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sin
 	}
 	var items []*ua.MonitoredItemCreateRequest
 	for i, t := range srv.s.Tags {
-		item := opcua.NewMonitoredItemCreateRequestWithDefaults(t.id, ua.AttributeIDValue, uint32(i))
-		item.RequestedParameters.SamplingInterval = float64(srv.s.Interval.Milliseconds())
-		items = append(items, item)
+		items = append(items, srv.item(i, t, true))
 	}
 	res, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, items...)
 	if err != nil {
 		return fmt.Errorf("opcua %s: monitor: %w", srv.s.Endpoint, err)
+	}
+	// A server that refuses the deadband filter gets the item without it:
+	// report by exception then happens at the edge alone.
+	var retry []*ua.MonitoredItemCreateRequest
+	for i, r := range res.Results {
+		if i < len(srv.s.Tags) && r.StatusCode != ua.StatusOK && items[i].RequestedParameters.Filter != nil {
+			retry = append(retry, srv.item(i, srv.s.Tags[i], false))
+		}
+	}
+	if len(retry) > 0 {
+		again, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, retry...)
+		if err != nil {
+			return fmt.Errorf("opcua %s: monitor: %w", srv.s.Endpoint, err)
+		}
+		for k, r := range again.Results {
+			res.Results[retry[k].RequestedParameters.ClientHandle] = r
+		}
 	}
 	now := time.Now()
 	var bad []edge.Reading
@@ -335,6 +350,28 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sin
 			sink.Emit(rs)
 		}
 	}
+}
+
+// item is the monitored item of tag i; with filter, the tag's deadband goes
+// to the server as a DataChangeFilter, so that unchanged values do not even
+// cross the network.
+func (srv *Server) item(i int, t *Tag, filter bool) *ua.MonitoredItemCreateRequest {
+	item := opcua.NewMonitoredItemCreateRequestWithDefaults(t.id, ua.AttributeIDValue, uint32(i))
+	item.RequestedParameters.SamplingInterval = float64(srv.s.Interval.Milliseconds())
+	if !filter {
+		return item
+	}
+	var f *ua.DataChangeFilter
+	switch {
+	case t.Deadband > 0:
+		f = &ua.DataChangeFilter{Trigger: ua.DataChangeTriggerStatusValue, DeadbandType: uint32(ua.DeadbandTypeAbsolute), DeadbandValue: t.Deadband}
+	case t.DeadbandPct > 0:
+		f = &ua.DataChangeFilter{Trigger: ua.DataChangeTriggerStatusValue, DeadbandType: uint32(ua.DeadbandTypePercent), DeadbandValue: t.DeadbandPct}
+	}
+	if f != nil {
+		item.RequestedParameters.Filter = ua.NewExtensionObject(f)
+	}
+	return item
 }
 
 // reading turns a data value into a reading: the source timestamp when the

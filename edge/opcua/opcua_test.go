@@ -108,7 +108,9 @@ func TestPollReadsAndWrites(t *testing.T) {
 
 func TestSubscription(t *testing.T) {
 	ns, url := startServer(t)
-	srv, err := New("kiln1", Settings{Endpoint: url, Interval: 50 * time.Millisecond, Tags: tags(ns.ID())[:2]}, nil)
+	tt := tags(ns.ID())[:2]
+	tt[0].Deadband = 0.5 // sent to the server as a DataChangeFilter
+	srv, err := New("kiln1", Settings{Endpoint: url, Interval: 50 * time.Millisecond, Tags: tt}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
