@@ -14,15 +14,21 @@ import (
 	"github.com/calx-iiot/calx/web"
 )
 
-// TestOutageLosesNothing stops the cloud while an edge keeps reading, starts
-// it again on the same data dir and port, and checks that every value of
-// the life counter arrives once, in order: the backlog as historical data,
-// the buffer trimmed by receipts afterwards.
-func TestOutageLosesNothing(t *testing.T) {
-	dir := t.TempDir()
-	hash, _ := cloud.HashPassword("edge-pw")
-	admin, _, _, _ := adminUser()
-	startCloud := func(listen string) *cloudApp {
+// cloudStarter returns a function that starts a cloud on dir, for one edge
+// "e" of group "g" with password "edge-pw", listening for MQTT on listen;
+// called again with the first one's address, it restarts on the same port.
+func cloudStarter(t *testing.T, dir string) func(listen string) *cloudApp {
+	t.Helper()
+	hash, err := cloud.HashPassword("edge-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _, _, err := adminUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(listen string) *cloudApp {
+		t.Helper()
 		app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(dir, "cloud"),
 			MQTT: cloud.BrokerOptions{Listen: listen, Users: []cloud.MQTTUser{{Username: "e", PasswordHash: hash, Role: cloud.RoleEdge, Group: "g", EdgeID: "e"}}}},
 			[]web.User{admin}, "127.0.0.1:0", nil, nil)
@@ -31,6 +37,15 @@ func TestOutageLosesNothing(t *testing.T) {
 		}
 		return app
 	}
+}
+
+// TestOutageLosesNothing stops the cloud while an edge keeps reading, starts
+// it again on the same data dir and port, and checks that every value of
+// the life counter arrives once, in order: the backlog as historical data,
+// the buffer trimmed by receipts afterwards.
+func TestOutageLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	startCloud := cloudStarter(t, dir)
 	app := startCloud("127.0.0.1:0")
 	addr := app.cloud.Broker.Addr()
 
@@ -118,17 +133,7 @@ func TestOutageLosesNothing(t *testing.T) {
 // the cap, and still completely.
 func TestDrainRateCap(t *testing.T) {
 	dir := t.TempDir()
-	hash, _ := cloud.HashPassword("edge-pw")
-	admin, _, _, _ := adminUser()
-	startCloud := func(listen string) *cloudApp {
-		app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(dir, "cloud"),
-			MQTT: cloud.BrokerOptions{Listen: listen, Users: []cloud.MQTTUser{{Username: "e", PasswordHash: hash, Role: cloud.RoleEdge, Group: "g", EdgeID: "e"}}}},
-			[]web.User{admin}, "127.0.0.1:0", nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return app
-	}
+	startCloud := cloudStarter(t, dir)
 	app := startCloud("127.0.0.1:0")
 	addr := app.cloud.Broker.Addr()
 	clock, _ := sim.NewClock("c", sim.ClockSettings{FastRate: 1000, Interval: 10 * time.Millisecond})
