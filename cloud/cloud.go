@@ -47,6 +47,7 @@ type Cloud struct {
 	Registry  *Registry
 	Hub       *Hub
 	arch      *archiver
+	repub     *republisher
 	accounts  jetstream.KeyValue
 
 	started time.Time
@@ -106,6 +107,13 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("cloud: %w", err)
 	}
 	if c.Hub, err = newHub(hubConn, c.log); err != nil {
+		return err
+	}
+	repubConn, err := bus.Connect("calx-uns-mqtt")
+	if err != nil {
+		return fmt.Errorf("cloud: %w", err)
+	}
+	if c.repub, err = newRepublisher(repubConn, c.Registry, c.Broker, c.log); err != nil {
 		return err
 	}
 	hostJS, err := c.jetStream("calx-host")
@@ -189,6 +197,9 @@ func (c *Cloud) Shutdown(ctx context.Context) error {
 	c.once.Do(func() {
 		if c.Host != nil {
 			c.Host.goOffline()
+		}
+		if c.repub != nil {
+			c.repub.close()
 		}
 		if c.Broker != nil {
 			if err := c.Broker.close(); err != nil {

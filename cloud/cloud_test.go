@@ -493,3 +493,49 @@ func TestHostStateOnlineOffline(t *testing.T) {
 		t.Fatalf("clean stop: %s", got)
 	}
 }
+
+// Every current value is on the broker as UNS JSON, retained, for MQTT
+// consumers.
+func TestUNSRepublishedOnMQTT(t *testing.T) {
+	c := startCloud(t)
+	cl, err := dial(t, c, "e1", "pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &foreign{t: t, cl: cl}
+	ts := uint64(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC).UnixMilli())
+	f.send(sparkplug.NBIRTH, "", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{
+		metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(0), ts)}})
+	speed := metric("speed", 1, pb.DataType_Double, uns.Float(50), ts)
+	speed.Properties = sparkplug.Properties(sparkplug.PropEngUnit, "rpm")
+	f.send(sparkplug.DBIRTH, "pump", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{speed,
+		metric("on", 2, pb.DataType_Boolean, uns.Bool(true), ts)}})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if _, ok := c.Registry.Get("g/e1/pump/on"); !ok {
+			return fmt.Errorf("not born yet")
+		}
+		return nil
+	})
+	reader, err := dial(t, c, "reader", "pwr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 4)
+	reader.Subscribe("uns/g/e1/pump/#", 0, func(_ paho.Client, m paho.Message) {
+		got <- fmt.Sprintf("%s retained=%v %s", m.Topic(), m.Retained(), m.Payload())
+	}).WaitTimeout(5 * time.Second)
+	want := map[string]bool{
+		`uns/g/e1/pump/speed retained=true {"value":50,"ts":"2026-03-04T05:06:07Z","quality":"good","unit":"rpm"}`: true,
+		`uns/g/e1/pump/on retained=true {"value":true,"ts":"2026-03-04T05:06:07Z","quality":"good"}`:              true,
+	}
+	for range want {
+		select {
+		case m := <-got:
+			if !want[m] {
+				t.Errorf("unexpected UNS message %s", m)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("retained UNS messages missing")
+		}
+	}
+}
