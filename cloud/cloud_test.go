@@ -526,7 +526,7 @@ func TestUNSRepublishedOnMQTT(t *testing.T) {
 	}).WaitTimeout(5 * time.Second)
 	want := map[string]bool{
 		`uns/g/e1/pump/speed retained=true {"value":50,"ts":"2026-03-04T05:06:07Z","quality":"good","unit":"rpm"}`: true,
-		`uns/g/e1/pump/on retained=true {"value":true,"ts":"2026-03-04T05:06:07Z","quality":"good"}`:              true,
+		`uns/g/e1/pump/on retained=true {"value":true,"ts":"2026-03-04T05:06:07Z","quality":"good"}`:               true,
 	}
 	for range want {
 		select {
