@@ -190,9 +190,12 @@ func (k *Kiln) Run(ctx context.Context, sink edge.Sink) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case tick := <-t.C:
-			dt := tick.Sub(now).Seconds()
-			now = tick
+		case <-t.C:
+			// The time of the read, not of the tick: a tick can wait in its
+			// channel, and a value must not look older than it is.
+			at := time.Now()
+			dt := at.Sub(now).Seconds()
+			now = at
 			emit(k.Step(now, dt))
 		}
 	}

@@ -198,8 +198,8 @@ func (g *Signals) Run(ctx context.Context, sink edge.Sink) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case t := <-tick.C:
-			sink.Emit(g.At(t))
+		case <-tick.C:
+			sink.Emit(g.At(time.Now())) // the time of the read, not of the tick
 		}
 	}
 }
