@@ -170,7 +170,7 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Fatalf("o2 tag = %v", found)
 	}
 	// Each edge reports its devices' connections as tags of its own.
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		tag, ok := d.app.cloud.Registry.Get("limeworks/_edge/lyon-edge/Connections/kiln1/Connected")
 		if !ok || tag.Value.Any() != int64(1) && tag.Value.Any() != true {
 			return fmt.Errorf("connection status tag: %+v %v", tag.Value, ok)
@@ -234,6 +234,16 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	if st := d.app.cloud.Host.Stats(); st.SeqGaps != 0 || st.Malformed != 0 {
 		t.Errorf("host stats: %+v", st)
+	}
+
+	// Guessing passwords gets a client locked out for a while (last: it
+	// locks this test out too).
+	for range 5 {
+		anon.do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "guess"})
+	}
+	code, out := anon.do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "test-admin-pw"})
+	if msg, _ := out["error"].(string); code != 429 || !strings.Contains(msg, "too many failed logins") {
+		t.Errorf("after 6 failed logins: %d %v", code, out)
 	}
 }
 

@@ -45,12 +45,63 @@ type Auth struct {
 
 	mu       sync.Mutex
 	sessions map[[32]byte]session
+	failures map[string]*failures // by client address
 	now      func() time.Time
+}
+
+// failures counts a client's failed logins; past maxFailures it must wait.
+type failures struct {
+	count int
+	until time.Time
+}
+
+const (
+	maxFailures  = 5
+	lockoutFirst = 30 * time.Second
+	lockoutMax   = 15 * time.Minute
+)
+
+// Blocked tells how long a client must wait before it may try again.
+func (a *Auth) Blocked(client string) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f, ok := a.failures[client]
+	if !ok {
+		return 0
+	}
+	return max(0, f.until.Sub(a.now()))
+}
+
+// forgive clears a client's failures after a good login.
+func (a *Auth) forgive(client string) {
+	a.mu.Lock()
+	delete(a.failures, client)
+	a.mu.Unlock()
+}
+
+// recordFailure counts a failed login of a client; from the fifth on, each
+// locks the client out for twice as long as the one before.
+func (a *Auth) recordFailure(client string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f, ok := a.failures[client]
+	if !ok {
+		if len(a.failures) > 100000 {
+			a.failures = map[string]*failures{} // a flood of addresses: start over rather than grow
+		}
+		f = &failures{}
+		a.failures[client] = f
+	}
+	f.count++
+	if f.count >= maxFailures {
+		lock := min(lockoutFirst<<min(f.count-maxFailures, 10), lockoutMax)
+		f.until = a.now().Add(lock)
+	}
 }
 
 // NewAuth returns an Auth for users.
 func NewAuth(users []User) (*Auth, error) {
-	a := &Auth{users: map[string]User{}, sessions: map[[32]byte]session{}, now: time.Now}
+	a := &Auth{users: map[string]User{}, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
 	for _, u := range users {
 		if u.Username == "" {
 			return nil, errors.New("auth: a user without a name")

@@ -87,3 +87,45 @@ func TestRequireRole(t *testing.T) {
 		}
 	}
 }
+
+func TestLoginLockout(t *testing.T) {
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	a, err := NewAuth([]User{{Username: "ann", PasswordHash: string(h), Role: RoleViewer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	for i := range maxFailures - 1 {
+		a.recordFailure("10.0.0.9")
+		if a.Blocked("10.0.0.9") != 0 {
+			t.Fatalf("blocked after %d failures", i+1)
+		}
+	}
+	a.recordFailure("10.0.0.9")
+	if got := a.Blocked("10.0.0.9"); got != lockoutFirst {
+		t.Fatalf("after %d failures: blocked for %s, want %s", maxFailures, got, lockoutFirst)
+	}
+	if a.Blocked("10.0.0.10") != 0 {
+		t.Fatal("another client is blocked too")
+	}
+	a.recordFailure("10.0.0.9")
+	if got := a.Blocked("10.0.0.9"); got != 2*lockoutFirst {
+		t.Fatalf("one more failure: blocked for %s, want %s", got, 2*lockoutFirst)
+	}
+	for range 20 {
+		a.recordFailure("10.0.0.9")
+	}
+	if got := a.Blocked("10.0.0.9"); got != lockoutMax {
+		t.Fatalf("many failures: blocked for %s, want the cap %s", got, lockoutMax)
+	}
+	now = now.Add(lockoutMax + time.Second)
+	if a.Blocked("10.0.0.9") != 0 {
+		t.Fatal("still blocked after the lockout")
+	}
+	a.forgive("10.0.0.9")
+	a.recordFailure("10.0.0.9")
+	if a.Blocked("10.0.0.9") != 0 {
+		t.Fatal("a good login did not clear the count")
+	}
+}
