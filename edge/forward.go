@@ -88,8 +88,6 @@ func (f *forwarder) backlogMsgs() uint64 {
 	return f.backlog.end - f.backlog.confirmed
 }
 
-func (f *forwarder) close() {}
-
 // flush sends device events, then live values, then a slice of the
 // backlog. more is true while backlog remains that could be sent now.
 func (n *node) flush(ctx context.Context) (more bool, err error) {

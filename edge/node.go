@@ -196,12 +196,8 @@ func (n *node) session(ctx context.Context) error {
 	n.msgs, n.seqOf = 0, map[uint64]uint64{}
 	n.e.log.Info("edge node connected", "broker", broker, "bdSeq", bdSeq)
 	defer n.publishDeath()
-	defer func() {
-		if n.fw != nil {
-			n.fw.close()
-			n.fw = nil
-		}
-	}()
+	// The next session starts its lanes anew from what is still buffered.
+	defer func() { n.fw = nil }()
 
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
