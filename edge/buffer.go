@@ -62,7 +62,7 @@ func openBuffer(ctx context.Context, dir string, maxBytes int64, maxAge, sync ti
 		bus.Shutdown()
 		return nil, fmt.Errorf("edge buffer: %w", err)
 	}
-	return &buffer{bus: bus, js: bus.JetStream(), stream: st, log: log, maxBytes: maxBytes, maxAge: maxAge}, nil
+	return &buffer{bus: bus, js: bus.JetStream(), stream: st, log: log.With("component", "edge-buffer"), maxBytes: maxBytes, maxAge: maxAge}, nil
 }
 
 // append stores samples as one message; when it returns nil they survive a

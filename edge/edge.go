@@ -270,13 +270,15 @@ func (e *Edge) Start(ctx context.Context) error {
 	if err := os.MkdirAll(e.opts.DataDir, 0o750); err != nil {
 		return fmt.Errorf("edge: data dir: %w", err)
 	}
-	buf, err := openBuffer(ctx, e.opts.DataDir, e.opts.BufferMaxBytes, e.opts.BufferMaxAge, e.opts.SyncInterval, e.log)
+	// Parts with a component key of their own get the edge's id, not its component key.
+	partLog := e.opts.Logger.With("edge", e.opts.EdgeID)
+	buf, err := openBuffer(ctx, e.opts.DataDir, e.opts.BufferMaxBytes, e.opts.BufferMaxAge, e.opts.SyncInterval, partLog)
 	if err != nil {
 		return err
 	}
 	e.buf = buf
 	if e.opts.LocalMQTT != "" {
-		if e.local, err = StartLocalBroker(e.opts.LocalMQTT, e.log); err != nil {
+		if e.local, err = StartLocalBroker(e.opts.LocalMQTT, partLog); err != nil {
 			buf.close()
 			return err
 		}
