@@ -98,3 +98,23 @@ func kinds() []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// RegisterSettings registers a connector whose settings decode from the
+// YAML into S, starting from defaults (nil: the zero S), and are then built
+// into a connector by build.
+func RegisterSettings[S any, C Connector](kind string, defaults func() S, build func(device string, s S) (C, error)) {
+	Register(kind, func(device string, decode func(any) error) (Connector, error) {
+		var s S
+		if defaults != nil {
+			s = defaults()
+		}
+		if err := decode(&s); err != nil {
+			return nil, err
+		}
+		c, err := build(device, s)
+		if err != nil {
+			return nil, err // not c: a nil pointer in an interface is no nil interface
+		}
+		return c, nil
+	})
+}

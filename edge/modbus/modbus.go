@@ -164,13 +164,7 @@ func (s *Settings) Validate() error {
 }
 
 func init() {
-	edge.Register("modbus", func(device string, decode func(any) error) (edge.Connector, error) {
-		var s Settings
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return New(device, s, nil)
-	})
+	edge.RegisterSettings("modbus", nil, func(device string, s Settings) (*Device, error) { return New(device, s, nil) })
 }
 
 // Stats are a connection's figures.

@@ -101,13 +101,7 @@ func (s *Settings) expand() error {
 }
 
 func init() {
-	edge.Register("mqtt", func(device string, decode func(any) error) (edge.Connector, error) {
-		var s Settings
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return New(device, s, nil)
-	})
+	edge.RegisterSettings("mqtt", nil, func(device string, s Settings) (*Source, error) { return New(device, s, nil) })
 }
 
 // Source is the MQTT-in connector of one device.

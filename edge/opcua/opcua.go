@@ -63,13 +63,7 @@ type Tag struct {
 }
 
 func init() {
-	edge.Register("opcua", func(device string, decode func(any) error) (edge.Connector, error) {
-		var s Settings
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return New(device, s, nil)
-	})
+	edge.RegisterSettings("opcua", nil, func(device string, s Settings) (*Server, error) { return New(device, s, nil) })
 }
 
 // Server is the OPC UA connector of one server.

@@ -51,13 +51,7 @@ type Tag struct {
 }
 
 func init() {
-	edge.Register("rest", func(device string, decode func(any) error) (edge.Connector, error) {
-		var s Settings
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return New(device, s, nil)
-	})
+	edge.RegisterSettings("rest", nil, func(device string, s Settings) (*Source, error) { return New(device, s, nil) })
 }
 
 // Source is the REST connector of one endpoint.

@@ -47,13 +47,7 @@ type Clock struct {
 var _ edge.Connector = (*Clock)(nil)
 
 func init() {
-	edge.Register("clock", func(device string, decode func(any) error) (edge.Connector, error) {
-		var s ClockSettings
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return NewClock(device, s)
-	})
+	edge.RegisterSettings("clock", nil, NewClock)
 }
 
 // NewClock returns a clock connector.

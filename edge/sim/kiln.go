@@ -66,13 +66,7 @@ func (s *Settings) Validate() error {
 }
 
 func init() {
-	edge.Register("sim", func(device string, decode func(any) error) (edge.Connector, error) {
-		s := Settings{MeanTimeBetweenTrips: 10 * time.Minute}
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return New(device, s)
-	})
+	edge.RegisterSettings("sim", func() Settings { return Settings{MeanTimeBetweenTrips: 10 * time.Minute} }, New)
 }
 
 // Kiln states, as reported by the state tag.

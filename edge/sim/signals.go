@@ -59,13 +59,7 @@ type Signals struct {
 var _ edge.Connector = (*Signals)(nil)
 
 func init() {
-	edge.Register("signals", func(device string, decode func(any) error) (edge.Connector, error) {
-		var s SignalSettings
-		if err := decode(&s); err != nil {
-			return nil, err
-		}
-		return NewSignals(device, s)
-	})
+	edge.RegisterSettings("signals", nil, NewSignals)
 }
 
 // NewSignals validates the settings.
