@@ -72,6 +72,16 @@ func TestExampleConfigsRunSeparately(t *testing.T) {
 	}
 }
 
+// edgeOptions loads an edge config and builds its options, connectors included.
+func edgeOptions(f string) error {
+	c, err := edge.LoadConfig(f)
+	if err != nil {
+		return err
+	}
+	_, err = c.Options(nil, "")
+	return err
+}
+
 func TestBrokenConfigsNameFileLineAndKey(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string) string {
@@ -102,34 +112,13 @@ func TestBrokenConfigsNameFileLineAndKey(t *testing.T) {
 			func(f string) error { _, err := edge.LoadConfig(f); return err },
 			[]string{":3:", "usernme", "unknown key"}},
 		{"edge unknown connector", "cloud: {broker: 'tcp://x:1', username: a, password: b, group: g, edge_id: e}\ndevices:\n  - {id: d, path: a/b/c, connector: plc5}\n",
-			func(f string) error {
-				c, err := edge.LoadConfig(f)
-				if err != nil {
-					return err
-				}
-				_, err = c.Options(nil, "")
-				return err
-			},
+			edgeOptions,
 			[]string{"devices[0].connector", "plc5"}},
 		{"edge bad sim setting", "cloud: {broker: 'tcp://x:1', username: a, password: b, group: g, edge_id: e}\ndevices:\n  - id: d\n    path: a/b/c\n    connector: sim\n    settings:\n      intervall: 1s\n",
-			func(f string) error {
-				c, err := edge.LoadConfig(f)
-				if err != nil {
-					return err
-				}
-				_, err = c.Options(nil, "")
-				return err
-			},
+			edgeOptions,
 			[]string{"devices[0].settings", "line 7", "intervall"}},
 		{"edge bad path", "cloud: {broker: 'tcp://x:1', username: a, password: b, group: g, edge_id: e}\ndevices:\n  - {id: d, path: 'a/+/c', connector: sim}\n",
-			func(f string) error {
-				c, err := edge.LoadConfig(f)
-				if err != nil {
-					return err
-				}
-				_, err = c.Options(nil, "")
-				return err
-			},
+			edgeOptions,
 			[]string{"devices[0] path", "wildcard"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
