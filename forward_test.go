@@ -110,7 +110,7 @@ func TestOutageLosesNothing(t *testing.T) {
 		}
 		for i, v := range vals {
 			if v != int64(i+1) {
-				return fmt.Errorf("value %d is %d", i, v)
+				return fmt.Errorf("value %d is %d (host %+v, edge %+v, broker %+v)", i, v, app.cloud.Host.Stats(), e.Stats(), app.cloud.Broker.Stats())
 			}
 		}
 		last = int64(len(vals))
