@@ -33,8 +33,11 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l . | grep -v node_modules)" || (echo "gofmt needed:"; gofmt -l . | grep -v node_modules; exit 1)
 
+# Packages run one after the other: the fault tests run whole cloud and edge
+# processes, and the other end-to-end tests are not to share the two cores
+# with them.
 test: web interop vet
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -p 1 -timeout 25m ./...
 
 # Run each fuzz target for a while (FUZZTIME=1m make fuzz).
 FUZZTIME ?= 20s
