@@ -103,14 +103,21 @@ func TestOutageLosesNothing(t *testing.T) {
 		}
 		// Deaths leave a bad-quality point without a value; skip those.
 		var vals []int64
+		var at []time.Time
 		for _, p := range pts {
 			if p.Value.Kind != uns.KindNull {
 				vals = append(vals, p.Value.I)
+				at = append(at, p.TS)
 			}
 		}
 		for i, v := range vals {
 			if v != int64(i+1) {
-				return fmt.Errorf("value %d is %d (host %+v, edge %+v, broker %+v)", i, v, app.cloud.Host.Stats(), e.Stats(), app.cloud.Broker.Stats())
+				var before time.Time
+				if i > 0 {
+					before = at[i-1]
+				}
+				return fmt.Errorf("value %d is %d, stored at %s, the one before at %s (host %+v, edge %+v, broker %+v)", i+1, v,
+					at[i].Format("15:04:05.000000"), before.Format("15:04:05.000000"), app.cloud.Host.Stats(), e.Stats(), app.cloud.Broker.Stats())
 			}
 		}
 		last = int64(len(vals))

@@ -41,7 +41,7 @@ func newArchiver(js jetstream.JetStream, w SampleWriter, log *slog.Logger) *arch
 }
 
 func (a *archiver) start(ctx context.Context) error {
-	cons, err := a.js.CreateOrUpdateConsumer(ctx, store.StreamUNS, jetstream.ConsumerConfig{
+	cons, err := store.ResumeConsumer(ctx, a.js, store.StreamUNS, jetstream.ConsumerConfig{
 		Durable: consumerHistorian, AckPolicy: jetstream.AckAllPolicy, AckWait: 2 * time.Minute,
 		MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})

@@ -165,7 +165,7 @@ func (h *Host) start(ctx context.Context) error {
 	if err := h.restore(ctx); err != nil {
 		return err
 	}
-	cons, err := h.js.CreateOrUpdateConsumer(ctx, store.StreamSparkplug, jetstream.ConsumerConfig{
+	cons, err := store.ResumeConsumer(ctx, h.js, store.StreamSparkplug, jetstream.ConsumerConfig{
 		Durable: consumerHost, AckPolicy: jetstream.AckAllPolicy, AckWait: time.Minute,
 		MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})

@@ -134,7 +134,13 @@ type metric struct {
 	filter  uns.Filter
 	current Reading
 	hasCur  bool
+	lastMs  int64 // millisecond timestamp of the last value that passed the filter
 }
+
+// restampWindow bounds how far back a value's millisecond may lie behind the
+// tag's previous one and still be moved after it. Further back is a source
+// clock that went backwards, left as it is.
+const restampWindow = 100 // ms
 
 type device struct {
 	Device
@@ -198,6 +204,9 @@ type Stats struct {
 	Stored   uint64 // values written to the buffer
 	Sent     uint64 // values published (a value sent again after a reconnect counts again)
 	Dropped  uint64 // values dropped by a buffer bound or a failed buffer write
+	// Restamped counts values moved to the millisecond after their tag's
+	// previous value, which they shared (see accept).
+	Restamped uint64
 	// Buffered messages and bytes not yet confirmed by the cloud.
 	BufferedMsgs  uint64
 	BufferedBytes uint64
@@ -219,7 +228,7 @@ type Edge struct {
 	buf    *buffer
 	local  *LocalBroker
 
-	read, filtered, sent, failed atomic.Uint64
+	read, filtered, sent, failed, restamped atomic.Uint64
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -383,6 +392,17 @@ func (e *Edge) accept(d *device, rs []Reading) {
 			e.filtered.Add(1)
 			continue
 		}
+		// Sparkplug and the historian know a value by its tag and
+		// millisecond: a second value in the same millisecond would be taken
+		// for the first one sent again. A read that comes that quickly (a
+		// ticker that waited, a burst of a subscription) goes out one
+		// millisecond after the previous value instead.
+		if ms := s.TS.UnixMilli(); m.lastMs != 0 && ms <= m.lastMs && m.lastMs-ms < restampWindow {
+			s.TS = time.UnixMilli(m.lastMs + 1)
+			e.restamped.Add(1)
+		}
+		m.lastMs = s.TS.UnixMilli()
+		m.current.TS = s.TS // a birth repeats it under the same key
 		samples = append(samples, s)
 	}
 	e.mu.Unlock()
@@ -403,7 +423,7 @@ func (e *Edge) accept(d *device, rs []Reading) {
 
 // Stats returns the edge's counters.
 func (e *Edge) Stats() Stats {
-	st := Stats{Read: e.read.Load(), Filtered: e.filtered.Load(), Sent: e.sent.Load(), Dropped: e.failed.Load()}
+	st := Stats{Read: e.read.Load(), Filtered: e.filtered.Load(), Sent: e.sent.Load(), Dropped: e.failed.Load(), Restamped: e.restamped.Load()}
 	if e.buf == nil {
 		return st
 	}

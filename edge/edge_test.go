@@ -430,3 +430,48 @@ func TestNoReceiptsFallback(t *testing.T) {
 		return nil
 	})
 }
+
+// Values of one tag that share a millisecond go out one millisecond apart,
+// in order, so that neither is taken for the other sent again; a source
+// clock that went further back is left alone.
+func TestSameMillisecondValuesAreRestamped(t *testing.T) {
+	r := startBroker(t)
+	r.state(true, uint64(time.Now().UnixMilli()))
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e := startEdge(t, r, t.TempDir(), dev)
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !e.Online() {
+			return fmt.Errorf("not born")
+		}
+		return nil
+	})
+	t0 := time.Now().Truncate(time.Millisecond)
+	for i, at := range []time.Duration{0, 300 * time.Microsecond, 600 * time.Microsecond, 2 * time.Millisecond, -time.Second} {
+		dev.ch <- []Reading{{Tag: "state", TS: t0.Add(at), Value: uns.String(fmt.Sprint("s", i))}}
+	}
+	want := []string{"s0 +0ms", "s1 +1ms", "s2 +2ms", "s3 +3ms", "s4 -1000ms"}
+	var got []string
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		got = got[:0]
+		for _, m := range r.all() {
+			if m.topic.Type != sparkplug.DDATA {
+				continue
+			}
+			for _, mt := range m.p.GetMetrics() {
+				if v := mt.GetStringValue(); strings.HasPrefix(v, "s") {
+					got = append(got, fmt.Sprintf("%s %+dms", v, int64(mt.GetTimestamp())-t0.UnixMilli()))
+				}
+			}
+		}
+		if len(got) < len(want) {
+			return fmt.Errorf("%d values sent", len(got))
+		}
+		return nil
+	})
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("sent %v, want %v", got, want)
+	}
+	if n := e.Stats().Restamped; n != 3 {
+		t.Fatalf("Restamped = %d, want 3", n)
+	}
+}

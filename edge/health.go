@@ -26,6 +26,7 @@ var (
 	descStored   = prometheus.NewDesc("calx_edge_values_buffered_total", "Values written to the store-and-forward buffer.", nil, nil)
 	descSent     = prometheus.NewDesc("calx_edge_values_sent_total", "Values published (again after a reconnect, counted again).", nil, nil)
 	descDropped  = prometheus.NewDesc("calx_edge_values_dropped_total", "Values dropped by a buffer bound or a failed buffer write.", nil, nil)
+	descRestamp  = prometheus.NewDesc("calx_edge_values_restamped_total", "Values moved one millisecond after their tag's previous value, whose millisecond they shared.", nil, nil)
 	descBufMsgs  = prometheus.NewDesc("calx_edge_buffer_messages", "Buffered messages not yet confirmed by the cloud.", nil, nil)
 	descBufBytes = prometheus.NewDesc("calx_edge_buffer_bytes", "Bytes of the store-and-forward buffer.", nil, nil)
 	descOldest   = prometheus.NewDesc("calx_edge_buffer_oldest_seconds", "Age of the oldest unconfirmed value.", nil, nil)
@@ -39,7 +40,7 @@ var (
 type edgeCollector struct{ e *Edge }
 
 func (c edgeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRead, descFiltered, descStored, descSent, descDropped, descBufMsgs, descBufBytes, descOldest, descOnline,
+	for _, d := range []*prometheus.Desc{descRead, descFiltered, descStored, descSent, descDropped, descRestamp, descBufMsgs, descBufBytes, descOldest, descOnline,
 		descConn, descConnRd, descConnErr, descConnLat} {
 		ch <- d
 	}
@@ -56,6 +57,7 @@ func (c edgeCollector) Collect(ch chan<- prometheus.Metric) {
 	cnt(descStored, st.Stored)
 	cnt(descSent, st.Sent)
 	cnt(descDropped, st.Dropped)
+	cnt(descRestamp, st.Restamped)
 	gauge(descBufMsgs, float64(st.BufferedMsgs))
 	gauge(descBufBytes, float64(st.BufferedBytes))
 	gauge(descOldest, st.OldestUnconfirmed.Seconds())
