@@ -139,7 +139,15 @@ func (b *Broker) Disconnect(clientID string) error {
 	if !ok {
 		return fmt.Errorf("broker: no client %q", clientID)
 	}
-	cl.Stop(errors.New("disconnected by the cloud"))
+	// Only the connection is closed: the client's read then fails, and the
+	// broker ends the session as a network failure, Will included. Stopping
+	// the client instead can end its read as a clean disconnect, Will dropped.
+	if cl.Net.Conn == nil {
+		return fmt.Errorf("broker: client %q has no network connection", clientID)
+	}
+	if err := cl.Net.Conn.Close(); err != nil {
+		return fmt.Errorf("broker: disconnect %q: %w", clientID, err)
+	}
 	return nil
 }
 

@@ -539,3 +539,56 @@ func TestUNSRepublishedOnMQTT(t *testing.T) {
 		}
 	}
 }
+
+// TestDisconnectSendsWill: a connection the cloud drops ends like a failed
+// network, Will and all, even while the client is busy publishing.
+func TestDisconnectSendsWill(t *testing.T) {
+	c := startCloud(t)
+	rd, err := dial(t, c, "reader", "pwr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wills := make(chan string, 16)
+	tok := rd.Subscribe("spBv1.0/g/NDEATH/e1", 1, func(_ paho.Client, m paho.Message) { wills <- string(m.Payload()) })
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	data, _ := proto.Marshal(&pb.Payload{Timestamp: proto.Uint64(1), Seq: proto.Uint64(0)})
+	for i := range 10 {
+		id := fmt.Sprintf("g.e1.%d", i)
+		o := paho.NewClientOptions().AddBroker("tcp://"+c.Broker.Addr()).SetClientID(id).SetUsername("e1").SetPassword("pw1").
+			SetAutoReconnect(false).SetWill("spBv1.0/g/NDEATH/e1", fmt.Sprint("will ", i), 1, false)
+		cl := paho.NewClient(o)
+		if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect: %v", tok.Error())
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cl.Publish("spBv1.0/g/NDATA/e1", 0, false, data).WaitTimeout(time.Second)
+			}
+		}()
+		time.Sleep(20 * time.Millisecond)
+		if err := c.Broker.Disconnect(id); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case w := <-wills:
+			if w != fmt.Sprint("will ", i) {
+				t.Fatalf("got %q, want will %d", w, i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no Will after disconnect %d", i)
+		}
+		close(stop)
+		<-done
+		cl.Disconnect(0)
+	}
+}
