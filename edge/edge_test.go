@@ -475,3 +475,48 @@ func TestSameMillisecondValuesAreRestamped(t *testing.T) {
 		t.Fatalf("Restamped = %d, want 3", n)
 	}
 }
+
+// Values buffered while a device was up and sent after it was lost go out
+// between a DBIRTH and a DDEATH of their own: no data of a dead device.
+func TestBacklogOfALostDeviceIsBornAndDiesAgain(t *testing.T) {
+	r := startBroker(t)
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e := startEdge(t, r, t.TempDir(), dev)
+	dev.ch <- []Reading{{Tag: "temp", TS: time.Now(), Value: uns.Float(20)}}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if st := e.Stats(); st.BufferedMsgs == 0 {
+			return fmt.Errorf("nothing buffered")
+		}
+		return nil
+	})
+	dev.ch <- nil // lost before the node is born
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if cs := e.Connections(); len(cs) != 1 || cs[0].Connected {
+			return fmt.Errorf("device not lost: %+v", cs)
+		}
+		return nil
+	})
+	r.state(true, uint64(time.Now().UnixMilli()))
+	var got string
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		var types []string
+		for _, m := range r.all() {
+			if m.topic.Device != "" || m.topic.Type == sparkplug.NBIRTH {
+				types = append(types, string(m.topic.Type))
+			}
+		}
+		got = strings.Join(types, " ")
+		if !strings.Contains(got, "DDEATH") {
+			return fmt.Errorf("messages: %s", got)
+		}
+		return nil
+	})
+	if got != "NBIRTH DBIRTH DDATA DDEATH" {
+		t.Fatalf("messages %s, want NBIRTH DBIRTH DDATA DDEATH", got)
+	}
+	for _, m := range r.all() {
+		if m.topic.Type == sparkplug.DDATA && !m.p.GetMetrics()[0].GetIsHistorical() {
+			t.Fatal("buffered value not sent as historical")
+		}
+	}
+}

@@ -91,14 +91,8 @@ func (f *forwarder) backlogMsgs() uint64 {
 // flush sends device events, then live values, then a slice of the
 // backlog. more is true while backlog remains that could be sent now.
 func (n *node) flush(ctx context.Context) (more bool, err error) {
-	n.e.mu.Lock()
-	evs := append([]event(nil), n.e.events...)
-	n.e.events = n.e.events[:0]
-	n.e.mu.Unlock()
-	for _, ev := range evs {
-		if err := n.event(ev); err != nil {
-			return false, err
-		}
+	if err := n.events(); err != nil {
+		return false, err
 	}
 	f := n.fw
 	if _, err := f.drain(ctx, f.live, liveBatch, false); err != nil {
@@ -195,6 +189,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 	}
 	var cur *device
 	var p *pb.Payload
+	var reborn []*device // devices born only to carry their buffered values
 	out := func() error {
 		if p == nil || len(p.Metrics) == 0 {
 			return nil
@@ -218,6 +213,9 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 				return 0, err
 			}
 			cur = m.dev
+			if err := f.bornForData(cur, &reborn); err != nil {
+				return 0, err
+			}
 		}
 		if p == nil {
 			p = &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
@@ -232,7 +230,39 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 		}
 		p.Metrics = append(p.Metrics, pm)
 	}
-	return len(f.samples), out()
+	if err := out(); err != nil {
+		return 0, err
+	}
+	for _, d := range reborn {
+		if err := n.deviceDeath(d, time.Now()); err != nil {
+			return 0, err
+		}
+	}
+	return len(f.samples), nil
+}
+
+// bornForData makes sure that d's last word on the wire is a DBIRTH before
+// data of it goes out. A device that came back has its birth queued before
+// its values reach the buffer: the queued events go first. Values buffered
+// while a device was up, sent while it is lost, go between a DBIRTH and a
+// DDEATH of their own; d is added to reborn for that death.
+func (f *forwarder) bornForData(d *device, reborn *[]*device) error {
+	n := f.n
+	if n.devBorn[d] {
+		return nil
+	}
+	if err := n.events(); err != nil {
+		return err
+	}
+	if n.devBorn[d] {
+		return nil
+	}
+	if err := n.publish(n.topic(sparkplug.DBIRTH, d.ID), n.deviceBirth(d, sparkplug.Millis(time.Now()))); err != nil {
+		return err
+	}
+	n.devBorn[d] = true
+	*reborn = append(*reborn, d)
+	return nil
 }
 
 // receipt handles what the cloud says it has stored of this session.

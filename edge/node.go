@@ -52,6 +52,7 @@ type node struct {
 
 	nodeDataAt time.Time
 	sentNode   map[uint64]string // node metric alias -> what was last sent
+	devBorn    map[*device]bool  // devices whose DBIRTH is the last word on the wire
 	seqOf      map[uint64]uint64 // message number -> its seq, until receipted
 }
 
@@ -336,6 +337,7 @@ func (n *node) birth(ctx context.Context) error {
 	if err := n.publish(n.topic(sparkplug.NBIRTH, ""), nb); err != nil {
 		return err
 	}
+	n.devBorn = map[*device]bool{}
 	for _, d := range n.e.devices {
 		n.e.mu.Lock()
 		lost := d.lost
@@ -346,6 +348,7 @@ func (n *node) birth(ctx context.Context) error {
 		if err := n.publish(n.topic(sparkplug.DBIRTH, d.ID), n.deviceBirth(d, ms)); err != nil {
 			return err
 		}
+		n.devBorn[d] = true
 	}
 	n.born.Store(true)
 	// Device events from before this birth are answered by it.
@@ -480,10 +483,35 @@ func (n *node) nodeData() error {
 func (n *node) event(q event) error {
 	switch q.ev {
 	case evDeath:
-		p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(q.at)), Seq: n.nextSeq()}
-		return n.publish(n.topic(sparkplug.DDEATH, q.dev.ID), p)
+		return n.deviceDeath(q.dev, q.at)
 	case evBirth:
-		return n.publish(n.topic(sparkplug.DBIRTH, q.dev.ID), n.deviceBirth(q.dev, sparkplug.Millis(time.Now())))
+		if err := n.publish(n.topic(sparkplug.DBIRTH, q.dev.ID), n.deviceBirth(q.dev, sparkplug.Millis(time.Now()))); err != nil {
+			return err
+		}
+		n.devBorn[q.dev] = true
+	}
+	return nil
+}
+
+func (n *node) deviceDeath(d *device, at time.Time) error {
+	p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(at)), Seq: n.nextSeq()}
+	if err := n.publish(n.topic(sparkplug.DDEATH, d.ID), p); err != nil {
+		return err
+	}
+	n.devBorn[d] = false
+	return nil
+}
+
+// events publishes the queued device deaths and births.
+func (n *node) events() error {
+	n.e.mu.Lock()
+	evs := append([]event(nil), n.e.events...)
+	n.e.events = n.e.events[:0]
+	n.e.mu.Unlock()
+	for _, ev := range evs {
+		if err := n.event(ev); err != nil {
+			return err
+		}
 	}
 	return nil
 }
