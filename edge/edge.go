@@ -152,17 +152,50 @@ type device struct {
 	// Connection status, guarded by Edge.mu.
 	reads, errors uint64
 	lastErr       string
+	rate          rateWindow
 	connAlias     uint64 // first of the node metrics Connections/<device>/...
 }
 
 // ConnStatus is the state of one device's connection.
 type ConnStatus struct {
-	Device    string        `json:"device"`
-	Connected bool          `json:"connected"`
-	LastError string        `json:"last_error,omitempty"`
-	Reads     uint64        `json:"reads"`  // reads handed over by the connector
-	Errors    uint64        `json:"errors"` // times the device was lost
-	Latency   time.Duration `json:"latency"`
+	Device    string `json:"device"`
+	Connected bool   `json:"connected"`
+	LastError string `json:"last_error,omitempty"`
+	Reads     uint64 `json:"reads"`  // reads handed over by the connector
+	Errors    uint64 `json:"errors"` // times the device was lost
+	// Reads and errors per second, over the last 5 to 10 seconds (over the
+	// time since the previous status when that is longer).
+	ReadsPerSec  float64       `json:"reads_per_sec"`
+	ErrorsPerSec float64       `json:"errors_per_sec"`
+	Latency      time.Duration `json:"latency_ns"`
+}
+
+// rateWindow turns a device's read and error counters into rates: it keeps
+// the counters as they were at the start of the current window and of the
+// one before, and a window lasts at least rateEvery.
+type rateWindow struct {
+	prev, cur rateMark
+}
+
+type rateMark struct {
+	at            time.Time
+	reads, errors uint64
+}
+
+const rateEvery = 5 * time.Second
+
+func (w *rateWindow) rates(now time.Time, reads, errors uint64) (rps, eps float64) {
+	if w.cur.at.IsZero() {
+		w.prev = rateMark{now, reads, errors}
+		w.cur = w.prev
+	} else if now.Sub(w.cur.at) >= rateEvery {
+		w.prev, w.cur = w.cur, rateMark{now, reads, errors}
+	}
+	dt := now.Sub(w.prev.at).Seconds()
+	if dt <= 0 {
+		return 0, 0
+	}
+	return float64(reads-w.prev.reads) / dt, float64(errors-w.prev.errors) / dt
 }
 
 // LatencyReporter is implemented by connectors that time their reads.
@@ -174,9 +207,11 @@ type LatencyReporter interface {
 func (e *Edge) Connections() []ConnStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := time.Now()
 	out := make([]ConnStatus, 0, len(e.devices))
 	for _, d := range e.devices {
 		cs := ConnStatus{Device: d.ID, Connected: !d.lost && d.reads > 0, LastError: d.lastErr, Reads: d.reads, Errors: d.errors}
+		cs.ReadsPerSec, cs.ErrorsPerSec = d.rate.rates(now, d.reads, d.errors)
 		if lr, ok := d.Connector.(LatencyReporter); ok {
 			cs.Latency = lr.Latency()
 		}
@@ -199,19 +234,19 @@ type event struct {
 
 // Stats are the edge's counters.
 type Stats struct {
-	Read     uint64 // values read from connectors
-	Filtered uint64 // values not sent because report-by-exception held them back
-	Stored   uint64 // values written to the buffer
-	Sent     uint64 // values published (a value sent again after a reconnect counts again)
-	Dropped  uint64 // values dropped by a buffer bound or a failed buffer write
+	Read     uint64 `json:"read"`     // values read from connectors
+	Filtered uint64 `json:"filtered"` // values not sent because report-by-exception held them back
+	Stored   uint64 `json:"stored"`   // values written to the buffer
+	Sent     uint64 `json:"sent"`     // values published (a value sent again after a reconnect counts again)
+	Dropped  uint64 `json:"dropped"`  // values dropped by a buffer bound or a failed buffer write
 	// Restamped counts values moved to the millisecond after their tag's
 	// previous value, which they shared (see accept).
-	Restamped uint64
+	Restamped uint64 `json:"restamped"`
 	// Buffered messages and bytes not yet confirmed by the cloud.
-	BufferedMsgs  uint64
-	BufferedBytes uint64
+	BufferedMsgs  uint64 `json:"buffered_messages"`
+	BufferedBytes uint64 `json:"buffered_bytes"`
 	// OldestUnconfirmed is the age of the oldest buffered value.
-	OldestUnconfirmed time.Duration
+	OldestUnconfirmed time.Duration `json:"oldest_unconfirmed_ns"`
 }
 
 // Edge is the edge runtime: connectors, report-by-exception, and the
@@ -321,6 +356,12 @@ func (e *Edge) Start(ctx context.Context) error {
 		defer e.wg.Done()
 		n.run(ctx)
 	}()
+	started := time.Now()
+	e.mu.Lock()
+	for _, d := range e.devices {
+		d.rate.rates(started, 0, 0) // rates count from here
+	}
+	e.mu.Unlock()
 	for _, d := range e.devices {
 		e.wg.Add(1)
 		go func() {

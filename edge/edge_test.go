@@ -520,3 +520,22 @@ func TestBacklogOfALostDeviceIsBornAndDiesAgain(t *testing.T) {
 		}
 	}
 }
+
+func TestRateWindow(t *testing.T) {
+	var w rateWindow
+	t0 := time.Unix(1000, 0)
+	if r, e := w.rates(t0, 0, 0); r != 0 || e != 0 {
+		t.Fatalf("at start: %v %v", r, e)
+	}
+	if r, _ := w.rates(t0.Add(2*time.Second), 20, 0); r != 10 {
+		t.Fatalf("after 2 s: %v reads/s, want 10", r)
+	}
+	// A window closes after 5 s; the rate spans the last closed one and
+	// the open one: at 12 s, from 5 s on.
+	w.rates(t0.Add(5*time.Second), 50, 1)
+	w.rates(t0.Add(10*time.Second), 100, 1)
+	r, e := w.rates(t0.Add(12*time.Second), 120, 8)
+	if r != 10 || e != 1 {
+		t.Fatalf("after 12 s: %v reads/s %v errors/s, want 10 and 1", r, e)
+	}
+}

@@ -98,6 +98,10 @@ func StartHealth(e *Edge, addr string) (*HealthServer, error) {
 		}
 		reply(w, http.StatusOK, map[string]any{"status": "ready"})
 	})
+	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, map[string]any{"edge": e.opts.Group + "/" + e.opts.EdgeID, "online": e.Online(),
+			"stats": e.Stats(), "connections": e.Connections()})
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path)})

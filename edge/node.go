@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -23,7 +24,7 @@ const (
 	aliasBufferDepth   = 2
 	nodeAliases        = 16
 	// connMetrics is how many node metrics describe each device's connection.
-	connMetrics      = 5
+	connMetrics      = 7
 	maxMetricsPerMsg = 500
 	publishTimeout   = 10 * time.Second
 )
@@ -410,6 +411,9 @@ func (n *node) nodeMetrics(ms uint64) []*pb.Payload_Metric {
 	long := func(alias, v uint64) *pb.Payload_Metric {
 		return &pb.Payload_Metric{Alias: proto.Uint64(alias), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_LongValue{LongValue: v}}
 	}
+	double := func(alias uint64, v float64) *pb.Payload_Metric {
+		return &pb.Payload_Metric{Alias: proto.Uint64(alias), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_DoubleValue{DoubleValue: math.Round(v*100) / 100}}
+	}
 	out := []*pb.Payload_Metric{long(aliasBufferDropped, st.Dropped), long(aliasBufferDepth, st.BufferedMsgs)}
 	for i, cs := range n.e.Connections() {
 		a := n.e.devices[i].connAlias
@@ -417,7 +421,7 @@ func (n *node) nodeMetrics(ms uint64) []*pb.Payload_Metric {
 			&pb.Payload_Metric{Alias: proto.Uint64(a), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_BooleanValue{BooleanValue: cs.Connected}},
 			&pb.Payload_Metric{Alias: proto.Uint64(a + 1), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_StringValue{StringValue: cs.LastError}},
 			long(a+2, cs.Reads), long(a+3, cs.Errors),
-			&pb.Payload_Metric{Alias: proto.Uint64(a + 4), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_DoubleValue{DoubleValue: float64(cs.Latency) / float64(time.Millisecond)}})
+			double(a+4, float64(cs.Latency)/float64(time.Millisecond)), double(a+5, cs.ReadsPerSec), double(a+6, cs.ErrorsPerSec))
 	}
 	return out
 }
@@ -432,7 +436,7 @@ func (n *node) nodeMetricName(alias uint64) string {
 	}
 	for _, d := range n.e.devices {
 		if alias >= d.connAlias && alias < d.connAlias+connMetrics {
-			return "Connections/" + d.ID + "/" + [...]string{"Connected", "LastError", "Reads", "Errors", "LatencyMs"}[alias-d.connAlias]
+			return "Connections/" + d.ID + "/" + [...]string{"Connected", "LastError", "Reads", "Errors", "LatencyMs", "ReadsPerSec", "ErrorsPerSec"}[alias-d.connAlias]
 		}
 	}
 	return fmt.Sprintf("Metric%d", alias)

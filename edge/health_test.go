@@ -1,0 +1,78 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// The edge's HTTP: health, readiness, the status of its connections as
+// JSON, and Prometheus metrics.
+func TestHealthStatusAndMetrics(t *testing.T) {
+	r := startBroker(t)
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e := startEdge(t, r, t.TempDir(), dev)
+	h, err := StartHealth(e, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Shutdown(context.Background()) })
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + h.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz before the host is online: %d %s", code, body)
+	}
+	r.state(true, uint64(time.Now().UnixMilli()))
+	for i := range 5 {
+		dev.ch <- []Reading{{Tag: "temp", TS: time.Now(), Value: uns.Float(float64(20 + 5*i))}}
+	}
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if code, body := get("/readyz"); code != http.StatusOK {
+			return fmt.Errorf("readyz %d %s", code, body)
+		}
+		return nil
+	})
+	var st struct {
+		Edge        string       `json:"edge"`
+		Online      bool         `json:"online"`
+		Stats       Stats        `json:"stats"`
+		Connections []ConnStatus `json:"connections"`
+	}
+	code, body := get("/api/v1/status")
+	if code != http.StatusOK {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("status %s: %v", body, err)
+	}
+	if st.Edge != "g/e" || !st.Online || st.Stats.Read != 5 || len(st.Connections) != 1 {
+		t.Fatalf("status %s", body)
+	}
+	if c := st.Connections[0]; c.Device != "d1" || !c.Connected || c.Reads != 5 || c.ReadsPerSec <= 0 {
+		t.Fatalf("connection %+v", c)
+	}
+	_, metrics := get("/metrics")
+	for _, want := range []string{"calx_edge_values_read_total 5", `calx_edge_connection_up{device="d1"} 1`, "calx_edge_online 1"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if code, body := get("/nosuch"); code != http.StatusNotFound || !strings.Contains(body, "no such route") {
+		t.Fatalf("unknown route: %d %s", code, body)
+	}
+}
