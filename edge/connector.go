@@ -46,6 +46,22 @@ type Sink interface {
 	Lost(err error)
 }
 
+// Declarer is implemented by the Sink a connector is given. A connector
+// that learns tags while it runs (MQTT topics matched by a wildcard)
+// declares them before it emits their values; the device is then born
+// again on the wire with them, and they are kept in the data dir so that
+// values buffered for them survive a restart. Declaring a known tag again
+// changes nothing.
+type Declarer interface {
+	Declare(defs []TagDef) error
+}
+
+// LocalBrokerSink is implemented by the Sink a connector is given: the
+// address (tcp://host:port) of the edge's own broker, "" when it runs none.
+type LocalBrokerSink interface {
+	LocalBroker() string
+}
+
 // Connector reads one device. Run keeps reading until ctx is done, handing
 // each read's values to the sink; when the device is lost it calls Lost and
 // reconnects by itself. Run returns nil when ctx is cancelled.

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,7 +154,9 @@ type device struct {
 	reads, errors uint64
 	lastErr       string
 	rate          rateWindow
-	connAlias     uint64 // first of the node metrics Connections/<device>/...
+	connAlias     uint64   // first of the node metrics Connections/<device>/...
+	declared      []TagDef // tags the connector declared while running
+	gen           uint64   // grows with each declaration: the device must be born again
 }
 
 // ConnStatus is the state of one device's connection.
@@ -259,6 +262,7 @@ type Edge struct {
 	mu     sync.Mutex // report-by-exception state and the event queue
 	events []event
 	byPath map[uns.Path]*metric
+	alias  uint64 // the last alias given
 	wake   chan struct{}
 	buf    *buffer
 	local  *LocalBroker
@@ -278,35 +282,149 @@ func New(opts Options) (*Edge, error) {
 	}
 	e := &Edge{opts: opts, log: opts.Logger.With("component", "edge", "edge", opts.EdgeID), wake: make(chan struct{}, 1),
 		byPath: map[uns.Path]*metric{}}
-	alias := uint64(nodeAliases)
+	e.alias = uint64(nodeAliases)
 	for _, d := range opts.Devices {
 		dev := &device{Device: d, byName: map[string]*metric{}, byAlias: map[uint64]*metric{}}
 		for _, td := range d.Connector.Tags() {
 			if _, dup := dev.byName[td.Name]; dup {
 				return nil, fmt.Errorf("edge: device %s: tag %q declared twice", d.ID, td.Name)
 			}
-			p := d.Path + "/" + uns.Path(td.Name)
-			if err := p.Validate(); err != nil {
-				return nil, fmt.Errorf("edge: device %s tag %q: %w", d.ID, td.Name, err)
+			if err := e.addMetric(dev, td); err != nil {
+				return nil, err
 			}
-			alias++
-			m := &metric{dev: dev, def: td, path: p, alias: alias}
-			e.byPath[p] = m
-			m.filter.Deadband = td.Deadband
-			if m.filter.Span == 0 {
-				m.filter.Span = td.High - td.Low
-			}
-			dev.metrics = append(dev.metrics, m)
-			dev.byName[td.Name] = m
-			dev.byAlias[alias] = m
 		}
 		e.devices = append(e.devices, dev)
 	}
 	for _, dev := range e.devices {
-		dev.connAlias = alias + 1
-		alias += connMetrics
+		dev.connAlias = e.alias + 1
+		e.alias += connMetrics
+	}
+	// Tags declared by connectors while running, in an earlier run: values
+	// of them may still be buffered.
+	for _, dev := range e.devices {
+		defs, err := e.loadDeclared(dev)
+		if err != nil {
+			return nil, err
+		}
+		for _, td := range defs {
+			if _, known := dev.byName[td.Name]; !known {
+				if err := e.addMetric(dev, td); err != nil {
+					return nil, fmt.Errorf("edge: %s: %w", e.declaredFile(dev), err)
+				}
+				dev.declared = append(dev.declared, td)
+			}
+		}
 	}
 	return e, nil
+}
+
+// addMetric gives a device a metric with the next alias. Edge.mu is held,
+// or the edge is not running yet.
+func (e *Edge) addMetric(dev *device, td TagDef) error {
+	p := dev.Path + "/" + uns.Path(td.Name)
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("edge: device %s tag %q: %w", dev.ID, td.Name, err)
+	}
+	e.alias++
+	m := &metric{dev: dev, def: td, path: p, alias: e.alias}
+	e.byPath[p] = m
+	m.filter.Deadband = td.Deadband
+	if m.filter.Span == 0 {
+		m.filter.Span = td.High - td.Low
+	}
+	dev.metrics = append(dev.metrics, m)
+	dev.byName[td.Name] = m
+	dev.byAlias[e.alias] = m
+	return nil
+}
+
+// maxDeclared bounds the tags a connector may declare for one device while
+// it runs, so that a flood of topics cannot grow a birth without end.
+const maxDeclared = 10000
+
+// declare adds tags a connector learned while running (see Declarer).
+func (e *Edge) declare(d *device, defs []TagDef) error {
+	e.mu.Lock()
+	var added []TagDef
+	var errs []error
+	for _, td := range defs {
+		if _, known := d.byName[td.Name]; known {
+			continue
+		}
+		if len(d.declared)+len(added) >= maxDeclared {
+			errs = append(errs, fmt.Errorf("device %s: tag %q not added: %d tags declared already", d.ID, td.Name, maxDeclared))
+			continue
+		}
+		if err := e.addMetric(d, td); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		added = append(added, td)
+	}
+	if len(added) == 0 {
+		e.mu.Unlock()
+		return errors.Join(errs...)
+	}
+	d.declared = append(d.declared, added...)
+	d.gen++
+	if !d.lost {
+		e.events = append(e.events, event{ev: evBirth, dev: d, at: time.Now()})
+	}
+	all := append([]TagDef(nil), d.declared...)
+	e.mu.Unlock()
+	if err := e.saveDeclared(d, all); err != nil {
+		errs = append(errs, err)
+	}
+	e.log.Info("tags declared", "device", d.ID, "added", len(added), "declared", len(all))
+	e.signal()
+	return errors.Join(errs...)
+}
+
+func (e *Edge) declaredFile(d *device) string {
+	return filepath.Join(e.opts.DataDir, "declared", d.ID+".json")
+}
+
+func (e *Edge) loadDeclared(d *device) ([]TagDef, error) {
+	b, err := os.ReadFile(e.declaredFile(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("edge: declared tags: %w", err)
+	}
+	var defs []TagDef
+	if err := json.Unmarshal(b, &defs); err != nil {
+		return nil, fmt.Errorf("edge: declared tags %s: %w", e.declaredFile(d), err)
+	}
+	return defs, nil
+}
+
+// saveDeclared writes the device's declared tags, atomically.
+func (e *Edge) saveDeclared(d *device, defs []TagDef) error {
+	path := e.declaredFile(d)
+	b, err := json.MarshalIndent(defs, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("edge: declared tags: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		return fmt.Errorf("edge: declared tags: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("edge: declared tags: %w", err)
+	}
+	return nil
+}
+
+// metricAt returns the metric of a UNS path.
+func (e *Edge) metricAt(p uns.Path) (*metric, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m, ok := e.byPath[p]
+	return m, ok
 }
 
 // Start starts the connectors and the edge node.
@@ -383,6 +501,15 @@ type deviceSink struct {
 func (s deviceSink) Emit(rs []Reading) { s.e.accept(s.d, rs) }
 func (s deviceSink) Lost(err error)    { s.e.lost(s.d, err) }
 
+func (s deviceSink) Declare(defs []TagDef) error { return s.e.declare(s.d, defs) }
+
+func (s deviceSink) LocalBroker() string {
+	if s.e.local == nil {
+		return ""
+	}
+	return "tcp://" + s.e.local.dialAddr()
+}
+
 // lost marks a device dead: its current values go BAD and a DDEATH is queued.
 func (e *Edge) lost(d *device, err error) {
 	e.mu.Lock()
@@ -455,7 +582,9 @@ func (e *Edge) accept(d *device, rs []Reading) {
 		}
 		if e.local != nil {
 			for _, s := range samples {
-				e.local.publish(e.byPath[s.Path], s)
+				if m, ok := e.metricAt(s.Path); ok {
+					e.local.publish(m, s)
+				}
 			}
 		}
 	}
@@ -479,6 +608,14 @@ func (e *Edge) Stats() Stats {
 		}
 	}
 	return st
+}
+
+// LocalMQTTAddr is the address of the edge's own broker, "" when it runs none.
+func (e *Edge) LocalMQTTAddr() string {
+	if e.local == nil {
+		return ""
+	}
+	return e.local.Addr()
 }
 
 // Online reports whether the edge node is connected and born.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -203,7 +204,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 		return err
 	}
 	for _, s := range f.samples {
-		m, ok := n.e.byPath[s.Path]
+		m, ok := n.e.metricAt(s.Path)
 		if !ok {
 			n.e.log.Warn("buffered value of a tag no longer configured, skipped", "path", s.Path)
 			continue
@@ -248,20 +249,25 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 // DDEATH of their own; d is added to reborn for that death.
 func (f *forwarder) bornForData(d *device, reborn *[]*device) error {
 	n := f.n
-	if n.devBorn[d] {
+	if n.isBorn(d) {
 		return nil
 	}
 	if err := n.events(); err != nil {
 		return err
 	}
-	if n.devBorn[d] {
+	if n.isBorn(d) {
 		return nil
 	}
-	if err := n.publish(n.topic(sparkplug.DBIRTH, d.ID), n.deviceBirth(d, sparkplug.Millis(time.Now()))); err != nil {
+	wasBorn := n.devBorn[d] != 0
+	if err := n.birthDevice(d, sparkplug.Millis(time.Now())); err != nil {
 		return err
 	}
-	n.devBorn[d] = true
-	*reborn = append(*reborn, d)
+	n.e.mu.Lock()
+	lost := d.lost
+	n.e.mu.Unlock()
+	if !wasBorn && lost && !slices.Contains(*reborn, d) {
+		*reborn = append(*reborn, d)
+	}
 	return nil
 }
 

@@ -52,9 +52,9 @@ type node struct {
 	msgs     uint64 // Sparkplug messages published in this session
 
 	nodeDataAt time.Time
-	sentNode   map[uint64]string // node metric alias -> what was last sent
-	devBorn    map[*device]bool  // devices whose DBIRTH is the last word on the wire
-	seqOf      map[uint64]uint64 // message number -> its seq, until receipted
+	sentNode   map[uint64]string  // node metric alias -> what was last sent
+	devBorn    map[*device]uint64 // 1 + the device's gen when its DBIRTH is the last word on the wire, else 0
+	seqOf      map[uint64]uint64  // message number -> its seq, until receipted
 }
 
 // cmd is a received NCMD (device "") or DCMD.
@@ -338,7 +338,7 @@ func (n *node) birth(ctx context.Context) error {
 	if err := n.publish(n.topic(sparkplug.NBIRTH, ""), nb); err != nil {
 		return err
 	}
-	n.devBorn = map[*device]bool{}
+	n.devBorn = map[*device]uint64{}
 	for _, d := range n.e.devices {
 		n.e.mu.Lock()
 		lost := d.lost
@@ -346,10 +346,9 @@ func (n *node) birth(ctx context.Context) error {
 		if lost {
 			continue // born again when it comes back
 		}
-		if err := n.publish(n.topic(sparkplug.DBIRTH, d.ID), n.deviceBirth(d, ms)); err != nil {
+		if err := n.birthDevice(d, ms); err != nil {
 			return err
 		}
-		n.devBorn[d] = true
 	}
 	n.born.Store(true)
 	// Device events from before this birth are answered by it.
@@ -367,7 +366,25 @@ func (n *node) birth(ctx context.Context) error {
 	return nil
 }
 
-func (n *node) deviceBirth(d *device, ms uint64) *pb.Payload {
+// birthDevice publishes a DBIRTH of d with every metric it has now.
+func (n *node) birthDevice(d *device, ms uint64) error {
+	p, gen := n.deviceBirth(d, ms)
+	if err := n.publish(n.topic(sparkplug.DBIRTH, d.ID), p); err != nil {
+		return err
+	}
+	n.devBorn[d] = gen + 1
+	return nil
+}
+
+// isBorn reports whether d's last word on the wire is a DBIRTH with all
+// of its metrics.
+func (n *node) isBorn(d *device) bool {
+	n.e.mu.Lock()
+	defer n.e.mu.Unlock()
+	return n.devBorn[d] == d.gen+1
+}
+
+func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
 	p := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq()}
 	n.e.mu.Lock()
 	defer n.e.mu.Unlock()
@@ -401,7 +418,7 @@ func (n *node) deviceBirth(d *device, ms uint64) *pb.Payload {
 		pm.Properties = sparkplug.Properties(kv...)
 		p.Metrics = append(p.Metrics, pm)
 	}
-	return p
+	return p, d.gen
 }
 
 // nodeMetrics returns the node's own figures by alias, without names:
@@ -489,10 +506,7 @@ func (n *node) event(q event) error {
 	case evDeath:
 		return n.deviceDeath(q.dev, q.at)
 	case evBirth:
-		if err := n.publish(n.topic(sparkplug.DBIRTH, q.dev.ID), n.deviceBirth(q.dev, sparkplug.Millis(time.Now()))); err != nil {
-			return err
-		}
-		n.devBorn[q.dev] = true
+		return n.birthDevice(q.dev, sparkplug.Millis(time.Now()))
 	}
 	return nil
 }
@@ -502,7 +516,7 @@ func (n *node) deviceDeath(d *device, at time.Time) error {
 	if err := n.publish(n.topic(sparkplug.DDEATH, d.ID), p); err != nil {
 		return err
 	}
-	n.devBorn[d] = false
+	n.devBorn[d] = 0
 	return nil
 }
 
@@ -546,11 +560,13 @@ func (n *node) command(c cmd) {
 	w, canWrite := dev.Connector.(Writer)
 	for _, pm := range c.p.GetMetrics() {
 		var m *metric
+		n.e.mu.Lock()
 		if pm.Name != nil {
 			m = dev.byName[pm.GetName()]
 		} else {
 			m = dev.byAlias[pm.GetAlias()]
 		}
+		n.e.mu.Unlock()
 		switch {
 		case m == nil:
 			n.e.log.Warn("write to an unknown metric refused", "device", dev.ID, "metric", pm.GetName(), "alias", pm.GetAlias())

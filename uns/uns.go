@@ -161,6 +161,16 @@ func ParseDataType(s string) (DataType, error) {
 // MarshalText implements encoding.TextMarshaler.
 func (t DataType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (t *DataType) UnmarshalText(b []byte) error {
+	v, err := ParseDataType(string(b))
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}
+
 // Kind tells which field of a Value holds the value.
 type Kind uint8
 

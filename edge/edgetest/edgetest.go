@@ -17,10 +17,11 @@ import (
 // Sink records the latest reading of each tag, the number of reads and
 // the losses reported.
 type Sink struct {
-	mu    sync.Mutex
-	last  map[string]edge.Reading
-	reads int
-	lost  []error
+	mu       sync.Mutex
+	last     map[string]edge.Reading
+	reads    int
+	lost     []error
+	declared []edge.TagDef
 }
 
 var _ edge.Sink = (*Sink)(nil)
@@ -36,6 +37,21 @@ func (s *Sink) Emit(rs []edge.Reading) {
 		s.last[r.Tag] = r
 	}
 	s.reads++
+}
+
+// Declare records tags a connector added while running.
+func (s *Sink) Declare(defs []edge.TagDef) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.declared = append(s.declared, defs...)
+	return nil
+}
+
+// Declared returns the tags declared so far.
+func (s *Sink) Declared() []edge.TagDef {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]edge.TagDef(nil), s.declared...)
 }
 
 // Lost records a loss.

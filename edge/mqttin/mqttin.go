@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +34,9 @@ const (
 
 // Settings of an MQTT source.
 type Settings struct {
-	Broker   string `yaml:"broker"` // tcp://host:1883 or ssl://host:8883
+	// Broker is tcp://host:1883 or ssl://host:8883; empty: the edge's own
+	// broker (mqtt: in edge.yaml), where devices on site publish.
+	Broker   string `yaml:"broker"`
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
 	CAFile   string `yaml:"ca_file"`
@@ -49,6 +53,10 @@ type Settings struct {
 
 // Tag takes one value from the messages of a topic.
 type Tag struct {
+	// Name may take parts of the topic: {1}, {2}, ... are the levels the
+	// first, second, ... '+' of Topic matched, {#} what its '#' matched.
+	// Such a tag stands for one tag per name it yields, each added to the
+	// device when its first message arrives.
 	Name  string `yaml:"name"`
 	Topic string `yaml:"topic"` // may hold + and # wildcards
 	// Path into a JSON payload; empty: the payload is the value itself.
@@ -63,6 +71,52 @@ type Tag struct {
 
 	path, timePath jsonpath.Path
 	dt             uns.DataType
+	pattern        bool // Name takes parts of the topic
+}
+
+// placeholders lists the {N} and {#} of a tag name.
+var placeholder = regexp.MustCompile(`\{([0-9]+|#)\}`)
+
+// nameFor returns the tag name a topic gives a pattern tag.
+func (t *Tag) nameFor(topic string) (string, error) {
+	plus, rest := wildcards(t.Topic, topic)
+	var err error
+	name := placeholder.ReplaceAllStringFunc(t.Name, func(ph string) string {
+		k := ph[1 : len(ph)-1]
+		if k == "#" {
+			return rest
+		}
+		i, _ := strconv.Atoi(k)
+		if i < 1 || i > len(plus) {
+			err = fmt.Errorf("%s: topic %s has no level for it", ph, topic)
+			return ""
+		}
+		return plus[i-1]
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := uns.Path(name).Validate(); err != nil {
+		return "", fmt.Errorf("topic %s gives tag name %q: %w", topic, name, err)
+	}
+	return name, nil
+}
+
+// wildcards returns the topic levels a filter's '+' matched, and what its
+// '#' matched.
+func wildcards(filter, topic string) (plus []string, rest string) {
+	fl, tl := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fl {
+		switch {
+		case i >= len(tl):
+			return plus, rest
+		case f == "+":
+			plus = append(plus, tl[i])
+		case f == "#":
+			return plus, strings.Join(tl[i:], "/")
+		}
+	}
+	return plus, rest
 }
 
 // expand turns a preset into tags.
@@ -111,6 +165,9 @@ type Source struct {
 	log    *slog.Logger
 	tls    *tls.Config
 	topics map[string][]*Tag
+
+	mu       sync.Mutex
+	declared map[string]bool // names of pattern tags the edge knows
 }
 
 var _ edge.Connector = (*Source)(nil)
@@ -121,7 +178,7 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 	if err := s.expand(); err != nil {
 		errs = append(errs, err)
 	}
-	if !strings.HasPrefix(s.Broker, "tcp://") && !strings.HasPrefix(s.Broker, "ssl://") {
+	if s.Broker != "" && !strings.HasPrefix(s.Broker, "tcp://") && !strings.HasPrefix(s.Broker, "ssl://") {
 		errs = append(errs, fmt.Errorf("broker %q: want tcp://host:port or ssl://host:port", s.Broker))
 	}
 	if s.QoS > 2 {
@@ -130,12 +187,25 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 	if len(s.Tags) == 0 {
 		errs = append(errs, errors.New("tags: at least one (or a preset with fields)"))
 	}
-	src := &Source{s: s, device: device, topics: map[string][]*Tag{}}
+	src := &Source{s: s, device: device, topics: map[string][]*Tag{}, declared: map[string]bool{}}
 	seen := map[string]bool{}
 	for i := range src.s.Tags {
 		t := &src.s.Tags[i]
 		at := fmt.Sprintf("tags[%d] (%s)", i, t.Name)
-		if err := uns.Path(t.Name).Validate(); err != nil {
+		if t.pattern = placeholder.MatchString(t.Name); t.pattern {
+			// Check the name with every placeholder filled in.
+			levels := strings.Count(t.Topic, "+")
+			for _, ph := range placeholder.FindAllStringSubmatch(t.Name, -1) {
+				if ph[1] == "#" && !strings.HasSuffix(t.Topic, "#") {
+					errs = append(errs, fmt.Errorf("%s: name uses {#} but topic %q ends without #", at, t.Topic))
+				} else if i, err := strconv.Atoi(ph[1]); err == nil && (i < 1 || i > levels) {
+					errs = append(errs, fmt.Errorf("%s: name uses %s but topic %q has %d '+'", at, ph[0], t.Topic, levels))
+				}
+			}
+			if err := uns.Path(placeholder.ReplaceAllString(t.Name, "x")).Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", at, err))
+			}
+		} else if err := uns.Path(t.Name).Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", at, err))
 		}
 		if seen[t.Name] {
@@ -192,23 +262,59 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 // Tags declares the source's tags.
 func (src *Source) Tags() []edge.TagDef {
 	var out []edge.TagDef
-	for _, t := range src.s.Tags {
-		out = append(out, edge.TagDef{Name: t.Name, DataType: t.dt, Unit: t.Unit, Description: t.Description,
-			Deadband: uns.Deadband{Abs: t.Deadband}})
+	for i := range src.s.Tags {
+		if t := &src.s.Tags[i]; !t.pattern {
+			out = append(out, t.def(t.Name))
+		}
 	}
 	return out
+}
+
+func (t *Tag) def(name string) edge.TagDef {
+	return edge.TagDef{Name: name, DataType: t.dt, Unit: t.Unit, Description: t.Description, Deadband: uns.Deadband{Abs: t.Deadband}}
+}
+
+// declare makes sure a tag that a pattern yields is known to the edge.
+func (src *Source) declare(sink edge.Sink, t *Tag, name string) bool {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.declared[name] {
+		return true
+	}
+	d, ok := sink.(edge.Declarer)
+	if !ok {
+		src.log.Warn("tag not added: this edge cannot add tags while running", "tag", name)
+		return false
+	}
+	if err := d.Declare([]edge.TagDef{t.def(name)}); err != nil {
+		src.log.Warn("tag not added", "tag", name, "err", err)
+		return false
+	}
+	src.declared[name] = true
+	return true
 }
 
 // Run connects, subscribes, and emits what the messages carry until ctx is
 // done; the client reconnects by itself and subscribes again.
 func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 	var once sync.Once
-	o := paho.NewClientOptions().AddBroker(src.s.Broker).SetClientID(src.s.ClientID).
+	broker := src.s.Broker
+	if broker == "" {
+		if l, ok := sink.(edge.LocalBrokerSink); ok {
+			broker = l.LocalBroker()
+		}
+		if broker == "" {
+			err := fmt.Errorf("mqtt %s: no broker: set broker, or give the edge its own broker (mqtt: in edge.yaml)", src.device)
+			sink.Lost(err)
+			return err
+		}
+	}
+	o := paho.NewClientOptions().AddBroker(broker).SetClientID(src.s.ClientID).
 		SetUsername(src.s.Username).SetPassword(src.s.Password).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(2 * time.Second).
 		SetMaxReconnectInterval(30 * time.Second).SetOrderMatters(false).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
-			sink.Lost(fmt.Errorf("mqtt %s: %w", src.s.Broker, err))
+			sink.Lost(fmt.Errorf("mqtt %s: %w", broker, err))
 		}).
 		SetOnConnectHandler(func(c paho.Client) {
 			subs := map[string]byte{}
@@ -219,7 +325,7 @@ func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 			if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
 				src.log.Warn("subscribe failed", "err", tok.Error())
 			}
-			once.Do(func() { src.log.Info("subscribed", "broker", src.s.Broker, "topics", len(subs)) })
+			once.Do(func() { src.log.Info("subscribed", "broker", broker, "topics", len(subs)) })
 		})
 	if src.tls != nil {
 		o.SetTLSConfig(src.tls)
@@ -242,6 +348,17 @@ func (src *Source) handle(m paho.Message, sink edge.Sink) {
 			continue
 		}
 		for _, t := range tags {
+			name := t.Name
+			if t.pattern {
+				var err error
+				if name, err = t.nameFor(m.Topic()); err != nil {
+					src.log.Debug("message skipped", "tag", t.Name, "err", err)
+					continue
+				}
+				if !src.declare(sink, t, name) {
+					continue
+				}
+			}
 			var v uns.Value
 			var err error
 			ts := now
@@ -277,7 +394,7 @@ func (src *Source) handle(m paho.Message, sink edge.Sink) {
 				// A message that lacks this tag says nothing about it.
 				continue
 			}
-			rs = append(rs, edge.Reading{Tag: t.Name, TS: ts, Value: v, Quality: q})
+			rs = append(rs, edge.Reading{Tag: name, TS: ts, Value: v, Quality: q})
 		}
 	}
 	if len(rs) > 0 {

@@ -139,6 +139,9 @@ func TestSettingsErrors(t *testing.T) {
 		"bad path":      {Broker: "tcp://x:1", Tags: []Tag{{Name: "a", Topic: "a", Path: "x[y]"}}},
 		"bad wildcard":  {Broker: "tcp://x:1", Tags: []Tag{{Name: "a", Topic: "a/#/b"}}},
 		"duplicate tag": {Broker: "tcp://x:1", Tags: []Tag{{Name: "a", Topic: "a"}, {Name: "a", Topic: "b"}}},
+		"level 2 of 1":  {Broker: "tcp://x:1", Tags: []Tag{{Name: "{2}/t", Topic: "a/+/t"}}},
+		"{#} without #": {Broker: "tcp://x:1", Tags: []Tag{{Name: "{#}", Topic: "a/+"}}},
+		"bad pattern":   {Broker: "tcp://x:1", Tags: []Tag{{Name: "{1}//t", Topic: "a/+"}}},
 	} {
 		if _, err := New("d", s, nil); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -151,4 +154,35 @@ func TestSampleConfig(t *testing.T) {
 		_, err := New("sample", s, nil)
 		return err
 	})
+}
+
+// Wildcards of a topic name tags: each new name becomes a tag of the
+// device, declared to the edge before its first value.
+func TestWildcardsNameTags(t *testing.T) {
+	srv, url := broker(t)
+	sk := start(t, Settings{Broker: url, Tags: []Tag{
+		{Name: "{1}/{2}", Topic: "sensors/+/+", Unit: "°C"},
+		{Name: "lines/{#}", Topic: "mes/#", Path: "count", Type: "int64"},
+	}})
+	if r := publishUntil(t, srv, sk, "sensors/dryer/temp", "81.5", "dryer/temp"); !r.Value.Equal(uns.Float(81.5)) {
+		t.Errorf("dryer/temp = %+v", r.Value)
+	}
+	publishUntil(t, srv, sk, "sensors/mill/temp", "40", "mill/temp")
+	if r := publishUntil(t, srv, sk, "mes/line1/packer", `{"count":1200}`, "lines/line1/packer"); !r.Value.Equal(uns.Int(1200)) {
+		t.Errorf("lines/line1/packer = %+v", r.Value)
+	}
+	publishUntil(t, srv, sk, "sensors/dryer/temp", "82", "dryer/temp")
+	var names []string
+	for _, d := range sk.Declared() {
+		names = append(names, d.Name+" "+d.Unit)
+	}
+	if fmt.Sprint(names) != "[dryer/temp °C mill/temp °C lines/line1/packer ]" {
+		t.Errorf("declared %q", names)
+	}
+	// A topic whose levels make no UNS path names no tag.
+	srv.Publish("sensors//temp", []byte("1"), false, 0) // an empty level
+	time.Sleep(100 * time.Millisecond)
+	if len(sk.Declared()) != 3 {
+		t.Errorf("declared %d tags", len(sk.Declared()))
+	}
 }
