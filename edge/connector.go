@@ -62,6 +62,12 @@ type LocalBrokerSink interface {
 	LocalBroker() string
 }
 
+// DirSink is implemented by the Sink a connector is given: a directory in
+// the edge's data dir for the device's own files (certificates, state).
+type DirSink interface {
+	DeviceDir() string
+}
+
 // Connector reads one device. Run keeps reading until ctx is done, handing
 // each read's values to the sink; when the device is lost it calls Lost and
 // reconnects by itself. Run returns nil when ctx is cancelled.

@@ -503,6 +503,8 @@ func (s deviceSink) Lost(err error)    { s.e.lost(s.d, err) }
 
 func (s deviceSink) Declare(defs []TagDef) error { return s.e.declare(s.d, defs) }
 
+func (s deviceSink) DeviceDir() string { return filepath.Join(s.e.opts.DataDir, "devices", s.d.ID) }
+
 func (s deviceSink) LocalBroker() string {
 	if s.e.local == nil {
 		return ""

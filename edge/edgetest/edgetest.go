@@ -22,7 +22,12 @@ type Sink struct {
 	reads    int
 	lost     []error
 	declared []edge.TagDef
+	// Dir is the device's directory (edge.DirSink).
+	Dir string
 }
+
+// DeviceDir implements edge.DirSink.
+func (s *Sink) DeviceDir() string { return s.Dir }
 
 var _ edge.Sink = (*Sink)(nil)
 
@@ -83,10 +88,17 @@ func (s *Sink) Losses() int {
 	return len(s.lost)
 }
 
+// LostErrors returns the errors the losses were reported with.
+func (s *Sink) LostErrors() []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]error(nil), s.lost...)
+}
+
 // Run runs a connector into a new Sink until the test ends.
 func Run(t *testing.T, c edge.Connector) *Sink {
 	t.Helper()
-	s := &Sink{}
+	s := &Sink{Dir: t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

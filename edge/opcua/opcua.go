@@ -6,13 +6,12 @@ package opcua
 
 import (
 	"context"
-	"crypto/rsa"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -28,15 +27,20 @@ import (
 type Settings struct {
 	Endpoint string `yaml:"endpoint"` // opc.tcp://host:4840/path
 	// Security: policy None (default) or Basic256Sha256, mode None, Sign or
-	// SignAndEncrypt; with security, the application certificate and key
-	// (PEM) and the server certificate to trust (PEM or DER).
+	// SignAndEncrypt (the default with a policy). With security, the
+	// application certificate and key (PEM) are cert_file and key_file, or
+	// are made in pki_dir/own on first use; the server's certificate must be
+	// server_cert_file (PEM or DER) or be in pki_dir/trusted, and one that is
+	// not is refused and written to pki_dir/rejected (see pki.go).
 	SecurityPolicy string `yaml:"security_policy"`
 	SecurityMode   string `yaml:"security_mode"`
 	CertFile       string `yaml:"cert_file"`
 	KeyFile        string `yaml:"key_file"`
 	ServerCertFile string `yaml:"server_cert_file"`
-	Username       string `yaml:"username"`
-	Password       string `yaml:"password"`
+	// PKIDir defaults to devices/<device>/pki in the edge's data dir.
+	PKIDir   string `yaml:"pki_dir"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
 	// Mode: subscribe (default) or poll.
 	Mode     string        `yaml:"mode"`
 	Interval time.Duration `yaml:"interval"` // publishing interval, or poll interval
@@ -148,24 +152,17 @@ func New(device string, s Settings, log *slog.Logger) (*Server, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", at, err))
 		}
 	}
-	opts := []opcua.Option{opcua.SecurityPolicy(s.SecurityPolicy), opcua.SecurityModeString(s.SecurityMode),
-		opcua.RequestTimeout(s.Timeout), opcua.AutoReconnect(false)}
-	if s.SecurityPolicy != "None" {
-		if s.CertFile == "" || s.KeyFile == "" {
-			errs = append(errs, errors.New("security: cert_file and key_file (the application certificate) are required"))
-		} else if cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile); err != nil {
-			errs = append(errs, fmt.Errorf("cert_file/key_file: %w", err))
-		} else if pk, ok := cert.PrivateKey.(*rsa.PrivateKey); !ok {
-			errs = append(errs, errors.New("key_file: an RSA key is required"))
-		} else {
-			opts = append(opts, opcua.Certificate(cert.Certificate[0]), opcua.PrivateKey(pk))
+	opts := []opcua.Option{opcua.RequestTimeout(s.Timeout), opcua.AutoReconnect(false)}
+	if (s.CertFile == "") != (s.KeyFile == "") {
+		errs = append(errs, errors.New("cert_file and key_file: both, or neither (a certificate is then made in pki_dir)"))
+	} else if s.CertFile != "" {
+		if _, err := loadAppCert(s.CertFile, s.KeyFile, "", device); err != nil {
+			errs = append(errs, err)
 		}
-		if s.ServerCertFile == "" {
-			errs = append(errs, errors.New("security: server_cert_file (the server certificate to trust) is required"))
-		} else if b, err := os.ReadFile(s.ServerCertFile); err != nil {
+	}
+	if s.ServerCertFile != "" {
+		if _, err := os.ReadFile(s.ServerCertFile); err != nil {
 			errs = append(errs, fmt.Errorf("server_cert_file: %w", err))
-		} else {
-			opts = append(opts, opcua.RemoteCertificate(pemOrDER(b)))
 		}
 	}
 	if s.Username != "" {
@@ -216,8 +213,58 @@ func (srv *Server) Run(ctx context.Context, sink edge.Sink) error {
 	return nil
 }
 
+// connectOptions asks the server for its endpoints, picks the one of the
+// configured policy and mode, and, with security, checks that the server's
+// certificate is trusted and brings the application certificate.
+func (srv *Server) connectOptions(ctx context.Context, sink edge.Sink) ([]opcua.Option, error) {
+	eps, err := opcua.GetEndpoints(ctx, srv.s.Endpoint, opcua.RequestTimeout(srv.s.Timeout))
+	if err != nil {
+		return nil, fmt.Errorf("opcua %s: endpoints: %w", srv.s.Endpoint, err)
+	}
+	ep, err := opcua.SelectEndpoint(eps, srv.s.SecurityPolicy, ua.MessageSecurityModeFromString(srv.s.SecurityMode))
+	if err != nil {
+		return nil, fmt.Errorf("opcua %s: security %s %s: %w", srv.s.Endpoint, srv.s.SecurityPolicy, srv.s.SecurityMode, err)
+	}
+	opts := append([]opcua.Option(nil), srv.opts...)
+	if ep.SecurityPolicyURI != ua.SecurityPolicyURINone {
+		pki := srv.pkiDir(sink)
+		cert, err := loadAppCert(srv.s.CertFile, srv.s.KeyFile, pki, srv.device)
+		if err != nil {
+			return nil, fmt.Errorf("opcua %s: %w", srv.s.Endpoint, err)
+		}
+		if err := trust(ep.ServerCertificate, srv.s.ServerCertFile, pki); err != nil {
+			return nil, fmt.Errorf("opcua %s: %w", srv.s.Endpoint, err)
+		}
+		opts = append(opts, opcua.Certificate(cert.der), opcua.PrivateKey(cert.key))
+		if cert.uri != "" {
+			opts = append(opts, opcua.ApplicationURI(cert.uri))
+		}
+	}
+	token := ua.UserTokenTypeAnonymous
+	if srv.s.Username != "" {
+		token = ua.UserTokenTypeUserName
+	}
+	return append(opts, opcua.SecurityFromEndpoint(ep, token)), nil
+}
+
+// pkiDir is the configured PKI directory, or the device's in the edge's
+// data dir.
+func (srv *Server) pkiDir(sink edge.Sink) string {
+	if srv.s.PKIDir != "" {
+		return srv.s.PKIDir
+	}
+	if d, ok := sink.(edge.DirSink); ok && d.DeviceDir() != "" {
+		return filepath.Join(d.DeviceDir(), "pki")
+	}
+	return ""
+}
+
 func (srv *Server) session(ctx context.Context, sink edge.Sink) error {
-	c, err := opcua.NewClient(srv.s.Endpoint, srv.opts...)
+	opts, err := srv.connectOptions(ctx, sink)
+	if err != nil {
+		return err
+	}
+	c, err := opcua.NewClient(srv.s.Endpoint, opts...)
 	if err != nil {
 		return fmt.Errorf("opcua %s: %w", srv.s.Endpoint, err)
 	}
