@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -48,23 +47,8 @@ type Tag struct {
 	Length    int    `yaml:"length"`
 	ByteOrder string `yaml:"byte_order"` // big (default) or little: the bytes in each register
 	WordOrder string `yaml:"word_order"` // big (default) or little: the registers of a 32/64-bit value
-	// Scaling from raw to engineering: eng = raw*scale + offset; a raw
-	// range (raw_low..raw_high -> eng_low..eng_high) may be given instead.
-	Scale   float64 `yaml:"scale"`
-	Offset  float64 `yaml:"offset"`
-	RawLow  float64 `yaml:"raw_low"`
-	RawHigh float64 `yaml:"raw_high"`
-	EngLow  float64 `yaml:"eng_low"`
-	EngHigh float64 `yaml:"eng_high"`
-	Clamp   bool    `yaml:"clamp"`
-	Unit    string  `yaml:"unit"`
-	// Report by exception.
-	Deadband    float64       `yaml:"deadband"`
-	DeadbandPct float64       `yaml:"deadband_percent"`
-	MinInterval time.Duration `yaml:"min_interval"`
-	Heartbeat   time.Duration `yaml:"heartbeat"`
-	Writable    bool          `yaml:"writable"`
-	Description string        `yaml:"description"`
+	// Unit, scaling, report by exception, writable.
+	edge.TagOptions `yaml:",inline"`
 
 	bad error // the device refused this tag's address
 }
@@ -121,6 +105,9 @@ func (s *Settings) Validate() error {
 		at := fmt.Sprintf("tags[%d] (%s)", i, t.Name)
 		if err := uns.Path(t.Name).Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("%s name: %w", at, err))
+		}
+		if err := t.Check(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
 		}
 		if seen[t.Name] {
 			errs = append(errs, fmt.Errorf("%s: name used twice", at))
@@ -231,49 +218,12 @@ func (d *Device) Tags() []edge.TagDef {
 			dt = uns.TypeBool
 		case t.Type == "string":
 			dt = uns.TypeString
-		case t.Scale == 1 && t.Offset == 0 && t.RawHigh == t.RawLow && strings.Contains(t.Type, "int"):
+		case !t.Scaled() && strings.Contains(t.Type, "int"):
 			dt = uns.TypeInt64
 		}
-		low, high := t.EngLow, t.EngHigh
-		out = append(out, edge.TagDef{Name: t.Name, DataType: dt, Unit: t.Unit, Low: low, High: high,
-			Description: t.Description, Writable: t.Writable,
-			Deadband: uns.Deadband{Abs: t.Deadband, Percent: t.DeadbandPct, MinInterval: t.MinInterval, Heartbeat: t.Heartbeat}})
+		out = append(out, t.Def(t.Name, dt))
 	}
 	return out
-}
-
-// scale maps a raw value to engineering units.
-func (t *Tag) scale(v uns.Value) uns.Value {
-	f, ok := v.AsFloat()
-	if !ok || v.Kind == uns.KindBool {
-		return v
-	}
-	if t.RawHigh != t.RawLow {
-		f = t.EngLow + (f-t.RawLow)*(t.EngHigh-t.EngLow)/(t.RawHigh-t.RawLow)
-	} else if t.Scale != 1 || t.Offset != 0 {
-		f = f*t.Scale + t.Offset
-	} else {
-		return v
-	}
-	if t.Clamp && t.EngHigh > t.EngLow {
-		f = math.Max(t.EngLow, math.Min(t.EngHigh, f))
-	}
-	return uns.Float(f)
-}
-
-// unscale maps an engineering value back to raw, for writes.
-func (t *Tag) unscale(v uns.Value) uns.Value {
-	f, ok := v.AsFloat()
-	if !ok {
-		return v
-	}
-	switch {
-	case t.RawHigh != t.RawLow:
-		return uns.Float(t.RawLow + (f-t.EngLow)*(t.RawHigh-t.RawLow)/(t.EngHigh-t.EngLow))
-	case t.Scale != 1 || t.Offset != 0:
-		return uns.Float((f - t.Offset) / t.Scale)
-	}
-	return v
 }
 
 // Run reads every block each interval; a lost connection makes the device
@@ -442,7 +392,7 @@ func (d *Device) reading(t *Tag, regs []uint16, bits []bool, off int, now time.T
 	if err != nil {
 		return edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad}
 	}
-	return edge.Reading{Tag: t.Name, TS: now, Value: t.scale(v)}
+	return edge.Reading{Tag: t.Name, TS: now, Value: t.ToEng(v)}
 }
 
 // Write sets a writable holding register tag or coil.
@@ -460,7 +410,7 @@ func (d *Device) Write(_ context.Context, tag string, v uns.Value) error {
 		f, _ := v.AsFloat()
 		return d.client.WriteCoil(t.Address, f != 0)
 	}
-	regs, err := t.encode(t.unscale(v))
+	regs, err := t.encode(t.ToRaw(v))
 	if err != nil {
 		return fmt.Errorf("modbus %s: tag %s: %w", d.device, tag, err)
 	}

@@ -135,12 +135,12 @@ func TestReadTypesInBlocks(t *testing.T) {
 		{Name: "bit2", Type: "bit", Bit: 2, Address: 2},
 		{Name: "bit3", Type: "bit", Bit: 3, Address: 2},
 		{Name: "f32", Type: "float32", Address: 4},
-		{Name: "f32swap", Type: "float32", Address: 6, WordOrder: "little"},
+		{Name: "f32swap", Type: "float32", Address: 6, WordOrder: "little", TagOptions: edge.TagOptions{Writable: true}},
 		{Name: "f64", Type: "float64", Address: 8},
 		{Name: "u16le", Type: "uint16", Address: 12, ByteOrder: "little"},
 		{Name: "name", Type: "string", Address: 20, Length: 2},
 		{Name: "i32", Type: "int32", Address: 500},
-		{Name: "temp", Area: AreaInput, Address: 10, RawLow: 0, RawHigh: 4000, EngLow: 0, EngHigh: 1400, Unit: "°C"},
+		{Name: "temp", Area: AreaInput, Address: 10, TagOptions: edge.TagOptions{RawLow: 0, RawHigh: 4000, EngLow: 0, EngHigh: 1400, Unit: "°C"}},
 		{Name: "pump", Area: AreaCoil, Address: 3},
 		{Name: "door", Area: AreaDiscrete, Address: 7},
 	}}, nil)
@@ -255,9 +255,9 @@ func TestConnectionLossAndRecovery(t *testing.T) {
 func TestWrites(t *testing.T) {
 	p := startPLC(t)
 	d, err := New("plc1", Settings{URL: p.url, Tags: []*Tag{
-		{Name: "sp", Type: "float32", Address: 100, Writable: true, WordOrder: "little"},
-		{Name: "speed", Type: "uint16", Address: 102, Scale: 0.1, Writable: true},
-		{Name: "run", Area: AreaCoil, Address: 5, Writable: true},
+		{Name: "sp", Type: "float32", Address: 100, WordOrder: "little", TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "speed", Type: "uint16", Address: 102, TagOptions: edge.TagOptions{Scale: 0.1, Writable: true}},
+		{Name: "run", Area: AreaCoil, Address: 5, TagOptions: edge.TagOptions{Writable: true}},
 		{Name: "ro", Address: 103},
 	}}, nil)
 	if err != nil {
@@ -292,7 +292,7 @@ func TestSettingsErrors(t *testing.T) {
 		"area":      {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Area: "eeprom"}}},
 		"bit":       {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Type: "bit", Bit: 16}}},
 		"duplicate": {URL: "tcp://x:502", Tags: []*Tag{{Name: "a"}, {Name: "a", Address: 1}}},
-		"write in":  {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Area: AreaInput, Writable: true}}},
+		"write in":  {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Area: AreaInput, TagOptions: edge.TagOptions{Writable: true}}}},
 		"order":     {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", ByteOrder: "middle"}}},
 	} {
 		if _, err := New("d", s, nil); err == nil {

@@ -60,11 +60,10 @@ type Tag struct {
 	Name  string `yaml:"name"`
 	Topic string `yaml:"topic"` // may hold + and # wildcards
 	// Path into a JSON payload; empty: the payload is the value itself.
-	Path        string  `yaml:"path"`
-	Type        string  `yaml:"type"` // float64 (default), int64, bool, string
-	Unit        string  `yaml:"unit"`
-	Deadband    float64 `yaml:"deadband"`
-	Description string  `yaml:"description"`
+	Path string `yaml:"path"`
+	Type string `yaml:"type"` // float64 (default), int64, bool, string
+	// Unit, scaling, report by exception (read only: writable is refused).
+	edge.TagOptions `yaml:",inline"`
 	// TimePath, when set, takes the value's timestamp from the payload
 	// (RFC 3339), as LoRaWAN uplinks carry the time of reception.
 	TimePath string `yaml:"time_path"`
@@ -149,8 +148,10 @@ func (s *Settings) expand() error {
 		s.Tags = append(s.Tags, Tag{Name: f, Topic: s.Topic, Path: prefix + f, TimePath: timePath})
 	}
 	s.Tags = append(s.Tags,
-		Tag{Name: "rssi", Topic: s.Topic, Path: rssi, Unit: "dBm", TimePath: timePath, Description: "Signal strength at the best gateway"},
-		Tag{Name: "snr", Topic: s.Topic, Path: snr, Unit: "dB", TimePath: timePath, Description: "Signal to noise ratio at the best gateway"})
+		Tag{Name: "rssi", Topic: s.Topic, Path: rssi, TimePath: timePath,
+			TagOptions: edge.TagOptions{Unit: "dBm", Description: "Signal strength at the best gateway"}},
+		Tag{Name: "snr", Topic: s.Topic, Path: snr, TimePath: timePath,
+			TagOptions: edge.TagOptions{Unit: "dB", Description: "Signal to noise ratio at the best gateway"}})
 	return nil
 }
 
@@ -226,6 +227,12 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 				errs = append(errs, fmt.Errorf("%s time_path: %w", at, err))
 			}
 		}
+		if err := t.Check(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+		}
+		if t.Writable {
+			errs = append(errs, fmt.Errorf("%s: writable: the MQTT-in connector only reads", at))
+		}
 		if t.Type == "" {
 			t.Type = "float64"
 		}
@@ -271,7 +278,7 @@ func (src *Source) Tags() []edge.TagDef {
 }
 
 func (t *Tag) def(name string) edge.TagDef {
-	return edge.TagDef{Name: name, DataType: t.dt, Unit: t.Unit, Description: t.Description, Deadband: uns.Deadband{Abs: t.Deadband}}
+	return t.TagOptions.Def(name, t.dt)
 }
 
 // declare makes sure a tag that a pattern yields is known to the edge.
@@ -394,7 +401,7 @@ func (src *Source) handle(m paho.Message, sink edge.Sink) {
 				// A message that lacks this tag says nothing about it.
 				continue
 			}
-			rs = append(rs, edge.Reading{Tag: name, TS: ts, Value: v, Quality: q})
+			rs = append(rs, edge.Reading{Tag: name, TS: ts, Value: t.ToEng(v), Quality: q})
 		}
 	}
 	if len(rs) > 0 {

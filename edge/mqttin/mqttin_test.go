@@ -61,7 +61,7 @@ func TestPlainAndJSONPayloads(t *testing.T) {
 	sk := start(t, Settings{Broker: url, Tags: []Tag{
 		{Name: "temp", Topic: "plant/kiln1/temp"},
 		{Name: "state", Topic: "plant/kiln1/state", Type: "string"},
-		{Name: "flow", Topic: "plant/+/json", Path: "data.flow", Unit: "m³/h"},
+		{Name: "flow", Topic: "plant/+/json", Path: "data.flow", TagOptions: edge.TagOptions{Unit: "m³/h"}},
 	}})
 	if r := publishUntil(t, srv, sk, "plant/kiln1/temp", " 1102.5 ", "temp"); !r.Value.Equal(uns.Float(1102.5)) {
 		t.Errorf("temp = %+v", r.Value)
@@ -161,10 +161,10 @@ func TestSampleConfig(t *testing.T) {
 func TestWildcardsNameTags(t *testing.T) {
 	srv, url := broker(t)
 	sk := start(t, Settings{Broker: url, Tags: []Tag{
-		{Name: "{1}/{2}", Topic: "sensors/+/+", Unit: "°C"},
+		{Name: "{1}/{2}", Topic: "sensors/+/+", TagOptions: edge.TagOptions{Unit: "°C", Scale: 0.5}},
 		{Name: "lines/{#}", Topic: "mes/#", Path: "count", Type: "int64"},
 	}})
-	if r := publishUntil(t, srv, sk, "sensors/dryer/temp", "81.5", "dryer/temp"); !r.Value.Equal(uns.Float(81.5)) {
+	if r := publishUntil(t, srv, sk, "sensors/dryer/temp", "163", "dryer/temp"); !r.Value.Equal(uns.Float(81.5)) {
 		t.Errorf("dryer/temp = %+v", r.Value)
 	}
 	publishUntil(t, srv, sk, "sensors/mill/temp", "40", "mill/temp")

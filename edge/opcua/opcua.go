@@ -50,17 +50,12 @@ type Settings struct {
 
 // Tag is one variable.
 type Tag struct {
-	Name        string        `yaml:"name"`
-	NodeID      string        `yaml:"node_id"` // e.g. ns=2;s=Kiln1.Temperature
-	Type        string        `yaml:"type"`    // float64 (default), int64, bool, string
-	Unit        string        `yaml:"unit"`
-	Low         float64       `yaml:"low"`
-	High        float64       `yaml:"high"`
-	Deadband    float64       `yaml:"deadband"`
-	DeadbandPct float64       `yaml:"deadband_percent"`
-	Heartbeat   time.Duration `yaml:"heartbeat"`
-	Writable    bool          `yaml:"writable"`
-	Description string        `yaml:"description"`
+	Name   string `yaml:"name"`
+	NodeID string `yaml:"node_id"` // e.g. ns=2;s=Kiln1.Temperature
+	Type   string `yaml:"type"`    // float64 (default), int64, bool, string
+	// Unit, scaling, report by exception, writable. Without scaling, the
+	// deadband also goes to the server as a DataChangeFilter.
+	edge.TagOptions `yaml:",inline"`
 
 	id *ua.NodeID
 	dt uns.DataType
@@ -140,6 +135,9 @@ func New(device string, s Settings, log *slog.Logger) (*Server, error) {
 			errs = append(errs, fmt.Errorf("%s: name used twice", at))
 		}
 		srv.byName[t.Name] = t
+		if err := t.Check(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+		}
 		id, err := ua.ParseNodeID(t.NodeID)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s node_id %q: %v", at, t.NodeID, err))
@@ -184,9 +182,7 @@ func New(device string, s Settings, log *slog.Logger) (*Server, error) {
 func (srv *Server) Tags() []edge.TagDef {
 	var out []edge.TagDef
 	for _, t := range srv.s.Tags {
-		out = append(out, edge.TagDef{Name: t.Name, DataType: t.dt, Unit: t.Unit, Low: t.Low, High: t.High,
-			Description: t.Description, Writable: t.Writable,
-			Deadband: uns.Deadband{Abs: t.Deadband, Percent: t.DeadbandPct, Heartbeat: t.Heartbeat}})
+		out = append(out, t.Def(t.Name, t.dt))
 	}
 	return out
 }
@@ -399,8 +395,8 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sin
 func (srv *Server) item(i int, t *Tag, filter bool) *ua.MonitoredItemCreateRequest {
 	item := opcua.NewMonitoredItemCreateRequestWithDefaults(t.id, ua.AttributeIDValue, uint32(i))
 	item.RequestedParameters.SamplingInterval = float64(srv.s.Interval.Milliseconds())
-	if !filter {
-		return item
+	if !filter || t.Scaled() {
+		return item // the server's deadband would be in raw units
 	}
 	var f *ua.DataChangeFilter
 	switch {
@@ -443,7 +439,7 @@ func (srv *Server) reading(t *Tag, dv *ua.DataValue, now time.Time) edge.Reading
 		r.Quality = uns.Bad
 		return r
 	}
-	r.Value = v
+	r.Value = t.ToEng(v)
 	return r
 }
 
@@ -459,7 +455,7 @@ func (srv *Server) Write(ctx context.Context, tag string, v uns.Value) error {
 	if c == nil {
 		return fmt.Errorf("opcua %s: not connected", srv.device)
 	}
-	variant, err := ua.NewVariant(toGo(v, t.dt))
+	variant, err := ua.NewVariant(toGo(t.ToRaw(v), t.dt))
 	if err != nil {
 		return fmt.Errorf("opcua %s: tag %s: %w", srv.device, tag, err)
 	}

@@ -62,11 +62,11 @@ func startServer(t *testing.T) (*server.MapNamespace, string) {
 func tags(ns uint16) []*Tag {
 	id := func(k string) string { return fmt.Sprintf("ns=%d;s=%s", ns, k) }
 	return []*Tag{
-		{Name: "temp", NodeID: id("Kiln1.Temp"), Unit: "°C"},
+		{Name: "temp", NodeID: id("Kiln1.Temp"), TagOptions: edge.TagOptions{Unit: "°C"}},
 		{Name: "cycles", NodeID: id("Kiln1.Cycles"), Type: "int64"},
 		{Name: "running", NodeID: id("Kiln1.Running"), Type: "bool"},
 		{Name: "state", NodeID: id("Kiln1.State"), Type: "string"},
-		{Name: "setpoint", NodeID: id("Kiln1.Setpoint"), Writable: true},
+		{Name: "setpoint", NodeID: id("Kiln1.Setpoint"), TagOptions: edge.TagOptions{Writable: true}},
 		{Name: "missing", NodeID: id("Kiln1.NoSuchThing")},
 	}
 }

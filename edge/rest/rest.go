@@ -38,13 +38,10 @@ type Tag struct {
 	Name string `yaml:"name"`
 	// Path into the JSON answer: keys separated by dots, array indexes in
 	// brackets, e.g. "lines[0].oee" or "kiln.temperatures[2]".
-	Path        string  `yaml:"path"`
-	Type        string  `yaml:"type"` // float64 (default), int64, bool, string
-	Unit        string  `yaml:"unit"`
-	Scale       float64 `yaml:"scale"`
-	Offset      float64 `yaml:"offset"`
-	Deadband    float64 `yaml:"deadband"`
-	Description string  `yaml:"description"`
+	Path string `yaml:"path"`
+	Type string `yaml:"type"` // float64 (default), int64, bool, string
+	// Unit, scaling, report by exception (read only: writable is refused).
+	edge.TagOptions `yaml:",inline"`
 
 	path jsonpath.Path
 	dt   uns.DataType
@@ -94,8 +91,11 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 		if t.dt, err = uns.ParseDataType(t.Type); err != nil {
 			errs = append(errs, fmt.Errorf("tags[%d] (%s): %w", i, t.Name, err))
 		}
-		if t.Scale == 0 {
-			t.Scale = 1
+		if err := t.Check(); err != nil {
+			errs = append(errs, fmt.Errorf("tags[%d] (%s): %w", i, t.Name, err))
+		}
+		if t.Writable {
+			errs = append(errs, fmt.Errorf("tags[%d] (%s): writable: the REST connector only reads", i, t.Name))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -111,8 +111,7 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 func (src *Source) Tags() []edge.TagDef {
 	var out []edge.TagDef
 	for _, t := range src.s.Tags {
-		out = append(out, edge.TagDef{Name: t.Name, DataType: t.dt, Unit: t.Unit, Description: t.Description,
-			Deadband: uns.Deadband{Abs: t.Deadband}})
+		out = append(out, t.Def(t.Name, t.dt))
 	}
 	return out
 }
@@ -209,12 +208,5 @@ func (src *Source) value(doc any, t Tag) (uns.Value, error) {
 	if err != nil {
 		return uns.Null, err
 	}
-	if f, ok := v.AsFloat(); ok && v.Kind != uns.KindBool && (t.Scale != 1 || t.Offset != 0) {
-		f = f*t.Scale + t.Offset
-		if t.dt == uns.TypeInt64 {
-			return uns.Int(int64(f)), nil
-		}
-		return uns.Float(f), nil
-	}
-	return v, nil
+	return t.ToEng(v), nil
 }
