@@ -43,8 +43,11 @@ type Settings struct {
 	Password string `yaml:"password"`
 	// Mode: subscribe (default) or poll.
 	Mode     string        `yaml:"mode"`
-	Interval time.Duration `yaml:"interval"` // publishing interval, or poll interval
+	Interval time.Duration `yaml:"interval"` // publishing and sampling interval, or poll interval
 	Timeout  time.Duration `yaml:"timeout"`
+	// QueueSize is how many changes the server keeps per monitored item
+	// between publishes (default 10), so that fast changes are not lost.
+	QueueSize uint32 `yaml:"queue_size"`
 	Tags     []*Tag        `yaml:"tags"`
 }
 
@@ -95,6 +98,9 @@ func New(device string, s Settings, log *slog.Logger) (*Server, error) {
 	}
 	if s.Mode == "" {
 		s.Mode = "subscribe"
+	}
+	if s.QueueSize == 0 {
+		s.QueueSize = 10
 	}
 	if s.Interval == 0 {
 		s.Interval = time.Second
@@ -395,6 +401,8 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sin
 func (srv *Server) item(i int, t *Tag, filter bool) *ua.MonitoredItemCreateRequest {
 	item := opcua.NewMonitoredItemCreateRequestWithDefaults(t.id, ua.AttributeIDValue, uint32(i))
 	item.RequestedParameters.SamplingInterval = float64(srv.s.Interval.Milliseconds())
+	item.RequestedParameters.QueueSize = srv.s.QueueSize
+	item.RequestedParameters.DiscardOldest = true
 	if !filter || t.Scaled() {
 		return item // the server's deadband would be in raw units
 	}
