@@ -33,6 +33,9 @@ type TagOptions struct {
 	MinInterval time.Duration `yaml:"min_interval"`
 	Heartbeat   time.Duration `yaml:"heartbeat"`
 	Writable    bool          `yaml:"writable"`
+	// Interval is the tag's sampling interval where the connector samples
+	// per tag (Modbus, OPC UA); default the device's interval.
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Check reports what is wrong with the options.
@@ -54,6 +57,9 @@ func (o *TagOptions) Check() error {
 	}
 	if o.MinInterval < 0 || o.Heartbeat < 0 {
 		errs = append(errs, errors.New("min_interval, heartbeat: not negative"))
+	}
+	if o.Interval != 0 && o.Interval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("interval %s: at least 10ms", o.Interval))
 	}
 	return errors.Join(errs...)
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/calx-iiot/calx/uns"
 )
@@ -131,6 +133,29 @@ type block struct {
 	start uint16
 	count uint16
 	tags  []*Tag
+	every time.Duration // the sampling interval of its tags
+	due   time.Time     // when it is to be read next
+}
+
+// planAll plans the reads of each sampling interval apart.
+func planAll(tags []*Tag, maxBlock, maxGap int) []*block {
+	byEvery := map[time.Duration][]*Tag{}
+	var everys []time.Duration
+	for _, t := range tags {
+		if _, ok := byEvery[t.every]; !ok {
+			everys = append(everys, t.every)
+		}
+		byEvery[t.every] = append(byEvery[t.every], t)
+	}
+	slices.Sort(everys)
+	var out []*block
+	for _, e := range everys {
+		for _, b := range plan(byEvery[e], maxBlock, maxGap) {
+			b.every = e
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // plan groups the tags of each area into the fewest reads: tags whose

@@ -6,6 +6,7 @@
 package modbus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,7 +51,8 @@ type Tag struct {
 	// Unit, scaling, report by exception, writable.
 	edge.TagOptions `yaml:",inline"`
 
-	bad error // the device refused this tag's address
+	bad   error         // the device refused this tag's address
+	every time.Duration // sampling interval: the tag's, or the device's
 }
 
 func (s *Settings) defaults() {
@@ -169,6 +171,7 @@ type Device struct {
 	device string
 	log    *slog.Logger
 	blocks []*block
+	tick   time.Duration // the shortest sampling interval
 	byName map[string]*Tag
 
 	mu     sync.Mutex // the client: reads and writes take turns
@@ -191,14 +194,17 @@ func New(device string, s Settings, log *slog.Logger) (*Device, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Device{s: s, device: device, log: log.With("component", "modbus", "device", device), byName: map[string]*Tag{}}
+	d.tick = s.Interval
 	for _, t := range s.Tags {
 		d.byName[t.Name] = t
+		t.every = cmp.Or(t.Interval, s.Interval)
+		d.tick = min(d.tick, t.every)
 	}
-	d.blocks = plan(s.Tags, s.MaxBlock, s.MaxGap)
+	d.blocks = planAll(s.Tags, s.MaxBlock, s.MaxGap)
 	return d, nil
 }
 
-// Blocks is how many read requests one cycle makes.
+// Blocks is how many read requests it takes to read every tag once.
 func (d *Device) Blocks() int { return len(d.blocks) }
 
 // Stats returns the connection's figures.
@@ -230,7 +236,7 @@ func (d *Device) Tags() []edge.TagDef {
 // lost until a reconnect, tried with capped exponential backoff and jitter.
 func (d *Device) Run(ctx context.Context, sink edge.Sink) error {
 	backoff := time.Duration(0)
-	tick := time.NewTicker(d.s.Interval)
+	tick := time.NewTicker(d.tick)
 	defer tick.Stop()
 	defer d.close()
 	for {
@@ -306,7 +312,14 @@ func (d *Device) cycle(sink edge.Sink) error {
 	}
 	start := time.Now()
 	var rs []edge.Reading
+	read := false
 	for _, b := range d.blocks {
+		// Due within half a tick: the ticker's jitter must not skip a read.
+		if start.Add(d.tick / 2).Before(b.due) {
+			continue
+		}
+		b.due = start.Add(b.every)
+		read = true
 		regs, bits, err := d.read(b.area, b.start, b.count)
 		now := time.Now()
 		if err != nil && !isDeviceError(err) {
@@ -323,6 +336,9 @@ func (d *Device) cycle(sink edge.Sink) error {
 		for _, t := range b.tags {
 			rs = append(rs, d.reading(t, regs, bits, int(t.Address-b.start), now))
 		}
+	}
+	if !read {
+		return nil
 	}
 	d.stats.Latency = time.Since(start)
 	sink.Emit(rs)
@@ -374,10 +390,14 @@ func (d *Device) isolate(b *block, rs []edge.Reading) []edge.Reading {
 		}
 	}
 	all = append(all, good...)
-	d.blocks = plan(all, d.s.MaxBlock, d.s.MaxGap)
+	d.blocks = planAll(all, d.s.MaxBlock, d.s.MaxGap)
+	for _, blk := range d.blocks {
+		blk.due = time.Now().Add(blk.every) // read in this cycle already
+	}
 	for _, t := range b.tags {
 		if t.bad != nil {
-			d.blocks = append(d.blocks, &block{area: t.Area, start: t.Address, count: uint16(t.size()), tags: []*Tag{t}})
+			d.blocks = append(d.blocks, &block{area: t.Area, start: t.Address, count: uint16(t.size()), tags: []*Tag{t},
+				every: t.every, due: time.Now().Add(t.every)})
 		}
 	}
 	return rs

@@ -340,3 +340,53 @@ func BenchmarkCycle(b *testing.B) {
 	b.ReportMetric(float64(d.Blocks()), "requests/cycle")
 	d.close()
 }
+
+// countSink counts the readings of each tag.
+type countSink struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *countSink) Emit(rs []edge.Reading) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range rs {
+		c.n[r.Tag]++
+	}
+}
+func (c *countSink) Lost(error) {}
+func (c *countSink) count(tag string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[tag]
+}
+
+// Tags with an interval of their own are read in blocks of their own, that
+// often; the others at the device's interval.
+func TestPerTagInterval(t *testing.T) {
+	p := startPLC(t)
+	d, err := New("plc1", Settings{URL: p.url, Interval: 200 * time.Millisecond, Tags: []*Tag{
+		{Name: "fast", Address: 0, TagOptions: edge.TagOptions{Interval: 20 * time.Millisecond}},
+		{Name: "slow", Address: 1},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Blocks() != 2 {
+		t.Fatalf("%d blocks, want one per interval", d.Blocks())
+	}
+	c := &countSink{n: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx, c) }()
+	defer func() { cancel(); <-done }()
+	edgetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := c.count("slow"); n < 3 {
+			return fmt.Errorf("slow read %d times", n)
+		}
+		return nil
+	})
+	if fast, slow := c.count("fast"), c.count("slow"); fast < 4*slow {
+		t.Fatalf("fast read %d times, slow %d: want about ten times as often", fast, slow)
+	}
+}

@@ -233,6 +233,9 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 		if t.Writable {
 			errs = append(errs, fmt.Errorf("%s: writable: the MQTT-in connector only reads", at))
 		}
+		if t.Interval != 0 {
+			errs = append(errs, fmt.Errorf("%s: interval: MQTT-in takes messages as they come; use min_interval", at))
+		}
 		if t.Type == "" {
 			t.Type = "float64"
 		}

@@ -5,6 +5,7 @@
 package opcua
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,7 +49,7 @@ type Settings struct {
 	// QueueSize is how many changes the server keeps per monitored item
 	// between publishes (default 10), so that fast changes are not lost.
 	QueueSize uint32 `yaml:"queue_size"`
-	Tags     []*Tag        `yaml:"tags"`
+	Tags      []*Tag `yaml:"tags"`
 }
 
 // Tag is one variable.
@@ -143,6 +144,9 @@ func New(device string, s Settings, log *slog.Logger) (*Server, error) {
 		srv.byName[t.Name] = t
 		if err := t.Check(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+		}
+		if t.Interval != 0 && s.Mode == "poll" {
+			errs = append(errs, fmt.Errorf("%s: interval: a sampling interval per tag needs mode subscribe", at))
 		}
 		id, err := ua.ParseNodeID(t.NodeID)
 		if err != nil {
@@ -400,7 +404,7 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sin
 // cross the network.
 func (srv *Server) item(i int, t *Tag, filter bool) *ua.MonitoredItemCreateRequest {
 	item := opcua.NewMonitoredItemCreateRequestWithDefaults(t.id, ua.AttributeIDValue, uint32(i))
-	item.RequestedParameters.SamplingInterval = float64(srv.s.Interval.Milliseconds())
+	item.RequestedParameters.SamplingInterval = float64(cmp.Or(t.Interval, srv.s.Interval).Milliseconds())
 	item.RequestedParameters.QueueSize = srv.s.QueueSize
 	item.RequestedParameters.DiscardOldest = true
 	if !filter || t.Scaled() {

@@ -97,6 +97,9 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 		if t.Writable {
 			errs = append(errs, fmt.Errorf("tags[%d] (%s): writable: the REST connector only reads", i, t.Name))
 		}
+		if t.Interval != 0 {
+			errs = append(errs, fmt.Errorf("tags[%d] (%s): interval: the REST connector polls all tags at once, at the source's interval", i, t.Name))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("rest %s: %w", device, err)
