@@ -112,34 +112,11 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		}
 		o.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	var errs []error
-	for i, d := range c.Devices {
-		key := fmt.Sprintf("devices[%d]", i)
-		f, err := Lookup(d.Connector)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %s.connector: %w", c.file, key, err))
-			continue
-		}
-		settings := d.Settings
-		decode := func(v any) error {
-			if settings.Kind == 0 {
-				return nil
-			}
-			if err := decodeNode(&settings, v); err != nil {
-				return fmt.Errorf("%s: %s.settings: %w", c.file, key, err)
-			}
-			return nil
-		}
-		conn, err := f(d.ID, decode)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		o.Devices = append(o.Devices, Device{ID: d.ID, Path: uns.Path(d.Path), Connector: conn})
-	}
-	if err := errors.Join(errs...); err != nil {
+	devs, err := BuildDevices(c.file, "devices", c.Devices)
+	if err != nil {
 		return o, err
 	}
+	o.Devices = devs
 	if err := o.Validate(); err != nil {
 		return o, fmt.Errorf("%s: %w", c.file, err)
 	}
@@ -163,4 +140,43 @@ func decodeNode(n *yaml.Node, v any) error {
 		return err
 	}
 	return nil
+}
+
+// BuildDevices makes the connectors of device configs; errors name the
+// source (a file) and the device's key, e.g. devices[2].settings.
+func BuildDevices(source, key string, devs []DeviceConfig) ([]Device, error) {
+	var out []Device
+	var errs []error
+	for i, d := range devs {
+		at := fmt.Sprintf("%s[%d]", key, i)
+		f, err := Lookup(d.Connector)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s.connector: %w", source, at, err))
+			continue
+		}
+		settings := d.Settings
+		decode := func(v any) error {
+			if settings.Kind == 0 {
+				return nil
+			}
+			if err := decodeNode(&settings, v); err != nil {
+				return fmt.Errorf("%s: %s.settings: %w", source, at, err)
+			}
+			return nil
+		}
+		conn, err := f(d.ID, decode)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, Device{ID: d.ID, Path: uns.Path(d.Path), Connector: conn, Spec: d.Fingerprint()})
+	}
+	return out, errors.Join(errs...)
+}
+
+// Fingerprint tells two configs of a device apart: equal when connector,
+// path and settings are.
+func (d DeviceConfig) Fingerprint() string {
+	b, _ := yaml.Marshal(&d.Settings)
+	return d.Connector + "\x00" + d.Path + "\x00" + string(b)
 }

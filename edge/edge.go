@@ -23,6 +23,9 @@ type Device struct {
 	ID        string   // Sparkplug device id
 	Path      uns.Path // UNS path of the machine, e.g. limeworks/namur/kilns/line1/kiln1
 	Connector Connector
+	// Spec identifies the configuration the connector was made from; a
+	// config applied while running restarts the device only when it changed.
+	Spec string
 }
 
 // Options configure an edge.
