@@ -1,0 +1,384 @@
+// Package fleet is the central configuration of a Calx fleet: machine
+// templates, the edges, and the devices on each edge as instances of a
+// template. The cloud keeps it versioned and expands, for each edge, the
+// device configs that edge runs (see EdgeConfig).
+//
+// A template declares a machine type once: its connector and the connector's
+// settings, tags included, with ${param} placeholders in any string. A
+// template may extend another; its settings are merged over the parent's.
+// An instance (a device of an edge) names a template, a place in the UNS and
+// the parameters' values, and may override any setting.
+//
+// Merging: mappings merge key by key; lists of mappings that all have a
+// name (tags) merge by name, new names appended; anything else is replaced.
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Config is the whole fleet.
+type Config struct {
+	Templates []Template `yaml:"templates"`
+	Edges     []Edge     `yaml:"edges"`
+}
+
+// Template is a machine type.
+type Template struct {
+	Name        string         `yaml:"name"`
+	Description string         `yaml:"description"`
+	Extends     string         `yaml:"extends"`
+	Connector   string         `yaml:"connector"`
+	Params      map[string]any `yaml:"params"` // defaults of parameters
+	Settings    map[string]any `yaml:"settings"`
+}
+
+// Edge is one edge node of the fleet.
+type Edge struct {
+	Group   string     `yaml:"group"`
+	EdgeID  string     `yaml:"edge_id"`
+	Site    string     `yaml:"site"`
+	Devices []Instance `yaml:"devices"`
+}
+
+// Key is the edge's Sparkplug address, group/edge_id.
+func (e Edge) Key() string { return e.Group + "/" + e.EdgeID }
+
+// Instance is a device of an edge: a template bound to a place and its
+// parameters, or a connector with settings of its own.
+type Instance struct {
+	ID        string         `yaml:"id"`
+	Path      string         `yaml:"path"`
+	Template  string         `yaml:"template"`
+	Params    map[string]any `yaml:"params"`
+	Overrides map[string]any `yaml:"overrides"`
+	// Without a template: the connector and its settings, as in edge.yaml.
+	Connector string         `yaml:"connector"`
+	Settings  map[string]any `yaml:"settings"`
+}
+
+// Parse decodes a fleet config strictly; source names it in errors.
+func Parse(source string, b []byte) (*Config, error) {
+	var c Config
+	if err := config.Decode(source, b, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Marshal encodes the config as YAML.
+func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
+
+// Template returns the named template.
+func (c *Config) Template(name string) (*Template, bool) {
+	for i := range c.Templates {
+		if c.Templates[i].Name == name {
+			return &c.Templates[i], true
+		}
+	}
+	return nil, false
+}
+
+// Edge returns the edge with the given group/edge_id key.
+func (c *Config) Edge(key string) (*Edge, bool) {
+	for i := range c.Edges {
+		if c.Edges[i].Key() == key {
+			return &c.Edges[i], true
+		}
+	}
+	return nil, false
+}
+
+// EdgeConfig is what one edge runs: the fleet version it comes from and
+// its devices with templates expanded. It travels as YAML.
+type EdgeConfig struct {
+	Version uint64              `yaml:"version"`
+	Devices []edge.DeviceConfig `yaml:"devices"`
+}
+
+// Validate checks the whole fleet: names, the template chains, every
+// instance's expansion, and that every device's connector accepts its
+// settings (the connectors must be registered).
+func (c *Config) Validate() error {
+	var errs []error
+	names := map[string]bool{}
+	for i, t := range c.Templates {
+		at := fmt.Sprintf("templates[%d] (%s)", i, t.Name)
+		if t.Name == "" {
+			errs = append(errs, fmt.Errorf("templates[%d]: name is required", i))
+		} else if names[t.Name] {
+			errs = append(errs, fmt.Errorf("%s: name used twice", at))
+		}
+		names[t.Name] = true
+		if t.Extends != "" {
+			if _, ok := c.Template(t.Extends); !ok {
+				errs = append(errs, fmt.Errorf("%s: extends %q: no such template", at, t.Extends))
+			}
+		}
+	}
+	for _, t := range c.Templates {
+		if _, _, err := c.chain(t.Name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	edges := map[string]bool{}
+	for i, e := range c.Edges {
+		at := fmt.Sprintf("edges[%d] (%s)", i, e.Key())
+		if err := uns.ValidateSegment(e.Group); err != nil {
+			errs = append(errs, fmt.Errorf("%s group: %w", at, err))
+		}
+		if err := uns.ValidateSegment(e.EdgeID); err != nil {
+			errs = append(errs, fmt.Errorf("%s edge_id: %w", at, err))
+		}
+		if edges[e.Key()] {
+			errs = append(errs, fmt.Errorf("%s: edge listed twice", at))
+		}
+		edges[e.Key()] = true
+		ec, err := c.Expand(e.Key(), 0)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		devs, err := edge.BuildDevices("fleet", at+".devices", ec.Devices)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ids := map[string]bool{}
+		for _, d := range devs {
+			if ids[d.ID] {
+				errs = append(errs, fmt.Errorf("%s: device %q listed twice", at, d.ID))
+			}
+			ids[d.ID] = true
+			if err := d.Path.Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%s device %s path: %w", at, d.ID, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// chain returns the connector and merged settings of a template, following
+// extends, and its parameter defaults.
+func (c *Config) chain(name string) (connector string, settings map[string]any, err error) {
+	var order []*Template
+	seen := map[string]bool{}
+	for n := name; n != ""; {
+		t, ok := c.Template(n)
+		if !ok {
+			return "", nil, fmt.Errorf("template %q: no such template", n)
+		}
+		if seen[n] {
+			return "", nil, fmt.Errorf("template %q: extends itself through %q", name, n)
+		}
+		seen[n] = true
+		order = append(order, t)
+		n = t.Extends
+	}
+	settings = map[string]any{}
+	from := ""
+	for _, t := range slices.Backward(order) {
+		if t.Connector != "" {
+			if connector != "" && connector != t.Connector {
+				return "", nil, fmt.Errorf("template %q: connector %s, but %q it extends has %s", t.Name, t.Connector, from, connector)
+			}
+			connector, from = t.Connector, t.Name
+		}
+		settings = merge(settings, t.Settings).(map[string]any)
+	}
+	if connector == "" {
+		return "", nil, fmt.Errorf("template %q: no connector in it or what it extends", name)
+	}
+	return connector, settings, nil
+}
+
+func (c *Config) params(name string) map[string]any {
+	out := map[string]any{}
+	var order []*Template
+	for n := name; n != ""; {
+		t, ok := c.Template(n)
+		if !ok || slices.Contains(order, t) {
+			break
+		}
+		order = append(order, t)
+		n = t.Extends
+	}
+	for _, t := range slices.Backward(order) {
+		maps.Copy(out, t.Params)
+	}
+	return out
+}
+
+// Expand returns the device configs of one edge, templates resolved.
+func (c *Config) Expand(key string, version uint64) (*EdgeConfig, error) {
+	e, ok := c.Edge(key)
+	if !ok {
+		return nil, fmt.Errorf("fleet: no edge %s", key)
+	}
+	out := &EdgeConfig{Version: version}
+	var errs []error
+	for i, in := range e.Devices {
+		at := fmt.Sprintf("edge %s devices[%d] (%s)", key, i, in.ID)
+		connector, settings := in.Connector, in.Settings
+		params := map[string]any{}
+		if in.Template != "" {
+			if in.Connector != "" || in.Settings != nil {
+				errs = append(errs, fmt.Errorf("%s: template, or connector and settings: not both", at))
+				continue
+			}
+			var err error
+			if connector, settings, err = c.chain(in.Template); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", at, err))
+				continue
+			}
+			params = c.params(in.Template)
+		} else if connector == "" {
+			errs = append(errs, fmt.Errorf("%s: a template or a connector is required", at))
+			continue
+		}
+		maps.Copy(params, in.Params)
+		params["device"], params["path"] = in.ID, in.Path
+		settings = merge(settings, in.Overrides).(map[string]any)
+		expanded, err := substitute(settings, params)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+			continue
+		}
+		var node yaml.Node
+		if err := node.Encode(expanded); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", at, err))
+			continue
+		}
+		out.Devices = append(out.Devices, edge.DeviceConfig{ID: in.ID, Path: in.Path, Connector: connector, Settings: node})
+	}
+	return out, errors.Join(errs...)
+}
+
+// merge lays over onto base, without changing either.
+func merge(base, over any) any {
+	if over == nil {
+		return clone(base)
+	}
+	bm, ok1 := base.(map[string]any)
+	om, ok2 := over.(map[string]any)
+	if ok1 && ok2 {
+		out := clone(bm).(map[string]any)
+		for k, v := range om {
+			out[k] = merge(bm[k], v)
+		}
+		return out
+	}
+	bl, ok1 := base.([]any)
+	ol, ok2 := over.([]any)
+	if ok1 && ok2 && named(bl) && named(ol) {
+		out := clone(bl).([]any)
+		for _, o := range ol {
+			name := o.(map[string]any)["name"]
+			i := slices.IndexFunc(out, func(x any) bool { return x.(map[string]any)["name"] == name })
+			if i < 0 {
+				out = append(out, clone(o))
+			} else {
+				out[i] = merge(out[i], o)
+			}
+		}
+		return out
+	}
+	return clone(over)
+}
+
+// named reports whether every item of a list is a mapping with a name.
+func named(l []any) bool {
+	for _, x := range l {
+		m, ok := x.(map[string]any)
+		if !ok || m["name"] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func clone(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = clone(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = clone(e)
+		}
+		return out
+	case nil:
+		return map[string]any{}
+	}
+	return v
+}
+
+var placeholder = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// substitute fills ${param} in every string. A string that is only a
+// placeholder takes the parameter's value with its type (a number stays a
+// number); else the value is written into the string.
+func substitute(v any, params map[string]any) (any, error) {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		var errs []error
+		for k, e := range x {
+			s, err := substitute(e, params)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			}
+			out[k] = s
+		}
+		return out, errors.Join(errs...)
+	case []any:
+		out := make([]any, len(x))
+		var errs []error
+		for i, e := range x {
+			s, err := substitute(e, params)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("[%d]: %w", i, err))
+			}
+			out[i] = s
+		}
+		return out, errors.Join(errs...)
+	case string:
+		if m := placeholder.FindStringSubmatch(x); m != nil && m[0] == x {
+			p, ok := params[m[1]]
+			if !ok {
+				return x, fmt.Errorf("parameter %s has no value", m[1])
+			}
+			return p, nil
+		}
+		var missing []string
+		s := placeholder.ReplaceAllStringFunc(x, func(ph string) string {
+			name := ph[2 : len(ph)-1]
+			p, ok := params[name]
+			if !ok {
+				missing = append(missing, name)
+				return ph
+			}
+			return fmt.Sprint(p)
+		})
+		if len(missing) > 0 {
+			return s, fmt.Errorf("parameter %s has no value", strings.Join(missing, ", "))
+		}
+		return s, nil
+	}
+	return v, nil
+}
