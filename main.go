@@ -44,6 +44,8 @@ Commands:
             for cloud.yaml
   opcua browse <endpoint>
             print an OPC UA server's variables as tags for an edge config
+  config validate <fleet.yaml>
+            check a fleet config (templates, edges, devices) offline
   help      print help for a command
 
 Run 'calx help <command>' or 'calx <command> --help' for its flags.
@@ -73,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCloud(rest, stdout, stderr)
 	case "opcua":
 		err = cmdOPCUA(rest, stdout, stderr)
+	case "config":
+		err = cmdConfig(rest, stdout, stderr)
 	case "hash-password":
 		err = cmdHashPassword(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
@@ -100,7 +104,7 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch args[0] {
-	case "demo", "edge", "cloud", "version", "hash-password", "opcua":
+	case "demo", "edge", "cloud", "version", "hash-password", "opcua", "config":
 		return run([]string{args[0], "--help"}, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "calx help: unknown command %q\n\n%s", args[0], usage)

@@ -315,6 +315,10 @@ func TestCLI(t *testing.T) {
 		{"opcua no verb", []string{"opcua"}, 2, "usage"},
 		{"opcua no endpoint", []string{"opcua", "browse"}, 2, "usage"},
 		{"opcua bad endpoint", []string{"opcua", "browse", "http://x"}, 1, "opc.tcp://"},
+		{"config help", []string{"help", "config"}, 0, "offline"},
+		{"config no file", []string{"config", "validate"}, 2, "usage"},
+		{"config example", []string{"config", "validate", "examples/fleet.yaml"}, 0, "limeworks/ghent-edge (site ghent): 2 devices"},
+		{"config broken", []string{"config", "validate", "edge/fleet/testdata/broken.yaml"}, 1, "no such template"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -18,9 +18,10 @@ pasted into a device with connector: opcua.`, stdout, stderr)
 	depth := fs.Int("depth", 8, "how many levels to descend")
 	policy := fs.String("security-policy", "None", "None or Basic256Sha256")
 	mode := fs.String("security-mode", "", "None, Sign or SignAndEncrypt (default: None without a policy, else SignAndEncrypt)")
-	cert := fs.String("cert", "", "application certificate (PEM), with a security policy")
+	cert := fs.String("cert", "", "application certificate (PEM), with a security policy; default: made in --pki-dir")
 	key := fs.String("key", "", "application key (PEM), with a security policy")
 	serverCert := fs.String("server-cert", "", "server certificate to trust (PEM or DER), with a security policy")
+	pki := fs.String("pki-dir", "", "PKI directory (own/, trusted/, rejected/), with a security policy")
 	user := fs.String("username", "", "user name; anonymous when empty")
 	pass := fs.String("password", "", "password")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
@@ -46,7 +47,7 @@ pasted into a device with connector: opcua.`, stdout, stderr)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	vars, err := opcua.Browse(ctx, opcua.Settings{Endpoint: endpoint, SecurityPolicy: *policy, SecurityMode: *mode,
-		CertFile: *cert, KeyFile: *key, ServerCertFile: *serverCert, Username: *user, Password: *pass}, *depth)
+		CertFile: *cert, KeyFile: *key, ServerCertFile: *serverCert, PKIDir: *pki, Username: *user, Password: *pass}, *depth)
 	if err != nil {
 		return err
 	}

@@ -133,9 +133,13 @@ func decodeNode(n *yaml.Node, v any) error {
 	// the settings block, so report them through the node's own line.
 	if err := config.Decode("settings", b, v); err != nil {
 		var ce *config.Error
-		if errors.As(err, &ce) && ce.Line > 0 {
+		if errors.As(err, &ce) && ce.Line > 0 && n.Line > 0 {
 			ce.Line += n.Line - 1
 			return fmt.Errorf("line %d: %s: %s", ce.Line, ce.Key, ce.Msg)
+		}
+		if errors.As(err, &ce) {
+			// Settings made from a template have no line of their own.
+			return fmt.Errorf("%s: %s", ce.Key, ce.Msg)
 		}
 		return err
 	}

@@ -68,7 +68,7 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		"missing parameter": {func(c *Config) { delete(c.Edges[0].Devices[0].Params, "seed") }, "seed: parameter seed has no value"},
 		"extends loop":      {func(c *Config) { c.Templates[0].Extends = "fast-signal-box" }, "extends itself"},
 		"bad setting": {func(c *Config) { c.Edges[1].Devices[0].Overrides = map[string]any{"intervall": "1s"} },
-			"edges[1] (limeworks/namur-edge).devices[0].settings: line 1: intervall: unknown key"},
+			"edges[1] (limeworks/namur-edge).devices[0].settings: intervall: unknown key"},
 		"bad path":       {func(c *Config) { c.Edges[1].Devices[0].Path = "limeworks/+/x" }, "path"},
 		"duplicate edge": {func(c *Config) { c.Edges[1].EdgeID = "ghent-edge" }, "edge listed twice"},
 		"both":           {func(c *Config) { c.Edges[0].Devices[0].Connector = "signals" }, "template, or connector and settings: not both"},

@@ -29,7 +29,11 @@ func Browse(ctx context.Context, s Settings, maxDepth int) ([]Variable, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := opcua.NewClient(s.Endpoint, srv.opts...)
+	opts, err := srv.connectOptions(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	c, err := opcua.NewClient(s.Endpoint, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("opcua %s: %w", s.Endpoint, err)
 	}
