@@ -336,6 +336,19 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	if err != nil {
 		return err
 	}
+	// A configuration from the cloud applied before runs again, cloud or not.
+	switch rc, err := edge.LoadApplied(opts.DataDir); {
+	case err != nil:
+		log.Error("the cloud's last config cannot be read; running the local file's devices", "err", err)
+	case rc != nil:
+		devs, err := edge.BuildDevices(fmt.Sprintf("config version %d", rc.Version), "devices", rc.Devices)
+		if err != nil {
+			log.Error("the cloud's last config does not build; running the local file's devices", "version", rc.Version, "err", err)
+			break
+		}
+		opts.Devices, opts.ConfigVersion = devs, rc.Version
+		log.Info("running the cloud's config applied before", "version", rc.Version, "devices", len(devs))
+	}
 	e, err := edge.New(opts)
 	if err != nil {
 		return err

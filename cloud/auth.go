@@ -180,6 +180,11 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // allowed is the topic ACL of a user: topic is a topic name when write, a
 // filter when subscribing.
 func allowed(u MQTTUser, topic string, write bool) bool {
+	// An edge's configuration may hold device passwords: it is that edge's
+	// alone (and the cloud's, which publishes it as an inline client).
+	if strings.HasPrefix(topic, sparkplug.ConfigPrefix) && (u.Role != RoleEdge || write) {
+		return false
+	}
 	switch u.Role {
 	case RoleReader:
 		return !write
@@ -188,6 +193,9 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 	case RoleEdge:
 		own := sparkplug.Namespace + "/" + u.Group + "/"
 		if write {
+			if topic == sparkplug.ConfigStatusTopic(u.Group, u.EdgeID) {
+				return true
+			}
 			t, err := sparkplug.ParseTopic(topic)
 			if err != nil || t.Group != u.Group || t.Edge != u.EdgeID {
 				return false
@@ -207,7 +215,7 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 			return rest == "+" || rest == "#" || (rest != "" && !strings.ContainsAny(rest, "/#+"))
 		case strings.HasPrefix(topic, sparkplug.Namespace+"/STATE/"):
 			return !strings.Contains(strings.TrimPrefix(topic, sparkplug.Namespace+"/STATE/"), "#")
-		case topic == sparkplug.ReceiptTopic(u.Group, u.EdgeID):
+		case topic == sparkplug.ReceiptTopic(u.Group, u.EdgeID), topic == sparkplug.ConfigTopic(u.Group, u.EdgeID):
 			return true
 		}
 	}

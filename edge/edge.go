@@ -32,6 +32,9 @@ type Device struct {
 type Options struct {
 	// Broker is the cloud broker URL: tcp://host:port or ssl://host:port.
 	Broker string
+	// ConfigVersion is the version of the cloud's configuration Devices come
+	// from (see LoadApplied); 0 when they come from the local file.
+	ConfigVersion uint64
 	// Brokers are further servers, tried in turn when one fails or its
 	// primary host goes offline.
 	Brokers  []string
@@ -159,7 +162,11 @@ type device struct {
 	rate          rateWindow
 	connAlias     uint64   // first of the node metrics Connections/<device>/...
 	declared      []TagDef // tags the connector declared while running
-	gen           uint64   // grows with each declaration: the device must be born again
+	gen           uint64   // grows with each declaration or change: the device must be born again
+	retired       bool     // removed by a config; known still for what is buffered of it
+
+	stop context.CancelFunc // stops its connector
+	done chan struct{}      // closed when its connector returned
 }
 
 // ConnStatus is the state of one device's connection.
@@ -174,6 +181,8 @@ type ConnStatus struct {
 	ReadsPerSec  float64       `json:"reads_per_sec"`
 	ErrorsPerSec float64       `json:"errors_per_sec"`
 	Latency      time.Duration `json:"latency_ns"`
+
+	alias uint64 // first of the device's node metrics
 }
 
 // rateWindow turns a device's read and error counters into rates: it keeps
@@ -216,8 +225,12 @@ func (e *Edge) Connections() []ConnStatus {
 	now := time.Now()
 	out := make([]ConnStatus, 0, len(e.devices))
 	for _, d := range e.devices {
+		if d.retired {
+			continue
+		}
 		cs := ConnStatus{Device: d.ID, Connected: !d.lost && d.reads > 0, LastError: d.lastErr, Reads: d.reads, Errors: d.errors}
 		cs.ReadsPerSec, cs.ErrorsPerSec = d.rate.rates(now, d.reads, d.errors)
+		cs.alias = d.connAlias
 		if lr, ok := d.Connector.(LatencyReporter); ok {
 			cs.Latency = lr.Latency()
 		}
@@ -273,9 +286,14 @@ type Edge struct {
 	read, filtered, sent, failed, restamped atomic.Uint64
 
 	cancel context.CancelFunc
+	runCtx context.Context // of the running edge; connectors run under it
 	wg     sync.WaitGroup
 	node   *node
 	once   sync.Once
+
+	applyMu sync.Mutex // one Apply at a time
+	cfgMu   sync.Mutex
+	cfg     ConfigStatus
 }
 
 // New validates opts and prepares the devices' metrics and aliases.
@@ -286,6 +304,7 @@ func New(opts Options) (*Edge, error) {
 	e := &Edge{opts: opts, log: opts.Logger.With("component", "edge", "edge", opts.EdgeID), wake: make(chan struct{}, 1),
 		byPath: map[uns.Path]*metric{}}
 	e.alias = uint64(nodeAliases)
+	e.cfg = ConfigStatus{Applied: opts.ConfigVersion, At: time.Now()}
 	for _, d := range opts.Devices {
 		dev := &device{Device: d, byName: map[string]*metric{}, byAlias: map[uint64]*metric{}}
 		for _, td := range d.Connector.Tags() {
@@ -449,6 +468,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		}
 	}
 	ctx, e.cancel = context.WithCancel(ctx)
+	e.runCtx = ctx
 	n, err := newNode(e)
 	if err != nil {
 		e.cancel()
@@ -483,14 +503,8 @@ func (e *Edge) Start(ctx context.Context) error {
 		d.rate.rates(started, 0, 0) // rates count from here
 	}
 	e.mu.Unlock()
-	for _, d := range e.devices {
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			if err := d.Connector.Run(ctx, deviceSink{e, d}); err != nil {
-				e.log.Error("connector stopped", "device", d.ID, "err", err)
-			}
-		}()
+	for _, d := range e.deviceList() {
+		e.startDevice(d)
 	}
 	return nil
 }

@@ -22,6 +22,8 @@ import (
 const (
 	aliasBufferDropped = 1
 	aliasBufferDepth   = 2
+	aliasConfigVersion = 3
+	aliasConfigError   = 4
 	nodeAliases        = 16
 	// connMetrics is how many node metrics describe each device's connection.
 	connMetrics      = 7
@@ -49,6 +51,7 @@ type node struct {
 	// Store-and-forward state of the session (see forward.go).
 	fw       *forwarder
 	receipts chan sparkplug.Receipt
+	configs  chan []byte // configurations from the cloud, newest kept
 	msgs     uint64 // Sparkplug messages published in this session
 
 	nodeDataAt time.Time
@@ -70,7 +73,7 @@ type hostState struct {
 
 func newNode(e *Edge) (*node, error) {
 	return &node{e: e, bd: e.bdSeqFile(), lost: make(chan error, 1), cmds: make(chan cmd, 16),
-		states: make(chan hostState, 16), receipts: make(chan sparkplug.Receipt, 64)}, nil
+		states: make(chan hostState, 16), receipts: make(chan sparkplug.Receipt, 64), configs: make(chan []byte, 1)}, nil
 }
 
 func (n *node) topic(t sparkplug.MsgType, device string) string {
@@ -155,10 +158,8 @@ func (n *node) session(ctx context.Context) error {
 			n.e.log.Warn("command dropped: too many pending", "topic", m.Topic())
 		}
 	}
-	subs := map[string]byte{n.topic(sparkplug.NCMD, ""): 1}
-	for _, d := range n.e.devices {
-		subs[n.topic(sparkplug.DCMD, d.ID)] = 1
-	}
+	// DCMD of every device, those a config adds later too.
+	subs := map[string]byte{n.topic(sparkplug.NCMD, ""): 1, n.topic(sparkplug.DCMD, "+"): 1}
 	if err := wait(ctx, c.SubscribeMultiple(subs, onCmd)); err != nil {
 		return fmt.Errorf("subscribe commands: %w", err)
 	}
@@ -195,6 +196,26 @@ func (n *node) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe receipts: %w", err)
 	}
+	// The configuration the cloud keeps for this edge, retained; the last
+	// one wins.
+	err = wait(ctx, c.Subscribe(sparkplug.ConfigTopic(o.Group, o.EdgeID), 1, func(_ mqtt.Client, m mqtt.Message) {
+		raw := append([]byte(nil), m.Payload()...)
+		for {
+			select {
+			case n.configs <- raw:
+				return
+			default:
+			}
+			select {
+			case <-n.configs: // an older one not applied yet
+			default:
+			}
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("subscribe config: %w", err)
+	}
+	n.publishConfigStatus()
 	n.msgs, n.seqOf = 0, map[uint64]uint64{}
 	n.e.log.Info("edge node connected", "broker", broker, "bdSeq", bdSeq)
 	defer n.publishDeath()
@@ -245,6 +266,9 @@ func (n *node) session(ctx context.Context) error {
 			}
 		case p := <-n.cmds:
 			n.command(p)
+		case raw := <-n.configs:
+			n.e.applyRemote(raw)
+			n.publishConfigStatus()
 		case <-n.e.wake:
 		case <-tick.C:
 			if n.fw != nil {
@@ -300,6 +324,19 @@ func (n *node) deathPayload() *pb.Payload {
 	}}}
 }
 
+// publishConfigStatus reports, retained, the configuration the edge runs
+// and what it refused. It is not Sparkplug and not counted for receipts.
+func (n *node) publishConfigStatus() {
+	b, err := json.Marshal(n.e.ConfigStatus())
+	if err != nil || n.client == nil {
+		return
+	}
+	t := n.client.Publish(sparkplug.ConfigStatusTopic(n.e.opts.Group, n.e.opts.EdgeID), 1, true, b)
+	if !t.WaitTimeout(publishTimeout) || t.Error() != nil {
+		n.e.log.Warn("config status not published", "err", t.Error())
+	}
+}
+
 // publishDeath sends NDEATH before a clean disconnect, so the host does not
 // wait for the keepalive to learn it.
 func (n *node) publishDeath() {
@@ -339,7 +376,8 @@ func (n *node) birth(ctx context.Context) error {
 		return err
 	}
 	n.devBorn = map[*device]uint64{}
-	for _, d := range n.e.devices {
+	devices := n.e.deviceList()
+	for _, d := range devices {
 		n.e.mu.Lock()
 		lost := d.lost
 		n.e.mu.Unlock()
@@ -362,7 +400,7 @@ func (n *node) birth(ctx context.Context) error {
 		}
 		n.fw = fw
 	}
-	n.e.log.Info("edge node born", "bdSeq", n.bdSeq, "devices", len(n.e.devices), "backlog_msgs", n.fw.backlogMsgs())
+	n.e.log.Info("edge node born", "bdSeq", n.bdSeq, "devices", len(devices), "backlog_msgs", n.fw.backlogMsgs())
 	return nil
 }
 
@@ -431,9 +469,12 @@ func (n *node) nodeMetrics(ms uint64) []*pb.Payload_Metric {
 	double := func(alias uint64, v float64) *pb.Payload_Metric {
 		return &pb.Payload_Metric{Alias: proto.Uint64(alias), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_DoubleValue{DoubleValue: math.Round(v*100) / 100}}
 	}
-	out := []*pb.Payload_Metric{long(aliasBufferDropped, st.Dropped), long(aliasBufferDepth, st.BufferedMsgs)}
-	for i, cs := range n.e.Connections() {
-		a := n.e.devices[i].connAlias
+	cfg := n.e.ConfigStatus()
+	out := []*pb.Payload_Metric{long(aliasBufferDropped, st.Dropped), long(aliasBufferDepth, st.BufferedMsgs),
+		long(aliasConfigVersion, cfg.Applied),
+		{Alias: proto.Uint64(aliasConfigError), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_StringValue{StringValue: cfg.Error}}}
+	for _, cs := range n.e.Connections() {
+		a := cs.alias
 		out = append(out,
 			&pb.Payload_Metric{Alias: proto.Uint64(a), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_BooleanValue{BooleanValue: cs.Connected}},
 			&pb.Payload_Metric{Alias: proto.Uint64(a + 1), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_StringValue{StringValue: cs.LastError}},
@@ -450,8 +491,12 @@ func (n *node) nodeMetricName(alias uint64) string {
 		return "Buffer/Dropped"
 	case aliasBufferDepth:
 		return "Buffer/Messages"
+	case aliasConfigVersion:
+		return "Config/Version"
+	case aliasConfigError:
+		return "Config/Error"
 	}
-	for _, d := range n.e.devices {
+	for _, d := range n.e.deviceList() {
 		if alias >= d.connAlias && alias < d.connAlias+connMetrics {
 			return "Connections/" + d.ID + "/" + [...]string{"Connected", "LastError", "Reads", "Errors", "LatencyMs", "ReadsPerSec", "ErrorsPerSec"}[alias-d.connAlias]
 		}
@@ -548,8 +593,8 @@ func (n *node) command(c cmd) {
 		return
 	}
 	var dev *device
-	for _, d := range n.e.devices {
-		if d.ID == c.device {
+	for _, d := range n.e.deviceList() {
+		if d.ID == c.device && !d.retired {
 			dev = d
 		}
 	}
@@ -557,7 +602,9 @@ func (n *node) command(c cmd) {
 		n.e.log.Warn("command for an unknown device refused", "device", c.device)
 		return
 	}
+	n.e.mu.Lock()
 	w, canWrite := dev.Connector.(Writer)
+	n.e.mu.Unlock()
 	for _, pm := range c.p.GetMetrics() {
 		var m *metric
 		n.e.mu.Lock()

@@ -135,3 +135,14 @@ type Receipt struct {
 
 // ReceiptTopic is where the Calx cloud publishes receipts for an edge node.
 func ReceiptTopic(group, edge string) string { return "calx/receipt/" + group + "/" + edge }
+
+// ConfigTopic is where the Calx cloud keeps, retained, the configuration an
+// edge node is to run (YAML); only that edge node may read it.
+func ConfigTopic(group, edge string) string { return ConfigPrefix + group + "/" + edge }
+
+// ConfigPrefix starts every ConfigTopic.
+const ConfigPrefix = "calx/config/"
+
+// ConfigStatusTopic is where an edge node reports, retained, the
+// configuration it runs and what it refused (JSON).
+func ConfigStatusTopic(group, edge string) string { return "calx/config-status/" + group + "/" + edge }
