@@ -46,6 +46,7 @@ type Cloud struct {
 	Host      *Host
 	Registry  *Registry
 	Hub       *Hub
+	Fleet     *Fleet
 	arch      *archiver
 	repub     *republisher
 	accounts  jetstream.KeyValue
@@ -114,6 +115,9 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("cloud: %w", err)
 	}
 	if c.repub, err = newRepublisher(repubConn, c.Registry, c.Broker, c.log); err != nil {
+		return err
+	}
+	if c.Fleet, err = newFleet(ctx, bus.JetStream(), c.Broker, c.log); err != nil {
 		return err
 	}
 	hostJS, err := c.jetStream("calx-host")

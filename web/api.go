@@ -248,5 +248,21 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) edges(w http.ResponseWriter, r *http.Request) {
 	nodes := s.cloud.Host.Nodes()
-	writeJSON(w, http.StatusOK, map[string]any{"count": len(nodes), "edges": nodes})
+	type withConfig struct {
+		cloud.NodeState
+		Config *cloud.EdgeConfigState `json:"config,omitempty"`
+	}
+	states, err := s.cloud.Fleet.States(r.Context())
+	if err != nil {
+		s.log.Warn("config states not read", "err", err)
+	}
+	byKey := map[string]*cloud.EdgeConfigState{}
+	for i := range states {
+		byKey[states[i].Edge] = &states[i]
+	}
+	out := make([]withConfig, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, withConfig{NodeState: n, Config: byKey[n.Group+"/"+n.Edge]})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "edges": out})
 }

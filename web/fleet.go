@@ -1,0 +1,240 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/edge/fleet"
+)
+
+// The fleet config API: versions of the whole config (YAML), their diffs,
+// rollbacks, rollouts to edges, and each edge's desired and applied version.
+
+func fleetError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, cloud.ErrNoVersion):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, cloud.ErrBadConfig), errors.Is(err, cloud.ErrNoSuchEdges):
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+func user(r *http.Request) string {
+	sess, _ := r.Context().Value(ctxKey{}).(session)
+	return sess.user
+}
+
+// versionParam reads an optional version number; 0 means the newest.
+func (s *Server) versionParam(r *http.Request, name string) (uint64, error) {
+	q := r.URL.Query().Get(name)
+	if q == "" {
+		return s.cloud.Fleet.Head(r.Context())
+	}
+	v, err := strconv.ParseUint(q, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("%s %q: want a version number", name, q)
+	}
+	return v, nil
+}
+
+// getConfig returns a version (default the newest) with its YAML; with
+// Accept: application/yaml (or ?format=yaml), the YAML alone.
+func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) {
+	v, err := s.versionParam(r, "version")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if v == 0 {
+		writeError(w, http.StatusNotFound, "no config stored yet: PUT /api/v1/config")
+		return
+	}
+	ver, err := s.cloud.Fleet.Get(r.Context(), v)
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	if r.URL.Query().Get("format") == "yaml" || r.Header.Get("Accept") == "application/yaml" {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Header().Set("X-Calx-Config-Version", strconv.FormatUint(ver.Version, 10))
+		_, _ = io.WriteString(w, ver.YAML)
+		return
+	}
+	writeJSON(w, http.StatusOK, ver)
+}
+
+// putConfig stores a new version: the body is the whole config as YAML,
+// ?message= says why.
+func (s *Server) putConfig(w http.ResponseWriter, r *http.Request) {
+	raw, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	msg := r.URL.Query().Get("message")
+	ver, err := s.cloud.Fleet.Save(r.Context(), raw, user(r), msg)
+	if err != nil {
+		s.auditAction(r, "config-save", "", "refused: "+err.Error())
+		fleetError(w, err)
+		return
+	}
+	s.auditAction(r, "config-save", fmt.Sprintf("version %d", ver.Version), "ok: "+msg)
+	ver.YAML = ""
+	writeJSON(w, http.StatusCreated, ver)
+}
+
+func (s *Server) configVersions(w http.ResponseWriter, r *http.Request) {
+	vs, err := s.cloud.Fleet.Versions(r.Context())
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(vs), "versions": vs})
+}
+
+func (s *Server) configDiff(w http.ResponseWriter, r *http.Request) {
+	from, err := strconv.ParseUint(r.URL.Query().Get("from"), 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "from: want a version number")
+		return
+	}
+	to, err := s.versionParam(r, "to")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	d, err := s.cloud.Fleet.Diff(r.Context(), from, to)
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"from": from, "to": to, "diff": d})
+}
+
+func (s *Server) configRollback(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Version uint64 `json:"version"`
+	}
+	if err := decodeBody(r, &req, `{"version": N}`); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ver, err := s.cloud.Fleet.Rollback(r.Context(), req.Version, user(r))
+	if err != nil {
+		s.auditAction(r, "config-rollback", fmt.Sprintf("version %d", req.Version), "refused: "+err.Error())
+		fleetError(w, err)
+		return
+	}
+	s.auditAction(r, "config-rollback", fmt.Sprintf("version %d", ver.Version), fmt.Sprintf("ok: to version %d", req.Version))
+	ver.YAML = ""
+	writeJSON(w, http.StatusCreated, ver)
+}
+
+// rollout moves edges to a version: {"version", and one of "all": true,
+// "edge": "group/edge_id", "site", "template"}.
+func (s *Server) rollout(w http.ResponseWriter, r *http.Request) {
+	var req cloud.Rollout
+	if err := decodeBody(r, &req, `{"version": N, "all": true | "edge": "group/edge_id" | "site": "..." | "template": "..."}`); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	id, edges, err := s.cloud.Fleet.Roll(r.Context(), req)
+	if err != nil {
+		s.auditAction(r, "rollout", fmt.Sprintf("version %d", req.Version), "refused: "+err.Error())
+		fleetError(w, err)
+		return
+	}
+	s.auditAction(r, "rollout", fmt.Sprintf("version %d", req.Version), fmt.Sprintf("ok: %s to %d edges", id, len(edges)))
+	writeJSON(w, http.StatusCreated, map[string]any{"rollout": id, "version": req.Version, "edges": edges})
+}
+
+// rolloutProgress shows the edges of a rollout and how far each is.
+func (s *Server) rolloutProgress(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	states, err := s.cloud.Fleet.States(r.Context())
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	var mine []cloud.EdgeConfigState
+	counts := map[string]int{}
+	for _, st := range states {
+		if st.Rollout == id {
+			mine = append(mine, st)
+			counts[st.State]++
+		}
+	}
+	if len(mine) == 0 {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no rollout %q (or a later one replaced it on every edge)", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rollout": id, "total": len(mine), "by_state": counts, "edges": mine})
+}
+
+func (s *Server) configEdges(w http.ResponseWriter, r *http.Request) {
+	states, err := s.cloud.Fleet.States(r.Context())
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(states), "edges": states})
+}
+
+// headConfig returns the newest config, parsed, or answers 404.
+func (s *Server) headConfig(w http.ResponseWriter, r *http.Request) (*fleet.Config, bool) {
+	v, err := s.cloud.Fleet.Head(r.Context())
+	if err != nil {
+		fleetError(w, err)
+		return nil, false
+	}
+	if v == 0 {
+		writeError(w, http.StatusNotFound, "no config stored yet: PUT /api/v1/config")
+		return nil, false
+	}
+	ver, err := s.cloud.Fleet.Get(r.Context(), v)
+	if err != nil {
+		fleetError(w, err)
+		return nil, false
+	}
+	c, err := fleet.Parse("config", []byte(ver.YAML))
+	if err != nil {
+		fleetError(w, err)
+		return nil, false
+	}
+	return c, true
+}
+
+func (s *Server) templates(w http.ResponseWriter, r *http.Request) {
+	if c, ok := s.headConfig(w, r); ok {
+		writeJSON(w, http.StatusOK, map[string]any{"count": len(c.Templates), "templates": c.Templates})
+	}
+}
+
+// instances lists every device of every edge, with its template,
+// parameters and overrides.
+func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.headConfig(w, r)
+	if !ok {
+		return
+	}
+	type inst struct {
+		Edge string `json:"edge"`
+		Site string `json:"site,omitempty"`
+		fleet.Instance
+	}
+	var out []inst
+	for _, e := range c.Edges {
+		for _, d := range e.Devices {
+			out = append(out, inst{Edge: e.Key(), Site: e.Site, Instance: d})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "instances": out})
+}
