@@ -100,7 +100,7 @@ func StartHealth(e *Edge, addr string) (*HealthServer, error) {
 	})
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, map[string]any{"edge": e.opts.Group + "/" + e.opts.EdgeID, "online": e.Online(),
-			"stats": e.Stats(), "connections": e.Connections()})
+			"stats": e.Stats(), "connections": e.Connections(), "config": e.ConfigStatus()})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
