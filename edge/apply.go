@@ -23,9 +23,9 @@ type RemoteConfig struct {
 
 // ConfigStatus is what the edge reports of its configuration.
 type ConfigStatus struct {
-	Applied uint64    `json:"applied"`          // version running; 0: the local file's devices
+	Applied uint64    `json:"applied"`           // version running; 0: the local file's devices
 	Refused uint64    `json:"refused,omitempty"` // the last version refused, if it is the newest seen
-	Error   string    `json:"error,omitempty"`  // why it was refused
+	Error   string    `json:"error,omitempty"`   // why it was refused
 	At      time.Time `json:"at"`
 }
 

@@ -52,7 +52,7 @@ type node struct {
 	fw       *forwarder
 	receipts chan sparkplug.Receipt
 	configs  chan []byte // configurations from the cloud, newest kept
-	msgs     uint64 // Sparkplug messages published in this session
+	msgs     uint64      // Sparkplug messages published in this session
 
 	nodeDataAt time.Time
 	sentNode   map[uint64]string  // node metric alias -> what was last sent
