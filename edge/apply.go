@@ -127,7 +127,7 @@ func (e *Edge) startDevice(d *device) {
 // Apply changes the running devices to devs: devices whose config is
 // unchanged keep running without a gap, changed ones restart with their
 // new connector, new ones start, and removed ones stop and are announced
-// dead. The node is born again with the new set. Nothing changes when devs
+// dead; with new devices the node is born again. Nothing changes when devs
 // are not valid.
 //
 // Metrics a device had before a change stay in its births until the edge
@@ -232,6 +232,9 @@ func (e *Edge) Apply(devs []Device) error {
 			}
 		}
 		d.gen++
+		if !d.lost {
+			e.events = append(e.events, event{ev: evBirth, dev: d, at: now})
+		}
 		run = append(run, d)
 	}
 	for _, nd := range added {
@@ -252,11 +255,12 @@ func (e *Edge) Apply(devs []Device) error {
 		e.startDevice(d)
 	}
 	e.log.Info("devices changed", "changed", len(changed), "added", len(added), "removed", len(current))
-	// Births again with the new devices and the node metrics of their
-	// connections.
-	if e.node != nil {
+	// New devices bring node metrics of their connections: the node is born
+	// again with them. Changed and removed ones had their DBIRTH or DDEATH
+	// queued.
+	if e.node != nil && len(added) > 0 {
 		e.node.born.Store(false)
-		e.signal()
 	}
+	e.signal()
 	return errors.Join(errs...)
 }

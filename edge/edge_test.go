@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -537,5 +538,91 @@ func TestRateWindow(t *testing.T) {
 	r, e := w.rates(t0.Add(12*time.Second), 120, 8)
 	if r != 10 || e != 1 {
 		t.Fatalf("after 12 s: %v reads/s %v errors/s, want 10 and 1", r, e)
+	}
+}
+
+// runCounter is a connector that counts how often it was started.
+type runCounter struct {
+	*fakeDevice
+	runs *atomic.Int32
+}
+
+func (r runCounter) Run(ctx context.Context, sink Sink) error {
+	r.runs.Add(1)
+	return r.fakeDevice.Run(ctx, sink)
+}
+
+// Apply keeps an unchanged device running, restarts a changed one, starts a
+// new one, announces a removed one dead, and births the node again.
+func TestApplyChangesOnlyWhatChanged(t *testing.T) {
+	r := startBroker(t)
+	r.state(true, uint64(time.Now().UnixMilli()))
+	var runsA, runsB, runsC atomic.Int32
+	mk := func(runs *atomic.Int32) runCounter {
+		return runCounter{&fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}, runs}
+	}
+	a, b := mk(&runsA), mk(&runsB)
+	e, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: t.TempDir(),
+		Devices: []Device{{ID: "a", Path: "ent/site/area/line/a", Connector: a, Spec: "a1"}, {ID: "b", Path: "ent/site/area/line/b", Connector: b, Spec: "b1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !e.Online() || runsA.Load() != 1 || runsB.Load() != 1 {
+			return fmt.Errorf("not running")
+		}
+		return nil
+	})
+	b2, c := mk(&runsB), mk(&runsC)
+	err = e.Apply([]Device{{ID: "a", Path: "ent/site/area/line/a", Connector: mk(&runsA), Spec: "a1"},
+		{ID: "b", Path: "ent/site/area/line/b", Connector: b2, Spec: "b2"}, {ID: "c", Path: "ent/site/area/line/c", Connector: c, Spec: "c1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if runsA.Load() != 1 || runsB.Load() != 2 || runsC.Load() != 1 {
+			return fmt.Errorf("runs a %d b %d c %d, want 1 2 1", runsA.Load(), runsB.Load(), runsC.Load())
+		}
+		return nil
+	})
+	a.ch <- []Reading{{Tag: "temp", TS: time.Now(), Value: uns.Float(50)}} // the first a still reads
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		var births int
+		for _, m := range r.all() {
+			if m.topic.Type == sparkplug.DBIRTH && m.topic.Device == "c" {
+				births++
+			}
+		}
+		if births == 0 || len(e.Connections()) != 3 {
+			return fmt.Errorf("no DBIRTH of c, %d connections", len(e.Connections()))
+		}
+		return nil
+	})
+	// c goes away: dead on the wire, gone from the status.
+	if err := e.Apply([]Device{{ID: "a", Path: "ent/site/area/line/a", Connector: mk(&runsA), Spec: "a1"},
+		{ID: "b", Path: "ent/site/area/line/b", Connector: b2, Spec: "b2"}}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range r.all() {
+			if m.topic.Type == sparkplug.DDEATH && m.topic.Device == "c" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no DDEATH of c")
+	})
+	if len(e.Connections()) != 2 || runsA.Load() != 1 {
+		t.Fatalf("%d connections, a started %d times", len(e.Connections()), runsA.Load())
+	}
+	// A bad set changes nothing.
+	if err := e.Apply([]Device{{ID: "a/b", Path: "ent/site/area/line/a", Connector: mk(&runsA), Spec: "x"}}); err == nil {
+		t.Fatal("a device id with a slash applied")
+	}
+	if len(e.Connections()) != 2 {
+		t.Fatalf("a refused set changed the devices")
 	}
 }
