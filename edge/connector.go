@@ -26,6 +26,9 @@ type TagDef struct {
 	Description string
 	Writable    bool
 	Deadband    uns.Deadband
+	// Alarm limits in engineering units, nil when not set; they go into
+	// the birth as metric properties for the cloud's alarms.
+	AlarmLow, AlarmHigh *float64
 }
 
 // Reading is one value read from a device.

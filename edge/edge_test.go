@@ -106,7 +106,7 @@ type fakeDevice struct {
 
 func (f *fakeDevice) Tags() []TagDef {
 	return []TagDef{
-		{Name: "temp", DataType: uns.TypeFloat64, Unit: "°C", Low: 0, High: 1400, Deadband: uns.Deadband{Abs: 1}},
+		{Name: "temp", DataType: uns.TypeFloat64, Unit: "°C", Low: 0, High: 1400, Deadband: uns.Deadband{Abs: 1}, AlarmHigh: ptr(1300.0)},
 		{Name: "state", DataType: uns.TypeString},
 		{Name: "setpoint", DataType: uns.TypeFloat64, Writable: true},
 	}
@@ -205,6 +205,12 @@ func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 			}
 			if p, _ := sparkplug.PropertyString(m, sparkplug.PropUNSPath); p != "ent/site/area/line/m1/temp" {
 				t.Errorf("DBIRTH temp UNS path %q", p)
+			}
+			if a, ok := sparkplug.PropertyFloat(m, sparkplug.PropAlarmHigh); !ok || a != 1300 {
+				t.Errorf("DBIRTH temp alarm high %v %v", a, ok)
+			}
+			if _, ok := sparkplug.PropertyFloat(m, sparkplug.PropAlarmLow); ok {
+				t.Errorf("DBIRTH temp has an alarm low it was not given")
 			}
 		}
 	}
@@ -626,3 +632,5 @@ func TestApplyChangesOnlyWhatChanged(t *testing.T) {
 		t.Fatalf("a refused set changed the devices")
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -449,6 +449,12 @@ func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
 		if m.def.High > m.def.Low {
 			kv = append(kv, sparkplug.PropEngLow, m.def.Low, sparkplug.PropEngHigh, m.def.High)
 		}
+		if m.def.AlarmLow != nil {
+			kv = append(kv, sparkplug.PropAlarmLow, *m.def.AlarmLow)
+		}
+		if m.def.AlarmHigh != nil {
+			kv = append(kv, sparkplug.PropAlarmHigh, *m.def.AlarmHigh)
+		}
 		if m.def.Description != "" {
 			kv = append(kv, "description", m.def.Description)
 		}

@@ -33,6 +33,9 @@ type TagOptions struct {
 	MinInterval time.Duration `yaml:"min_interval"`
 	Heartbeat   time.Duration `yaml:"heartbeat"`
 	Writable    bool          `yaml:"writable"`
+	// Alarm limits, in engineering units: low and high.
+	AlarmLow  *float64 `yaml:"alarm_low"`
+	AlarmHigh *float64 `yaml:"alarm_high"`
 	// Interval is the tag's sampling interval where the connector samples
 	// per tag (Modbus, OPC UA); default the device's interval.
 	Interval time.Duration `yaml:"interval"`
@@ -57,6 +60,9 @@ func (o *TagOptions) Check() error {
 	}
 	if o.MinInterval < 0 || o.Heartbeat < 0 {
 		errs = append(errs, errors.New("min_interval, heartbeat: not negative"))
+	}
+	if o.AlarmLow != nil && o.AlarmHigh != nil && *o.AlarmLow >= *o.AlarmHigh {
+		errs = append(errs, fmt.Errorf("alarm_low %v: below alarm_high %v", *o.AlarmLow, *o.AlarmHigh))
 	}
 	if o.Interval != 0 && o.Interval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("interval %s: at least 10ms", o.Interval))
@@ -119,5 +125,6 @@ func (o *TagOptions) Def(name string, dt uns.DataType) TagDef {
 		dt = uns.TypeFloat64
 	}
 	return TagDef{Name: name, DataType: dt, Unit: o.Unit, Low: o.EngLow, High: o.EngHigh, Description: o.Description,
-		Writable: o.Writable, Deadband: uns.Deadband{Abs: o.Deadband, Percent: o.DeadbandPct, MinInterval: o.MinInterval, Heartbeat: o.Heartbeat}}
+		Writable: o.Writable, Deadband: uns.Deadband{Abs: o.Deadband, Percent: o.DeadbandPct, MinInterval: o.MinInterval, Heartbeat: o.Heartbeat},
+		AlarmLow: o.AlarmLow, AlarmHigh: o.AlarmHigh}
 }

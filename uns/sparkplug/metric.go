@@ -13,12 +13,15 @@ import (
 
 // Metric property keys used by Calx in births.
 const (
-	PropEngUnit  = "engUnit"
-	PropEngLow   = "engLow"
-	PropEngHigh  = "engHigh"
-	PropQuality  = "Quality"
-	PropUNSPath  = "calx.uns"
-	PropWritable = "readOnly"
+	PropEngUnit = "engUnit"
+	PropEngLow  = "engLow"
+	PropEngHigh = "engHigh"
+	// Calx alarm limits of a tag, in engineering units.
+	PropAlarmLow  = "alarmLow"
+	PropAlarmHigh = "alarmHigh"
+	PropQuality   = "Quality"
+	PropUNSPath   = "calx.uns"
+	PropWritable  = "readOnly"
 )
 
 // Quality codes of the Sparkplug Quality property.
@@ -195,6 +198,22 @@ func PropertyString(m *pb.Payload_Metric, key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// PropertyFloat returns a numeric property of m (Double or Float).
+func PropertyFloat(m *pb.Payload_Metric, key string) (float64, bool) {
+	ps := m.GetProperties()
+	for i, k := range ps.GetKeys() {
+		if k == key && i < len(ps.GetValues()) {
+			switch v := ps.GetValues()[i].GetValue().(type) {
+			case *pb.Payload_PropertyValue_DoubleValue:
+				return v.DoubleValue, true
+			case *pb.Payload_PropertyValue_FloatValue:
+				return float64(v.FloatValue), true
+			}
+		}
+	}
+	return 0, false
 }
 
 // PropertyBool returns a boolean property of m.
