@@ -152,6 +152,23 @@ func TestFleetRollout(t *testing.T) {
 	start(offline)
 	converged(v2.Version, "in-sync", []int{offline}, 15*time.Second)
 
+	// A rollout by site reaches that site only.
+	if _, rolled, err := c.Fleet.Roll(ctx, Rollout{Version: v1.Version, Site: "south"}); err != nil || len(rolled) != n/2 {
+		t.Fatalf("rollout to site south: %d edges, %v", len(rolled), err)
+	}
+	south := make([]int, 0, n/2)
+	for i := n / 2; i < n; i++ {
+		south = append(south, i)
+	}
+	converged(v1.Version, "in-sync", south, 10*time.Second)
+	if _, _, err := c.Fleet.Roll(ctx, Rollout{Version: v2.Version, Site: "south"}); err != nil {
+		t.Fatal(err)
+	}
+	converged(v2.Version, "in-sync", south, 10*time.Second)
+	if st := edges[0].ConfigStatus(); st.Applied != v2.Version {
+		t.Fatalf("edge e00 of the north site moved: %+v", st)
+	}
+
 	// A version no edge can run (stored past the cloud's checks, as one made
 	// for a newer edge would be) is refused by all; they keep version 2.
 	bad := strings.Replace(fleetYAML(n, ""), "connector: signals", "connector: plc9000", 1)
@@ -159,15 +176,12 @@ func TestFleetRollout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.Fleet.Roll(ctx, Rollout{Version: v3.Version, Site: "north"}); err != nil {
+	if _, _, err := c.Fleet.Roll(ctx, Rollout{Version: v3.Version, All: true}); err != nil {
 		t.Fatal(err)
 	}
-	north := make([]int, 0, n/2)
-	for i := range n / 2 {
-		north = append(north, i)
-	}
-	converged(v3.Version, "refused", north, 15*time.Second)
-	for _, i := range north {
+	all := append(online, offline)
+	converged(v3.Version, "refused", all, 15*time.Second)
+	for _, i := range all {
 		st := edges[i].ConfigStatus()
 		if st.Applied != v2.Version || !strings.Contains(st.Error, "plc9000") {
 			t.Fatalf("edge e%02d: %+v", i, st)
