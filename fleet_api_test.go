@@ -106,6 +106,9 @@ func TestFleetConfigAPI(t *testing.T) {
 	if code, out := v.do("GET", "/api/v1/instances", nil); code != 200 || out["count"] != 4.0 {
 		t.Fatalf("instances: %d %v", code, out)
 	}
+	if code, out := v.do("GET", "/api/v1/sites", nil); code != 200 || out["count"] != 2.0 {
+		t.Fatalf("sites: %d %v", code, out)
+	}
 	code, out = c.do("GET", "/api/v1/audit", nil)
 	if code != 200 {
 		t.Fatalf("audit: %d %v", code, out)

@@ -238,3 +238,37 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "instances": out})
 }
+
+// sites lists the sites of the newest config with their edges, and each
+// edge's config state.
+func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.headConfig(w, r)
+	if !ok {
+		return
+	}
+	states, err := s.cloud.Fleet.States(r.Context())
+	if err != nil {
+		fleetError(w, err)
+		return
+	}
+	byEdge := map[string]cloud.EdgeConfigState{}
+	for _, st := range states {
+		byEdge[st.Edge] = st
+	}
+	type site struct {
+		Name  string                  `json:"name"`
+		Edges []cloud.EdgeConfigState `json:"edges"`
+	}
+	var out []*site
+	idx := map[string]*site{}
+	for _, e := range c.Edges {
+		st := idx[e.Site]
+		if st == nil {
+			st = &site{Name: e.Site}
+			idx[e.Site] = st
+			out = append(out, st)
+		}
+		st.Edges = append(st.Edges, byEdge[e.Key()])
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "sites": out})
+}

@@ -96,6 +96,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/config/edges", s.configEdges)
 			r.Get("/templates", s.templates)
 			r.Get("/instances", s.instances)
+			r.Get("/sites", s.sites)
 			r.Get("/rollouts/{id}", s.rolloutProgress)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Put("/config", s.putConfig)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/config/rollback", s.configRollback)
