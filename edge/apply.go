@@ -246,6 +246,8 @@ func (e *Edge) Apply(devs []Device) error {
 		}
 		d.connAlias = e.alias + 1
 		e.alias += connMetrics
+		e.alias++
+		d.instAlias = e.alias
 		d.rate.rates(now, 0, 0)
 		e.devices = append(e.devices, d)
 		run = append(run, d)

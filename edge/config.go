@@ -56,6 +56,10 @@ type CloudConfig struct {
 	Group       string `yaml:"group"`
 	EdgeID      string `yaml:"edge_id"`
 	PrimaryHost string `yaml:"primary_host"`
+	// Templates sends each device as a Sparkplug Template instance (its
+	// machine type's definition in NBIRTH); off, as plain metrics, for a
+	// host that does not take templates.
+	Templates bool `yaml:"templates"`
 }
 
 // DeviceConfig binds a connector to a place in the UNS.
@@ -64,6 +68,9 @@ type DeviceConfig struct {
 	Path      string    `yaml:"path"`
 	Connector string    `yaml:"connector"`
 	Settings  yaml.Node `yaml:"settings"`
+	// Template names the device's machine type (set by the cloud's fleet
+	// config); in Sparkplug template mode, its template definition.
+	Template string `yaml:"template,omitempty"`
 }
 
 // LoadConfig reads and validates an edge config file.
@@ -87,7 +94,7 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		Group: c.Cloud.Group, EdgeID: c.Cloud.EdgeID, PrimaryHost: c.Cloud.PrimaryHost,
 		DataDir: c.DataDir, Logger: log, Version: version,
 		BufferMaxBytes: int64(c.Buffer.MaxBytes), BufferMaxAge: c.Buffer.MaxAge.Std(), DrainRate: c.Buffer.DrainRate,
-		SyncInterval: c.Buffer.SyncInterval.Std(), LocalMQTT: c.MQTT}
+		SyncInterval: c.Buffer.SyncInterval.Std(), LocalMQTT: c.MQTT, SparkplugTemplates: c.Cloud.Templates}
 	if c.Cloud.PasswordFile != "" {
 		b, err := os.ReadFile(c.Cloud.PasswordFile)
 		if err != nil {
@@ -173,7 +180,7 @@ func BuildDevices(source, key string, devs []DeviceConfig) ([]Device, error) {
 			errs = append(errs, err)
 			continue
 		}
-		out = append(out, Device{ID: d.ID, Path: uns.Path(d.Path), Connector: conn, Spec: d.Fingerprint()})
+		out = append(out, Device{ID: d.ID, Path: uns.Path(d.Path), Connector: conn, Template: d.Template, Spec: d.Fingerprint()})
 	}
 	return out, errors.Join(errs...)
 }
@@ -182,5 +189,5 @@ func BuildDevices(source, key string, devs []DeviceConfig) ([]Device, error) {
 // path and settings are.
 func (d DeviceConfig) Fingerprint() string {
 	b, _ := yaml.Marshal(&d.Settings)
-	return d.Connector + "\x00" + d.Path + "\x00" + string(b)
+	return d.Connector + "\x00" + d.Path + "\x00" + d.Template + "\x00" + string(b)
 }

@@ -26,12 +26,18 @@ type Device struct {
 	// Spec identifies the configuration the connector was made from; a
 	// config applied while running restarts the device only when it changed.
 	Spec string
+	// Template is the device's machine type; with SparkplugTemplates the
+	// device goes on the wire as an instance of it (default: its id).
+	Template string
 }
 
 // Options configure an edge.
 type Options struct {
 	// Broker is the cloud broker URL: tcp://host:port or ssl://host:port.
 	Broker string
+	// SparkplugTemplates sends devices as Sparkplug Template instances, with
+	// the definitions of their machine types in NBIRTH.
+	SparkplugTemplates bool
 	// ConfigVersion is the version of the cloud's configuration Devices come
 	// from (see LoadApplied); 0 when they come from the local file.
 	ConfigVersion uint64
@@ -161,6 +167,7 @@ type device struct {
 	lastErr       string
 	rate          rateWindow
 	connAlias     uint64   // first of the node metrics Connections/<device>/...
+	instAlias     uint64   // alias of the device's template instance metric
 	declared      []TagDef // tags the connector declared while running
 	gen           uint64   // grows with each declaration or change: the device must be born again
 	retired       bool     // removed by a config; known still for what is buffered of it
@@ -320,6 +327,8 @@ func New(opts Options) (*Edge, error) {
 	for _, dev := range e.devices {
 		dev.connAlias = e.alias + 1
 		e.alias += connMetrics
+		e.alias++
+		dev.instAlias = e.alias
 	}
 	// Tags declared by connectors while running, in an earlier run: values
 	// of them may still be buffered.

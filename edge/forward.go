@@ -195,10 +195,16 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 		if p == nil || len(p.Metrics) == 0 {
 			return nil
 		}
+		values := len(p.Metrics)
+		if n.e.opts.SparkplugTemplates {
+			// The values are members of the device's template instance.
+			p.Metrics = []*pb.Payload_Metric{{Alias: proto.Uint64(cur.instAlias), Timestamp: p.Timestamp,
+				Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{Metrics: p.Metrics}}}}
+		}
 		p.Seq = n.nextSeq()
 		err := n.publish(n.topic(sparkplug.DDATA, cur.ID), p)
 		if err == nil {
-			n.e.sent.Add(uint64(len(p.Metrics)))
+			n.e.sent.Add(uint64(values))
 		}
 		p = nil
 		return err
@@ -222,6 +228,9 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 			p = &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
 		}
 		pm := &pb.Payload_Metric{Alias: proto.Uint64(m.alias), Timestamp: proto.Uint64(sparkplug.Millis(s.TS))}
+		if n.e.opts.SparkplugTemplates {
+			pm.Alias, pm.Name = nil, proto.String(m.def.Name) // members go by name
+		}
 		sparkplug.SetValue(pm, sparkplug.WireType(m.def.DataType), s.Value)
 		if historical {
 			pm.IsHistorical = proto.Bool(true)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -372,6 +373,9 @@ func (n *node) birth(ctx context.Context) error {
 		m.Datatype = proto.Uint32(uint32(nodeMetricType(m)))
 		nb.Metrics = append(nb.Metrics, m)
 	}
+	if n.e.opts.SparkplugTemplates {
+		nb.Metrics = append(nb.Metrics, n.templateDefinitions(ms)...)
+	}
 	if err := n.publish(n.topic(sparkplug.NBIRTH, ""), nb); err != nil {
 		return err
 	}
@@ -462,7 +466,53 @@ func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
 		pm.Properties = sparkplug.Properties(kv...)
 		p.Metrics = append(p.Metrics, pm)
 	}
+	if n.e.opts.SparkplugTemplates {
+		// One template instance: the metrics become its members, by name.
+		for _, pm := range p.Metrics {
+			pm.Alias = nil
+		}
+		name := d.templateName()
+		p.Metrics = []*pb.Payload_Metric{{Name: proto.String(name), Alias: proto.Uint64(d.instAlias), Timestamp: proto.Uint64(ms),
+			Datatype: proto.Uint32(uint32(pb.DataType_Template)), Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{
+				TemplateRef: proto.String(name), IsDefinition: proto.Bool(false), Metrics: p.Metrics}}}}
+	}
 	return p, d.gen
+}
+
+// templateName is the device's machine type: its template, or its id.
+func (d *device) templateName() string {
+	if d.Template != "" {
+		return d.Template
+	}
+	return d.ID
+}
+
+// templateDefinitions returns one Template definition per machine type of
+// the devices, its members the metrics of the first device of that type.
+func (n *node) templateDefinitions(ms uint64) []*pb.Payload_Metric {
+	n.e.mu.Lock()
+	defer n.e.mu.Unlock()
+	var out []*pb.Payload_Metric
+	seen := map[string]bool{}
+	for _, d := range n.e.devices {
+		name := d.templateName()
+		if d.retired || seen[name] {
+			continue
+		}
+		seen[name] = true
+		var members []*pb.Payload_Metric
+		for _, m := range d.metrics {
+			pm := &pb.Payload_Metric{Name: proto.String(m.def.Name), Timestamp: proto.Uint64(ms),
+				Datatype: proto.Uint32(uint32(sparkplug.WireType(m.def.DataType))), IsNull: proto.Bool(true)}
+			if m.def.Unit != "" {
+				pm.Properties = sparkplug.Properties(sparkplug.PropEngUnit, m.def.Unit)
+			}
+			members = append(members, pm)
+		}
+		out = append(out, &pb.Payload_Metric{Name: proto.String(name), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Template)),
+			Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{IsDefinition: proto.Bool(true), Metrics: members}}})
+	}
+	return out
 }
 
 // nodeMetrics returns the node's own figures by alias, without names:
@@ -611,11 +661,25 @@ func (n *node) command(c cmd) {
 	n.e.mu.Lock()
 	w, canWrite := dev.Connector.(Writer)
 	n.e.mu.Unlock()
+	// A write to the device's template instance carries its members.
+	var metrics []*pb.Payload_Metric
 	for _, pm := range c.p.GetMetrics() {
+		if tv := pm.GetTemplateValue(); tv != nil && !tv.GetIsDefinition() {
+			metrics = append(metrics, tv.GetMetrics()...)
+			continue
+		}
+		metrics = append(metrics, pm)
+	}
+	for _, pm := range metrics {
 		var m *metric
 		n.e.mu.Lock()
 		if pm.Name != nil {
-			m = dev.byName[pm.GetName()]
+			// A member of the device's template instance, as "<instance>/<member>".
+			name := pm.GetName()
+			if n.e.opts.SparkplugTemplates {
+				name = strings.TrimPrefix(name, dev.templateName()+"/")
+			}
+			m = dev.byName[name]
 		} else {
 			m = dev.byAlias[pm.GetAlias()]
 		}

@@ -260,7 +260,7 @@ func (c *Config) Expand(key string, version uint64) (*EdgeConfig, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", at, err))
 			continue
 		}
-		out.Devices = append(out.Devices, edge.DeviceConfig{ID: in.ID, Path: in.Path, Connector: connector, Settings: node})
+		out.Devices = append(out.Devices, edge.DeviceConfig{ID: in.ID, Path: in.Path, Connector: connector, Settings: node, Template: in.Template})
 	}
 	return out, errors.Join(errs...)
 }
