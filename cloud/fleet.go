@@ -326,12 +326,13 @@ func (f *Fleet) send(c *fleet.Config, edgeKey string, v uint64) error {
 	return f.broker.Publish(sparkplug.ConfigTopic(g, e), b, true, 1)
 }
 
-// republishAll sends every edge its desired configuration again.
-func (f *Fleet) republishAll(ctx context.Context) error {
+// desiredAll returns every edge's desired version, by group/edge_id.
+func (f *Fleet) desiredAll(ctx context.Context) (map[string]Desired, error) {
 	lister, err := f.desired.ListKeys(ctx)
 	if err != nil {
-		return fmt.Errorf("fleet: %w", err)
+		return nil, fmt.Errorf("fleet: %w", err)
 	}
+	out := map[string]Desired{}
 	for k := range lister.Keys() {
 		e, err := f.desired.Get(ctx, k)
 		if err != nil {
@@ -339,16 +340,28 @@ func (f *Fleet) republishAll(ctx context.Context) error {
 		}
 		var d Desired
 		if json.Unmarshal(e.Value(), &d) != nil {
+			f.log.Warn("malformed desired version ignored", "key", k)
 			continue
 		}
 		g, ed, _ := strings.Cut(k, ".")
+		out[store.Untoken(g)+"/"+store.Untoken(ed)] = d
+	}
+	return out, nil
+}
+
+// republishAll sends every edge its desired configuration again.
+func (f *Fleet) republishAll(ctx context.Context) error {
+	desired, err := f.desiredAll(ctx)
+	if err != nil {
+		return err
+	}
+	for key, d := range desired {
 		c, err := f.parsed(ctx, d.Version)
-		if err != nil {
-			f.log.Error("desired config not sent", "edge", k, "err", err)
-			continue
+		if err == nil {
+			err = f.send(c, key, d.Version)
 		}
-		if err := f.send(c, store.Untoken(g)+"/"+store.Untoken(ed), d.Version); err != nil {
-			f.log.Error("desired config not sent", "edge", k, "err", err)
+		if err != nil {
+			f.log.Error("desired config not sent", "edge", key, "err", err)
 		}
 	}
 	return nil
@@ -371,21 +384,11 @@ func (f *Fleet) States(ctx context.Context) ([]EdgeConfigState, error) {
 			byKey[e.Key()] = &EdgeConfigState{Edge: e.Key(), Site: e.Site}
 		}
 	}
-	lister, err := f.desired.ListKeys(ctx)
+	desired, err := f.desiredAll(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: %w", err)
+		return nil, err
 	}
-	for k := range lister.Keys() {
-		e, err := f.desired.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var d Desired
-		if json.Unmarshal(e.Value(), &d) != nil {
-			continue
-		}
-		g, ed, _ := strings.Cut(k, ".")
-		key := store.Untoken(g) + "/" + store.Untoken(ed)
+	for key, d := range desired {
 		st := byKey[key]
 		if st == nil {
 			st = &EdgeConfigState{Edge: key}
