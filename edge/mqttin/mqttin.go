@@ -322,7 +322,7 @@ func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID(src.s.ClientID).
 		SetUsername(src.s.Username).SetPassword(src.s.Password).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(2 * time.Second).
-		SetMaxReconnectInterval(30 * time.Second).SetOrderMatters(false).
+		SetMaxReconnectInterval(30 * time.Second).SetConnectTimeout(10 * time.Second).SetOrderMatters(false).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			sink.Lost(fmt.Errorf("mqtt %s: %w", broker, err))
 		}).
@@ -331,11 +331,25 @@ func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 			for topic := range src.topics {
 				subs[topic] = src.s.QoS
 			}
-			tok := c.SubscribeMultiple(subs, func(_ paho.Client, m paho.Message) { src.handle(m, sink) })
-			if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
-				src.log.Warn("subscribe failed", "err", tok.Error())
+			// Until the broker has the subscriptions, or this connection ends.
+			for ctx.Err() == nil && c.IsConnectionOpen() {
+				tok := c.SubscribeMultiple(subs, func(_ paho.Client, m paho.Message) { src.handle(m, sink) })
+				var err error
+				if !tok.WaitTimeout(10 * time.Second) {
+					err = errors.New("no answer in 10 s")
+				} else {
+					err = tok.Error()
+				}
+				if err == nil {
+					once.Do(func() { src.log.Info("subscribed", "broker", broker, "topics", len(subs)) })
+					return
+				}
+				src.log.Warn("subscribe failed, trying again", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
 			}
-			once.Do(func() { src.log.Info("subscribed", "broker", broker, "topics", len(subs)) })
 		})
 	if src.tls != nil {
 		o.SetTLSConfig(src.tls)

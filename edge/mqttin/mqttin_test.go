@@ -120,7 +120,9 @@ func TestBrokerLossAndRecovery(t *testing.T) {
 		}
 		return nil
 	})
-	edgetest.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+	// A reconnect that the broker does not answer is given up after the
+	// connect timeout (10 s) and tried again.
+	edgetest.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		srv.Publish("a/v", []byte("2"), false, 0)
 		if r, _ := sk.Get("v"); !r.Value.Equal(uns.Float(2)) {
 			return fmt.Errorf("v = %+v", r.Value)
