@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"regexp"
 	"strconv"
@@ -323,6 +324,12 @@ func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 		SetUsername(src.s.Username).SetPassword(src.s.Password).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(2 * time.Second).
 		SetMaxReconnectInterval(30 * time.Second).SetConnectTimeout(10 * time.Second).SetOrderMatters(false).
+		// A pause before each reconnect: a broker still tearing down the
+		// lost session (same client id) could otherwise drop the new
+		// session's subscriptions with the old one's.
+		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
+			time.Sleep(500*time.Millisecond + rand.N(500*time.Millisecond))
+		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			sink.Lost(fmt.Errorf("mqtt %s: %w", broker, err))
 		}).
