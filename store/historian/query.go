@@ -1,0 +1,213 @@
+package historian
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Aggregates a history query can ask for per bucket.
+const (
+	AggAvg   = "avg"
+	AggMin   = "min"
+	AggMax   = "max"
+	AggFirst = "first"
+	AggLast  = "last"
+	AggCount = "count"
+	AggTWA   = "twa" // time-weighted average, the value held until the next (step)
+)
+
+// Aggs lists the aggregates, for checks and messages.
+var Aggs = []string{AggAvg, AggMin, AggMax, AggFirst, AggLast, AggCount, AggTWA}
+
+// Bucket is one interval of an aggregate: it starts at TS; Value is nil
+// when the bucket holds no value to aggregate.
+type Bucket struct {
+	TS    time.Time `json:"ts"`
+	Value *float64  `json:"value"`
+}
+
+// id returns a tag's id.
+func (h *Historian) id(p uns.Path) (int32, error) {
+	h.idmu.RLock()
+	defer h.idmu.RUnlock()
+	id, ok := h.ids[p]
+	if !ok {
+		return 0, fmt.Errorf("%w: %s", ErrUnknownTag, p)
+	}
+	return id, nil
+}
+
+// Aggregate returns one bucket per interval from from (included) to to
+// (excluded), aligned on from, of the numeric values of p (bad-quality
+// points, such as death markers, have no value and do not count). Every
+// bucket is in the answer, empty ones with a nil value (count: 0).
+func (h *Historian) Aggregate(ctx context.Context, p uns.Path, from, to time.Time, interval time.Duration, agg string) ([]Bucket, error) {
+	if interval <= 0 || !to.After(from) {
+		return nil, fmt.Errorf("historian: aggregate %s: empty range or interval", p)
+	}
+	id, err := h.id(p)
+	if err != nil {
+		return nil, err
+	}
+	n := int((to.Sub(from) + interval - 1) / interval)
+	out := make([]Bucket, n)
+	for i := range out {
+		out[i].TS = from.Add(time.Duration(i) * interval).UTC()
+	}
+	if agg == AggTWA {
+		return out, h.twa(ctx, id, p, from, to, interval, out)
+	}
+	expr := map[string]string{AggAvg: "avg(value)", AggMin: "min(value)", AggMax: "max(value)",
+		AggFirst: "arg_min(value, ts) FILTER (WHERE value IS NOT NULL)", AggLast: "arg_max(value, ts) FILTER (WHERE value IS NOT NULL)",
+		AggCount: "count(value)::DOUBLE"}[agg]
+	if expr == "" {
+		return nil, fmt.Errorf("historian: aggregate %q: want one of %v", agg, Aggs)
+	}
+	q := `SELECT (epoch_us(ts) - ?) // ? AS b, ` + expr + ` FROM points
+WHERE tag_id = ? AND ts >= ? AND ts < ? GROUP BY b ORDER BY b`
+	rows, err := h.db.QueryContext(ctx, q, from.UnixMicro(), interval.Microseconds(), id, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("historian: aggregate %s: %w", p, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b int64
+		var v sql.NullFloat64
+		if err := rows.Scan(&b, &v); err != nil {
+			return nil, fmt.Errorf("historian: aggregate %s: %w", p, err)
+		}
+		if b >= 0 && b < int64(n) && v.Valid {
+			out[b].Value = &v.Float64
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("historian: aggregate %s: %w", p, err)
+	}
+	if agg == AggCount {
+		for i := range out {
+			if out[i].Value == nil {
+				out[i].Value = new(float64)
+			}
+		}
+	}
+	return out, nil
+}
+
+// twa fills buckets with time-weighted averages: each value holds from its
+// time until the next point (step interpolation), the value before from
+// included; a bad point holds no value, and that time does not count.
+func (h *Historian) twa(ctx context.Context, id int32, p uns.Path, from, to time.Time, interval time.Duration, out []Bucket) error {
+	type step struct {
+		ts time.Time
+		v  float64
+		ok bool
+	}
+	var steps []step
+	// The value held at from.
+	var v sql.NullFloat64
+	var ts time.Time
+	err := h.db.QueryRowContext(ctx, `SELECT ts, value FROM points WHERE tag_id = ? AND ts < ? ORDER BY ts DESC LIMIT 1`, id, from).Scan(&ts, &v)
+	switch {
+	case err == nil:
+		steps = append(steps, step{from, v.Float64, v.Valid})
+	case err != sql.ErrNoRows:
+		return fmt.Errorf("historian: twa %s: %w", p, err)
+	}
+	rows, err := h.db.QueryContext(ctx, `SELECT ts, value FROM points WHERE tag_id = ? AND ts >= ? AND ts < ? ORDER BY ts`, id, from, to)
+	if err != nil {
+		return fmt.Errorf("historian: twa %s: %w", p, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := rows.Scan(&ts, &v); err != nil {
+			return fmt.Errorf("historian: twa %s: %w", p, err)
+		}
+		steps = append(steps, step{ts, v.Float64, v.Valid && !math.IsNaN(v.Float64)})
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("historian: twa %s: %w", p, err)
+	}
+	sum := make([]float64, len(out))
+	dur := make([]float64, len(out))
+	for i, s := range steps {
+		if !s.ok {
+			continue
+		}
+		end := to
+		if i+1 < len(steps) {
+			end = steps[i+1].ts
+		}
+		// Spread [s.ts, end) over the buckets it covers.
+		for t := s.ts; t.Before(end); {
+			b := int(t.Sub(from) / interval)
+			if b >= len(out) {
+				break
+			}
+			bEnd := from.Add(time.Duration(b+1) * interval)
+			if end.Before(bEnd) {
+				bEnd = end
+			}
+			d := bEnd.Sub(t).Seconds()
+			sum[b] += s.v * d
+			dur[b] += d
+			t = bEnd
+		}
+	}
+	for i := range out {
+		if dur[i] > 0 {
+			a := sum[i] / dur[i]
+			out[i].Value = &a
+		}
+	}
+	return nil
+}
+
+// Downsample returns at most about n points of p in [from, to] for a
+// chart n pixels wide: per bucket the lowest and the highest value, in
+// time order, so that peaks survive. Points that are not numbers (bad
+// quality, strings) are left out.
+func (h *Historian) Downsample(ctx context.Context, p uns.Path, from, to time.Time, n int) ([]Point, error) {
+	id, err := h.id(p)
+	if err != nil {
+		return nil, err
+	}
+	buckets := max(n/2, 1)
+	span := max(to.Sub(from).Microseconds()+1, int64(buckets))
+	q := `SELECT min(ts), arg_min(ts, value), min(value), arg_max(ts, value), max(value), min(quality) FROM points
+WHERE tag_id = ? AND ts >= ? AND ts <= ? AND value IS NOT NULL
+GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
+	rows, err := h.db.QueryContext(ctx, q, id, from, to, from.UnixMicro(), int64(buckets), span)
+	if err != nil {
+		return nil, fmt.Errorf("historian: downsample %s: %w", p, err)
+	}
+	defer rows.Close()
+	var out []Point
+	for rows.Next() {
+		var first, tMin, tMax time.Time
+		var vMin, vMax float64
+		var q uint8
+		if err := rows.Scan(&first, &tMin, &vMin, &tMax, &vMax, &q); err != nil {
+			return nil, fmt.Errorf("historian: downsample %s: %w", p, err)
+		}
+		a := Point{TS: tMin.UTC(), Value: uns.Float(vMin), Quality: uns.Quality(q)}
+		b := Point{TS: tMax.UTC(), Value: uns.Float(vMax), Quality: uns.Quality(q)}
+		if b.TS.Before(a.TS) {
+			a, b = b, a
+		}
+		out = append(out, a)
+		if !b.TS.Equal(a.TS) {
+			out = append(out, b)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("historian: downsample %s: %w", p, err)
+	}
+	slices.SortFunc(out, func(a, b Point) int { return a.TS.Compare(b.TS) })
+	return out, nil
+}

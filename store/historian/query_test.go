@@ -1,0 +1,143 @@
+package historian
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// irregular writes, for one tag, values at irregular times around t0:
+//
+//	t0-5s 100 (before the range), t0+0 10, t0+15s 20, t0+20s bad (no value),
+//	t0+40s 40, t0+70s 70, t0+75s 5, t0+80s 80
+func irregular(t *testing.T) (*Historian, uns.Path, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
+	p := uns.Path("ent/site/area/line/m/temp")
+	if err := h.UpsertTags(ctx, []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	samples := []uns.Sample{
+		{Path: p, TS: at(-5), Value: uns.Float(100)},
+		{Path: p, TS: at(0), Value: uns.Float(10)},
+		{Path: p, TS: at(15), Value: uns.Float(20)},
+		{Path: p, TS: at(20), Value: uns.Null, Quality: uns.Bad},
+		{Path: p, TS: at(40), Value: uns.Float(40)},
+		{Path: p, TS: at(70), Value: uns.Float(70)},
+		{Path: p, TS: at(75), Value: uns.Float(5)},
+		{Path: p, TS: at(80), Value: uns.Float(80)},
+	}
+	if err := h.WriteBatch(ctx, samples); err != nil {
+		t.Fatal(err)
+	}
+	return h, p, t0
+}
+
+func values(bs []Bucket) string {
+	s := ""
+	for _, b := range bs {
+		if b.Value == nil {
+			s += " -"
+		} else {
+			s += fmt.Sprintf(" %g", math.Round(*b.Value*1000)/1000)
+		}
+	}
+	return s
+}
+
+// Each aggregate over 30 s buckets of [t0, t0+90s): bucket 0 holds 10, 20
+// and the bad point, bucket 1 holds 40, bucket 2 holds 70, 5 and 80.
+func TestAggregates(t *testing.T) {
+	h, p, t0 := irregular(t)
+	ctx := context.Background()
+	for agg, want := range map[string]string{
+		AggAvg:   " 15 40 51.667",
+		AggMin:   " 10 40 5",
+		AggMax:   " 20 40 80",
+		AggFirst: " 10 40 70",
+		AggLast:  " 20 40 80",
+		AggCount: " 2 1 3",
+		// twa, step: bucket 0: 10 for 15 s, 20 for 5 s, nothing for 10 s:
+		// (150+100)/20 = 12.5. Bucket 1: nothing 30..40, 40 for 20 s: 40.
+		// Bucket 2: 40 held for 10 s, 70 for 5 s, 5 for 5 s, 80 for 10 s (to
+		// the end): (400+350+25+800)/30.
+		AggTWA: " 12.5 40 52.5",
+	} {
+		bs, err := h.Aggregate(ctx, p, t0, t0.Add(90*time.Second), 30*time.Second, agg)
+		if err != nil {
+			t.Fatalf("%s: %v", agg, err)
+		}
+		if got := values(bs); got != want {
+			t.Errorf("%s:%s, want%s", agg, got, want)
+		}
+		if len(bs) != 3 || !bs[1].TS.Equal(t0.Add(30*time.Second)) {
+			t.Errorf("%s: buckets at %v", agg, bs)
+		}
+	}
+	// The value before the range holds into it; an empty bucket stays empty.
+	bs, err := h.Aggregate(ctx, p, t0.Add(-4*time.Second), t0.Add(-2*time.Second), time.Second, AggTWA)
+	if err != nil || values(bs) != " 100 100" {
+		t.Fatalf("twa carried in: %s %v", values(bs), err)
+	}
+	bs, _ = h.Aggregate(ctx, p, t0.Add(100*time.Second), t0.Add(110*time.Second), 10*time.Second, AggAvg)
+	if values(bs) != " -" {
+		t.Fatalf("empty bucket: %s", values(bs))
+	}
+	if _, err := h.Aggregate(ctx, p, t0, t0.Add(time.Minute), time.Second, "median"); err == nil {
+		t.Fatal("unknown aggregate accepted")
+	}
+	if _, err := h.Aggregate(ctx, "ent/none/area/line/m/x", t0, t0.Add(time.Minute), time.Second, AggAvg); err == nil {
+		t.Fatal("unknown tag accepted")
+	}
+}
+
+// Downsampling keeps the extremes of every bucket.
+func TestDownsampleKeepsPeaks(t *testing.T) {
+	ctx := context.Background()
+	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
+	p := uns.Path("ent/site/area/line/m/flow")
+	if err := h.UpsertTags(ctx, []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var batch []uns.Sample
+	for i := range 10000 {
+		v := math.Sin(float64(i) / 100)
+		switch i {
+		case 1234:
+			v = 50 // a spike
+		case 7777:
+			v = -50 // a dip
+		}
+		batch = append(batch, uns.Sample{Path: p, TS: t0.Add(time.Duration(i) * time.Second), Value: uns.Float(v)})
+	}
+	if err := h.WriteBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	pts, err := h.Downsample(ctx, p, t0, t0.Add(10000*time.Second), 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) > 200 || len(pts) < 150 {
+		t.Fatalf("%d points for 200 pixels", len(pts))
+	}
+	var spike, dip bool
+	for i, pt := range pts {
+		spike = spike || pt.Value.F == 50 && pt.TS.Equal(t0.Add(1234*time.Second))
+		dip = dip || pt.Value.F == -50 && pt.TS.Equal(t0.Add(7777*time.Second))
+		if i > 0 && !pts[i-1].TS.Before(pt.TS) {
+			t.Fatalf("points out of order at %d", i)
+		}
+	}
+	if !spike || !dip {
+		t.Fatalf("downsampling lost the spike (%v) or the dip (%v)", spike, dip)
+	}
+}
