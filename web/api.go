@@ -2,7 +2,6 @@ package web
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,11 +9,10 @@ import (
 	"time"
 
 	"github.com/calx-iiot/calx/cloud"
-	"github.com/calx-iiot/calx/store/historian"
 	"github.com/calx-iiot/calx/uns"
 )
 
-// Limits of the history API.
+// Limits of the raw history API.
 const (
 	maxHistoryPoints = 100000
 	maxHistoryRange  = 366 * 24 * time.Hour
@@ -126,71 +124,6 @@ func parseTime(q string, name string, def time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%s: %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", name, q)
 	}
 	return t, nil
-}
-
-func (s *Server) history(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	p := uns.Path(q.Get("path"))
-	if q.Get("path") == "" {
-		writeError(w, http.StatusBadRequest, "path: required, the UNS path of a tag")
-		return
-	}
-	if err := p.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, "path: "+err.Error())
-		return
-	}
-	now := time.Now()
-	to, err := parseTime(q.Get("to"), "to", now)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	from, err := parseTime(q.Get("from"), "from", to.Add(-time.Hour))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if from.After(to) {
-		writeError(w, http.StatusBadRequest, "from: must not be after to")
-		return
-	}
-	if to.Sub(from) > maxHistoryRange {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("from/to: range %s is longer than the limit of %s", to.Sub(from), maxHistoryRange))
-		return
-	}
-	limit := maxHistoryPoints
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > maxHistoryPoints {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: %q: want a whole number from 1 to %d", l, maxHistoryPoints))
-			return
-		}
-		limit = n
-	}
-	pts, err := s.cloud.Historian.History(r.Context(), p, from, to, limit+1)
-	if errors.Is(err, historian.ErrUnknownTag) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("path: no tag %q in the history", p))
-		return
-	}
-	if err != nil {
-		s.log.Error("history query failed", "path", p, "err", err)
-		writeError(w, http.StatusInternalServerError, "history query failed")
-		return
-	}
-	truncated := len(pts) > limit
-	if truncated {
-		pts = pts[:limit]
-	}
-	dt := uns.TypeUnknown
-	if t, ok := s.cloud.Registry.Get(p); ok {
-		dt = t.DataType
-	}
-	out := make([]pointJSON, len(pts))
-	for i, pt := range pts {
-		out[i] = pointJSON{TS: pt.TS, Value: typed(pt.Value, dt), Quality: pt.Quality}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"path": p, "from": from.UTC(), "to": to.UTC(),
-		"count": len(out), "truncated": truncated, "points": out})
 }
 
 type liveJSON struct {

@@ -84,6 +84,7 @@ func (s *Server) routes() http.Handler {
 			r.Post("/logout", s.logout)
 			r.Get("/namespace", s.namespace)
 			r.Get("/history", s.history)
+			r.Get("/latest", s.latest)
 			r.Get("/live", s.live)
 			r.Get("/edges", s.edges)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/write", s.write)
