@@ -129,6 +129,16 @@ func TestHistoryAPI(t *testing.T) {
 			t.Errorf("%s: %d %v, want 400 with %q", name, code, out, tc.want)
 		}
 	}
+	code, out = c.do("POST", "/api/v1/sql", map[string]any{"query": "SELECT count(*) AS n FROM points", "limit": 5})
+	if rows, _ := out["rows"].([]any); code != 200 || len(rows) != 1 || rows[0].([]any)[0] != 181.0 {
+		t.Fatalf("sql: %d %v", code, out)
+	}
+	if code, out := c.do("POST", "/api/v1/sql", map[string]any{"query": "DELETE FROM points"}); code != 400 || !strings.Contains(out["error"].(string), "only SELECT") {
+		t.Fatalf("sql delete: %d %v", code, out)
+	}
+	if code, out := c.do("POST", "/api/v1/sql", map[string]any{"query": "SELECT 1", "limit": 1000000}); code != 400 {
+		t.Fatalf("sql huge limit: %d %v", code, out)
+	}
 	if code, out := c.do("GET", q("path", "ent/site/area/line/m1/none"), nil); code != 404 {
 		t.Errorf("unknown tag: %d %v", code, out)
 	}

@@ -308,3 +308,43 @@ func (s *Server) latest(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"prefix": prefix, "count": len(out), "tags": out})
 }
+
+// Limits of the SQL endpoint.
+const (
+	sqlTimeout     = 10 * time.Second
+	sqlDefaultRows = 1000
+	sqlMaxRows     = 100000
+)
+
+// sqlQuery runs one read-only SELECT on the history: {"query": "...",
+// "limit": N}; engineers and admins, every query in the audit log.
+func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Query string `json:"query"`
+		Limit int    `json:"limit"`
+	}
+	if err := decodeBody(r, &req, `{"query": "SELECT ...", "limit": N}`); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.Limit == 0 {
+		req.Limit = sqlDefaultRows
+	}
+	if req.Limit < 1 || req.Limit > sqlMaxRows {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: %d: want 1 to %d rows", req.Limit, sqlMaxRows))
+		return
+	}
+	res, err := s.cloud.Historian.Query(r.Context(), req.Query, req.Limit, sqlTimeout)
+	if err != nil {
+		s.auditAction(r, "sql", "", "refused: "+err.Error()+": "+req.Query)
+		if errors.Is(err, historian.ErrNotAllowed) {
+			writeError(w, http.StatusBadRequest, "query: "+err.Error())
+			return
+		}
+		s.log.Error("sql query failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "query failed")
+		return
+	}
+	s.auditAction(r, "sql", "", fmt.Sprintf("ok: %d rows: %s", len(res.Rows), req.Query))
+	writeJSON(w, http.StatusOK, res)
+}

@@ -102,6 +102,7 @@ func (s *Server) routes() http.Handler {
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Put("/config", s.putConfig)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/config/rollback", s.configRollback)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/rollouts", s.rollout)
+			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/sql", s.sqlQuery)
 		})
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no such API route: %s %s", r.Method, r.URL.Path))
