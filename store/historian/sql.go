@@ -167,4 +167,3 @@ func (h *Historian) checkQuery(ctx context.Context, q string) error {
 	}
 	return nil
 }
-
