@@ -51,8 +51,9 @@ type Cloud struct {
 	repub     *republisher
 	accounts  jetstream.KeyValue
 
-	started time.Time
-	once    sync.Once
+	started     time.Time
+	once        sync.Once
+	stopRollups func()
 }
 
 // New validates opts.
@@ -92,6 +93,13 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 		return err
 	}
 	c.Historian = h
+	rctx, stopRollups := context.WithCancel(context.Background())
+	rollupsDone := make(chan struct{})
+	go func() {
+		defer close(rollupsDone)
+		h.RunRollups(rctx, 2*time.Second)
+	}()
+	c.stopRollups = func() { stopRollups(); <-rollupsDone }
 	js := bus.JetStream()
 	c.Broker, err = newBroker(c.opts.MQTT, js, c.log)
 	if err != nil {
@@ -219,6 +227,9 @@ func (c *Cloud) Shutdown(ctx context.Context) error {
 		}
 		if c.Hub != nil {
 			c.Hub.close()
+		}
+		if c.stopRollups != nil {
+			c.stopRollups()
 		}
 		if c.Historian != nil {
 			if err := c.Historian.Close(); err != nil {

@@ -47,6 +47,22 @@ CREATE TABLE IF NOT EXISTS points (
 	quality    UTINYINT NOT NULL,
 	PRIMARY KEY (tag_id, ts)
 );
+CREATE TABLE IF NOT EXISTS rollup_1m (
+	tag_id INTEGER NOT NULL,
+	bucket TIMESTAMPTZ NOT NULL,
+	n      BIGINT NOT NULL,
+	sum    DOUBLE,
+	vmin   DOUBLE,
+	vmax   DOUBLE,
+	ts_min TIMESTAMPTZ,
+	ts_max TIMESTAMPTZ,
+	PRIMARY KEY (tag_id, bucket)
+);
+CREATE TABLE IF NOT EXISTS rollup_dirty (
+	tag_id INTEGER NOT NULL,
+	bucket TIMESTAMPTZ NOT NULL,
+	PRIMARY KEY (tag_id, bucket)
+);
 CREATE TABLE IF NOT EXISTS audit (
 	ts       TIMESTAMPTZ NOT NULL,
 	username VARCHAR NOT NULL,
@@ -109,6 +125,13 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
 	h := &Historian{db: db, conn: conn, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}}
+	// A file from before the rollups: mark every minute, for RunRollups.
+	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO rollup_dirty
+SELECT DISTINCT tag_id, time_bucket(INTERVAL 1 MINUTE, ts) FROM points
+WHERE NOT EXISTS (SELECT 1 FROM rollup_1m) AND value IS NOT NULL`); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("historian %s: rollups: %w", opts.Path, err)
+	}
 	rows, err := db.QueryContext(ctx, `SELECT id, path FROM tags`)
 	if err != nil {
 		h.Close()
@@ -276,7 +299,7 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 		if err := app.Close(); err != nil {
 			return fmt.Errorf("historian: commit batch of %d: %w", len(samples), err)
 		}
-		return nil
+		return h.markDirty(dc.(driver.Conn), samples)
 	})
 }
 

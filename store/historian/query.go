@@ -178,6 +178,10 @@ func (h *Historian) Downsample(ctx context.Context, p uns.Path, from, to time.Ti
 		return nil, err
 	}
 	buckets := max(n/2, 1)
+	// A chart bucket of ten minutes or more reads the minute rollups.
+	if to.Sub(from)/time.Duration(buckets) >= 10*time.Minute {
+		return h.downsampleRollup(ctx, id, p, from, to, buckets)
+	}
 	span := max(to.Sub(from).Microseconds()+1, int64(buckets))
 	q := `SELECT min(ts), arg_min(ts, value), min(value), arg_max(ts, value), max(value), min(quality) FROM points
 WHERE tag_id = ? AND ts >= ? AND ts <= ? AND value IS NOT NULL
@@ -195,15 +199,7 @@ GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
 		if err := rows.Scan(&first, &tMin, &vMin, &tMax, &vMax, &q); err != nil {
 			return nil, fmt.Errorf("historian: downsample %s: %w", p, err)
 		}
-		a := Point{TS: tMin.UTC(), Value: uns.Float(vMin), Quality: uns.Quality(q)}
-		b := Point{TS: tMax.UTC(), Value: uns.Float(vMax), Quality: uns.Quality(q)}
-		if b.TS.Before(a.TS) {
-			a, b = b, a
-		}
-		out = append(out, a)
-		if !b.TS.Equal(a.TS) {
-			out = append(out, b)
-		}
+		out = appendMinMax(out, tMin, vMin, tMax, vMax, uns.Quality(q))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("historian: downsample %s: %w", p, err)

@@ -141,3 +141,66 @@ func TestDownsampleKeepsPeaks(t *testing.T) {
 		t.Fatalf("downsampling lost the spike (%v) or the dip (%v)", spike, dip)
 	}
 }
+
+// Charts of long ranges read the minute rollups: extremes survive, and a
+// value back-filled into an old minute shows once the rollups ran.
+func TestRollupsForLongCharts(t *testing.T) {
+	ctx := context.Background()
+	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
+	p := uns.Path("ent/site/area/line/m/level")
+	if err := h.UpsertTags(ctx, []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var batch []uns.Sample
+	for i := range 3 * 8640 { // three days every 10 s
+		v := math.Sin(float64(i) / 500)
+		if i == 5000 {
+			v = 70
+		}
+		batch = append(batch, uns.Sample{Path: p, TS: t0.Add(time.Duration(i) * 10 * time.Second), Value: uns.Float(v)})
+	}
+	if err := h.WriteBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	chart := func() []Point {
+		t.Helper()
+		pts, err := h.Downsample(ctx, p, t0, t0.Add(72*time.Hour), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pts
+	}
+	if pts := chart(); len(pts) != 0 {
+		t.Fatalf("%d points before the rollups ran", len(pts))
+	}
+	if n, err := h.Rollup(ctx); err != nil || n != 3*24*60 {
+		t.Fatalf("rollup of %d minutes: %v", n, err)
+	}
+	has := func(pts []Point, v float64, at time.Time) bool {
+		for _, pt := range pts {
+			if pt.Value.F == v && pt.TS.Equal(at) {
+				return true
+			}
+		}
+		return false
+	}
+	pts := chart()
+	if len(pts) > 100 || len(pts) < 80 || !has(pts, 70, t0.Add(50000*time.Second)) {
+		t.Fatalf("%d points, spike kept: %v", len(pts), has(pts, 70, t0.Add(50000*time.Second)))
+	}
+	// Backfill into the first day.
+	late := t0.Add(3*time.Hour + 5*time.Second)
+	if err := h.WriteBatch(ctx, []uns.Sample{{Path: p, TS: late, Value: uns.Float(-80)}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := h.Rollup(ctx); err != nil || n != 1 {
+		t.Fatalf("rollup of %d minutes after backfill: %v", n, err)
+	}
+	if !has(chart(), -80, late) {
+		t.Fatal("back-filled dip not in the chart")
+	}
+	if n, _ := h.Rollup(ctx); n != 0 {
+		t.Fatalf("%d minutes still marked", n)
+	}
+}

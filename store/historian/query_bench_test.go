@@ -1,0 +1,109 @@
+package historian
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// yearFixture is one tag with a value every second for a year (31.5 M
+// points), made once for the benchmarks that read it.
+var yearFixture struct {
+	once sync.Once
+	h    *Historian
+	p    uns.Path
+	t0   time.Time
+	err  error
+}
+
+const yearSeconds = 365 * 24 * 3600
+
+func yearOfSeconds(b *testing.B) (*Historian, uns.Path, time.Time) {
+	f := &yearFixture
+	f.once.Do(func() {
+		dir, err := os.MkdirTemp("", "calx-bench-")
+		if err != nil {
+			f.err = err
+			return
+		}
+		ctx := context.Background()
+		f.h, f.err = Open(ctx, Options{Path: filepath.Join(dir, "year.duckdb")})
+		if f.err != nil {
+			return
+		}
+		f.p, f.t0 = "limeworks/bench/kilns/line1/kiln1/burning_zone_temp", time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+		if f.err = f.h.UpsertTags(ctx, []uns.Tag{{Path: f.p, DataType: uns.TypeFloat64}}); f.err != nil {
+			return
+		}
+		id, _ := f.h.id(f.p)
+		// Written in SQL, not through the appender: this is the reading side.
+		_, f.err = f.h.db.ExecContext(ctx, `INSERT INTO points
+SELECT ?, ?::TIMESTAMPTZ + to_seconds(i), 1100 + 50 * sin(i / 3600.0) + (hash(i) % 100) / 100.0, NULL, NULL, 0
+FROM range(?) t(i)`, id, f.t0, yearSeconds)
+		if f.err != nil {
+			return
+		}
+		if _, f.err = f.h.db.ExecContext(ctx, `INSERT INTO rollup_dirty SELECT DISTINCT tag_id, time_bucket(INTERVAL 1 MINUTE, ts) FROM points`); f.err != nil {
+			return
+		}
+		_, f.err = f.h.Rollup(ctx)
+	})
+	if f.err != nil {
+		b.Fatal(f.err)
+	}
+	return f.h, f.p, f.t0
+}
+
+// BenchmarkTrendYear: a 1,000-point chart of one tag over a year at 1 Hz.
+func BenchmarkTrendYear(b *testing.B) {
+	h, p, t0 := yearOfSeconds(b)
+	ctx := context.Background()
+	for b.Loop() {
+		pts, err := h.Downsample(ctx, p, t0, t0.Add(yearSeconds*time.Second), 1000)
+		if err != nil || len(pts) < 900 {
+			b.Fatalf("%d points, %v", len(pts), err)
+		}
+	}
+}
+
+// BenchmarkRawDay: one day of one tag at 1 Hz, every point.
+func BenchmarkRawDay(b *testing.B) {
+	h, p, t0 := yearOfSeconds(b)
+	ctx := context.Background()
+	from := t0.Add(200 * 24 * time.Hour)
+	for b.Loop() {
+		pts, err := h.History(ctx, p, from, from.Add(24*time.Hour-time.Second), 0)
+		if err != nil || len(pts) != 86400 {
+			b.Fatalf("%d points, %v", len(pts), err)
+		}
+	}
+}
+
+// BenchmarkTrendDay: a 1,000-point chart of one day at 1 Hz.
+func BenchmarkTrendDay(b *testing.B) {
+	h, p, t0 := yearOfSeconds(b)
+	ctx := context.Background()
+	from := t0.Add(200 * 24 * time.Hour)
+	for b.Loop() {
+		if _, err := h.Downsample(ctx, p, from, from.Add(24*time.Hour), 1000); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAggregateYearHourly: hourly averages of a year at 1 Hz.
+func BenchmarkAggregateYearHourly(b *testing.B) {
+	h, p, t0 := yearOfSeconds(b)
+	ctx := context.Background()
+	for b.Loop() {
+		bs, err := h.Aggregate(ctx, p, t0, t0.Add(yearSeconds*time.Second), time.Hour, AggAvg)
+		if err != nil || len(bs) != 8760 {
+			b.Fatalf("%d buckets, %v", len(bs), err)
+		}
+	}
+}

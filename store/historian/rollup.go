@@ -1,0 +1,154 @@
+package historian
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"time"
+
+	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Rollups: for every tag and minute with numeric values, rollup_1m keeps
+// their count, sum, lowest and highest value and when those were. A write
+// marks the minutes it touched in rollup_dirty (right after the points
+// commit, on the same connection); Rollup recomputes the marked minutes
+// from the points and clears the marks, so backfill and redelivery land
+// in the rollups too. Charts of long ranges read the rollups, not the
+// points.
+
+const insertDirty = `INSERT OR IGNORE INTO rollup_dirty SELECT DISTINCT col1, col2 FROM appended_data`
+
+// markDirty records the minutes a committed batch touched.
+func (h *Historian) markDirty(dc driver.Conn, samples []uns.Sample) error {
+	app, err := duckdb.NewTableAppender(dc, insertDirty, "", "", "rollup_dirty", nil)
+	if err != nil {
+		return fmt.Errorf("historian: rollup marks: %w", err)
+	}
+	type mark struct {
+		id int32
+		m  int64 // unix minute
+	}
+	seen := make(map[mark]struct{}, 64)
+	h.idmu.RLock()
+	for i := range samples {
+		s := &samples[i]
+		k := mark{h.ids[s.Path], s.TS.Unix() / 60}
+		if s.TS.Unix() < 0 && s.TS.Unix()%60 != 0 {
+			k.m-- // floor, not truncation, before 1970
+		}
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = struct{}{}
+		if err = app.AppendRow(k.id, time.Unix(k.m*60, 0).UTC()); err != nil {
+			break
+		}
+	}
+	h.idmu.RUnlock()
+	if err != nil {
+		app.Close()
+		return fmt.Errorf("historian: rollup marks: %w", err)
+	}
+	if err := app.Close(); err != nil {
+		return fmt.Errorf("historian: rollup marks: %w", err)
+	}
+	return nil
+}
+
+// Rollup recomputes the rollups of every marked minute and clears the
+// marks; it returns how many minutes it recomputed.
+func (h *Historian) Rollup(ctx context.Context) (int64, error) {
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	n, err := h.rollup(ctx)
+	return n, h.renewConn(err)
+}
+
+func (h *Historian) rollup(ctx context.Context) (n int64, err error) {
+	if err := h.conn.QueryRowContext(ctx, `SELECT count(*) FROM rollup_dirty`).Scan(&n); err != nil || n == 0 {
+		return 0, err
+	}
+	tx, err := h.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("historian: rollup: %w", err)
+	}
+	defer tx.Rollback()
+	// The time range of the marks prunes the scan of points to the row
+	// groups that may hold them.
+	_, err = tx.ExecContext(ctx, `
+INSERT OR REPLACE INTO rollup_1m
+SELECT p.tag_id, time_bucket(INTERVAL 1 MINUTE, p.ts) AS bucket, count(p.value), sum(p.value), min(p.value), max(p.value),
+	arg_min(p.ts, p.value), arg_max(p.ts, p.value)
+FROM points p
+WHERE p.value IS NOT NULL
+	AND p.ts >= (SELECT min(bucket) FROM rollup_dirty)
+	AND p.ts < (SELECT max(bucket) FROM rollup_dirty) + INTERVAL 1 MINUTE
+	AND (p.tag_id, time_bucket(INTERVAL 1 MINUTE, p.ts)) IN (SELECT tag_id, bucket FROM rollup_dirty)
+GROUP BY ALL`)
+	if err != nil {
+		return 0, fmt.Errorf("historian: rollup: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM rollup_dirty`); err != nil {
+		return 0, fmt.Errorf("historian: rollup: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("historian: rollup: %w", err)
+	}
+	return n, nil
+}
+
+// RunRollups recomputes marked minutes every interval until ctx is done.
+func (h *Historian) RunRollups(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := h.Rollup(ctx); err != nil && ctx.Err() == nil {
+				h.log.Warn("rollup failed; trying again", "err", err)
+			}
+		}
+	}
+}
+
+// downsampleRollup is Downsample over the minute rollups, for ranges where
+// a chart's bucket spans many minutes.
+func (h *Historian) downsampleRollup(ctx context.Context, id int32, p uns.Path, from, to time.Time, buckets int) ([]Point, error) {
+	span := max(to.Sub(from).Microseconds()+1, int64(buckets))
+	rows, err := h.db.QueryContext(ctx, `SELECT arg_min(ts_min, vmin), min(vmin), arg_max(ts_max, vmax), max(vmax) FROM rollup_1m
+WHERE tag_id = ? AND bucket >= ? AND bucket <= ?
+GROUP BY (epoch_us(bucket) - ?) * ? // ? ORDER BY 1`, id, from.Truncate(time.Minute), to, from.UnixMicro(), int64(buckets), span)
+	if err != nil {
+		return nil, fmt.Errorf("historian: downsample %s: %w", p, err)
+	}
+	defer rows.Close()
+	var out []Point
+	for rows.Next() {
+		var tMin, tMax time.Time
+		var vMin, vMax float64
+		if err := rows.Scan(&tMin, &vMin, &tMax, &vMax); err != nil {
+			return nil, fmt.Errorf("historian: downsample %s: %w", p, err)
+		}
+		out = appendMinMax(out, tMin, vMin, tMax, vMax, uns.Good)
+	}
+	return out, rows.Err()
+}
+
+// appendMinMax adds a bucket's lowest and highest point in time order.
+func appendMinMax(out []Point, tMin time.Time, vMin float64, tMax time.Time, vMax float64, q uns.Quality) []Point {
+	a := Point{TS: tMin.UTC(), Value: uns.Float(vMin), Quality: q}
+	b := Point{TS: tMax.UTC(), Value: uns.Float(vMax), Quality: q}
+	if b.TS.Before(a.TS) {
+		a, b = b, a
+	}
+	out = append(out, a)
+	if !b.TS.Equal(a.TS) {
+		out = append(out, b)
+	}
+	return out
+}
