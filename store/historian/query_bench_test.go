@@ -15,6 +15,7 @@ import (
 // points), made once for the benchmarks that read it.
 var yearFixture struct {
 	once sync.Once
+	dir  string
 	h    *Historian
 	p    uns.Path
 	t0   time.Time
@@ -31,6 +32,7 @@ func yearOfSeconds(b *testing.B) (*Historian, uns.Path, time.Time) {
 			f.err = err
 			return
 		}
+		f.dir = dir
 		ctx := context.Background()
 		f.h, f.err = Open(ctx, Options{Path: filepath.Join(dir, "year.duckdb")})
 		if f.err != nil {
@@ -106,4 +108,16 @@ func BenchmarkAggregateYearHourly(b *testing.B) {
 			b.Fatalf("%d buckets, %v", len(bs), err)
 		}
 	}
+}
+
+// TestMain removes the benchmarks' year of data when the run ends.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if f := &yearFixture; f.dir != "" {
+		if f.h != nil {
+			f.h.Close()
+		}
+		os.RemoveAll(f.dir)
+	}
+	os.Exit(code)
 }
