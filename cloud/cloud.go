@@ -5,6 +5,7 @@
 package cloud
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,7 +33,11 @@ type Options struct {
 	HostID string
 	// SyncInterval is the backbone's fsync interval (see store.Options).
 	SyncInterval time.Duration
-	Logger       *slog.Logger
+	// Retention rules of the historian, applied every RetentionEvery
+	// (default an hour), the first time a minute after start.
+	Retention      []historian.RetentionRule
+	RetentionEvery time.Duration
+	Logger         *slog.Logger
 }
 
 // Cloud is a running cloud.
@@ -97,7 +102,7 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	rollupsDone := make(chan struct{})
 	go func() {
 		defer close(rollupsDone)
-		h.RunRollups(rctx, 2*time.Second)
+		c.maintain(rctx, h)
 	}()
 	c.stopRollups = func() { stopRollups(); <-rollupsDone }
 	js := bus.JetStream()
@@ -259,6 +264,42 @@ func (c *Cloud) drain(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// maintain keeps the historian's rollups current and applies retention.
+func (c *Cloud) maintain(ctx context.Context, h *historian.Historian) {
+	if len(c.opts.Retention) == 0 {
+		h.RunRollups(ctx, 2*time.Second)
+		return
+	}
+	every := cmp.Or(c.opts.RetentionEvery, time.Hour)
+	next := time.Now().Add(min(time.Minute, every))
+	roll := time.NewTicker(2 * time.Second)
+	defer roll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-roll.C:
+		}
+		if _, err := h.Rollup(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("rollup failed; trying again", "err", err)
+		}
+		if time.Now().Before(next) {
+			continue
+		}
+		next = time.Now().Add(every)
+		res, err := h.ApplyRetention(ctx, c.opts.Retention, time.Now())
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Error("retention failed; trying again later", "err", err)
+			}
+			continue
+		}
+		if res != (historian.RetentionResult{}) {
+			c.log.Info("retention applied", "exported", res.Exported, "deleted", res.Deleted, "rollups_deleted", res.RollupsDeleted)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/store/historian"
 )
 
 // Config is the YAML config of `calx cloud`.
@@ -28,6 +29,26 @@ type Config struct {
 	Readers []ReaderConfig `yaml:"readers"`
 	// MQTTUsers are other MQTT accounts with their own topic filters.
 	Accounts []MQTTUserConfig `yaml:"mqtt_users"`
+	// Retention keeps the history of each UNS prefix for a while; the
+	// longest prefix that covers a tag applies. Without a rule, forever.
+	Retention []RetentionConfig `yaml:"retention"`
+}
+
+// RetentionConfig is one retention rule of the historian.
+type RetentionConfig struct {
+	Prefix  string          `yaml:"prefix"`
+	Raw     config.Duration `yaml:"raw"`     // raw points; 0: forever
+	Rollups config.Duration `yaml:"rollups"` // minute rollups; 0: forever
+	Export  bool            `yaml:"export"`  // raw points to Parquet before they go
+}
+
+// RetentionRules turns the config into the historian's rules.
+func (c *Config) RetentionRules() []historian.RetentionRule {
+	var out []historian.RetentionRule
+	for _, r := range c.Retention {
+		out = append(out, historian.RetentionRule{Prefix: r.Prefix, Raw: r.Raw.Std(), Rollups: r.Rollups.Std(), Export: r.Export})
+	}
+	return out
 }
 
 // MQTTUserConfig is an MQTT account limited to topic filters.

@@ -85,8 +85,9 @@ type Options struct {
 
 // Historian is the DuckDB store of tags and their points.
 type Historian struct {
-	db  *sql.DB
-	log *slog.Logger
+	db   *sql.DB
+	log  *slog.Logger
+	path string // of the DuckDB file
 
 	wmu  sync.Mutex // one writer at a time
 	conn *sql.Conn  // the writer's connection
@@ -124,7 +125,7 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
-	h := &Historian{db: db, conn: conn, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}}
+	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}}
 	// A file from before the rollups: mark every minute, for RunRollups.
 	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO rollup_dirty
 SELECT DISTINCT tag_id, time_bucket(INTERVAL 1 MINUTE, ts) FROM points
@@ -147,7 +148,15 @@ WHERE NOT EXISTS (SELECT 1 FROM rollup_1m) AND value IS NOT NULL`); err != nil {
 		}
 		h.ids[uns.Path(p)] = id
 	}
-	return h, rows.Err()
+	if err := rows.Err(); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
+	}
+	if err := h.archiveView(ctx); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return h, nil
 }
 
 // DB gives read access for queries beyond this package's.
