@@ -10,6 +10,7 @@ import (
 
 	"github.com/calx-iiot/calx/edge"
 	_ "github.com/calx-iiot/calx/edge/sim" // registers the signals connector
+	"github.com/calx-iiot/calx/store/historian"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -194,4 +195,35 @@ func TestFleetRollout(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The cloud applies retention in the background.
+func TestCloudAppliesRetention(t *testing.T) {
+	c, err := New(Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0"},
+		Retention: []historian.RetentionRule{{Prefix: "ent/old", Raw: time.Hour}}, RetentionEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	old, kept := uns.Path("ent/old/area/line/m/v"), uns.Path("ent/new/area/line/m/v")
+	if err := c.Historian.UpsertTags(ctx, []uns.Tag{{Path: old}, {Path: kept}}); err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Now().Add(-2 * time.Hour)
+	if err := c.Historian.WriteBatch(ctx, []uns.Sample{{Path: old, TS: ts, Value: uns.Float(1)}, {Path: kept, TS: ts, Value: uns.Float(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if n, _ := c.Historian.Count(ctx, old); n != 0 {
+			return fmt.Errorf("%d old points left", n)
+		}
+		return nil
+	})
+	if n, _ := c.Historian.Count(ctx, kept); n != 1 {
+		t.Fatalf("%d points of a tag under no rule", n)
+	}
 }
