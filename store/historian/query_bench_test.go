@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -120,4 +121,58 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(f.dir)
 	}
 	os.Exit(code)
+}
+
+// BenchmarkBytesPerValue: the file size per stored value for the demo's
+// kiln signals (13 tags, one read a second), after a checkpoint.
+func BenchmarkBytesPerValue(b *testing.B) {
+	ctx := context.Background()
+	for b.Loop() {
+		dir := b.TempDir()
+		h, err := Open(ctx, Options{Path: filepath.Join(dir, "h.duckdb")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		kiln, err := sim.New("kiln1", sim.Settings{Interval: time.Second, StartHot: true, Seed: 7})
+		if err != nil {
+			b.Fatal(err)
+		}
+		base := uns.Path("limeworks/ghent/kilns/line1/kiln1")
+		var tags []uns.Tag
+		for _, td := range kiln.Tags() {
+			tags = append(tags, uns.Tag{Path: base + "/" + uns.Path(td.Name), DataType: td.DataType})
+		}
+		if err := h.UpsertTags(ctx, tags); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		var batch []uns.Sample
+		values := 0
+		for i := range 24 * 3600 { // a day
+			now := t0.Add(time.Duration(i) * time.Second)
+			for _, r := range kiln.Step(now, 1) {
+				batch = append(batch, uns.Sample{Path: base + "/" + uns.Path(r.Tag), TS: now, Value: r.Value, Quality: r.Quality})
+			}
+			if len(batch) >= 10000 {
+				if err := h.WriteBatch(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+				values += len(batch)
+				batch = batch[:0]
+			}
+		}
+		if err := h.WriteBatch(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		values += len(batch)
+		if _, err := h.Rollup(ctx); err != nil {
+			b.Fatal(err)
+		}
+		h.Close()
+		st, err := os.Stat(filepath.Join(dir, "h.duckdb"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(st.Size())/float64(values), "bytes/value")
+	}
 }
