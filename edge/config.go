@@ -23,9 +23,12 @@ type Config struct {
 	HTTP string `yaml:"http"`
 	// MQTT is the address of the edge's own broker, where consumers on
 	// site read UNS JSON (uns/<path>, retained); empty: none.
-	MQTT   string       `yaml:"mqtt"`
-	Buffer BufferConfig `yaml:"buffer"`
-	Cloud  CloudConfig  `yaml:"cloud"`
+	MQTT string `yaml:"mqtt"`
+	// MQTTUsers are the accounts of the edge's own broker (roles reader and
+	// device); none: it takes any client on site.
+	MQTTUsers []LocalUser  `yaml:"mqtt_users"`
+	Buffer    BufferConfig `yaml:"buffer"`
+	Cloud     CloudConfig  `yaml:"cloud"`
 	// Devices are the machines this edge reads.
 	Devices []DeviceConfig `yaml:"devices"`
 
@@ -94,7 +97,7 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		Group: c.Cloud.Group, EdgeID: c.Cloud.EdgeID, PrimaryHost: c.Cloud.PrimaryHost,
 		DataDir: c.DataDir, Logger: log, Version: version,
 		BufferMaxBytes: int64(c.Buffer.MaxBytes), BufferMaxAge: c.Buffer.MaxAge.Std(), DrainRate: c.Buffer.DrainRate,
-		SyncInterval: c.Buffer.SyncInterval.Std(), LocalMQTT: c.MQTT, SparkplugTemplates: c.Cloud.Templates}
+		SyncInterval: c.Buffer.SyncInterval.Std(), LocalMQTT: c.MQTT, LocalUsers: c.MQTTUsers, SparkplugTemplates: c.Cloud.Templates}
 	if c.Cloud.PasswordFile != "" {
 		b, err := os.ReadFile(c.Cloud.PasswordFile)
 		if err != nil {

@@ -60,9 +60,10 @@ type Declarer interface {
 }
 
 // LocalBrokerSink is implemented by the Sink a connector is given: the
-// address (tcp://host:port) of the edge's own broker, "" when it runs none.
+// address (tcp://host:port) of the edge's own broker, "" when it runs none,
+// and the account to use there ("" when it asks for none).
 type LocalBrokerSink interface {
-	LocalBroker() string
+	LocalBroker() (url, username, password string)
 }
 
 // DirSink is implemented by the Sink a connector is given: a directory in

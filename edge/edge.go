@@ -73,9 +73,12 @@ type Options struct {
 	// LocalMQTT is the address of the edge's own broker with UNS JSON for
 	// consumers on site; empty: none.
 	LocalMQTT string
-	Devices   []Device
-	Version   string
-	Logger    *slog.Logger
+	// LocalUsers are the accounts of the edge's own broker; none: it takes
+	// any client on site (bind it to a site-only address).
+	LocalUsers []LocalUser
+	Devices    []Device
+	Version    string
+	Logger     *slog.Logger
 }
 
 // Validate checks the options and fills defaults.
@@ -471,7 +474,7 @@ func (e *Edge) Start(ctx context.Context) error {
 	}
 	e.buf = buf
 	if e.opts.LocalMQTT != "" {
-		if e.local, err = StartLocalBroker(e.opts.LocalMQTT, partLog); err != nil {
+		if e.local, err = StartLocalBroker(e.opts.LocalMQTT, e.opts.LocalUsers, partLog); err != nil {
 			buf.close()
 			return err
 		}
@@ -531,11 +534,11 @@ func (s deviceSink) Declare(defs []TagDef) error { return s.e.declare(s.d, defs)
 
 func (s deviceSink) DeviceDir() string { return filepath.Join(s.e.opts.DataDir, "devices", s.d.ID) }
 
-func (s deviceSink) LocalBroker() string {
+func (s deviceSink) LocalBroker() (url, username, password string) {
 	if s.e.local == nil {
-		return ""
+		return "", "", ""
 	}
-	return "tcp://" + s.e.local.dialAddr()
+	return "tcp://" + s.e.local.dialAddr(), s.e.local.internalUser, s.e.local.internalPass
 }
 
 // lost marks a device dead: its current values go BAD and a DDEATH is queued.

@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/calx-iiot/calx/uns"
@@ -634,3 +635,72 @@ func TestApplyChangesOnlyWhatChanged(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// With accounts, the edge's own broker takes no anonymous client, readers
+// only read, devices publish anywhere but under uns/.
+func TestLocalBrokerAccounts(t *testing.T) {
+	r := startBroker(t)
+	r.state(true, uint64(time.Now().UnixMilli()))
+	hash := func(pw string) string {
+		h, _ := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		return string(h)
+	}
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: t.TempDir(),
+		LocalMQTT: "127.0.0.1:0", LocalUsers: []LocalUser{{Username: "hmi", PasswordHash: hash("hmi-pw"), Role: LocalReader},
+			{Username: "plc", PasswordHash: hash("plc-pw"), Role: LocalDevice}},
+		Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	connect := func(id, user, pw string) (paho.Client, error) {
+		cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + e.LocalMQTTAddr()).SetClientID(id).SetUsername(user).SetPassword(pw))
+		tok := cl.Connect()
+		if !tok.WaitTimeout(5 * time.Second) {
+			return nil, errors.New("no answer")
+		}
+		if tok.Error() == nil {
+			t.Cleanup(func() { cl.Disconnect(10) })
+		}
+		return cl, tok.Error()
+	}
+	if _, err := connect("anon", "", ""); err == nil {
+		t.Fatal("anonymous client accepted")
+	}
+	if _, err := connect("bad", "plc", "wrong"); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+	hmi, err := connect("hmi", "hmi", "hmi-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plc, err := connect("plc", "plc", "plc-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	hmi.Subscribe("#", 0, func(_ paho.Client, m paho.Message) { got <- m.Topic() + " " + string(m.Payload()) }).WaitTimeout(5 * time.Second)
+	hmi.Publish("site/from-hmi", 0, false, "x").WaitTimeout(time.Second)
+	plc.Publish("uns/ent/site/area/line/m1/temp", 0, false, "forged").WaitTimeout(time.Second)
+	plc.Publish("site/from-plc", 0, false, "ok").WaitTimeout(time.Second)
+	select {
+	case m := <-got:
+		if m != "site/from-plc ok" {
+			t.Fatalf("the reader got %q first", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the device's publish did not arrive")
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("unexpected message %q", m)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := StartLocalBroker("127.0.0.1:0", []LocalUser{{Username: "x", PasswordHash: "plain", Role: LocalReader}}, discardLogger()); err == nil {
+		t.Fatal("a password that is not a bcrypt hash accepted")
+	}
+}

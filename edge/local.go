@@ -2,6 +2,8 @@ package edge
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/calx-iiot/calx/uns"
 )
@@ -27,26 +30,85 @@ type LocalBroker struct {
 	srv *mqtt.Server
 	tcp *listeners.TCP
 	log *slog.Logger
+
+	// The account the edge's own MQTT-in connectors use when the broker
+	// asks for credentials.
+	internalUser, internalPass string
 }
 
-// siteAccess lets any client on site connect, subscribe, and publish
-// anywhere but under uns/.
-type siteAccess struct{ mqtt.HookBase }
+// Roles of accounts on the edge's own broker.
+const (
+	LocalReader = "reader" // subscribe to anything, publish nothing
+	LocalDevice = "device" // subscribe to anything, publish anywhere but uns/
+)
+
+// LocalUser is an account on the edge's own broker; the password is kept as
+// a bcrypt hash.
+type LocalUser struct {
+	Username     string `yaml:"username"`
+	PasswordHash string `yaml:"password_hash"`
+	Role         string `yaml:"role"`
+}
+
+// siteAccess is the edge broker's access: without accounts, any client on
+// site may connect, subscribe, and publish anywhere but under uns/; with
+// accounts, a client needs one, and its role says what it may do.
+type siteAccess struct {
+	mqtt.HookBase
+	users map[string]LocalUser
+}
 
 func (siteAccess) ID() string { return "calx-edge-site-access" }
 func (siteAccess) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
 }
-func (siteAccess) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (siteAccess) OnACLCheck(_ *mqtt.Client, topic string, write bool) bool {
-	return !write || topic != "uns" && !strings.HasPrefix(topic, "uns/")
+func (a siteAccess) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if len(a.users) == 0 {
+		return true
+	}
+	u, ok := a.users[string(pk.Connect.Username)]
+	return ok && bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), pk.Connect.Password) == nil
+}
+func (a siteAccess) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if !write {
+		return true
+	}
+	if topic == "uns" || strings.HasPrefix(topic, "uns/") {
+		return false
+	}
+	if len(a.users) == 0 {
+		return true
+	}
+	return a.users[string(cl.Properties.Username)].Role == LocalDevice
 }
 
-// StartLocalBroker listens on addr.
-func StartLocalBroker(addr string, log *slog.Logger) (*LocalBroker, error) {
+// StartLocalBroker listens on addr; with users, every client needs an account.
+func StartLocalBroker(addr string, users []LocalUser, log *slog.Logger) (*LocalBroker, error) {
 	lb := &LocalBroker{log: log.With("component", "local-broker")}
 	lb.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: lb.log})
-	if err := lb.srv.AddHook(&siteAccess{}, nil); err != nil {
+	access := siteAccess{users: map[string]LocalUser{}}
+	for _, u := range users {
+		if u.Role != LocalReader && u.Role != LocalDevice {
+			return nil, fmt.Errorf("edge mqtt user %s: role %q: want %s or %s", u.Username, u.Role, LocalReader, LocalDevice)
+		}
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			return nil, fmt.Errorf("edge mqtt user %s: password_hash is not a bcrypt hash", u.Username)
+		}
+		access.users[u.Username] = u
+	}
+	if len(users) > 0 {
+		b := make([]byte, 18)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		lb.internalUser, lb.internalPass = "calx-edge-internal", base64.RawURLEncoding.EncodeToString(b)
+		h, err := bcrypt.GenerateFromPassword([]byte(lb.internalPass), bcrypt.MinCost)
+		if err != nil {
+			return nil, err
+		}
+		access.users[lb.internalUser] = LocalUser{Username: lb.internalUser, PasswordHash: string(h), Role: LocalDevice}
+	}
+	if err := lb.srv.AddHook(&access, nil); err != nil {
 		return nil, err
 	}
 	lb.tcp = listeners.NewTCP(listeners.Config{ID: "uns", Address: addr})

@@ -11,6 +11,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/edgetest"
@@ -33,7 +34,8 @@ func (b *births) last() []string {
 }
 
 // An edge whose MQTT-in device names no broker reads the edge's own
-// broker, where a site device publishes; wildcard tags join the device's
+// broker (with an account of its own there), where a site device publishes
+// with its account; wildcard tags join the device's
 // birth as they appear, and are still there after a restart.
 func TestEdgeOwnBrokerAndDeclaredTags(t *testing.T) {
 	cloud, url := broker(t)
@@ -58,13 +60,16 @@ func TestEdgeOwnBrokerAndDeclaredTags(t *testing.T) {
 	cloud.Publish("spBv1.0/STATE/calx", fmt.Appendf(nil, `{"online":true,"timestamp":%d}`, time.Now().UnixMilli()), true, 1)
 
 	dir := t.TempDir()
+	h, _ := bcrypt.GenerateFromPassword([]byte("plc-pw"), bcrypt.MinCost)
+	plcHash := string(h)
 	run := func() *edge.Edge {
 		src, err := New("sensors", Settings{Tags: []Tag{{Name: "{1}/temp", Topic: "site/+/temp"}}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		e, err := edge.New(edge.Options{Broker: url, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: dir,
-			LocalMQTT: "127.0.0.1:0", Devices: []edge.Device{{ID: "sensors", Path: "ent/site/area/line/sensors", Connector: src}}})
+			LocalMQTT: "127.0.0.1:0", LocalUsers: []edge.LocalUser{{Username: "plc", PasswordHash: plcHash, Role: edge.LocalDevice}},
+			Devices: []edge.Device{{ID: "sensors", Path: "ent/site/area/line/sensors", Connector: src}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +80,7 @@ func TestEdgeOwnBrokerAndDeclaredTags(t *testing.T) {
 	}
 	e := run()
 	// The site device publishes to the edge's broker.
-	dev := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + e.LocalMQTTAddr()).SetClientID("dryer-plc"))
+	dev := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + e.LocalMQTTAddr()).SetClientID("dryer-plc").SetUsername("plc").SetPassword("plc-pw"))
 	if tok := dev.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect to the edge's broker: %v", tok.Error())
 	}

@@ -309,10 +309,10 @@ func (src *Source) declare(sink edge.Sink, t *Tag, name string) bool {
 // done; the client reconnects by itself and subscribes again.
 func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 	var once sync.Once
-	broker := src.s.Broker
+	broker, user, pass := src.s.Broker, src.s.Username, src.s.Password
 	if broker == "" {
 		if l, ok := sink.(edge.LocalBrokerSink); ok {
-			broker = l.LocalBroker()
+			broker, user, pass = l.LocalBroker()
 		}
 		if broker == "" {
 			err := fmt.Errorf("mqtt %s: no broker: set broker, or give the edge its own broker (mqtt: in edge.yaml)", src.device)
@@ -321,7 +321,7 @@ func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 		}
 	}
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID(src.s.ClientID).
-		SetUsername(src.s.Username).SetPassword(src.s.Password).SetCleanSession(true).
+		SetUsername(user).SetPassword(pass).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(2 * time.Second).
 		SetMaxReconnectInterval(30 * time.Second).SetConnectTimeout(10 * time.Second).SetOrderMatters(false).
 		// A pause before each reconnect: a broker still tearing down the
