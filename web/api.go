@@ -92,15 +92,24 @@ func typed(v uns.Value, dt uns.DataType) any {
 	return v.Any()
 }
 
-func (s *Server) namespace(w http.ResponseWriter, r *http.Request) {
+// listPrefix returns the tags under the request's prefix parameter, or
+// answers 400 for a bad one.
+func (s *Server) listPrefix(w http.ResponseWriter, r *http.Request) (string, []cloud.TagState, bool) {
 	prefix := r.URL.Query().Get("prefix")
 	if prefix != "" {
 		if err := uns.Path(prefix).Validate(); err != nil {
 			writeError(w, http.StatusBadRequest, "prefix: "+err.Error())
-			return
+			return "", nil, false
 		}
 	}
-	tags := s.cloud.Registry.List(prefix)
+	return prefix, s.cloud.Registry.List(prefix), true
+}
+
+func (s *Server) namespace(w http.ResponseWriter, r *http.Request) {
+	_, tags, ok := s.listPrefix(w, r)
+	if !ok {
+		return
+	}
 	out := make([]tagJSON, 0, len(tags))
 	for _, t := range tags {
 		out = append(out, toTagJSON(t))

@@ -277,14 +277,10 @@ func nullable(v any) any {
 
 // latest answers the current value of every tag under a prefix.
 func (s *Server) latest(w http.ResponseWriter, r *http.Request) {
-	prefix := r.URL.Query().Get("prefix")
-	if prefix != "" {
-		if err := uns.Path(prefix).Validate(); err != nil {
-			writeError(w, http.StatusBadRequest, "prefix: "+err.Error())
-			return
-		}
+	prefix, tags, ok := s.listPrefix(w, r)
+	if !ok {
+		return
 	}
-	tags := s.cloud.Registry.List(prefix)
 	if len(tags) > maxLatest {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("prefix: %d tags under %q, more than the limit of %d; give a longer prefix", len(tags), prefix, maxLatest))
 		return

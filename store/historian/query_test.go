@@ -18,11 +18,8 @@ import (
 func irregular(t *testing.T) (*Historian, uns.Path, time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
 	p := uns.Path("ent/site/area/line/m/temp")
-	if err := h.UpsertTags(ctx, []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
-		t.Fatal(err)
-	}
+	h := withTag(t, p)
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	samples := []uns.Sample{
@@ -102,11 +99,8 @@ func TestAggregates(t *testing.T) {
 // Downsampling keeps the extremes of every bucket.
 func TestDownsampleKeepsPeaks(t *testing.T) {
 	ctx := context.Background()
-	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
 	p := uns.Path("ent/site/area/line/m/flow")
-	if err := h.UpsertTags(ctx, []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
-		t.Fatal(err)
-	}
+	h := withTag(t, p)
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	var batch []uns.Sample
 	for i := range 10000 {
@@ -146,11 +140,8 @@ func TestDownsampleKeepsPeaks(t *testing.T) {
 // value back-filled into an old minute shows once the rollups ran.
 func TestRollupsForLongCharts(t *testing.T) {
 	ctx := context.Background()
-	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
 	p := uns.Path("ent/site/area/line/m/level")
-	if err := h.UpsertTags(ctx, []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
-		t.Fatal(err)
-	}
+	h := withTag(t, p)
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	var batch []uns.Sample
 	for i := range 3 * 8640 { // three days every 10 s
@@ -203,4 +194,14 @@ func TestRollupsForLongCharts(t *testing.T) {
 	if n, _ := h.Rollup(ctx); n != 0 {
 		t.Fatalf("%d minutes still marked", n)
 	}
+}
+
+// withTag opens a historian in a temp dir that knows the float tag p.
+func withTag(t *testing.T, p uns.Path) *Historian {
+	t.Helper()
+	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
+	if err := h.UpsertTags(context.Background(), []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -3,7 +3,6 @@ package historian
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,11 +12,8 @@ import (
 
 func TestReadOnlyQuery(t *testing.T) {
 	ctx := context.Background()
-	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
 	p := uns.Path("ent/site/area/line/m/temp")
-	if err := h.UpsertTags(ctx, []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
-		t.Fatal(err)
-	}
+	h := withTag(t, p)
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	var batch []uns.Sample
 	for i := range 50 {
