@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,6 +103,33 @@ func TestHistoryAPI(t *testing.T) {
 		t.Fatalf("csv %q:\n%s", res.Header.Get("Content-Type"), body)
 	}
 
+	// Parquet of the raw points, read back with DuckDB.
+	req, _ = http.NewRequest("GET", c.base+q("path", string(a), "path", string(b), "from", from, "to", to, "format", "parquet"), nil)
+	req.Header.Set("Authorization", "Bearer "+c.tok)
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !bytes.HasPrefix(body, []byte("PAR1")) {
+		t.Fatalf("parquet: %d %q", res.StatusCode, body[:min(len(body), 100)])
+	}
+	pq := filepath.Join(t.TempDir(), "h.parquet")
+	if err := os.WriteFile(pq, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	var top float64
+	if err := db.QueryRow(`SELECT count(*), max(value) FROM read_parquet('`+pq+`')`).Scan(&n, &top); err != nil || n != 61+31 || top != 120 {
+		t.Fatalf("parquet holds %d points, max %v: %v", n, top, err)
+	}
+
 	// Latest values of a subtree.
 	code, out = c.do("GET", "/api/v1/latest?prefix=ent/site/area/line/m1", nil)
 	if code != 200 || out["count"] != 3.0 {
@@ -122,6 +152,7 @@ func TestHistoryAPI(t *testing.T) {
 		"points and agg":   {q("path", string(a), "points", "100", "agg", "avg", "interval", "1m"), "points: not with agg"},
 		"bad limit":        {q("path", string(a), "limit", "0"), "limit:"},
 		"bad format":       {q("path", string(a), "format", "xml"), "format:"},
+		"parquet of agg":   {q("path", string(a), "format", "parquet", "agg", "avg", "interval", "1m"), "format: parquet is for raw points"},
 		"bad prefix":       {"/api/v1/latest?prefix=a//b", "prefix:"},
 	} {
 		code, out := c.do("GET", tc.query, nil)

@@ -4,7 +4,10 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +35,7 @@ type historyQuery struct {
 	interval time.Duration
 	points   int
 	csv      bool
+	parquet  bool // raw points only
 }
 
 // parseHistory checks every parameter; the error names the one at fault.
@@ -79,8 +83,10 @@ func (s *Server) parseHistory(r *http.Request) (*historyQuery, error) {
 	case "", "json":
 	case "csv":
 		hq.csv = true
+	case "parquet":
+		hq.parquet = true
 	default:
-		return nil, fmt.Errorf("format: %q: want json or csv", f)
+		return nil, fmt.Errorf("format: %q: want json, csv or parquet", f)
 	}
 	hq.agg = q.Get("agg")
 	iv := q.Get("interval")
@@ -108,6 +114,9 @@ func (s *Server) parseHistory(r *http.Request) (*historyQuery, error) {
 	} else if iv != "" {
 		return nil, errors.New("interval: only with agg")
 	}
+	if hq.parquet && (hq.agg != "" || q.Get("points") != "") {
+		return nil, errors.New("format: parquet is for raw points, not with agg or points")
+	}
 	if pts := q.Get("points"); pts != "" {
 		if hq.agg != "" {
 			return nil, errors.New("points: not with agg; ask for one or the other")
@@ -130,6 +139,8 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case hq.parquet:
+		s.historyParquet(w, r, hq)
 	case hq.agg != "":
 		s.historyAgg(w, r, hq)
 	default:
@@ -343,4 +354,35 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 	}
 	s.auditAction(r, "sql", "", fmt.Sprintf("ok: %d rows: %s", len(res.Rows), req.Query))
 	writeJSON(w, http.StatusOK, res)
+}
+
+// historyParquet answers the raw points of the paths as a Parquet file.
+func (s *Server) historyParquet(w http.ResponseWriter, r *http.Request, hq *historyQuery) {
+	dir, err := os.MkdirTemp("", "calx-export-")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "export failed")
+		return
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "history.parquet")
+	if _, err := s.cloud.Historian.ExportParquet(r.Context(), hq.paths, hq.from, hq.to, file); err != nil {
+		for _, p := range hq.paths {
+			if !s.cloud.Historian.Known(p) {
+				s.historyFailed(w, p, fmt.Errorf("%w: %s", historian.ErrUnknownTag, p))
+				return
+			}
+		}
+		s.historyFailed(w, hq.paths[0], err)
+		return
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "export failed")
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/vnd.apache.parquet")
+	w.Header().Set("Content-Disposition", `attachment; filename="history.parquet"`)
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = io.Copy(w, f)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/calx-iiot/calx/uns"
@@ -206,4 +207,27 @@ GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
 	}
 	slices.SortFunc(out, func(a, b Point) int { return a.TS.Compare(b.TS) })
 	return out, nil
+}
+
+// ExportParquet writes the points of paths in [from, to] to a Parquet file
+// at file (columns path, ts, value, value_int, value_str, quality) and
+// returns how many it wrote.
+func (h *Historian) ExportParquet(ctx context.Context, paths []uns.Path, from, to time.Time, file string) (int64, error) {
+	ids := make([]string, len(paths))
+	for i, p := range paths {
+		id, err := h.id(p)
+		if err != nil {
+			return 0, err
+		}
+		ids[i] = fmt.Sprint(id)
+	}
+	q := `COPY (SELECT t.path, p.ts, p.value, p.value_int, p.value_str, p.quality
+	FROM points p JOIN tags t ON t.id = p.tag_id
+	WHERE p.tag_id IN (` + strings.Join(ids, ",") + `) AND p.ts >= ? AND p.ts <= ?
+	ORDER BY t.path, p.ts) TO '` + strings.ReplaceAll(file, "'", "''") + `' (FORMAT parquet)`
+	res, err := h.db.ExecContext(ctx, q, from, to)
+	if err != nil {
+		return 0, fmt.Errorf("historian: parquet export: %w", err)
+	}
+	return res.RowsAffected()
 }
