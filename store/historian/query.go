@@ -49,6 +49,10 @@ func (h *Historian) id(p uns.Path) (int32, error) {
 // points, such as death markers, have no value and do not count). Every
 // bucket is in the answer, empty ones with a nil value (count: 0).
 func (h *Historian) Aggregate(ctx context.Context, p uns.Path, from, to time.Time, interval time.Duration, agg string) ([]Bucket, error) {
+	return h.aggregate(ctx, p, from, to, interval, agg, true)
+}
+
+func (h *Historian) aggregate(ctx context.Context, p uns.Path, from, to time.Time, interval time.Duration, agg string, rollups bool) ([]Bucket, error) {
 	if interval <= 0 || !to.After(from) {
 		return nil, fmt.Errorf("historian: aggregate %s: empty range or interval", p)
 	}
@@ -63,6 +67,33 @@ func (h *Historian) Aggregate(ctx context.Context, p uns.Path, from, to time.Tim
 	}
 	if agg == AggTWA {
 		return out, h.twa(ctx, id, p, from, to, interval, out)
+	}
+	// Whole minutes on minute boundaries: the rollups answer avg, min, max
+	// and count, also where the raw points are gone.
+	if rollups && interval%time.Minute == 0 && from.Equal(from.Truncate(time.Minute)) && interval/time.Minute >= 5 {
+		if expr, ok := map[string]string{AggAvg: "sum(sum) / sum(n)", AggMin: "min(vmin)", AggMax: "max(vmax)", AggCount: "sum(n)::DOUBLE"}[agg]; ok {
+			// Minutes not rolled up yet, and what comes after them, are
+			// aggregated from the points.
+			cut := to
+			var dirty sql.NullTime
+			if err := h.db.QueryRowContext(ctx, `SELECT min(bucket) FROM rollup_dirty WHERE tag_id = ?`, id).Scan(&dirty); err != nil {
+				return nil, fmt.Errorf("historian: aggregate %s: %w", p, err)
+			}
+			if dirty.Valid && dirty.Time.Before(to) {
+				cut = from.Add(max(dirty.Time.Sub(from), 0) / interval * interval)
+			}
+			if err := h.aggregateRollup(ctx, id, p, from, cut, interval, expr, out); err != nil {
+				return nil, err
+			}
+			if cut.Before(to) {
+				rest, err := h.aggregate(ctx, p, cut, to, interval, agg, false)
+				if err != nil {
+					return nil, err
+				}
+				copy(out[cut.Sub(from)/interval:], rest)
+			}
+			return out, nil
+		}
 	}
 	expr := map[string]string{AggAvg: "avg(value)", AggMin: "min(value)", AggMax: "max(value)",
 		AggFirst: "arg_min(value, ts) FILTER (WHERE value IS NOT NULL)", AggLast: "arg_max(value, ts) FILTER (WHERE value IS NOT NULL)",
@@ -230,4 +261,35 @@ func (h *Historian) ExportParquet(ctx context.Context, paths []uns.Path, from, t
 		return 0, fmt.Errorf("historian: parquet export: %w", err)
 	}
 	return res.RowsAffected()
+}
+
+// aggregateRollup fills buckets from the minute rollups.
+func (h *Historian) aggregateRollup(ctx context.Context, id int32, p uns.Path, from, to time.Time, interval time.Duration, expr string, out []Bucket) error {
+	rows, err := h.db.QueryContext(ctx, `SELECT (epoch_us(bucket) - ?) // ? AS b, `+expr+` FROM rollup_1m
+WHERE tag_id = ? AND bucket >= ? AND bucket < ? GROUP BY b ORDER BY b`, from.UnixMicro(), interval.Microseconds(), id, from, to)
+	if err != nil {
+		return fmt.Errorf("historian: aggregate %s: %w", p, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b int64
+		var v sql.NullFloat64
+		if err := rows.Scan(&b, &v); err != nil {
+			return fmt.Errorf("historian: aggregate %s: %w", p, err)
+		}
+		if b >= 0 && b < int64(len(out)) && v.Valid {
+			out[b].Value = &v.Float64
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("historian: aggregate %s: %w", p, err)
+	}
+	if expr == "sum(n)::DOUBLE" {
+		for i := range out {
+			if out[i].Value == nil {
+				out[i].Value = new(float64)
+			}
+		}
+	}
+	return nil
 }
