@@ -53,6 +53,7 @@ type Cloud struct {
 	Hub       *Hub
 	Fleet     *Fleet
 	arch      *archiver
+	calc      *calc
 	repub     *republisher
 	accounts  jetstream.KeyValue
 
@@ -153,6 +154,14 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	calcJS, err := c.jetStream("calx-calc")
+	if err != nil {
+		return err
+	}
+	c.calc = newCalc(calcJS, c.Fleet, c.Registry, h, c.log)
+	if err := c.calc.start(ctx); err != nil {
+		return err
+	}
 	c.arch = newArchiver(archJS, h, c.log)
 	if err := c.arch.start(ctx); err != nil {
 		return err
@@ -225,6 +234,9 @@ func (c *Cloud) Shutdown(ctx context.Context) error {
 		}
 		if c.Host != nil {
 			c.Host.stopLoop()
+		}
+		if c.calc != nil {
+			c.calc.stop()
 		}
 		if c.arch != nil {
 			c.drain(ctx)

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/expr-lang/expr"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calx-iiot/calx/config"
@@ -42,6 +43,57 @@ type Template struct {
 	Connector   string         `yaml:"connector"`
 	Params      map[string]any `yaml:"params"` // defaults of parameters
 	Settings    map[string]any `yaml:"settings"`
+	// Calculated tags of the machine type, computed in the cloud from the
+	// device's other tags; merged by name along extends.
+	Calculated []Calculated `yaml:"calculated"`
+}
+
+// Calculated is a tag the cloud computes from other tags of the same
+// device: Expr (expr-lang) names them by their tag names, e.g.
+// "power_kw * 1000 / max(production_tph, 0.1)".
+type Calculated struct {
+	Name        string `yaml:"name"`
+	Expr        string `yaml:"expr"`
+	Unit        string `yaml:"unit"`
+	Description string `yaml:"description"`
+}
+
+// CalculatedTag is a calculated tag of one device, placed in the UNS.
+type CalculatedTag struct {
+	Calculated
+	Device string // the device's UNS path
+}
+
+// CalculatedTags returns every device's calculated tags, templates
+// followed.
+func (c *Config) CalculatedTags() []CalculatedTag {
+	var out []CalculatedTag
+	for _, e := range c.Edges {
+		for _, d := range e.Devices {
+			byName := map[string]Calculated{}
+			var order []string
+			seen := map[string]bool{}
+			for n := d.Template; n != "" && !seen[n]; {
+				seen[n] = true
+				t, ok := c.Template(n)
+				if !ok {
+					break
+				}
+				for _, ct := range slices.Backward(t.Calculated) {
+					if _, have := byName[ct.Name]; !have {
+						byName[ct.Name] = ct
+						order = append(order, ct.Name)
+					}
+				}
+				n = t.Extends
+			}
+			slices.Reverse(order)
+			for _, name := range order {
+				out = append(out, CalculatedTag{Calculated: byName[name], Device: d.Path})
+			}
+		}
+	}
+	return out
 }
 
 // Edge is one edge node of the fleet.
@@ -130,6 +182,15 @@ func (c *Config) Validate() error {
 	for _, t := range c.Templates {
 		if _, _, err := c.chain(t.Name); err != nil {
 			errs = append(errs, err)
+		}
+		for i, ct := range t.Calculated {
+			at := fmt.Sprintf("template %s calculated[%d] (%s)", t.Name, i, ct.Name)
+			if err := uns.Path(ct.Name).Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%s name: %w", at, err))
+			}
+			if _, err := expr.Compile(ct.Expr, expr.AllowUndefinedVariables()); err != nil || strings.TrimSpace(ct.Expr) == "" {
+				errs = append(errs, fmt.Errorf("%s expr %q: %v", at, ct.Expr, err))
+			}
 		}
 	}
 	edges := map[string]bool{}
