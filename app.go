@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/calx-iiot/calx/cloud"
@@ -145,6 +147,10 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		return nil, err
 	}
 	d := &demo{app: app, password: pw, genPw: gen}
+	if err := saveDemoFleet(ctx, app.cloud.Fleet); err != nil {
+		d.shutdown(context.Background())
+		return nil, err
+	}
 	broker := "tcp://" + app.cloud.Broker.Addr()
 	for i, s := range demoSites {
 		var devices []edge.Device
@@ -175,6 +181,44 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		d.edges = append(d.edges, e)
 	}
 	return d, nil
+}
+
+// saveDemoFleet stores, on a first start, the demo's plants as the fleet
+// config: one lime kiln template with a calculated tag, and the edges with
+// their kilns. The demo's edges run their own devices; the config shows the
+// model, and the cloud computes its calculated tags.
+func saveDemoFleet(ctx context.Context, f *cloud.Fleet) error {
+	if head, err := f.Head(ctx); err != nil || head > 0 {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString(`templates:
+  - name: lime-kiln
+    description: Parallel-flow regenerative lime kiln (simulated)
+    connector: sim
+    params: {mtbt: 15m, cycle_time: 1m}
+    settings: {interval: 1s, start_hot: true, mean_time_between_trips: "${mtbt}", cycle_time: "${cycle_time}"}
+    calculated:
+      - name: specific_drive_energy
+        expr: "` + sim.TagPower + ` / max(` + sim.TagProduction + `, 0.1)"
+        unit: kWh/t
+        description: Drive energy per tonne of lime
+edges:
+`)
+	for _, s := range demoSites {
+		fmt.Fprintf(&b, "  - {group: %s, edge_id: %s-edge, site: %s, devices: [", demoEnterprise, s.site, s.site)
+		for k, ks := range s.kilns {
+			if k > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "{id: kiln%d, path: %s, template: lime-kiln, params: {mtbt: %s, cycle_time: %s}}", k+1,
+				uns.Join(demoEnterprise, s.site, "kilns", "line"+fmt.Sprint(k+1), fmt.Sprintf("kiln%d", k+1)),
+				ks.MeanTimeBetweenTrips, cmp.Or(ks.CycleTime, time.Minute))
+		}
+		b.WriteString("]}\n")
+	}
+	_, err := f.Save(ctx, []byte(b.String()), "demo", "the demo's plants")
+	return err
 }
 
 // shutdown stops the edges first, then the cloud.

@@ -178,6 +178,15 @@ func TestDemoEndToEnd(t *testing.T) {
 		return nil
 	})
 
+	// The demo's fleet config has a calculated tag; the cloud computes it.
+	checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		tag, ok := d.app.cloud.Registry.Get("limeworks/ghent/kilns/line1/kiln1/specific_drive_energy")
+		if !ok || !tag.HasVal || tag.Unit != "kWh/t" {
+			return fmt.Errorf("calculated tag: %+v %v", tag, ok)
+		}
+		return nil
+	})
+
 	q := url.Values{"path": {lifePath}, "from": {start.Add(-time.Minute).UTC().Format(time.RFC3339Nano)}}
 	code, hist := c.do("GET", "/api/v1/history?"+q.Encode(), nil)
 	if code != 200 || hist["count"].(float64) < 100 {
