@@ -258,6 +258,15 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 // DDEATH of their own; d is added to reborn for that death.
 func (f *forwarder) bornForData(d *device, reborn *[]*device) error {
 	n := f.n
+	// A death or birth queued before this value was buffered goes first.
+	n.e.mu.Lock()
+	pending := len(n.e.events) > 0
+	n.e.mu.Unlock()
+	if pending {
+		if err := n.events(); err != nil {
+			return err
+		}
+	}
 	if n.isBorn(d) {
 		return nil
 	}
@@ -304,7 +313,16 @@ func (n *node) receipt(ctx context.Context, r sparkplug.Receipt) error {
 	}
 	f := n.fw
 	f.receipted = true
-	f.confirm(func(s sent) bool { return s.idx <= r.Count })
+	var newest time.Time
+	f.confirm(func(s sent) bool {
+		if s.idx <= r.Count && s.at.After(newest) {
+			newest = s.at
+		}
+		return s.idx <= r.Count
+	})
+	if !newest.IsZero() {
+		n.receiptDelay.Store(int64(time.Since(newest)))
+	}
 	return f.trim(ctx)
 }
 
