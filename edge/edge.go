@@ -295,12 +295,11 @@ type Edge struct {
 
 	read, filtered, sent, failed, restamped atomic.Uint64
 
-	cancel  context.CancelFunc
-	runCtx  context.Context // of the running edge; connectors run under it
-	started time.Time
-	wg      sync.WaitGroup
-	node    *node
-	once    sync.Once
+	cancel context.CancelFunc
+	runCtx context.Context // of the running edge; connectors run under it
+	wg     sync.WaitGroup
+	node   *node
+	once   sync.Once
 
 	applyMu sync.Mutex // one Apply at a time
 	cfgMu   sync.Mutex
@@ -481,7 +480,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		}
 	}
 	ctx, e.cancel = context.WithCancel(ctx)
-	e.runCtx, e.started = ctx, time.Now()
+	e.runCtx = ctx
 	n, err := newNode(e)
 	if err != nil {
 		e.cancel()
@@ -510,7 +509,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		defer e.wg.Done()
 		n.run(ctx)
 	}()
-	started := e.started
+	started := time.Now()
 	e.mu.Lock()
 	for _, d := range e.devices {
 		d.rate.rates(started, 0, 0) // rates count from here
