@@ -41,11 +41,18 @@ func mustHash(t *testing.T, pw string) string {
 // (e1, e2 in group g) and a reader.
 func startCloud(t *testing.T) *Cloud {
 	t.Helper()
-	c, err := New(Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0", Users: []MQTTUser{
+	return startCloudWith(t, Options{MQTT: BrokerOptions{Users: []MQTTUser{
 		{Username: "e1", PasswordHash: mustHash(t, "pw1"), Role: RoleEdge, Group: "g", EdgeID: "e1"},
 		{Username: "e2", PasswordHash: mustHash(t, "pw2"), Role: RoleEdge, Group: "g", EdgeID: "e2"},
 		{Username: "reader", PasswordHash: mustHash(t, "pwr"), Role: RoleReader},
 	}}})
+}
+
+// startCloudWith runs a cloud with opts in a temp dir, MQTT on a free port.
+func startCloudWith(t *testing.T, opts Options) *Cloud {
+	t.Helper()
+	opts.DataDir, opts.MQTT.Listen = t.TempDir(), "127.0.0.1:0"
+	c, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,15 +55,8 @@ func TestFleetRollout(t *testing.T) {
 	for i := range n {
 		users = append(users, MQTTUser{Username: fmt.Sprintf("e%02d", i), PasswordHash: hash, Role: RoleEdge, Group: "g", EdgeID: fmt.Sprintf("e%02d", i)})
 	}
-	c, err := New(Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0", Users: users}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startCloudWith(t, Options{MQTT: BrokerOptions{Users: users}})
 	ctx := context.Background()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Shutdown(context.Background()) })
 
 	edges := make([]*edge.Edge, n)
 	start := func(i int) {
@@ -199,16 +192,8 @@ func TestFleetRollout(t *testing.T) {
 
 // The cloud applies retention in the background.
 func TestCloudAppliesRetention(t *testing.T) {
-	c, err := New(Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0"},
-		Retention: []historian.RetentionRule{{Prefix: "ent/old", Raw: time.Hour}}, RetentionEvery: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startCloudWith(t, Options{Retention: []historian.RetentionRule{{Prefix: "ent/old", Raw: time.Hour}}, RetentionEvery: 100 * time.Millisecond})
 	ctx := context.Background()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Shutdown(context.Background()) })
 	old, kept := uns.Path("ent/old/area/line/m/v"), uns.Path("ent/new/area/line/m/v")
 	if err := c.Historian.UpsertTags(ctx, []uns.Tag{{Path: old}, {Path: kept}}); err != nil {
 		t.Fatal(err)

@@ -220,10 +220,7 @@ func (e *Edge) Apply(devs []Device) error {
 		for _, td := range nd.Connector.Tags() {
 			if m := d.byName[td.Name]; m != nil {
 				m.def, m.path = td, nd.Path+"/"+uns.Path(td.Name)
-				m.filter = uns.Filter{Deadband: td.Deadband}
-				if m.filter.Span == 0 {
-					m.filter.Span = td.High - td.Low
-				}
+				m.filter = newFilter(td)
 				e.byPath[m.path] = m
 				continue
 			}

@@ -360,16 +360,22 @@ func (e *Edge) addMetric(dev *device, td TagDef) error {
 		return fmt.Errorf("edge: device %s tag %q: %w", dev.ID, td.Name, err)
 	}
 	e.alias++
-	m := &metric{dev: dev, def: td, path: p, alias: e.alias}
+	m := &metric{dev: dev, def: td, path: p, alias: e.alias, filter: newFilter(td)}
 	e.byPath[p] = m
-	m.filter.Deadband = td.Deadband
-	if m.filter.Span == 0 {
-		m.filter.Span = td.High - td.Low
-	}
 	dev.metrics = append(dev.metrics, m)
 	dev.byName[td.Name] = m
 	dev.byAlias[e.alias] = m
 	return nil
+}
+
+// newFilter is the report-by-exception filter of a tag; a percent
+// deadband spans the tag's engineering range unless it names its own span.
+func newFilter(td TagDef) uns.Filter {
+	f := uns.Filter{Deadband: td.Deadband}
+	if f.Span == 0 {
+		f.Span = td.High - td.Low
+	}
+	return f
 }
 
 // maxDeclared bounds the tags a connector may declare for one device while

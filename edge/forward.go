@@ -259,17 +259,6 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 func (f *forwarder) bornForData(d *device, reborn *[]*device) error {
 	n := f.n
 	// A death or birth queued before this value was buffered goes first.
-	n.e.mu.Lock()
-	pending := len(n.e.events) > 0
-	n.e.mu.Unlock()
-	if pending {
-		if err := n.events(); err != nil {
-			return err
-		}
-	}
-	if n.isBorn(d) {
-		return nil
-	}
 	if err := n.events(); err != nil {
 		return err
 	}
