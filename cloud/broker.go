@@ -176,6 +176,7 @@ type ingestHook struct {
 
 // edgeSession counts what one edge node's MQTT session has had persisted.
 type edgeSession struct {
+	cl          *mqtt.Client // the connection counted: a client id outlives it
 	group, edge string
 	bdSeq       uint64
 	mu          sync.Mutex
@@ -205,11 +206,24 @@ func (h *ingestHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	bd, _ := metricUint(p, sparkplug.MetricBdSeq)
-	h.sessions.Store(cl.ID, &edgeSession{group: t.Group, edge: t.Edge, bdSeq: bd})
+	h.sessions.Store(cl.ID, &edgeSession{cl: cl, group: t.Group, edge: t.Edge, bdSeq: bd})
+}
+
+// session is the counted session of this connection. A reconnect under the
+// same client id can overlap the old connection's last publishes and its
+// disconnect: those belong to the old count, not the new one.
+func (h *ingestHook) session(cl *mqtt.Client) (*edgeSession, bool) {
+	v, ok := h.sessions.Load(cl.ID)
+	if !ok || v.(*edgeSession).cl != cl {
+		return nil, false
+	}
+	return v.(*edgeSession), true
 }
 
 func (h *ingestHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	h.sessions.Delete(cl.ID)
+	if s, ok := h.session(cl); ok {
+		h.sessions.CompareAndDelete(cl.ID, s)
+	}
 }
 
 // receipts publishes, for each edge session with news, how many of its
@@ -243,18 +257,17 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if errors.Is(err, sparkplug.ErrBadTopic) {
 		return pk, packets.ErrRejectPacket
 	}
-	sv, counted := h.sessions.Load(cl.ID)
+	s, counted := h.session(cl)
 	if err != nil {
 		if counted {
 			// The session's count can no longer match what the edge sent:
 			// end the session, so that the edge sends again what has no receipt.
-			h.sessions.Delete(cl.ID)
+			h.sessions.CompareAndDelete(cl.ID, s)
 			cl.Stop(fmt.Errorf("ingest: %w", err))
 		}
 		return pk, errNotPersisted
 	}
 	if counted {
-		s := sv.(*edgeSession)
 		seq, _ := sparkplug.PeekSeq(pk.Payload)
 		s.mu.Lock()
 		s.count++

@@ -599,3 +599,56 @@ func TestDisconnectSendsWill(t *testing.T) {
 		cl.Disconnect(0)
 	}
 }
+
+// TestReceiptsAfterTakeover: an edge that reconnects under its client id
+// while the broker still holds the old connection gets receipts for the new
+// session; the old connection's end must not take the new count with it.
+func TestReceiptsAfterTakeover(t *testing.T) {
+	c := startCloud(t)
+	will := func(bd int64) []byte {
+		b, _ := proto.Marshal(&pb.Payload{Metrics: []*pb.Payload_Metric{metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(bd), 0)}})
+		return b
+	}
+	connect := func(bd int64) paho.Client {
+		o := paho.NewClientOptions().AddBroker("tcp://"+c.Broker.Addr()).SetClientID("g.e1").SetUsername("e1").SetPassword("pw1").
+			SetAutoReconnect(false).SetBinaryWill("spBv1.0/g/NDEATH/e1", will(bd), 1, false)
+		cl := paho.NewClient(o)
+		if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect: %v", tok.Error())
+		}
+		t.Cleanup(func() { cl.Disconnect(0) })
+		return cl
+	}
+	for round := range 5 {
+		connect(int64(2 * round))
+		cl := connect(int64(2*round + 1)) // takes the session over
+		receipts := make(chan sparkplug.Receipt, 16)
+		tok := cl.Subscribe(sparkplug.ReceiptTopic("g", "e1"), 1, func(_ paho.Client, m paho.Message) {
+			var r sparkplug.Receipt
+			if json.Unmarshal(m.Payload(), &r) == nil {
+				receipts <- r
+			}
+		})
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+		time.Sleep(50 * time.Millisecond) // the old connection's end has run
+		f := &foreign{t: t, cl: cl}
+		for range 5 {
+			f.send(sparkplug.NDATA, "", &pb.Payload{Timestamp: proto.Uint64(1)})
+		}
+		deadline := time.After(5 * time.Second)
+	wait:
+		for {
+			select {
+			case r := <-receipts:
+				if r.BdSeq == uint64(2*round+1) && r.Count == 5 && r.Seq == 4 {
+					break wait
+				}
+			case <-deadline:
+				t.Fatalf("round %d: no receipt for the 5 messages of the new session", round)
+			}
+		}
+		cl.Disconnect(0)
+	}
+}

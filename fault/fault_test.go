@@ -72,6 +72,7 @@ func (s *site) settle(t *testing.T, name string, paths []string, first, end int6
 			r.stored += pr.stored
 			r.lost += pr.lost
 			r.duplicated += pr.duplicated
+			r.missing = append(r.missing, pr.missing...)
 			if pr.lost > 0 {
 				r.lost += 1 << 30 // not settled: stop summing
 				break

@@ -242,6 +242,9 @@ devices:
 	s.cloud = &proc{t: t, args: []string{"cloud", "--config", write("cloud.yaml", cloudYAML), "--log-level", "warn"}}
 	s.edge = &proc{t: t, args: []string{"edge", "--config", write("edge.yaml", edgeYAML), "--log-level", "warn"}}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cloud metrics:\n%s\nedge metrics:\n%s", calxMetrics(s.httpAddr), calxMetrics(s.edgeHTTP))
+		}
 		s.edge.stop()
 		s.cloud.stop()
 		if t.Failed() {
@@ -344,6 +347,24 @@ func metric(addr, name string) (float64, error) {
 	return 0, fmt.Errorf("%s not on %s/metrics", name, addr)
 }
 
+// calxMetrics is the product's own figures on a /metrics page, for a
+// failure message: Go runtime figures left out.
+func calxMetrics(addr string) string {
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "calx_") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // drained reports whether the edge's buffer holds no more than live data
 // awaiting its receipt and the historian is close behind the cloud's intake:
 // then it is worth reading the history back.
@@ -381,6 +402,7 @@ type report struct {
 	scenario            string
 	expected, stored    int
 	lost, duplicated    int
+	missing             []int64       // the first steps lost, for the failure message
 	reconnect           time.Duration // from the fault's end to live data again
 	drain, maxLiveDelay time.Duration
 }
@@ -411,6 +433,9 @@ func verify(vals []int64, first, last int64, excused [][2]int64) report {
 		switch {
 		case n == 0:
 			r.lost++
+			if len(r.missing) < 10 {
+				r.missing = append(r.missing, v)
+			}
 		case n > 1:
 			r.duplicated += n - 1
 			r.stored++

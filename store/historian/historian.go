@@ -256,8 +256,16 @@ INSERT INTO tags (path) VALUES (?) ON CONFLICT (path) DO UPDATE SET path = exclu
 	return id, nil
 }
 
-const insertIgnore = `INSERT OR IGNORE INTO points
-SELECT DISTINCT ON (col1, col2) col1, col2, col3, col4, col5, col6 FROM appended_data`
+// insertPoints keeps the first sample of a (tag, ts), except that a value
+// replaces a marker without one: a stale marker written at a death must
+// not hide a value read in that same instant and delivered later.
+const insertPoints = `INSERT INTO points
+SELECT DISTINCT ON (col1, col2) col1, col2, col3, col4, col5, col6 FROM appended_data
+ORDER BY col1, col2, (col3 IS NULL AND col4 IS NULL AND col5 IS NULL)
+ON CONFLICT (tag_id, ts) DO UPDATE SET value = excluded.value, value_int = excluded.value_int,
+	value_str = excluded.value_str, quality = excluded.quality
+WHERE points.value IS NULL AND points.value_int IS NULL AND points.value_str IS NULL
+	AND (excluded.value IS NOT NULL OR excluded.value_int IS NOT NULL OR excluded.value_str IS NOT NULL)`
 
 // WriteBatch stores samples. It is idempotent on (tag, timestamp): a sample
 // already stored is skipped, so redelivery and backfill never duplicate.
@@ -278,7 +286,7 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 		}
 	}
 	return h.conn.Raw(func(dc any) error {
-		app, err := duckdb.NewTableAppender(dc.(driver.Conn), insertIgnore, "", "", "points", nil)
+		app, err := duckdb.NewTableAppender(dc.(driver.Conn), insertPoints, "", "", "points", nil)
 		if err != nil {
 			return fmt.Errorf("historian: appender: %w", err)
 		}

@@ -123,3 +123,39 @@ func TestCancelledContextDoesNotBreakTheWriter(t *testing.T) {
 		t.Fatalf("upsert after a cancelled one: %v", err)
 	}
 }
+
+// A death's stale marker and a value read in the same instant: whichever
+// arrives first, the value is what is kept.
+func TestValueReplacesMarkerOfSameInstant(t *testing.T) {
+	ctx := context.Background()
+	h := openTest(t, filepath.Join(t.TempDir(), "history.duckdb"))
+	p := uns.Path("limeworks/namur/kilns/line1/kiln1/fast")
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	marker := func(ts time.Time) uns.Sample { return uns.Sample{Path: p, TS: ts, Value: uns.Null, Quality: uns.Bad} }
+	value := func(ts time.Time, v int64) uns.Sample { return uns.Sample{Path: p, TS: ts, Value: uns.Int(v)} }
+	t1, t2 := t0.Add(time.Millisecond), t0.Add(2*time.Millisecond)
+	for _, batch := range [][]uns.Sample{
+		{marker(t0)}, {value(t0, 1)}, // marker first, value in a later batch
+		{value(t1, 2)}, {marker(t1)}, // value first, marker later
+		{marker(t2), value(t2, 3), marker(t2)}, // both in one batch
+		{value(t0, 9)},                         // a second value is a redelivery: first kept
+	} {
+		if err := h.WriteBatch(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pts, err := h.History(ctx, p, t0, t2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, pt := range pts {
+		if pt.Value.Kind != uns.KindInt || pt.Quality != uns.Good {
+			t.Fatalf("point %+v: want a good int", pt)
+		}
+		got = append(got, pt.Value.I)
+	}
+	if len(got) != 3 || got[0] != 1 || got[1] != 2 || got[2] != 3 {
+		t.Fatalf("values = %v, want [1 2 3]", got)
+	}
+}
