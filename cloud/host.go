@@ -118,15 +118,16 @@ type HostOptions struct {
 // persisted Sparkplug message in order, keeps the birth, alias and sequence
 // state of each edge node, and turns data into UNS samples on the backbone.
 type Host struct {
-	opts  HostOptions
-	js    jetstream.JetStream
-	pub   Publisher
-	tags  TagSink
-	reg   *Registry
-	log   *slog.Logger
-	kv    jetstream.KeyValue
-	nodes map[string]*nodeState
-	mu    sync.RWMutex // guards nodes for readers outside the loop
+	opts    HostOptions
+	js      jetstream.JetStream
+	pub     Publisher
+	tags    TagSink
+	reg     *Registry
+	log     *slog.Logger
+	kv      jetstream.KeyValue
+	nodes   map[string]*nodeState
+	mu      sync.RWMutex // guards nodes for readers outside the loop
+	newTags []uns.Tag    // defined by births, metadata not yet stored
 
 	msgs, samples, malformed, gaps, unknown, rebirths, staleDeaths atomic.Uint64
 
@@ -260,6 +261,8 @@ func (h *Host) restore(ctx context.Context) error {
 			ns.lastSeq = -1
 		}
 	}
+	// A crash can fall between a birth stored and its metadata stored.
+	h.storeTags(ctx)
 	return nil
 }
 
@@ -305,6 +308,9 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 			h.msgs.Add(1)
 			// A message in hand is finished even when a stop is under way.
 			samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true)
+			if t.Type == sparkplug.NBIRTH || t.Type == sparkplug.DBIRTH {
+				h.storeTags(context.WithoutCancel(ctx))
+			}
 			if len(samples) == 0 {
 				continue
 			}
@@ -571,12 +577,25 @@ func (h *Host) birth(ctx context.Context, t sparkplug.Topic, p *pb.Payload, set 
 	for _, m := range p.GetMetrics() {
 		tags, out = h.learn(t, p, set, m, m.GetName(), "", tags, out)
 	}
-	if live && len(tags) > 0 && h.tags != nil {
-		if err := h.tags.UpsertTags(ctx, tags); err != nil {
-			h.log.Error("tag metadata not stored", "topic", t.String(), "err", err)
-		}
-	}
+	// Stored by the loop once the host's lock is released: the metadata
+	// write waits for the historian's writer, and ingest must not.
+	h.newTags = append(h.newTags, tags...)
 	return out
+}
+
+// storeTags writes the metadata of the tags births defined since the last
+// call. A birth repeats its tags: one that changes nothing writes nothing.
+func (h *Host) storeTags(ctx context.Context) {
+	h.mu.Lock()
+	tags := h.newTags
+	h.newTags = nil
+	h.mu.Unlock()
+	if len(tags) == 0 || h.tags == nil {
+		return
+	}
+	if err := h.tags.UpsertTags(ctx, tags); err != nil {
+		h.log.Error("tag metadata not stored", "tags", len(tags), "err", err)
+	}
 }
 
 // learn records one birth metric under name. A template instance becomes

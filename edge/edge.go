@@ -295,11 +295,12 @@ type Edge struct {
 
 	read, filtered, sent, failed, restamped atomic.Uint64
 
-	cancel context.CancelFunc
-	runCtx context.Context // of the running edge; connectors run under it
-	wg     sync.WaitGroup
-	node   *node
-	once   sync.Once
+	cancel  context.CancelFunc
+	runCtx  context.Context // of the running edge; connectors run under it
+	started time.Time
+	wg      sync.WaitGroup
+	node    *node
+	once    sync.Once
 
 	applyMu sync.Mutex // one Apply at a time
 	cfgMu   sync.Mutex
@@ -486,7 +487,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		}
 	}
 	ctx, e.cancel = context.WithCancel(ctx)
-	e.runCtx = ctx
+	e.runCtx, e.started = ctx, time.Now()
 	n, err := newNode(e)
 	if err != nil {
 		e.cancel()
@@ -515,7 +516,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		defer e.wg.Done()
 		n.run(ctx)
 	}()
-	started := time.Now()
+	started := e.started
 	e.mu.Lock()
 	for _, d := range e.devices {
 		d.rate.rates(started, 0, 0) // rates count from here

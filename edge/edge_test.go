@@ -704,3 +704,40 @@ func TestLocalBrokerAccounts(t *testing.T) {
 		t.Fatal("a password that is not a bcrypt hash accepted")
 	}
 }
+
+// The node's own health goes out as node metrics in NBIRTH.
+func TestNodeHealthMetrics(t *testing.T) {
+	r := startBroker(t)
+	r.state(true, uint64(time.Now().UnixMilli()))
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e := startEdge(t, r, t.TempDir(), dev)
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !e.Online() {
+			return fmt.Errorf("not born")
+		}
+		return nil
+	})
+	var nb *pb.Payload
+	for _, m := range r.all() {
+		if m.topic.Type == sparkplug.NBIRTH {
+			nb = m.p
+		}
+	}
+	got := map[string]*pb.Payload_Metric{}
+	for _, m := range nb.GetMetrics() {
+		got[m.GetName()] = m
+	}
+	for _, name := range []string{"Health/UptimeSeconds", "Health/CPUPercent", "Health/MemoryMiB", "Health/DiskFreeMiB", "Buffer/Bytes",
+		"Buffer/OldestUnsentSeconds", "Buffer/Messages", "Buffer/Dropped", "Values/Filtered", "Values/ReductionPercent", "Receipt/DelayMs",
+		"Config/Version", "Connections/d1/ReadsPerSec"} {
+		if got[name] == nil {
+			t.Errorf("NBIRTH lacks %s", name)
+		}
+	}
+	if m := got["Health/MemoryMiB"]; m.GetDoubleValue() <= 0 || pb.DataType(m.GetDatatype()) != pb.DataType_Double {
+		t.Errorf("memory %v", m)
+	}
+	if m := got["Health/DiskFreeMiB"]; m.GetDoubleValue() <= 0 {
+		t.Errorf("disk free %v", m)
+	}
+}

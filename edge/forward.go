@@ -302,7 +302,16 @@ func (n *node) receipt(ctx context.Context, r sparkplug.Receipt) error {
 	}
 	f := n.fw
 	f.receipted = true
-	f.confirm(func(s sent) bool { return s.idx <= r.Count })
+	var newest time.Time
+	f.confirm(func(s sent) bool {
+		if s.idx <= r.Count && s.at.After(newest) {
+			newest = s.at
+		}
+		return s.idx <= r.Count
+	})
+	if !newest.IsZero() {
+		n.receiptDelay.Store(int64(time.Since(newest)))
+	}
 	return f.trim(ctx)
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,15 @@ const (
 	aliasBufferDepth   = 2
 	aliasConfigVersion = 3
 	aliasConfigError   = 4
+	aliasUptime        = 5
+	aliasCPU           = 6
+	aliasMemory        = 7
+	aliasDiskFree      = 8
+	aliasBufferBytes   = 9
+	aliasOldestUnsent  = 10
+	aliasFiltered      = 11
+	aliasReduction     = 12
+	aliasReceiptDelay  = 13
 	nodeAliases        = 16
 	// connMetrics is how many node metrics describe each device's connection.
 	connMetrics      = 7
@@ -56,9 +66,15 @@ type node struct {
 	msgs     uint64      // Sparkplug messages published in this session
 
 	nodeDataAt time.Time
-	sentNode   map[uint64]string  // node metric alias -> what was last sent
-	devBorn    map[*device]uint64 // 1 + the device's gen when its DBIRTH is the last word on the wire, else 0
-	seqOf      map[uint64]uint64  // message number -> its seq, until receipted
+	// For the CPU share since the last node metrics.
+	cpuAt   time.Time
+	cpuUsed time.Duration
+	// receiptDelay is how long the last receipt took after the message it
+	// covers was sent (ns).
+	receiptDelay atomic.Int64
+	sentNode     map[uint64]string  // node metric alias -> what was last sent
+	devBorn      map[*device]uint64 // 1 + the device's gen when its DBIRTH is the last word on the wire, else 0
+	seqOf        map[uint64]uint64  // message number -> its seq, until receipted
 }
 
 // cmd is a received NCMD (device "") or DCMD.
@@ -528,7 +544,19 @@ func (n *node) nodeMetrics(ms uint64) []*pb.Payload_Metric {
 	cfg := n.e.ConfigStatus()
 	out := []*pb.Payload_Metric{long(aliasBufferDropped, st.Dropped), long(aliasBufferDepth, st.BufferedMsgs),
 		long(aliasConfigVersion, cfg.Applied),
-		{Alias: proto.Uint64(aliasConfigError), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_StringValue{StringValue: cfg.Error}}}
+		{Alias: proto.Uint64(aliasConfigError), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_StringValue{StringValue: cfg.Error}},
+		long(aliasUptime, uint64(time.Since(n.e.started).Seconds())),
+		double(aliasCPU, n.cpuPercent()), double(aliasMemory, memoryMiB()),
+		long(aliasBufferBytes, st.BufferedBytes), double(aliasOldestUnsent, st.OldestUnconfirmed.Seconds()),
+		long(aliasFiltered, st.Filtered), double(aliasReceiptDelay, float64(n.receiptDelay.Load())/float64(time.Millisecond))}
+	if st.Read > 0 {
+		out = append(out, double(aliasReduction, 100*float64(st.Filtered)/float64(st.Read)))
+	} else {
+		out = append(out, double(aliasReduction, 0))
+	}
+	if free, ok := diskFree(n.e.opts.DataDir); ok {
+		out = append(out, double(aliasDiskFree, float64(free)/(1<<20)))
+	}
 	for _, cs := range n.e.Connections() {
 		a := cs.alias
 		out = append(out,
@@ -551,6 +579,24 @@ func (n *node) nodeMetricName(alias uint64) string {
 		return "Config/Version"
 	case aliasConfigError:
 		return "Config/Error"
+	case aliasUptime:
+		return "Health/UptimeSeconds"
+	case aliasCPU:
+		return "Health/CPUPercent"
+	case aliasMemory:
+		return "Health/MemoryMiB"
+	case aliasDiskFree:
+		return "Health/DiskFreeMiB"
+	case aliasBufferBytes:
+		return "Buffer/Bytes"
+	case aliasOldestUnsent:
+		return "Buffer/OldestUnsentSeconds"
+	case aliasFiltered:
+		return "Values/Filtered"
+	case aliasReduction:
+		return "Values/ReductionPercent"
+	case aliasReceiptDelay:
+		return "Receipt/DelayMs"
 	}
 	for _, d := range n.e.deviceList() {
 		if alias >= d.connAlias && alias < d.connAlias+connMetrics {
@@ -710,4 +756,30 @@ func (n *node) command(c cmd) {
 			n.e.log.Info("device written", "device", dev.ID, "metric", m.def.Name, "value", v.Any())
 		}()
 	}
+}
+
+// cpuPercent is the process's CPU use, in percent of one core, since the
+// previous call.
+func (n *node) cpuPercent() float64 {
+	used, ok := cpuTime()
+	if !ok {
+		return 0
+	}
+	now := time.Now()
+	defer func() { n.cpuAt, n.cpuUsed = now, used }()
+	if n.cpuAt.IsZero() {
+		return 0
+	}
+	wall := now.Sub(n.cpuAt)
+	if wall <= 0 {
+		return 0
+	}
+	return 100 * float64(used-n.cpuUsed) / float64(wall)
+}
+
+// memoryMiB is the memory the Go runtime holds from the system.
+func memoryMiB() float64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.Sys) / (1 << 20)
 }

@@ -94,8 +94,19 @@ type Historian struct {
 
 	idmu sync.RWMutex
 	ids  map[uns.Path]int32
+	meta map[uns.Path]tagMeta // as stored, so that a rebirth that changes nothing writes nothing
 
 	closeOnce sync.Once
+}
+
+// tagMeta is the metadata the tags table keeps of a tag.
+type tagMeta struct {
+	datatype, unit, description string
+	sp                          uns.SparkplugAddr
+}
+
+func metaOf(t uns.Tag) tagMeta {
+	return tagMeta{datatype: t.DataType.String(), unit: t.Unit, description: t.Description, sp: t.Sparkplug}
 }
 
 // Open opens (or creates) the history file and its schema.
@@ -125,7 +136,7 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
-	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}}
+	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}}
 	// A file from before the rollups: mark every minute, for RunRollups.
 	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO rollup_dirty
 SELECT DISTINCT tag_id, time_bucket(INTERVAL 1 MINUTE, ts) FROM points
@@ -133,7 +144,7 @@ WHERE NOT EXISTS (SELECT 1 FROM rollup_1m) AND value IS NOT NULL`); err != nil {
 		h.Close()
 		return nil, fmt.Errorf("historian %s: rollups: %w", opts.Path, err)
 	}
-	rows, err := db.QueryContext(ctx, `SELECT id, path FROM tags`)
+	rows, err := db.QueryContext(ctx, `SELECT id, path, datatype, unit, description, sp_group, sp_edge, sp_device, sp_metric FROM tags`)
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
@@ -142,11 +153,13 @@ WHERE NOT EXISTS (SELECT 1 FROM rollup_1m) AND value IS NOT NULL`); err != nil {
 	for rows.Next() {
 		var id int32
 		var p string
-		if err := rows.Scan(&id, &p); err != nil {
+		var m tagMeta
+		if err := rows.Scan(&id, &p, &m.datatype, &m.unit, &m.description, &m.sp.Group, &m.sp.Edge, &m.sp.Device, &m.sp.Metric); err != nil {
 			h.Close()
 			return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 		}
 		h.ids[uns.Path(p)] = id
+		h.meta[uns.Path(p)] = m
 	}
 	if err := rows.Err(); err != nil {
 		h.Close()
@@ -194,8 +207,18 @@ func (h *Historian) renewConn(err error) error {
 	return err
 }
 
-// UpsertTags records or updates tag metadata.
+// UpsertTags records or updates tag metadata. Tags whose metadata is
+// stored as given cost no write: a node's every rebirth repeats them.
 func (h *Historian) UpsertTags(ctx context.Context, tags []uns.Tag) error {
+	h.idmu.RLock()
+	changed := make([]uns.Tag, 0, len(tags))
+	for _, t := range tags {
+		if m, ok := h.meta[t.Path]; !ok || m != metaOf(t) {
+			changed = append(changed, t)
+		}
+	}
+	h.idmu.RUnlock()
+	tags = changed
 	if len(tags) == 0 {
 		return nil
 	}
@@ -232,6 +255,11 @@ RETURNING id`,
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("historian: upsert tags: %w", err)
 	}
+	h.idmu.Lock()
+	for _, t := range tags {
+		h.meta[t.Path] = metaOf(t)
+	}
+	h.idmu.Unlock()
 	return nil
 }
 

@@ -159,3 +159,47 @@ func TestValueReplacesMarkerOfSameInstant(t *testing.T) {
 		t.Fatalf("values = %v, want [1 2 3]", got)
 	}
 }
+
+// A rebirth repeats its tags' metadata: unchanged tags are not written,
+// changed ones are, also after a reopen.
+func TestUpsertTagsWritesOnlyChanges(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "history.duckdb")
+	h := openTest(t, path)
+	tag := uns.Tag{Path: "limeworks/namur/kilns/line1/kiln1/o2_pct", DataType: uns.TypeFloat64, Unit: "%"}
+	updated := func(h *Historian) time.Time {
+		var ts time.Time
+		if err := h.DB().QueryRowContext(ctx, `SELECT updated_at FROM tags WHERE path = ?`, string(tag.Path)).Scan(&ts); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	if err := h.UpsertTags(ctx, []uns.Tag{tag}); err != nil {
+		t.Fatal(err)
+	}
+	first := updated(h)
+	time.Sleep(5 * time.Millisecond)
+	if err := h.UpsertTags(ctx, []uns.Tag{tag}); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	h = openTest(t, path)
+	if err := h.UpsertTags(ctx, []uns.Tag{tag}); err != nil {
+		t.Fatal(err)
+	}
+	if got := updated(h); !got.Equal(first) {
+		t.Fatalf("unchanged tag written again: updated_at %s, first %s", got, first)
+	}
+	tag.Unit = "vol%"
+	if err := h.UpsertTags(ctx, []uns.Tag{tag}); err != nil {
+		t.Fatal(err)
+	}
+	if got := updated(h); !got.After(first) {
+		t.Fatalf("changed unit not written: updated_at %s", got)
+	}
+	var unit string
+	h.DB().QueryRowContext(ctx, `SELECT unit FROM tags WHERE path = ?`, string(tag.Path)).Scan(&unit)
+	if unit != "vol%" {
+		t.Fatalf("unit = %q", unit)
+	}
+}
