@@ -11,6 +11,7 @@ import (
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/web"
 )
 
@@ -46,14 +47,7 @@ func TestExampleConfigsRunSeparately(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := edge.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	edgetest.Start(t, opts)
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		n, err := app.cloud.Historian.Count(context.Background(), "limeworks/ghent/kilns/line1/kiln1/o2")
 		if err == nil && n == 0 {

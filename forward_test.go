@@ -9,6 +9,7 @@ import (
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/web"
@@ -50,16 +51,9 @@ func TestOutageLosesNothing(t *testing.T) {
 	addr := app.cloud.Broker.Addr()
 
 	kiln, _ := sim.New("k", sim.Settings{Interval: 10 * time.Millisecond, StartHot: true})
-	e, err := edge.New(edge.Options{Broker: "tcp://" + addr, Username: "e", Password: "edge-pw", Group: "g", EdgeID: "e",
+	e := edgetest.Start(t, edge.Options{Broker: "tcp://" + addr, Username: "e", Password: "edge-pw", Group: "g", EdgeID: "e",
 		PrimaryHost: "calx", DataDir: filepath.Join(dir, "edge"), KeepAlive: 5 * time.Second,
 		Devices: []edge.Device{{ID: "kiln", Path: "ent/site/area/line/kiln", Connector: kiln}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
 	life := uns.Path("ent/site/area/line/kiln/" + sim.TagLife)
 	count := func(a *cloudApp) int64 {
 		n, _ := a.cloud.Historian.Count(context.Background(), life)
@@ -145,16 +139,9 @@ func TestDrainRateCap(t *testing.T) {
 	addr := app.cloud.Broker.Addr()
 	clock, _ := sim.NewClock("c", sim.ClockSettings{FastRate: 1000, Interval: 10 * time.Millisecond})
 	const rate = 500
-	e, err := edge.New(edge.Options{Broker: "tcp://" + addr, Username: "e", Password: "edge-pw", Group: "g", EdgeID: "e",
+	e := edgetest.Start(t, edge.Options{Broker: "tcp://" + addr, Username: "e", Password: "edge-pw", Group: "g", EdgeID: "e",
 		PrimaryHost: "calx", DataDir: filepath.Join(dir, "edge"), DrainRate: rate,
 		Devices: []edge.Device{{ID: "clock", Path: "ent/site/area/line/clock", Connector: clock}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
 	fast := uns.Path("ent/site/area/line/clock/" + sim.TagFast)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !e.Online() {

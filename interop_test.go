@@ -16,6 +16,7 @@ import (
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/web"
@@ -239,16 +240,9 @@ func TestCalxEdgeObservedByTahu(t *testing.T) {
 	obs.waitLine(t, "READY", 10*time.Second)
 
 	kiln, _ := sim.New("k", sim.Settings{Interval: 20 * time.Millisecond, StartHot: true})
-	e, err := edge.New(edge.Options{Broker: "tcp://" + app.cloud.Broker.Addr(), Username: "calx-edge", Password: edgePw,
+	e := edgetest.Start(t, edge.Options{Broker: "tcp://" + app.cloud.Broker.Addr(), Username: "calx-edge", Password: edgePw,
 		Group: "limeworks", EdgeID: "calx-edge", PrimaryHost: "calx", DataDir: t.TempDir(),
 		Devices: []edge.Device{{ID: "kiln1", Path: "limeworks/test/kilns/line1/kiln1", Connector: kiln}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if e.Stats().Sent < 100 {
 			return fmt.Errorf("%d values sent", e.Stats().Sent)

@@ -16,6 +16,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/calx-iiot/calx/store"
@@ -253,7 +254,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, sparkplug.Namespace+"/") {
 		return pk, nil
 	}
-	err := h.persist(pk.TopicName, pk.Payload)
+	err := h.persist(pk.TopicName, pk.Payload, false)
 	if errors.Is(err, sparkplug.ErrBadTopic) {
 		return pk, packets.ErrRejectPacket
 	}
@@ -280,11 +281,15 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 // OnWillSent persists an edge's NDEATH sent by the broker on its behalf.
 func (h *ingestHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	if strings.HasPrefix(pk.TopicName, sparkplug.Namespace+"/") {
-		_ = h.persist(pk.TopicName, pk.Payload)
+		_ = h.persist(pk.TopicName, pk.Payload, true)
 	}
 }
 
-func (h *ingestHook) persist(topic string, payload []byte) error {
+// HeaderWill marks, in the backbone, an NDEATH the broker sent as the
+// edge's Will: the connection was lost, the edge did not stop cleanly.
+const HeaderWill = "Calx-Will"
+
+func (h *ingestHook) persist(topic string, payload []byte, will bool) error {
 	t, err := sparkplug.ParseTopic(topic)
 	if err != nil {
 		h.malformed.Add(1)
@@ -298,7 +303,11 @@ func (h *ingestHook) persist(topic string, payload []byte) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := h.js.Publish(ctx, SparkplugSubject(t), payload); err != nil {
+	msg := &nats.Msg{Subject: SparkplugSubject(t), Data: payload}
+	if will {
+		msg.Header = nats.Header{HeaderWill: []string{"1"}}
+	}
+	if _, err := h.js.PublishMsg(ctx, msg); err != nil {
 		h.failed.Add(1)
 		h.log.Error("persist failed", "topic", topic, "err", err)
 		return err

@@ -37,7 +37,9 @@ type Options struct {
 	// (default an hour), the first time a minute after start.
 	Retention      []historian.RetentionRule
 	RetentionEvery time.Duration
-	Logger         *slog.Logger
+	// Health are the thresholds of the fleet's health and alarms.
+	Health HealthOptions
+	Logger *slog.Logger
 }
 
 // Cloud is a running cloud.
@@ -52,6 +54,7 @@ type Cloud struct {
 	Registry  *Registry
 	Hub       *Hub
 	Fleet     *Fleet
+	Health    *FleetMonitor
 	arch      *archiver
 	calc      *calc
 	repub     *republisher
@@ -60,6 +63,7 @@ type Cloud struct {
 	started     time.Time
 	once        sync.Once
 	stopRollups func()
+	stopHealth  func()
 }
 
 // New validates opts.
@@ -166,6 +170,14 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	if err := c.arch.start(ctx); err != nil {
 		return err
 	}
+	c.Health = newFleetMonitor(c.Host, c.Registry, c.Broker, c.opts.Health, c.log)
+	hctx, stopHealth := context.WithCancel(context.Background())
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		c.Health.run(hctx)
+	}()
+	c.stopHealth = func() { stopHealth(); <-healthDone }
 	c.log.Info("cloud ready", "mqtt", c.Broker.Addr(), "data_dir", c.opts.DataDir, "host_id", c.opts.HostID)
 	return nil
 }
@@ -221,6 +233,9 @@ func (c *Cloud) ArchiverStats(ctx context.Context) ArchiverStats {
 func (c *Cloud) Shutdown(ctx context.Context) error {
 	var errs []error
 	c.once.Do(func() {
+		if c.stopHealth != nil {
+			c.stopHealth()
+		}
 		if c.Host != nil {
 			c.Host.goOffline()
 		}

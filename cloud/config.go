@@ -32,6 +32,26 @@ type Config struct {
 	// Retention keeps the history of each UNS prefix for a while; the
 	// longest prefix that covers a tag applies. Without a rule, forever.
 	Retention []RetentionConfig `yaml:"retention"`
+	// FleetHealth sets when an edge counts as degraded and when its
+	// conditions become alarms.
+	FleetHealth FleetHealthConfig `yaml:"fleet_health"`
+}
+
+// FleetHealthConfig are the thresholds of the fleet's health (see
+// HealthOptions for their defaults).
+type FleetHealthConfig struct {
+	OfflineAfter   config.Duration `yaml:"offline_after"`
+	StaleAfter     config.Duration `yaml:"stale_after"`
+	OldestUnsent   config.Duration `yaml:"oldest_unsent"`
+	BufferMessages int64           `yaml:"buffer_messages"`
+	ClockSkew      config.Duration `yaml:"clock_skew"`
+}
+
+// HealthOptions turns the config into the monitor's thresholds.
+func (c *Config) HealthOptions() HealthOptions {
+	f := c.FleetHealth
+	return HealthOptions{OfflineAfter: f.OfflineAfter.Std(), StaleAfter: f.StaleAfter.Std(), OldestUnsent: f.OldestUnsent.Std(),
+		BufferMessages: f.BufferMessages, ClockSkew: f.ClockSkew.Std()}
 }
 
 // RetentionConfig is one retention rule of the historian.

@@ -78,6 +78,13 @@ type NodeState struct {
 	BirthAt     time.Time `json:"birth_at"`
 	DeathReason string    `json:"death_reason,omitempty"`
 	Devices     []string  `json:"devices"`
+	// DevicesOffline are the devices whose last word was a DDEATH.
+	DevicesOffline []string `json:"devices_offline"`
+	// LastData is when the last device data of the node came in.
+	LastData time.Time `json:"last_data"`
+	// ClockSkewMs is the cloud's clock minus the edge's, from the node's
+	// last birth or node data (network delay included).
+	ClockSkewMs int64 `json:"clock_skew_ms"`
 	// Malformed counts this node's payloads that could not be decoded.
 	Malformed uint64 `json:"malformed"`
 	// SeqGaps counts messages of this node lost on the way.
@@ -256,7 +263,7 @@ func (h *Host) restore(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		h.apply(ctx, t, p, e.Created(), false)
+		h.apply(ctx, t, p, e.Created(), false, false)
 		if ns := h.nodes[nodeKey(t)]; ns != nil {
 			ns.lastSeq = -1
 		}
@@ -307,7 +314,8 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 			}
 			h.msgs.Add(1)
 			// A message in hand is finished even when a stop is under way.
-			samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true)
+			will := t.Type == sparkplug.NDEATH && msg.Headers().Get(HeaderWill) != ""
+			samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true, will)
 			if t.Type == sparkplug.NBIRTH || t.Type == sparkplug.DBIRTH {
 				h.storeTags(context.WithoutCancel(ctx))
 			}
@@ -409,8 +417,9 @@ func (h *Host) republish(ctx context.Context, subj string, data []byte, id strin
 }
 
 // apply runs one Sparkplug message through the host's state and returns the
-// samples it carries. live is false while restoring births.
-func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at time.Time, live bool) []uns.Sample {
+// samples it carries. live is false while restoring births; will marks an
+// NDEATH the broker sent for a lost connection.
+func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at time.Time, live, will bool) []uns.Sample {
 	key := nodeKey(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -430,6 +439,9 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 			}
 		}
 		h.nodes[key] = ns
+		if live {
+			ns.skew(at, p)
+		}
 		samples := h.birth(ctx, t, p, ns.metrics, live)
 		if live {
 			h.storeBirth(ctx, t, p)
@@ -458,7 +470,11 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 		}
 		h.checkSeq(ns, t, p, live)
 		set := ns.metrics
+		if t.Type == sparkplug.NDATA && live {
+			ns.skew(at, p)
+		}
 		if t.Type == sparkplug.DDATA {
+			ns.LastData = at
 			ds, ok := ns.devices[t.Device]
 			if !ok {
 				h.askRebirth(ns, "data from a device without birth", live)
@@ -476,7 +492,10 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 			return nil
 		}
 		ns.Online = false
-		ns.DeathReason = "NDEATH"
+		ns.DeathReason = "stopped: the edge sent its NDEATH"
+		if will {
+			ns.DeathReason = "connection lost: the broker sent the edge's Will"
+		}
 		var out []uns.Sample
 		out = appendStale(out, ns.metrics, at)
 		for _, ds := range ns.devices {
@@ -500,6 +519,14 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 		return appendStale(nil, ds.metrics, at)
 	}
 	return nil
+}
+
+// skew records the clock skew from a node message sent as it was made
+// (NBIRTH, NDATA: never backlog): receipt time minus its timestamp.
+func (ns *nodeState) skew(at time.Time, p *pb.Payload) {
+	if ts := p.GetTimestamp(); ts > 0 {
+		ns.ClockSkewMs = at.UnixMilli() - int64(ts)
+	}
 }
 
 func appendStale(out []uns.Sample, set metricSet, at time.Time) []uns.Sample {
@@ -811,6 +838,12 @@ func (h *Host) Nodes() []NodeState {
 	for _, ns := range h.nodes {
 		n := ns.NodeState
 		n.Devices = append([]string(nil), ns.Devices...)
+		n.DevicesOffline = []string{}
+		for _, id := range ns.Devices {
+			if ds := ns.devices[id]; ds == nil || !ds.online {
+				n.DevicesOffline = append(n.DevicesOffline, id)
+			}
+		}
 		out = append(out, n)
 	}
 	return out

@@ -11,6 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
@@ -47,16 +48,9 @@ func TestEdgeTemplateMode(t *testing.T) {
 		}
 	}
 	kiln, _ := sim.New("kiln1", sim.Settings{Interval: 20 * time.Millisecond, StartHot: true})
-	e, err := edge.New(edge.Options{Broker: "tcp://" + c.Broker.Addr(), Username: "e1", Password: "pw1", Group: "g", EdgeID: "e1",
+	edgetest.Start(t, edge.Options{Broker: "tcp://" + c.Broker.Addr(), Username: "e1", Password: "pw1", Group: "g", EdgeID: "e1",
 		PrimaryHost: "calx", DataDir: t.TempDir(), SparkplugTemplates: true,
 		Devices: []edge.Device{{ID: "kiln1", Path: "ent/site/kilns/line1/kiln1", Connector: kiln, Template: "lime-kiln"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
 	life := uns.Path("ent/site/kilns/line1/kiln1/" + sim.TagLife)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n, _ := c.Historian.Count(context.Background(), life); n < 20 {

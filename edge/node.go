@@ -647,8 +647,10 @@ func (n *node) nodeData() error {
 	return n.publish(n.topic(sparkplug.NDATA, ""), p)
 }
 
-// event publishes a device's death or its birth after it came back.
+// event publishes a device's death or its birth after it came back. The
+// connection metrics follow at the next tick rather than in up to 5 s.
 func (n *node) event(q event) error {
+	n.nodeDataAt = time.Time{}
 	switch q.ev {
 	case evDeath:
 		return n.deviceDeath(q.dev, q.at)

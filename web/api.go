@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -188,12 +190,14 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) edges(w http.ResponseWriter, r *http.Request) {
-	nodes := s.cloud.Host.Nodes()
-	type withConfig struct {
-		cloud.NodeState
-		Config *cloud.EdgeConfigState `json:"config,omitempty"`
-	}
+// edgeJSON is an edge's health with its config state.
+type edgeJSON struct {
+	cloud.EdgeHealth
+	Config *cloud.EdgeConfigState `json:"config,omitempty"`
+	Alarms []cloud.FleetAlarm     `json:"alarms"`
+}
+
+func (s *Server) edgeList(r *http.Request) []edgeJSON {
 	states, err := s.cloud.Fleet.States(r.Context())
 	if err != nil {
 		s.log.Warn("config states not read", "err", err)
@@ -202,9 +206,66 @@ func (s *Server) edges(w http.ResponseWriter, r *http.Request) {
 	for i := range states {
 		byKey[states[i].Edge] = &states[i]
 	}
-	out := make([]withConfig, 0, len(nodes))
-	for _, n := range nodes {
-		out = append(out, withConfig{NodeState: n, Config: byKey[n.Group+"/"+n.Edge]})
+	active, _ := s.cloud.Health.Alarms()
+	out := []edgeJSON{}
+	for _, h := range s.cloud.Health.Edges(time.Now()) {
+		e := edgeJSON{EdgeHealth: h, Config: byKey[h.ID], Alarms: []cloud.FleetAlarm{}}
+		for _, a := range active {
+			if a.Edge == h.ID {
+				e.Alarms = append(e.Alarms, a)
+			}
+		}
+		out = append(out, e)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "edges": out})
+	return out
+}
+
+// edges lists every edge with its health verdict; ?verdict= filters.
+func (s *Server) edges(w http.ResponseWriter, r *http.Request) {
+	verdict := r.URL.Query().Get("verdict")
+	switch verdict {
+	case "", cloud.HealthOK, cloud.HealthDegraded, cloud.HealthDown:
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("verdict %q: one of ok, degraded, down", verdict))
+		return
+	}
+	out := []edgeJSON{}
+	counts := map[string]int{cloud.HealthOK: 0, cloud.HealthDegraded: 0, cloud.HealthDown: 0}
+	for _, e := range s.edgeList(r) {
+		counts[e.Verdict]++
+		if verdict == "" || e.Verdict == verdict {
+			out = append(out, e)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "verdicts": counts, "edges": out})
+}
+
+// edge is one edge, by group and edge id.
+func (s *Server) edge(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "group") + "/" + chi.URLParam(r, "edge")
+	for _, e := range s.edgeList(r) {
+		if e.ID == id {
+			writeJSON(w, http.StatusOK, e)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no edge %s: GET /api/v1/edges lists them", id))
+}
+
+// fleetAlarms lists the fleet's active alarms and its recent transitions.
+func (s *Server) fleetAlarms(w http.ResponseWriter, r *http.Request) {
+	active, journal := s.cloud.Health.Alarms()
+	if edge := r.URL.Query().Get("edge"); edge != "" {
+		keep := func(as []cloud.FleetAlarm) []cloud.FleetAlarm {
+			out := []cloud.FleetAlarm{}
+			for _, a := range as {
+				if a.Edge == edge {
+					out = append(out, a)
+				}
+			}
+			return out
+		}
+		active, journal = keep(active), keep(journal)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"active": active, "journal": journal})
 }

@@ -90,6 +90,6 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request) {
 		"User":    sess.user,
 		"Tree":    buildTree(tags),
 		"Count":   len(tags),
-		"Edges":   s.cloud.Host.Nodes(),
+		"Edges":   s.cloud.Health.Edges(time.Now()),
 	})
 }

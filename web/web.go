@@ -87,6 +87,8 @@ func (s *Server) routes() http.Handler {
 			r.Get("/latest", s.latest)
 			r.Get("/live", s.live)
 			r.Get("/edges", s.edges)
+			r.Get("/edges/{group}/{edge}", s.edge)
+			r.Get("/fleet/alarms", s.fleetAlarms)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/write", s.write)
 			r.With(s.requireRole(RoleAdmin)).Get("/audit", s.audit)
 			r.With(s.requireRole(RoleAdmin)).Post("/edges", s.provisionEdge)

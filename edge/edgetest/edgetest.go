@@ -142,3 +142,17 @@ func SampleConfig[S any](t *testing.T, file string, build func(S) error) {
 		t.Fatalf("%s: %v", file, err)
 	}
 }
+
+// Start creates and starts an edge with opts, shut down when the test ends.
+func Start(t testing.TB, opts edge.Options) *edge.Edge {
+	t.Helper()
+	e, err := edge.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	return e
+}
