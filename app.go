@@ -252,10 +252,11 @@ Open the printed URL and sign in as admin.`, stdout, stderr)
 	mqttAddr := fs.String("mqtt", "127.0.0.1:1883", "address of the MQTT broker")
 	dataDir := fs.String("data-dir", "./calx-data", "where the backbone, history and edge state are kept")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
@@ -285,13 +286,14 @@ ACLs, optional TLS), the JetStream backbone, the Sparkplug primary host, the
 DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stderr)
 	cfgFile := fs.String("config", "cloud.yaml", "the cloud's YAML config file")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
 	httpAddr := fs.String("http", "", "address of the web UI and API (overrides http.listen)")
 	mqttAddr := fs.String("mqtt", "", "address of the MQTT broker (overrides mqtt.listen)")
 	dataDir := fs.String("data-dir", "", "data directory (overrides data_dir)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
@@ -351,6 +353,7 @@ report-by-exception, and publish Sparkplug B to the cloud broker with this
 edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	cfgFile := fs.String("config", "edge.yaml", "the edge's YAML config file")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
 	httpAddr := fs.String("http", "", "address of the edge's health and metrics endpoints (overrides http)")
 	dataDir := fs.String("data-dir", "", "data directory with the store-and-forward buffer (overrides data_dir)")
 	mqttAddr := fs.String("mqtt", "", "address of the edge's own broker with UNS JSON for consumers on site (overrides mqtt)")
@@ -358,7 +361,7 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
@@ -387,7 +390,7 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	case err != nil:
 		log.Error("the cloud's last config cannot be read; running the local file's devices", "err", err)
 	case rc != nil:
-		devs, err := edge.BuildDevices(fmt.Sprintf("config version %d", rc.Version), "devices", rc.Devices)
+		devs, err := edge.BuildDevices(fmt.Sprintf("config version %d", rc.Version), "devices", rc.Devices, log.With("edge", opts.EdgeID))
 		if err != nil {
 			log.Error("the cloud's last config does not build; running the local file's devices", "version", rc.Version, "err", err)
 			break

@@ -18,7 +18,7 @@ edge with its devices when the file is good.`, stdout, stderr)
 	}
 	if len(args) != 2 || args[0] != "validate" {
 		fmt.Fprintln(stderr, "usage: calx config validate <fleet.yaml>")
-		return errUsage
+		return shownError{errUsage}
 	}
 	b, err := os.ReadFile(args[1])
 	if err != nil {

@@ -54,6 +54,11 @@ Run 'calx help <command>' or 'calx <command> --help' for its flags.
 // errUsage marks a usage error; the process exits with code 2.
 var errUsage = errors.New("usage")
 
+// shownError is a usage error the flag package has already printed.
+type shownError struct{ error }
+
+func (e shownError) Unwrap() error { return e.error }
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -91,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
+		if !errors.As(err, new(shownError)) {
+			fmt.Fprintf(stderr, "calx %s: %v\n", cmd, err)
+		}
 		return 2
 	default:
 		fmt.Fprintf(stderr, "calx %s: %v\n", cmd, err)
@@ -130,11 +138,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return shownError{fmt.Errorf("%w: %v", errUsage, err)}
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		return shownError{fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))}
 	}
 	return nil
 }
@@ -194,12 +202,36 @@ func duckdbVersion() string {
 	return "unknown"
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+// newLogger logs at level to w, as text for a person at a terminal and as
+// JSON lines for a log collector (format auto), or as format says.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "auto":
+		if isTerminal(w) {
+			return slog.New(slog.NewTextHandler(w, opts)), nil
+		}
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("%w: --log-format %q: want auto, text or json", errUsage, format)
+}
+
+// isTerminal tells whether w is a character device such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // signalContext is cancelled on SIGINT or SIGTERM.

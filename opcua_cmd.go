@@ -31,17 +31,17 @@ pasted into a device with connector: opcua.`, stdout, stderr)
 			return nil
 		}
 		fmt.Fprintln(stderr, "usage: calx opcua browse [flags] <endpoint>")
-		return errUsage
+		return shownError{errUsage}
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return shownError{fmt.Errorf("%w: %v", errUsage, err)}
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: calx opcua browse [flags] <endpoint>")
-		return errUsage
+		return shownError{errUsage}
 	}
 	endpoint := fs.Arg(0)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)

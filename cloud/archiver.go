@@ -25,9 +25,10 @@ const consumerHistorian = "historian"
 // historian. It acks a batch of messages only after the historian committed
 // their samples, so a crash at any point redelivers, never loses.
 type archiver struct {
-	js  jetstream.JetStream
-	w   SampleWriter
-	log *slog.Logger
+	js      jetstream.JetStream
+	w       SampleWriter
+	log     *slog.Logger
+	metrics *Metrics
 
 	written, batches, malformed atomic.Uint64
 	lastLatency                 atomic.Int64 // ns, sample time to commit, of the last batch's newest sample
@@ -36,8 +37,8 @@ type archiver struct {
 	done   chan struct{}
 }
 
-func newArchiver(js jetstream.JetStream, w SampleWriter, log *slog.Logger) *archiver {
-	return &archiver{js: js, w: w, log: log.With("component", "archiver"), done: make(chan struct{})}
+func newArchiver(js jetstream.JetStream, w SampleWriter, m *Metrics, log *slog.Logger) *archiver {
+	return &archiver{js: js, w: w, metrics: m, log: log.With("component", "archiver"), done: make(chan struct{})}
 }
 
 func (a *archiver) start(ctx context.Context) error {
@@ -97,8 +98,11 @@ func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
 		// The write is not cut short by shutdown: the batch in hand is
 		// committed and acked, so a clean stop leaves nothing to redeliver.
 		for {
+			began := time.Now()
 			err := a.w.WriteBatch(context.WithoutCancel(ctx), samples)
 			if err == nil {
+				a.metrics.HistorianWrite.Observe(time.Since(began).Seconds())
+				a.metrics.HistorianBatch.Observe(float64(len(samples)))
 				break
 			}
 			a.log.Error("historian write failed, retrying", "samples", len(samples), "err", err)

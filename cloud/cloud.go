@@ -55,6 +55,7 @@ type Cloud struct {
 	Hub       *Hub
 	Fleet     *Fleet
 	Health    *FleetMonitor
+	Metrics   *Metrics
 	arch      *archiver
 	calc      *calc
 	repub     *republisher
@@ -77,7 +78,7 @@ func New(opts Options) (*Cloud, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Cloud{opts: opts, log: opts.Logger, Registry: NewRegistry()}, nil
+	return &Cloud{opts: opts, log: opts.Logger, Registry: NewRegistry(), Metrics: newMetrics()}, nil
 }
 
 // Start brings the cloud up: backbone, historian, broker, host, archiver and
@@ -166,7 +167,7 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	if err := c.calc.start(ctx); err != nil {
 		return err
 	}
-	c.arch = newArchiver(archJS, h, c.log)
+	c.arch = newArchiver(archJS, h, c.Metrics, c.log)
 	if err := c.arch.start(ctx); err != nil {
 		return err
 	}

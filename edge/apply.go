@@ -83,7 +83,7 @@ func (e *Edge) applyRemote(raw []byte) {
 	}
 	if err == nil {
 		var devs []Device
-		if devs, err = BuildDevices(fmt.Sprintf("config version %d", rc.Version), "devices", rc.Devices); err == nil {
+		if devs, err = BuildDevices(fmt.Sprintf("config version %d", rc.Version), "devices", rc.Devices, e.opts.Logger.With("edge", e.opts.EdgeID)); err == nil {
 			err = e.Apply(devs)
 		}
 	}

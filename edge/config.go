@@ -122,7 +122,11 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		}
 		o.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	devs, err := BuildDevices(c.file, "devices", c.Devices)
+	var devLog *slog.Logger
+	if log != nil {
+		devLog = log.With("edge", c.Cloud.EdgeID)
+	}
+	devs, err := BuildDevices(c.file, "devices", c.Devices, devLog)
 	if err != nil {
 		return o, err
 	}
@@ -158,7 +162,8 @@ func decodeNode(n *yaml.Node, v any) error {
 
 // BuildDevices makes the connectors of device configs; errors name the
 // source (a file) and the device's key, e.g. devices[2].settings.
-func BuildDevices(source, key string, devs []DeviceConfig) ([]Device, error) {
+// log goes to the connectors (nil: discard).
+func BuildDevices(source, key string, devs []DeviceConfig, log *slog.Logger) ([]Device, error) {
 	var out []Device
 	var errs []error
 	for i, d := range devs {
@@ -178,7 +183,7 @@ func BuildDevices(source, key string, devs []DeviceConfig) ([]Device, error) {
 			}
 			return nil
 		}
-		conn, err := f(d.ID, decode)
+		conn, err := f(d.ID, decode, log)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -10,6 +10,7 @@ package edge
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
@@ -87,8 +88,9 @@ type Writer interface {
 }
 
 // Factory builds a connector from its decoded settings. The settings type
-// is the factory's own; config decoding hands it the YAML node.
-type Factory func(device string, decode func(any) error) (Connector, error)
+// is the factory's own; config decoding hands it the YAML node. log is the
+// edge's logger (nil: discard); the connector adds its kind and device.
+type Factory func(device string, decode func(any) error, log *slog.Logger) (Connector, error)
 
 var (
 	regMu    sync.RWMutex
@@ -128,8 +130,8 @@ func kinds() []string {
 // RegisterSettings registers a connector whose settings decode from the
 // YAML into S, starting from defaults (nil: the zero S), and are then built
 // into a connector by build.
-func RegisterSettings[S any, C Connector](kind string, defaults func() S, build func(device string, s S) (C, error)) {
-	Register(kind, func(device string, decode func(any) error) (Connector, error) {
+func RegisterSettings[S any, C Connector](kind string, defaults func() S, build func(device string, s S, log *slog.Logger) (C, error)) {
+	Register(kind, func(device string, decode func(any) error, log *slog.Logger) (Connector, error) {
 		var s S
 		if defaults != nil {
 			s = defaults()
@@ -137,7 +139,7 @@ func RegisterSettings[S any, C Connector](kind string, defaults func() S, build 
 		if err := decode(&s); err != nil {
 			return nil, err
 		}
-		c, err := build(device, s)
+		c, err := build(device, s, log)
 		if err != nil {
 			return nil, err // not c: a nil pointer in an interface is no nil interface
 		}

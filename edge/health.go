@@ -35,13 +35,16 @@ var (
 	descConnRd   = prometheus.NewDesc("calx_edge_connection_reads_total", "Reads the device's connector handed over.", []string{"device"}, nil)
 	descConnErr  = prometheus.NewDesc("calx_edge_connection_errors_total", "Times the device was lost.", []string{"device"}, nil)
 	descConnLat  = prometheus.NewDesc("calx_edge_connection_latency_seconds", "Duration of the device's last read cycle.", []string{"device"}, nil)
+	descReceipt  = prometheus.NewDesc("calx_edge_receipt_delay_seconds", "Sample time to the cloud's receipt, of the newest value of the last receipt.", nil, nil)
+	descConfig   = prometheus.NewDesc("calx_edge_config_version", "Version of the central configuration applied (0: the local file).", nil, nil)
+	descRefused  = prometheus.NewDesc("calx_edge_config_refused_version", "Newest central configuration version refused (0: none).", nil, nil)
 )
 
 type edgeCollector struct{ e *Edge }
 
 func (c edgeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRead, descFiltered, descStored, descSent, descDropped, descRestamp, descBufMsgs, descBufBytes, descOldest, descOnline,
-		descConn, descConnRd, descConnErr, descConnLat} {
+		descConn, descConnRd, descConnErr, descConnLat, descReceipt, descConfig, descRefused} {
 		ch <- d
 	}
 }
@@ -66,6 +69,10 @@ func (c edgeCollector) Collect(ch chan<- prometheus.Metric) {
 		online = 1
 	}
 	gauge(descOnline, online)
+	gauge(descReceipt, time.Duration(c.e.node.receiptDelay.Load()).Seconds())
+	cfg := c.e.ConfigStatus()
+	gauge(descConfig, float64(cfg.Applied))
+	gauge(descRefused, float64(cfg.Refused))
 	for _, cs := range c.e.Connections() {
 		up := 0.0
 		if cs.Connected {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -67,9 +69,32 @@ func TestHealthStatusAndMetrics(t *testing.T) {
 		t.Fatalf("connection %+v", c)
 	}
 	_, metrics := get("/metrics")
-	for _, want := range []string{"calx_edge_values_read_total 5", `calx_edge_connection_up{device="d1"} 1`, "calx_edge_online 1"} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %q", want)
+	var parser expfmt.TextParser
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(metrics))
+	if err != nil {
+		t.Fatalf("metrics not in Prometheus text format: %v", err)
+	}
+	got := map[string]float64{}
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			key := name
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	for key, want := range map[string]float64{"calx_edge_values_read_total": 5, "calx_edge_values_sent_total": 5, "calx_edge_values_dropped_total": 0,
+		"calx_edge_values_filtered_total": 0, "calx_edge_online": 1, "calx_edge_config_version": 0,
+		"calx_edge_connection_up{device=d1}": 1, "calx_edge_connection_reads_total{device=d1}": 5, "calx_edge_connection_errors_total{device=d1}": 0} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("metric %s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	for _, key := range []string{"calx_edge_buffer_messages", "calx_edge_buffer_bytes", "calx_edge_buffer_oldest_seconds", "calx_edge_receipt_delay_seconds",
+		"calx_edge_connection_latency_seconds{device=d1}", "process_resident_memory_bytes"} {
+		if _, ok := got[key]; !ok {
+			t.Errorf("metric %s missing", key)
 		}
 	}
 	if code, body := get("/nosuch"); code != http.StatusNotFound || !strings.Contains(body, "no such route") {

@@ -3,7 +3,12 @@ package web
 import (
 	"context"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -38,7 +43,15 @@ var (
 	descNodeOnline      = prometheus.NewDesc("calx_edge_online", "1 when the edge node is online.", []string{"group", "edge_node"}, nil)
 	descNodeMalformed   = prometheus.NewDesc("calx_edge_malformed_payloads_total", "Malformed payloads per edge node.", []string{"group", "edge_node"}, nil)
 	descNodeSeqGaps     = prometheus.NewDesc("calx_edge_seq_gaps_total", "Sequence gaps per edge node.", []string{"group", "edge_node"}, nil)
-	cloudCollectorDescs = []*prometheus.Desc{descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
+	descConsumerPending = prometheus.NewDesc("calx_backbone_consumer_pending", "Backbone messages not yet delivered to the consumer.", []string{"stream", "consumer"}, nil)
+	descConsumerAcking  = prometheus.NewDesc("calx_backbone_consumer_ack_pending", "Backbone messages delivered to the consumer and not yet acknowledged.", []string{"stream", "consumer"}, nil)
+	descEdgeHealth      = prometheus.NewDesc("calx_edge_health", "1 for the edge node's current health verdict (ok, degraded, down).", []string{"group", "edge_node", "verdict"}, nil)
+	descEdgeBuffer      = prometheus.NewDesc("calx_edge_buffer_messages", "Messages in the edge node's store-and-forward buffer, as it last reported.", []string{"group", "edge_node"}, nil)
+	descEdgeOldest      = prometheus.NewDesc("calx_edge_buffer_oldest_seconds", "Age of the edge node's oldest unsent value, as it last reported.", []string{"group", "edge_node"}, nil)
+	descEdgeDropped     = prometheus.NewDesc("calx_edge_values_dropped_total", "Values the edge node dropped by its buffer bounds, as it last reported.", []string{"group", "edge_node"}, nil)
+	descFleetAlarms     = prometheus.NewDesc("calx_fleet_alarms_active", "Active fleet alarms by kind.", []string{"kind"}, nil)
+	cloudCollectorDescs = []*prometheus.Desc{descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
+		descEdgeDropped, descFleetAlarms, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
 )
@@ -77,19 +90,79 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descArchPending, float64(a.Pending))
 	gauge(descArchLatency, a.LastLatency.Seconds())
 	counter(descLiveDropped, float64(cc.c.Hub.Dropped()))
-	for _, n := range cc.c.Host.Nodes() {
+	lags, _ := cc.c.ConsumerLags(ctx) // a stream not yet made has no consumers to show
+	for _, l := range lags {
+		gauge(descConsumerPending, float64(l.Pending), l.Stream, l.Consumer)
+		gauge(descConsumerAcking, float64(l.AckPending), l.Stream, l.Consumer)
+	}
+	if cc.c.Health == nil {
+		return
+	}
+	for _, e := range cc.c.Health.Edges(time.Now()) {
 		online := 0.0
-		if n.Online {
+		if e.Online {
 			online = 1
 		}
-		gauge(descNodeOnline, online, n.Group, n.Edge)
-		counter(descNodeMalformed, float64(n.Malformed), n.Group, n.Edge)
-		counter(descNodeSeqGaps, float64(n.SeqGaps), n.Group, n.Edge)
+		gauge(descNodeOnline, online, e.Group, e.Edge)
+		counter(descNodeMalformed, float64(e.Malformed), e.Group, e.Edge)
+		counter(descNodeSeqGaps, float64(e.SeqGaps), e.Group, e.Edge)
+		for _, v := range []string{cloud.HealthOK, cloud.HealthDegraded, cloud.HealthDown} {
+			is := 0.0
+			if e.Verdict == v {
+				is = 1
+			}
+			gauge(descEdgeHealth, is, e.Group, e.Edge, v)
+		}
+		gauge(descEdgeBuffer, float64(e.Buffer.Messages), e.Group, e.Edge)
+		gauge(descEdgeOldest, e.Buffer.OldestUnsentSeconds, e.Group, e.Edge)
+		counter(descEdgeDropped, float64(e.Buffer.Dropped), e.Group, e.Edge)
+	}
+	active, _ := cc.c.Health.Alarms()
+	byKind := map[string]int{}
+	for _, a := range active {
+		kind, _, _ := strings.Cut(a.Kind, "/") // connector/<device>: one family of connector alarms
+		byKind[kind]++
+	}
+	for _, kind := range []string{"offline", "stale", "connector", "buffer", "clock_skew", "config"} {
+		gauge(descFleetAlarms, float64(byKind[kind]), kind)
 	}
 }
 
-func metricsHandler(c *cloud.Cloud) http.Handler {
+// httpMetrics times API and page requests by route. Live streams are left
+// out: their duration is the viewer's, not the server's.
+type httpMetrics struct {
+	dur *prometheus.HistogramVec
+}
+
+func newHTTPMetrics() *httpMetrics {
+	return &httpMetrics{dur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "calx_http_request_duration_seconds",
+		Help: "Duration of HTTP requests by route, method and status code.", Buckets: prometheus.DefBuckets},
+		[]string{"route", "method", "code"})}
+}
+
+func (m *httpMetrics) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		began := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		route := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		code := ww.Status()
+		if code == 0 {
+			code = http.StatusOK
+		}
+		m.dur.WithLabelValues(route, r.Method, strconv.Itoa(code)).Observe(time.Since(began).Seconds())
+	})
+}
+
+func metricsHandler(c *cloud.Cloud, hm *httpMetrics) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(cloudCollector{c}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(cloudCollector{c}, c.Metrics, hm.dur, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

@@ -68,11 +68,13 @@ func New(opts Options) (*Server, error) {
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
+	hm := newHTTPMetrics()
 	r.Use(middleware.Recoverer)
+	r.Use(hm.middleware)
 	r.Use(securityHeaders)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
-	r.Handle("/metrics", metricsHandler(s.cloud))
+	r.Handle("/metrics", metricsHandler(s.cloud, hm))
 	static, _ := fs.Sub(assets, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
 	r.Get("/login", s.loginPage)

@@ -211,7 +211,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 			continue
 		}
-		devs, err := edge.BuildDevices("fleet", at+".devices", ec.Devices)
+		devs, err := edge.BuildDevices("fleet", at+".devices", ec.Devices, nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -153,7 +153,7 @@ func (s *Settings) Validate() error {
 }
 
 func init() {
-	edge.RegisterSettings("modbus", nil, func(device string, s Settings) (*Device, error) { return New(device, s, nil) })
+	edge.RegisterSettings("modbus", nil, New)
 }
 
 // Stats are a connection's figures.

@@ -157,7 +157,7 @@ func (s *Settings) expand() error {
 }
 
 func init() {
-	edge.RegisterSettings("mqtt", nil, func(device string, s Settings) (*Source, error) { return New(device, s, nil) })
+	edge.RegisterSettings("mqtt", nil, New)
 }
 
 // Source is the MQTT-in connector of one device.

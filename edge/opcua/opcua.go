@@ -66,7 +66,7 @@ type Tag struct {
 }
 
 func init() {
-	edge.RegisterSettings("opcua", nil, func(device string, s Settings) (*Server, error) { return New(device, s, nil) })
+	edge.RegisterSettings("opcua", nil, New)
 }
 
 // Server is the OPC UA connector of one server.

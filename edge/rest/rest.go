@@ -48,7 +48,7 @@ type Tag struct {
 }
 
 func init() {
-	edge.RegisterSettings("rest", nil, func(device string, s Settings) (*Source, error) { return New(device, s, nil) })
+	edge.RegisterSettings("rest", nil, New)
 }
 
 // Source is the REST connector of one endpoint.

@@ -47,7 +47,7 @@ type Clock struct {
 var _ edge.Connector = (*Clock)(nil)
 
 func init() {
-	edge.RegisterSettings("clock", nil, NewClock)
+	edge.RegisterSettings("clock", nil, quiet(NewClock))
 }
 
 // NewClock returns a clock connector.

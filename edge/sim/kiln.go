@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -66,7 +67,7 @@ func (s *Settings) Validate() error {
 }
 
 func init() {
-	edge.RegisterSettings("sim", func() Settings { return Settings{MeanTimeBetweenTrips: 10 * time.Minute} }, New)
+	edge.RegisterSettings("sim", func() Settings { return Settings{MeanTimeBetweenTrips: 10 * time.Minute} }, quiet(New))
 }
 
 // Kiln states, as reported by the state tag.
@@ -117,6 +118,12 @@ var (
 )
 
 // New returns a simulated kiln for device.
+// quiet adapts a simulator's constructor to the connector registry: the
+// simulators have nothing to log.
+func quiet[S any, C edge.Connector](f func(string, S) (C, error)) func(string, S, *slog.Logger) (C, error) {
+	return func(device string, s S, _ *slog.Logger) (C, error) { return f(device, s) }
+}
+
 func New(device string, s Settings) (*Kiln, error) {
 	s.defaults()
 	if err := s.Validate(); err != nil {

@@ -59,7 +59,7 @@ type Signals struct {
 var _ edge.Connector = (*Signals)(nil)
 
 func init() {
-	edge.RegisterSettings("signals", nil, NewSignals)
+	edge.RegisterSettings("signals", nil, quiet(NewSignals))
 }
 
 // NewSignals validates the settings.
