@@ -154,6 +154,13 @@ func TestFleetHealth(t *testing.T) {
 	if k := activeKinds("busy"); len(k) != 0 {
 		t.Fatalf("busy edge has alarms %v", k)
 	}
+	// The busy edge's counter changes at every 50 ms read.
+	if e := edgeJSON("busy"); e["values_per_sec"].(float64) < 5 {
+		t.Fatalf("busy edge data rate %v values/s", e["values_per_sec"])
+	}
+	if e := edgeJSON("quiet"); e["values_per_sec"].(float64) != 0 {
+		t.Fatalf("quiet edge data rate %v values/s", e["values_per_sec"])
+	}
 
 	// The busy edge loses its PLC: connection down, degraded, within 2 s.
 	busyPLC.srv.Stop()

@@ -93,6 +93,7 @@ func checkCloudMetrics(t *testing.T, base string) {
 		{"calx_edge_buffer_messages", dto.MetricType_GAUGE, []string{"edge_node=ghent-edge"}, nil},
 		{"calx_edge_buffer_oldest_seconds", dto.MetricType_GAUGE, []string{"edge_node=ghent-edge"}, nil},
 		{"calx_edge_values_dropped_total", dto.MetricType_COUNTER, []string{"edge_node=ghent-edge"}, exactly(0)},
+		{"calx_edge_values_received_total", dto.MetricType_COUNTER, []string{"edge_node=ghent-edge"}, atLeast(10)},
 		{"calx_edge_malformed_payloads_total", dto.MetricType_COUNTER, []string{"edge_node=ghent-edge"}, exactly(0)},
 		{"calx_fleet_alarms_active", dto.MetricType_GAUGE, []string{"kind=offline"}, exactly(0)},
 		{"process_resident_memory_bytes", dto.MetricType_GAUGE, nil, atLeast(1)},

@@ -100,6 +100,7 @@ type EdgeHealth struct {
 	ReductionPercent  float64            `json:"reduction_percent"`
 	ReceiptDelayMs    float64            `json:"receipt_delay_ms"`
 	DataAgeSeconds    float64            `json:"data_age_seconds"` // since device data last came; -1: never
+	ValuesPerSec      float64            `json:"values_per_sec"`   // device values received, over the last evaluation period
 	Connections       []ConnectionHealth `json:"connections"`
 	Verdict           string             `json:"verdict"`
 	Reasons           []string           `json:"reasons"`
@@ -242,20 +243,32 @@ type FleetMonitor struct {
 	mu      sync.Mutex
 	active  map[string]*FleetAlarm // edge + " " + kind
 	journal []FleetAlarm
+	rates   map[string]valueRate // by edge id
+}
+
+// valueRate is an edge's data rate between two evaluations.
+type valueRate struct {
+	values uint64
+	at     time.Time
+	perSec float64
 }
 
 func newFleetMonitor(host *Host, reg *Registry, pub Publisher, opts HealthOptions, log *slog.Logger) *FleetMonitor {
 	return &FleetMonitor{host: host, reg: reg, pub: pub, opts: opts.withDefaults(), log: log.With("component", "fleet-health"),
-		active: map[string]*FleetAlarm{}}
+		active: map[string]*FleetAlarm{}, rates: map[string]valueRate{}}
 }
 
 // Edges returns the health of every edge the host knows, sorted by id.
 func (m *FleetMonitor) Edges(now time.Time) []EdgeHealth {
 	nodes := m.host.Nodes()
 	out := make([]EdgeHealth, 0, len(nodes))
+	m.mu.Lock()
 	for _, ns := range nodes {
-		out = append(out, EdgeHealthOf(ns, m.reg, m.opts, now))
+		h := EdgeHealthOf(ns, m.reg, m.opts, now)
+		h.ValuesPerSec = m.rates[h.ID].perSec
+		out = append(out, h)
 	}
+	m.mu.Unlock()
 	slices.SortFunc(out, func(a, b EdgeHealth) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
@@ -293,6 +306,12 @@ func (m *FleetMonitor) evaluate(now time.Time) {
 	edges := m.Edges(now)
 	m.mu.Lock()
 	for _, h := range edges {
+		r := m.rates[h.ID]
+		if dt := now.Sub(r.at).Seconds(); !r.at.IsZero() && dt > 0 && h.Values >= r.values {
+			r.perSec = float64(h.Values-r.values) / dt
+		}
+		r.values, r.at = h.Values, now
+		m.rates[h.ID] = r
 		for _, c := range h.conditions {
 			key := h.ID + " " + c.kind
 			seen[key] = true

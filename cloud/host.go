@@ -82,6 +82,9 @@ type NodeState struct {
 	DevicesOffline []string `json:"devices_offline"`
 	// LastData is when the last device data of the node came in.
 	LastData time.Time `json:"last_data"`
+	// Values counts the device values received from the node, history
+	// included.
+	Values uint64 `json:"values"`
 	// ClockSkewMs is the cloud's clock minus the edge's, from the node's
 	// last birth or node data (network delay included).
 	ClockSkewMs int64 `json:"clock_skew_ms"`
@@ -475,6 +478,7 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 		}
 		if t.Type == sparkplug.DDATA {
 			ns.LastData = at
+			ns.Values += uint64(len(p.GetMetrics()))
 			ds, ok := ns.devices[t.Device]
 			if !ok {
 				h.askRebirth(ns, "data from a device without birth", live)

@@ -49,9 +49,10 @@ var (
 	descEdgeBuffer      = prometheus.NewDesc("calx_edge_buffer_messages", "Messages in the edge node's store-and-forward buffer, as it last reported.", []string{"group", "edge_node"}, nil)
 	descEdgeOldest      = prometheus.NewDesc("calx_edge_buffer_oldest_seconds", "Age of the edge node's oldest unsent value, as it last reported.", []string{"group", "edge_node"}, nil)
 	descEdgeDropped     = prometheus.NewDesc("calx_edge_values_dropped_total", "Values the edge node dropped by its buffer bounds, as it last reported.", []string{"group", "edge_node"}, nil)
+	descEdgeValues      = prometheus.NewDesc("calx_edge_values_received_total", "Device values received from the edge node.", []string{"group", "edge_node"}, nil)
 	descFleetAlarms     = prometheus.NewDesc("calx_fleet_alarms_active", "Active fleet alarms by kind.", []string{"kind"}, nil)
 	cloudCollectorDescs = []*prometheus.Desc{descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
-		descEdgeDropped, descFleetAlarms, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
+		descEdgeDropped, descEdgeValues, descFleetAlarms, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
 )
@@ -116,6 +117,7 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descEdgeBuffer, float64(e.Buffer.Messages), e.Group, e.Edge)
 		gauge(descEdgeOldest, e.Buffer.OldestUnsentSeconds, e.Group, e.Edge)
 		counter(descEdgeDropped, float64(e.Buffer.Dropped), e.Group, e.Edge)
+		counter(descEdgeValues, float64(e.Values), e.Group, e.Edge)
 	}
 	active, _ := cc.c.Health.Alarms()
 	byKind := map[string]int{}
