@@ -44,6 +44,7 @@ type FleetHealthConfig struct {
 	StaleAfter     config.Duration `yaml:"stale_after"`
 	OldestUnsent   config.Duration `yaml:"oldest_unsent"`
 	BufferMessages int64           `yaml:"buffer_messages"`
+	BufferPercent  float64         `yaml:"buffer_percent"`
 	ClockSkew      config.Duration `yaml:"clock_skew"`
 }
 
@@ -51,7 +52,7 @@ type FleetHealthConfig struct {
 func (c *Config) HealthOptions() HealthOptions {
 	f := c.FleetHealth
 	return HealthOptions{OfflineAfter: f.OfflineAfter.Std(), StaleAfter: f.StaleAfter.Std(), OldestUnsent: f.OldestUnsent.Std(),
-		BufferMessages: f.BufferMessages, ClockSkew: f.ClockSkew.Std()}
+		BufferMessages: f.BufferMessages, BufferPercent: f.BufferPercent, ClockSkew: f.ClockSkew.Std()}
 }
 
 // RetentionConfig is one retention rule of the historian.

@@ -34,6 +34,9 @@ type HealthOptions struct {
 	// BufferMessages: a buffer deeper than this degrades the edge; default
 	// 100,000 messages.
 	BufferMessages int64
+	// BufferPercent: a buffer fuller than this share of its bound degrades
+	// the edge; default 50 %.
+	BufferPercent float64
 	// ClockSkew: an edge clock this far from the cloud's degrades it;
 	// default 2s.
 	ClockSkew time.Duration
@@ -54,6 +57,9 @@ func (o HealthOptions) withDefaults() HealthOptions {
 	def(&o.Every, time.Second)
 	if o.BufferMessages <= 0 {
 		o.BufferMessages = 100_000
+	}
+	if o.BufferPercent <= 0 {
+		o.BufferPercent = 50
 	}
 	return o
 }
@@ -80,6 +86,7 @@ type ConnectionHealth struct {
 type BufferHealth struct {
 	Messages            int64   `json:"messages"`
 	Bytes               int64   `json:"bytes"`
+	FullPercent         float64 `json:"full_percent"` // of the buffer's bound
 	OldestUnsentSeconds float64 `json:"oldest_unsent_seconds"`
 	Dropped             int64   `json:"dropped"`
 }
@@ -142,7 +149,7 @@ func EdgeHealthOf(ns NodeState, reg *Registry, o HealthOptions, now time.Time) E
 	h.ConfigApplied, h.ConfigError = int64(num("Config/Version")), str("Config/Error")
 	h.UptimeSeconds, h.CPUPercent, h.MemoryMiB, h.DiskFreeMiB = num("Health/UptimeSeconds"), num("Health/CPUPercent"), num("Health/MemoryMiB"), num("Health/DiskFreeMiB")
 	h.Buffer = BufferHealth{Messages: int64(num("Buffer/Messages")), Bytes: int64(num("Buffer/Bytes")),
-		OldestUnsentSeconds: num("Buffer/OldestUnsentSeconds"), Dropped: int64(num("Buffer/Dropped"))}
+		OldestUnsentSeconds: num("Buffer/OldestUnsentSeconds"), Dropped: int64(num("Buffer/Dropped")), FullPercent: num("Buffer/FullPercent")}
 	h.ValuesFiltered, h.ReductionPercent, h.ReceiptDelayMs = int64(num("Values/Filtered")), num("Values/ReductionPercent"), num("Receipt/DelayMs")
 	if !ns.LastData.IsZero() {
 		h.DataAgeSeconds = now.Sub(ns.LastData).Seconds()
@@ -199,6 +206,8 @@ func EdgeHealthOf(ns NodeState, reg *Registry, o HealthOptions, now time.Time) E
 	}
 	if age := time.Duration(h.Buffer.OldestUnsentSeconds * float64(time.Second)); age >= o.OldestUnsent {
 		add("buffer", fmt.Sprintf("oldest unsent value waited %s (limit %s)", age.Round(time.Second), o.OldestUnsent))
+	} else if h.Buffer.FullPercent >= o.BufferPercent {
+		add("buffer", fmt.Sprintf("buffer %.0f %% full (limit %.0f %%)", h.Buffer.FullPercent, o.BufferPercent))
 	} else if h.Buffer.Messages > o.BufferMessages {
 		add("buffer", fmt.Sprintf("%d messages buffered (limit %d)", h.Buffer.Messages, o.BufferMessages))
 	}

@@ -11,7 +11,7 @@ import (
 func TestEdgeHealthOf(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	opts := HealthOptions{OfflineAfter: time.Minute, StaleAfter: 5 * time.Minute, OldestUnsent: 5 * time.Minute,
-		BufferMessages: 1000, ClockSkew: 2 * time.Second}
+		BufferMessages: 1000, BufferPercent: 50, ClockSkew: 2 * time.Second}
 	online := NodeState{Group: "g", Edge: "e", Online: true, BirthAt: now.Add(-time.Hour), LastSeen: now,
 		LastData: now.Add(-time.Second), Devices: []string{"plc"}}
 	type metric struct {
@@ -41,6 +41,8 @@ func TestEdgeHealthOf(t *testing.T) {
 			ns: func(ns NodeState) NodeState { ns.Devices, ns.LastData = nil, time.Time{}; return ns }},
 		{name: "old unsent value", verdict: HealthDegraded, kinds: []string{"buffer"}, reason: "oldest unsent value waited 10m0s",
 			metrics: []metric{{"Buffer/OldestUnsentSeconds", uns.Float(600)}}},
+		{name: "full buffer", verdict: HealthDegraded, kinds: []string{"buffer"}, reason: "buffer 75 % full (limit 50 %)",
+			metrics: []metric{{"Buffer/FullPercent", uns.Float(75)}, {"Buffer/Messages", uns.Int(10)}}},
 		{name: "deep buffer", verdict: HealthDegraded, kinds: []string{"buffer"}, reason: "1001 messages buffered",
 			metrics: []metric{{"Buffer/Messages", uns.Int(1001)}}},
 		{name: "clock behind", verdict: HealthDegraded, kinds: []string{"clock_skew"},

@@ -728,7 +728,7 @@ func TestNodeHealthMetrics(t *testing.T) {
 		got[m.GetName()] = m
 	}
 	for _, name := range []string{"Health/UptimeSeconds", "Health/CPUPercent", "Health/MemoryMiB", "Health/DiskFreeMiB", "Buffer/Bytes",
-		"Buffer/OldestUnsentSeconds", "Buffer/Messages", "Buffer/Dropped", "Values/Filtered", "Values/ReductionPercent", "Receipt/DelayMs",
+		"Buffer/OldestUnsentSeconds", "Buffer/FullPercent", "Buffer/Messages", "Buffer/Dropped", "Values/Filtered", "Values/ReductionPercent", "Receipt/DelayMs",
 		"Config/Version", "Connections/d1/ReadsPerSec"} {
 		if got[name] == nil {
 			t.Errorf("NBIRTH lacks %s", name)

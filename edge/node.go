@@ -35,6 +35,7 @@ const (
 	aliasFiltered      = 11
 	aliasReduction     = 12
 	aliasReceiptDelay  = 13
+	aliasBufferPercent = 14
 	nodeAliases        = 16
 	// connMetrics is how many node metrics describe each device's connection.
 	connMetrics      = 7
@@ -548,7 +549,8 @@ func (n *node) nodeMetrics(ms uint64) []*pb.Payload_Metric {
 		long(aliasUptime, uint64(time.Since(n.e.started).Seconds())),
 		double(aliasCPU, n.cpuPercent()), double(aliasMemory, memoryMiB()),
 		long(aliasBufferBytes, st.BufferedBytes), double(aliasOldestUnsent, st.OldestUnconfirmed.Seconds()),
-		long(aliasFiltered, st.Filtered), double(aliasReceiptDelay, float64(n.receiptDelay.Load())/float64(time.Millisecond))}
+		long(aliasFiltered, st.Filtered), double(aliasReceiptDelay, float64(n.receiptDelay.Load())/float64(time.Millisecond)),
+		double(aliasBufferPercent, 100*float64(st.BufferedBytes)/float64(n.e.opts.BufferMaxBytes))}
 	if st.Read > 0 {
 		out = append(out, double(aliasReduction, 100*float64(st.Filtered)/float64(st.Read)))
 	} else {
@@ -597,6 +599,8 @@ func (n *node) nodeMetricName(alias uint64) string {
 		return "Values/ReductionPercent"
 	case aliasReceiptDelay:
 		return "Receipt/DelayMs"
+	case aliasBufferPercent:
+		return "Buffer/FullPercent"
 	}
 	for _, d := range n.e.deviceList() {
 		if alias >= d.connAlias && alias < d.connAlias+connMetrics {
