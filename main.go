@@ -46,6 +46,8 @@ Commands:
             print an OPC UA server's variables as tags for an edge config
   config validate <fleet.yaml>
             check a fleet config (templates, edges, devices) offline
+  bench     measure the whole pipeline with simulated edges: values/s
+            per stage, latency, CPU, memory, drops
   help      print help for a command
 
 Run 'calx help <command>' or 'calx <command> --help' for its flags.
@@ -82,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdOPCUA(rest, stdout, stderr)
 	case "config":
 		err = cmdConfig(rest, stdout, stderr)
+	case "bench":
+		err = cmdBench(rest, stdout, stderr)
 	case "hash-password":
 		err = cmdHashPassword(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
@@ -112,7 +116,7 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch args[0] {
-	case "demo", "edge", "cloud", "version", "hash-password", "opcua", "config":
+	case "demo", "edge", "cloud", "version", "hash-password", "opcua", "config", "bench":
 		return run([]string{args[0], "--help"}, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "calx help: unknown command %q\n\n%s", args[0], usage)

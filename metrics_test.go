@@ -82,6 +82,7 @@ func checkCloudMetrics(t *testing.T, base string) {
 		{"calx_historian_values_written_total", dto.MetricType_COUNTER, nil, atLeast(100)},
 		{"calx_historian_write_seconds", dto.MetricType_HISTOGRAM, nil, atLeast(1)},
 		{"calx_historian_batch_values", dto.MetricType_HISTOGRAM, nil, atLeast(1)},
+		{"calx_historian_sample_delay_seconds", dto.MetricType_HISTOGRAM, nil, atLeast(100)},
 		{"calx_backbone_consumer_pending", dto.MetricType_GAUGE, []string{"stream=CALX_UNS", "consumer=historian"}, nil},
 		{"calx_backbone_consumer_pending", dto.MetricType_GAUGE, []string{"stream=CALX_SPB", "consumer=host"}, nil},
 		{"calx_backbone_consumer_ack_pending", dto.MetricType_GAUGE, []string{"consumer=historian"}, nil},

@@ -115,7 +115,11 @@ func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
 		now := time.Now()
 		var newest time.Time
 		for i := range samples {
-			if !samples[i].Historical && samples[i].TS.After(newest) {
+			if samples[i].Historical {
+				continue
+			}
+			a.metrics.SampleDelay.Observe(now.Sub(samples[i].TS).Seconds())
+			if samples[i].TS.After(newest) {
 				newest = samples[i].TS
 			}
 		}

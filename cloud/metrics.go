@@ -16,6 +16,10 @@ type Metrics struct {
 	HistorianWrite prometheus.Histogram
 	// HistorianBatch is the number of values of one historian batch.
 	HistorianBatch prometheus.Histogram
+	// SampleDelay is, for each live value, the time from its sample
+	// timestamp to its historian commit (the edge's clock against the
+	// cloud's; values sent late from a buffer are not counted).
+	SampleDelay prometheus.Histogram
 }
 
 func newMetrics() *Metrics {
@@ -26,6 +30,9 @@ func newMetrics() *Metrics {
 		HistorianBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "calx_historian_batch_values",
 			Help:    "Values in one historian batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
+		SampleDelay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "calx_historian_sample_delay_seconds",
+			Help:    "Sample time to historian commit of each live value.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 1.25, 50)}), // 1 ms to 56 s, 25 % apart
 	}
 }
 
@@ -33,12 +40,14 @@ func newMetrics() *Metrics {
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.HistorianWrite.Describe(ch)
 	m.HistorianBatch.Describe(ch)
+	m.SampleDelay.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.HistorianWrite.Collect(ch)
 	m.HistorianBatch.Collect(ch)
+	m.SampleDelay.Collect(ch)
 }
 
 // ConsumerLag is how far one durable backbone consumer is behind its stream.

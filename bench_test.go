@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBench runs a small bench against a cloud in the process and checks
+// that every stage saw the values and none was lost.
+func TestBench(t *testing.T) {
+	type rate struct {
+		ValuesPerSec float64 `json:"values_per_sec"`
+	}
+	type latency struct {
+		P50   *float64 `json:"p50_ms"`
+		P99   *float64 `json:"p99_ms"`
+		Count int64    `json:"count"`
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"bench", "--edges", "3", "--tags-per-edge", "20", "--rate", "20", "--change-ratio", "0.5",
+		"--duration", "2s", "--warmup", "1s", "--bare", "200ms", "--json"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var r struct {
+		Edges, Tags  int
+		Offered      float64 `json:"offered_values_per_sec"`
+		ValuesSent   int64   `json:"values_sent"`
+		ValuesStored int64   `json:"values_stored"`
+		Dropped      int64   `json:"dropped"`
+		Broker       rate    `json:"broker_accepted"`
+		Backbone     rate    `json:"backbone_persisted"`
+		Host         rate    `json:"host_decoded"`
+		Historian    rate    `json:"historian_committed"`
+		Live         rate    `json:"live_api"`
+		ToHistorian  latency `json:"sample_to_historian"`
+		ToLive       latency `json:"sample_to_live_api"`
+		CPU          float64 `json:"cpu_cores"`
+		RSS          float64 `json:"peak_rss_mib"`
+		Appender     float64 `json:"bare_duckdb_appender_values_per_sec"`
+		Publish      float64 `json:"bare_jetstream_publish_values_per_sec"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	// 3 edges x 20 tags x 20 Hz x 0.5 = 600 values/s offered.
+	if r.Edges != 3 || r.Tags != 60 || r.Offered != 600 {
+		t.Fatalf("scenario: %s", out.String())
+	}
+	if r.Dropped != 0 || r.ValuesSent < 1000 || r.ValuesStored != r.ValuesSent {
+		t.Fatalf("sent %d, stored %d, dropped %d", r.ValuesSent, r.ValuesStored, r.Dropped)
+	}
+	for name, v := range map[string]float64{"broker": r.Broker.ValuesPerSec, "backbone": r.Backbone.ValuesPerSec, "host": r.Host.ValuesPerSec,
+		"historian": r.Historian.ValuesPerSec, "live": r.Live.ValuesPerSec} {
+		if v < 300 || v > 900 {
+			t.Errorf("%s at %.0f values/s, offered 600", name, v)
+		}
+	}
+	if r.ToHistorian.Count == 0 || r.ToHistorian.P50 == nil || *r.ToHistorian.P99 < *r.ToHistorian.P50 || r.ToLive.Count == 0 || r.ToLive.P99 == nil {
+		t.Errorf("latencies: %s", out.String())
+	}
+	if r.CPU <= 0 || r.RSS <= 0 || r.Appender <= 0 || r.Publish <= 0 {
+		t.Errorf("costs and bare limits: %s", out.String())
+	}
+}
+
+func TestBenchScenarioErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "fleet.yaml")
+	for _, tc := range []struct{ yaml, want string }{
+		{"fleets:\n  - group: a\n    edges: 2\n    tags_per_edge: 10\n    rate: 1\n    change_ratio: 1\n    colour: red\nduration: 1s\n", "fleet.yaml:7: colour"},
+		{"fleets:\n  - group: a\n    edges: 0\n    tags_per_edge: 10\n    rate: 1\n    change_ratio: 1\nduration: 1s\n", "fleets[0].edges"},
+		{"fleets:\n  - {group: a, edges: 1, tags_per_edge: 10, rate: 1, change_ratio: 2}\nduration: 1s\n", "change_ratio"},
+		{"fleets: []\nduration: 1s\n", "at least one fleet"},
+	} {
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		if code := run([]string{"bench", "--scenario", file}, &out, &errb); code != 1 || !strings.Contains(errb.String(), tc.want) ||
+			!strings.Contains(errb.String(), "fleet.yaml") {
+			t.Errorf("%q: exit %d, %s; want the file and %q", tc.yaml, code, errb.String(), tc.want)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"bench", "--rate", "0"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "rate") {
+		t.Errorf("--rate 0: exit %d, %s", code, errb.String())
+	}
+}
