@@ -101,7 +101,11 @@ func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
 			began := time.Now()
 			err := a.w.WriteBatch(context.WithoutCancel(ctx), samples)
 			if err == nil {
-				a.metrics.HistorianWrite.Observe(time.Since(began).Seconds())
+				took := time.Since(began)
+				if took > 250*time.Millisecond {
+					a.log.Debug("slow historian commit", "values", len(samples), "took", took.Round(time.Millisecond))
+				}
+				a.metrics.HistorianWrite.Observe(took.Seconds())
 				a.metrics.HistorianBatch.Observe(float64(len(samples)))
 				break
 			}

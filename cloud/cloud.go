@@ -312,9 +312,7 @@ func (c *Cloud) maintain(ctx context.Context, h *historian.Historian) {
 			return
 		case <-roll.C:
 		}
-		if _, err := h.Rollup(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("rollup failed; trying again", "err", err)
-		}
+		h.RollupPass(ctx)
 		if time.Now().Before(next) {
 			continue
 		}

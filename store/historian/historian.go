@@ -15,6 +15,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -212,10 +213,17 @@ func (h *Historian) renewConn(err error) error {
 func (h *Historian) UpsertTags(ctx context.Context, tags []uns.Tag) error {
 	h.idmu.RLock()
 	changed := make([]uns.Tag, 0, len(tags))
+	at := map[uns.Path]int{} // a path given twice: the last one counts
 	for _, t := range tags {
-		if m, ok := h.meta[t.Path]; !ok || m != metaOf(t) {
-			changed = append(changed, t)
+		if m, ok := h.meta[t.Path]; ok && m == metaOf(t) {
+			continue
 		}
+		if i, dup := at[t.Path]; dup {
+			changed[i] = t
+			continue
+		}
+		at[t.Path] = len(changed)
+		changed = append(changed, t)
 	}
 	h.idmu.RUnlock()
 	tags = changed
@@ -234,22 +242,49 @@ func (h *Historian) upsertTags(ctx context.Context, tags []uns.Tag) error {
 		return fmt.Errorf("historian: upsert tags: %w", err)
 	}
 	defer tx.Rollback()
-	for _, t := range tags {
-		var id int32
-		err := tx.QueryRowContext(ctx, `
-INSERT INTO tags (path, datatype, unit, description, sp_group, sp_edge, sp_device, sp_metric)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+	// One statement per chunk: a statement per tag made a birth of
+	// thousands of tags take seconds.
+	const chunk = 500
+	for start := 0; start < len(tags); start += chunk {
+		part := tags[start:min(start+chunk, len(tags))]
+		var q strings.Builder
+		q.WriteString("INSERT INTO tags (path, datatype, unit, description, sp_group, sp_edge, sp_device, sp_metric) VALUES ")
+		args := make([]any, 0, 8*len(part))
+		for i, t := range part {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, string(t.Path), t.DataType.String(), t.Unit, t.Description,
+				t.Sparkplug.Group, t.Sparkplug.Edge, t.Sparkplug.Device, t.Sparkplug.Metric)
+		}
+		q.WriteString(`
 ON CONFLICT (path) DO UPDATE SET datatype = excluded.datatype, unit = excluded.unit,
 	description = excluded.description, sp_group = excluded.sp_group, sp_edge = excluded.sp_edge,
 	sp_device = excluded.sp_device, sp_metric = excluded.sp_metric, updated_at = now()
-RETURNING id`,
-			string(t.Path), t.DataType.String(), t.Unit, t.Description,
-			t.Sparkplug.Group, t.Sparkplug.Edge, t.Sparkplug.Device, t.Sparkplug.Metric).Scan(&id)
+RETURNING id, path`)
+		rows, err := tx.QueryContext(ctx, q.String(), args...)
 		if err != nil {
-			return fmt.Errorf("historian: upsert tag %s: %w", t.Path, err)
+			return fmt.Errorf("historian: upsert %d tags from %s: %w", len(part), part[0].Path, err)
+		}
+		got := map[uns.Path]int32{}
+		for rows.Next() {
+			var id int32
+			var path string
+			if err := rows.Scan(&id, &path); err != nil {
+				rows.Close()
+				return fmt.Errorf("historian: upsert tags: %w", err)
+			}
+			got[uns.Path(path)] = id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("historian: upsert tags: %w", err)
 		}
 		h.idmu.Lock()
-		h.ids[t.Path] = id
+		for p, id := range got {
+			h.ids[p] = id
+		}
 		h.idmu.Unlock()
 	}
 	if err := tx.Commit(); err != nil {

@@ -3,6 +3,7 @@ package historian
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -201,5 +202,45 @@ func TestUpsertTagsWritesOnlyChanges(t *testing.T) {
 	h.DB().QueryRowContext(ctx, `SELECT unit FROM tags WHERE path = ?`, string(tag.Path)).Scan(&unit)
 	if unit != "vol%" {
 		t.Fatalf("unit = %q", unit)
+	}
+}
+
+// A birth of many tags is stored in a few statements; a path given twice
+// keeps the last metadata, and every tag takes values at once.
+func TestUpsertManyTags(t *testing.T) {
+	ctx := context.Background()
+	h := openTest(t, filepath.Join(t.TempDir(), "history.duckdb"))
+	var tags []uns.Tag
+	for i := range 1200 {
+		tags = append(tags, uns.Tag{Path: uns.Path(fmt.Sprintf("g/e/d/t%04d", i)), DataType: uns.TypeFloat64, Unit: "bar"})
+	}
+	tags = append(tags, uns.Tag{Path: "g/e/d/t0007", DataType: uns.TypeFloat64, Unit: "kPa"})
+	if err := h.UpsertTags(ctx, tags); err != nil {
+		t.Fatal(err)
+	}
+	var n, distinct int
+	if err := h.DB().QueryRowContext(ctx, `SELECT count(*), count(DISTINCT id) FROM tags WHERE path LIKE 'g/e/d/%'`).Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1200 || distinct != 1200 {
+		t.Fatalf("%d tags, %d ids", n, distinct)
+	}
+	var unit string
+	h.DB().QueryRowContext(ctx, `SELECT unit FROM tags WHERE path = 'g/e/d/t0007'`).Scan(&unit)
+	if unit != "kPa" {
+		t.Fatalf("unit of the path given twice: %q", unit)
+	}
+	now := time.Now()
+	var batch []uns.Sample
+	for _, tag := range tags[:1200] {
+		batch = append(batch, uns.Sample{Path: tag.Path, TS: now, Value: uns.Float(1), Quality: uns.Good})
+	}
+	if err := h.WriteBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	var stored, matched int
+	h.DB().QueryRowContext(ctx, `SELECT count(*), count(t.id) FROM points p LEFT JOIN tags t ON t.id = p.tag_id`).Scan(&stored, &matched)
+	if stored != 1200 || matched != 1200 {
+		t.Fatalf("%d points, %d of them with their tag", stored, matched)
 	}
 }

@@ -251,3 +251,46 @@ func TestAggregatesFromRollups(t *testing.T) {
 		t.Fatalf("first bucket after its points went: %s %v", values(bs), err)
 	}
 }
+
+// Passes roll up closed minutes only, a chunk at a time, oldest first; the
+// minute still filling stays marked and is read from the points.
+func TestRollupClosedMinutes(t *testing.T) {
+	ctx := context.Background()
+	h := withTag(t, "g/e/d/a")
+	now := time.Date(2026, 5, 1, 10, 30, 20, 0, time.UTC)
+	var batch []uns.Sample
+	for _, p := range []uns.Path{"g/e/d/a", "g/e/d/b"} {
+		for _, ts := range []time.Time{now.Add(-3 * time.Minute), now.Add(-2 * time.Minute), now.Add(-time.Second)} {
+			batch = append(batch, uns.Sample{Path: p, TS: ts, Value: uns.Float(1), Quality: uns.Good})
+		}
+	}
+	if err := h.WriteBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	marks := func() (n int) {
+		h.DB().QueryRowContext(ctx, `SELECT count(*) FROM rollup_dirty`).Scan(&n)
+		return n
+	}
+	if marks() != 6 {
+		t.Fatalf("%d marks", marks())
+	}
+	// 4 closed minutes (2 tags x 2 minutes), 3 at a time: two passes inside.
+	if n, err := h.RollupClosed(ctx, now, 5*time.Second, 3); err != nil || n != 4 {
+		t.Fatalf("rolled up %d: %v", n, err)
+	}
+	if marks() != 2 {
+		t.Fatalf("%d marks left, want the 2 of the open minute", marks())
+	}
+	var rolled int
+	h.DB().QueryRowContext(ctx, `SELECT count(*) FROM rollup_1m`).Scan(&rolled)
+	if rolled != 4 {
+		t.Fatalf("%d minutes in the rollups", rolled)
+	}
+	// Within the grace after its end a minute is still open.
+	if n, _ := h.RollupClosed(ctx, now.Truncate(time.Minute).Add(time.Minute+2*time.Second), 5*time.Second, 3); n != 0 {
+		t.Fatalf("rolled up %d minutes within the grace", n)
+	}
+	if n, _ := h.RollupClosed(ctx, now.Truncate(time.Minute).Add(time.Minute+6*time.Second), 5*time.Second, 3); n != 2 {
+		t.Fatalf("rolled up %d minutes after the grace", n)
+	}
+}

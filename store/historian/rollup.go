@@ -63,19 +63,58 @@ func (h *Historian) markDirty(dc driver.Conn, samples []uns.Sample) error {
 func (h *Historian) Rollup(ctx context.Context) (int64, error) {
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
-	n, err := h.rollup(ctx)
+	n, err := h.rollup(ctx, time.Time{}, 0)
 	return n, h.renewConn(err)
 }
 
-func (h *Historian) rollup(ctx context.Context) (n int64, err error) {
-	if err := h.conn.QueryRowContext(ctx, `SELECT count(*) FROM rollup_dirty`).Scan(&n); err != nil || n == 0 {
-		return 0, err
+// RollupClosed recomputes the marked minutes that ended before now - grace,
+// at most limit of them at a time, and lets writes in between: the minute
+// still filling is left alone (queries read its points), so each minute of
+// a tag is rolled up once, not at every pass, and no pass holds up the
+// writes for long. It returns how many minutes it recomputed.
+func (h *Historian) RollupClosed(ctx context.Context, now time.Time, grace time.Duration, limit int) (int64, error) {
+	before := now.Add(-grace).Truncate(time.Minute)
+	var total int64
+	for ctx.Err() == nil {
+		h.wmu.Lock()
+		n, err := h.rollup(ctx, before, limit)
+		err = h.renewConn(err)
+		h.wmu.Unlock()
+		total += n
+		if err != nil || n < int64(limit) {
+			return total, err
+		}
 	}
+	return total, ctx.Err()
+}
+
+// rollup recomputes the marked minutes that start before before (zero: all
+// of them), at most limit (0: all), oldest first.
+func (h *Historian) rollup(ctx context.Context, before time.Time, limit int) (n int64, err error) {
 	tx, err := h.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("historian: rollup: %w", err)
 	}
 	defer tx.Rollback()
+	if before.IsZero() {
+		before = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	lim := "ALL"
+	if limit > 0 {
+		lim = fmt.Sprint(limit)
+	}
+	for _, q := range []string{`CREATE TEMP TABLE IF NOT EXISTS rollup_todo (tag_id INTEGER, bucket TIMESTAMPTZ)`, `DELETE FROM rollup_todo`} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return 0, fmt.Errorf("historian: rollup: %w", err)
+		}
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO rollup_todo SELECT tag_id, bucket FROM rollup_dirty WHERE bucket < ? ORDER BY bucket, tag_id LIMIT `+lim, before)
+	if err != nil {
+		return 0, fmt.Errorf("historian: rollup: %w", err)
+	}
+	if n, err = res.RowsAffected(); err != nil || n == 0 {
+		return 0, err
+	}
 	// The time range of the marks prunes the scan of points to the row
 	// groups that may hold them.
 	_, err = tx.ExecContext(ctx, `
@@ -84,14 +123,14 @@ SELECT p.tag_id, time_bucket(INTERVAL 1 MINUTE, p.ts) AS bucket, count(p.value),
 	arg_min(p.ts, p.value), arg_max(p.ts, p.value)
 FROM points p
 WHERE p.value IS NOT NULL
-	AND p.ts >= (SELECT min(bucket) FROM rollup_dirty)
-	AND p.ts < (SELECT max(bucket) FROM rollup_dirty) + INTERVAL 1 MINUTE
-	AND (p.tag_id, time_bucket(INTERVAL 1 MINUTE, p.ts)) IN (SELECT tag_id, bucket FROM rollup_dirty)
+	AND p.ts >= (SELECT min(bucket) FROM rollup_todo)
+	AND p.ts < (SELECT max(bucket) FROM rollup_todo) + INTERVAL 1 MINUTE
+	AND (p.tag_id, time_bucket(INTERVAL 1 MINUTE, p.ts)) IN (SELECT tag_id, bucket FROM rollup_todo)
 GROUP BY ALL`)
 	if err != nil {
 		return 0, fmt.Errorf("historian: rollup: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM rollup_dirty`); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM rollup_dirty WHERE (tag_id, bucket) IN (SELECT tag_id, bucket FROM rollup_todo)`); err != nil {
 		return 0, fmt.Errorf("historian: rollup: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -100,7 +139,16 @@ GROUP BY ALL`)
 	return n, nil
 }
 
-// RunRollups recomputes marked minutes every interval until ctx is done.
+// Rollup passes roll up closed minutes this many marks at a time, and a
+// minute counts as closed this long after its end (for values on their
+// way).
+const (
+	rollupChunk = 2000
+	rollupGrace = 5 * time.Second
+)
+
+// RunRollups recomputes the closed marked minutes every interval until ctx
+// is done.
 func (h *Historian) RunRollups(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -109,10 +157,19 @@ func (h *Historian) RunRollups(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := h.Rollup(ctx); err != nil && ctx.Err() == nil {
-				h.log.Warn("rollup failed; trying again", "err", err)
-			}
+			h.RollupPass(ctx)
 		}
+	}
+}
+
+// RollupPass is one pass of RunRollups.
+func (h *Historian) RollupPass(ctx context.Context) {
+	began := time.Now()
+	n, err := h.RollupClosed(ctx, began, rollupGrace, rollupChunk)
+	if err != nil && ctx.Err() == nil {
+		h.log.Warn("rollup failed; trying again", "err", err)
+	} else if n > 0 {
+		h.log.Debug("rollup", "minutes", n, "took", time.Since(began).Round(time.Millisecond))
 	}
 }
 
