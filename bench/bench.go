@@ -361,7 +361,11 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 		where = append(where, fmt.Sprintf("t.path LIKE '%s/%%/%s/%%'", f.Group, benchDevice))
 	}
 	query := "SELECT count(*) FROM points p JOIN tags t ON t.id = p.tag_id WHERE p.value IS NOT NULL AND (" + strings.Join(where, " OR ") + ")"
-	deadline := time.Now().Add(2*time.Minute + sc.Duration.Std())
+	// A backlog drains as long as it takes; values count as dropped when
+	// nothing more was stored for a while.
+	const stuck = 30 * time.Second
+	var lastStored int64 = -1
+	progressAt := time.Now()
 	for {
 		res.ValuesSent = c.ackedValues.Load()
 		res.Unacked = c.sentValues.Load() - res.ValuesSent
@@ -370,7 +374,10 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 			return nil, fmt.Errorf("counting stored values: %w", err)
 		}
 		res.ValuesStored = stored
-		if stored >= c.sentValues.Load() || time.Now().After(deadline) {
+		if stored != lastStored {
+			lastStored, progressAt = stored, time.Now()
+		}
+		if stored >= c.sentValues.Load() || time.Since(progressAt) > stuck {
 			break
 		}
 		fmt.Fprintf(progress, "drain  %9d of %d values stored\n", stored, c.sentValues.Load())
@@ -380,7 +387,7 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 		case <-time.After(time.Second):
 		}
 	}
-	res.DrainSeconds = time.Since(stopped).Seconds()
+	res.DrainSeconds = progressAt.Sub(stopped).Seconds()
 	res.Dropped = max(0, c.sentValues.Load()-res.ValuesStored)
 	return res, nil
 }

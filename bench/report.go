@@ -45,7 +45,7 @@ func (r *Result) Print(w io.Writer) {
 	}
 	slices.Sort(lags)
 	fmt.Fprintf(tw, "max consumer lag\t%s messages\n", strings.Join(lags, ", "))
-	fmt.Fprintf(tw, "values sent / stored\t%d / %d (all stored %.1f s after the edges stopped)\n", r.ValuesSent+r.Unacked, r.ValuesStored, r.DrainSeconds)
+	fmt.Fprintf(tw, "values sent / stored\t%d / %d (the last stored %.1f s after the edges stopped)\n", r.ValuesSent+r.Unacked, r.ValuesStored, r.DrainSeconds)
 	fmt.Fprintf(tw, "dropped\t%d\n", r.Dropped)
 	if r.BareAppender > 0 {
 		fmt.Fprintf(tw, "\nbare DuckDB appender\t%s values/s; historian at %.0f %% of it\n", num(r.BareAppender), 100*r.HistorianRatio)
