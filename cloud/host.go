@@ -144,6 +144,10 @@ type Host struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	ready  atomic.Bool
+	// tagsDue wakes the tag writer, which stores the metadata of births
+	// beside the loop: a birth storm must not hold up the data behind it.
+	tagsDue  chan struct{}
+	tagsDone chan struct{}
 }
 
 func newHost(opts HostOptions, js jetstream.JetStream, pub Publisher, tags TagSink, reg *Registry, log *slog.Logger) (*Host, error) {
@@ -154,7 +158,7 @@ func newHost(opts HostOptions, js jetstream.JetStream, pub Publisher, tags TagSi
 		opts.ReorderTimeout = 2 * time.Second
 	}
 	return &Host{opts: opts, js: js, pub: pub, tags: tags, reg: reg, log: log.With("component", "host"),
-		nodes: map[string]*nodeState{}, done: make(chan struct{})}, nil
+		nodes: map[string]*nodeState{}, done: make(chan struct{}), tagsDue: make(chan struct{}, 1), tagsDone: make(chan struct{})}, nil
 }
 
 func (h *Host) stateTopic() string {
@@ -187,6 +191,10 @@ func (h *Host) start(ctx context.Context) error {
 	go func() {
 		defer close(h.done)
 		h.loop(ctx, cons)
+	}()
+	go func() {
+		defer close(h.tagsDone)
+		h.tagWriter(ctx)
 	}()
 	if err := h.publishState(true); err != nil {
 		return fmt.Errorf("host: STATE: %w", err)
@@ -238,6 +246,21 @@ func (h *Host) stopLoop() {
 	h.ready.Store(false)
 	h.cancel()
 	<-h.done
+	<-h.tagsDone
+}
+
+// tagWriter stores tag metadata when births defined some, and what is left
+// when the host stops.
+func (h *Host) tagWriter(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			h.storeTags(context.WithoutCancel(ctx))
+			return
+		case <-h.tagsDue:
+			h.storeTags(ctx)
+		}
+	}
 }
 
 // restore replays the stored births so that aliases of data still in the
@@ -320,7 +343,10 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 			will := t.Type == sparkplug.NDEATH && msg.Headers().Get(HeaderWill) != ""
 			samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true, will)
 			if t.Type == sparkplug.NBIRTH || t.Type == sparkplug.DBIRTH {
-				h.storeTags(context.WithoutCancel(ctx))
+				select {
+				case h.tagsDue <- struct{}{}:
+				default: // the writer has a wake-up pending
+				}
 			}
 			if len(samples) == 0 {
 				continue
@@ -608,8 +634,8 @@ func (h *Host) birth(ctx context.Context, t sparkplug.Topic, p *pb.Payload, set 
 	for _, m := range p.GetMetrics() {
 		tags, out = h.learn(t, p, set, m, m.GetName(), "", tags, out)
 	}
-	// Stored by the loop once the host's lock is released: the metadata
-	// write waits for the historian's writer, and ingest must not.
+	// Stored by the tag writer: the metadata write waits for the
+	// historian's writer, and ingest must not.
 	h.newTags = append(h.newTags, tags...)
 	return out
 }

@@ -92,6 +92,9 @@ type Historian struct {
 
 	wmu  sync.Mutex // one writer at a time
 	conn *sql.Conn  // the writer's connection
+	// marked are the rollup marks written and not rolled up since: a
+	// minute of a tag is marked once, not at every batch. Guarded by wmu.
+	marked map[rollupMark]struct{}
 
 	idmu sync.RWMutex
 	ids  map[uns.Path]int32
@@ -132,12 +135,19 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: schema: %w", opts.Path, err)
 	}
+	// A checkpoint holds up the commit that triggers it, and costs more
+	// with the table's size than with what changed: fewer, larger ones
+	// hold up fewer values. The WAL a crash leaves is replayed at open.
+	if _, err := db.ExecContext(ctx, `SET checkpoint_threshold = '256MB'`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
+	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
-	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}}
+	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}}
 	// A file from before the rollups: mark every minute, for RunRollups.
 	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO rollup_dirty
 SELECT DISTINCT tag_id, time_bucket(INTERVAL 1 MINUTE, ts) FROM points
@@ -298,25 +308,55 @@ RETURNING id, path`)
 	return nil
 }
 
-// tagID returns the id of path, creating a bare tag row when it is new.
-// The caller holds wmu.
-func (h *Historian) tagID(ctx context.Context, p uns.Path) (int32, error) {
+// ensureTags gives every path of samples an id, creating bare tag rows
+// for the new ones, 500 to a statement. The caller holds wmu.
+func (h *Historian) ensureTags(ctx context.Context, samples []uns.Sample) error {
+	var missing []string
+	seen := map[uns.Path]bool{}
 	h.idmu.RLock()
-	id, ok := h.ids[p]
+	for i := range samples {
+		p := samples[i].Path
+		if _, ok := h.ids[p]; !ok && !seen[p] {
+			seen[p] = true
+			missing = append(missing, string(p))
+		}
+	}
 	h.idmu.RUnlock()
-	if ok {
-		return id, nil
+	const chunk = 500
+	for start := 0; start < len(missing); start += chunk {
+		part := missing[start:min(start+chunk, len(missing))]
+		args := make([]any, len(part))
+		for i, p := range part {
+			args[i] = p
+		}
+		marks := strings.TrimSuffix(strings.Repeat("(?), ", len(part)), ", ")
+		if _, err := h.conn.ExecContext(ctx, `INSERT INTO tags (path) VALUES `+marks+` ON CONFLICT (path) DO NOTHING`, args...); err != nil {
+			return fmt.Errorf("historian: %d new tags from %s: %w", len(part), part[0], err)
+		}
+		in := strings.TrimSuffix(strings.Repeat("?, ", len(part)), ", ")
+		rows, err := h.conn.QueryContext(ctx, `SELECT id, path FROM tags WHERE path IN (`+in+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("historian: %d new tags from %s: %w", len(part), part[0], err)
+		}
+		h.idmu.Lock()
+		for rows.Next() {
+			var id int32
+			var path string
+			if err = rows.Scan(&id, &path); err != nil {
+				break
+			}
+			h.ids[uns.Path(path)] = id
+		}
+		h.idmu.Unlock()
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+		if err != nil {
+			return fmt.Errorf("historian: new tags: %w", err)
+		}
 	}
-	err := h.conn.QueryRowContext(ctx, `
-INSERT INTO tags (path) VALUES (?) ON CONFLICT (path) DO UPDATE SET path = excluded.path RETURNING id`,
-		string(p)).Scan(&id)
-	if err != nil {
-		return 0, fmt.Errorf("historian: tag %s: %w", p, err)
-	}
-	h.idmu.Lock()
-	h.ids[p] = id
-	h.idmu.Unlock()
-	return id, nil
+	return nil
 }
 
 // insertPoints keeps the first sample of a (tag, ts), except that a value
@@ -343,10 +383,8 @@ func (h *Historian) WriteBatch(ctx context.Context, samples []uns.Sample) error 
 }
 
 func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error {
-	for i := range samples {
-		if _, err := h.tagID(ctx, samples[i].Path); err != nil {
-			return err
-		}
+	if err := h.ensureTags(ctx, samples); err != nil {
+		return err
 	}
 	return h.conn.Raw(func(dc any) error {
 		app, err := duckdb.NewTableAppender(dc.(driver.Conn), insertPoints, "", "", "points", nil)

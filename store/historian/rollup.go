@@ -21,28 +21,34 @@ import (
 
 const insertDirty = `INSERT OR IGNORE INTO rollup_dirty SELECT DISTINCT col1, col2 FROM appended_data`
 
-// markDirty records the minutes a committed batch touched.
+// rollupMark is a minute of a tag to roll up.
+type rollupMark struct {
+	id int32
+	m  int64 // unix minute
+}
+
+// markDirty records the minutes a committed batch touched. The caller
+// holds wmu.
 func (h *Historian) markDirty(dc driver.Conn, samples []uns.Sample) error {
 	app, err := duckdb.NewTableAppender(dc, insertDirty, "", "", "rollup_dirty", nil)
 	if err != nil {
 		return fmt.Errorf("historian: rollup marks: %w", err)
 	}
-	type mark struct {
-		id int32
-		m  int64 // unix minute
-	}
-	seen := make(map[mark]struct{}, 64)
+	added := map[rollupMark]struct{}{}
 	h.idmu.RLock()
 	for i := range samples {
 		s := &samples[i]
-		k := mark{h.ids[s.Path], s.TS.Unix() / 60}
+		k := rollupMark{h.ids[s.Path], s.TS.Unix() / 60}
 		if s.TS.Unix() < 0 && s.TS.Unix()%60 != 0 {
 			k.m-- // floor, not truncation, before 1970
 		}
-		if _, dup := seen[k]; dup {
+		if _, dup := h.marked[k]; dup {
 			continue
 		}
-		seen[k] = struct{}{}
+		if _, dup := added[k]; dup {
+			continue
+		}
+		added[k] = struct{}{}
 		if err = app.AppendRow(k.id, time.Unix(k.m*60, 0).UTC()); err != nil {
 			break
 		}
@@ -54,6 +60,9 @@ func (h *Historian) markDirty(dc driver.Conn, samples []uns.Sample) error {
 	}
 	if err := app.Close(); err != nil {
 		return fmt.Errorf("historian: rollup marks: %w", err)
+	}
+	for k := range added { // known to be in the table only now
+		h.marked[k] = struct{}{}
 	}
 	return nil
 }
@@ -115,18 +124,21 @@ func (h *Historian) rollup(ctx context.Context, before time.Time, limit int) (n 
 	if n, err = res.RowsAffected(); err != nil || n == 0 {
 		return 0, err
 	}
-	// The time range of the marks prunes the scan of points to the row
-	// groups that may hold them.
+	// The time range of the marks, as constants, prunes the scan of points
+	// to the row groups that may hold them.
+	var first, last time.Time
+	if err := tx.QueryRowContext(ctx, `SELECT min(bucket), max(bucket) FROM rollup_todo`).Scan(&first, &last); err != nil {
+		return 0, fmt.Errorf("historian: rollup: %w", err)
+	}
 	_, err = tx.ExecContext(ctx, `
 INSERT OR REPLACE INTO rollup_1m
 SELECT p.tag_id, time_bucket(INTERVAL 1 MINUTE, p.ts) AS bucket, count(p.value), sum(p.value), min(p.value), max(p.value),
 	arg_min(p.ts, p.value), arg_max(p.ts, p.value)
 FROM points p
 WHERE p.value IS NOT NULL
-	AND p.ts >= (SELECT min(bucket) FROM rollup_todo)
-	AND p.ts < (SELECT max(bucket) FROM rollup_todo) + INTERVAL 1 MINUTE
+	AND p.ts >= ? AND p.ts < ?
 	AND (p.tag_id, time_bucket(INTERVAL 1 MINUTE, p.ts)) IN (SELECT tag_id, bucket FROM rollup_todo)
-GROUP BY ALL`)
+GROUP BY ALL`, first, last.Add(time.Minute))
 	if err != nil {
 		return 0, fmt.Errorf("historian: rollup: %w", err)
 	}
@@ -135,6 +147,13 @@ GROUP BY ALL`)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("historian: rollup: %w", err)
+	}
+	// Marks up to the last minute rolled up may be gone from the table:
+	// the next value in such a minute must mark it again.
+	for k := range h.marked {
+		if k.m <= last.Unix()/60 {
+			delete(h.marked, k)
+		}
 	}
 	return n, nil
 }
