@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/bench"
 )
 
 // TestBench runs a small bench against a cloud in the process and checks
@@ -69,6 +72,10 @@ func TestBench(t *testing.T) {
 }
 
 func TestBenchScenarioErrors(t *testing.T) {
+	sc, err := bench.LoadScenario("examples/bench-fleet.yaml")
+	if err != nil || len(sc.Fleets) != 2 || sc.Offered() != 6000 || sc.Duration.Std() != 30*time.Second {
+		t.Fatalf("example scenario: %+v, offered %v: %v", sc, sc.Offered(), err)
+	}
 	dir := t.TempDir()
 	file := filepath.Join(dir, "fleet.yaml")
 	for _, tc := range []struct{ yaml, want string }{

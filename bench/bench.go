@@ -161,6 +161,10 @@ type Result struct {
 	Dropped      int64              `json:"dropped"`
 	Unacked      int64              `json:"publishes_not_acknowledged"`
 	DrainSeconds float64            `json:"drain_seconds"`
+	// Off the durable path: what live views and the UNS JSON republisher
+	// could not keep up with during the window (the historian has it all).
+	LiveDropped    float64 `json:"live_dropped"`
+	FeedsDropped   float64 `json:"live_and_uns_mqtt_messages_dropped"`
 
 	BareAppender   float64 `json:"bare_duckdb_appender_values_per_sec"`
 	BarePublish    float64 `json:"bare_jetstream_publish_values_per_sec"`
@@ -333,6 +337,9 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 	res.Host = Rate{ValuesPerSec: (s1.sum("calx_host_values_total") - s0.sum("calx_host_values_total")) / window}
 	res.Historian = Rate{ValuesPerSec: (s1.sum("calx_historian_values_written_total") - s0.sum("calx_historian_values_written_total")) / window}
 	res.Live = Rate{ValuesPerSec: float64(live1-live0) / window}
+	delta := func(family string) float64 { return s1.sum(family) - s0.sum(family) }
+	res.LiveDropped = delta("calx_live_values_dropped_total")
+	res.FeedsDropped = delta("calx_uns_mqtt_messages_dropped_total") + delta("calx_live_messages_dropped_total")
 	res.CPUCores = (s1.sum("process_cpu_seconds_total") - s0.sum("process_cpu_seconds_total")) / window
 	res.PeakRSSMiB = math.Max(peakRSS, s1.sum("process_resident_memory_bytes")) / (1 << 20)
 	res.CPUIncludes = "the cloud process"

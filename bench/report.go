@@ -47,6 +47,9 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(tw, "max consumer lag\t%s messages\n", strings.Join(lags, ", "))
 	fmt.Fprintf(tw, "values sent / stored\t%d / %d (the last stored %.1f s after the edges stopped)\n", r.ValuesSent+r.Unacked, r.ValuesStored, r.DrainSeconds)
 	fmt.Fprintf(tw, "dropped\t%d\n", r.Dropped)
+	if r.LiveDropped > 0 || r.FeedsDropped > 0 {
+		fmt.Fprintf(tw, "not kept up with, off the durable path\t%.0f values to live views, %.0f backbone messages to the live feed and UNS JSON\n", r.LiveDropped, r.FeedsDropped)
+	}
 	if r.BareAppender > 0 {
 		fmt.Fprintf(tw, "\nbare DuckDB appender\t%s values/s; historian at %.0f %% of it\n", num(r.BareAppender), 100*r.HistorianRatio)
 		fmt.Fprintf(tw, "bare JetStream publish\t%s values/s; backbone at %.0f %% of it\n", num(r.BarePublish), 100*r.BackboneRatio)

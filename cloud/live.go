@@ -86,6 +86,16 @@ func (h *Hub) Unsubscribe(s *LiveSub) {
 // Dropped counts updates lost by slow views, in samples.
 func (h *Hub) Dropped() uint64 { return h.dropped.Load() }
 
+// BusDropped counts the backbone messages the hub itself was too slow to
+// take.
+func (h *Hub) BusDropped() uint64 {
+	if h.sub == nil {
+		return 0
+	}
+	n, _ := h.sub.Dropped()
+	return uint64(max(n, 0))
+}
+
 func (h *Hub) close() {
 	if h.sub != nil {
 		_ = h.sub.Unsubscribe()

@@ -75,6 +75,18 @@ func (r *republisher) publish(samples []uns.Sample) {
 	}
 }
 
+// RepublishStats are the UNS values put on the broker as JSON, and the
+// backbone messages the republisher was too slow to take.
+func (c *Cloud) RepublishStats() (sent, dropped uint64) {
+	if c.repub == nil {
+		return 0, 0
+	}
+	if n, err := c.repub.sub.Dropped(); err == nil && n > 0 {
+		dropped = uint64(n)
+	}
+	return c.repub.sent.Load(), dropped
+}
+
 func (r *republisher) close() {
 	if r.sub != nil {
 		_ = r.sub.Unsubscribe()

@@ -125,7 +125,7 @@ func (b *Bus) Start(ctx context.Context) error {
 		return errors.New("bus: JetStream did not become ready in 30s")
 	}
 	b.srv = srv
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("calx"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("calx"), nats.MaxReconnects(-1), b.errorHandler())
 	if err != nil {
 		srv.Shutdown()
 		return fmt.Errorf("bus: connect: %w", err)
@@ -169,7 +169,19 @@ func (b *Bus) Conn() *nats.Conn { return b.nc }
 // Connect opens another in-process connection, for a component that wants
 // its own flow control.
 func (b *Bus) Connect(name string) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1))
+	return nats.Connect("", nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1), b.errorHandler())
+}
+
+// errorHandler logs a client's asynchronous errors, such as a subscriber
+// too slow for its messages (the subscription counts what it dropped).
+func (b *Bus) errorHandler() nats.Option {
+	return nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil {
+			b.log.Warn("backbone subscriber error", "client", nc.Opts.Name, "subject", sub.Subject, "err", err)
+			return
+		}
+		b.log.Warn("backbone client error", "client", nc.Opts.Name, "err", err)
+	})
 }
 
 // ClientURL is the NATS URL for outside clients, or "" when not listening.

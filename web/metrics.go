@@ -50,9 +50,12 @@ var (
 	descEdgeOldest      = prometheus.NewDesc("calx_edge_buffer_oldest_seconds", "Age of the edge node's oldest unsent value, as it last reported.", []string{"group", "edge_node"}, nil)
 	descEdgeDropped     = prometheus.NewDesc("calx_edge_values_dropped_total", "Values the edge node dropped by its buffer bounds, as it last reported.", []string{"group", "edge_node"}, nil)
 	descEdgeValues      = prometheus.NewDesc("calx_edge_values_received_total", "Device values received from the edge node.", []string{"group", "edge_node"}, nil)
+	descLiveBusDropped  = prometheus.NewDesc("calx_live_messages_dropped_total", "Backbone messages the live feed was too slow to take.", nil, nil)
+	descRepubSent       = prometheus.NewDesc("calx_uns_mqtt_values_total", "Current values published on the broker as UNS JSON.", nil, nil)
+	descRepubDropped    = prometheus.NewDesc("calx_uns_mqtt_messages_dropped_total", "Backbone messages the UNS JSON republisher was too slow to take.", nil, nil)
 	descFleetAlarms     = prometheus.NewDesc("calx_fleet_alarms_active", "Active fleet alarms by kind.", []string{"kind"}, nil)
 	cloudCollectorDescs = []*prometheus.Desc{descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
-		descEdgeDropped, descEdgeValues, descFleetAlarms, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
+		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
 )
@@ -91,6 +94,10 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descArchPending, float64(a.Pending))
 	gauge(descArchLatency, a.LastLatency.Seconds())
 	counter(descLiveDropped, float64(cc.c.Hub.Dropped()))
+	counter(descLiveBusDropped, float64(cc.c.Hub.BusDropped()))
+	repSent, repDropped := cc.c.RepublishStats()
+	counter(descRepubSent, float64(repSent))
+	counter(descRepubDropped, float64(repDropped))
 	lags, _ := cc.c.ConsumerLags(ctx) // a stream not yet made has no consumers to show
 	for _, l := range lags {
 		gauge(descConsumerPending, float64(l.Pending), l.Stream, l.Consumer)
