@@ -163,8 +163,8 @@ type Result struct {
 	DrainSeconds float64            `json:"drain_seconds"`
 	// Off the durable path: what live views and the UNS JSON republisher
 	// could not keep up with during the window (the historian has it all).
-	LiveDropped    float64 `json:"live_dropped"`
-	FeedsDropped   float64 `json:"live_and_uns_mqtt_messages_dropped"`
+	LiveDropped  float64 `json:"live_dropped"`
+	FeedsDropped float64 `json:"live_and_uns_mqtt_messages_dropped"`
 
 	BareAppender   float64 `json:"bare_duckdb_appender_values_per_sec"`
 	BarePublish    float64 `json:"bare_jetstream_publish_values_per_sec"`
