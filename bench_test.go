@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/calx-iiot/calx/bench"
+	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/web"
 )
 
 // TestBench runs a small bench against a cloud in the process and checks
@@ -97,4 +100,37 @@ func TestBenchScenarioErrors(t *testing.T) {
 	if code := run([]string{"bench", "--rate", "0"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "rate") {
 		t.Errorf("--rate 0: exit %d, %s", code, errb.String())
 	}
+}
+
+// TestBenchAgainstRunningCloud measures a cloud that runs on its own: the
+// bench provisions an account per edge through the API.
+func TestBenchAgainstRunningCloud(t *testing.T) {
+	t.Setenv("CALX_ADMIN_PASSWORD", "test-admin-pw")
+	t.Setenv("CALX_BENCH_PASSWORD", "test-admin-pw")
+	admin, _, _, err := adminUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: t.TempDir(), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
+		[]web.User{admin}, "127.0.0.1:0", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.shutdown(context.Background()) })
+	var out, errb bytes.Buffer
+	code := run([]string{"bench", "--target", "http://" + app.web.Addr(), "--mqtt", "tcp://" + app.cloud.Broker.Addr(),
+		"--edges", "2", "--tags-per-edge", "5", "--rate", "10", "--duration", "1s", "--warmup", "0s", "--bare", "0", "--json"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var r struct {
+		Sent    int64 `json:"values_sent"`
+		Stored  int64 `json:"values_stored"`
+		Dropped int64 `json:"dropped"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Sent < 50 || r.Stored != r.Sent || r.Dropped != 0 {
+		t.Fatalf("%+v %v: %s", r, err, out.String())
+	}
+	// The cloud had no edge accounts: the edges could only connect with
+	// the ones the bench provisioned.
 }

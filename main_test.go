@@ -331,6 +331,8 @@ func TestCLI(t *testing.T) {
 		{"opcua no endpoint", []string{"opcua", "browse"}, 2, "usage"},
 		{"opcua bad endpoint", []string{"opcua", "browse", "http://x"}, 1, "opc.tcp://"},
 		{"config help", []string{"help", "config"}, 0, "offline"},
+		{"bench help", []string{"help", "bench"}, 0, "-tags-per-edge"},
+		{"bench target without mqtt", []string{"bench", "--target", "http://127.0.0.1:1"}, 2, "--mqtt"},
 		{"config no file", []string{"config", "validate"}, 2, "usage"},
 		{"config example", []string{"config", "validate", "examples/fleet.yaml"}, 0, "limeworks/ghent-edge (site ghent): 2 devices"},
 		{"config broken", []string{"config", "validate", "edge/fleet/testdata/broken.yaml"}, 1, "no such template"},

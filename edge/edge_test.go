@@ -133,6 +133,23 @@ func (f *fakeDevice) Write(ctx context.Context, tag string, v uns.Value) error {
 	return nil
 }
 
+// startBornEdge starts an edge with one fake device against a recorder
+// whose primary host is online, and waits for its birth.
+func startBornEdge(t *testing.T) (*recorder, *fakeDevice, *Edge) {
+	t.Helper()
+	r := startBroker(t)
+	r.state(true, uint64(time.Now().UnixMilli()))
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e := startEdge(t, r, t.TempDir(), dev)
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !e.Online() {
+			return fmt.Errorf("not born")
+		}
+		return nil
+	})
+	return r, dev, e
+}
+
 func startEdge(t *testing.T, r *recorder, dir string, dev *fakeDevice) *Edge {
 	t.Helper()
 	e, err := New(Options{Broker: "tcp://" + r.addr, Username: "u", Password: "p", Group: "g", EdgeID: "e",
@@ -443,16 +460,7 @@ func TestNoReceiptsFallback(t *testing.T) {
 // in order, so that neither is taken for the other sent again; a source
 // clock that went further back is left alone.
 func TestSameMillisecondValuesAreRestamped(t *testing.T) {
-	r := startBroker(t)
-	r.state(true, uint64(time.Now().UnixMilli()))
-	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
-	e := startEdge(t, r, t.TempDir(), dev)
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if !e.Online() {
-			return fmt.Errorf("not born")
-		}
-		return nil
-	})
+	r, dev, e := startBornEdge(t)
 	t0 := time.Now().Truncate(time.Millisecond)
 	for i, at := range []time.Duration{0, 300 * time.Microsecond, 600 * time.Microsecond, 2 * time.Millisecond, -time.Second} {
 		dev.ch <- []Reading{{Tag: "state", TS: t0.Add(at), Value: uns.String(fmt.Sprint("s", i))}}
@@ -707,16 +715,7 @@ func TestLocalBrokerAccounts(t *testing.T) {
 
 // The node's own health goes out as node metrics in NBIRTH.
 func TestNodeHealthMetrics(t *testing.T) {
-	r := startBroker(t)
-	r.state(true, uint64(time.Now().UnixMilli()))
-	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
-	e := startEdge(t, r, t.TempDir(), dev)
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if !e.Online() {
-			return fmt.Errorf("not born")
-		}
-		return nil
-	})
+	r, _, _ := startBornEdge(t)
 	var nb *pb.Payload
 	for _, m := range r.all() {
 		if m.topic.Type == sparkplug.NBIRTH {
