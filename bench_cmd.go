@@ -142,7 +142,11 @@ func benchCloud(ctx context.Context, sc bench.Scenario, log *slog.Logger) (func(
 	if err != nil {
 		return nil, bench.Target{}, err
 	}
-	app, err := startCloudApp(ctx, cloud.Options{DataDir: filepath.Join(dir, "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users}, Logger: log},
+	// The bench stops its edges on purpose and drains afterwards: no
+	// offline alarms for them while it does.
+	health := cloud.HealthOptions{OfflineAfter: 24 * time.Hour}
+	app, err := startCloudApp(ctx, cloud.Options{DataDir: filepath.Join(dir, "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users},
+		Health: health, Logger: log},
 		[]web.User{{Username: "admin", PasswordHash: string(adminHash), Role: web.RoleAdmin}}, "127.0.0.1:0", nil, log)
 	if err != nil {
 		os.RemoveAll(dir)
