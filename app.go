@@ -168,7 +168,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 			Broker: broker, Username: creds[i].id, Password: creds[i].password,
 			Group: demoEnterprise, EdgeID: creds[i].id, PrimaryHost: "calx",
 			DataDir: filepath.Join(o.DataDir, "edges", creds[i].id),
-			Devices: devices, Version: version, Logger: log,
+			Devices: devices, Version: versionCommit(), Logger: log,
 		})
 		if err != nil {
 			d.shutdown(context.Background())
@@ -381,7 +381,7 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	if *mqttAddr != "" {
 		cfg.MQTT = *mqttAddr
 	}
-	opts, err := cfg.Options(log, version)
+	opts, err := cfg.Options(log, versionCommit())
 	if err != nil {
 		return err
 	}

@@ -181,6 +181,15 @@ func cmdHashPassword(args []string, stdin io.Reader, stdout, stderr io.Writer) e
 	return nil
 }
 
+// versionCommit is the version with the commit, as an edge reports itself.
+func versionCommit() string {
+	c := buildCommit()
+	if len(c) > 12 {
+		c = c[:12]
+	}
+	return version + " (" + c + ")"
+}
+
 func buildCommit() string {
 	if commit != "" {
 		return commit

@@ -231,9 +231,9 @@ type LatencyReporter interface {
 // Connections returns the status of every device's connection.
 func (e *Edge) Connections() []ConnStatus {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	now := time.Now()
 	out := make([]ConnStatus, 0, len(e.devices))
+	var timed []LatencyReporter // by index of out
 	for _, d := range e.devices {
 		if d.retired {
 			continue
@@ -241,10 +241,17 @@ func (e *Edge) Connections() []ConnStatus {
 		cs := ConnStatus{Device: d.ID, Connected: !d.lost && d.reads > 0, LastError: d.lastErr, Reads: d.reads, Errors: d.errors}
 		cs.ReadsPerSec, cs.ErrorsPerSec = d.rate.rates(now, d.reads, d.errors)
 		cs.alias = d.connAlias
-		if lr, ok := d.Connector.(LatencyReporter); ok {
-			cs.Latency = lr.Latency()
-		}
+		lr, _ := d.Connector.(LatencyReporter)
+		timed = append(timed, lr)
 		out = append(out, cs)
+	}
+	e.mu.Unlock()
+	// Not under the edge's lock: a connector hands its values over while
+	// holding its own, and that takes the edge's.
+	for i, lr := range timed {
+		if lr != nil {
+			out[i].Latency = lr.Latency()
+		}
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,4 +101,57 @@ func TestHealthStatusAndMetrics(t *testing.T) {
 	if code, body := get("/nosuch"); code != http.StatusNotFound || !strings.Contains(body, "no such route") {
 		t.Fatalf("unknown route: %d %s", code, body)
 	}
+}
+
+// lockedDevice hands its values over while holding its own lock, as the
+// Modbus connector does, and takes that lock to report its latency.
+type lockedDevice struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (d *lockedDevice) Tags() []TagDef { return []TagDef{{Name: "n", DataType: uns.TypeInt64}} }
+
+func (d *lockedDevice) Run(ctx context.Context, sink Sink) error {
+	for ctx.Err() == nil {
+		d.mu.Lock()
+		d.n++
+		sink.Emit([]Reading{{Tag: "n", TS: time.Now(), Value: uns.Int(int64(d.n)), Quality: uns.Good}})
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+func (d *lockedDevice) Latency() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return time.Millisecond
+}
+
+// Asking for the connections while a connector emits must not deadlock:
+// the edge may not call into a connector while it holds its own lock.
+func TestConnectionsWhileConnectorEmits(t *testing.T) {
+	r := startBroker(t)
+	dev := &lockedDevice{}
+	e, err := New(Options{Broker: "tcp://" + r.addr, Username: "u", Password: "p", Group: "g", EdgeID: "e",
+		PrimaryHost: "calx", DataDir: t.TempDir(), Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for end := time.Now().Add(time.Second); time.Now().Before(end); {
+			e.Connections()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Connections deadlocked with a connector handing over values")
+	}
+	e.Shutdown(context.Background())
 }
