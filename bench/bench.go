@@ -463,7 +463,7 @@ func bare(ctx context.Context, d time.Duration, res *Result, progress io.Writer)
 	}
 	defer os.RemoveAll(dir)
 	fmt.Fprintf(progress, "bare DuckDB appender for %s...\n", d)
-	rows, took, err := historian.BareAppendRate(ctx, filepath.Join(dir), d, 10_000)
+	rows, took, err := historian.BareAppendRate(ctx, dir, d, 10_000)
 	if err != nil {
 		return err
 	}
