@@ -15,6 +15,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -254,9 +255,7 @@ func (h *Historian) upsertTags(ctx context.Context, tags []uns.Tag) error {
 	defer tx.Rollback()
 	// One statement per chunk: a statement per tag made a birth of
 	// thousands of tags take seconds.
-	const chunk = 500
-	for start := 0; start < len(tags); start += chunk {
-		part := tags[start:min(start+chunk, len(tags))]
+	for part := range slices.Chunk(tags, tagsPerStatement) {
 		var q strings.Builder
 		q.WriteString("INSERT INTO tags (path, datatype, unit, description, sp_group, sp_edge, sp_device, sp_metric) VALUES ")
 		args := make([]any, 0, 8*len(part))
@@ -308,6 +307,9 @@ RETURNING id, path`)
 	return nil
 }
 
+// tagsPerStatement bounds the rows of one statement that writes tags.
+const tagsPerStatement = 500
+
 // ensureTags gives every path of samples an id, creating bare tag rows
 // for the new ones, 500 to a statement. The caller holds wmu.
 func (h *Historian) ensureTags(ctx context.Context, samples []uns.Sample) error {
@@ -322,9 +324,7 @@ func (h *Historian) ensureTags(ctx context.Context, samples []uns.Sample) error 
 		}
 	}
 	h.idmu.RUnlock()
-	const chunk = 500
-	for start := 0; start < len(missing); start += chunk {
-		part := missing[start:min(start+chunk, len(missing))]
+	for part := range slices.Chunk(missing, tagsPerStatement) {
 		args := make([]any, len(part))
 		for i, p := range part {
 			args[i] = p
