@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,8 +45,7 @@ CREATE TABLE IF NOT EXISTS points (
 	value      DOUBLE,
 	value_int  BIGINT,
 	value_str  VARCHAR,
-	quality    UTINYINT NOT NULL,
-	PRIMARY KEY (tag_id, ts)
+	quality    UTINYINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rollup_1m (
 	tag_id INTEGER NOT NULL,
@@ -96,6 +94,10 @@ type Historian struct {
 	// marked are the rollup marks written and not rolled up since: a
 	// minute of a tag is marked once, not at every batch. Guarded by wmu.
 	marked map[rollupMark]struct{}
+	// newest is, per tag id, the newest timestamp stored (or about to
+	// be): never older than the truth, so that a sample newer than it is
+	// known to be new. Guarded by wmu.
+	newest map[int32]time.Time
 
 	idmu sync.RWMutex
 	ids  map[uns.Path]int32
@@ -148,7 +150,11 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
-	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}}
+	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}, newest: map[int32]time.Time{}}
+	if err := h.migrate(ctx); err != nil {
+		h.Close()
+		return nil, err
+	}
 	// A file from before the rollups: mark every minute, for RunRollups.
 	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO rollup_dirty
 SELECT DISTINCT tag_id, time_bucket(INTERVAL 1 MINUTE, ts) FROM points
@@ -359,17 +365,6 @@ func (h *Historian) ensureTags(ctx context.Context, samples []uns.Sample) error 
 	return nil
 }
 
-// insertPoints keeps the first sample of a (tag, ts), except that a value
-// replaces a marker without one: a stale marker written at a death must
-// not hide a value read in that same instant and delivered later.
-const insertPoints = `INSERT INTO points
-SELECT DISTINCT ON (col1, col2) col1, col2, col3, col4, col5, col6 FROM appended_data
-ORDER BY col1, col2, (col3 IS NULL AND col4 IS NULL AND col5 IS NULL)
-ON CONFLICT (tag_id, ts) DO UPDATE SET value = excluded.value, value_int = excluded.value_int,
-	value_str = excluded.value_str, quality = excluded.quality
-WHERE points.value IS NULL AND points.value_int IS NULL AND points.value_str IS NULL
-	AND (excluded.value IS NOT NULL OR excluded.value_int IS NOT NULL OR excluded.value_str IS NOT NULL)`
-
 // WriteBatch stores samples. It is idempotent on (tag, timestamp): a sample
 // already stored is skipped, so redelivery and backfill never duplicate.
 // When it returns nil, the samples are committed.
@@ -380,45 +375,6 @@ func (h *Historian) WriteBatch(ctx context.Context, samples []uns.Sample) error 
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
 	return h.renewConn(h.writeBatch(ctx, samples))
-}
-
-func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error {
-	if err := h.ensureTags(ctx, samples); err != nil {
-		return err
-	}
-	return h.conn.Raw(func(dc any) error {
-		app, err := duckdb.NewTableAppender(dc.(driver.Conn), insertPoints, "", "", "points", nil)
-		if err != nil {
-			return fmt.Errorf("historian: appender: %w", err)
-		}
-		h.idmu.RLock()
-		for i := range samples {
-			s := &samples[i]
-			var f, iv, sv any
-			switch s.Value.Kind {
-			case uns.KindFloat:
-				if !math.IsNaN(s.Value.F) {
-					f = s.Value.F
-				}
-			case uns.KindInt, uns.KindBool:
-				f, iv = float64(s.Value.I), s.Value.I
-			case uns.KindString:
-				sv = s.Value.S
-			}
-			if err = app.AppendRow(h.ids[s.Path], s.TS, f, iv, sv, uint8(s.Quality)); err != nil {
-				break
-			}
-		}
-		h.idmu.RUnlock()
-		if err != nil {
-			app.Close()
-			return fmt.Errorf("historian: append: %w", err)
-		}
-		if err := app.Close(); err != nil {
-			return fmt.Errorf("historian: commit batch of %d: %w", len(samples), err)
-		}
-		return h.markDirty(dc.(driver.Conn), samples)
-	})
 }
 
 // AuditEntry records who did what to which tag.

@@ -27,44 +27,42 @@ type rollupMark struct {
 	m  int64 // unix minute
 }
 
-// markDirty records the minutes a committed batch touched. The caller
-// holds wmu.
-func (h *Historian) markDirty(dc driver.Conn, samples []uns.Sample) error {
+// markDirty records the minutes a batch touched, in the caller's
+// transaction, and returns the marks it wrote for h.marked once that
+// commits. The caller holds wmu.
+func (h *Historian) markDirty(dc driver.Conn, samples []uns.Sample, ids []int32) ([]rollupMark, error) {
 	app, err := duckdb.NewTableAppender(dc, insertDirty, "", "", "rollup_dirty", nil)
 	if err != nil {
-		return fmt.Errorf("historian: rollup marks: %w", err)
+		return nil, fmt.Errorf("historian: rollup marks: %w", err)
 	}
-	added := map[rollupMark]struct{}{}
-	h.idmu.RLock()
+	var added []rollupMark
+	seen := map[rollupMark]struct{}{}
 	for i := range samples {
 		s := &samples[i]
-		k := rollupMark{h.ids[s.Path], s.TS.Unix() / 60}
+		k := rollupMark{ids[i], s.TS.Unix() / 60}
 		if s.TS.Unix() < 0 && s.TS.Unix()%60 != 0 {
 			k.m-- // floor, not truncation, before 1970
 		}
 		if _, dup := h.marked[k]; dup {
 			continue
 		}
-		if _, dup := added[k]; dup {
+		if _, dup := seen[k]; dup {
 			continue
 		}
-		added[k] = struct{}{}
+		seen[k] = struct{}{}
+		added = append(added, k)
 		if err = app.AppendRow(k.id, time.Unix(k.m*60, 0).UTC()); err != nil {
 			break
 		}
 	}
-	h.idmu.RUnlock()
 	if err != nil {
 		app.Close()
-		return fmt.Errorf("historian: rollup marks: %w", err)
+		return nil, fmt.Errorf("historian: rollup marks: %w", err)
 	}
 	if err := app.Close(); err != nil {
-		return fmt.Errorf("historian: rollup marks: %w", err)
+		return nil, fmt.Errorf("historian: rollup marks: %w", err)
 	}
-	for k := range added { // known to be in the table only now
-		h.marked[k] = struct{}{}
-	}
-	return nil
+	return added, nil
 }
 
 // Rollup recomputes the rollups of every marked minute and clears the
