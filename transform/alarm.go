@@ -1,0 +1,392 @@
+package transform
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Alarm kinds.
+const (
+	KindHighHigh  = "high_high"
+	KindHigh      = "high"
+	KindLow       = "low"
+	KindLowLow    = "low_low"
+	KindDeviation = "deviation" // |value - setpoint| above the limit
+	KindRate      = "rate"      // |rate of change| per second above the limit
+	KindState     = "state"     // the value equals State (a boolean, number or string)
+	KindStale     = "stale"     // no new value within After
+)
+
+// AlarmKinds lists the kinds, for checks and messages.
+var AlarmKinds = []string{KindHighHigh, KindHigh, KindLow, KindLowLow, KindDeviation, KindRate, KindState, KindStale}
+
+// Priorities, most urgent last.
+var Priorities = []string{"low", "medium", "high", "urgent"}
+
+// AlarmDef is an alarm of a device's tag, as a template or an instance
+// declares it.
+type AlarmDef struct {
+	Name     string        `yaml:"name" json:"name"`
+	Tag      string        `yaml:"tag" json:"tag"` // a tag of the device (calculated ones too)
+	Kind     string        `yaml:"kind" json:"kind"`
+	Limit    float64       `yaml:"limit" json:"limit"`
+	Deadband float64       `yaml:"deadband" json:"deadband"`   // the value must come back this far past the limit to clear
+	Setpoint string        `yaml:"setpoint" json:"setpoint"`   // deviation: a tag of the device, or a number
+	State    any           `yaml:"state" json:"state"`         // state: the value that is the alarm
+	RateOver time.Duration `yaml:"rate_over" json:"rate_over"` // rate: over this window (0: between two samples)
+	After    time.Duration `yaml:"after" json:"after"`         // stale: no value for this long
+	OnDelay  time.Duration `yaml:"on_delay" json:"on_delay"`   // the condition must hold this long to raise
+	OffDelay time.Duration `yaml:"off_delay" json:"off_delay"` // and be gone this long to clear
+	Priority string        `yaml:"priority" json:"priority"`
+	Message  string        `yaml:"message" json:"message"`
+	// Class groups alarms for reports, e.g. "emission".
+	Class string `yaml:"class" json:"class"`
+	// Disabled turns off an alarm a template declares, for one instance.
+	Disabled bool `yaml:"disabled" json:"disabled,omitempty"`
+}
+
+// Validate checks the definition; at names it in errors.
+func (d *AlarmDef) Validate(at string) error {
+	var errs []error
+	if err := uns.ValidateSegment(d.Name); err != nil {
+		errs = append(errs, fmt.Errorf("%s name: %w", at, err))
+	}
+	if d.Tag == "" {
+		errs = append(errs, fmt.Errorf("%s tag: required", at))
+	}
+	if !slices.Contains(AlarmKinds, d.Kind) {
+		errs = append(errs, fmt.Errorf("%s kind %q: one of %v", at, d.Kind, AlarmKinds))
+	}
+	if d.Priority != "" && !slices.Contains(Priorities, d.Priority) {
+		errs = append(errs, fmt.Errorf("%s priority %q: one of %v", at, d.Priority, Priorities))
+	}
+	if d.Deadband < 0 || math.IsNaN(d.Deadband) {
+		errs = append(errs, fmt.Errorf("%s deadband %v: must not be negative", at, d.Deadband))
+	}
+	if d.OnDelay < 0 || d.OffDelay < 0 || d.RateOver < 0 {
+		errs = append(errs, fmt.Errorf("%s: delays and windows must not be negative", at))
+	}
+	switch d.Kind {
+	case KindDeviation:
+		if d.Setpoint == "" {
+			errs = append(errs, fmt.Errorf("%s setpoint: required for a deviation alarm (a tag or a number)", at))
+		}
+	case KindState:
+		if d.State == nil {
+			errs = append(errs, fmt.Errorf("%s state: required for a state alarm (the value that is the alarm)", at))
+		}
+	case KindStale:
+		if d.After <= 0 {
+			errs = append(errs, fmt.Errorf("%s after: required for a stale alarm (a duration)", at))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AlarmState is where an alarm is in the ISA-18.2 state model.
+type AlarmState string
+
+// The states: normal; active and unacknowledged; active and acknowledged;
+// returned to normal (cleared) but unacknowledged.
+const (
+	StateNormal       AlarmState = "normal"
+	StateUnacked      AlarmState = "active_unacked"
+	StateAcked        AlarmState = "active_acked"
+	StateClearedUnack AlarmState = "cleared_unacked"
+)
+
+// Alarm events, as journaled.
+const (
+	EventRaise    = "raise"
+	EventClear    = "clear"
+	EventAck      = "ack"
+	EventShelve   = "shelve"
+	EventUnshelve = "unshelve"
+)
+
+// Transition is one change of an alarm, as the journal keeps it.
+type Transition struct {
+	Alarm    string     `json:"alarm"` // the alarm's UNS path: <device>/_alarms/<name>
+	Tag      string     `json:"tag"`
+	Kind     string     `json:"kind"`
+	Priority string     `json:"priority"`
+	Class    string     `json:"class,omitempty"`
+	TS       time.Time  `json:"ts"`
+	Event    string     `json:"event"`
+	State    AlarmState `json:"state"` // after the event
+	Value    *float64   `json:"value,omitempty"`
+	Text     string     `json:"text,omitempty"` // a string value, or the message
+	Limit    float64    `json:"limit"`
+	User     string     `json:"user,omitempty"`
+	Comment  string     `json:"comment,omitempty"`
+	Shelved  *time.Time `json:"shelved_until,omitempty"`
+}
+
+// Alarm is an alarm's state. Feed it the samples of its tag (and of its
+// setpoint tag) in time order with Observe, and the clock with Tick; it
+// returns the transitions that follow.
+type Alarm struct {
+	Def  AlarmDef `json:"def"`
+	Path string   `json:"path"`
+
+	Active bool `json:"active"`
+	Acked  bool `json:"acked"`
+	// ShelvedUntil hides the alarm until then: it changes state but is not
+	// annunciated (Annunciated is false).
+	ShelvedUntil time.Time `json:"shelved_until"`
+
+	// Cond is whether the condition held at the last sample; CondSince
+	// when it last changed (for the on and off delays).
+	Cond      bool      `json:"cond"`
+	CondSince time.Time `json:"cond_since"`
+	LastTS    time.Time `json:"last_ts"` // of the tag's last sample
+	Value     float64   `json:"value"`
+	Text      string    `json:"text"`
+	HasValue  bool      `json:"has_value"`
+	Setpoint  float64   `json:"setpoint"`
+	HasSP     bool      `json:"has_sp"`
+	Rate      Rate      `json:"rate"`
+	Since     time.Time `json:"since"` // of the current state
+}
+
+// NewAlarm makes the state of an alarm of the device at path.
+func NewAlarm(device string, d AlarmDef) *Alarm {
+	if d.Priority == "" {
+		d.Priority = "medium"
+	}
+	a := &Alarm{Def: d, Path: device + "/_alarms/" + d.Name, Acked: true}
+	a.Rate.Window = d.RateOver
+	if d.Kind == KindDeviation {
+		if _, err := fmt.Sscan(d.Setpoint, &a.Setpoint); err == nil {
+			a.HasSP = true
+		}
+	}
+	return a
+}
+
+// SetpointTag is the tag a deviation alarm compares with, "" for none.
+func (a *Alarm) SetpointTag() string {
+	if a.Def.Kind != KindDeviation {
+		return ""
+	}
+	var f float64
+	if _, err := fmt.Sscan(a.Def.Setpoint, &f); err == nil {
+		return ""
+	}
+	return a.Def.Setpoint
+}
+
+// State is the alarm's ISA-18.2 state.
+func (a *Alarm) State() AlarmState {
+	switch {
+	case a.Active && !a.Acked:
+		return StateUnacked
+	case a.Active:
+		return StateAcked
+	case !a.Acked:
+		return StateClearedUnack
+	}
+	return StateNormal
+}
+
+// Shelved reports whether the alarm is shelved at t.
+func (a *Alarm) Shelved(t time.Time) bool { return t.Before(a.ShelvedUntil) }
+
+func (a *Alarm) transition(ts time.Time, event string) Transition {
+	tr := Transition{Alarm: a.Path, Tag: a.Def.Tag, Kind: a.Def.Kind, Priority: a.Def.Priority, Class: a.Def.Class,
+		TS: ts, Event: event, State: a.State(), Limit: a.Def.Limit, Text: a.Text}
+	if a.HasValue {
+		v := a.Value
+		tr.Value = &v
+	}
+	if tr.Text == "" {
+		tr.Text = a.Def.Message
+	}
+	if !a.ShelvedUntil.IsZero() && ts.Before(a.ShelvedUntil) {
+		u := a.ShelvedUntil
+		tr.Shelved = &u
+	}
+	return tr
+}
+
+// condition evaluates the alarm's condition on its value, with the
+// deadband when it is active (hysteresis).
+func (a *Alarm) condition() bool {
+	d, v := a.Def, a.Value
+	switch d.Kind {
+	case KindHigh, KindHighHigh:
+		if a.Cond {
+			return v > d.Limit-d.Deadband
+		}
+		return v > d.Limit
+	case KindLow, KindLowLow:
+		if a.Cond {
+			return v < d.Limit+d.Deadband
+		}
+		return v < d.Limit
+	case KindDeviation:
+		if !a.HasSP {
+			return false
+		}
+		dev := math.Abs(v - a.Setpoint)
+		if a.Cond {
+			return dev > d.Limit-d.Deadband
+		}
+		return dev > d.Limit
+	case KindState:
+		return stateMatches(d.State, a.Value, a.Text)
+	}
+	return false
+}
+
+func stateMatches(want any, f float64, s string) bool {
+	switch w := want.(type) {
+	case bool:
+		if s != "" {
+			return s == fmt.Sprint(w)
+		}
+		return (f != 0) == w
+	case int:
+		return s == "" && f == float64(w)
+	case int64:
+		return s == "" && f == float64(w)
+	case float64:
+		return s == "" && f == w
+	case string:
+		if s != "" {
+			return s == w
+		}
+		var g float64
+		if _, err := fmt.Sscan(w, &g); err == nil {
+			return f == g
+		}
+		return (w == "true" && f != 0) || (w == "false" && f == 0)
+	}
+	return false
+}
+
+// ObserveSetpoint records a new value of a deviation alarm's setpoint tag.
+func (a *Alarm) ObserveSetpoint(s uns.Sample) []Transition {
+	f, ok := s.Value.AsFloat()
+	if !ok || s.Quality == uns.Bad || math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil
+	}
+	a.Setpoint, a.HasSP = f, true
+	if !a.HasValue {
+		return nil
+	}
+	return a.update(s.TS, a.condition())
+}
+
+// Observe feeds a sample of the alarm's tag. A bad sample holds the alarm
+// where it is (a bad value is not a clear), except for a stale alarm,
+// which it makes a change like any other. A sample older than the last is
+// ignored.
+func (a *Alarm) Observe(s uns.Sample) []Transition {
+	if !a.LastTS.IsZero() && s.TS.Before(a.LastTS) {
+		return nil
+	}
+	a.LastTS = s.TS
+	if a.Def.Kind == KindStale {
+		if s.Quality == uns.Bad {
+			return nil // a stale marker is not a new value
+		}
+		return a.update(s.TS, false)
+	}
+	if s.Quality == uns.Bad {
+		a.Rate.Break()
+		return nil
+	}
+	if s.Value.Kind == uns.KindString {
+		a.Text, a.HasValue = s.Value.S, true
+	} else if f, ok := s.Value.AsFloat(); ok && !math.IsNaN(f) && !math.IsInf(f, 0) {
+		a.Value, a.Text, a.HasValue = f, "", true
+	} else {
+		return nil
+	}
+	if a.Def.Kind == KindRate {
+		r, ok := a.Rate.Add(s.TS, a.Value)
+		if !ok {
+			return a.update(s.TS, a.Cond)
+		}
+		if a.Cond {
+			return a.update(s.TS, math.Abs(r) > a.Def.Limit-a.Def.Deadband)
+		}
+		return a.update(s.TS, math.Abs(r) > a.Def.Limit)
+	}
+	return a.update(s.TS, a.condition())
+}
+
+// update records the condition at ts and applies the delays.
+func (a *Alarm) update(ts time.Time, cond bool) []Transition {
+	if cond != a.Cond {
+		a.Cond, a.CondSince = cond, ts
+	}
+	return a.Tick(ts)
+}
+
+// Tick moves the alarm to time now: a condition that has held for its
+// delay raises or clears the alarm, stamped when the delay ended; a stale
+// alarm raises when its tag has been silent for After; shelving expires.
+func (a *Alarm) Tick(now time.Time) []Transition {
+	var out []Transition
+	if !a.ShelvedUntil.IsZero() && !now.Before(a.ShelvedUntil) {
+		at := a.ShelvedUntil
+		a.ShelvedUntil = time.Time{}
+		out = append(out, a.transition(at, EventUnshelve))
+	}
+	if a.Def.Kind == KindStale && !a.LastTS.IsZero() {
+		if silent := a.LastTS.Add(a.Def.After); !now.Before(silent) && !a.Cond {
+			a.Cond, a.CondSince = true, silent
+		}
+	}
+	if a.Cond && !a.Active && !a.CondSince.IsZero() {
+		if at := a.CondSince.Add(a.Def.OnDelay); !now.Before(at) {
+			a.Active, a.Acked, a.Since = true, false, at
+			out = append(out, a.transition(at, EventRaise))
+		}
+	}
+	if !a.Cond && a.Active {
+		if at := a.CondSince.Add(a.Def.OffDelay); !now.Before(at) {
+			a.Active, a.Since = false, at
+			out = append(out, a.transition(at, EventClear))
+		}
+	}
+	return out
+}
+
+// Ack acknowledges the alarm; an alarm that needs no acknowledgement
+// returns an error.
+func (a *Alarm) Ack(now time.Time, user, comment string) (Transition, error) {
+	if a.Acked {
+		return Transition{}, fmt.Errorf("alarm %s is %s: nothing to acknowledge", a.Path, a.State())
+	}
+	a.Acked, a.Since = true, now
+	tr := a.transition(now, EventAck)
+	tr.User, tr.Comment = user, comment
+	return tr, nil
+}
+
+// Shelve hides the alarm until until; Shelve with a time not after now
+// unshelves it.
+func (a *Alarm) Shelve(now, until time.Time, user, comment string) Transition {
+	event := EventShelve
+	if !until.After(now) {
+		event, until = EventUnshelve, time.Time{}
+	}
+	a.ShelvedUntil = until
+	tr := a.transition(now, event)
+	tr.User, tr.Comment = user, comment
+	return tr
+}
+
+// Annunciated reports whether the alarm wants an operator at now: in a
+// state other than normal and not shelved.
+func (a *Alarm) Annunciated(now time.Time) bool {
+	return a.State() != StateNormal && !a.Shelved(now)
+}

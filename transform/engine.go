@@ -1,0 +1,440 @@
+package transform
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// Device is what the transforms do for one device (machine): its
+// calculated tags, cycles and alarms, templates and overrides resolved.
+type Device struct {
+	Path       string     `json:"path"` // the device's UNS path
+	Calculated []CalcDef  `json:"calculated,omitempty"`
+	Cycles     []CycleDef `json:"cycles,omitempty"`
+	Alarms     []AlarmDef `json:"alarms,omitempty"`
+}
+
+// Output is what samples or time bring about: calculated values and the
+// tags of finished cycles (Samples), finished cycles, alarm transitions.
+type Output struct {
+	Samples     []uns.Sample
+	Cycles      []Cycle
+	Transitions []Transition
+	// Errors are expressions that failed, one per failure.
+	Errors []error
+}
+
+func (o *Output) add(p Output) {
+	o.Samples = append(o.Samples, p.Samples...)
+	o.Cycles = append(o.Cycles, p.Cycles...)
+	o.Transitions = append(o.Transitions, p.Transitions...)
+	o.Errors = append(o.Errors, p.Errors...)
+}
+
+// Empty reports whether nothing came of it.
+func (o *Output) Empty() bool {
+	return len(o.Samples) == 0 && len(o.Cycles) == 0 && len(o.Transitions) == 0 && len(o.Errors) == 0
+}
+
+// device is the state of one device's transforms.
+type device struct {
+	path   string
+	calcs  []*calc
+	byTag  map[string][]*calc // the calculated tags that read a tag
+	alarms []*Alarm
+	cycles []*Cycler
+	latest map[string]uns.Sample // by tag name
+}
+
+// Engine runs the transforms of every device. It is not safe for
+// concurrent use.
+type Engine struct {
+	devices map[string]*device
+	// byTag routes a sample's path to its device and tag name.
+	byTag map[uns.Path]route
+}
+
+type route struct {
+	dev *device
+	tag string
+}
+
+// NewEngine builds the transforms of the devices; a definition that does
+// not compile is left out and returned in the error, the rest run.
+func NewEngine(devs []Device) (*Engine, error) {
+	e := &Engine{devices: map[string]*device{}, byTag: map[uns.Path]route{}}
+	var errs []error
+	for _, d := range devs {
+		ds := &device{path: d.Path, latest: map[string]uns.Sample{}, byTag: map[string][]*calc{}}
+		for _, cd := range d.Calculated {
+			c, err := compileCalc(d.Path, cd)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s/%s: %w", d.Path, cd.Name, err))
+				continue
+			}
+			ds.calcs = append(ds.calcs, c)
+			for _, t := range c.Inputs {
+				ds.byTag[t] = append(ds.byTag[t], c)
+			}
+		}
+		for _, ad := range d.Alarms {
+			if ad.Disabled {
+				continue
+			}
+			if err := ad.Validate(d.Path + " alarm " + ad.Name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			ds.alarms = append(ds.alarms, NewAlarm(d.Path, ad))
+		}
+		for _, cd := range d.Cycles {
+			if err := cd.Validate(d.Path + " cycle " + cd.Name); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			ds.cycles = append(ds.cycles, NewCycler(d.Path, cd))
+		}
+		e.devices[d.Path] = ds
+		for _, tag := range ds.tags() {
+			e.byTag[uns.Path(d.Path+"/"+tag)] = route{ds, tag}
+		}
+	}
+	return e, errors.Join(errs...)
+}
+
+// tags are the device's tags the transforms read.
+func (d *device) tags() []string {
+	var out []string
+	add := func(t string) {
+		if t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	for _, c := range d.calcs {
+		for _, t := range c.Inputs {
+			add(t)
+		}
+	}
+	for _, a := range d.alarms {
+		add(a.Def.Tag)
+		add(a.SetpointTag())
+	}
+	for _, c := range d.cycles {
+		for _, t := range c.Tags() {
+			add(t)
+		}
+	}
+	return out
+}
+
+// OutputTags are the tags the transforms write: calculated tags and the
+// last cycle's values, with unit and type, for the namespace and history.
+func (e *Engine) OutputTags() []uns.Tag {
+	var out []uns.Tag
+	for _, d := range e.sortedDevices() {
+		for _, c := range d.calcs {
+			out = append(out, uns.Tag{Path: c.Out, DataType: uns.TypeFloat64, Unit: c.Def.Unit, Description: c.Def.Description})
+		}
+		for _, cy := range d.cycles {
+			base := d.path + "/_cycles/" + cy.Def.Name + "/"
+			out = append(out, uns.Tag{Path: uns.Path(base + "duration_s"), DataType: uns.TypeFloat64, Unit: "s", Description: "Duration of the last " + cy.Def.Name + " cycle"})
+			for _, a := range cy.Def.Aggregates {
+				out = append(out, uns.Tag{Path: uns.Path(base + a.Name), DataType: uns.TypeFloat64, Unit: a.Unit,
+					Description: fmt.Sprintf("%s of %s over the last %s cycle", a.Fn, a.Tag, cy.Def.Name)})
+			}
+		}
+	}
+	return out
+}
+
+func (e *Engine) sortedDevices() []*device {
+	keys := slices.Sorted(maps.Keys(e.devices))
+	out := make([]*device, len(keys))
+	for i, k := range keys {
+		out[i] = e.devices[k]
+	}
+	return out
+}
+
+// Process feeds samples in the order they came and returns what follows.
+// Calculated values are fed on to the device's alarms, cycles and other
+// calculated tags. A historical sample older than what a transform has
+// seen is left out by the transforms that keep state over time.
+//
+// Samples of one instant go to a cycle's trigger last: a cycle ends with
+// the values of the instant it ends in (and the next one starts with them).
+func (e *Engine) Process(samples []uns.Sample) Output {
+	var out Output
+	if !slices.IsSortedFunc(samples, e.order) {
+		samples = slices.Clone(samples)
+		slices.SortStableFunc(samples, e.order)
+	}
+	for _, s := range samples {
+		r, ok := e.byTag[s.Path]
+		if !ok {
+			continue
+		}
+		out.add(r.dev.observe(r.tag, s, 0))
+	}
+	return out
+}
+
+// order sorts samples by time, a cycle's trigger after the other
+// samples of its instant.
+func (e *Engine) order(a, b uns.Sample) int {
+	if c := a.TS.Compare(b.TS); c != 0 {
+		return c
+	}
+	ta, tb := e.isTrigger(a.Path), e.isTrigger(b.Path)
+	switch {
+	case ta && !tb:
+		return 1
+	case tb && !ta:
+		return -1
+	}
+	return 0
+}
+
+func (e *Engine) isTrigger(p uns.Path) bool {
+	r, ok := e.byTag[p]
+	if !ok {
+		return false
+	}
+	for _, c := range r.dev.cycles {
+		if c.Def.Tag == r.tag {
+			return true
+		}
+	}
+	return false
+}
+
+// maxDepth bounds calculated tags computed from calculated tags.
+const maxDepth = 4
+
+func (d *device) observe(tag string, s uns.Sample, depth int) Output {
+	var out Output
+	if cur, ok := d.latest[tag]; !ok || !s.TS.Before(cur.TS) {
+		d.latest[tag] = s
+	}
+	// Calculated tags first: alarms and cycles may read them.
+	var derived []uns.Sample
+	for _, c := range d.byTag[tag] {
+		if len(c.Sites) > 0 && s.TS.Before(c.Last) {
+			continue // late for a function of time: its state is past it
+		}
+		v, err := c.eval(s.TS, s.Historical, func(t string) (uns.Sample, bool) { x, ok := d.latest[t]; return x, ok })
+		if err != nil {
+			out.Errors = append(out.Errors, err)
+		}
+		out.Samples = append(out.Samples, v)
+		derived = append(derived, v)
+	}
+	for _, a := range d.alarms {
+		switch tag {
+		case a.Def.Tag:
+			out.Transitions = append(out.Transitions, a.Observe(s)...)
+		case a.SetpointTag():
+			out.Transitions = append(out.Transitions, a.ObserveSetpoint(s)...)
+		}
+	}
+	for _, cy := range d.cycles {
+		if c, ok := cy.Observe(tag, s); ok {
+			out.Cycles = append(out.Cycles, c)
+			out.Samples = append(out.Samples, cycleSamples(c)...)
+		}
+	}
+	if depth < maxDepth {
+		for _, v := range derived {
+			out.add(d.observe(strings.TrimPrefix(string(v.Path), d.path+"/"), v, depth+1))
+		}
+	}
+	return out
+}
+
+// cycleSamples are the tags with a finished cycle's values, at its end.
+func cycleSamples(c Cycle) []uns.Sample {
+	base := c.Machine + "/_cycles/" + c.Name + "/"
+	out := make([]uns.Sample, 0, len(c.Values))
+	for _, k := range slices.Sorted(maps.Keys(c.Values)) {
+		out = append(out, uns.Sample{Path: uns.Path(base + k), TS: c.End, Value: uns.Float(c.Values[k]), Quality: uns.Good})
+	}
+	return out
+}
+
+// Tick moves every alarm to now: delays that ran out, stale tags, shelving
+// that expired.
+func (e *Engine) Tick(now time.Time) Output {
+	var out Output
+	for _, d := range e.sortedDevices() {
+		for _, a := range d.alarms {
+			out.Transitions = append(out.Transitions, a.Tick(now)...)
+		}
+	}
+	return out
+}
+
+// ErrNoAlarm is returned for an alarm path the engine does not have.
+var ErrNoAlarm = errors.New("no such alarm")
+
+func (e *Engine) alarm(path string) (*Alarm, error) {
+	dev, _, ok := strings.Cut(path, "/_alarms/")
+	if d, found := e.devices[dev]; ok && found {
+		for _, a := range d.alarms {
+			if a.Path == path {
+				return a, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNoAlarm, path)
+}
+
+// Ack acknowledges an alarm.
+func (e *Engine) Ack(path string, now time.Time, user, comment string) (Transition, error) {
+	a, err := e.alarm(path)
+	if err != nil {
+		return Transition{}, err
+	}
+	return a.Ack(now, user, comment)
+}
+
+// Shelve shelves an alarm until until (unshelves it when until is not
+// after now).
+func (e *Engine) Shelve(path string, now, until time.Time, user, comment string) (Transition, error) {
+	a, err := e.alarm(path)
+	if err != nil {
+		return Transition{}, err
+	}
+	return a.Shelve(now, until, user, comment), nil
+}
+
+// AlarmStatus is an alarm as a list shows it.
+type AlarmStatus struct {
+	Path         string     `json:"path"`
+	Device       string     `json:"device"`
+	Name         string     `json:"name"`
+	Tag          string     `json:"tag"`
+	Kind         string     `json:"kind"`
+	Priority     string     `json:"priority"`
+	Class        string     `json:"class,omitempty"`
+	Message      string     `json:"message,omitempty"`
+	Limit        float64    `json:"limit"`
+	State        AlarmState `json:"state"`
+	Since        *time.Time `json:"since,omitempty"`
+	Value        *float64   `json:"value,omitempty"`
+	Text         string     `json:"text,omitempty"`
+	ShelvedUntil *time.Time `json:"shelved_until,omitempty"`
+}
+
+// Alarms lists every alarm, in path order.
+func (e *Engine) Alarms(now time.Time) []AlarmStatus {
+	var out []AlarmStatus
+	for _, d := range e.sortedDevices() {
+		for _, a := range d.alarms {
+			st := AlarmStatus{Path: a.Path, Device: d.path, Name: a.Def.Name, Tag: a.Def.Tag, Kind: a.Def.Kind,
+				Priority: a.Def.Priority, Class: a.Def.Class, Message: a.Def.Message, Limit: a.Def.Limit, State: a.State(), Text: a.Text}
+			if !a.Since.IsZero() {
+				t := a.Since
+				st.Since = &t
+			}
+			if a.HasValue && a.Text == "" {
+				v := a.Value
+				st.Value = &v
+			}
+			if a.Shelved(now) {
+				t := a.ShelvedUntil
+				st.ShelvedUntil = &t
+			}
+			out = append(out, st)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// snapshot is the engine's state as saved: by key, with the definition it
+// was made under, so that a changed definition starts afresh.
+type snapshot struct {
+	Calcs  map[string]*calc   `json:"calcs"`
+	Alarms map[string]*Alarm  `json:"alarms"`
+	Cycles map[string]*Cycler `json:"cycles"`
+	Latest []byte             `json:"latest"` // a batch (uns.AppendBatch) of the latest inputs
+}
+
+// Snapshot returns the engine's state, for Restore after a restart.
+func (e *Engine) Snapshot() ([]byte, error) {
+	s := snapshot{Calcs: map[string]*calc{}, Alarms: map[string]*Alarm{}, Cycles: map[string]*Cycler{}}
+	var latest []uns.Sample
+	for _, d := range e.devices {
+		for _, c := range d.calcs {
+			s.Calcs[string(c.Out)] = c
+		}
+		for _, a := range d.alarms {
+			s.Alarms[a.Path] = a
+		}
+		for _, c := range d.cycles {
+			s.Cycles[c.Machine+"/"+c.Def.Name] = c
+		}
+		for _, v := range d.latest {
+			latest = append(latest, v)
+		}
+	}
+	s.Latest = uns.AppendBatch(nil, latest)
+	return json.Marshal(s)
+}
+
+// Restore takes over the state of a snapshot for every transform whose
+// definition is the same; the others start afresh.
+func (e *Engine) Restore(b []byte) error {
+	var s snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("transform state: %w", err)
+	}
+	batch, err := uns.DecodeBatch(nil, s.Latest)
+	if err != nil {
+		return fmt.Errorf("transform state: latest values: %w", err)
+	}
+	latest := map[uns.Path]uns.Sample{}
+	for _, v := range batch {
+		latest[v.Path] = v
+	}
+	same := func(a, b any) bool {
+		x, _ := json.Marshal(a)
+		y, _ := json.Marshal(b)
+		return string(x) == string(y)
+	}
+	for _, d := range e.devices {
+		for _, c := range d.calcs {
+			if old, ok := s.Calcs[string(c.Out)]; ok && same(old.Def, c.Def) && len(old.Sites) == len(c.Sites) {
+				c.Sites, c.Last = old.Sites, old.Last
+			}
+		}
+		for i, a := range d.alarms {
+			if old, ok := s.Alarms[a.Path]; ok {
+				if same(old.Def, a.Def) {
+					d.alarms[i] = old
+				} else { // a new limit: keep what an operator did
+					a.Acked, a.ShelvedUntil = old.Acked || !old.Active, old.ShelvedUntil
+				}
+			}
+		}
+		for i, c := range d.cycles {
+			if old, ok := s.Cycles[c.Machine+"/"+c.Def.Name]; ok && same(old.Def, c.Def) {
+				d.cycles[i] = old
+			}
+		}
+		for _, t := range d.tags() {
+			if v, ok := latest[uns.Path(d.path+"/"+t)]; ok {
+				d.latest[t] = v
+			}
+		}
+	}
+	return nil
+}
