@@ -13,13 +13,6 @@ import (
 	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
 )
 
-func TestIdentifiers(t *testing.T) {
-	names, err := identifiers("power_kw * 1000 / max(production_tph, 0.1) + abs(offset)")
-	if err != nil || fmt.Sprint(names) != "[power_kw production_tph offset]" {
-		t.Fatalf("%v %v", names, err)
-	}
-}
-
 // A calculated tag of the fleet config follows its inputs into the
 // namespace and the history; a bad input makes it bad.
 func TestCalculatedTags(t *testing.T) {

@@ -57,7 +57,7 @@ type Cloud struct {
 	Health    *FleetMonitor
 	Metrics   *Metrics
 	arch      *archiver
-	calc      *calc
+	transform *transformer
 	repub     *republisher
 	accounts  jetstream.KeyValue
 
@@ -159,12 +159,12 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	calcJS, err := c.jetStream("calx-calc")
+	transformJS, err := c.jetStream("calx-transform")
 	if err != nil {
 		return err
 	}
-	c.calc = newCalc(calcJS, c.Fleet, c.Registry, h, c.log)
-	if err := c.calc.start(ctx); err != nil {
+	c.transform = newTransformer(transformJS, c.Fleet, c.Registry, h, c.Broker, c.Hub, c.log)
+	if err := c.transform.start(ctx); err != nil {
 		return err
 	}
 	c.arch = newArchiver(archJS, h, c.Metrics, c.log)
@@ -251,8 +251,8 @@ func (c *Cloud) Shutdown(ctx context.Context) error {
 		if c.Host != nil {
 			c.Host.stopLoop()
 		}
-		if c.calc != nil {
-			c.calc.stop()
+		if c.transform != nil {
+			c.transform.stop()
 		}
 		if c.arch != nil {
 			c.drain(ctx)

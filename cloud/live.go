@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/calx-iiot/calx/store"
+	"github.com/calx-iiot/calx/transform"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -25,9 +26,11 @@ type Hub struct {
 	dropped, malformed atomic.Uint64
 }
 
-// LiveSub is one live view's feed.
+// LiveSub is one live view's feed: values on C, alarm transitions on
+// Alarms.
 type LiveSub struct {
 	C       chan []uns.Sample
+	Alarms  chan []transform.Transition
 	dropped atomic.Uint64
 }
 
@@ -67,9 +70,24 @@ func (h *Hub) broadcast(samples []uns.Sample) {
 	}
 }
 
+// Alarms fans alarm transitions out to live views; a view too slow for
+// them loses them (counted), and reloads the alarm list.
+func (h *Hub) Alarms(trs []transform.Transition) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		select {
+		case s.Alarms <- trs:
+		default:
+			s.dropped.Add(uint64(len(trs)))
+			h.dropped.Add(uint64(len(trs)))
+		}
+	}
+}
+
 // Subscribe returns a new feed; call Unsubscribe when done.
 func (h *Hub) Subscribe() *LiveSub {
-	s := &LiveSub{C: make(chan []uns.Sample, 256)}
+	s := &LiveSub{C: make(chan []uns.Sample, 256), Alarms: make(chan []transform.Transition, 64)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()

@@ -21,11 +21,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/expr-lang/expr"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/transform"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -46,17 +46,17 @@ type Template struct {
 	// Calculated tags of the machine type, computed in the cloud from the
 	// device's other tags; merged by name along extends.
 	Calculated []Calculated `yaml:"calculated"`
+	// Cycles of the machine type (production cycles with aggregates) and
+	// its alarms, evaluated in the cloud; merged by name along extends.
+	Cycles []transform.CycleDef `yaml:"cycles"`
+	Alarms []transform.AlarmDef `yaml:"alarms"`
 }
 
 // Calculated is a tag the cloud computes from other tags of the same
 // device: Expr (expr-lang) names them by their tag names, e.g.
-// "power_kw * 1000 / max(production_tph, 0.1)".
-type Calculated struct {
-	Name        string `yaml:"name"`
-	Expr        string `yaml:"expr"`
-	Unit        string `yaml:"unit"`
-	Description string `yaml:"description"`
-}
+// "power_kw * 1000 / max(production_tph, 0.1)", with functions of time
+// such as integral(power_kw) and avg_over(co, "1h") (see transform.CalcDef).
+type Calculated = transform.CalcDef
 
 // CalculatedTag is a calculated tag of one device, placed in the UNS.
 type CalculatedTag struct {
@@ -68,32 +68,99 @@ type CalculatedTag struct {
 // followed.
 func (c *Config) CalculatedTags() []CalculatedTag {
 	var out []CalculatedTag
-	for _, e := range c.Edges {
-		for _, d := range e.Devices {
-			byName := map[string]Calculated{}
-			var order []string
-			seen := map[string]bool{}
-			for n := d.Template; n != "" && !seen[n]; {
-				seen[n] = true
-				t, ok := c.Template(n)
-				if !ok {
-					break
-				}
-				for _, ct := range slices.Backward(t.Calculated) {
-					if _, have := byName[ct.Name]; !have {
-						byName[ct.Name] = ct
-						order = append(order, ct.Name)
-					}
-				}
-				n = t.Extends
-			}
-			slices.Reverse(order)
-			for _, name := range order {
-				out = append(out, CalculatedTag{Calculated: byName[name], Device: d.Path})
+	for _, d := range c.Transforms() {
+		for _, ct := range d.Calculated {
+			out = append(out, CalculatedTag{Calculated: ct, Device: d.Path})
+		}
+	}
+	return out
+}
+
+// byTemplate collects the named items list gives of each template along a
+// template's extends chain: those of what it extends first, an item of the
+// same name replaced in place, new ones appended.
+func byTemplate[T any](c *Config, template string, list func(*Template) []T, name func(T) string) []T {
+	var chain []*Template
+	for n := template; n != ""; {
+		t, ok := c.Template(n)
+		if !ok || slices.Contains(chain, t) {
+			break
+		}
+		chain = append(chain, t)
+		n = t.Extends
+	}
+	var out []T
+	for _, t := range slices.Backward(chain) {
+		for _, x := range list(t) {
+			if i := slices.IndexFunc(out, func(y T) bool { return name(y) == name(x) }); i >= 0 {
+				out[i] = x
+			} else {
+				out = append(out, x)
 			}
 		}
 	}
 	return out
+}
+
+// Transforms returns what the cloud computes for every device: calculated
+// tags, cycles and alarms of its template chain, with the instance's
+// alarm overrides laid over them by name.
+func (c *Config) Transforms() []transform.Device {
+	var out []transform.Device
+	for _, e := range c.Edges {
+		for _, d := range e.Devices {
+			td := transform.Device{
+				Path:       d.Path,
+				Calculated: byTemplate(c, d.Template, func(t *Template) []transform.CalcDef { return t.Calculated }, func(x transform.CalcDef) string { return x.Name }),
+				Cycles:     byTemplate(c, d.Template, func(t *Template) []transform.CycleDef { return t.Cycles }, func(x transform.CycleDef) string { return x.Name }),
+				Alarms:     byTemplate(c, d.Template, func(t *Template) []transform.AlarmDef { return t.Alarms }, func(x transform.AlarmDef) string { return x.Name }),
+			}
+			td.Alarms, _ = overrideAlarms(td.Alarms, d.Alarms)
+			if len(td.Calculated)+len(td.Cycles)+len(td.Alarms) > 0 {
+				out = append(out, td)
+			}
+		}
+	}
+	return out
+}
+
+// overrideAlarms lays an instance's alarm settings over its template's,
+// key by key and by name; a name the template lacks is a new alarm.
+func overrideAlarms(base []transform.AlarmDef, over []map[string]any) ([]transform.AlarmDef, error) {
+	out := slices.Clone(base)
+	var errs []error
+	for i, o := range over {
+		name, _ := o["name"].(string)
+		j := slices.IndexFunc(out, func(a transform.AlarmDef) bool { return a.Name == name })
+		var m map[string]any
+		if j >= 0 {
+			b, err := yaml.Marshal(out[j])
+			if err == nil {
+				err = yaml.Unmarshal(b, &m)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("alarms[%d] (%s): %w", i, name, err))
+				continue
+			}
+		}
+		merged := merge(m, o)
+		b, err := yaml.Marshal(merged)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("alarms[%d] (%s): %w", i, name, err))
+			continue
+		}
+		var a transform.AlarmDef
+		if err := config.Decode(fmt.Sprintf("alarms[%d] (%s)", i, name), b, &a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if j >= 0 {
+			out[j] = a
+		} else {
+			out = append(out, a)
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // Edge is one edge node of the fleet.
@@ -118,6 +185,9 @@ type Instance struct {
 	// Without a template: the connector and its settings, as in edge.yaml.
 	Connector string         `yaml:"connector"`
 	Settings  map[string]any `yaml:"settings"`
+	// Alarms override the template's alarms of the same name key by key
+	// (e.g. another limit, or disabled: true) or add alarms of its own.
+	Alarms []map[string]any `yaml:"alarms"`
 }
 
 // Parse decodes a fleet config strictly; source names it in errors.
@@ -188,8 +258,20 @@ func (c *Config) Validate() error {
 			if err := uns.Path(ct.Name).Validate(); err != nil {
 				errs = append(errs, fmt.Errorf("%s name: %w", at, err))
 			}
-			if _, err := expr.Compile(ct.Expr, expr.AllowUndefinedVariables()); err != nil || strings.TrimSpace(ct.Expr) == "" {
+			if strings.TrimSpace(ct.Expr) == "" {
+				errs = append(errs, fmt.Errorf("%s expr: required", at))
+			} else if err := ct.Check(); err != nil {
 				errs = append(errs, fmt.Errorf("%s expr %q: %v", at, ct.Expr, err))
+			}
+		}
+		for i, cy := range t.Cycles {
+			if err := cy.Validate(fmt.Sprintf("template %s cycles[%d] (%s)", t.Name, i, cy.Name)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for i, a := range t.Alarms {
+			if err := a.Validate(fmt.Sprintf("template %s alarms[%d] (%s)", t.Name, i, a.Name)); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
@@ -215,6 +297,25 @@ func (c *Config) Validate() error {
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		for j, in := range e.Devices {
+			var base []transform.AlarmDef
+			if in.Template != "" {
+				base = byTemplate(c, in.Template, func(t *Template) []transform.AlarmDef { return t.Alarms }, func(x transform.AlarmDef) string { return x.Name })
+			}
+			alarms, err := overrideAlarms(base, in.Alarms)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s devices[%d] (%s): %w", at, j, in.ID, err))
+				continue
+			}
+			for k, a := range alarms {
+				if a.Disabled {
+					continue
+				}
+				if err := a.Validate(fmt.Sprintf("%s devices[%d] (%s) alarms[%d] (%s)", at, j, in.ID, k, a.Name)); err != nil {
+					errs = append(errs, err)
+				}
+			}
 		}
 		ids := map[string]bool{}
 		for _, d := range devs {

@@ -81,3 +81,74 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		}
 	}
 }
+
+const transformsFleet = `templates:
+  - name: kiln
+    connector: signals
+    settings: {interval: 1s, signals: [{name: power_kw, kind: counter}]}
+    calculated:
+      - {name: energy_kwh, expr: "integral(power_kw)", unit: kWh}
+    cycles:
+      - name: burn
+        tag: cycles
+        trigger: increment
+        aggregates: [{name: energy_kwh, tag: power_kw, fn: integral, unit: kWh}]
+    alarms:
+      - {name: co_high, tag: co, kind: high, limit: 500, deadband: 20, on_delay: 10s, priority: high}
+      - {name: tripped, tag: state, kind: state, state: tripped}
+  - name: big_kiln
+    extends: kiln
+    alarms:
+      - {name: co_high, tag: co, kind: high, limit: 800}
+edges:
+  - group: g
+    edge_id: e1
+    devices:
+      - {id: k1, path: g/s/k1, template: kiln, alarms: [{name: co_high, limit: 400}, {name: tripped, disabled: true}, {name: o2_low, tag: o2, kind: low, limit: 1}]}
+      - {id: k2, path: g/s/k2, template: big_kiln}
+`
+
+func TestTransformsWithOverrides(t *testing.T) {
+	c, err := Parse("fleet.yaml", []byte(transformsFleet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ds := c.Transforms()
+	if len(ds) != 2 {
+		t.Fatalf("%d devices", len(ds))
+	}
+	k1, k2 := ds[0], ds[1]
+	if len(k1.Calculated) != 1 || len(k1.Cycles) != 1 || k1.Cycles[0].Aggregates[0].Fn != "integral" {
+		t.Fatalf("k1 %+v", k1)
+	}
+	// k1: the limit overridden, the rest of the template's alarm kept.
+	if a := k1.Alarms[0]; a.Limit != 400 || a.Deadband != 20 || a.OnDelay.Seconds() != 10 || a.Priority != "high" {
+		t.Fatalf("k1 co_high %+v", a)
+	}
+	if !k1.Alarms[1].Disabled || k1.Alarms[2].Name != "o2_low" || len(k1.Alarms) != 3 {
+		t.Fatalf("k1 alarms %+v", k1.Alarms)
+	}
+	// k2: big_kiln's own co_high replaces kiln's whole.
+	if a := k2.Alarms[0]; a.Name != "co_high" || a.Limit != 800 || a.Deadband != 0 || len(k2.Alarms) != 2 {
+		t.Fatalf("k2 alarms %+v", k2.Alarms)
+	}
+	for _, tc := range []struct{ from, to, want string }{
+		{"kind: high, limit: 500", "kind: above, limit: 500", `alarms[0] (co_high) kind "above"`},
+		{"{name: co_high, limit: 400}", "{name: co_high, limit: fast}", "co_high"},
+		{"trigger: increment", "trigger: sometimes", `cycles[0] (burn) trigger "sometimes"`},
+		{`integral(power_kw)`, `integral(power_kw, \"week\")`, "calculated[0] (energy_kwh)"},
+		{"{name: o2_low, tag: o2, kind: low, limit: 1}", "{name: o2_low, kind: low, limit: 1}", "(o2_low) tag: required"},
+	} {
+		bad := strings.Replace(transformsFleet, tc.from, tc.to, 1)
+		c, err := Parse("fleet.yaml", []byte(bad))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.to, err, tc.want)
+		}
+	}
+}

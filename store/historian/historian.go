@@ -63,6 +63,39 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (
 	bucket TIMESTAMPTZ NOT NULL,
 	PRIMARY KEY (tag_id, bucket)
 );
+CREATE TABLE IF NOT EXISTS cycles (
+	machine    VARCHAR NOT NULL,
+	name       VARCHAR NOT NULL,
+	start_ts   TIMESTAMPTZ NOT NULL,
+	end_ts     TIMESTAMPTZ NOT NULL,
+	duration_s DOUBLE NOT NULL,
+	PRIMARY KEY (machine, name, start_ts)
+);
+CREATE TABLE IF NOT EXISTS cycle_values (
+	machine   VARCHAR NOT NULL,
+	name      VARCHAR NOT NULL,
+	start_ts  TIMESTAMPTZ NOT NULL,
+	aggregate VARCHAR NOT NULL,
+	value     DOUBLE NOT NULL,
+	PRIMARY KEY (machine, name, start_ts, aggregate)
+);
+CREATE TABLE IF NOT EXISTS alarm_journal (
+	ts            TIMESTAMPTZ NOT NULL,
+	alarm         VARCHAR NOT NULL,
+	event         VARCHAR NOT NULL,
+	state         VARCHAR NOT NULL,
+	tag           VARCHAR NOT NULL,
+	kind          VARCHAR NOT NULL,
+	priority      VARCHAR NOT NULL,
+	class         VARCHAR NOT NULL,
+	value         DOUBLE,
+	text          VARCHAR NOT NULL,
+	limit_value   DOUBLE NOT NULL,
+	username      VARCHAR NOT NULL,
+	comment       VARCHAR NOT NULL,
+	shelved_until TIMESTAMPTZ,
+	PRIMARY KEY (alarm, ts, event)
+);
 CREATE TABLE IF NOT EXISTS audit (
 	ts       TIMESTAMPTZ NOT NULL,
 	username VARCHAR NOT NULL,

@@ -15,7 +15,7 @@ import (
 var ErrNotAllowed = errors.New("query not allowed")
 
 // Tables a read-only query may read.
-var queryTables = []string{"tags", "points", "audit", "rollup_1m", "points_archive"}
+var queryTables = []string{"tags", "points", "audit", "rollup_1m", "points_archive", "cycles", "cycle_values", "alarm_journal"}
 
 // Table functions a read-only query may call; every other one (those that
 // read files or the network among them) is refused.
