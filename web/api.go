@@ -145,7 +145,8 @@ type liveJSON struct {
 	Historical bool        `json:"historical,omitempty"`
 }
 
-// live streams new values as Server-Sent Events, one event per batch.
+// live streams new values as Server-Sent Events, one "values" event per
+// batch, and alarm transitions as "alarms" events.
 func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -185,6 +186,10 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			}
 			b, _ := json.Marshal(out)
 			fmt.Fprintf(w, "event: values\ndata: %s\n\n", b)
+			fl.Flush()
+		case trs := <-sub.Alarms:
+			b, _ := json.Marshal(trs)
+			fmt.Fprintf(w, "event: alarms\ndata: %s\n\n", b)
 			fl.Flush()
 		}
 	}

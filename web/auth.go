@@ -18,13 +18,14 @@ import (
 type User struct {
 	Username     string
 	PasswordHash string
-	Role         string // admin, engineer or viewer
+	Role         string // admin, engineer, operator or viewer
 }
 
 // Roles of UI and API users.
 const (
 	RoleAdmin    = "admin"
 	RoleEngineer = "engineer"
+	RoleOperator = "operator" // a viewer who also acknowledges and shelves alarms
 	RoleViewer   = "viewer"
 )
 
@@ -110,9 +111,9 @@ func NewAuth(users []User) (*Auth, error) {
 			return nil, fmt.Errorf("auth: user %s: password_hash is not a bcrypt hash", u.Username)
 		}
 		switch u.Role {
-		case RoleAdmin, RoleEngineer, RoleViewer:
+		case RoleAdmin, RoleEngineer, RoleOperator, RoleViewer:
 		default:
-			return nil, fmt.Errorf("auth: user %s: role %q: want admin, engineer or viewer", u.Username, u.Role)
+			return nil, fmt.Errorf("auth: user %s: role %q: want admin, engineer, operator or viewer", u.Username, u.Role)
 		}
 		a.users[u.Username] = u
 	}

@@ -54,7 +54,12 @@ var (
 	descRepubSent       = prometheus.NewDesc("calx_uns_mqtt_values_total", "Current values published on the broker as UNS JSON.", nil, nil)
 	descRepubDropped    = prometheus.NewDesc("calx_uns_mqtt_messages_dropped_total", "Backbone messages the UNS JSON republisher was too slow to take.", nil, nil)
 	descFleetAlarms     = prometheus.NewDesc("calx_fleet_alarms_active", "Active fleet alarms by kind.", []string{"kind"}, nil)
-	cloudCollectorDescs = []*prometheus.Desc{descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
+	descCalcOutputs     = prometheus.NewDesc("calx_transform_values_total", "Calculated values and cycle values the transforms produced.", nil, nil)
+	descCalcFailed      = prometheus.NewDesc("calx_transform_failures_total", "Evaluations of calculated tags that failed.", nil, nil)
+	descCycles          = prometheus.NewDesc("calx_cycles_total", "Production cycles recorded.", nil, nil)
+	descAlarmTrans      = prometheus.NewDesc("calx_alarm_transitions_total", "Alarm transitions journaled.", nil, nil)
+	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
+	cloudCollectorDescs = []*prometheus.Desc{descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
@@ -98,6 +103,18 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	repSent, repDropped := cc.c.RepublishStats()
 	counter(descRepubSent, float64(repSent))
 	counter(descRepubDropped, float64(repDropped))
+	ts := cc.c.TransformStats()
+	counter(descCalcOutputs, float64(ts.Outputs))
+	counter(descCalcFailed, float64(ts.Failed))
+	counter(descCycles, float64(ts.Cycles))
+	counter(descAlarmTrans, float64(ts.Transitions))
+	byState := map[[2]string]int{}
+	for _, a := range cc.c.Alarms() {
+		byState[[2]string{string(a.State), a.Priority}]++
+	}
+	for k, n := range byState {
+		gauge(descAlarmsByState, float64(n), k[0], k[1])
+	}
 	lags, _ := cc.c.ConsumerLags(ctx) // a stream not yet made has no consumers to show
 	for _, l := range lags {
 		gauge(descConsumerPending, float64(l.Pending), l.Stream, l.Consumer)

@@ -1,0 +1,363 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/calx-iiot/calx/store/historian"
+	"github.com/calx-iiot/calx/transform"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// maxRows bounds the rows of a journal or cycle list.
+const maxRows = 10000
+
+// limitParam reads ?limit= (default def, at most maxRows).
+func limitParam(r *http.Request, def int) (int, error) {
+	q := r.URL.Query().Get("limit")
+	if q == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(q)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("limit: %q is not a positive whole number", q)
+	}
+	if n > maxRows {
+		return 0, fmt.Errorf("limit: %d is more than the %d rows one request may ask for", n, maxRows)
+	}
+	return n, nil
+}
+
+// pathParam reads an optional UNS path or prefix parameter.
+func pathParam(r *http.Request, name string) (string, error) {
+	p := r.URL.Query().Get(name)
+	if p == "" {
+		return "", nil
+	}
+	if err := uns.Path(p).Validate(); err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	return p, nil
+}
+
+// timeRange reads ?from= and ?to= (defaults: the last day).
+func timeRange(r *http.Request) (from, to time.Time, err error) {
+	now := time.Now()
+	if to, err = parseTime(r.URL.Query().Get("to"), "to", now); err != nil {
+		return
+	}
+	if from, err = parseTime(r.URL.Query().Get("from"), "from", to.Add(-24*time.Hour)); err != nil {
+		return
+	}
+	if from.After(to) {
+		err = fmt.Errorf("from: %s is after to %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
+	}
+	return
+}
+
+// alarms lists the alarms of the transforms and their state; filters:
+// ?device= (a UNS prefix), ?state=, ?priority=, ?class=, ?active=true
+// (in any state but normal), ?shelved=true|false.
+func (s *Server) alarms(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	dev, err := pathParam(r, "device")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	states := []string{string(transform.StateNormal), string(transform.StateUnacked), string(transform.StateAcked), string(transform.StateClearedUnack)}
+	if st := q.Get("state"); st != "" && !slices.Contains(states, st) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: one of %v", st, states))
+		return
+	}
+	if p := q.Get("priority"); p != "" && !slices.Contains(transform.Priorities, p) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("priority %q: one of %v", p, transform.Priorities))
+		return
+	}
+	boolParam := func(name string) (*bool, error) {
+		v := q.Get(name)
+		if v == "" {
+			return nil, nil
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not true or false", name, v)
+		}
+		return &b, nil
+	}
+	active, err := boolParam("active")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	shelved, err := boolParam("shelved")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out := []transform.AlarmStatus{}
+	for _, a := range s.cloud.Alarms() {
+		switch {
+		case dev != "" && a.Device != dev && !strings.HasPrefix(a.Device, dev+"/"):
+		case q.Get("state") != "" && string(a.State) != q.Get("state"):
+		case q.Get("priority") != "" && a.Priority != q.Get("priority"):
+		case q.Get("class") != "" && a.Class != q.Get("class"):
+		case active != nil && (a.State != transform.StateNormal) != *active:
+		case shelved != nil && (a.ShelvedUntil != nil) != *shelved:
+		default:
+			out = append(out, a)
+		}
+	}
+	// Most urgent first, then the oldest.
+	rank := func(a transform.AlarmStatus) int { return slices.Index(transform.Priorities, a.Priority) }
+	sort.SliceStable(out, func(i, j int) bool {
+		if ri, rj := rank(out[i]), rank(out[j]); ri != rj {
+			return ri > rj
+		}
+		return out[i].Path < out[j].Path
+	})
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "alarms": out})
+}
+
+// alarmJournal lists alarm transitions: ?alarm= (a UNS prefix), ?event=,
+// ?class=, ?from=, ?to= (default the last day), ?limit= (default 1000).
+func (s *Server) alarmJournal(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	alarm, err := pathParam(r, "alarm")
+	if err == nil {
+		var n int
+		if n, err = limitParam(r, 1000); err == nil {
+			var from, to time.Time
+			if from, to, err = timeRange(r); err == nil {
+				events := []string{transform.EventRaise, transform.EventClear, transform.EventAck, transform.EventShelve, transform.EventUnshelve}
+				if ev := q.Get("event"); ev != "" && !slices.Contains(events, ev) {
+					err = fmt.Errorf("event %q: one of %v", ev, events)
+				} else {
+					var trs []transform.Transition
+					trs, err = s.cloud.Historian.Journal(r.Context(), historian.JournalQuery{Alarm: alarm, Event: q.Get("event"), Class: q.Get("class"), From: from, To: to, Limit: n})
+					if err != nil {
+						writeError(w, http.StatusInternalServerError, err.Error())
+						return
+					}
+					if trs == nil {
+						trs = []transform.Transition{}
+					}
+					writeJSON(w, http.StatusOK, map[string]any{"count": len(trs), "transitions": trs})
+					return
+				}
+			}
+		}
+	}
+	writeError(w, http.StatusBadRequest, err.Error())
+}
+
+// ackAlarm acknowledges an alarm: {"path": ..., "comment": ...}.
+func (s *Server) ackAlarm(w http.ResponseWriter, r *http.Request) {
+	sess, _ := r.Context().Value(ctxKey{}).(session)
+	var req struct {
+		Path    string `json:"path"`
+		Comment string `json:"comment"`
+	}
+	if err := decodeBody(r, &req, `{"path": "<device>/_alarms/<name>", "comment": "..."}`); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(req.Comment) > 1000 {
+		writeError(w, http.StatusBadRequest, "comment: at most 1000 characters")
+		return
+	}
+	tr, err := s.cloud.AckAlarm(r.Context(), req.Path, sess.user, req.Comment)
+	s.alarmAction(w, tr, err)
+}
+
+// maxShelve bounds how long an alarm may be shelved.
+const maxShelve = 7 * 24 * time.Hour
+
+// shelveAlarm shelves an alarm: {"path", "minutes", "comment"}; 0 minutes
+// unshelves it.
+func (s *Server) shelveAlarm(w http.ResponseWriter, r *http.Request) {
+	sess, _ := r.Context().Value(ctxKey{}).(session)
+	var req struct {
+		Path    string   `json:"path"`
+		Minutes *float64 `json:"minutes"`
+		Comment string   `json:"comment"`
+	}
+	if err := decodeBody(r, &req, `{"path": "<device>/_alarms/<name>", "minutes": 60, "comment": "..."}`); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.Minutes == nil || *req.Minutes < 0 || math.IsNaN(*req.Minutes) || time.Duration(*req.Minutes*float64(time.Minute)) > maxShelve {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("minutes: required, from 0 (unshelve) to %d (%s)", int(maxShelve.Minutes()), maxShelve))
+		return
+	}
+	if req.Comment == "" && *req.Minutes > 0 {
+		writeError(w, http.StatusBadRequest, "comment: say why the alarm is shelved")
+		return
+	}
+	until := time.Now().Add(time.Duration(*req.Minutes * float64(time.Minute)))
+	tr, err := s.cloud.ShelveAlarm(r.Context(), req.Path, until, sess.user, req.Comment)
+	s.alarmAction(w, tr, err)
+}
+
+func (s *Server) alarmAction(w http.ResponseWriter, tr transform.Transition, err error) {
+	switch {
+	case errors.Is(err, transform.ErrNoAlarm):
+		writeError(w, http.StatusNotFound, "path: "+err.Error())
+	case err != nil && tr.Alarm == "":
+		writeError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, tr)
+	}
+}
+
+// cycles lists finished production cycles: ?machine= (a UNS prefix),
+// ?name=, ?from=, ?to= (of their end, default the last day), ?limit=
+// (default 1000, the newest).
+func (s *Server) cycles(w http.ResponseWriter, r *http.Request) {
+	machine, err := pathParam(r, "machine")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	name := r.URL.Query().Get("name")
+	if name != "" {
+		if err := uns.ValidateSegment(name); err != nil {
+			writeError(w, http.StatusBadRequest, "name: "+err.Error())
+			return
+		}
+	}
+	n, err := limitParam(r, 1000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	from, to, err := timeRange(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	cs, err := s.cloud.Historian.Cycles(r.Context(), historian.CycleQuery{Machine: machine, Name: name, From: from, To: to, Limit: n})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	type cycleJSON struct {
+		transform.Cycle
+		DurationS float64 `json:"duration_s"`
+	}
+	out := make([]cycleJSON, len(cs))
+	for i, c := range cs {
+		out[i] = cycleJSON{c, c.Duration().Seconds()}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "cycles": out})
+}
+
+// exceedance is one alarm of a report's day: when its limit was exceeded.
+type exceedance struct {
+	Alarm    string     `json:"alarm"`
+	Tag      string     `json:"tag"`
+	Limit    float64    `json:"limit"`
+	Start    time.Time  `json:"start"`
+	End      *time.Time `json:"end,omitempty"` // none: still exceeded at the end of the day
+	Seconds  float64    `json:"seconds"`       // within the day
+	Peak     *float64   `json:"peak,omitempty"`
+	Priority string     `json:"priority"`
+}
+
+// emissionsReport is the day's exceedances of the alarms of a class
+// (?class=, default emission) for ?day=YYYY-MM-DD (UTC, default today):
+// every period from a raise to its clear that overlaps the day, with its
+// duration within the day and the highest value it reached.
+func (s *Server) emissionsReport(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	class := q.Get("class")
+	if class == "" {
+		class = "emission"
+	}
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	if d := q.Get("day"); d != "" {
+		t, err := time.Parse(time.DateOnly, d)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("day: %q is not a date such as 2026-12-01", d))
+			return
+		}
+		day = t
+	}
+	end := day.Add(24 * time.Hour)
+	// From the day before: an exceedance that began then and lasted into the day.
+	trs, err := s.cloud.Historian.Journal(r.Context(), historian.JournalQuery{Class: class, From: day.Add(-7 * 24 * time.Hour), To: end, Limit: maxRows})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	open := map[string]*exceedance{}
+	out := []*exceedance{}
+	for _, tr := range trs {
+		switch tr.Event {
+		case transform.EventRaise:
+			e := &exceedance{Alarm: tr.Alarm, Tag: tr.Tag, Limit: tr.Limit, Start: tr.TS, Priority: tr.Priority, Peak: tr.Value}
+			open[tr.Alarm] = e
+			out = append(out, e)
+		case transform.EventClear:
+			if e, ok := open[tr.Alarm]; ok {
+				t := tr.TS
+				e.End = &t
+				delete(open, tr.Alarm)
+			}
+		}
+	}
+	report := []*exceedance{}
+	for _, e := range out {
+		stop := end
+		if e.End != nil && e.End.Before(end) {
+			stop = *e.End
+		}
+		start := e.Start
+		if start.Before(day) {
+			start = day
+		}
+		if !stop.After(start) && !(e.Start.Equal(start) && e.End != nil && e.End.Equal(e.Start)) {
+			continue
+		}
+		e.Seconds = stop.Sub(start).Seconds()
+		// The peak: the tag's highest value while exceeded.
+		if p, err := s.peak(r, e, start, stop); err == nil && p != nil {
+			e.Peak = p
+		}
+		report = append(report, e)
+	}
+	total := map[string]float64{}
+	for _, e := range report {
+		total[e.Alarm] += e.Seconds
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"day": day.Format(time.DateOnly), "class": class,
+		"exceedances": report, "seconds_exceeded": total})
+}
+
+// peak is the highest value of an exceedance's tag over [from, to].
+func (s *Server) peak(r *http.Request, e *exceedance, from, to time.Time) (*float64, error) {
+	dev, _, _ := cutAlarm(e.Alarm)
+	bs, err := s.cloud.Historian.Aggregate(r.Context(), uns.Path(dev+"/"+e.Tag), from, to, to.Sub(from)+time.Second, historian.AggMax)
+	if err != nil || len(bs) == 0 {
+		return nil, err
+	}
+	return bs[0].Value, nil
+}
+
+// cutAlarm splits an alarm's path into its device and name.
+func cutAlarm(p string) (device, name string, ok bool) {
+	i := strings.LastIndex(p, "/_alarms/")
+	if i < 0 {
+		return "", "", false
+	}
+	return p[:i], p[i+len("/_alarms/"):], true
+}
