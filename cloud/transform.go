@@ -212,6 +212,7 @@ func (t *transformer) load(ctx context.Context) error {
 	if err != nil {
 		t.log.Error("transforms left out", "version", head, "err", err)
 	}
+	e.SetReorder(transform.DefaultReorder)
 	tags := e.OutputTags()
 	for _, tag := range tags {
 		t.reg.Define(tag)
@@ -280,7 +281,7 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 			}
 			if msg.Subject() != subjectCalc {
 				if samples, err = uns.DecodeBatch(samples[:0], msg.Data()); err == nil {
-					out := t.engine.Process(samples)
+					out := t.engine.Process(samples, time.Now())
 					if len(out.Samples) > 0 {
 						buf = uns.AppendBatch(buf[:0], out.Samples)
 						// The input's sequence makes a replay idempotent.
@@ -453,6 +454,9 @@ func (c *Cloud) ShelveAlarm(ctx context.Context, path string, until time.Time, u
 // TransformStats are the transforms' counters.
 type TransformStats struct {
 	Outputs, Failed, Cycles, Transitions uint64
+	// Late counts values older than what their device's transforms had
+	// processed: left out by those with state.
+	Late uint64
 }
 
 // TransformStats returns the transforms' counters.
@@ -461,5 +465,8 @@ func (c *Cloud) TransformStats() TransformStats {
 		return TransformStats{}
 	}
 	t := c.transform
-	return TransformStats{Outputs: t.evaluated.Load(), Failed: t.failed.Load(), Cycles: t.cycles.Load(), Transitions: t.transitions.Load()}
+	t.mu.Lock()
+	late := t.engine.Late()
+	t.mu.Unlock()
+	return TransformStats{Outputs: t.evaluated.Load(), Failed: t.failed.Load(), Cycles: t.cycles.Load(), Transitions: t.transitions.Load(), Late: late}
 }

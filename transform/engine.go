@@ -46,6 +46,15 @@ func (o *Output) Empty() bool {
 
 // device is the state of one device's transforms.
 type device struct {
+	// T is the newest time the device's transforms have processed.
+	T time.Time
+	// While holding, live values wait in held for the historical values
+	// an edge's store-and-forward backlog brings.
+	holding             bool
+	held                []uns.Sample
+	holdSince, lastHist time.Time
+	late                uint64
+
 	path   string
 	calcs  []*calc
 	byTag  map[string][]*calc // the calculated tags that read a tag
@@ -57,6 +66,7 @@ type device struct {
 // Engine runs the transforms of every device. It is not safe for
 // concurrent use.
 type Engine struct {
+	reorder Reorder
 	devices map[string]*device
 	// byTag routes a sample's path to its device and tag name.
 	byTag map[uns.Path]route
@@ -65,6 +75,35 @@ type Engine struct {
 type route struct {
 	dev *device
 	tag string
+}
+
+// Reorder is how the engine puts a device's values back in time order
+// after an outage. An edge that was cut off sends, once back, its live
+// values and, beside them, what it buffered meanwhile, flagged historical.
+// A device's live value more than Gap after the newest value processed
+// starts a hold: live values wait while historical ones are processed,
+// until Hold has passed without a historical value. Values older than
+// what a transform with state has processed (later than that) are left
+// out by it, and counted. Zero Gap: no holds.
+type Reorder struct {
+	Gap  time.Duration
+	Hold time.Duration
+}
+
+// DefaultReorder waits 3 s for a backlog after a gap of 3 s.
+var DefaultReorder = Reorder{Gap: 3 * time.Second, Hold: 3 * time.Second}
+
+// SetReorder sets how values are put back in order.
+func (e *Engine) SetReorder(r Reorder) { e.reorder = r }
+
+// Late counts the values that came older than what their device's
+// transforms had processed.
+func (e *Engine) Late() uint64 {
+	var n uint64
+	for _, d := range e.devices {
+		n += d.late
+	}
+	return n
 }
 
 // NewEngine builds the transforms of the devices; a definition that does
@@ -171,7 +210,9 @@ func (e *Engine) sortedDevices() []*device {
 //
 // Samples of one instant go to a cycle's trigger last: a cycle ends with
 // the values of the instant it ends in (and the next one starts with them).
-func (e *Engine) Process(samples []uns.Sample) Output {
+//
+// now is the time of arrival, for holds (see Reorder).
+func (e *Engine) Process(samples []uns.Sample, now time.Time) Output {
 	var out Output
 	if !slices.IsSortedFunc(samples, e.order) {
 		samples = slices.Clone(samples)
@@ -182,9 +223,53 @@ func (e *Engine) Process(samples []uns.Sample) Output {
 		if !ok {
 			continue
 		}
-		out.add(r.dev.observe(r.tag, s, 0))
+		e.feed(r.dev, r.tag, s, now, &out)
 	}
 	return out
+}
+
+func (e *Engine) feed(d *device, tag string, s uns.Sample, now time.Time, out *Output) {
+	if s.Historical {
+		if d.holding {
+			d.lastHist = now
+			e.release(d, s.TS, out)
+		}
+		if s.TS.Before(d.T) {
+			d.late++
+		}
+		out.add(d.apply(tag, s))
+		return
+	}
+	if d.holding {
+		d.held = append(d.held, s)
+		return
+	}
+	if e.reorder.Gap > 0 && !d.T.IsZero() && s.TS.Sub(d.T) > e.reorder.Gap {
+		d.holding, d.holdSince, d.lastHist = true, now, time.Time{}
+		d.held = append(d.held, s)
+		return
+	}
+	out.add(d.apply(tag, s))
+}
+
+// release processes the held values up to upTo (all of them for a zero
+// upTo), in time order.
+func (e *Engine) release(d *device, upTo time.Time, out *Output) {
+	slices.SortStableFunc(d.held, e.order)
+	n := 0
+	for n < len(d.held) && (upTo.IsZero() || !d.held[n].TS.After(upTo)) {
+		s := d.held[n]
+		out.add(d.apply(strings.TrimPrefix(string(s.Path), d.path+"/"), s))
+		n++
+	}
+	d.held = append(d.held[:0], d.held[n:]...)
+}
+
+func (d *device) apply(tag string, s uns.Sample) Output {
+	if s.TS.After(d.T) {
+		d.T = s.TS
+	}
+	return d.observe(tag, s, 0)
 }
 
 // order sorts samples by time, a cycle's trigger after the other
@@ -274,11 +359,22 @@ func cycleSamples(c Cycle) []uns.Sample {
 func (e *Engine) Tick(now time.Time) Output {
 	var out Output
 	for _, d := range e.sortedDevices() {
+		if d.holding && !now.Before(later(d.holdSince, d.lastHist).Add(e.reorder.Hold)) {
+			e.release(d, time.Time{}, &out)
+			d.holding = false
+		}
 		for _, a := range d.alarms {
 			out.Transitions = append(out.Transitions, a.Tick(now)...)
 		}
 	}
 	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // ErrNoAlarm is returned for an alarm path the engine does not have.
@@ -362,15 +458,26 @@ func (e *Engine) Alarms(now time.Time) []AlarmStatus {
 // snapshot is the engine's state as saved: by key, with the definition it
 // was made under, so that a changed definition starts afresh.
 type snapshot struct {
-	Calcs  map[string]*calc   `json:"calcs"`
-	Alarms map[string]*Alarm  `json:"alarms"`
-	Cycles map[string]*Cycler `json:"cycles"`
-	Latest []byte             `json:"latest"` // a batch (uns.AppendBatch) of the latest inputs
+	Calcs   map[string]*calc    `json:"calcs"`
+	Alarms  map[string]*Alarm   `json:"alarms"`
+	Cycles  map[string]*Cycler  `json:"cycles"`
+	Latest  []byte              `json:"latest"` // a batch (uns.AppendBatch) of the latest inputs
+	Devices map[string]devState `json:"devices"`
+}
+
+// devState is a device's place in time and its held values.
+type devState struct {
+	T         time.Time `json:"t"`
+	Holding   bool      `json:"holding"`
+	Held      []byte    `json:"held"` // a batch
+	HoldSince time.Time `json:"hold_since"`
+	LastHist  time.Time `json:"last_hist"`
+	Late      uint64    `json:"late"`
 }
 
 // Snapshot returns the engine's state, for Restore after a restart.
 func (e *Engine) Snapshot() ([]byte, error) {
-	s := snapshot{Calcs: map[string]*calc{}, Alarms: map[string]*Alarm{}, Cycles: map[string]*Cycler{}}
+	s := snapshot{Calcs: map[string]*calc{}, Alarms: map[string]*Alarm{}, Cycles: map[string]*Cycler{}, Devices: map[string]devState{}}
 	var latest []uns.Sample
 	for _, d := range e.devices {
 		for _, c := range d.calcs {
@@ -385,6 +492,8 @@ func (e *Engine) Snapshot() ([]byte, error) {
 		for _, v := range d.latest {
 			latest = append(latest, v)
 		}
+		s.Devices[d.path] = devState{T: d.T, Holding: d.holding, Held: uns.AppendBatch(nil, d.held),
+			HoldSince: d.holdSince, LastHist: d.lastHist, Late: d.late}
 	}
 	s.Latest = uns.AppendBatch(nil, latest)
 	return json.Marshal(s)
@@ -434,6 +543,13 @@ func (e *Engine) Restore(b []byte) error {
 			if v, ok := latest[uns.Path(d.path+"/"+t)]; ok {
 				d.latest[t] = v
 			}
+		}
+		if ds, ok := s.Devices[d.path]; ok {
+			held, err := uns.DecodeBatch(nil, ds.Held)
+			if err != nil {
+				return fmt.Errorf("transform state: held values of %s: %w", d.path, err)
+			}
+			d.T, d.holding, d.held, d.holdSince, d.lastHist, d.late = ds.T, ds.Holding, held, ds.HoldSince, ds.LastHist, ds.Late
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func TestEngineCalculatedAlarmsCycles(t *testing.T) {
 	var all Output
 	last := map[uns.Path]uns.Sample{}
 	for _, b := range kilnRun(0, 3601) {
-		o := e.Process(b)
+		o := e.Process(b, time.Time{})
 		for _, s := range o.Samples {
 			last[s.Path] = s
 		}
@@ -140,13 +141,13 @@ func TestEngineSnapshotRestore(t *testing.T) {
 	}
 	var want Output
 	for _, b := range run {
-		want.add(whole.Process(b))
+		want.add(whole.Process(b, time.Time{}))
 	}
 	for _, cut := range []int{1, 599, 600, 1203, 1350} {
 		e, _ := NewEngine([]Device{kilnDevice()})
 		var got Output
 		for _, b := range run[:cut] {
-			got.add(e.Process(b))
+			got.add(e.Process(b, time.Time{}))
 		}
 		snap, err := e.Snapshot()
 		if err != nil {
@@ -157,7 +158,7 @@ func TestEngineSnapshotRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, b := range run[cut:] {
-			got.add(e2.Process(b))
+			got.add(e2.Process(b, time.Time{}))
 		}
 		if !reflect.DeepEqual(got.Cycles, want.Cycles) || !reflect.DeepEqual(transitions(got), transitions(want)) {
 			t.Fatalf("cut at %d: cycles %v / %v, transitions %v / %v", cut, got.Cycles, want.Cycles, transitions(got), transitions(want))
@@ -190,7 +191,7 @@ func TestCalcBadInputsAndErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := e.Process([]uns.Sample{sample("power_kw", 0, 100), sample("power_kw", 3600, 100)})
+	o := e.Process([]uns.Sample{sample("power_kw", 0, 100), sample("power_kw", 3600, 100)}, time.Time{})
 	if v := o.Samples[len(o.Samples)-2]; v.Path != kiln+"/energy_kwh" || v.Value.F != 100 {
 		t.Fatalf("%+v", o.Samples)
 	}
@@ -199,16 +200,16 @@ func TestCalcBadInputsAndErrors(t *testing.T) {
 		t.Fatalf("ratio without an input: %+v", v)
 	}
 	// A bad power: the output is bad, and the hour after it is not integrated.
-	o = e.Process([]uns.Sample{{Path: kiln + "/power_kw", TS: at(3601), Value: uns.Null, Quality: uns.Bad}})
+	o = e.Process([]uns.Sample{{Path: kiln + "/power_kw", TS: at(3601), Value: uns.Null, Quality: uns.Bad}}, time.Time{})
 	if o.Samples[0].Quality != uns.Bad {
 		t.Fatalf("bad input, output %+v", o.Samples[0])
 	}
-	o = e.Process([]uns.Sample{sample("power_kw", 7201, 100), sample("power_kw", 10801, 100)})
+	o = e.Process([]uns.Sample{sample("power_kw", 7201, 100), sample("power_kw", 10801, 100)}, time.Time{})
 	if v := o.Samples[2]; math.Abs(v.Value.F-(100+100.0/3600+100)) > 1e-9 {
 		t.Fatalf("energy after a gap %v", v.Value.F)
 	}
 	// Historical and older than the integral's state: left out.
-	o = e.Process([]uns.Sample{{Path: kiln + "/power_kw", TS: at(5000), Value: uns.Float(1), Quality: uns.Good, Historical: true}})
+	o = e.Process([]uns.Sample{{Path: kiln + "/power_kw", TS: at(5000), Value: uns.Float(1), Quality: uns.Good, Historical: true}}, time.Time{})
 	for _, s := range o.Samples {
 		if s.Path == kiln+"/energy_kwh" {
 			t.Fatalf("late value integrated: %+v", s)
@@ -226,5 +227,61 @@ func TestCalcBadInputsAndErrors(t *testing.T) {
 	}
 	if names, _ := identifiers(`integral(power_kw) + avg_over(co, "1h") * max(a, 1)`); fmt.Sprint(names) != "[power_kw co a]" {
 		t.Errorf("identifiers %v", names)
+	}
+}
+
+// After an outage the stream brings live values first and the edge's
+// backlog (historical) beside them: the engine holds the live values and
+// gets what one run in time order gets.
+func TestEngineReordersBacklog(t *testing.T) {
+	run := kilnRun(0, 2400)
+	whole, _ := NewEngine([]Device{kilnDevice()})
+	var want Output
+	for _, b := range run {
+		want.add(whole.Process(b, time.Time{}))
+	}
+	e, _ := NewEngine([]Device{kilnDevice()})
+	e.SetReorder(DefaultReorder)
+	var got Output
+	clock := t0
+	step := func(b []uns.Sample) {
+		clock = clock.Add(50 * time.Millisecond)
+		got.add(e.Process(b, clock))
+		got.add(e.Tick(clock))
+	}
+	for _, b := range run[:1190] {
+		step(b)
+	}
+	// Down from 1190 s (the CO excursion starts at 1210 s, a cycle ends at
+	// 1200 s) to 1300 s. The backlog repeats the 10 s before the outage.
+	historical := func(b []uns.Sample) []uns.Sample {
+		out := slices.Clone(b)
+		for i := range out {
+			out[i].Historical = true
+		}
+		return out
+	}
+	live, backlog := run[1300:1400], run[1180:1300]
+	for i := 0; i < len(live) || i < len(backlog); i++ {
+		if i < len(live) {
+			step(live[i])
+		}
+		if i < len(backlog) {
+			step(historical(backlog[i]))
+		}
+	}
+	for _, b := range run[1400:] {
+		step(b)
+	}
+	clock = clock.Add(time.Minute)
+	got.add(e.Tick(clock))
+	if !reflect.DeepEqual(got.Cycles, want.Cycles) {
+		t.Fatalf("cycles:\n%v\nwant\n%v", got.Cycles, want.Cycles)
+	}
+	if !reflect.DeepEqual(transitions(got), transitions(want)) {
+		t.Fatalf("transitions:\n%v\nwant\n%v", transitions(got), transitions(want))
+	}
+	if e.Late() == 0 {
+		t.Fatal("the repeated values were not counted late")
 	}
 }

@@ -56,10 +56,11 @@ var (
 	descFleetAlarms     = prometheus.NewDesc("calx_fleet_alarms_active", "Active fleet alarms by kind.", []string{"kind"}, nil)
 	descCalcOutputs     = prometheus.NewDesc("calx_transform_values_total", "Calculated values and cycle values the transforms produced.", nil, nil)
 	descCalcFailed      = prometheus.NewDesc("calx_transform_failures_total", "Evaluations of calculated tags that failed.", nil, nil)
+	descCalcLate        = prometheus.NewDesc("calx_transform_late_values_total", "Values older than what their device's transforms had processed (left out by those with state).", nil, nil)
 	descCycles          = prometheus.NewDesc("calx_cycles_total", "Production cycles recorded.", nil, nil)
 	descAlarmTrans      = prometheus.NewDesc("calx_alarm_transitions_total", "Alarm transitions journaled.", nil, nil)
 	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
-	cloudCollectorDescs = []*prometheus.Desc{descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
+	cloudCollectorDescs = []*prometheus.Desc{descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
@@ -107,6 +108,7 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCalcOutputs, float64(ts.Outputs))
 	counter(descCalcFailed, float64(ts.Failed))
 	counter(descCycles, float64(ts.Cycles))
+	counter(descCalcLate, float64(ts.Late))
 	counter(descAlarmTrans, float64(ts.Transitions))
 	byState := map[[2]string]int{}
 	for _, a := range cc.c.Alarms() {
