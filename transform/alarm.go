@@ -48,6 +48,10 @@ type AlarmDef struct {
 	Class string `yaml:"class" json:"class"`
 	// Disabled turns off an alarm a template declares, for one instance.
 	Disabled bool `yaml:"disabled" json:"disabled,omitempty"`
+	// GoodOnly holds the alarm where it is on uncertain values as on bad
+	// ones: a rolling average's limit counts only once the window is
+	// covered.
+	GoodOnly bool `yaml:"good_only" json:"good_only,omitempty"`
 }
 
 // Validate checks the definition; at names it in errors.
@@ -298,7 +302,7 @@ func (a *Alarm) Observe(s uns.Sample) []Transition {
 		}
 		return a.update(s.TS, false)
 	}
-	if s.Quality == uns.Bad {
+	if s.Quality == uns.Bad || (a.Def.GoodOnly && s.Quality == uns.Uncertain) {
 		a.Rate.Break()
 		return nil
 	}

@@ -23,6 +23,7 @@ import (
 //	rate(x)                 change of x per second since its previous value
 //	rate(x, "1m")           change of x per second over the last minute
 //	avg_over(x, "1h")       time-weighted average of x over the last hour
+//	                        (uncertain while less than MinCoverage of the hour has values)
 //	min_over(x, "1h"), max_over(x, "1h")
 //	convert(x, "degC", "degF") unit conversion
 type CalcDef struct {
@@ -64,10 +65,17 @@ type calc struct {
 	Sites  []*site           `json:"sites"`
 	Last   time.Time         `json:"last"` // of the last evaluation
 
-	prog *vm.Program
-	now  time.Time // of the evaluation under way
-	bad  bool      // a function of time had no value
+	prog      *vm.Program
+	now       time.Time // of the evaluation under way
+	bad       bool      // a function of time had no value
+	uncertain bool      // a window held values for less than MinCoverage of its span
 }
+
+// MinCoverage is the share of its span a rolling window must hold values
+// for before its average, lowest and highest value count as good; until
+// then (the first hour of an hourly average, or after a gap) they are
+// uncertain.
+const MinCoverage = 0.75
 
 // compileCalc compiles a calculated tag of the device at path.
 func compileCalc(device string, d CalcDef) (*calc, error) {
@@ -216,10 +224,13 @@ func (c *calc) call(name string) func(args ...any) (any, error) {
 			return r, nil
 		}
 		s.Win.Add(c.now, x)
-		avg, lo, hi, ok := s.Win.At(c.now)
+		avg, lo, hi, cov, ok := s.Win.Covered(c.now)
 		if !ok {
 			c.bad = true
 			return 0.0, nil
+		}
+		if cov < MinCoverage {
+			c.uncertain = true
 		}
 		switch name {
 		case "min_over":
@@ -270,7 +281,7 @@ func (c *calc) eval(ts time.Time, historical bool, latest func(string) (uns.Samp
 		}
 		env[name] = f
 	}
-	c.now, c.bad = ts, false
+	c.now, c.bad, c.uncertain = ts, false, false
 	r, err := expr.Run(c.prog, env)
 	c.Last = ts
 	if err != nil {
@@ -282,6 +293,9 @@ func (c *calc) eval(ts time.Time, historical bool, latest func(string) (uns.Samp
 	}
 	if math.IsNaN(f) || math.IsInf(f, 0) || c.bad {
 		return out, nil
+	}
+	if c.uncertain {
+		q = uns.Uncertain
 	}
 	out.Value, out.Quality = uns.Float(f), q
 	return out, nil

@@ -244,11 +244,11 @@ func (c *Cycler) Observe(tag string, s uns.Sample) (Cycle, bool) {
 			c.Dropped++
 		} else {
 			c.LastTS = s.TS
-			start, end := c.edge(s)
+			start, end, reset := c.edge(s)
 			if end && c.Running {
 				done, ended = c.finish(s.TS)
 			}
-			if end {
+			if end || reset {
 				c.Running = false
 			}
 			if start {
@@ -271,10 +271,12 @@ func (c *Cycler) Observe(tag string, s uns.Sample) (Cycle, bool) {
 	return done, ended
 }
 
-// edge says whether the trigger's sample ends a cycle and starts one.
-func (c *Cycler) edge(s uns.Sample) (start, end bool) {
+// edge says whether the trigger's sample ends a cycle and starts one, or,
+// for a counter that went back (a PLC restarted), drops the cycle under way:
+// it is not known where it ended.
+func (c *Cycler) edge(s uns.Sample) (start, end, reset bool) {
 	if s.Quality == uns.Bad {
-		return false, false
+		return false, false, false
 	}
 	f, num := s.Value.AsFloat()
 	str := ""
@@ -285,28 +287,28 @@ func (c *Cycler) edge(s uns.Sample) (start, end bool) {
 	c.Prev, c.PrevS, c.HasPrev = f, str, true
 	if !had {
 		if c.Def.Trigger == TriggerWhile && stateMatches(c.Def.State, f, str) {
-			return true, false // in the state already: its cycle starts now
+			return true, false, false // in the state already: its cycle starts now
 		}
-		return false, false
+		return false, false, false
 	}
 	switch c.Def.Trigger {
 	case TriggerRising:
 		b := num && f != 0
-		return b && was == 0, b && was == 0
+		return b && was == 0, b && was == 0, false
 	case TriggerIncrement:
 		b := num && f > was
-		return b, b
+		return b, b, num && f < was
 	case TriggerEnter:
 		b := stateMatches(c.Def.State, f, str) && !stateMatches(c.Def.State, was, wasS)
-		return b, b
+		return b, b, false
 	case TriggerLeave:
 		b := !stateMatches(c.Def.State, f, str) && stateMatches(c.Def.State, was, wasS)
-		return b, b
+		return b, b, false
 	case TriggerWhile:
 		now, before := stateMatches(c.Def.State, f, str), stateMatches(c.Def.State, was, wasS)
-		return now && !before, !now && before
+		return now && !before, !now && before, false
 	}
-	return false, false
+	return false, false, false
 }
 
 func (c *Cycler) finish(end time.Time) (Cycle, bool) {

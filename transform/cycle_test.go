@@ -58,6 +58,11 @@ func TestCycleTriggers(t *testing.T) {
 		{"counter increments", CycleDef{Name: "burn", Tag: "cycles", Trigger: TriggerIncrement}, []rec{
 			{0, "cycles", 7}, {10, "cycles", 8}, {15, "cycles", 8}, {20, "cycles", nil}, {30, "cycles", 9}, {42, "cycles", 10},
 		}, "10-30 30-42"},
+		// A counter that goes back (the PLC restarted): the cycle under way
+		// has no known end and is dropped.
+		{"counter reset", CycleDef{Name: "burn", Tag: "cycles", Trigger: TriggerIncrement}, []rec{
+			{0, "cycles", 7}, {10, "cycles", 8}, {20, "cycles", 0}, {25, "cycles", 1}, {35, "cycles", 2},
+		}, "25-35"},
 		{"rising edge", CycleDef{Name: "batch", Tag: "start", Trigger: TriggerRising}, []rec{
 			{0, "start", true}, {1, "start", false}, {5, "start", true}, {6, "start", false}, {9, "start", true}, {10, "start", true},
 		}, "5-9"},

@@ -285,3 +285,31 @@ func TestEngineReordersBacklog(t *testing.T) {
 		t.Fatal("the repeated values were not counted late")
 	}
 }
+
+// A rolling average is uncertain until its window is mostly covered, and
+// an alarm that asks for good values waits for it.
+func TestWindowCoverageAndGoodOnlyAlarm(t *testing.T) {
+	e, err := NewEngine([]Device{{Path: kiln,
+		Calculated: []CalcDef{{Name: "co_1m", Expr: `avg_over(co_mg, "1m")`}},
+		Alarms: []AlarmDef{
+			{Name: "strict", Tag: "co_1m", Kind: KindHigh, Limit: 100, GoodOnly: true},
+			{Name: "eager", Tag: "co_1m", Kind: KindHigh, Limit: 100},
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raised []string
+	for s := 0; s <= 60; s++ {
+		o := e.Process([]uns.Sample{sample("co_mg", float64(s), 200)}, time.Time{})
+		q := o.Samples[0].Quality
+		if want := s >= 45; (q == uns.Good) != want {
+			t.Fatalf("at %d s the average is %s", s, q)
+		}
+		for _, tr := range o.Transitions {
+			raised = append(raised, fmt.Sprintf("%s@%d", tr.Alarm[len(kiln)+len("/_alarms/"):], s))
+		}
+	}
+	if fmt.Sprint(raised) != "[eager@0 strict@45]" {
+		t.Fatalf("raised %v", raised)
+	}
+}

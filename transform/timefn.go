@@ -228,8 +228,14 @@ func (w *Window) Break(ts time.Time) {
 // At returns the average, lowest and highest value over (at - Span, at],
 // the last value held up to at; ok is false when the window holds no value.
 func (w *Window) At(at time.Time) (avg, lo, hi float64, ok bool) {
+	avg, lo, hi, _, ok = w.Covered(at)
+	return
+}
+
+// Covered is At with the share of the window that has a value (0 to 1).
+func (w *Window) Covered(at time.Time) (avg, lo, hi, coverage float64, ok bool) {
 	if w.Buckets == nil {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
 	width := int64(w.width())
 	start := at.Add(-w.Span)
@@ -264,10 +270,11 @@ func (w *Window) At(at time.Time) (avg, lo, hi float64, ok bool) {
 		lo, hi = math.Min(lo, w.Last), math.Max(hi, w.Last)
 	}
 	if lo > hi {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
+	coverage = min(1, secs/w.Span.Seconds())
 	if secs <= 0 { // one instant: its value
-		return w.Last, lo, hi, w.Open
+		return w.Last, lo, hi, coverage, w.Open
 	}
-	return area / secs, lo, hi, true
+	return area / secs, lo, hi, coverage, true
 }
