@@ -133,4 +133,32 @@ func TestBrowserLoginLiveValuesAndTrend(t *testing.T) {
 	if err != nil || !strings.Contains(note, "points") || strings.HasPrefix(note, "0 points") {
 		t.Fatalf("trend note %q %v", note, err)
 	}
+
+	// An alarm added to the fleet config (the life counter is always
+	// above -1) raises within seconds: the list shows it, live, and
+	// acknowledges it.
+	fl := d.app.cloud.Fleet
+	head, err := fl.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := fl.Get(ctx, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(v.YAML, "    alarms:\n", "    alarms:\n      - {name: life_test, tag: plc_life_counter, kind: high, limit: -1, priority: urgent}\n", 1)
+	if _, err := fl.Save(ctx, []byte(cfg), "test", "an alarm that raises"); err != nil {
+		t.Fatal(err)
+	}
+	alarmRow := `#alarms tr[data-path="limeworks/ghent/kilns/line1/kiln1/_alarms/life_test"]`
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(css(alarmRow+".active_unacked"))); err != nil {
+		t.Fatalf("alarm not listed: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(css(alarmRow+" button")), chromedp.WaitVisible(css(alarmRow+".active_acked"))); err != nil {
+		t.Fatalf("alarm not acknowledged: %v", err)
+	}
+	machines, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#cycle-machine option").length`))
+	if err != nil || machines != 3 {
+		t.Fatalf("%d machines with cycles to chart, want the 3 kilns: %v", machines, err)
+	}
 }

@@ -62,6 +62,9 @@
       }
       if (pendingRows.size && !frame) frame = requestAnimationFrame(applyPending);
     });
+    es.addEventListener("alarms", (ev) => {
+      document.dispatchEvent(new CustomEvent("calx-alarms", { detail: JSON.parse(ev.data) }));
+    });
   }
   connect();
   // New tags appear when an edge is born: reload the tree then, at most every 5 s.
