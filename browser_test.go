@@ -121,15 +121,6 @@ func TestBrowserLoginLiveValuesAndTrend(t *testing.T) {
 		t.Fatalf("trend: %v", err)
 	}
 	note, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("chart-note").textContent`))
-	if shot := os.Getenv("CALX_SCREENSHOT"); shot != "" {
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err == nil {
-			err = os.WriteFile(shot, png, 0o644)
-		}
-		if err != nil {
-			t.Logf("screenshot: %v", err)
-		}
-	}
 	if err != nil || !strings.Contains(note, "points") || strings.HasPrefix(note, "0 points") {
 		t.Fatalf("trend note %q %v", note, err)
 	}
@@ -160,5 +151,14 @@ func TestBrowserLoginLiveValuesAndTrend(t *testing.T) {
 	machines, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#cycle-machine option").length`))
 	if err != nil || machines != 3 {
 		t.Fatalf("%d machines with cycles to chart, want the 3 kilns: %v", machines, err)
+	}
+	if shot := os.Getenv("CALX_SCREENSHOT"); shot != "" {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err == nil {
+			err = os.WriteFile(shot, png, 0o644)
+		}
+		if err != nil {
+			t.Logf("screenshot: %v", err)
+		}
 	}
 }

@@ -56,7 +56,7 @@
       badge.className = "prio prio-" + a.priority;
       badge.textContent = a.priority;
       p.appendChild(badge);
-      const name = cell(tr, a.device.split("/").slice(-2).join("/") + " · " + a.name);
+      const name = cell(tr, a.device.split("/").slice(1).join("/") + " · " + a.name);
       name.title = a.path + (a.message ? "\n" + a.message : "");
       cell(tr, a.state.replace("_", " ") + (a.shelved_until ? " (shelved)" : ""), "state");
       cell(tr, a.text || fmt(a.value) + " / " + fmt(a.limit));
@@ -106,7 +106,7 @@
     const [machine, name] = key.split("|");
     const o = document.createElement("option");
     o.value = key;
-    o.textContent = machine.split("/").slice(-2).join("/") + " · " + name;
+    o.textContent = machine.split("/").slice(1).join("/") + " · " + name;
     machineSel.appendChild(o);
   }
   function fillAggs() {
