@@ -3,11 +3,14 @@ package cloud
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/calx-iiot/calx/transform"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
@@ -24,6 +27,8 @@ func TestCalculatedTags(t *testing.T) {
     settings: {interval: 1s, signals: [{name: power_kw, kind: counter}]}
     calculated:
       - {name: specific_energy, expr: "power_kw * 1000 / max(production_tph, 0.1)", unit: kWh/t}
+    alarms:
+      - {name: energy_high, tag: specific_energy, kind: high, limit: 28000, priority: high}
 edges:
   - group: g
     edge_id: e1
@@ -75,11 +80,31 @@ edges:
 		}
 		return nil
 	})
+	// The alarm on the calculated tag raised, and its state is retained on MQTT.
+	reader, err := dial(t, c, "reader", "pwr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alarms := make(chan string, 4)
+	reader.Subscribe("uns/g/e1/kiln1/_alarms/#", 1, func(_ paho.Client, m paho.Message) {
+		alarms <- fmt.Sprintf("%s retained=%v %s", m.Topic(), m.Retained(), m.Payload())
+	}).WaitTimeout(5 * time.Second)
+	select {
+	case m := <-alarms:
+		if !strings.HasPrefix(m, "uns/g/e1/kiln1/_alarms/energy_high retained=true ") || !strings.Contains(m, `"state":"active_unacked"`) || !strings.Contains(m, `"value":30000`) {
+			t.Fatalf("alarm message %s", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no alarm on MQTT")
+	}
+	if st := c.Alarms(); len(st) != 1 || st[0].State != transform.StateUnacked {
+		t.Fatalf("alarms %+v", st)
+	}
 	nullProd := &pb.Payload_Metric{Alias: proto.Uint64(2), Timestamp: proto.Uint64(ts + 2000), IsNull: proto.Bool(true)}
 	f.send(sparkplug.DDATA, "kiln1", &pb.Payload{Timestamp: proto.Uint64(ts + 2000), Metrics: []*pb.Payload_Metric{nullProd}})
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if st, _ := c.Registry.Get(out); st.Quality != uns.Bad {
-			return fmt.Errorf("specific energy %v with a null input", st.Quality)
+		if st, _ := c.Registry.Get(out); st.Quality != uns.Bad || !strings.Contains(st.Reason, "production_tph") {
+			return fmt.Errorf("specific energy %v (%q) with a null input", st.Quality, st.Reason)
 		}
 		return nil
 	})

@@ -16,6 +16,8 @@ type TagState struct {
 	TS      time.Time
 	Quality uns.Quality
 	HasVal  bool
+	// Reason says why a calculated tag is bad.
+	Reason string
 }
 
 // Registry is the live namespace: every tag the host has seen in a birth,
@@ -60,6 +62,17 @@ func (r *Registry) Update(samples []uns.Sample) {
 			continue
 		}
 		ts.Value, ts.TS, ts.Quality, ts.HasVal = s.Value, s.TS, s.Quality, true
+	}
+}
+
+// SetReasons records why calculated tags are bad ("": they are not).
+func (r *Registry) SetReasons(reasons map[uns.Path]string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p, why := range reasons {
+		if ts, ok := r.tags[p]; ok {
+			ts.Reason = why
+		}
 	}
 }
 

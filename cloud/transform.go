@@ -290,6 +290,7 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 							return // not saved: read again after a restart
 						}
 						t.reg.Update(out.Samples)
+						t.reg.SetReasons(out.Reasons)
 					}
 					if !t.emit(ctx, out) {
 						t.mu.Unlock()

@@ -2,6 +2,7 @@ package transform
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -261,20 +262,31 @@ func toFloat(v any) (float64, bool) {
 
 // eval computes the tag at ts from the latest values of its inputs (by
 // tag name); an input missing or bad makes it bad, and breaks the
-// functions of time (a gap is not integrated).
-func (c *calc) eval(ts time.Time, historical bool, latest func(string) (uns.Sample, bool)) (uns.Sample, error) {
-	out := uns.Sample{Path: c.Out, TS: ts, Historical: historical, Value: uns.Null, Quality: uns.Bad}
+// functions of time (a gap is not integrated). A bad result comes with the
+// reason.
+func (c *calc) eval(ts time.Time, historical bool, latest func(string) (uns.Sample, bool)) (out uns.Sample, reason string, err error) {
+	out = uns.Sample{Path: c.Out, TS: ts, Historical: historical, Value: uns.Null, Quality: uns.Bad}
 	env := map[string]any{}
 	q := uns.Good
-	for name, tag := range c.Inputs {
-		in, ok := latest(tag)
+	for _, name := range slices.Sorted(maps.Keys(c.Inputs)) {
+		in, ok := latest(c.Inputs[name])
 		f, num := in.Value.AsFloat()
-		if !ok || in.Quality == uns.Bad || !num || math.IsNaN(f) || math.IsInf(f, 0) {
+		switch {
+		case !ok:
+			reason = "input " + name + " has no value yet"
+		case in.Quality == uns.Bad:
+			reason = "input " + name + " is bad"
+		case !num:
+			reason = "input " + name + " is not a number"
+		case math.IsNaN(f) || math.IsInf(f, 0):
+			reason = "input " + name + " is not a finite number"
+		}
+		if reason != "" {
 			for _, s := range c.Sites {
 				s.brk(ts)
 			}
 			c.Last = ts
-			return out, nil
+			return out, reason, nil
 		}
 		if in.Quality == uns.Uncertain {
 			q = uns.Uncertain
@@ -285,18 +297,20 @@ func (c *calc) eval(ts time.Time, historical bool, latest func(string) (uns.Samp
 	r, err := expr.Run(c.prog, env)
 	c.Last = ts
 	if err != nil {
-		return out, fmt.Errorf("%s: %w", c.Out, err)
+		return out, "the expression failed: " + err.Error(), fmt.Errorf("%s: %w", c.Out, err)
 	}
 	f, ok := toFloat(r)
-	if !ok {
-		return out, fmt.Errorf("%s: the expression gave %T, not a number", c.Out, r)
-	}
-	if math.IsNaN(f) || math.IsInf(f, 0) || c.bad {
-		return out, nil
+	switch {
+	case !ok:
+		return out, fmt.Sprintf("the expression gave %T, not a number", r), fmt.Errorf("%s: the expression gave %T, not a number", c.Out, r)
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		return out, "the expression gave no finite number (a division by zero?)", nil
+	case c.bad:
+		return out, "a function of time has no value yet", nil
 	}
 	if c.uncertain {
 		q = uns.Uncertain
 	}
 	out.Value, out.Quality = uns.Float(f), q
-	return out, nil
+	return out, "", nil
 }

@@ -30,13 +30,26 @@ type Output struct {
 	Transitions []Transition
 	// Errors are expressions that failed, one per failure.
 	Errors []error
+	// Reasons says, for every calculated tag computed, why it is bad ("" when
+	// it is not).
+	Reasons map[uns.Path]string
 }
 
 func (o *Output) add(p Output) {
+	for k, v := range p.Reasons {
+		o.reason(k, v)
+	}
 	o.Samples = append(o.Samples, p.Samples...)
 	o.Cycles = append(o.Cycles, p.Cycles...)
 	o.Transitions = append(o.Transitions, p.Transitions...)
 	o.Errors = append(o.Errors, p.Errors...)
+}
+
+func (o *Output) reason(p uns.Path, r string) {
+	if o.Reasons == nil {
+		o.Reasons = map[uns.Path]string{}
+	}
+	o.Reasons[p] = r
 }
 
 // Empty reports whether nothing came of it.
@@ -315,10 +328,11 @@ func (d *device) observe(tag string, s uns.Sample, depth int) Output {
 		if len(c.Sites) > 0 && s.TS.Before(c.Last) {
 			continue // late for a function of time: its state is past it
 		}
-		v, err := c.eval(s.TS, s.Historical, func(t string) (uns.Sample, bool) { x, ok := d.latest[t]; return x, ok })
+		v, reason, err := c.eval(s.TS, s.Historical, func(t string) (uns.Sample, bool) { x, ok := d.latest[t]; return x, ok })
 		if err != nil {
 			out.Errors = append(out.Errors, err)
 		}
+		out.reason(v.Path, reason)
 		out.Samples = append(out.Samples, v)
 		derived = append(derived, v)
 	}

@@ -195,14 +195,14 @@ func TestCalcBadInputsAndErrors(t *testing.T) {
 	if v := o.Samples[len(o.Samples)-2]; v.Path != kiln+"/energy_kwh" || v.Value.F != 100 {
 		t.Fatalf("%+v", o.Samples)
 	}
-	// ratio has no fuel yet: bad.
-	if v := o.Samples[len(o.Samples)-1]; v.Quality != uns.Bad {
-		t.Fatalf("ratio without an input: %+v", v)
+	// ratio has no fuel yet: bad, and says why.
+	if v := o.Samples[len(o.Samples)-1]; v.Quality != uns.Bad || o.Reasons[kiln+"/ratio"] != "input fuel has no value yet" {
+		t.Fatalf("ratio without an input: %+v %q", v, o.Reasons[kiln+"/ratio"])
 	}
 	// A bad power: the output is bad, and the hour after it is not integrated.
 	o = e.Process([]uns.Sample{{Path: kiln + "/power_kw", TS: at(3601), Value: uns.Null, Quality: uns.Bad}}, time.Time{})
-	if o.Samples[0].Quality != uns.Bad {
-		t.Fatalf("bad input, output %+v", o.Samples[0])
+	if o.Samples[0].Quality != uns.Bad || o.Reasons[kiln+"/energy_kwh"] != "input power_kw is bad" {
+		t.Fatalf("bad input, output %+v %v", o.Samples[0], o.Reasons)
 	}
 	o = e.Process([]uns.Sample{sample("power_kw", 7201, 100), sample("power_kw", 10801, 100)}, time.Time{})
 	if v := o.Samples[2]; math.Abs(v.Value.F-(100+100.0/3600+100)) > 1e-9 {

@@ -72,11 +72,12 @@ type tagJSON struct {
 	Value       any               `json:"value"`
 	TS          *time.Time        `json:"ts"`
 	Quality     uns.Quality       `json:"quality"`
+	Reason      string            `json:"reason,omitempty"` // why a calculated tag is bad
 }
 
 func toTagJSON(t cloud.TagState) tagJSON {
 	j := tagJSON{Path: t.Path, Sparkplug: t.Sparkplug, DataType: t.DataType, Unit: t.Unit,
-		Description: t.Description, Writable: t.Writable, Quality: t.Quality}
+		Description: t.Description, Writable: t.Writable, Quality: t.Quality, Reason: t.Reason}
 	if t.HasVal {
 		j.Value = typed(t.Value, t.DataType)
 		ts := t.TS.UTC()
