@@ -254,6 +254,22 @@ func TestUpsertManyTags(t *testing.T) {
 	if stored != 1200 || matched != 1200 {
 		t.Fatalf("%d points, %d of them with their tag", stored, matched)
 	}
+	// Values of tags no birth announced get bare tag rows, each value
+	// under its own path.
+	batch = batch[:0]
+	for i := range 1500 {
+		batch = append(batch, uns.Sample{Path: uns.Path(fmt.Sprintf("g/e/new/t%04d", i)), TS: now, Value: uns.Int(int64(i))})
+	}
+	if err := h.WriteBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	var wrong int
+	h.DB().QueryRowContext(ctx, `SELECT count(*) FROM points p JOIN tags t ON t.id = p.tag_id
+WHERE t.path LIKE 'g/e/new/%' AND t.path <> printf('g/e/new/t%04d', p.value_int)`).Scan(&wrong)
+	h.DB().QueryRowContext(ctx, `SELECT count(*) FROM tags WHERE path LIKE 'g/e/new/%'`).Scan(&n)
+	if wrong != 0 || n != 1500 {
+		t.Fatalf("%d new tags, %d values under another tag's path", n, wrong)
+	}
 }
 
 // Values older than a tag's newest take the late path: those stored are
