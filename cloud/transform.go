@@ -81,6 +81,11 @@ type transformer struct {
 	// pending is a saved state not restored yet, because no fleet config
 	// could be loaded: it is kept, and saved as it is, until one is.
 	pending json.RawMessage
+	// torn is set when the loop stopped with a message or tick applied to
+	// the engine and not all of what it brought about written: that state
+	// is never saved, so that the next start applies it again from the
+	// last save.
+	torn bool
 
 	evaluated, failed, cycles, transitions atomic.Uint64
 
@@ -169,7 +174,7 @@ func (t *transformer) stop() {
 // save stores the engine's state. The caller holds mu (or has the
 // transformer to itself), and everything up to t.seq is written.
 func (t *transformer) save(ctx context.Context) error {
-	if !t.dirty {
+	if !t.dirty || t.torn {
 		return nil
 	}
 	snap := t.pending
@@ -255,6 +260,7 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 			out := t.engine.Tick(lastTick)
 			t.dirty = t.dirty || !out.Empty()
 			if !t.emit(ctx, out) {
+				t.torn = true
 				t.mu.Unlock()
 				return
 			}
@@ -286,13 +292,15 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 						buf = uns.AppendBatch(buf[:0], out.Samples)
 						// The input's sequence makes a replay idempotent.
 						if !t.publish(ctx, buf, "calc-"+strconv.FormatUint(seq, 10)) {
+							t.torn = true
 							t.mu.Unlock()
-							return // not saved: read again after a restart
+							return
 						}
 						t.reg.Update(out.Samples)
 						t.reg.SetReasons(out.Reasons)
 					}
 					if !t.emit(ctx, out) {
+						t.torn = true
 						t.mu.Unlock()
 						return
 					}
@@ -411,11 +419,19 @@ func (t *transformer) Alarms() []transform.AlarmStatus {
 func (t *transformer) act(ctx context.Context, do func(*transform.Engine, time.Time) (transform.Transition, error)) (transform.Transition, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	before, err := t.engine.Snapshot()
+	if err != nil {
+		return transform.Transition{}, fmt.Errorf("transform: state: %w", err)
+	}
 	tr, err := do(t.engine, time.Now().UTC())
 	if err != nil {
 		return tr, err
 	}
 	if err := t.hist.WriteTransitions(ctx, []transform.Transition{tr}); err != nil {
+		// Not journaled: not done.
+		if rerr := t.engine.Restore(before); rerr != nil {
+			t.log.Error("alarm state not rolled back after a journal failure", "err", rerr)
+		}
 		return tr, err
 	}
 	t.announce([]transform.Transition{tr})

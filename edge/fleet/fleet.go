@@ -91,12 +91,20 @@ func byTemplate[T any](c *Config, template string, list func(*Template) []T, nam
 	}
 	var out []T
 	for _, t := range slices.Backward(chain) {
-		for _, x := range list(t) {
-			if i := slices.IndexFunc(out, func(y T) bool { return name(y) == name(x) }); i >= 0 {
-				out[i] = x
-			} else {
-				out = append(out, x)
-			}
+		out = byName(out, list(t), name)
+	}
+	return out
+}
+
+// byName lays over onto base: an item of the same name replaced in place,
+// new ones appended.
+func byName[T any](base, over []T, name func(T) string) []T {
+	out := slices.Clone(base)
+	for _, x := range over {
+		if i := slices.IndexFunc(out, func(y T) bool { return name(y) == name(x) }); i >= 0 {
+			out[i] = x
+		} else {
+			out = append(out, x)
 		}
 	}
 	return out
@@ -115,6 +123,8 @@ func (c *Config) Transforms() []transform.Device {
 				Cycles:     byTemplate(c, d.Template, func(t *Template) []transform.CycleDef { return t.Cycles }, func(x transform.CycleDef) string { return x.Name }),
 				Alarms:     byTemplate(c, d.Template, func(t *Template) []transform.AlarmDef { return t.Alarms }, func(x transform.AlarmDef) string { return x.Name }),
 			}
+			td.Calculated = byName(td.Calculated, d.Calculated, func(x transform.CalcDef) string { return x.Name })
+			td.Cycles = byName(td.Cycles, d.Cycles, func(x transform.CycleDef) string { return x.Name })
 			td.Alarms, _ = overrideAlarms(td.Alarms, d.Alarms)
 			if len(td.Calculated)+len(td.Cycles)+len(td.Alarms) > 0 {
 				out = append(out, td)
@@ -188,6 +198,10 @@ type Instance struct {
 	// Alarms override the template's alarms of the same name key by key
 	// (e.g. another limit, or disabled: true) or add alarms of its own.
 	Alarms []map[string]any `yaml:"alarms"`
+	// Calculated tags and cycles of this device alone; one with the name of
+	// the template's replaces it.
+	Calculated []Calculated         `yaml:"calculated"`
+	Cycles     []transform.CycleDef `yaml:"cycles"`
 }
 
 // Parse decodes a fleet config strictly; source names it in errors.
@@ -299,6 +313,19 @@ func (c *Config) Validate() error {
 			continue
 		}
 		for j, in := range e.Devices {
+			dat := fmt.Sprintf("%s devices[%d] (%s)", at, j, in.ID)
+			for k, ct := range in.Calculated {
+				if err := uns.Path(ct.Name).Validate(); err != nil {
+					errs = append(errs, fmt.Errorf("%s calculated[%d] (%s) name: %w", dat, k, ct.Name, err))
+				} else if err := ct.Check(); err != nil {
+					errs = append(errs, fmt.Errorf("%s calculated[%d] (%s) expr %q: %v", dat, k, ct.Name, ct.Expr, err))
+				}
+			}
+			for k, cy := range in.Cycles {
+				if err := cy.Validate(fmt.Sprintf("%s cycles[%d] (%s)", dat, k, cy.Name)); err != nil {
+					errs = append(errs, err)
+				}
+			}
 			var base []transform.AlarmDef
 			if in.Template != "" {
 				base = byTemplate(c, in.Template, func(t *Template) []transform.AlarmDef { return t.Alarms }, func(x transform.AlarmDef) string { return x.Name })

@@ -104,7 +104,8 @@ edges:
   - group: g
     edge_id: e1
     devices:
-      - {id: k1, path: g/s/k1, template: kiln, alarms: [{name: co_high, limit: 400}, {name: tripped, disabled: true}, {name: o2_low, tag: o2, kind: low, limit: 1}]}
+      - {id: k1, path: g/s/k1, template: kiln, alarms: [{name: co_high, limit: 400}, {name: tripped, disabled: true}, {name: o2_low, tag: o2, kind: low, limit: 1}],
+         calculated: [{name: energy_kwh, expr: "integral(power_kw, \"s\")", unit: kWs}, {name: o2_1h, expr: "avg_over(o2, \"1h\")"}]}
       - {id: k2, path: g/s/k2, template: big_kiln}
 `
 
@@ -121,8 +122,11 @@ func TestTransformsWithOverrides(t *testing.T) {
 		t.Fatalf("%d devices", len(ds))
 	}
 	k1, k2 := ds[0], ds[1]
-	if len(k1.Calculated) != 1 || len(k1.Cycles) != 1 || k1.Cycles[0].Aggregates[0].Fn != "integral" {
+	if len(k1.Calculated) != 2 || k1.Calculated[0].Unit != "kWs" || k1.Calculated[1].Name != "o2_1h" || len(k1.Cycles) != 1 || k1.Cycles[0].Aggregates[0].Fn != "integral" {
 		t.Fatalf("k1 %+v", k1)
+	}
+	if len(k2.Calculated) != 1 || k2.Calculated[0].Unit != "kWh" {
+		t.Fatalf("k2 %+v", k2.Calculated)
 	}
 	// k1: the limit overridden, the rest of the template's alarm kept.
 	if a := k1.Alarms[0]; a.Limit != 400 || a.Deadband != 20 || a.OnDelay.Seconds() != 10 || a.Priority != "high" {
@@ -141,6 +145,7 @@ func TestTransformsWithOverrides(t *testing.T) {
 		{"trigger: increment", "trigger: sometimes", `cycles[0] (burn) trigger "sometimes"`},
 		{`integral(power_kw)`, `integral(power_kw, \"week\")`, "calculated[0] (energy_kwh)"},
 		{"{name: o2_low, tag: o2, kind: low, limit: 1}", "{name: o2_low, kind: low, limit: 1}", "(o2_low) tag: required"},
+		{`avg_over(o2, \"1h\")`, `avg_over(o2)`, "devices[0] (k1) calculated[1] (o2_1h)"},
 	} {
 		bad := strings.Replace(transformsFleet, tc.from, tc.to, 1)
 		c, err := Parse("fleet.yaml", []byte(bad))
