@@ -20,14 +20,7 @@ func (h *Historian) WriteCycles(ctx context.Context, cycles []transform.Cycle) e
 	if len(cycles) == 0 {
 		return nil
 	}
-	h.wmu.Lock()
-	defer h.wmu.Unlock()
-	err := func() error {
-		tx, err := h.conn.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
+	err := h.inTx(ctx, func(tx *sql.Tx) error {
 		for _, c := range cycles {
 			if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO cycles VALUES (?, ?, ?, ?, ?)`,
 				c.Machine, c.Name, c.Start, c.End, c.End.Sub(c.Start).Seconds()); err != nil {
@@ -42,13 +35,52 @@ func (h *Historian) WriteCycles(ctx context.Context, cycles []transform.Cycle) e
 				}
 			}
 		}
-		return tx.Commit()
-	}()
+		return nil
+	})
 	if err != nil {
-		return h.renewConn(fmt.Errorf("historian: %d cycles from %s: %w", len(cycles), cycles[0].Machine, err))
+		return fmt.Errorf("historian: %d cycles from %s: %w", len(cycles), cycles[0].Machine, err)
 	}
 	return nil
 }
+
+// inTx runs fn in a transaction on the writer's connection and commits it.
+func (h *Historian) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	tx, err := h.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return h.renewConn(err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return h.renewConn(err)
+	}
+	return h.renewConn(tx.Commit())
+}
+
+// filter is the WHERE clause of a query and its arguments.
+type filter struct {
+	where []string
+	args  []any
+}
+
+// eq adds col = v, unless v is empty.
+func (f *filter) eq(col, v string) {
+	if v != "" {
+		f.where = append(f.where, col+" = ?")
+		f.args = append(f.args, v)
+	}
+}
+
+// under adds col is the UNS path p or under it, unless p is empty.
+func (f *filter) under(col, p string) {
+	if p != "" {
+		f.where = append(f.where, "("+col+" = ? OR starts_with("+col+", ?))")
+		f.args = append(f.args, p, strings.TrimSuffix(p, "/")+"/")
+	}
+}
+
+func (f *filter) sql() string { return strings.Join(f.where, " AND ") }
 
 // CycleQuery selects cycles: of machines under a UNS prefix, of a name,
 // ending in [From, To], newest first, at most Limit.
@@ -61,21 +93,13 @@ type CycleQuery struct {
 
 // Cycles returns the cycles the query selects, oldest first.
 func (h *Historian) Cycles(ctx context.Context, q CycleQuery) ([]transform.Cycle, error) {
-	where := []string{"end_ts >= ?", "end_ts <= ?"}
-	args := []any{q.From, q.To}
-	if q.Machine != "" {
-		where = append(where, "(machine = ? OR starts_with(machine, ?))")
-		args = append(args, q.Machine, strings.TrimSuffix(q.Machine, "/")+"/")
-	}
-	if q.Name != "" {
-		where = append(where, "name = ?")
-		args = append(args, q.Name)
-	}
-	args = append(args, q.Limit)
+	f := filter{where: []string{"end_ts >= ?", "end_ts <= ?"}, args: []any{q.From, q.To}}
+	f.under("machine", q.Machine)
+	f.eq("name", q.Name)
 	rows, err := h.db.QueryContext(ctx, `SELECT c.machine, c.name, c.start_ts, c.end_ts, v.aggregate, v.value
-FROM (SELECT * FROM cycles WHERE `+strings.Join(where, " AND ")+` ORDER BY end_ts DESC LIMIT ?) c
+FROM (SELECT * FROM cycles WHERE `+f.sql()+` ORDER BY end_ts DESC LIMIT ?) c
 LEFT JOIN cycle_values v USING (machine, name, start_ts)
-ORDER BY c.end_ts, c.machine, c.name`, args...)
+ORDER BY c.end_ts, c.machine, c.name`, append(f.args, q.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("historian: cycles: %w", err)
 	}
@@ -106,24 +130,17 @@ func (h *Historian) WriteTransitions(ctx context.Context, trs []transform.Transi
 	if len(trs) == 0 {
 		return nil
 	}
-	h.wmu.Lock()
-	defer h.wmu.Unlock()
-	err := func() error {
-		tx, err := h.conn.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
+	err := h.inTx(ctx, func(tx *sql.Tx) error {
 		for _, t := range trs {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO alarm_journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 				t.TS, t.Alarm, t.Event, string(t.State), t.Tag, t.Kind, t.Priority, t.Class, t.Value, t.Text, t.Limit, t.User, t.Comment, t.Shelved); err != nil {
 				return err
 			}
 		}
-		return tx.Commit()
-	}()
+		return nil
+	})
 	if err != nil {
-		return h.renewConn(fmt.Errorf("historian: %d alarm transitions of %s: %w", len(trs), trs[0].Alarm, err))
+		return fmt.Errorf("historian: %d alarm transitions of %s: %w", len(trs), trs[0].Alarm, err)
 	}
 	return nil
 }
@@ -140,23 +157,12 @@ type JournalQuery struct {
 
 // Journal returns the transitions the query selects, oldest first.
 func (h *Historian) Journal(ctx context.Context, q JournalQuery) ([]transform.Transition, error) {
-	where := []string{"ts >= ?", "ts <= ?"}
-	args := []any{q.From, q.To}
-	if q.Alarm != "" {
-		where = append(where, "(alarm = ? OR starts_with(alarm, ?))")
-		args = append(args, q.Alarm, strings.TrimSuffix(q.Alarm, "/")+"/")
-	}
-	if q.Event != "" {
-		where = append(where, "event = ?")
-		args = append(args, q.Event)
-	}
-	if q.Class != "" {
-		where = append(where, "class = ?")
-		args = append(args, q.Class)
-	}
-	args = append(args, q.Limit)
+	f := filter{where: []string{"ts >= ?", "ts <= ?"}, args: []any{q.From, q.To}}
+	f.under("alarm", q.Alarm)
+	f.eq("event", q.Event)
+	f.eq("class", q.Class)
 	rows, err := h.db.QueryContext(ctx, `SELECT * FROM (SELECT ts, alarm, event, state, tag, kind, priority, class, value, text, limit_value, username, comment, shelved_until
-FROM alarm_journal WHERE `+strings.Join(where, " AND ")+` ORDER BY ts DESC, alarm LIMIT ?) ORDER BY ts, alarm`, args...)
+FROM alarm_journal WHERE `+f.sql()+` ORDER BY ts DESC, alarm LIMIT ?) ORDER BY ts, alarm`, append(f.args, q.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("historian: alarm journal: %w", err)
 	}
