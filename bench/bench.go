@@ -100,6 +100,9 @@ func (s Scenario) Offered() float64 {
 	return v
 }
 
+// LiveEdges is how many edges of each fleet the live API client follows.
+const LiveEdges = 10
+
 // Target is the cloud under test.
 type Target struct {
 	// HTTP is the base URL of the cloud's HTTP API; MQTT the broker's URL
@@ -147,7 +150,8 @@ type Result struct {
 	Backbone  Rate `json:"backbone_persisted"`
 	Host      Rate `json:"host_decoded"`
 	Historian Rate `json:"historian_committed"`
-	Live      Rate `json:"live_api"`
+	Live      Rate `json:"live_api"` // of the LiveEdges followed
+	LiveEdges int  `json:"live_api_edges"`
 
 	ToHistorian Latency `json:"sample_to_historian"`
 	ToLive      Latency `json:"sample_to_live_api"`
@@ -202,9 +206,16 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 	if err := a.login(ctx, t.Username, t.Password); err != nil {
 		return nil, err
 	}
+	// The live API is followed for a sample of the edges, as an operator's
+	// screen follows a few machines: a browser does not take every value of
+	// a large fleet.
 	var prefixes []string
 	for _, f := range sc.Fleets {
-		prefixes = append(prefixes, f.Group+"/")
+		n := min(f.Edges, LiveEdges)
+		res.LiveEdges += n
+		for i := range n {
+			prefixes = append(prefixes, f.Group+"/"+EdgeID(i))
+		}
 	}
 	live := &liveReader{prefixes: prefixes}
 	liveCtx, stopLive := context.WithCancel(ctx)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -219,8 +220,9 @@ func (h histogram) maxBound() float64 {
 	return mx
 }
 
-// liveReader follows GET /api/v1/live and records, for each live value of
-// the bench's groups, the time from its sample to its arrival here.
+// liveReader follows GET /api/v1/live for the edges under prefixes and
+// records, for each live value, the time from its sample to its arrival
+// here.
 type liveReader struct {
 	prefixes []string
 
@@ -240,7 +242,8 @@ func (l *liveReader) record(on bool) {
 }
 
 func (l *liveReader) run(ctx context.Context, a *api, ready chan<- error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", a.base+"/api/v1/live", nil)
+	q := url.Values{"prefix": l.prefixes}
+	req, err := http.NewRequestWithContext(ctx, "GET", a.base+"/api/v1/live?"+q.Encode(), nil)
 	if err != nil {
 		ready <- err
 		return
@@ -295,7 +298,7 @@ func (l *liveReader) run(ctx context.Context, a *api, ready chan<- error) {
 
 func (l *liveReader) ours(path string) bool {
 	for _, p := range l.prefixes {
-		if strings.HasPrefix(path, p) {
+		if strings.HasPrefix(path, p+"/") {
 			return true
 		}
 	}

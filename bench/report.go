@@ -23,7 +23,8 @@ func (r *Result) Print(w io.Writer) {
 		name string
 		r    Rate
 	}{{"sent by the edges", r.Sent}, {"accepted by the broker", r.Broker}, {"persisted by the backbone", r.Backbone},
-		{"decoded by the host", r.Host}, {"committed to the historian", r.Historian}, {"received from the live API", r.Live}} {
+		{"decoded by the host", r.Host}, {"committed to the historian", r.Historian},
+		{fmt.Sprintf("received from the live API (%d edges followed)", r.LiveEdges), r.Live}} {
 		msgs := ""
 		if s.r.MsgsPerSec > 0 {
 			msgs = num(s.r.MsgsPerSec)

@@ -39,7 +39,10 @@ type Options struct {
 	RetentionEvery time.Duration
 	// Health are the thresholds of the fleet's health and alarms.
 	Health HealthOptions
-	Logger *slog.Logger
+	// UNSInterval is how often at most a tag's retained UNS JSON on the
+	// broker is updated: 0 is DefaultUNSInterval, negative every value.
+	UNSInterval time.Duration
+	Logger      *slog.Logger
 }
 
 // Cloud is a running cloud.
@@ -133,7 +136,8 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("cloud: %w", err)
 	}
-	if c.repub, err = newRepublisher(repubConn, c.Registry, c.Broker, c.log); err != nil {
+	every := cmp.Or(c.opts.UNSInterval, DefaultUNSInterval)
+	if c.repub, err = newRepublisher(repubConn, c.Registry, c.Broker, max(every, 0), c.log); err != nil {
 		return err
 	}
 	if c.Fleet, err = newFleet(ctx, bus.JetStream(), c.Broker, c.log); err != nil {

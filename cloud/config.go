@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/store/historian"
@@ -90,6 +91,20 @@ type HTTPConfig struct {
 type MQTTConfig struct {
 	Listen string    `yaml:"listen"`
 	TLS    TLSConfig `yaml:"tls"`
+	// UNSInterval is how often at most a tag's retained UNS JSON on
+	// uns/<path> is updated (default 1s); 0 publishes every value.
+	UNSInterval *config.Duration `yaml:"uns_interval"`
+}
+
+// UNSEvery turns uns_interval into Options.UNSInterval.
+func (m MQTTConfig) UNSEvery() time.Duration {
+	switch {
+	case m.UNSInterval == nil:
+		return 0
+	case *m.UNSInterval <= 0:
+		return -1
+	}
+	return m.UNSInterval.Std()
 }
 
 // TLSConfig names a certificate and key in PEM files.

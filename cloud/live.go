@@ -3,6 +3,7 @@ package cloud
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -27,11 +28,59 @@ type Hub struct {
 }
 
 // LiveSub is one live view's feed: values on C, alarm transitions on
-// Alarms.
+// Alarms, of the paths under its prefixes (all without any).
 type LiveSub struct {
-	C       chan []uns.Sample
-	Alarms  chan []transform.Transition
-	dropped atomic.Uint64
+	C        chan []uns.Sample
+	Alarms   chan []transform.Transition
+	prefixes []string
+	dropped  atomic.Uint64
+}
+
+// wants says whether a UNS path is under one of the feed's prefixes.
+func (s *LiveSub) wants(p string) bool {
+	if len(s.prefixes) == 0 {
+		return true
+	}
+	for _, pre := range s.prefixes {
+		if p == pre || strings.HasPrefix(p, pre) && p[len(pre)] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+// filter returns the items the feed wants: all of them (not copied) or a
+// copy of the wanted ones.
+func filter[T any](s *LiveSub, items []T, path func(*T) string) []T {
+	if len(s.prefixes) == 0 {
+		return items
+	}
+	var out []T
+	for i := range items {
+		if s.wants(path(&items[i])) {
+			out = append(out, items[i])
+		}
+	}
+	return out
+}
+
+// offer hands a feed its part of items without waiting: a feed that is full
+// loses it, counted.
+func offer[T any](h *Hub, items []T, ch func(*LiveSub) chan []T, path func(*T) string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		part := filter(s, items, path)
+		if len(part) == 0 {
+			continue
+		}
+		select {
+		case ch(s) <- part:
+		default:
+			s.dropped.Add(uint64(len(part)))
+			h.dropped.Add(uint64(len(part)))
+		}
+	}
 }
 
 // Dropped counts the updates this view lost by being slow.
@@ -40,6 +89,9 @@ func (s *LiveSub) Dropped() uint64 { return s.dropped.Load() }
 func newHub(nc *nats.Conn, log *slog.Logger) (*Hub, error) {
 	h := &Hub{log: log.With("component", "live"), subs: map[*LiveSub]struct{}{}}
 	sub, err := nc.Subscribe(store.SubjectUNS+".>", func(m *nats.Msg) {
+		if !h.watched() {
+			return // nobody to tell
+		}
 		samples, err := uns.DecodeBatch(nil, m.Data)
 		if err != nil {
 			h.malformed.Add(1)
@@ -58,36 +110,26 @@ func newHub(nc *nats.Conn, log *slog.Logger) (*Hub, error) {
 }
 
 func (h *Hub) broadcast(samples []uns.Sample) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range h.subs {
-		select {
-		case s.C <- samples:
-		default:
-			s.dropped.Add(uint64(len(samples)))
-			h.dropped.Add(uint64(len(samples)))
-		}
-	}
+	offer(h, samples, func(s *LiveSub) chan []uns.Sample { return s.C }, func(s *uns.Sample) string { return string(s.Path) })
 }
 
 // Alarms fans alarm transitions out to live views; a view too slow for
 // them loses them (counted), and reloads the alarm list.
 func (h *Hub) Alarms(trs []transform.Transition) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range h.subs {
-		select {
-		case s.Alarms <- trs:
-		default:
-			s.dropped.Add(uint64(len(trs)))
-			h.dropped.Add(uint64(len(trs)))
-		}
-	}
+	offer(h, trs, func(s *LiveSub) chan []transform.Transition { return s.Alarms },
+		func(t *transform.Transition) string { return t.Alarm })
 }
 
-// Subscribe returns a new feed; call Unsubscribe when done.
-func (h *Hub) Subscribe() *LiveSub {
-	s := &LiveSub{C: make(chan []uns.Sample, 256), Alarms: make(chan []transform.Transition, 64)}
+func (h *Hub) watched() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs) > 0
+}
+
+// Subscribe returns a new feed of the paths under prefixes (every path
+// without any); call Unsubscribe when done.
+func (h *Hub) Subscribe(prefixes ...string) *LiveSub {
+	s := &LiveSub{C: make(chan []uns.Sample, 256), Alarms: make(chan []transform.Transition, 64), prefixes: prefixes}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()

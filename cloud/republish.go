@@ -1,11 +1,16 @@
 package cloud
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -13,82 +18,243 @@ import (
 	"github.com/calx-iiot/calx/uns"
 )
 
-// republisher puts every current value on the cloud broker as UNS JSON,
-// retained, on uns/<path>, for MQTT consumers (dashboards, MES, other
-// platforms). Like the live view it is off the durable path: the broker
-// may drop updates for a slow subscriber (counted by mochi), the
-// historian never loses them.
+// DefaultUNSInterval is how often at most a tag's retained UNS JSON is
+// updated unless configured otherwise.
+const DefaultUNSInterval = time.Second
+
+// republisher puts the current value of every tag on the cloud broker as
+// UNS JSON, retained, on uns/<path>, for MQTT consumers (dashboards, MES,
+// other platforms). It is a current-state view, off the durable path: a
+// tag's first value after a quiet interval goes out at once, and while it
+// changes faster than the interval, only its newest value goes out, once
+// per interval (the values in between are counted as conflated; the
+// historian has them all). An interval of 0 publishes every value.
 type republisher struct {
-	sub  *nats.Subscription
-	reg  *Registry
-	pub  Publisher
-	log  *slog.Logger
-	sent atomic.Uint64
+	sub      *nats.Subscription
+	reg      *Registry
+	pub      Publisher
+	log      *slog.Logger
+	interval time.Duration
+
+	mu      sync.Mutex
+	tags    map[uns.Path]*repubTag
+	waiting []*repubTag // in tags, with a value for the next flush
+	buf     []byte
+
+	sent, conflated atomic.Uint64
+	done            chan struct{}
+	stop            context.CancelFunc
 }
 
-// unsPayload is the UNS JSON of one value.
-type unsPayload struct {
-	Value   any    `json:"value"`
-	TS      string `json:"ts"`
-	Quality string `json:"quality"`
-	Unit    string `json:"unit,omitempty"`
+// repubTag is what the republisher knows of a tag.
+type repubTag struct {
+	last    time.Time // when it was last published
+	waiting bool      // s waits for the next flush
+	s       uns.Sample
 }
 
-func newRepublisher(nc *nats.Conn, reg *Registry, pub Publisher, log *slog.Logger) (*republisher, error) {
-	r := &republisher{reg: reg, pub: pub, log: log.With("component", "uns-mqtt")}
+func newRepublisher(nc *nats.Conn, reg *Registry, pub Publisher, interval time.Duration, log *slog.Logger) (*republisher, error) {
+	r := &republisher{reg: reg, pub: pub, log: log.With("component", "uns-mqtt"), interval: interval, done: make(chan struct{})}
+	var samples []uns.Sample
 	sub, err := nc.Subscribe(store.SubjectUNS+".>", func(m *nats.Msg) {
-		samples, err := uns.DecodeBatch(nil, m.Data)
+		var err error
+		samples, err = uns.DecodeBatch(samples[:0], m.Data)
 		if err != nil {
 			return
 		}
-		r.publish(samples)
+		r.take(samples, time.Now())
 	})
 	if err != nil {
 		return nil, fmt.Errorf("uns republish: %w", err)
 	}
 	if err := sub.SetPendingLimits(100000, 256<<20); err != nil {
+		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("uns republish: %w", err)
 	}
 	r.sub = sub
+	ctx, stop := context.WithCancel(context.Background())
+	r.stop = stop
+	if interval <= 0 {
+		close(r.done)
+		return r, nil
+	}
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				r.flush(now)
+			}
+		}
+	}()
 	return r, nil
 }
 
-func (r *republisher) publish(samples []uns.Sample) {
+// take publishes the current values among samples, or keeps them for the
+// next flush when their tag was published less than an interval ago.
+func (r *republisher) take(samples []uns.Sample, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tags == nil {
+		r.tags = map[uns.Path]*repubTag{}
+	}
 	for _, s := range samples {
 		if s.Historical {
 			continue // late values are history, not the current state
 		}
-		tag, _ := r.reg.Get(s.Path)
-		v := s.Value.Any()
-		if tag.DataType == uns.TypeBool && s.Value.Kind == uns.KindInt {
-			v = s.Value.I != 0
+		if r.interval > 0 {
+			t := r.tags[s.Path]
+			switch {
+			case t == nil:
+				t = &repubTag{}
+				r.tags[s.Path] = t
+			case t.waiting:
+				t.s = s
+				r.conflated.Add(1)
+				continue
+			case now.Sub(t.last) < r.interval:
+				t.s, t.waiting = s, true
+				r.waiting = append(r.waiting, t)
+				continue
+			}
+			t.last = now
 		}
-		b, err := json.Marshal(unsPayload{Value: v, TS: s.TS.UTC().Format(time.RFC3339Nano), Quality: s.Quality.String(), Unit: tag.Unit})
-		if err == nil {
-			err = r.pub.Publish("uns/"+string(s.Path), b, true, 0)
-		}
-		if err != nil {
-			r.log.Warn("UNS publish failed", "path", s.Path, "err", err)
-			continue
-		}
-		r.sent.Add(1)
+		r.publish(s)
 	}
 }
 
-// RepublishStats are the UNS values put on the broker as JSON, and the
+// flush publishes the values kept since the last flush.
+func (r *republisher) flush(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, t := range r.waiting {
+		t.last, t.waiting = now, false
+		r.publish(t.s)
+	}
+	clear(r.waiting)
+	r.waiting = r.waiting[:0]
+	// Forget tags that were quiet for a while, so the map follows the
+	// namespace rather than everything it ever held.
+	if len(r.tags) > 2*r.reg.Len()+1024 {
+		for p, t := range r.tags {
+			if !t.waiting && now.Sub(t.last) > r.interval {
+				delete(r.tags, p)
+			}
+		}
+	}
+}
+
+func (r *republisher) publish(s uns.Sample) {
+	tag, _ := r.reg.Get(s.Path)
+	r.buf = appendUNSJSON(r.buf[:0], s, tag)
+	// The broker keeps the payload (retained): it gets its own copy.
+	if err := r.pub.Publish("uns/"+string(s.Path), []byte(string(r.buf)), true, 0); err != nil {
+		r.log.Warn("UNS publish failed", "path", s.Path, "err", err)
+		return
+	}
+	r.sent.Add(1)
+}
+
+// appendUNSJSON appends the UNS JSON of a value:
+// {"value":1101.5,"ts":"2026-11-24T10:00:00Z","quality":"good","unit":"°C"}.
+func appendUNSJSON(b []byte, s uns.Sample, tag TagState) []byte {
+	b = append(b, `{"value":`...)
+	v := s.Value
+	switch {
+	case tag.DataType == uns.TypeBool && (v.Kind == uns.KindInt || v.Kind == uns.KindBool), v.Kind == uns.KindBool:
+		b = strconv.AppendBool(b, v.I != 0)
+	case v.Kind == uns.KindInt:
+		b = strconv.AppendInt(b, v.I, 10)
+	case v.Kind == uns.KindFloat:
+		b = appendJSONFloat(b, v.F)
+	case v.Kind == uns.KindString:
+		b = appendJSONString(b, v.S)
+	default:
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"ts":"`...)
+	b = s.TS.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","quality":"`...)
+	b = append(b, s.Quality.String()...)
+	b = append(b, '"')
+	if tag.Unit != "" {
+		b = append(b, `,"unit":`...)
+		b = appendJSONString(b, tag.Unit)
+	}
+	return append(b, '}')
+}
+
+// appendJSONFloat writes f as a JSON number in the shortest form that reads
+// back the same; NaN and infinities, which JSON cannot carry, as null.
+func appendJSONFloat(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, "null"...)
+	}
+	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
+		b = strconv.AppendFloat(b, f, 'e', -1, 64)
+		// e-07 as e-7, as JavaScript writes it.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+		return b
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
+}
+
+// appendJSONString writes s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		q, _ := json.Marshal(s) // replaces the invalid bytes
+		return append(b, q...)
+	}
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case c == '\b':
+			b = append(b, '\\', 'b')
+		case c == '\f':
+			b = append(b, '\\', 'f')
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// RepublishStats are the UNS values put on the broker as JSON, those a
+// newer value of the same tag replaced before they went out, and the
 // backbone messages the republisher was too slow to take.
-func (c *Cloud) RepublishStats() (sent, dropped uint64) {
+func (c *Cloud) RepublishStats() (sent, conflated, dropped uint64) {
 	if c.repub == nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	if n, err := c.repub.sub.Dropped(); err == nil && n > 0 {
 		dropped = uint64(n)
 	}
-	return c.repub.sent.Load(), dropped
+	return c.repub.sent.Load(), c.repub.conflated.Load(), dropped
 }
 
 func (r *republisher) close() {
 	if r.sub != nil {
 		_ = r.sub.Unsubscribe()
 	}
+	r.stop()
+	<-r.done
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -67,6 +68,7 @@ func DecodeBatch(dst []Sample, b []byte) ([]Sample, error) {
 		return dst, fmt.Errorf("%w: bad count", ErrBadBatch)
 	}
 	b = b[k:]
+	dst = slices.Grow(dst, int(min(n, 4096))) // room up front, not more than a hostile count deserves
 	for i := uint64(0); i < n; i++ {
 		var s Sample
 		l, k := binary.Uvarint(b)

@@ -147,14 +147,26 @@ type liveJSON struct {
 }
 
 // live streams new values as Server-Sent Events, one "values" event per
-// batch, and alarm transitions as "alarms" events.
+// batch, and alarm transitions as "alarms" events; ?prefix= (repeatable)
+// narrows both to those UNS prefixes.
 func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming not supported")
 		return
 	}
-	sub := s.cloud.Hub.Subscribe()
+	prefixes := r.URL.Query()["prefix"]
+	if len(prefixes) > 1000 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("prefix: %d prefixes, at most 1000", len(prefixes)))
+		return
+	}
+	for _, p := range prefixes {
+		if err := uns.Path(p).Validate(); err != nil {
+			writeError(w, http.StatusBadRequest, "prefix: "+err.Error())
+			return
+		}
+	}
+	sub := s.cloud.Hub.Subscribe(prefixes...)
 	defer s.cloud.Hub.Unsubscribe(sub)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

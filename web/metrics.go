@@ -53,6 +53,7 @@ var (
 	descLiveBusDropped  = prometheus.NewDesc("calx_live_messages_dropped_total", "Backbone messages the live feed was too slow to take.", nil, nil)
 	descRepubSent       = prometheus.NewDesc("calx_uns_mqtt_values_total", "Current values published on the broker as UNS JSON.", nil, nil)
 	descRepubDropped    = prometheus.NewDesc("calx_uns_mqtt_messages_dropped_total", "Backbone messages the UNS JSON republisher was too slow to take.", nil, nil)
+	descRepubConflated  = prometheus.NewDesc("calx_uns_mqtt_values_conflated_total", "Values a newer value of the same tag replaced before the UNS JSON republisher's interval let them out.", nil, nil)
 	descFleetAlarms     = prometheus.NewDesc("calx_fleet_alarms_active", "Active fleet alarms by kind.", []string{"kind"}, nil)
 	descCalcOutputs     = prometheus.NewDesc("calx_transform_values_total", "Calculated values and cycle values the transforms produced.", nil, nil)
 	descCalcFailed      = prometheus.NewDesc("calx_transform_failures_total", "Evaluations of calculated tags that failed.", nil, nil)
@@ -61,7 +62,7 @@ var (
 	descAlarmTrans      = prometheus.NewDesc("calx_alarm_transitions_total", "Alarm transitions journaled.", nil, nil)
 	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
 	cloudCollectorDescs = []*prometheus.Desc{descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
-		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
+		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descRepubConflated, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
 )
@@ -101,8 +102,9 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descArchLatency, a.LastLatency.Seconds())
 	counter(descLiveDropped, float64(cc.c.Hub.Dropped()))
 	counter(descLiveBusDropped, float64(cc.c.Hub.BusDropped()))
-	repSent, repDropped := cc.c.RepublishStats()
+	repSent, repConflated, repDropped := cc.c.RepublishStats()
 	counter(descRepubSent, float64(repSent))
+	counter(descRepubConflated, float64(repConflated))
 	counter(descRepubDropped, float64(repDropped))
 	ts := cc.c.TransformStats()
 	counter(descCalcOutputs, float64(ts.Outputs))

@@ -1,0 +1,138 @@
+package cloud
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// TestUNSJSONEncoding: the hand-written encoding says what encoding/json
+// says, and stays valid JSON where encoding/json would fail (NaN).
+func TestUNSJSONEncoding(t *testing.T) {
+	ts := time.Date(2026, 11, 24, 10, 0, 0, 123456789, time.FixedZone("x", 3600))
+	cases := []struct {
+		v    uns.Value
+		tag  TagState
+		want any
+	}{
+		{uns.Float(1101.5), TagState{Tag: uns.Tag{Unit: "°C"}}, 1101.5},
+		{uns.Float(1e21), TagState{}, 1e21},
+		{uns.Float(123456789012), TagState{}, 123456789012.0},
+		{uns.Float(-1.5e-7), TagState{}, -1.5e-7},
+		{uns.Float(0), TagState{}, 0.0},
+		{uns.Float(math.Copysign(0, -1)), TagState{}, math.Copysign(0, -1)},
+		{uns.Int(-42), TagState{}, int64(-42)},
+		{uns.Int(1), TagState{Tag: uns.Tag{DataType: uns.TypeBool}}, true},
+		{uns.Bool(false), TagState{}, false},
+		{uns.String("say \"hi\"\\ \n\t\x01 é ✓"), TagState{Tag: uns.Tag{Unit: "m\"3"}}, "say \"hi\"\\ \n\t\x01 é ✓"},
+		{uns.Null, TagState{}, nil},
+	}
+	for _, c := range cases {
+		s := uns.Sample{Path: "a/b", Value: c.v, TS: ts, Quality: uns.Uncertain}
+		got := appendUNSJSON(nil, s, c.tag)
+		want, err := json.Marshal(unsPayload{Value: c.want, TS: ts.UTC().Format(time.RFC3339Nano), Quality: "uncertain", Unit: c.tag.Unit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%v: got %s, want %s", c.v, got, want)
+		}
+	}
+	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		got := appendUNSJSON(nil, uns.Sample{Path: "a/b", Value: uns.Float(f), TS: ts, Quality: uns.Bad}, TagState{})
+		var p map[string]any
+		if err := json.Unmarshal(got, &p); err != nil || p["value"] != nil || p["quality"] != "bad" {
+			t.Errorf("%v: %s (%v)", f, got, err)
+		}
+	}
+	// Invalid UTF-8 still makes valid JSON.
+	got := appendUNSJSON(nil, uns.Sample{Path: "a/b", Value: uns.String("a\xffb"), TS: ts}, TagState{})
+	if !json.Valid(got) {
+		t.Errorf("invalid UTF-8: %s is not JSON", got)
+	}
+}
+
+// unsPayload is the UNS JSON of one value, as encoding/json writes it.
+type unsPayload struct {
+	Value   any    `json:"value"`
+	TS      string `json:"ts"`
+	Quality string `json:"quality"`
+	Unit    string `json:"unit,omitempty"`
+}
+
+type recorder struct{ got []string }
+
+func (r *recorder) Publish(topic string, payload []byte, retain bool, _ byte) error {
+	var p struct{ Value float64 }
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return err
+	}
+	r.got = append(r.got, fmt.Sprintf("%s=%v retain=%v", topic, p.Value, retain))
+	return nil
+}
+
+// TestRepublisherConflates: a tag's first value goes out at once; values
+// within the interval wait, only the newest goes out at the flush, and the
+// replaced ones are counted; history is not current state.
+func TestRepublisherConflates(t *testing.T) {
+	rec := &recorder{}
+	r := &republisher{reg: NewRegistry(), pub: rec, log: slog.New(slog.DiscardHandler), interval: time.Second}
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	v := func(p uns.Path, f float64, hist bool) uns.Sample {
+		return uns.Sample{Path: p, Value: uns.Float(f), TS: t0, Historical: hist}
+	}
+	r.take([]uns.Sample{v("a", 1, false), v("b", 10, false), v("a", 0, true)}, t0)
+	r.take([]uns.Sample{v("a", 2, false)}, t0.Add(100*time.Millisecond))
+	r.take([]uns.Sample{v("a", 3, false), v("a", 4, false)}, t0.Add(200*time.Millisecond))
+	r.flush(t0.Add(time.Second))
+	r.flush(t0.Add(2 * time.Second)) // nothing waits
+	r.take([]uns.Sample{v("a", 5, false), v("b", 11, false)}, t0.Add(2500*time.Millisecond))
+	want := []string{"uns/a=1 retain=true", "uns/b=10 retain=true", "uns/a=4 retain=true", "uns/a=5 retain=true", "uns/b=11 retain=true"}
+	if fmt.Sprint(rec.got) != fmt.Sprint(want) {
+		t.Errorf("published %v, want %v", rec.got, want)
+	}
+	if n := r.conflated.Load(); n != 2 {
+		t.Errorf("conflated %d, want 2 (values 2 and 3)", n)
+	}
+	if n := r.sent.Load(); n != 5 {
+		t.Errorf("sent %d, want 5", n)
+	}
+
+	// An interval of 0: every value.
+	rec.got = nil
+	r = &republisher{reg: NewRegistry(), pub: rec, log: slog.New(slog.DiscardHandler)}
+	r.take([]uns.Sample{v("a", 1, false), v("a", 2, false), v("a", 3, false)}, t0)
+	if len(rec.got) != 3 {
+		t.Errorf("interval 0 published %v, want every value", rec.got)
+	}
+}
+
+// TestUNSIntervalConfig: unset is the default, 0s every value.
+func TestUNSIntervalConfig(t *testing.T) {
+	for yaml, want := range map[string]time.Duration{
+		"mqtt: {listen: ':1883'}":                      0,
+		"mqtt: {listen: ':1883', uns_interval: 0s}":    -1,
+		"mqtt: {listen: ':1883', uns_interval: 5s}":    5 * time.Second,
+		"mqtt: {listen: ':1883', uns_interval: 250ms}": 250 * time.Millisecond,
+	} {
+		f := filepath.Join(t.TempDir(), "cloud.yaml")
+		if err := os.WriteFile(f, []byte("data_dir: /tmp/x\n"+yaml+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(f)
+		if err != nil {
+			t.Fatalf("%s: %v", yaml, err)
+		}
+		if got := cfg.MQTT.UNSEvery(); got != want {
+			t.Errorf("%s: %v, want %v", yaml, got, want)
+		}
+	}
+}
