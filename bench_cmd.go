@@ -24,7 +24,9 @@ real MQTT connections to a cloud, started in this process on a temporary data di
 cloud's /metrics and API each second and reports values/s at each stage (broker,
 backbone, host, historian, live API), sample-to-historian and sample-to-live-API
 latency, CPU, peak memory, consumer lag and values dropped, beside this machine's
-bare DuckDB appender and JetStream publish rates.
+bare DuckDB appender and JetStream publish rates. When the offered rate leaves a
+backlog, the rate at which the cloud works it off after the edges stop is its
+ingest capacity through the whole path (the historian's catch-up).
 
 A --target cloud needs an admin account (--user, and the password in
 CALX_BENCH_PASSWORD): the bench provisions an MQTT account per simulated edge

@@ -34,21 +34,22 @@ func TestBench(t *testing.T) {
 	}
 	var r struct {
 		Edges, Tags  int
-		Offered      float64 `json:"offered_values_per_sec"`
-		ValuesSent   int64   `json:"values_sent"`
-		ValuesStored int64   `json:"values_stored"`
-		Dropped      int64   `json:"dropped"`
-		Broker       rate    `json:"broker_accepted"`
-		Backbone     rate    `json:"backbone_persisted"`
-		Host         rate    `json:"host_decoded"`
-		Historian    rate    `json:"historian_committed"`
-		Live         rate    `json:"live_api"`
-		ToHistorian  latency `json:"sample_to_historian"`
-		ToLive       latency `json:"sample_to_live_api"`
-		CPU          float64 `json:"cpu_cores"`
-		RSS          float64 `json:"peak_rss_mib"`
-		Appender     float64 `json:"bare_duckdb_appender_values_per_sec"`
-		Publish      float64 `json:"bare_jetstream_publish_values_per_sec"`
+		Offered      float64  `json:"offered_values_per_sec"`
+		ValuesSent   int64    `json:"values_sent"`
+		ValuesStored int64    `json:"values_stored"`
+		Dropped      int64    `json:"dropped"`
+		Broker       rate     `json:"broker_accepted"`
+		Backbone     rate     `json:"backbone_persisted"`
+		Host         rate     `json:"host_decoded"`
+		Historian    rate     `json:"historian_committed"`
+		Live         rate     `json:"live_api"`
+		ToHistorian  latency  `json:"sample_to_historian"`
+		ToLive       latency  `json:"sample_to_live_api"`
+		CPU          float64  `json:"cpu_cores"`
+		RSS          float64  `json:"peak_rss_mib"`
+		Appender     float64  `json:"bare_duckdb_appender_values_per_sec"`
+		Publish      float64  `json:"bare_jetstream_publish_values_per_sec"`
+		CatchUpSecs  *float64 `json:"historian_catch_up_seconds"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("%v: %s", err, out.String())
@@ -71,6 +72,10 @@ func TestBench(t *testing.T) {
 	}
 	if r.CPU <= 0 || r.RSS <= 0 || r.Appender <= 0 || r.Publish <= 0 {
 		t.Errorf("costs and bare limits: %s", out.String())
+	}
+	// 600 values/s leave no backlog worth a catch-up rate.
+	if r.CatchUpSecs == nil || *r.CatchUpSecs != 0 {
+		t.Errorf("historian catch-up reported without a backlog: %s", out.String())
 	}
 }
 

@@ -100,6 +100,14 @@ func (s Scenario) Offered() float64 {
 	return v
 }
 
+// minCatchUp is the shortest backlog whose catch-up rate is reported;
+// catchUpQuiet how long the historian's counter stands still before the
+// backlog counts as worked off (the stored values are counted after).
+const (
+	minCatchUp   = 3 * time.Second
+	catchUpQuiet = 3 * time.Second
+)
+
 // LiveEdges is how many edges of each fleet the live API client follows.
 const LiveEdges = 10
 
@@ -165,6 +173,14 @@ type Result struct {
 	Dropped      int64              `json:"dropped"`
 	Unacked      int64              `json:"publishes_not_acknowledged"`
 	DrainSeconds float64            `json:"drain_seconds"`
+	// CatchUp is the historian's rate while it worked off the backlog the
+	// run left in the backbone, the edges stopped: its ingest capacity
+	// through the whole cloud path (host and historian consumers, backbone
+	// and DuckDB) when it is the stage behind. Measured only when the
+	// backlog took minCatchUp or more.
+	CatchUp        Rate    `json:"historian_catch_up"`
+	CatchUpSeconds float64 `json:"historian_catch_up_seconds"`
+	CatchUpRatio   float64 `json:"historian_catch_up_to_bare_appender"`
 	// Off the durable path: what live views and the UNS JSON republisher
 	// could not keep up with during the window (the historian has it all).
 	LiveDropped  float64 `json:"live_dropped"`
@@ -374,6 +390,40 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 	for _, e := range edges {
 		e.stop()
 	}
+	// The historian's catch-up: what it commits from the edges' stop until
+	// the backbone's consumers have nothing left for it, or its counter
+	// stands still. Followed on /metrics alone, so that counting the stored
+	// values (a query over every point) does not compete with the writes
+	// being measured.
+	atStop, err := a.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	written := func(s scrape) float64 { return s.sum("calx_historian_values_written_total") }
+	lastRise, shown := atStop, atStop
+	backlog := func(s scrape) float64 {
+		return s.sum("calx_historian_consumer_pending") + s.max("calx_backbone_consumer_pending")
+	}
+	for last := atStop; backlog(last) > 0 && time.Since(lastRise.at) < catchUpQuiet; {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+		s, err := a.scrape(ctx)
+		if err != nil {
+			return nil, err
+		}
+		last = s
+		if written(s) > written(lastRise) {
+			lastRise = s
+		}
+		if dt := s.at.Sub(shown.at).Seconds(); dt >= 1 {
+			fmt.Fprintf(progress, "drain  historian %9.0f v/s  lag %8.0f msgs\n",
+				(written(s)-written(shown))/dt, s.max("calx_backbone_consumer_pending"))
+			shown = s
+		}
+	}
 	var where []string
 	for _, f := range sc.Fleets {
 		where = append(where, fmt.Sprintf("t.path LIKE '%s/%%/%s/%%'", f.Group, benchDevice))
@@ -406,6 +456,13 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 		}
 	}
 	res.DrainSeconds = progressAt.Sub(stopped).Seconds()
+	if d := lastRise.at.Sub(atStop.at).Seconds(); d >= minCatchUp.Seconds() {
+		res.CatchUp = Rate{ValuesPerSec: (written(lastRise) - written(atStop)) / d}
+		res.CatchUpSeconds = d
+		if res.BareAppender > 0 {
+			res.CatchUpRatio = res.CatchUp.ValuesPerSec / res.BareAppender
+		}
+	}
 	res.Dropped = max(0, c.sentValues.Load()-res.ValuesStored)
 	return res, nil
 }

@@ -54,6 +54,10 @@ func (r *Result) Print(w io.Writer) {
 	if r.BareAppender > 0 {
 		fmt.Fprintf(tw, "\nbare DuckDB appender\t%s values/s; historian at %.0f %% of it\n", num(r.BareAppender), 100*r.HistorianRatio)
 		fmt.Fprintf(tw, "bare JetStream publish\t%s values/s; backbone at %.0f %% of it\n", num(r.BarePublish), 100*r.BackboneRatio)
+		if r.CatchUpSeconds > 0 {
+			fmt.Fprintf(tw, "historian catch-up\t%s values/s over the %.1f s backlog after the edges stopped; %.0f %% of the bare appender\n",
+				num(r.CatchUp.ValuesPerSec), r.CatchUpSeconds, 100*r.CatchUpRatio)
+		}
 	}
 	tw.Flush()
 }
