@@ -148,9 +148,18 @@ func TestBrowserLoginLiveValuesAndTrend(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Click(css(alarmRow+" button")), chromedp.WaitVisible(css(alarmRow+".active_acked"))); err != nil {
 		t.Fatalf("alarm not acknowledged: %v", err)
 	}
-	machines, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#cycle-machine option").length`))
-	if err != nil || machines != 3 {
-		t.Fatalf("%d machines with cycles to chart, want the 3 kilns: %v", machines, err)
+	// The kilns' cycle tags exist once their first cycle is recorded; the
+	// page reloads its tree when the live feed brings tags it lacks.
+	var machines int
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		machines, err = chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#cycle-machine option").length`))
+		if err == nil && machines == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d machines with cycles to chart, want the 3 kilns: %v", machines, err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	if shot := os.Getenv("CALX_SCREENSHOT"); shot != "" {
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
