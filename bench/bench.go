@@ -101,11 +101,13 @@ func (s Scenario) Offered() float64 {
 }
 
 // minCatchUp is the shortest backlog whose catch-up rate is reported;
-// catchUpQuiet how long the historian's counter stands still before the
-// backlog counts as worked off (the stored values are counted after).
+// catchUpQuiet how long the historian's counter may stand still (a
+// checkpoint, a rollup pass) before the catch-up counts as over although
+// the backbone still reports a backlog (the stored values are counted
+// after it in any case).
 const (
 	minCatchUp   = 3 * time.Second
-	catchUpQuiet = 3 * time.Second
+	catchUpQuiet = 10 * time.Second
 )
 
 // LiveEdges is how many edges of each fleet the live API client follows.

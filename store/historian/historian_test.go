@@ -400,3 +400,45 @@ func BenchmarkRedelivery(b *testing.B) {
 		b.Fatalf("%d values stored, %v", c, err)
 	}
 }
+
+// BenchmarkRollupMinute rolls up closed minutes of a large namespace, in the
+// chunks the rollup passes take: 100,000 tags with 10 values each a minute.
+func BenchmarkRollupMinute(b *testing.B) {
+	ctx := context.Background()
+	h, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.duckdb")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	const tags, perMinute = 100000, 10
+	paths := make([]uns.Path, tags)
+	for i := range paths {
+		paths[i] = uns.Path(fmt.Sprintf("limeworks/bench/e%03d/d/t%04d", i/100, i%100))
+	}
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	minute := 0
+	batch := make([]uns.Sample, 0, tags)
+	b.ReportAllocs()
+	b.StopTimer()
+	for range b.N {
+		// A minute of values, written as the archiver does, then rolled up.
+		for j := range perMinute {
+			batch = batch[:0]
+			ts := t0.Add(time.Duration(minute)*time.Minute + time.Duration(j)*2*time.Second)
+			for k, p := range paths {
+				batch = append(batch, uns.Sample{Path: p, TS: ts, Value: uns.Float(float64(j + k))})
+			}
+			if err := h.WriteBatch(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		minute++
+		b.StartTimer()
+		n, err := h.RollupClosed(ctx, t0.Add(time.Duration(minute)*time.Minute+rollupGrace), rollupGrace, rollupChunk)
+		b.StopTimer()
+		if err != nil || n != tags {
+			b.Fatalf("rolled up %d minutes of %d: %v", n, tags, err)
+		}
+	}
+	b.ReportMetric(float64(tags*perMinute*b.N)/b.Elapsed().Seconds(), "values/s")
+}
