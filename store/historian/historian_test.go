@@ -11,7 +11,7 @@ import (
 	"github.com/calx-iiot/calx/uns"
 )
 
-func openTest(t *testing.T, path string) *Historian {
+func openTest(t testing.TB, path string) *Historian {
 	t.Helper()
 	h, err := Open(context.Background(), Options{Path: path})
 	if err != nil {
@@ -81,11 +81,7 @@ func TestWriteIsIdempotentAndSurvivesReopen(t *testing.T) {
 // rates and the historian's share of the bare one.
 func BenchmarkWriteBatch(b *testing.B) {
 	ctx := context.Background()
-	h, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.duckdb")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
+	h := openTest(b, filepath.Join(b.TempDir(), "bench.duckdb"))
 	const tags, perTag = 100, 100
 	paths := make([]uns.Path, tags)
 	for i := range paths {
@@ -369,11 +365,7 @@ func TestOpenMigratesKeyedPoints(t *testing.T) {
 // commit and the backbone's ack, in a table of 1,000,000 values.
 func BenchmarkRedelivery(b *testing.B) {
 	ctx := context.Background()
-	h, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.duckdb")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
+	h := openTest(b, filepath.Join(b.TempDir(), "bench.duckdb"))
 	const tags, perTag, stored = 100, 100, 100
 	t0 := time.Now()
 	batches := make([][]uns.Sample, stored)
@@ -405,11 +397,7 @@ func BenchmarkRedelivery(b *testing.B) {
 // chunks the rollup passes take: 100,000 tags with 10 values each a minute.
 func BenchmarkRollupMinute(b *testing.B) {
 	ctx := context.Background()
-	h, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "bench.duckdb")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer h.Close()
+	h := openTest(b, filepath.Join(b.TempDir(), "bench.duckdb"))
 	const tags, perMinute = 100000, 10
 	paths := make([]uns.Path, tags)
 	for i := range paths {
