@@ -69,6 +69,11 @@ func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*B
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClientWritesPending = opts.MaxPendingWrites
+	// Retained messages stay until replaced: the host's STATE, which gates
+	// every edge's births, and each tag's current UNS value would otherwise
+	// be dropped a day after they were last published. Only the cloud's
+	// own components and edges within their ACLs publish here.
+	caps.MaximumMessageExpiryInterval = 0
 	b := &Broker{log: log.With("component", "broker")}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: b.log})
 	b.auth = newAuthHook(opts.Users, b.log, func() { b.authDenied.Add(1) })

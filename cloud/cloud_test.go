@@ -501,6 +501,26 @@ func TestHostStateOnlineOffline(t *testing.T) {
 	}
 }
 
+// Retained messages carry no expiry: the host's STATE, published once,
+// must still gate edges' births after the cloud has run for days, and a
+// tag that does not change keeps its retained UNS value.
+func TestRetainedMessagesDoNotExpire(t *testing.T) {
+	c := startCloud(t)
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		pk, ok := c.Broker.srv.Topics.Retained.Get("spBv1.0/STATE/calx")
+		if !ok {
+			return fmt.Errorf("no retained STATE")
+		}
+		if pk.Expiry != 0 {
+			return fmt.Errorf("retained STATE expires at %s", time.Unix(pk.Expiry, 0))
+		}
+		return nil
+	})
+	if got := c.Broker.srv.Options.Capabilities.MaximumMessageExpiryInterval; got != 0 {
+		t.Fatalf("retained messages are dropped %d s after they were published", got)
+	}
+}
+
 // Every current value is on the broker as UNS JSON, retained, for MQTT
 // consumers.
 func TestUNSRepublishedOnMQTT(t *testing.T) {
