@@ -416,6 +416,10 @@ func TestLocalBrokerUNSJSON(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no UNS message on the local broker")
 	}
+	// Retained until the tag changes: no expiry, however long it stays put.
+	if pk, ok := e.local.srv.Topics.Retained.Get("uns/ent/site/area/line/m1/temp"); !ok || pk.Expiry != 0 {
+		t.Fatalf("retained UNS value: %v, expires at %d", ok, pk.Expiry)
+	}
 	cl.Publish("uns/ent/site/area/line/m1/temp", 0, false, "forged").WaitTimeout(time.Second)
 	select {
 	case msg := <-got:

@@ -85,7 +85,11 @@ func (a siteAccess) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // StartLocalBroker listens on addr; with users, every client needs an account.
 func StartLocalBroker(addr string, users []LocalUser, log *slog.Logger) (*LocalBroker, error) {
 	lb := &LocalBroker{log: log.With("component", "local-broker")}
-	lb.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: lb.log})
+	// Each tag's retained UNS value stays until the tag changes, however
+	// long that takes (the library drops retained messages after a day).
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumMessageExpiryInterval = 0
+	lb.srv = mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: lb.log})
 	access := siteAccess{users: map[string]LocalUser{}}
 	for _, u := range users {
 		if u.Role != LocalReader && u.Role != LocalDevice {
