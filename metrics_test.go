@@ -123,6 +123,15 @@ func checkCloudMetrics(t *testing.T, base string) {
 			}
 		}
 	}
+	// The historian's backlog is its consumer's, from the same listing.
+	backlog := fams["calx_historian_consumer_pending"]
+	pending := labelled(fams["calx_backbone_consumer_pending"], "consumer=historian")
+	acking := labelled(fams["calx_backbone_consumer_ack_pending"], "consumer=historian")
+	if backlog == nil || len(backlog.GetMetric()) != 1 || pending == nil || acking == nil {
+		t.Errorf("historian backlog series missing")
+	} else if b := value(backlog.GetMetric()[0]); b != value(pending)+value(acking) {
+		t.Errorf("historian backlog %v, its consumer's %v pending and %v acknowledging", b, value(pending), value(acking))
+	}
 }
 
 func atLeast(n float64) func(float64) error {

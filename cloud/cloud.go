@@ -216,19 +216,39 @@ type ArchiverStats struct {
 	Pending     uint64 // messages in the UNS stream not yet written
 }
 
-// ArchiverStats returns the archiver's counters.
+// ArchiverStats returns the archiver's counters, asking the backbone for
+// its consumer's backlog.
 func (c *Cloud) ArchiverStats(ctx context.Context) ArchiverStats {
+	st := c.archiverCounters()
 	if c.arch == nil {
-		return ArchiverStats{}
+		return st
 	}
-	st := ArchiverStats{Written: c.arch.written.Load(), Batches: c.arch.batches.Load(),
-		Malformed: c.arch.malformed.Load(), LastLatency: time.Duration(c.arch.lastLatency.Load())}
 	if cons, err := c.Bus.JetStream().Consumer(ctx, store.StreamUNS, consumerHistorian); err == nil {
 		if info, err := cons.Info(ctx); err == nil {
 			st.Pending = info.NumPending + uint64(info.NumAckPending)
 		}
 	}
 	return st
+}
+
+// ArchiverStatsFrom returns the archiver's counters with its backlog taken
+// from lags, as ConsumerLags listed them.
+func (c *Cloud) ArchiverStatsFrom(lags []ConsumerLag) ArchiverStats {
+	st := c.archiverCounters()
+	for _, l := range lags {
+		if l.Stream == store.StreamUNS && l.Consumer == consumerHistorian {
+			st.Pending = l.Pending + uint64(l.AckPending)
+		}
+	}
+	return st
+}
+
+func (c *Cloud) archiverCounters() ArchiverStats {
+	if c.arch == nil {
+		return ArchiverStats{}
+	}
+	return ArchiverStats{Written: c.arch.written.Load(), Batches: c.arch.batches.Load(),
+		Malformed: c.arch.malformed.Load(), LastLatency: time.Duration(c.arch.lastLatency.Load())}
 }
 
 // Shutdown stops everything in reverse order. The broker stops taking data

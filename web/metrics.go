@@ -96,7 +96,8 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descHostRebirths, float64(h.RebirthsAsked))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	a := cc.c.ArchiverStats(ctx)
+	lags, _ := cc.c.ConsumerLags(ctx) // a stream not yet made has no consumers to show
+	a := cc.c.ArchiverStatsFrom(lags)
 	counter(descArchWritten, float64(a.Written))
 	gauge(descArchPending, float64(a.Pending))
 	gauge(descArchLatency, a.LastLatency.Seconds())
@@ -119,7 +120,6 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range byState {
 		gauge(descAlarmsByState, float64(n), k[0], k[1])
 	}
-	lags, _ := cc.c.ConsumerLags(ctx) // a stream not yet made has no consumers to show
 	for _, l := range lags {
 		gauge(descConsumerPending, float64(l.Pending), l.Stream, l.Consumer)
 		gauge(descConsumerAcking, float64(l.AckPending), l.Stream, l.Consumer)
