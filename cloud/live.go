@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -23,6 +24,10 @@ type Hub struct {
 
 	mu   sync.Mutex
 	subs map[*LiveSub]struct{}
+	// What the feeds follow, kept as they come and go: every path, or the
+	// paths under these prefixes.
+	all      bool
+	prefixes [][]byte
 
 	dropped, malformed atomic.Uint64
 }
@@ -89,15 +94,18 @@ func (s *LiveSub) Dropped() uint64 { return s.dropped.Load() }
 func newHub(nc *nats.Conn, log *slog.Logger) (*Hub, error) {
 	h := &Hub{log: log.With("component", "live"), subs: map[*LiveSub]struct{}{}}
 	sub, err := nc.Subscribe(store.SubjectUNS+".>", func(m *nats.Msg) {
-		if !h.watched() {
+		keep, watched := h.keeper()
+		if !watched {
 			return // nobody to tell
 		}
-		samples, err := uns.DecodeBatch(nil, m.Data)
+		samples, err := uns.DecodeBatchFunc(nil, m.Data, keep)
 		if err != nil {
 			h.malformed.Add(1)
 			return
 		}
-		h.broadcast(samples)
+		if len(samples) > 0 {
+			h.broadcast(samples)
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("live: subscribe: %w", err)
@@ -120,10 +128,40 @@ func (h *Hub) Alarms(trs []transform.Transition) {
 		func(t *transform.Transition) string { return t.Alarm })
 }
 
-func (h *Hub) watched() bool {
+// keeper says whether any feed is open, and which paths the feeds follow:
+// keep is nil when one follows every path. Batches are decoded through it,
+// so that values nobody follows are not copied.
+func (h *Hub) keeper() (keep func(path []byte) bool, watched bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs) > 0
+	if len(h.subs) == 0 {
+		return nil, false
+	}
+	if h.all {
+		return nil, true
+	}
+	prefixes := h.prefixes // replaced, never changed, when feeds come and go
+	return func(p []byte) bool {
+		for _, pre := range prefixes {
+			if bytes.HasPrefix(p, pre) && (len(p) == len(pre) || p[len(pre)] == '/') {
+				return true
+			}
+		}
+		return false
+	}, true
+}
+
+// followed recomputes what the feeds follow; the caller holds mu.
+func (h *Hub) followed() {
+	h.all, h.prefixes = false, nil
+	for s := range h.subs {
+		if len(s.prefixes) == 0 {
+			h.all = true
+		}
+		for _, p := range s.prefixes {
+			h.prefixes = append(h.prefixes, []byte(p))
+		}
+	}
 }
 
 // Subscribe returns a new feed of the paths under prefixes (every path
@@ -132,6 +170,7 @@ func (h *Hub) Subscribe(prefixes ...string) *LiveSub {
 	s := &LiveSub{C: make(chan []uns.Sample, 256), Alarms: make(chan []transform.Transition, 64), prefixes: prefixes}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
+	h.followed()
 	h.mu.Unlock()
 	return s
 }
@@ -140,6 +179,7 @@ func (h *Hub) Subscribe(prefixes ...string) *LiveSub {
 func (h *Hub) Unsubscribe(s *LiveSub) {
 	h.mu.Lock()
 	delete(h.subs, s)
+	h.followed()
 	h.mu.Unlock()
 }
 

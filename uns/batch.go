@@ -56,6 +56,17 @@ func AppendBatch(dst []byte, samples []Sample) []byte {
 
 // DecodeBatch decodes a batch written by AppendBatch, appending to dst.
 func DecodeBatch(dst []Sample, b []byte) ([]Sample, error) {
+	return decodeBatch(dst, b, nil)
+}
+
+// DecodeBatchFunc is DecodeBatch for a reader that wants some paths only:
+// it appends the samples whose path keep accepts, and checks the others
+// without copying them. keep must not hold on to the path it is given.
+func DecodeBatchFunc(dst []Sample, b []byte, keep func(path []byte) bool) ([]Sample, error) {
+	return decodeBatch(dst, b, keep)
+}
+
+func decodeBatch(dst []Sample, b []byte, keep func([]byte) bool) ([]Sample, error) {
 	if len(b) == 0 {
 		return dst, fmt.Errorf("%w: empty", ErrBadBatch)
 	}
@@ -68,14 +79,20 @@ func DecodeBatch(dst []Sample, b []byte) ([]Sample, error) {
 		return dst, fmt.Errorf("%w: bad count", ErrBadBatch)
 	}
 	b = b[k:]
-	dst = slices.Grow(dst, int(min(n, 4096))) // room up front, not more than a hostile count deserves
+	if keep == nil {
+		dst = slices.Grow(dst, int(min(n, 4096))) // room up front, not more than a hostile count deserves
+	}
 	for i := uint64(0); i < n; i++ {
 		var s Sample
 		l, k := binary.Uvarint(b)
 		if k <= 0 || l > uint64(len(b)-k) {
 			return dst, fmt.Errorf("%w: sample %d: bad path length", ErrBadBatch, i)
 		}
-		s.Path = Path(b[k : k+int(l)])
+		path := b[k : k+int(l)]
+		kept := keep == nil || keep(path)
+		if kept {
+			s.Path = Path(path)
+		}
 		b = b[k+int(l):]
 		ts, k := binary.Varint(b)
 		if k <= 0 {
@@ -114,12 +131,16 @@ func DecodeBatch(dst []Sample, b []byte) ([]Sample, error) {
 			if k <= 0 || l > uint64(len(b)-k) {
 				return dst, fmt.Errorf("%w: sample %d: bad string length", ErrBadBatch, i)
 			}
-			s.Value.S = string(b[k : k+int(l)])
+			if kept {
+				s.Value.S = string(b[k : k+int(l)])
+			}
 			b = b[k+int(l):]
 		default:
 			return dst, fmt.Errorf("%w: sample %d: unknown kind %d", ErrBadBatch, i, s.Value.Kind)
 		}
-		dst = append(dst, s)
+		if kept {
+			dst = append(dst, s)
+		}
 	}
 	if len(b) != 0 {
 		return dst, fmt.Errorf("%w: %d trailing bytes", ErrBadBatch, len(b))

@@ -67,6 +67,37 @@ func TestBatchRoundTrip(t *testing.T) {
 	}
 }
 
+func TestDecodeBatchFunc(t *testing.T) {
+	in := sampleSet()
+	b := AppendBatch(nil, in)
+	keep := func(p []byte) bool { return p[len(p)-1]%2 == 0 } // a/b/d, a/b/f, a/b/h
+	out, err := DecodeBatchFunc(nil, b, keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Sample
+	for _, s := range in {
+		if keep([]byte(s.Path)) {
+			want = append(want, s)
+		}
+	}
+	if len(want) == 0 || len(want) == len(in) {
+		t.Fatalf("the sample set does not exercise the filter: %d of %d kept", len(want), len(in))
+	}
+	if len(out) != len(want) {
+		t.Fatalf("kept %d samples, want %d", len(out), len(want))
+	}
+	for i := range want {
+		if out[i].Path != want[i].Path || !out[i].Value.Equal(want[i].Value) || !out[i].TS.Equal(want[i].TS) {
+			t.Errorf("sample %d: got %+v, want %+v", i, out[i], want[i])
+		}
+	}
+	// What is skipped is still checked.
+	if _, err := DecodeBatchFunc(nil, b[:len(b)-3], func([]byte) bool { return false }); !errors.Is(err, ErrBadBatch) {
+		t.Errorf("a cut batch with nothing kept: err = %v, want ErrBadBatch", err)
+	}
+}
+
 func TestDecodeBatchRejectsBadInput(t *testing.T) {
 	good := AppendBatch(nil, sampleSet())
 	for name, b := range map[string][]byte{
@@ -94,6 +125,13 @@ func FuzzDecodeBatch(f *testing.F) {
 		out, err := DecodeBatch(nil, b)
 		if err != nil {
 			return
+		}
+		// Keeping every path decodes the same; keeping none checks the same.
+		if all, err := DecodeBatchFunc(nil, b, func([]byte) bool { return true }); err != nil || len(all) != len(out) {
+			t.Fatalf("keeping all: %v (%d vs %d)", err, len(all), len(out))
+		}
+		if none, err := DecodeBatchFunc(nil, b, func([]byte) bool { return false }); err != nil || len(none) != 0 {
+			t.Fatalf("keeping none: %v (%d)", err, len(none))
 		}
 		// What decodes re-encodes to the same bytes.
 		again := AppendBatch(nil, out)
