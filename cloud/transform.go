@@ -286,7 +286,7 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 				continue // applied before a restart
 			}
 			if msg.Subject() != subjectCalc {
-				if samples, err = uns.DecodeBatch(samples[:0], msg.Data()); err == nil {
+				if samples, err = uns.DecodeBatchFunc(samples[:0], msg.Data(), t.engine.Reads); err == nil {
 					out := t.engine.Process(samples, time.Now())
 					if len(out.Samples) > 0 {
 						buf = uns.AppendBatch(buf[:0], out.Samples)

@@ -216,6 +216,13 @@ func (e *Engine) sortedDevices() []*device {
 	return out
 }
 
+// Reads says whether a transform reads the tag at path: Process ignores
+// every other sample, so a caller may leave them out.
+func (e *Engine) Reads(path []byte) bool {
+	_, ok := e.byTag[uns.Path(path)]
+	return ok
+}
+
 // Process feeds samples in the order they came and returns what follows.
 // Calculated values are fed on to the device's alarms, cycles and other
 // calculated tags. A historical sample older than what a transform has

@@ -313,3 +313,28 @@ func TestWindowCoverageAndGoodOnlyAlarm(t *testing.T) {
 		t.Fatalf("raised %v", raised)
 	}
 }
+
+// Reads names the tags a transform reads, so a reader of the backbone can
+// leave the others undecoded; asking costs no allocation.
+func TestEngineReads(t *testing.T) {
+	e, err := NewEngine([]Device{kilnDevice()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{
+		kiln + "/power_kw":    true,
+		kiln + "/co_mg":       true,
+		kiln + "/cycles":      true,
+		kiln + "/unused_tag":  false,
+		kiln + "x/power_kw":   false,
+		"limeworks/lyon/a/b/": false,
+	} {
+		if e.Reads([]byte(p)) != want {
+			t.Errorf("Reads(%s) = %v, want %v", p, !want, want)
+		}
+	}
+	path := []byte(kiln + "/power_kw")
+	if n := testing.AllocsPerRun(100, func() { e.Reads(path) }); n != 0 {
+		t.Errorf("Reads allocates %v times", n)
+	}
+}
