@@ -198,7 +198,7 @@ type site struct {
 	proxy       *proxy
 	httpAddr    string
 	edgeHTTP    string
-	token       string
+	api         client
 	counterPath string
 	fastPath    string
 	fastRate    int
@@ -209,6 +209,7 @@ func newSite(t *testing.T, fastRate, fastTags int) *site {
 	dir := t.TempDir()
 	s := &site{t: t, dir: dir, httpAddr: freeAddr(t), edgeHTTP: freeAddr(t), fastRate: fastRate,
 		counterPath: "limeworks/fault/utilities/line1/clock/counter", fastPath: "limeworks/fault/utilities/line1/clock/fast"}
+	s.api.addr = s.httpAddr
 	mqttAddr := freeAddr(t)
 	hash, _ := bcrypt.GenerateFromPassword([]byte("edge-pw"), bcrypt.MinCost)
 	cloudYAML := fmt.Sprintf(`data_dir: %s
@@ -257,7 +258,7 @@ devices:
 func (s *site) startCloud() {
 	s.t.Helper()
 	s.cloud.start()
-	s.token = ""
+	s.api.token = ""
 	checkFor(s.t, 30*time.Second, 50*time.Millisecond, func() error {
 		res, err := http.Get("http://" + s.httpAddr + "/readyz")
 		if err != nil {
@@ -271,32 +272,40 @@ func (s *site) startCloud() {
 	})
 }
 
-func (s *site) api(path string, out any) error {
-	if s.token == "" {
+// client calls the cloud's API as admin, logging in when it has no token.
+type client struct {
+	addr, token string
+}
+
+func (c *client) do(method, path string, body []byte, out any) error {
+	if c.token == "" {
 		b, _ := json.Marshal(map[string]string{"username": "admin", "password": "fault-admin-pw"})
-		res, err := http.Post("http://"+s.httpAddr+"/api/v1/login", "application/json", bytes.NewReader(b))
+		res, err := http.Post("http://"+c.addr+"/api/v1/login", "application/json", bytes.NewReader(b))
 		if err != nil {
 			return err
 		}
 		var tok struct{ Token string }
 		json.NewDecoder(res.Body).Decode(&tok)
 		res.Body.Close()
-		s.token = tok.Token
+		c.token = tok.Token
 	}
-	req, _ := http.NewRequest("GET", "http://"+s.httpAddr+path, nil)
-	req.Header.Set("Authorization", "Bearer "+s.token)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := http.DefaultClient.Do(req.WithContext(ctx))
+	req, _ := http.NewRequestWithContext(ctx, method, "http://"+c.addr+path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
 	defer res.Body.Close()
-	if res.StatusCode != 200 {
-		b, _ := io.ReadAll(res.Body)
-		return fmt.Errorf("%s: %d %s", path, res.StatusCode, b)
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, b)
 	}
-	return json.NewDecoder(res.Body).Decode(out)
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
 }
 
 // values returns the stored integer values of a tag since from.
@@ -311,7 +320,7 @@ func (s *site) values(path string, from time.Time) ([]int64, error) {
 			} `json:"points"`
 			Truncated bool `json:"truncated"`
 		}
-		if err := s.api("/api/v1/history?"+q.Encode(), &h); err != nil {
+		if err := s.api.do("GET", "/api/v1/history?"+q.Encode(), nil, &h); err != nil {
 			return nil, err
 		}
 		for _, p := range h.Points {
@@ -386,7 +395,7 @@ func (s *site) latest(path string) (int64, time.Time, error) {
 			TS    time.Time `json:"ts"`
 		} `json:"tags"`
 	}
-	if err := s.api("/api/v1/namespace?prefix="+url.QueryEscape(path), &ns); err != nil {
+	if err := s.api.do("GET", "/api/v1/namespace?prefix="+url.QueryEscape(path), nil, &ns); err != nil {
 		return 0, time.Time{}, err
 	}
 	for _, tg := range ns.Tags {

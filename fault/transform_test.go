@@ -3,10 +3,7 @@
 package fault
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -271,38 +268,4 @@ type cycleRow struct {
 	Start  time.Time          `json:"start"`
 	End    time.Time          `json:"end"`
 	Values map[string]float64 `json:"values"`
-}
-
-// client calls the cloud's API as admin.
-type client struct {
-	addr, token string
-}
-
-func (c *client) do(method, path string, body []byte, out any) error {
-	if c.token == "" {
-		b, _ := json.Marshal(map[string]string{"username": "admin", "password": "fault-admin-pw"})
-		res, err := http.Post("http://"+c.addr+"/api/v1/login", "application/json", bytes.NewReader(b))
-		if err != nil {
-			return err
-		}
-		var tok struct{ Token string }
-		json.NewDecoder(res.Body).Decode(&tok)
-		res.Body.Close()
-		c.token = tok.Token
-	}
-	req, _ := http.NewRequest(method, "http://"+c.addr+path, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, b)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(b, out)
 }
