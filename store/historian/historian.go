@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (
 	bucket TIMESTAMPTZ NOT NULL,
 	PRIMARY KEY (tag_id, bucket)
 );
+CREATE TABLE IF NOT EXISTS rollup_open (
+	tag_id INTEGER NOT NULL,
+	bucket TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cycles (
 	machine    VARCHAR NOT NULL,
 	name       VARCHAR NOT NULL,
@@ -130,6 +134,14 @@ type Historian struct {
 	// be): never older than the truth, so that a sample newer than it is
 	// known to be new. Guarded by wmu.
 	newest map[int32]time.Time
+	// The minute sums the writer keeps (sums.go), guarded by wmu: sums by
+	// tag id, of the minute of the tag's newest value; done, of minutes
+	// the tag has moved past; unopen, open marks of sums dropped; clock,
+	// the newest timestamp written of any tag.
+	sums   []minuteSums
+	done   map[rollupMark]minuteSums
+	unopen []rollupMark
+	clock  time.Time
 
 	idmu sync.RWMutex
 	ids  map[uns.Path]int32
@@ -182,10 +194,17 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
-	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}, newest: map[int32]time.Time{}}
+	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}, newest: map[int32]time.Time{}, done: map[rollupMark]minuteSums{}}
 	if err := h.migrate(ctx); err != nil {
 		h.Close()
 		return nil, err
+	}
+	// Minutes whose sums a stopped process kept are rescanned.
+	for _, q := range []string{`INSERT OR IGNORE INTO rollup_dirty SELECT DISTINCT tag_id, bucket FROM rollup_open`, `DELETE FROM rollup_open`} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			h.Close()
+			return nil, fmt.Errorf("historian %s: rollup marks: %w", opts.Path, err)
+		}
 	}
 	// A file from before the rollups: mark every minute, for RunRollups.
 	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO rollup_dirty
@@ -232,6 +251,9 @@ func (h *Historian) Close() error {
 		h.wmu.Lock()
 		defer h.wmu.Unlock()
 		if h.conn != nil {
+			if _, e := h.flushSums(context.Background(), time.Now(), 0, true, 0); e != nil {
+				h.log.Warn("minute sums not written at close; they are rescanned at the next open", "err", e)
+			}
 			h.conn.Close()
 		}
 		if _, e := h.db.Exec(`CHECKPOINT`); e != nil {

@@ -76,7 +76,8 @@ func (h *Historian) aggregate(ctx context.Context, p uns.Path, from, to time.Tim
 			// aggregated from the points.
 			cut := to
 			var dirty sql.NullTime
-			if err := h.db.QueryRowContext(ctx, `SELECT min(bucket) FROM rollup_dirty WHERE tag_id = ?`, id).Scan(&dirty); err != nil {
+			if err := h.db.QueryRowContext(ctx, `SELECT min(bucket) FROM (
+	SELECT bucket FROM rollup_dirty WHERE tag_id = $1 UNION ALL SELECT bucket FROM rollup_open WHERE tag_id = $1)`, id).Scan(&dirty); err != nil {
 				return nil, fmt.Errorf("historian: aggregate %s: %w", p, err)
 			}
 			if dirty.Valid && dirty.Time.Before(to) {

@@ -253,7 +253,10 @@ func TestAggregatesFromRollups(t *testing.T) {
 }
 
 // Passes roll up closed minutes only, a chunk at a time, oldest first; the
-// minute still filling stays marked and is read from the points.
+// minute still filling stays marked and is read from the points. A minute
+// is closed for a tag once the tag has a value in a later minute, once the
+// newest value of any tag is past its end and the grace, or after a quiet
+// time by the wall clock.
 func TestRollupClosedMinutes(t *testing.T) {
 	ctx := context.Background()
 	h := withTag(t, "g/e/d/a")
@@ -268,7 +271,7 @@ func TestRollupClosedMinutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	marks := func() (n int) {
-		h.DB().QueryRowContext(ctx, `SELECT count(*) FROM rollup_dirty`).Scan(&n)
+		h.DB().QueryRowContext(ctx, `SELECT (SELECT count(*) FROM rollup_dirty) + (SELECT count(*) FROM rollup_open)`).Scan(&n)
 		return n
 	}
 	if marks() != 6 {
@@ -281,16 +284,42 @@ func TestRollupClosedMinutes(t *testing.T) {
 	if marks() != 2 {
 		t.Fatalf("%d marks left, want the 2 of the open minute", marks())
 	}
-	var rolled int
-	h.DB().QueryRowContext(ctx, `SELECT count(*) FROM rollup_1m`).Scan(&rolled)
-	if rolled != 4 {
-		t.Fatalf("%d minutes in the rollups", rolled)
+	rolled := func() (n int) {
+		h.DB().QueryRowContext(ctx, `SELECT count(*) FROM rollup_1m`).Scan(&n)
+		return n
 	}
-	// Within the grace after its end a minute is still open.
-	if n, _ := h.RollupClosed(ctx, now.Truncate(time.Minute).Add(time.Minute+2*time.Second), 5*time.Second, 3); n != 0 {
-		t.Fatalf("rolled up %d minutes within the grace", n)
+	if rolled() != 4 {
+		t.Fatalf("%d minutes in the rollups", rolled())
 	}
-	if n, _ := h.RollupClosed(ctx, now.Truncate(time.Minute).Add(time.Minute+6*time.Second), 5*time.Second, 3); n != 2 {
-		t.Fatalf("rolled up %d minutes after the grace", n)
+	// Past the grace by the wall clock, but nothing newer came: still open.
+	if n, _ := h.RollupClosed(ctx, now.Truncate(time.Minute).Add(time.Minute+6*time.Second), 5*time.Second, 3); n != 0 {
+		t.Fatalf("rolled up %d minutes with nothing newer", n)
+	}
+	// A value of b in the next minute, past its end and the grace, closes
+	// b's minute and a's.
+	next := now.Truncate(time.Minute).Add(time.Minute + 10*time.Second)
+	if err := h.WriteBatch(ctx, []uns.Sample{{Path: "g/e/d/b", TS: next, Value: uns.Float(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := h.RollupClosed(ctx, next, 5*time.Second, 3); n != 2 {
+		t.Fatalf("rolled up %d minutes after a newer value", n)
+	}
+	// b's last minute closes after the quiet time.
+	if n, _ := h.RollupClosed(ctx, next.Add(sumsQuiet+time.Minute), 5*time.Second, 3); n != 1 || marks() != 0 || rolled() != 7 {
+		t.Fatalf("rolled up %d minutes after the quiet time; %d marks, %d rollups", n, marks(), rolled())
+	}
+	// A late value in a rolled-up minute: rescanned.
+	if err := h.WriteBatch(ctx, []uns.Sample{{Path: "g/e/d/a", TS: now.Add(-3*time.Minute + 30*time.Second), Value: uns.Float(7)}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := h.RollupClosed(ctx, next.Add(sumsQuiet+time.Minute), 5*time.Second, 3); n != 1 {
+		t.Fatalf("rescanned %d minutes after a late value", n)
+	}
+	var cnt int
+	var hi float64
+	h.DB().QueryRowContext(ctx, `SELECT r.n, r.vmax FROM rollup_1m r JOIN tags t ON t.id = r.tag_id WHERE t.path = 'g/e/d/a' AND r.bucket = ?`,
+		now.Add(-3*time.Minute).Truncate(time.Minute)).Scan(&cnt, &hi)
+	if cnt != 2 || hi != 7 {
+		t.Fatalf("rescanned minute: n %d, max %v", cnt, hi)
 	}
 }

@@ -27,61 +27,80 @@ type rollupMark struct {
 	m  int64 // unix minute
 }
 
-// markDirty records the minutes a batch touched, in the caller's
-// transaction, and returns the marks it wrote for h.marked once that
-// commits. The caller holds wmu.
-func (h *Historian) markDirty(dc driver.Conn, samples []uns.Sample, ids []int32) ([]rollupMark, error) {
-	app, err := duckdb.NewTableAppender(dc, insertDirty, "", "", "rollup_dirty", nil)
-	if err != nil {
-		return nil, fmt.Errorf("historian: rollup marks: %w", err)
-	}
-	var added []rollupMark
-	seen := map[rollupMark]struct{}{}
-	for i := range samples {
-		s := &samples[i]
-		k := rollupMark{ids[i], s.TS.Unix() / 60}
-		if s.TS.Unix() < 0 && s.TS.Unix()%60 != 0 {
-			k.m-- // floor, not truncation, before 1970
-		}
-		if _, dup := h.marked[k]; dup {
+// writeMarks records, in the caller's transaction, the minutes to rescan
+// (dirty) and those whose sums the writer keeps (opened).
+func writeMarks(dc driver.Conn, dirty, opened []rollupMark) error {
+	for _, set := range []struct {
+		marks []rollupMark
+		query string
+		table string
+	}{{dirty, insertDirty, "rollup_dirty"}, {opened, "", "rollup_open"}} {
+		if len(set.marks) == 0 {
 			continue
 		}
-		if _, dup := seen[k]; dup {
-			continue
+		var app *duckdb.Appender
+		var err error
+		if set.query != "" {
+			app, err = duckdb.NewTableAppender(dc, set.query, "", "", set.table, nil)
+		} else {
+			app, err = duckdb.NewAppender(dc, "", "", set.table)
 		}
-		seen[k] = struct{}{}
-		added = append(added, k)
-		if err = app.AppendRow(k.id, time.Unix(k.m*60, 0).UTC()); err != nil {
-			break
+		if err != nil {
+			return fmt.Errorf("historian: rollup marks: %w", err)
+		}
+		for _, k := range set.marks {
+			if err = app.AppendRow(k.id, time.Unix(k.m*60, 0).UTC()); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			app.Close()
+			return fmt.Errorf("historian: rollup marks: %w", err)
+		}
+		if err := app.Close(); err != nil {
+			return fmt.Errorf("historian: rollup marks: %w", err)
 		}
 	}
-	if err != nil {
-		app.Close()
-		return nil, fmt.Errorf("historian: rollup marks: %w", err)
-	}
-	if err := app.Close(); err != nil {
-		return nil, fmt.Errorf("historian: rollup marks: %w", err)
-	}
-	return added, nil
+	return nil
 }
 
-// Rollup recomputes the rollups of every marked minute and clears the
-// marks; it returns how many minutes it recomputed.
+// Rollup writes the rollups of every minute whose sums the writer keeps,
+// recomputes those of every marked minute and clears the marks; it returns
+// how many minutes it wrote.
 func (h *Historian) Rollup(ctx context.Context) (int64, error) {
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
-	n, err := h.rollup(ctx, time.Time{}, 0)
-	return n, h.renewConn(err)
+	n, err := h.flushSums(ctx, time.Now(), 0, true, 0)
+	if err != nil {
+		return n, h.renewConn(err)
+	}
+	m, err := h.rollup(ctx, time.Time{}, 0)
+	return n + m, h.renewConn(err)
 }
 
-// RollupClosed recomputes the marked minutes that ended before now - grace,
-// at most limit of them at a time, and lets writes in between: the minute
-// still filling is left alone (queries read its points), so each minute of
-// a tag is rolled up once, not at every pass, and no pass holds up the
-// writes for long. It returns how many minutes it recomputed.
+// RollupClosed writes the rollups of the complete minutes whose sums the
+// writer keeps (sums.go), then recomputes the marked minutes that ended
+// before now - grace, at most limit of them at a time, and lets writes in
+// between: the minute still filling is left alone (queries read its
+// points), so each minute of a tag is rolled up once, not at every pass,
+// and no pass holds up the writes for long. It returns how many minutes it
+// wrote.
 func (h *Historian) RollupClosed(ctx context.Context, now time.Time, grace time.Duration, limit int) (int64, error) {
 	before := now.Add(-grace).Truncate(time.Minute)
 	var total int64
+	for ctx.Err() == nil {
+		h.wmu.Lock()
+		n, err := h.flushSums(ctx, now, grace, false, sumsPerLimit*limit)
+		err = h.renewConn(err)
+		h.wmu.Unlock()
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < int64(sumsPerLimit*limit) {
+			break
+		}
+	}
 	for ctx.Err() == nil {
 		h.wmu.Lock()
 		n, err := h.rollup(ctx, before, limit)
@@ -159,9 +178,12 @@ GROUP BY ALL`, first, last.Add(time.Minute))
 // Rollup passes roll up closed minutes this many marks at a time, and a
 // minute counts as closed this long after its end (for values on their
 // way).
+// Minute sums are written sumsPerLimit times as many at a time: they cost
+// no scan.
 const (
-	rollupChunk = 2000
-	rollupGrace = 5 * time.Second
+	rollupChunk  = 2000
+	rollupGrace  = 5 * time.Second
+	sumsPerLimit = 5
 )
 
 // RunRollups recomputes the closed marked minutes every interval until ctx

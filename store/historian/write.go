@@ -118,24 +118,49 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 	// Sort new from late. newest moves forward before the commit: if
 	// the commit fails, it is ahead of the table, which only sends a
 	// sample of a redelivery down the late path, never a copy to the
-	// table.
+	// table. New values are added to their minute's sums (sums.go); the
+	// minutes they cannot go to are marked for a rescan.
 	var late []int
 	var lo, hi time.Time
+	var dirty, opened []rollupMark
+	var seen map[rollupMark]struct{}
+	mark := func(k rollupMark) {
+		if _, dup := h.marked[k]; dup {
+			return
+		}
+		if _, dup := seen[k]; dup {
+			return
+		}
+		if seen == nil {
+			seen = map[rollupMark]struct{}{}
+		}
+		seen[k] = struct{}{}
+		dirty = append(dirty, k)
+	}
 	for i := range samples {
-		ts := samples[i].TS
-		if n, ok := h.newest[ids[i]]; ok && !ts.After(n) {
-			if len(late) == 0 || ts.Before(lo) {
-				lo = ts
+		s := &samples[i]
+		id := ids[i]
+		prev, ok := h.newest[id]
+		if ok && !s.TS.After(prev) {
+			if len(late) == 0 || s.TS.Before(lo) {
+				lo = s.TS
 			}
-			if len(late) == 0 || ts.After(hi) {
-				hi = ts
+			if len(late) == 0 || s.TS.After(hi) {
+				hi = s.TS
 			}
 			late = append(late, i)
+			h.sumLate(id, s.TS)
+			mark(rollupMark{id, unixMinute(s.TS)})
 			continue
 		}
-		h.newest[ids[i]] = ts
+		h.newest[id] = s.TS
+		open, d := h.sumNew(id, s, prev)
+		if open {
+			opened = append(opened, rollupMark{id, unixMinute(s.TS)})
+		} else if d {
+			mark(rollupMark{id, unixMinute(s.TS)})
+		}
 	}
-	var marks []rollupMark
 	err := h.conn.Raw(func(dc any) error {
 		c := dc.(driver.Conn)
 		ex := dc.(driver.ExecerContext)
@@ -156,8 +181,7 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 				return err
 			}
 		}
-		var err error
-		if marks, err = h.markDirty(c, samples, ids); err != nil {
+		if err := writeMarks(c, dirty, opened); err != nil {
 			return err
 		}
 		if _, err := ex.ExecContext(ctx, `COMMIT`, nil); err != nil {
@@ -167,9 +191,10 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 		return nil
 	})
 	if err != nil {
+		h.taintSums()
 		return err
 	}
-	for _, k := range marks { // known to be in the table only now
+	for _, k := range dirty { // known to be in the table only now
 		h.marked[k] = struct{}{}
 	}
 	return nil
