@@ -41,6 +41,7 @@ type Broker struct {
 	auth   *authHook
 	tcp    *listeners.TCP
 	ingest *ingestHook
+	gate   *retainGate
 	log    *slog.Logger
 
 	authDenied atomic.Uint64
@@ -84,6 +85,10 @@ func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*B
 	if err := srv.AddHook(b.ingest, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	b.gate = &retainGate{srv: srv, recheck: gateRecheck, maybe: true}
+	if err := srv.AddHook(&retainGateHook{g: b.gate}, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
 	b.tcp = listeners.NewTCP(listeners.Config{Type: "tcp", ID: "mqtt", Address: opts.Listen, TLSConfig: opts.TLS})
 	if err := srv.AddListener(b.tcp); err != nil {
 		return nil, fmt.Errorf("broker: listen %s: %w", opts.Listen, err)
@@ -123,6 +128,13 @@ func (b *Broker) Addr() string { return b.tcp.Address() }
 // Publish sends a message from inside the process (host STATE, commands).
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
 	return b.srv.Publish(topic, payload, retain, qos)
+}
+
+// PublishRetained keeps payload as the retained message of topic, a topic
+// under uns/, and publishes it to subscribers if any may follow it
+// (retaingate.go).
+func (b *Broker) PublishRetained(topic string, payload []byte) error {
+	return b.gate.publish(topic, payload)
 }
 
 // Stats returns the broker's counters.

@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -148,11 +149,23 @@ func (r *republisher) flush(now time.Time) {
 	}
 }
 
+// retainedPublisher is a Publisher that can keep a retained message
+// without looking for subscribers when there can be none (Broker).
+type retainedPublisher interface {
+	PublishRetained(topic string, payload []byte) error
+}
+
 func (r *republisher) publish(s uns.Sample) {
 	tag, _ := r.reg.Get(s.Path)
 	r.buf = appendUNSJSON(r.buf[:0], s, tag)
 	// The broker keeps the payload (retained): it gets its own copy.
-	if err := r.pub.Publish("uns/"+string(s.Path), []byte(string(r.buf)), true, 0); err != nil {
+	var err error
+	if rp, ok := r.pub.(retainedPublisher); ok {
+		err = rp.PublishRetained("uns/"+string(s.Path), bytes.Clone(r.buf))
+	} else {
+		err = r.pub.Publish("uns/"+string(s.Path), bytes.Clone(r.buf), true, 0)
+	}
+	if err != nil {
 		r.log.Warn("UNS publish failed", "path", s.Path, "err", err)
 		return
 	}
