@@ -333,21 +333,31 @@ SELECT * FROM tags_in ON CONFLICT (path) DO UPDATE SET datatype = excluded.datat
 }
 
 // ensureTags gives every path of samples an id, creating bare tag rows
-// for the new ones. The caller holds wmu.
-func (h *Historian) ensureTags(ctx context.Context, samples []uns.Sample) error {
+// for the new ones, and returns them in the order of samples. The caller
+// holds wmu.
+func (h *Historian) ensureTags(ctx context.Context, samples []uns.Sample) ([]int32, error) {
+	ids := make([]int32, len(samples))
 	var missing []string
-	seen := map[uns.Path]bool{}
+	var seen map[uns.Path]bool
 	h.idmu.RLock()
 	for i := range samples {
 		p := samples[i].Path
-		if _, ok := h.ids[p]; !ok && !seen[p] {
+		id, ok := h.ids[p]
+		if ok {
+			ids[i] = id
+			continue
+		}
+		if seen == nil {
+			seen = map[uns.Path]bool{}
+		}
+		if !seen[p] {
 			seen[p] = true
 			missing = append(missing, string(p))
 		}
 	}
 	h.idmu.RUnlock()
 	if len(missing) == 0 {
-		return nil
+		return ids, nil
 	}
 	rows := make([][]driver.Value, len(missing))
 	for i, p := range missing {
@@ -356,12 +366,17 @@ func (h *Historian) ensureTags(ctx context.Context, samples []uns.Sample) error 
 	got, err := h.mergeTags(ctx, `CREATE TEMP TABLE IF NOT EXISTS paths_in (path VARCHAR)`, "paths_in", rows,
 		`INSERT INTO tags (path) SELECT path FROM paths_in ON CONFLICT (path) DO NOTHING`)
 	if err != nil {
-		return fmt.Errorf("historian: %d new tags from %s: %w", len(missing), missing[0], err)
+		return nil, fmt.Errorf("historian: %d new tags from %s: %w", len(missing), missing[0], err)
 	}
 	h.idmu.Lock()
 	maps.Copy(h.ids, got)
 	h.idmu.Unlock()
-	return nil
+	for i := range samples {
+		if id, ok := got[samples[i].Path]; ok {
+			ids[i] = id
+		}
+	}
+	return ids, nil
 }
 
 // mergeTags appends rows to a temporary table (made by create) and runs

@@ -106,15 +106,10 @@ WHERE table_name = 'points' AND constraint_type = 'PRIMARY KEY'`).Scan(&keyed); 
 }
 
 func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error {
-	if err := h.ensureTags(ctx, samples); err != nil {
+	ids, err := h.ensureTags(ctx, samples)
+	if err != nil {
 		return err
 	}
-	ids := make([]int32, len(samples))
-	h.idmu.RLock()
-	for i := range samples {
-		ids[i] = h.ids[samples[i].Path]
-	}
-	h.idmu.RUnlock()
 	// Sort new from late. newest moves forward before the commit: if
 	// the commit fails, it is ahead of the table, which only sends a
 	// sample of a redelivery down the late path, never a copy to the
@@ -161,7 +156,7 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 			mark(rollupMark{id, unixMinute(s.TS)})
 		}
 	}
-	err := h.conn.Raw(func(dc any) error {
+	err = h.conn.Raw(func(dc any) error {
 		c := dc.(driver.Conn)
 		ex := dc.(driver.ExecerContext)
 		if _, err := ex.ExecContext(ctx, `BEGIN TRANSACTION`, nil); err != nil {
