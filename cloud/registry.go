@@ -18,6 +18,12 @@ type TagState struct {
 	HasVal  bool
 	// Reason says why a calculated tag is bad.
 	Reason string
+
+	// For the UNS JSON republisher, guarded by the registry's lock: the
+	// current value changed since it was last taken (due), and when it
+	// was last taken.
+	due   bool
+	taken time.Time
 }
 
 // Registry is the live namespace: every tag the host has seen in a birth,
@@ -25,6 +31,14 @@ type TagState struct {
 type Registry struct {
 	mu   sync.RWMutex
 	tags map[uns.Path]*TagState
+	// Changed current values for the UNS JSON republisher, once it
+	// watches (watch.go).
+	watch     bool
+	every     time.Duration         // a tag is taken at most once per every
+	tick      time.Duration         // how often TakeDue is called
+	fresh     []*TagState           // due since the last TakeDue
+	later     map[int64][]*TagState // due, by the tick from which they may be taken
+	conflated uint64                // values replaced by newer ones before they were taken
 }
 
 // NewRegistry returns an empty registry.
@@ -59,9 +73,17 @@ func (r *Registry) Update(samples []uns.Sample) {
 		if s.Value.Kind == uns.KindNull && s.Quality != uns.Good && ts.HasVal {
 			// A death or a lost device: keep the last known value, now bad.
 			ts.Quality = s.Quality
-			continue
+		} else {
+			ts.Value, ts.TS, ts.Quality, ts.HasVal = s.Value, s.TS, s.Quality, true
 		}
-		ts.Value, ts.TS, ts.Quality, ts.HasVal = s.Value, s.TS, s.Quality, true
+		if r.watch {
+			if ts.due {
+				r.conflated++
+			} else {
+				ts.due = true
+				r.fresh = append(r.fresh, ts)
+			}
+		}
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -25,63 +24,59 @@ const DefaultUNSInterval = time.Second
 
 // republisher puts the current value of every tag on the cloud broker as
 // UNS JSON, retained, on uns/<path>, for MQTT consumers (dashboards, MES,
-// other platforms). It is a current-state view, off the durable path: a
-// tag's first value after a quiet interval goes out at once, and while it
-// changes faster than the interval, only its newest value goes out, once
-// per interval (the values in between are counted as conflated; the
-// historian has them all). An interval of 0 publishes every value.
+// other platforms). It is a current-state view, off the durable path,
+// taken from the registry: a tag whose value changed goes out within a
+// tick (a tenth of a second at most), and while it changes faster than the
+// interval, only its newest value goes out, once per interval (the values
+// in between are counted as conflated; the historian has them all). An
+// interval of 0 publishes every value, from the backbone.
 type republisher struct {
-	sub      *nats.Subscription
+	sub      *nats.Subscription // interval 0 only
 	reg      *Registry
 	pub      Publisher
 	log      *slog.Logger
 	interval time.Duration
 
-	mu      sync.Mutex
-	tags    map[uns.Path]*repubTag
-	waiting []*repubTag // in tags, with a value for the next flush
-	buf     []byte
+	buf    []byte
+	states []TagState
 
 	sent, conflated atomic.Uint64
 	done            chan struct{}
 	stop            context.CancelFunc
 }
 
-// repubTag is what the republisher knows of a tag.
-type repubTag struct {
-	last    time.Time // when it was last published
-	waiting bool      // s waits for the next flush
-	s       uns.Sample
-}
+// repubTick is how often the republisher looks for changed values.
+const repubTick = 100 * time.Millisecond
 
 func newRepublisher(nc *nats.Conn, reg *Registry, pub Publisher, interval time.Duration, log *slog.Logger) (*republisher, error) {
 	r := &republisher{reg: reg, pub: pub, log: log.With("component", "uns-mqtt"), interval: interval, done: make(chan struct{})}
-	var samples []uns.Sample
-	sub, err := nc.Subscribe(store.SubjectUNS+".>", func(m *nats.Msg) {
-		var err error
-		samples, err = uns.DecodeBatch(samples[:0], m.Data)
-		if err != nil {
-			return
-		}
-		r.take(samples, time.Now())
-	})
-	if err != nil {
-		return nil, fmt.Errorf("uns republish: %w", err)
-	}
-	if err := sub.SetPendingLimits(100000, 256<<20); err != nil {
-		_ = sub.Unsubscribe()
-		return nil, fmt.Errorf("uns republish: %w", err)
-	}
-	r.sub = sub
 	ctx, stop := context.WithCancel(context.Background())
 	r.stop = stop
 	if interval <= 0 {
 		close(r.done)
+		var samples []uns.Sample
+		sub, err := nc.Subscribe(store.SubjectUNS+".>", func(m *nats.Msg) {
+			var err error
+			samples, err = uns.DecodeBatch(samples[:0], m.Data)
+			if err != nil {
+				return
+			}
+			r.take(samples)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("uns republish: %w", err)
+		}
+		if err := sub.SetPendingLimits(100000, 256<<20); err != nil {
+			_ = sub.Unsubscribe()
+			return nil, fmt.Errorf("uns republish: %w", err)
+		}
+		r.sub = sub
 		return r, nil
 	}
+	reg.Watch(interval, min(interval, repubTick))
 	go func() {
 		defer close(r.done)
-		t := time.NewTicker(interval)
+		t := time.NewTicker(min(interval, repubTick))
 		defer t.Stop()
 		for {
 			select {
@@ -95,58 +90,28 @@ func newRepublisher(nc *nats.Conn, reg *Registry, pub Publisher, interval time.D
 	return r, nil
 }
 
-// take publishes the current values among samples, or keeps them for the
-// next flush when their tag was published less than an interval ago.
-func (r *republisher) take(samples []uns.Sample, now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.tags == nil {
-		r.tags = map[uns.Path]*repubTag{}
-	}
+// take publishes every current value among samples (interval 0).
+func (r *republisher) take(samples []uns.Sample) {
 	for _, s := range samples {
 		if s.Historical {
 			continue // late values are history, not the current state
 		}
-		if r.interval > 0 {
-			t := r.tags[s.Path]
-			switch {
-			case t == nil:
-				t = &repubTag{}
-				r.tags[s.Path] = t
-			case t.waiting:
-				t.s = s
-				r.conflated.Add(1)
-				continue
-			case now.Sub(t.last) < r.interval:
-				t.s, t.waiting = s, true
-				r.waiting = append(r.waiting, t)
-				continue
-			}
-			t.last = now
-		}
-		r.publish(s)
+		tag, _ := r.reg.Get(s.Path)
+		r.publish(s, tag)
 	}
 }
 
-// flush publishes the values kept since the last flush.
+// flush publishes the changed values of tags not published within the
+// interval.
 func (r *republisher) flush(now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, t := range r.waiting {
-		t.last, t.waiting = now, false
-		r.publish(t.s)
+	var conflated uint64
+	r.states, conflated = r.reg.TakeDue(r.states[:0], now)
+	r.conflated.Store(conflated)
+	for i := range r.states {
+		ts := &r.states[i]
+		r.publish(uns.Sample{Path: ts.Path, Value: ts.Value, TS: ts.TS, Quality: ts.Quality}, *ts)
 	}
-	clear(r.waiting)
-	r.waiting = r.waiting[:0]
-	// Forget tags that were quiet for a while, so the map follows the
-	// namespace rather than everything it ever held.
-	if len(r.tags) > 2*r.reg.Len()+1024 {
-		for p, t := range r.tags {
-			if !t.waiting && now.Sub(t.last) > r.interval {
-				delete(r.tags, p)
-			}
-		}
-	}
+	clear(r.states)
 }
 
 // retainedPublisher is a Publisher that can keep a retained message
@@ -155,8 +120,7 @@ type retainedPublisher interface {
 	PublishRetained(topic string, payload []byte) error
 }
 
-func (r *republisher) publish(s uns.Sample) {
-	tag, _ := r.reg.Get(s.Path)
+func (r *republisher) publish(s uns.Sample, tag TagState) {
 	r.buf = appendUNSJSON(r.buf[:0], s, tag)
 	// The broker keeps the payload (retained): it gets its own copy.
 	var err error
@@ -258,8 +222,10 @@ func (c *Cloud) RepublishStats() (sent, conflated, dropped uint64) {
 	if c.repub == nil {
 		return 0, 0, 0
 	}
-	if n, err := c.repub.sub.Dropped(); err == nil && n > 0 {
-		dropped = uint64(n)
+	if c.repub.sub != nil {
+		if n, err := c.repub.sub.Dropped(); err == nil && n > 0 {
+			dropped = uint64(n)
+		}
 	}
 	return c.repub.sent.Load(), c.repub.conflated.Load(), dropped
 }

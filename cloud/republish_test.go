@@ -79,22 +79,29 @@ func (r *recorder) Publish(topic string, payload []byte, retain bool, _ byte) er
 	return nil
 }
 
-// TestRepublisherConflates: a tag's first value goes out at once; values
-// within the interval wait, only the newest goes out at the flush, and the
-// replaced ones are counted; history is not current state.
+// TestRepublisherConflates: a tag's changed value goes out at the next
+// tick; values within the interval wait, only the newest goes out once the
+// interval is over, and the replaced ones are counted; history is not
+// current state.
 func TestRepublisherConflates(t *testing.T) {
 	rec := &recorder{}
-	r := &republisher{reg: NewRegistry(), pub: rec, log: slog.New(slog.DiscardHandler), interval: time.Second}
+	reg := NewRegistry()
+	reg.Watch(time.Second, 100*time.Millisecond)
+	r := &republisher{reg: reg, pub: rec, log: slog.New(slog.DiscardHandler), interval: time.Second}
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	v := func(p uns.Path, f float64, hist bool) uns.Sample {
-		return uns.Sample{Path: p, Value: uns.Float(f), TS: t0, Historical: hist}
+		return uns.Sample{Path: p, Value: uns.Float(f), TS: t0.Add(time.Duration(f) * time.Millisecond), Historical: hist}
 	}
-	r.take([]uns.Sample{v("a", 1, false), v("b", 10, false), v("a", 0, true)}, t0)
-	r.take([]uns.Sample{v("a", 2, false)}, t0.Add(100*time.Millisecond))
-	r.take([]uns.Sample{v("a", 3, false), v("a", 4, false)}, t0.Add(200*time.Millisecond))
-	r.flush(t0.Add(time.Second))
+	reg.Update([]uns.Sample{v("a", 1, false), v("b", 10, false), v("a", 0, true)})
+	r.flush(t0)
+	reg.Update([]uns.Sample{v("a", 2, false)})
+	r.flush(t0.Add(100 * time.Millisecond)) // a waits
+	reg.Update([]uns.Sample{v("a", 3, false), v("a", 4, false)})
+	r.flush(t0.Add(200 * time.Millisecond))
+	r.flush(t0.Add(time.Second))     // a's 4 goes out
 	r.flush(t0.Add(2 * time.Second)) // nothing waits
-	r.take([]uns.Sample{v("a", 5, false), v("b", 11, false)}, t0.Add(2500*time.Millisecond))
+	reg.Update([]uns.Sample{v("a", 5, false), v("b", 11, false)})
+	r.flush(t0.Add(2500 * time.Millisecond))
 	want := []string{"uns/a=1 retain=true", "uns/b=10 retain=true", "uns/a=4 retain=true", "uns/a=5 retain=true", "uns/b=11 retain=true"}
 	if fmt.Sprint(rec.got) != fmt.Sprint(want) {
 		t.Errorf("published %v, want %v", rec.got, want)
@@ -109,9 +116,9 @@ func TestRepublisherConflates(t *testing.T) {
 	// An interval of 0: every value.
 	rec.got = nil
 	r = &republisher{reg: NewRegistry(), pub: rec, log: slog.New(slog.DiscardHandler)}
-	r.take([]uns.Sample{v("a", 1, false), v("a", 2, false), v("a", 3, false)}, t0)
+	r.take([]uns.Sample{v("a", 1, false), v("a", 2, false), v("a", 3, false), v("a", 0, true)})
 	if len(rec.got) != 3 {
-		t.Errorf("interval 0 published %v, want every value", rec.got)
+		t.Errorf("interval 0 published %v, want every current value", rec.got)
 	}
 }
 
