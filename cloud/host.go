@@ -43,6 +43,7 @@ type metricInfo struct {
 	path  uns.Path
 	dt    pb.DataType
 	store bool
+	tag   *TagState // in the registry, for stored metrics
 }
 
 type metricSet struct {
@@ -289,7 +290,7 @@ func (h *Host) restore(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		h.apply(ctx, t, p, e.Created(), false, false)
+		h.apply(ctx, t, p, e.Created(), false, false, nil)
 		if ns := h.nodes[nodeKey(t)]; ns != nil {
 			ns.lastSeq = -1
 		}
@@ -311,6 +312,7 @@ func nodeKey(t sparkplug.Topic) string { return t.Group + "/" + t.Edge }
 
 func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 	var out []byte
+	var refs []*TagState
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(200*time.Millisecond))
 		if err != nil {
@@ -341,7 +343,8 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 			h.msgs.Add(1)
 			// A message in hand is finished even when a stop is under way.
 			will := t.Type == sparkplug.NDEATH && msg.Headers().Get(HeaderWill) != ""
-			samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true, will)
+			refs = refs[:0]
+			samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true, will, &refs)
 			if t.Type == sparkplug.NBIRTH || t.Type == sparkplug.DBIRTH {
 				select {
 				case h.tagsDue <- struct{}{}:
@@ -352,7 +355,11 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 				continue
 			}
 			h.samples.Add(uint64(len(samples)))
-			h.reg.Update(samples)
+			if len(refs) == len(samples) {
+				h.reg.UpdateTags(samples, refs)
+			} else {
+				h.reg.Update(samples)
+			}
 			out = uns.AppendBatch(out[:0], samples)
 			subj := store.SubjectUNS + "." + store.Token(t.Group) + "." + store.Token(t.Edge)
 			f, err := h.publishUNS(ctx, subj, out, meta.Sequence.Stream)
@@ -447,8 +454,9 @@ func (h *Host) republish(ctx context.Context, subj string, data []byte, id strin
 
 // apply runs one Sparkplug message through the host's state and returns the
 // samples it carries. live is false while restoring births; will marks an
-// NDEATH the broker sent for a lost connection.
-func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at time.Time, live, will bool) []uns.Sample {
+// NDEATH the broker sent for a lost connection. For data messages, refs (if
+// not nil) is set to the samples' tags in the registry.
+func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at time.Time, live, will bool, refs *[]*TagState) []uns.Sample {
 	key := nodeKey(t)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -512,7 +520,11 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 			}
 			set = ds.metrics
 		}
-		return h.data(ns, t, p, set, live)
+		out, tags := h.data(ns, t, p, set, live)
+		if refs != nil {
+			*refs = tags
+		}
+		return out
 	case sparkplug.NDEATH:
 		if ns == nil {
 			return nil
@@ -699,7 +711,7 @@ func (h *Host) learn(t sparkplug.Topic, p *pb.Payload, set metricSet, m *pb.Payl
 	tag := uns.Tag{Path: mi.path, DataType: udt, Unit: unit, Description: desc, Writable: hasRO && !ro,
 		Sparkplug: uns.SparkplugAddr{Group: t.Group, Edge: t.Edge, Device: t.Device, Metric: name}}
 	tags = append(tags, tag)
-	h.reg.Define(tag)
+	mi.tag = h.reg.Define(tag)
 	if s, ok := h.sample(p, m, mi); ok {
 		out = append(out, s)
 	}
@@ -722,8 +734,9 @@ func (h *Host) metricPath(t sparkplug.Topic, m *pb.Payload_Metric, name string, 
 	return uns.Path(t.Group + "/_edge/" + t.Edge + "/" + name)
 }
 
-func (h *Host) data(ns *nodeState, t sparkplug.Topic, p *pb.Payload, set metricSet, live bool) []uns.Sample {
+func (h *Host) data(ns *nodeState, t sparkplug.Topic, p *pb.Payload, set metricSet, live bool) ([]uns.Sample, []*TagState) {
 	out := make([]uns.Sample, 0, len(p.GetMetrics()))
+	tags := make([]*TagState, 0, len(p.GetMetrics()))
 	for _, m := range p.GetMetrics() {
 		mi, ok := set.lookup(m)
 		if !ok {
@@ -731,32 +744,34 @@ func (h *Host) data(ns *nodeState, t sparkplug.Topic, p *pb.Payload, set metricS
 			h.askRebirth(ns, "unknown metric alias", live)
 			continue
 		}
-		out = h.collect(ns, p, set, m, mi, out)
+		out, tags = h.collect(ns, p, set, m, mi, out, tags)
 	}
-	return out
+	return out, tags
 }
 
-// collect adds the samples of one data metric; a template instance's
-// members are found by name under their instance.
-func (h *Host) collect(ns *nodeState, p *pb.Payload, set metricSet, m *pb.Payload_Metric, mi *metricInfo, out []uns.Sample) []uns.Sample {
+// collect adds the samples of one data metric, and their tags in the
+// registry; a template instance's members are found by name under their
+// instance.
+func (h *Host) collect(ns *nodeState, p *pb.Payload, set metricSet, m *pb.Payload_Metric, mi *metricInfo, out []uns.Sample, tags []*TagState) ([]uns.Sample, []*TagState) {
 	if mi.dt == pb.DataType_Template {
 		for _, member := range m.GetTemplateValue().GetMetrics() {
 			if mm, ok := set.byName[mi.name+"/"+member.GetName()]; ok {
 				if member.Timestamp == nil {
 					member.Timestamp = m.Timestamp
 				}
-				out = h.collect(ns, p, set, member, mm, out)
+				out, tags = h.collect(ns, p, set, member, mm, out, tags)
 			}
 		}
-		return out
+		return out, tags
 	}
 	if !mi.store {
-		return out
+		return out, tags
 	}
 	if s, ok := h.sample(p, m, mi); ok {
 		out = append(out, s)
+		tags = append(tags, mi.tag)
 	}
-	return out
+	return out, tags
 }
 
 func (h *Host) sample(p *pb.Payload, m *pb.Payload_Metric, mi *metricInfo) (uns.Sample, bool) {

@@ -44,15 +44,18 @@ type Registry struct {
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry { return &Registry{tags: map[uns.Path]*TagState{}} }
 
-// Define adds or updates a tag's metadata.
-func (r *Registry) Define(t uns.Tag) {
+// Define adds or updates a tag's metadata. It returns the tag's entry, for
+// UpdateTags: an entry stays the tag's for the registry's life.
+func (r *Registry) Define(t uns.Tag) *TagState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if ts, ok := r.tags[t.Path]; ok {
 		ts.Tag = t
-		return
+		return ts
 	}
-	r.tags[t.Path] = &TagState{Tag: t, Quality: uns.Bad}
+	ts := &TagState{Tag: t, Quality: uns.Bad}
+	r.tags[t.Path] = ts
+	return ts
 }
 
 // Update records samples as current values; historical and older samples
@@ -61,28 +64,44 @@ func (r *Registry) Update(samples []uns.Sample) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range samples {
-		s := &samples[i]
-		ts, ok := r.tags[s.Path]
-		if !ok {
+		r.update(&samples[i], nil)
+	}
+}
+
+// UpdateTags is Update for samples whose entries the caller has from
+// Define: tags[i] is samples[i]'s (nil: looked up).
+func (r *Registry) UpdateTags(samples []uns.Sample, tags []*TagState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range samples {
+		r.update(&samples[i], tags[i])
+	}
+}
+
+// update records one sample. The caller holds mu.
+func (r *Registry) update(s *uns.Sample, ts *TagState) {
+	if ts == nil || ts.Path != s.Path {
+		var ok bool
+		if ts, ok = r.tags[s.Path]; !ok {
 			ts = &TagState{Tag: uns.Tag{Path: s.Path}}
 			r.tags[s.Path] = ts
 		}
-		if s.Historical || (ts.HasVal && s.TS.Before(ts.TS)) {
-			continue
-		}
-		if s.Value.Kind == uns.KindNull && s.Quality != uns.Good && ts.HasVal {
-			// A death or a lost device: keep the last known value, now bad.
-			ts.Quality = s.Quality
+	}
+	if s.Historical || (ts.HasVal && s.TS.Before(ts.TS)) {
+		return
+	}
+	if s.Value.Kind == uns.KindNull && s.Quality != uns.Good && ts.HasVal {
+		// A death or a lost device: keep the last known value, now bad.
+		ts.Quality = s.Quality
+	} else {
+		ts.Value, ts.TS, ts.Quality, ts.HasVal = s.Value, s.TS, s.Quality, true
+	}
+	if r.watch {
+		if ts.due {
+			r.conflated++
 		} else {
-			ts.Value, ts.TS, ts.Quality, ts.HasVal = s.Value, s.TS, s.Quality, true
-		}
-		if r.watch {
-			if ts.due {
-				r.conflated++
-			} else {
-				ts.due = true
-				r.fresh = append(r.fresh, ts)
-			}
+			ts.due = true
+			r.fresh = append(r.fresh, ts)
 		}
 	}
 }
