@@ -65,75 +65,107 @@ func (a *archiver) stop() {
 	}
 }
 
+// archiveBatch is a fetched batch of messages, decoded.
+type archiveBatch struct {
+	samples []uns.Sample
+	last    jetstream.Msg // acks the batch (and every message before it)
+}
+
+// loop fetches and decodes the next batch while the historian writes the
+// one before, and acks each batch once it is committed, in order. It
+// returns when ctx is done and every batch fetched is written.
 func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
-	var samples []uns.Sample
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(100*time.Millisecond))
-		if err != nil {
-			if ctx.Err() == nil {
-				a.log.Warn("fetch failed", "err", err)
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
-		}
-		samples = samples[:0]
-		var last jetstream.Msg
-		for msg := range batch.Messages() {
-			last = msg
-			var err error
-			n := len(samples)
-			samples, err = uns.DecodeBatch(samples, msg.Data())
-			if err != nil {
-				samples = samples[:n]
-				a.malformed.Add(1)
-				a.log.Error("malformed UNS batch skipped", "subject", msg.Subject(), "err", err)
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-			a.log.Warn("fetch batch ended with error", "err", err)
-		}
-		if last == nil {
-			continue
-		}
-		// The write is not cut short by shutdown: the batch in hand is
-		// committed and acked, so a clean stop leaves nothing to redeliver.
-		for {
-			began := time.Now()
-			err := a.w.WriteBatch(context.WithoutCancel(ctx), samples)
-			if err == nil {
-				took := time.Since(began)
-				if took > 250*time.Millisecond {
-					a.log.Debug("slow historian commit", "values", len(samples), "took", took.Round(time.Millisecond))
-				}
-				a.metrics.HistorianWrite.Observe(took.Seconds())
-				a.metrics.HistorianBatch.Observe(float64(len(samples)))
-				break
-			}
-			a.log.Error("historian write failed, retrying", "samples", len(samples), "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
-		now := time.Now()
-		var newest time.Time
-		for i := range samples {
-			if samples[i].Historical {
+	fetched := make(chan archiveBatch)
+	free := make(chan []uns.Sample, 2) // two batches' slices take turns
+	free <- nil
+	free <- nil
+	go func() {
+		defer close(fetched)
+		for ctx.Err() == nil {
+			b, ok := a.fetch(ctx, cons, <-free)
+			if !ok {
+				free <- b.samples // nothing fetched: the slice is free again
 				continue
 			}
-			a.metrics.SampleDelay.Observe(now.Sub(samples[i].TS).Seconds())
-			if samples[i].TS.After(newest) {
-				newest = samples[i].TS
+			fetched <- b
+		}
+	}()
+	for b := range fetched {
+		a.write(ctx, b)
+		clear(b.samples)
+		free <- b.samples[:0]
+	}
+}
+
+// fetch takes the next batch from the consumer, decoding it into samples.
+func (a *archiver) fetch(ctx context.Context, cons jetstream.Consumer, samples []uns.Sample) (archiveBatch, bool) {
+	batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("fetch failed", "err", err)
+			time.Sleep(100 * time.Millisecond)
+		}
+		return archiveBatch{samples: samples}, false
+	}
+	var last jetstream.Msg
+	for msg := range batch.Messages() {
+		last = msg
+		var err error
+		n := len(samples)
+		samples, err = uns.DecodeBatch(samples, msg.Data())
+		if err != nil {
+			samples = samples[:n]
+			a.malformed.Add(1)
+			a.log.Error("malformed UNS batch skipped", "subject", msg.Subject(), "err", err)
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
+		a.log.Warn("fetch batch ended with error", "err", err)
+	}
+	return archiveBatch{samples: samples, last: last}, last != nil
+}
+
+// write commits a batch and acks it. The write is not cut short by
+// shutdown: the batch in hand is committed and acked, so a clean stop
+// leaves nothing to redeliver.
+func (a *archiver) write(ctx context.Context, b archiveBatch) {
+	samples := b.samples
+	for {
+		began := time.Now()
+		err := a.w.WriteBatch(context.WithoutCancel(ctx), samples)
+		if err == nil {
+			took := time.Since(began)
+			if took > 250*time.Millisecond {
+				a.log.Debug("slow historian commit", "values", len(samples), "took", took.Round(time.Millisecond))
 			}
+			a.metrics.HistorianWrite.Observe(took.Seconds())
+			a.metrics.HistorianBatch.Observe(float64(len(samples)))
+			break
 		}
-		if !newest.IsZero() {
-			a.lastLatency.Store(int64(now.Sub(newest)))
+		a.log.Error("historian write failed, retrying", "samples", len(samples), "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
 		}
-		a.written.Add(uint64(len(samples)))
-		a.batches.Add(1)
-		if err := last.Ack(); err != nil {
-			a.log.Warn("ack failed", "err", err)
+	}
+	now := time.Now()
+	var newest time.Time
+	for i := range samples {
+		if samples[i].Historical {
+			continue
 		}
+		a.metrics.SampleDelay.Observe(now.Sub(samples[i].TS).Seconds())
+		if samples[i].TS.After(newest) {
+			newest = samples[i].TS
+		}
+	}
+	if !newest.IsZero() {
+		a.lastLatency.Store(int64(now.Sub(newest)))
+	}
+	a.written.Add(uint64(len(samples)))
+	a.batches.Add(1)
+	if err := b.last.Ack(); err != nil {
+		a.log.Warn("ack failed", "err", err)
 	}
 }
