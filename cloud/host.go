@@ -310,7 +310,41 @@ func sortByTokens(keys []string) {
 
 func nodeKey(t sparkplug.Topic) string { return t.Group + "/" + t.Edge }
 
+// hostBatch is a fetched batch of Sparkplug messages whose UNS batches
+// are published: once they are stored, last acks the batch.
+type hostBatch struct {
+	futures []jetstream.PubAckFuture
+	last    jetstream.Msg
+}
+
+// loop runs the fetched Sparkplug messages through the host and publishes
+// their values; a second goroutine waits for the backbone to store them
+// and acks each batch in order, while the loop goes on with the next.
 func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
+	settled := make(chan hostBatch, 4)
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		failed := false
+		for b := range settled {
+			if failed {
+				continue // not acked: redelivered
+			}
+			if !h.settle(ctx, b.futures) {
+				failed = true
+				continue
+			}
+			if b.last != nil {
+				if err := b.last.Ack(); err != nil {
+					h.log.Warn("ack failed", "err", err)
+				}
+			}
+		}
+	}()
+	defer func() {
+		close(settled)
+		<-acked
+	}()
 	var out []byte
 	var refs []*TagState
 	for ctx.Err() == nil {
@@ -371,27 +405,29 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
 			h.log.Warn("fetch batch ended with error", "err", err)
 		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				// Re-publish synchronously until stored; the msg id makes it
-				// idempotent.
-				h.log.Warn("UNS publish failed, retrying", "err", err)
-				if !h.republish(ctx, f.Msg().Subject, f.Msg().Data, f.Msg().Header.Get("Nats-Msg-Id")) {
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-		if last != nil {
-			if err := last.Ack(); err != nil {
-				h.log.Warn("ack failed", "err", err)
-			}
-		}
+		settled <- hostBatch{futures: futures, last: last}
 		h.checkGaps()
 	}
+}
+
+// settle waits until the backbone stored every publish of futures; it
+// returns false if ctx ended first.
+func (h *Host) settle(ctx context.Context, futures []jetstream.PubAckFuture) bool {
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			// Re-publish synchronously until stored; the msg id makes it
+			// idempotent.
+			h.log.Warn("UNS publish failed, retrying", "err", err)
+			if !h.republish(ctx, f.Msg().Subject, f.Msg().Data, f.Msg().Header.Get("Nats-Msg-Id")) {
+				return false
+			}
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // badPayload counts a payload that does not decode, per node, and logs it
