@@ -54,7 +54,8 @@ func matchesUNS(filter string) bool {
 }
 
 // anySubscriber looks at every client's subscriptions (sessions kept for
-// disconnected clients included). The caller holds mu.
+// disconnected clients included). The cloud's own inline subscriptions are
+// not looked at: none of them follows uns/. The caller holds mu.
 func (g *retainGate) anySubscriber() bool {
 	for _, cl := range g.srv.Clients.GetAll() {
 		for f := range cl.State.Subscriptions.GetAll() {

@@ -12,12 +12,12 @@ import (
 )
 
 // Rollups: for every tag and minute with numeric values, rollup_1m keeps
-// their count, sum, lowest and highest value and when those were. A write
-// marks the minutes it touched in rollup_dirty (right after the points
-// commit, on the same connection); Rollup recomputes the marked minutes
-// from the points and clears the marks, so backfill and redelivery land
-// in the rollups too. Charts of long ranges read the rollups, not the
-// points.
+// their count, sum, lowest and highest value and when those were. Most
+// minutes are summed by the writer as their values are written (sums.go).
+// A write marks the other minutes it touched in rollup_dirty, in its
+// transaction; Rollup recomputes the marked minutes from the points and
+// clears the marks, so backfill and redelivery land in the rollups too.
+// Charts of long ranges read the rollups, not the points.
 
 const insertDirty = `INSERT OR IGNORE INTO rollup_dirty SELECT DISTINCT col1, col2 FROM appended_data`
 
