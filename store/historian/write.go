@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
-	"math"
 	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
@@ -205,13 +204,12 @@ func appendPoints(c driver.Conn, catalog, table string, samples []uns.Sample, id
 	row := func(i int) error {
 		s := &samples[i]
 		var f, iv, sv any
+		if v, ok := numeric(s.Value); ok { // as the minute sums take it
+			f = v
+		}
 		switch s.Value.Kind {
-		case uns.KindFloat:
-			if !math.IsNaN(s.Value.F) {
-				f = s.Value.F
-			}
 		case uns.KindInt, uns.KindBool:
-			f, iv = float64(s.Value.I), s.Value.I
+			iv = s.Value.I
 		case uns.KindString:
 			sv = s.Value.S
 		}
