@@ -47,7 +47,9 @@ test: web interop vet
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test ./uns -run '^$$' -fuzz FuzzDecodeBatch -fuzztime $(FUZZTIME)
-	$(GO) test ./uns/sparkplug -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./uns/sparkplug -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./uns/sparkplug -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./uns/sparkplug -run '^$$' -fuzz '^FuzzParseTopic$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uns/... ./store/...

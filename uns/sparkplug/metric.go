@@ -43,6 +43,9 @@ var ErrBadPayload = errors.New("malformed Sparkplug B payload")
 
 // Decode unmarshals a Sparkplug B payload.
 func Decode(b []byte) (*pb.Payload, error) {
+	if p, ok := decodeFast(b); ok {
+		return p, nil
+	}
 	var p pb.Payload
 	if err := proto.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadPayload, err)

@@ -176,15 +176,24 @@ func TestQualityCodes(t *testing.T) {
 	}
 }
 
-// FuzzDecode feeds bytes to the payload decoder and the value reader; the
-// seeds are real payloads from Tahu and their halves.
-func FuzzDecode(f *testing.F) {
+// tahuPayloads are the payloads Eclipse Tahu made, in testdata/tahu.
+func tahuPayloads(t testing.TB) [][]byte {
 	files, _ := filepath.Glob(filepath.Join("testdata", "tahu", "*.bin"))
+	var out [][]byte
 	for _, fn := range files {
 		b, err := os.ReadFile(fn)
 		if err != nil {
-			f.Fatal(err)
+			t.Fatal(err)
 		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// FuzzDecode feeds bytes to the payload decoder and the value reader; the
+// seeds are real payloads from Tahu and their halves.
+func FuzzDecode(f *testing.F) {
+	for _, b := range tahuPayloads(f) {
 		f.Add(b)
 		f.Add(b[:len(b)/2])
 	}
@@ -205,13 +214,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 func BenchmarkDecodeDDATA(b *testing.B) {
-	p := &pb.Payload{Timestamp: proto.Uint64(1), Seq: proto.Uint64(1)}
-	for i := range 100 {
-		m := &pb.Payload_Metric{Alias: proto.Uint64(uint64(i + 16)), Timestamp: proto.Uint64(1767225600000)}
-		SetValue(m, pb.DataType_Double, uns.Float(float64(i)))
-		p.Metrics = append(p.Metrics, m)
-	}
-	buf, _ := proto.Marshal(p)
+	buf := ddata100(b)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
