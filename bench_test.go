@@ -27,7 +27,7 @@ func TestBench(t *testing.T) {
 		Count int64    `json:"count"`
 	}
 	var out, errb bytes.Buffer
-	code := run([]string{"bench", "--edges", "3", "--tags-per-edge", "20", "--rate", "20", "--change-ratio", "0.5",
+	code := run([]string{"bench", "--in-process", "--edges", "3", "--tags-per-edge", "20", "--rate", "20", "--change-ratio", "0.5",
 		"--duration", "2s", "--warmup", "1s", "--bare", "200ms", "--json"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
