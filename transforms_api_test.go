@@ -38,6 +38,13 @@ func TestTransformsAPI(t *testing.T) {
 		{"GET", "/api/v1/alarms/journal?event=boom", nil, 400, "event"},
 		{"GET", "/api/v1/alarms/journal?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", nil, 400, "from"},
 		{"GET", "/api/v1/alarms/journal?to=yesterday", nil, 400, "to"},
+		{"GET", "/api/v1/alarms/statistics?window=10s", nil, 400, "window"},
+		{"GET", "/api/v1/alarms/statistics?flood=0", nil, 400, "flood"},
+		{"GET", "/api/v1/alarms/statistics?chatter=many", nil, 400, "chatter"},
+		{"GET", "/api/v1/alarms/statistics?stale=forever", nil, 400, "stale"},
+		{"GET", "/api/v1/alarms/statistics?top=1000", nil, 400, "top"},
+		{"GET", "/api/v1/alarms/statistics?from=2026-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", nil, 400, "from"},
+		{"GET", "/api/v1/alarms/statistics?alarm=a//b", nil, 400, "alarm"},
 		{"GET", "/api/v1/cycles?name=a/b", nil, 400, "name"},
 		{"GET", "/api/v1/cycles?machine=/x", nil, 400, "machine"},
 		{"GET", "/api/v1/emissions/report?day=2026-13-01", nil, 400, "day"},
@@ -73,6 +80,10 @@ func TestTransformsAPI(t *testing.T) {
 	status, body = c.do("GET", "/api/v1/emissions/report?day="+time.Now().UTC().Format(time.DateOnly), nil)
 	if status != 200 || body["class"] != "emission" || body["exceedances"] == nil {
 		t.Fatalf("report: %d %v", status, body)
+	}
+	status, body = c.do("GET", "/api/v1/alarms/statistics?alarm=limeworks/ghent&window=1h", nil)
+	if status != 200 || body["windows"] != 24.0 || body["flood_above"] != 10.0 || body["by_priority"] == nil || body["stale"] == nil {
+		t.Fatalf("alarm statistics: %d %v", status, body)
 	}
 	status, body = c.do("GET", "/api/v1/cycles", nil)
 	if status != 200 || body["cycles"] == nil {

@@ -158,6 +158,76 @@ func (s *Server) alarmJournal(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusBadRequest, err.Error())
 }
 
+// alarmStatistics reports on the alarm system's performance over ?from=,
+// ?to= (default the last day), for alarms under ?alarm= and of ?class=:
+// raises per ?window= (default 10m) against a flood level of more than
+// ?flood= (default 10) a window, the ?top= (default 10) most frequent
+// alarms, alarms raised ?chatter= (default 3) times within
+// ?chatter_within= (default 1m), alarms standing longer than ?stale=
+// (default 24h).
+func (s *Server) alarmStatistics(w http.ResponseWriter, r *http.Request) {
+	q, err := alarmStatsQuery(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	st, err := s.cloud.Historian.AlarmStats(r.Context(), q)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func alarmStatsQuery(r *http.Request) (historian.AlarmStatsQuery, error) {
+	var q historian.AlarmStatsQuery
+	var err error
+	if q.Alarm, err = pathParam(r, "alarm"); err != nil {
+		return q, err
+	}
+	q.Class = r.URL.Query().Get("class")
+	if q.From, q.To, err = timeRange(r); err != nil {
+		return q, err
+	}
+	if !q.From.Before(q.To) {
+		return q, fmt.Errorf("from: %s is not before to", q.From.Format(time.RFC3339))
+	}
+	for _, d := range []struct {
+		name     string
+		into     *time.Duration
+		def, min time.Duration
+		max      time.Duration
+	}{
+		{"window", &q.Window, 10 * time.Minute, time.Minute, 24 * time.Hour},
+		{"chatter_within", &q.ChatterWithin, time.Minute, time.Second, time.Hour},
+		{"stale", &q.Stale, 24 * time.Hour, time.Minute, 30 * 24 * time.Hour},
+	} {
+		*d.into = d.def
+		if v := r.URL.Query().Get(d.name); v != "" {
+			if *d.into, err = time.ParseDuration(v); err != nil || *d.into < d.min || *d.into > d.max {
+				return q, fmt.Errorf("%s: %q is not a duration from %s to %s", d.name, v, d.min, d.max)
+			}
+		}
+	}
+	for _, n := range []struct {
+		name          string
+		into          *int
+		def, min, max int
+	}{
+		{"flood", &q.Flood, 10, 1, 100000},
+		{"chatter", &q.ChatterCount, 3, 2, 1000},
+		{"top", &q.Top, 10, 1, 100},
+	} {
+		*n.into = n.def
+		if v := r.URL.Query().Get(n.name); v != "" {
+			if *n.into, err = strconv.Atoi(v); err != nil || *n.into < n.min || *n.into > n.max {
+				return q, fmt.Errorf("%s: %q is not a whole number from %d to %d", n.name, v, n.min, n.max)
+			}
+		}
+	}
+	return q, nil
+}
+
 // ackAlarm acknowledges an alarm: {"path": ..., "comment": ...}.
 func (s *Server) ackAlarm(w http.ResponseWriter, r *http.Request) {
 	sess, _ := r.Context().Value(ctxKey{}).(session)

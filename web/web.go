@@ -93,6 +93,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/fleet/alarms", s.fleetAlarms)
 			r.Get("/alarms", s.alarms)
 			r.Get("/alarms/journal", s.alarmJournal)
+			r.Get("/alarms/statistics", s.alarmStatistics)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer, RoleOperator)).Post("/alarms/ack", s.ackAlarm)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer, RoleOperator)).Post("/alarms/shelve", s.shelveAlarm)
 			r.Get("/cycles", s.cycles)
