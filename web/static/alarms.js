@@ -1,5 +1,6 @@
 // Alarms and cycles: the alarm list with acknowledge and shelve, kept
-// current by the live feed's "alarms" events, and a bar chart of a
+// current by the live feed's "alarms" events, a line of the last day's
+// alarm statistics, and a bar chart of a
 // cycle aggregate (energy per cycle) of the machine chosen.
 (function () {
   "use strict";
@@ -79,14 +80,38 @@
     note.textContent = j.count ? "" : "No alarm needs attention.";
   }
 
+  // The last day's alarm system performance (ISA-18.2), in a line.
+  const statsEl = document.getElementById("alarm-stats");
+  function short(path) {
+    const [device, name] = path.split("/_alarms/");
+    return device.split("/").slice(1).join("/") + " · " + name;
+  }
+  async function loadStats() {
+    let j;
+    try { j = await api("GET", "/api/v1/alarms/statistics"); } catch (e) { statsEl.textContent = e.message; return; }
+    if (!j) return;
+    const pct = (x) => (100 * x).toFixed(x > 0 && x < 0.1 ? 1 : 0) + " %";
+    let s = "Last 24 h: " + j.raised + " alarm" + (j.raised === 1 ? "" : "s") + " raised, " +
+      j.per_window.average.toFixed(j.per_window.average < 1 ? 2 : 1) + " per 10 min on average, at most " + j.per_window.max +
+      "; in flood (more than " + j.flood_above + " per 10 min) " + pct(j.flood_share) + " of the time";
+    if (j.most_frequent.length) {
+      s += "; most frequent: " + j.most_frequent.slice(0, 3).map((c) => short(c.alarm) + " ×" + c.count).join(", ");
+    }
+    if (j.chattering.length) s += "; chattering: " + j.chattering.map((c) => short(c.alarm)).join(", ");
+    if (j.stale.length) s += "; standing over 24 h: " + j.stale.length;
+    statsEl.textContent = s + ".";
+  }
+
   // Transitions come on the live feed (app.js passes them on); reload the
   // list at most twice a second.
   let pending = 0;
   document.addEventListener("calx-alarms", () => {
-    if (!pending) pending = setTimeout(() => { pending = 0; loadAlarms(); }, 500);
+    if (!pending) pending = setTimeout(() => { pending = 0; loadAlarms(); loadStats(); }, 500);
   });
   loadAlarms();
+  loadStats();
   setInterval(loadAlarms, 30000);
+  setInterval(loadStats, 60000);
 
   // Cycles: machines and aggregates are those whose last-cycle tags are in the tree.
   const machineSel = document.getElementById("cycle-machine");
