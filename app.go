@@ -225,7 +225,8 @@ func saveDemoFleet(ctx context.Context, f *cloud.Fleet) error {
     alarms:
       - {name: tripped, tag: ` + sim.TagState + `, kind: state, state: tripped, priority: high, message: The kiln tripped}
       - {name: dust_high, tag: ` + sim.TagDust + `, kind: high, limit: 20, deadband: 2, on_delay: 3s, priority: medium, message: Dust after the filter above 20 mg/Nm³}
-      - {name: temp_low, tag: ` + sim.TagTemp + `, kind: low, limit: 1000, deadband: 10, on_delay: 30s, priority: medium, message: Burning zone below 1000 °C}
+      - {name: temp_low, tag: ` + sim.TagTemp + `, kind: low, limit: 1000, deadband: 10, on_delay: 30s, priority: medium, message: Burning zone below 1000 °C,
+          suppress_when: {tag: ` + sim.TagRunning + `, state: false}}
       - {name: co_stale, tag: ` + sim.TagCO + `, kind: stale, after: 30s, priority: low, message: No CO reading for 30 s}
       - {name: co_1h_limit, tag: co_1h, kind: high, limit: 250, deadband: 10, priority: high, class: emission, good_only: true, message: CO hourly average above its limit}
       - {name: co_24h_limit, tag: co_24h, kind: high, limit: 220, deadband: 5, priority: urgent, class: emission, good_only: true, message: CO daily average above its limit}

@@ -52,6 +52,18 @@ type AlarmDef struct {
 	// ones: a rolling average's limit counts only once the window is
 	// covered.
 	GoodOnly bool `yaml:"good_only" json:"good_only,omitempty"`
+	// SuppressWhen suppresses the alarm by design while the plant is in a
+	// state that makes it meaningless (a kiln stopped: its low temperature
+	// is no alarm).
+	SuppressWhen *Suppression `yaml:"suppress_when,omitempty" json:"suppress_when,omitempty"`
+}
+
+// Suppression names the state that suppresses an alarm: while the device's
+// tag Tag equals State (a boolean, a number or a string), the alarm does
+// not raise, and an active alarm clears when it begins.
+type Suppression struct {
+	Tag   string `yaml:"tag" json:"tag"`
+	State any    `yaml:"state" json:"state"`
 }
 
 // Validate checks the definition; at names it in errors.
@@ -74,6 +86,9 @@ func (d *AlarmDef) Validate(at string) error {
 	}
 	if d.OnDelay < 0 || d.OffDelay < 0 || d.RateOver < 0 {
 		errs = append(errs, fmt.Errorf("%s: delays and windows must not be negative", at))
+	}
+	if sw := d.SuppressWhen; sw != nil && (sw.Tag == "" || sw.State == nil) {
+		errs = append(errs, fmt.Errorf("%s suppress_when: needs a tag and the state that suppresses the alarm", at))
 	}
 	switch d.Kind {
 	case KindDeviation:
@@ -111,7 +126,13 @@ const (
 	EventAck      = "ack"
 	EventShelve   = "shelve"
 	EventUnshelve = "unshelve"
+	// Suppression by design began or ended.
+	EventSuppress   = "suppress"
+	EventUnsuppress = "unsuppress"
 )
+
+// AlarmEvents lists the events, for checks and messages.
+var AlarmEvents = []string{EventRaise, EventClear, EventAck, EventShelve, EventUnshelve, EventSuppress, EventUnsuppress}
 
 // Transition is one change of an alarm, as the journal keeps it.
 type Transition struct {
@@ -143,6 +164,9 @@ type Alarm struct {
 	// ShelvedUntil hides the alarm until then: it changes state but is not
 	// annunciated (Annunciated is false).
 	ShelvedUntil time.Time `json:"shelved_until"`
+	// Suppressed is true while the plant is in the state of
+	// Def.SuppressWhen: the alarm does not raise.
+	Suppressed bool `json:"suppressed"`
 
 	// Cond is whether the condition held at the last sample; CondSince
 	// when it last changed (for the on and off delays).
@@ -349,7 +373,7 @@ func (a *Alarm) Tick(now time.Time) []Transition {
 			a.Cond, a.CondSince = true, silent
 		}
 	}
-	if a.Cond && !a.Active && !a.CondSince.IsZero() {
+	if a.Cond && !a.Active && !a.CondSince.IsZero() && !a.Suppressed {
 		if at := a.CondSince.Add(a.Def.OnDelay); !now.Before(at) {
 			a.Active, a.Acked, a.Since = true, false, at
 			out = append(out, a.transition(at, EventRaise))
@@ -362,6 +386,44 @@ func (a *Alarm) Tick(now time.Time) []Transition {
 		}
 	}
 	return out
+}
+
+// ObserveSuppression feeds a sample of the tag of Def.SuppressWhen. A bad
+// sample changes nothing. Suppression clears an active alarm; when it
+// ends, a condition that still holds counts from then (its on delay
+// too).
+func (a *Alarm) ObserveSuppression(s uns.Sample) []Transition {
+	sw := a.Def.SuppressWhen
+	if sw == nil || s.Quality == uns.Bad {
+		return nil
+	}
+	var f float64
+	var text string
+	if s.Value.Kind == uns.KindString {
+		text = s.Value.S
+	} else if v, ok := s.Value.AsFloat(); ok {
+		f = v
+	} else {
+		return nil
+	}
+	sup := stateMatches(sw.State, f, text)
+	if sup == a.Suppressed {
+		return nil
+	}
+	a.Suppressed = sup
+	var out []Transition
+	if sup {
+		if a.Active {
+			a.Active, a.Since = false, s.TS
+			out = append(out, a.transition(s.TS, EventClear))
+		}
+		return append(out, a.transition(s.TS, EventSuppress))
+	}
+	out = append(out, a.transition(s.TS, EventUnsuppress))
+	if a.Cond {
+		a.CondSince = s.TS
+	}
+	return append(out, a.Tick(s.TS)...)
 }
 
 // Ack acknowledges the alarm; an alarm that needs no acknowledgement
@@ -390,7 +452,7 @@ func (a *Alarm) Shelve(now, until time.Time, user, comment string) Transition {
 }
 
 // Annunciated reports whether the alarm wants an operator at now: in a
-// state other than normal and not shelved.
+// state other than normal, not shelved and not suppressed.
 func (a *Alarm) Annunciated(now time.Time) bool {
-	return a.State() != StateNormal && !a.Shelved(now)
+	return a.State() != StateNormal && !a.Shelved(now) && !a.Suppressed
 }

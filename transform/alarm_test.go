@@ -16,6 +16,7 @@ type step struct {
 	at    float64
 	v     any // float64, string, bool; nil: a bad sample
 	sp    bool
+	sup   bool // a sample of the tag of SuppressWhen
 	tick  bool
 	ack   bool
 	shelv float64 // shelve for this many seconds
@@ -53,6 +54,8 @@ func runAlarm(t *testing.T, d AlarmDef, steps []step) *Alarm {
 			}
 			if s.sp {
 				trs = a.ObserveSetpoint(smp)
+			} else if s.sup {
+				trs = a.ObserveSuppression(smp)
 			} else {
 				trs = a.Observe(smp)
 			}
@@ -178,6 +181,40 @@ func TestAlarmStatesAndAnnunciation(t *testing.T) {
 	}
 }
 
+// An alarm suppressed by design does not raise while the plant is in the
+// state named; an active alarm clears when suppression begins, and a
+// condition that still holds when it ends raises after its on delay.
+func TestAlarmSuppressedByDesign(t *testing.T) {
+	d := AlarmDef{Name: "temp_low", Tag: "temp", Kind: KindLow, Limit: 800, OnDelay: 10 * time.Second,
+		SuppressWhen: &Suppression{Tag: "running", State: false}}
+	a := runAlarm(t, d, []step{
+		{at: 0, v: true, sup: true},
+		{at: 1, v: 700.0},
+		{at: 11, tick: true, want: "raise@11>active_unacked"},
+		{at: 20, v: false, sup: true, want: "clear@20>cleared_unacked suppress@20>cleared_unacked"},
+		{at: 21, v: 500.0},
+		{at: 40, tick: true}, // condition held for 19 s: suppressed, no raise
+		{at: 41, v: nil, sup: true},
+		{at: 42, v: false, sup: true},
+		{at: 50, ack: true, want: "ack@50>normal"},
+		{at: 60, v: true, sup: true, want: "unsuppress@60>normal"},
+		{at: 65, tick: true},
+		{at: 70, tick: true, want: "raise@70>active_unacked"},
+	})
+	if !a.Annunciated(at(71)) || a.Suppressed {
+		t.Fatal("the alarm raised after suppression is not annunciated")
+	}
+	// A stale alarm of a stopped machine: suppressed, it does not raise.
+	runAlarm(t, AlarmDef{Name: "silent", Tag: "temp", Kind: KindStale, After: 5 * time.Second,
+		SuppressWhen: &Suppression{Tag: "mode", State: "maintenance"}}, []step{
+		{at: 0, v: "production", sup: true},
+		{at: 1, v: 900.0},
+		{at: 2, v: "maintenance", sup: true, want: "suppress@2>normal"},
+		{at: 30, tick: true},
+		{at: 31, v: "production", sup: true, want: "unsuppress@31>normal raise@31>active_unacked"},
+	})
+}
+
 func TestAlarmDefValidate(t *testing.T) {
 	for _, tc := range []struct {
 		def  AlarmDef
@@ -191,6 +228,7 @@ func TestAlarmDefValidate(t *testing.T) {
 		{AlarmDef{Name: "a", Tag: "x", Kind: KindStale}, "after"},
 		{AlarmDef{Name: "a", Tag: "x", Kind: KindHigh, Priority: "critical"}, "priority"},
 		{AlarmDef{Name: "a", Tag: "x", Kind: KindHigh, Deadband: -1}, "deadband"},
+		{AlarmDef{Name: "a", Tag: "x", Kind: KindHigh, SuppressWhen: &Suppression{Tag: "running"}}, "suppress_when"},
 	} {
 		err := tc.def.Validate("alarms[0]")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "alarms[0]") {

@@ -178,6 +178,9 @@ func (d *device) tags() []string {
 	for _, a := range d.alarms {
 		add(a.Def.Tag)
 		add(a.SetpointTag())
+		if sw := a.Def.SuppressWhen; sw != nil {
+			add(sw.Tag)
+		}
 	}
 	for _, c := range d.cycles {
 		for _, t := range c.Tags() {
@@ -344,6 +347,9 @@ func (d *device) observe(tag string, s uns.Sample, depth int) Output {
 		derived = append(derived, v)
 	}
 	for _, a := range d.alarms {
+		if sw := a.Def.SuppressWhen; sw != nil && tag == sw.Tag {
+			out.Transitions = append(out.Transitions, a.ObserveSuppression(s)...)
+		}
 		switch tag {
 		case a.Def.Tag:
 			out.Transitions = append(out.Transitions, a.Observe(s)...)
@@ -448,6 +454,7 @@ type AlarmStatus struct {
 	Value        *float64   `json:"value,omitempty"`
 	Text         string     `json:"text,omitempty"`
 	ShelvedUntil *time.Time `json:"shelved_until,omitempty"`
+	Suppressed   bool       `json:"suppressed,omitempty"` // by design: see AlarmDef.SuppressWhen
 }
 
 // Alarms lists every alarm, in path order.
@@ -456,7 +463,8 @@ func (e *Engine) Alarms(now time.Time) []AlarmStatus {
 	for _, d := range e.sortedDevices() {
 		for _, a := range d.alarms {
 			st := AlarmStatus{Path: a.Path, Device: d.path, Name: a.Def.Name, Tag: a.Def.Tag, Kind: a.Def.Kind,
-				Priority: a.Def.Priority, Class: a.Def.Class, Message: a.Def.Message, Limit: a.Def.Limit, State: a.State(), Text: a.Text}
+				Priority: a.Def.Priority, Class: a.Def.Class, Message: a.Def.Message, Limit: a.Def.Limit, State: a.State(), Text: a.Text,
+				Suppressed: a.Suppressed}
 			if !a.Since.IsZero() {
 				t := a.Since
 				st.Since = &t

@@ -338,3 +338,33 @@ func TestEngineReads(t *testing.T) {
 		t.Errorf("Reads allocates %v times", n)
 	}
 }
+
+// The engine routes the tag of an alarm's suppress_when to it, and lists
+// the alarm as suppressed.
+func TestEngineSuppressesByDesign(t *testing.T) {
+	e, err := NewEngine([]Device{{Path: kiln, Alarms: []AlarmDef{
+		{Name: "temp_low", Tag: "temp", Kind: KindLow, Limit: 800, SuppressWhen: &Suppression{Tag: "running", State: false}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Reads([]byte(kiln + "/running")) {
+		t.Fatal("the engine does not read the tag that suppresses an alarm")
+	}
+	var events []string
+	for s, smp := range []uns.Sample{
+		{Path: kiln + "/running", TS: at(0), Value: uns.Bool(false), Quality: uns.Good},
+		sample("temp", 1, 20),
+		{Path: kiln + "/running", TS: at(2), Value: uns.Bool(true), Quality: uns.Good},
+	} {
+		for _, tr := range e.Process([]uns.Sample{smp}, time.Time{}).Transitions {
+			events = append(events, fmt.Sprintf("%s@%d", tr.Event, s))
+		}
+		if s == 1 && !e.Alarms(at(1))[0].Suppressed {
+			t.Fatal("the alarm is not listed as suppressed")
+		}
+	}
+	if fmt.Sprint(events) != "[suppress@0 unsuppress@2 raise@2]" {
+		t.Fatalf("events %v", events)
+	}
+}

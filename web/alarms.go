@@ -64,7 +64,8 @@ func timeRange(r *http.Request) (from, to time.Time, err error) {
 
 // alarms lists the alarms of the transforms and their state; filters:
 // ?device= (a UNS prefix), ?state=, ?priority=, ?class=, ?active=true
-// (in any state but normal), ?shelved=true|false.
+// (in any state but normal), ?shelved=true|false, ?suppressed=true|false
+// (by design, AlarmDef.SuppressWhen).
 func (s *Server) alarms(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	dev, err := pathParam(r, "device")
@@ -97,10 +98,15 @@ func (s *Server) alarms(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	shelved, err := boolParam("shelved")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
+	var shelved, suppressed *bool
+	for _, p := range []struct {
+		name string
+		into **bool
+	}{{"shelved", &shelved}, {"suppressed", &suppressed}} {
+		if *p.into, err = boolParam(p.name); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 	}
 	out := []transform.AlarmStatus{}
 	for _, a := range s.cloud.Alarms() {
@@ -111,6 +117,7 @@ func (s *Server) alarms(w http.ResponseWriter, r *http.Request) {
 		case q.Get("class") != "" && a.Class != q.Get("class"):
 		case active != nil && (a.State != transform.StateNormal) != *active:
 		case shelved != nil && (a.ShelvedUntil != nil) != *shelved:
+		case suppressed != nil && a.Suppressed != *suppressed:
 		default:
 			out = append(out, a)
 		}
@@ -136,9 +143,8 @@ func (s *Server) alarmJournal(w http.ResponseWriter, r *http.Request) {
 		if n, err = limitParam(r, 1000); err == nil {
 			var from, to time.Time
 			if from, to, err = timeRange(r); err == nil {
-				events := []string{transform.EventRaise, transform.EventClear, transform.EventAck, transform.EventShelve, transform.EventUnshelve}
-				if ev := q.Get("event"); ev != "" && !slices.Contains(events, ev) {
-					err = fmt.Errorf("event %q: one of %v", ev, events)
+				if ev := q.Get("event"); ev != "" && !slices.Contains(transform.AlarmEvents, ev) {
+					err = fmt.Errorf("event %q: one of %v", ev, transform.AlarmEvents)
 				} else {
 					var trs []transform.Transition
 					trs, err = s.cloud.Historian.Journal(r.Context(), historian.JournalQuery{Alarm: alarm, Event: q.Get("event"), Class: q.Get("class"), From: from, To: to, Limit: n})

@@ -47,11 +47,11 @@
     if (!j) return;
     body.textContent = "";
     count.textContent = j.count ? j.count + " alarm" + (j.count > 1 ? "s" : "") : "no alarms";
-    count.className = j.alarms.some((a) => a.state === "active_unacked" && !a.shelved_until) ? "active" : "muted";
+    count.className = j.alarms.some((a) => a.state === "active_unacked" && !a.shelved_until && !a.suppressed) ? "active" : "muted";
     for (const a of j.alarms) {
       const tr = document.createElement("tr");
       tr.dataset.path = a.path;
-      tr.className = a.state + (a.shelved_until ? " shelved" : "");
+      tr.className = a.state + (a.shelved_until || a.suppressed ? " shelved" : "");
       const p = cell(tr, "");
       const badge = document.createElement("span");
       badge.className = "prio prio-" + a.priority;
@@ -59,7 +59,7 @@
       p.appendChild(badge);
       const name = cell(tr, a.device.split("/").slice(1).join("/") + " · " + a.name);
       name.title = a.path + (a.message ? "\n" + a.message : "");
-      cell(tr, a.state.replace("_", " ") + (a.shelved_until ? " (shelved)" : ""), "state");
+      cell(tr, a.state.replace("_", " ") + (a.shelved_until ? " (shelved)" : "") + (a.suppressed ? " (suppressed)" : ""), "state");
       cell(tr, a.text || fmt(a.value) + " / " + fmt(a.limit));
       cell(tr, a.since ? new Date(a.since).toLocaleTimeString() : "—");
       const actions = cell(tr, "");
