@@ -393,21 +393,8 @@ func (a *Alarm) Tick(now time.Time) []Transition {
 // ends, a condition that still holds counts from then (its on delay
 // too).
 func (a *Alarm) ObserveSuppression(s uns.Sample) []Transition {
-	sw := a.Def.SuppressWhen
-	if sw == nil || s.Quality == uns.Bad {
-		return nil
-	}
-	var f float64
-	var text string
-	if s.Value.Kind == uns.KindString {
-		text = s.Value.S
-	} else if v, ok := s.Value.AsFloat(); ok {
-		f = v
-	} else {
-		return nil
-	}
-	sup := stateMatches(sw.State, f, text)
-	if sup == a.Suppressed {
+	sup, ok := a.suppresses(s)
+	if !ok || sup == a.Suppressed {
 		return nil
 	}
 	a.Suppressed = sup
@@ -424,6 +411,24 @@ func (a *Alarm) ObserveSuppression(s uns.Sample) []Transition {
 		a.CondSince = s.TS
 	}
 	return append(out, a.Tick(s.TS)...)
+}
+
+// suppresses reports whether a sample of the tag of Def.SuppressWhen is
+// the state that suppresses the alarm; ok is false for a sample that
+// tells nothing (bad, or not a value).
+func (a *Alarm) suppresses(s uns.Sample) (sup, ok bool) {
+	sw := a.Def.SuppressWhen
+	if sw == nil || s.Quality == uns.Bad {
+		return false, false
+	}
+	if s.Value.Kind == uns.KindString {
+		return stateMatches(sw.State, 0, s.Value.S), true
+	}
+	f, ok := s.Value.AsFloat()
+	if !ok {
+		return false, false
+	}
+	return stateMatches(sw.State, f, ""), true
 }
 
 // Ack acknowledges the alarm; an alarm that needs no acknowledgement

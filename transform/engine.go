@@ -554,14 +554,17 @@ func (e *Engine) Restore(b []byte) error {
 				c.Sites, c.Last = old.Sites, old.Last
 			}
 		}
+		var fresh []*Alarm
 		for i, a := range d.alarms {
-			if old, ok := s.Alarms[a.Path]; ok {
-				if same(old.Def, a.Def) {
-					d.alarms[i] = old
-				} else { // a new limit: keep what an operator did
-					a.Acked, a.ShelvedUntil = old.Acked || !old.Active, old.ShelvedUntil
-				}
+			old, ok := s.Alarms[a.Path]
+			if ok && same(old.Def, a.Def) {
+				d.alarms[i] = old
+				continue
 			}
+			if ok { // a new limit: keep what an operator did
+				a.Acked, a.ShelvedUntil = old.Acked || !old.Active, old.ShelvedUntil
+			}
+			fresh = append(fresh, a)
 		}
 		for i, c := range d.cycles {
 			if old, ok := s.Cycles[c.Machine+"/"+c.Def.Name]; ok && same(old.Def, c.Def) {
@@ -571,6 +574,15 @@ func (e *Engine) Restore(b []byte) error {
 		for _, t := range d.tags() {
 			if v, ok := latest[uns.Path(d.path+"/"+t)]; ok {
 				d.latest[t] = v
+			}
+		}
+		// An alarm made afresh is suppressed if the plant is in its state
+		// now: the state tag may not change again for a long time.
+		for _, a := range fresh {
+			if sw := a.Def.SuppressWhen; sw != nil {
+				if v, ok := d.latest[sw.Tag]; ok {
+					a.Suppressed, _ = a.suppresses(v)
+				}
 			}
 		}
 		if ds, ok := s.Devices[d.path]; ok {

@@ -367,4 +367,26 @@ func TestEngineSuppressesByDesign(t *testing.T) {
 	if fmt.Sprint(events) != "[suppress@0 unsuppress@2 raise@2]" {
 		t.Fatalf("events %v", events)
 	}
+	// The kiln stops; a new limit makes the alarm afresh, suppressed as the
+	// kiln's state is now, though that state does not come again.
+	e.Process([]uns.Sample{{Path: kiln + "/running", TS: at(3), Value: uns.Bool(false), Quality: uns.Good}}, time.Time{})
+	snap, err := e.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2, err := NewEngine([]Device{{Path: kiln, Alarms: []AlarmDef{
+		{Name: "temp_low", Tag: "temp", Kind: KindLow, Limit: 700, SuppressWhen: &Suppression{Tag: "running", State: false}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e2.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if !e2.Alarms(at(4))[0].Suppressed {
+		t.Fatal("the alarm made afresh is not suppressed while the kiln is stopped")
+	}
+	if trs := e2.Process([]uns.Sample{sample("temp", 5, 20)}, time.Time{}).Transitions; len(trs) != 0 {
+		t.Fatalf("a suppressed alarm made afresh raised: %+v", trs)
+	}
 }
