@@ -165,8 +165,10 @@ type Alarm struct {
 	// annunciated (Annunciated is false).
 	ShelvedUntil time.Time `json:"shelved_until"`
 	// Suppressed is true while the plant is in the state of
-	// Def.SuppressWhen: the alarm does not raise.
-	Suppressed bool `json:"suppressed"`
+	// Def.SuppressWhen: the alarm does not raise. SuppressTS is the time
+	// of the last sample of its tag.
+	Suppressed bool      `json:"suppressed"`
+	SuppressTS time.Time `json:"suppress_ts"`
 
 	// Cond is whether the condition held at the last sample; CondSince
 	// when it last changed (for the on and off delays).
@@ -389,12 +391,16 @@ func (a *Alarm) Tick(now time.Time) []Transition {
 }
 
 // ObserveSuppression feeds a sample of the tag of Def.SuppressWhen. A bad
-// sample changes nothing. Suppression clears an active alarm; when it
-// ends, a condition that still holds counts from then (its on delay
-// too).
+// sample, or one older than the last, changes nothing. Suppression clears
+// an active alarm; when it ends, a condition that still holds counts from
+// then (its on delay too).
 func (a *Alarm) ObserveSuppression(s uns.Sample) []Transition {
 	sup, ok := a.suppresses(s)
-	if !ok || sup == a.Suppressed {
+	if !ok || s.TS.Before(a.SuppressTS) {
+		return nil
+	}
+	a.SuppressTS = s.TS
+	if sup == a.Suppressed {
 		return nil
 	}
 	a.Suppressed = sup

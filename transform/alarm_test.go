@@ -196,6 +196,7 @@ func TestAlarmSuppressedByDesign(t *testing.T) {
 		{at: 40, tick: true}, // condition held for 19 s: suppressed, no raise
 		{at: 41, v: nil, sup: true},
 		{at: 42, v: false, sup: true},
+		{at: 30, v: true, sup: true}, // older than the last: nothing
 		{at: 50, ack: true, want: "ack@50>normal"},
 		{at: 60, v: true, sup: true, want: "unsuppress@60>normal"},
 		{at: 65, tick: true},

@@ -582,6 +582,7 @@ func (e *Engine) Restore(b []byte) error {
 			if sw := a.Def.SuppressWhen; sw != nil {
 				if v, ok := d.latest[sw.Tag]; ok {
 					a.Suppressed, _ = a.suppresses(v)
+					a.SuppressTS = v.TS
 				}
 			}
 		}
