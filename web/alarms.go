@@ -199,10 +199,9 @@ func alarmStatsQuery(r *http.Request) (historian.AlarmStatsQuery, error) {
 		return q, fmt.Errorf("from: %s is not before to", q.From.Format(time.RFC3339))
 	}
 	for _, d := range []struct {
-		name     string
-		into     *time.Duration
-		def, min time.Duration
-		max      time.Duration
+		name          string
+		into          *time.Duration
+		def, min, max time.Duration
 	}{
 		{"window", &q.Window, 10 * time.Minute, time.Minute, 24 * time.Hour},
 		{"chatter_within", &q.ChatterWithin, time.Minute, time.Second, time.Hour},
