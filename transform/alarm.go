@@ -58,12 +58,14 @@ type AlarmDef struct {
 	SuppressWhen *Suppression `yaml:"suppress_when,omitempty" json:"suppress_when,omitempty"`
 }
 
-// Suppression names the state that suppresses an alarm: while the device's
-// tag Tag equals State (a boolean, a number or a string), the alarm does
-// not raise, and an active alarm clears when it begins.
+// Suppression names what suppresses an alarm: while the device's tag Tag
+// equals State (a boolean, a number or a string), or while Alarm, another
+// alarm of the device, is active (a trip suppressing its consequences),
+// the alarm does not raise, and an active alarm clears when it begins.
 type Suppression struct {
-	Tag   string `yaml:"tag" json:"tag"`
-	State any    `yaml:"state" json:"state"`
+	Tag   string `yaml:"tag,omitempty" json:"tag,omitempty"`
+	State any    `yaml:"state,omitempty" json:"state,omitempty"`
+	Alarm string `yaml:"alarm,omitempty" json:"alarm,omitempty"`
 }
 
 // Validate checks the definition; at names it in errors.
@@ -87,8 +89,15 @@ func (d *AlarmDef) Validate(at string) error {
 	if d.OnDelay < 0 || d.OffDelay < 0 || d.RateOver < 0 {
 		errs = append(errs, fmt.Errorf("%s: delays and windows must not be negative", at))
 	}
-	if sw := d.SuppressWhen; sw != nil && (sw.Tag == "" || sw.State == nil) {
-		errs = append(errs, fmt.Errorf("%s suppress_when: needs a tag and the state that suppresses the alarm", at))
+	if sw := d.SuppressWhen; sw != nil {
+		switch {
+		case sw.Alarm != "" && (sw.Tag != "" || sw.State != nil):
+			errs = append(errs, fmt.Errorf("%s suppress_when: a tag and its state, or an alarm, not both", at))
+		case sw.Alarm == d.Name:
+			errs = append(errs, fmt.Errorf("%s suppress_when alarm %q: an alarm cannot suppress itself", at, sw.Alarm))
+		case sw.Alarm == "" && (sw.Tag == "" || sw.State == nil):
+			errs = append(errs, fmt.Errorf("%s suppress_when: needs a tag and the state that suppresses the alarm, or an alarm", at))
+		}
 	}
 	switch d.Kind {
 	case KindDeviation:
@@ -400,6 +409,11 @@ func (a *Alarm) ObserveSuppression(s uns.Sample) []Transition {
 		return nil
 	}
 	a.SuppressTS = s.TS
+	return a.suppress(s.TS, sup)
+}
+
+// suppress begins (sup) or ends suppression at ts.
+func (a *Alarm) suppress(ts time.Time, sup bool) []Transition {
 	if sup == a.Suppressed {
 		return nil
 	}
@@ -407,16 +421,16 @@ func (a *Alarm) ObserveSuppression(s uns.Sample) []Transition {
 	var out []Transition
 	if sup {
 		if a.Active {
-			a.Active, a.Since = false, s.TS
-			out = append(out, a.transition(s.TS, EventClear))
+			a.Active, a.Since = false, ts
+			out = append(out, a.transition(ts, EventClear))
 		}
-		return append(out, a.transition(s.TS, EventSuppress))
+		return append(out, a.transition(ts, EventSuppress))
 	}
-	out = append(out, a.transition(s.TS, EventUnsuppress))
+	out = append(out, a.transition(ts, EventUnsuppress))
 	if a.Cond {
-		a.CondSince = s.TS
+		a.CondSince = ts
 	}
-	return append(out, a.Tick(s.TS)...)
+	return append(out, a.Tick(ts)...)
 }
 
 // suppresses reports whether a sample of the tag of Def.SuppressWhen is
@@ -424,7 +438,7 @@ func (a *Alarm) ObserveSuppression(s uns.Sample) []Transition {
 // tells nothing (bad, or not a value).
 func (a *Alarm) suppresses(s uns.Sample) (sup, ok bool) {
 	sw := a.Def.SuppressWhen
-	if sw == nil || s.Quality == uns.Bad {
+	if sw == nil || sw.Tag == "" || s.Quality == uns.Bad {
 		return false, false
 	}
 	if s.Value.Kind == uns.KindString {
@@ -435,6 +449,32 @@ func (a *Alarm) suppresses(s uns.Sample) (sup, ok bool) {
 		return false, false
 	}
 	return stateMatches(sw.State, f, ""), true
+}
+
+// ValidateAlarms checks the alarms of one device together: an alarm that
+// suppresses another is one of the device's, and is not suppressed by an
+// alarm itself (one level: a trip and its consequences).
+func ValidateAlarms(at string, defs []AlarmDef) error {
+	var errs []error
+	byName := map[string]*AlarmDef{}
+	for i := range defs {
+		if !defs[i].Disabled {
+			byName[defs[i].Name] = &defs[i]
+		}
+	}
+	for _, d := range defs {
+		sw := d.SuppressWhen
+		if d.Disabled || sw == nil || sw.Alarm == "" || sw.Alarm == d.Name {
+			continue
+		}
+		switch l, ok := byName[sw.Alarm]; {
+		case !ok:
+			errs = append(errs, fmt.Errorf("%s alarm %s suppress_when alarm %q: no such alarm of the device", at, d.Name, sw.Alarm))
+		case l.SuppressWhen != nil && l.SuppressWhen.Alarm != "":
+			errs = append(errs, fmt.Errorf("%s alarm %s suppress_when alarm %q: that alarm is itself suppressed by an alarm; one level only", at, d.Name, sw.Alarm))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Ack acknowledges the alarm; an alarm that needs no acknowledgement

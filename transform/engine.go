@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,6 +148,12 @@ func NewEngine(devs []Device) (*Engine, error) {
 			}
 			ds.alarms = append(ds.alarms, NewAlarm(d.Path, ad))
 		}
+		if err := ValidateAlarms(d.Path, d.Alarms); err != nil {
+			errs = append(errs, err)
+		}
+		// The alarms that suppress others go first, so that one sample
+		// that raises both finds the other suppressed already.
+		slices.SortStableFunc(ds.alarms, func(a, b *Alarm) int { return cmp.Compare(followsAlarm(a), followsAlarm(b)) })
 		for _, cd := range d.Cycles {
 			if err := cd.Validate(d.Path + " cycle " + cd.Name); err != nil {
 				errs = append(errs, err)
@@ -324,6 +331,33 @@ func (e *Engine) isTrigger(p uns.Path) bool {
 	return false
 }
 
+// followsAlarm is 1 for an alarm another alarm suppresses, 0 otherwise.
+func followsAlarm(a *Alarm) int {
+	if sw := a.Def.SuppressWhen; sw != nil && sw.Alarm != "" {
+		return 1
+	}
+	return 0
+}
+
+// follow suppresses, or ends the suppression of, the alarms that the
+// alarms raised or cleared in trs suppress. Those alarms suppress no
+// other (ValidateAlarms), so what they do in turn needs no following.
+func (d *device) follow(trs []Transition) []Transition {
+	var out []Transition
+	for _, tr := range trs {
+		if tr.Event != EventRaise && tr.Event != EventClear {
+			continue
+		}
+		_, name, _ := strings.Cut(tr.Alarm, "/_alarms/")
+		for _, f := range d.alarms {
+			if sw := f.Def.SuppressWhen; sw != nil && sw.Alarm == name {
+				out = append(out, f.suppress(tr.TS, tr.Event == EventRaise)...)
+			}
+		}
+	}
+	return out
+}
+
 // maxDepth bounds calculated tags computed from calculated tags.
 const maxDepth = 4
 
@@ -347,15 +381,18 @@ func (d *device) observe(tag string, s uns.Sample, depth int) Output {
 		derived = append(derived, v)
 	}
 	for _, a := range d.alarms {
-		if sw := a.Def.SuppressWhen; sw != nil && tag == sw.Tag {
-			out.Transitions = append(out.Transitions, a.ObserveSuppression(s)...)
+		var trs []Transition
+		if sw := a.Def.SuppressWhen; sw != nil && sw.Tag != "" && tag == sw.Tag {
+			trs = a.ObserveSuppression(s)
 		}
 		switch tag {
 		case a.Def.Tag:
-			out.Transitions = append(out.Transitions, a.Observe(s)...)
+			trs = append(trs, a.Observe(s)...)
 		case a.SetpointTag():
-			out.Transitions = append(out.Transitions, a.ObserveSetpoint(s)...)
+			trs = append(trs, a.ObserveSetpoint(s)...)
 		}
+		out.Transitions = append(out.Transitions, trs...)
+		out.Transitions = append(out.Transitions, d.follow(trs)...)
 	}
 	for _, cy := range d.cycles {
 		if c, ok := cy.Observe(tag, s); ok {
@@ -391,7 +428,9 @@ func (e *Engine) Tick(now time.Time) Output {
 			d.holding = false
 		}
 		for _, a := range d.alarms {
-			out.Transitions = append(out.Transitions, a.Tick(now)...)
+			trs := a.Tick(now)
+			out.Transitions = append(out.Transitions, trs...)
+			out.Transitions = append(out.Transitions, d.follow(trs)...)
 		}
 	}
 	return out
@@ -579,10 +618,21 @@ func (e *Engine) Restore(b []byte) error {
 		// An alarm made afresh is suppressed if the plant is in its state
 		// now: the state tag may not change again for a long time.
 		for _, a := range fresh {
-			if sw := a.Def.SuppressWhen; sw != nil {
+			if sw := a.Def.SuppressWhen; sw != nil && sw.Tag != "" {
 				if v, ok := d.latest[sw.Tag]; ok {
 					a.Suppressed, _ = a.suppresses(v)
 					a.SuppressTS = v.TS
+				}
+			}
+		}
+		// An alarm suppressed by another is so while that one is active,
+		// whichever of the two was made afresh.
+		for _, f := range d.alarms {
+			if sw := f.Def.SuppressWhen; sw != nil && sw.Alarm != "" {
+				for _, l := range d.alarms {
+					if l.Def.Name == sw.Alarm {
+						f.Suppressed = l.Active
+					}
 				}
 			}
 		}

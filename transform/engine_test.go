@@ -390,3 +390,50 @@ func TestEngineSuppressesByDesign(t *testing.T) {
 		t.Fatalf("a suppressed alarm made afresh raised: %+v", trs)
 	}
 }
+
+// First out: while an alarm is active, the alarms it suppresses do not
+// raise, even from the sample that raised it; they follow its clear.
+func TestEngineAlarmSuppressesAlarm(t *testing.T) {
+	e, err := NewEngine([]Device{{Path: kiln, Alarms: []AlarmDef{
+		{Name: "co_h", Tag: "co", Kind: KindHigh, Limit: 100, SuppressWhen: &Suppression{Alarm: "co_hh"}},
+		{Name: "co_hh", Tag: "co", Kind: KindHighHigh, Limit: 200},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for s, v := range []float64{250, 150, 50} {
+		for _, tr := range e.Process([]uns.Sample{sample("co", float64(s), v)}, time.Time{}).Transitions {
+			events = append(events, fmt.Sprintf("%s:%s@%d", tr.Alarm[len(kiln)+len("/_alarms/"):], tr.Event, s))
+		}
+	}
+	if want := "[co_hh:raise@0 co_h:suppress@0 co_hh:clear@1 co_h:unsuppress@1 co_h:raise@1 co_h:clear@2]"; fmt.Sprint(events) != want {
+		t.Fatalf("events %v\nwant   %s", events, want)
+	}
+	// A restart with co_hh active again keeps co_h suppressed.
+	e.Process([]uns.Sample{sample("co", 3, 300)}, time.Time{})
+	snap, err := e.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2, err := NewEngine([]Device{{Path: kiln, Alarms: []AlarmDef{
+		{Name: "co_h", Tag: "co", Kind: KindHigh, Limit: 120, SuppressWhen: &Suppression{Alarm: "co_hh"}},
+		{Name: "co_hh", Tag: "co", Kind: KindHighHigh, Limit: 200},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e2.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range e2.Alarms(at(4)) {
+		if a.Name == "co_h" && !a.Suppressed {
+			t.Fatal("co_h made afresh is not suppressed while co_hh is active")
+		}
+	}
+	if _, err := NewEngine([]Device{{Path: kiln, Alarms: []AlarmDef{
+		{Name: "co_h", Tag: "co", Kind: KindHigh, Limit: 100, SuppressWhen: &Suppression{Alarm: "nosuch"}},
+	}}}); err == nil || !strings.Contains(err.Error(), "no such alarm") {
+		t.Fatalf("a suppressing alarm that does not exist: %v", err)
+	}
+}

@@ -343,6 +343,9 @@ func (c *Config) Validate() error {
 					errs = append(errs, err)
 				}
 			}
+			if err := transform.ValidateAlarms(fmt.Sprintf("%s devices[%d] (%s)", at, j, in.ID), alarms); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		ids := map[string]bool{}
 		for _, d := range devs {

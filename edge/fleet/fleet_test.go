@@ -157,3 +157,26 @@ func TestTransformsWithOverrides(t *testing.T) {
 		}
 	}
 }
+
+// An alarm suppressed by another names one of its device's alarms, one
+// level deep; a template's alarm may name one an instance adds.
+func TestAlarmSuppressedByAlarm(t *testing.T) {
+	for _, tc := range []struct {
+		extra, want string
+	}{
+		{`{name: temp_low, tag: t, kind: low, limit: 1, suppress_when: {alarm: tripped}}`, ""},
+		{`{name: temp_low, tag: t, kind: low, limit: 1, suppress_when: {alarm: nosuch}}`, `devices[0] (k1) alarm temp_low suppress_when alarm "nosuch": no such alarm of the device`},
+		{`{name: temp_low, tag: t, kind: low, limit: 1, suppress_when: {alarm: tripped, tag: run, state: false}}`, "not both"},
+		{`{name: tripped, suppress_when: {alarm: co_high}}, {name: temp_low, tag: t, kind: low, limit: 1, suppress_when: {alarm: tripped}}`, "one level only"},
+	} {
+		fleet := strings.Replace(transformsFleet, `alarms: [{name: co_high, limit: 400}, {name: tripped, disabled: true}, `, `alarms: [`+tc.extra+`, `, 1)
+		c, err := Parse("fleet.yaml", []byte(fleet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.extra, err, tc.want)
+		}
+	}
+}
