@@ -178,6 +178,17 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	ping := time.NewTicker(15 * time.Second)
 	defer ping.Stop()
 	types := map[uns.Path]uns.DataType{}
+	typeOf := func(p uns.Path) uns.DataType {
+		dt, ok := types[p]
+		if !ok {
+			if t, found := s.cloud.Registry.Get(p); found {
+				dt = t.DataType
+				types[p] = dt
+			}
+		}
+		return dt
+	}
+	var buf []byte
 	for {
 		select {
 		case <-r.Context().Done():
@@ -186,19 +197,10 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprint(w, ": ping\n\n")
 			fl.Flush()
 		case batch := <-sub.C:
-			out := make([]liveJSON, 0, len(batch))
-			for _, smp := range batch {
-				dt, ok := types[smp.Path]
-				if !ok {
-					if t, found := s.cloud.Registry.Get(smp.Path); found {
-						dt = t.DataType
-						types[smp.Path] = dt
-					}
-				}
-				out = append(out, liveJSON{Path: smp.Path, Value: typed(smp.Value, dt), TS: smp.TS, Quality: smp.Quality, Historical: smp.Historical})
-			}
-			b, _ := json.Marshal(out)
-			fmt.Fprintf(w, "event: values\ndata: %s\n\n", b)
+			buf = append(buf[:0], "event: values\ndata: "...)
+			buf = appendLiveJSON(buf, batch, typeOf)
+			buf = append(buf, "\n\n"...)
+			w.Write(buf)
 			fl.Flush()
 		case trs := <-sub.Alarms:
 			b, _ := json.Marshal(trs)

@@ -1,0 +1,113 @@
+package web
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/uns"
+)
+
+// randomBatch makes samples of every kind, with strings that need
+// escaping and floats at the edges of their formats.
+func randomBatch(rng *rand.Rand, n int) []uns.Sample {
+	floats := []float64{0, -0.0, 1, -1.5, 1e-6, 9.99e-7, 1e-7, 1e20, 1e21, -1e21, 123456789.125, math.MaxFloat64,
+		math.SmallestNonzeroFloat64, math.NaN(), math.Inf(1), math.Inf(-1), 0.1}
+	strs := []string{"", "kiln1", `a "quoted" \ path`, "tab\there\nnew\rline", "\x00\x01\x1f\x7f", "<b>&</b>",
+		"Ofen ° Ω 炉", "bad \xff\xfe utf8", "\u2028\u2029", "é", string([]byte{0xe2, 0x80})}
+	out := make([]uns.Sample, n)
+	for i := range out {
+		s := &out[i]
+		s.Path = uns.Path("lw/site/" + strs[rng.IntN(len(strs))])
+		s.TS = time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).UTC()
+		s.Quality = uns.Quality(rng.IntN(3))
+		s.Historical = rng.IntN(2) == 0
+		switch rng.IntN(5) {
+		case 0:
+			f := floats[rng.IntN(len(floats))]
+			if rng.IntN(2) == 0 {
+				f = rng.NormFloat64() * math.Pow(10, float64(rng.IntN(60)-30))
+			}
+			s.Value = uns.Float(f)
+		case 1:
+			s.Value = uns.Int(rng.Int64() - math.MaxInt64/2)
+		case 2:
+			s.Value = uns.Bool(rng.IntN(2) == 0)
+		case 3:
+			s.Value = uns.String(strs[rng.IntN(len(strs))])
+		default:
+			s.Value = uns.Null
+		}
+	}
+	return out
+}
+
+func liveTypes(p uns.Path) uns.DataType {
+	if len(p)%3 == 0 {
+		return uns.TypeBool // integers of such tags are written as booleans
+	}
+	return uns.TypeFloat64
+}
+
+func TestLiveJSONMatchesEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		batch := randomBatch(rng, 50)
+		fast := appendLiveJSON(nil, batch, liveTypes)
+		ref := make([]liveJSON, len(batch))
+		for i, s := range batch {
+			ref[i] = liveJSON{Path: s.Path, Value: typed(s.Value, liveTypes(s.Path)), TS: s.TS, Quality: s.Quality, Historical: s.Historical}
+		}
+		want, err := json.Marshal(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, exp any
+		if err := json.Unmarshal(fast, &got); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, fast)
+		}
+		if err := json.Unmarshal(want, &exp); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, exp) {
+			t.Fatalf("differs:\n%s\n%s", fast, want)
+		}
+	}
+	// Numbers are written as encoding/json writes them.
+	for _, f := range []float64{1e-7, 1e21, 123.5, 1e-6, 5e-324} {
+		want, _ := json.Marshal(f)
+		if got := appendJSONFloat(nil, f); string(got) != string(want) {
+			t.Errorf("%v: %s, want %s", f, got, want)
+		}
+	}
+}
+
+func BenchmarkLiveJSON(b *testing.B) {
+	batch := randomBatch(rand.New(rand.NewPCG(3, 4)), 1000)
+	for i := range batch { // a realistic feed: numbers
+		batch[i].Value = uns.Float(float64(i) * 1.25)
+		batch[i].Path = uns.Path("limeworks/ghent/kilns/line1/kiln1/burning_zone_temp")
+	}
+	b.Run("by hand", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			buf = appendLiveJSON(buf[:0], batch, liveTypes)
+		}
+		b.ReportMetric(float64(len(batch)*b.N)/b.Elapsed().Seconds(), "values/s")
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		for b.Loop() {
+			ref := make([]liveJSON, len(batch))
+			for i, s := range batch {
+				ref[i] = liveJSON{Path: s.Path, Value: typed(s.Value, liveTypes(s.Path)), TS: s.TS, Quality: s.Quality, Historical: s.Historical}
+			}
+			if _, err := json.Marshal(ref); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(batch)*b.N)/b.Elapsed().Seconds(), "values/s")
+	})
+}
