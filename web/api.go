@@ -138,6 +138,8 @@ func parseTime(q string, name string, def time.Time) (time.Time, error) {
 	return t, nil
 }
 
+// liveJSON is a value of the live feed as its JSON reads; appendLiveJSON
+// writes it without this struct.
 type liveJSON struct {
 	Path       uns.Path    `json:"path"`
 	Value      any         `json:"value"`
