@@ -188,8 +188,10 @@ type ingestHook struct {
 
 	persisted, failed, malformed atomic.Uint64
 
-	// sessions of edge nodes, by client id, for their receipts.
+	// sessions of edge nodes, by client id, for their receipts; smu
+	// orders the sessions' starts.
 	sessions sync.Map
+	smu      sync.Mutex
 }
 
 // edgeSession counts what one edge node's MQTT session has had persisted.
@@ -210,7 +212,18 @@ func (h *ingestHook) Provides(b byte) bool {
 
 // OnSessionEstablished starts counting the messages of an edge node's
 // session; its Will (NDEATH) names the node and the session's bdSeq.
+//
+// mochi calls it after the CONNACK, so a connection's call can come after
+// a newer connection under the same client id took the session over and
+// started its own count: a connection taken over or closed starts none.
+// The takeover marks the old connection before the new one's call, and
+// smu keeps each check and its start together.
 func (h *ingestHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.smu.Lock()
+	defer h.smu.Unlock()
+	if cl.IsTakenOver() || cl.Closed() {
+		return
+	}
 	h.sessions.Delete(cl.ID)
 	if !pk.Connect.WillFlag {
 		return

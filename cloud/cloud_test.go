@@ -11,6 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/calx-iiot/calx/edge/edgetest"
@@ -622,7 +623,9 @@ func TestDisconnectSendsWill(t *testing.T) {
 
 // TestReceiptsAfterTakeover: an edge that reconnects under its client id
 // while the broker still holds the old connection gets receipts for the new
-// session; the old connection's end must not take the new count with it.
+// session; the old connection's end must not take the new count with it,
+// nor the old connection's start, when mochi reports it late (odd rounds
+// replay it after the takeover).
 func TestReceiptsAfterTakeover(t *testing.T) {
 	c := startCloud(t)
 	will := func(bd int64) []byte {
@@ -639,9 +642,17 @@ func TestReceiptsAfterTakeover(t *testing.T) {
 		t.Cleanup(func() { cl.Disconnect(0) })
 		return cl
 	}
-	for round := range 5 {
+	for round := range 6 {
 		connect(int64(2 * round))
+		first, ok := c.Broker.srv.Clients.Get("g.e1")
+		if !ok {
+			t.Fatal("the first connection is not in the broker")
+		}
 		cl := connect(int64(2*round + 1)) // takes the session over
+		if round%2 == 1 {
+			c.Broker.ingest.OnSessionEstablished(first, packets.Packet{Connect: packets.ConnectParams{
+				WillFlag: true, WillTopic: "spBv1.0/g/NDEATH/e1", WillPayload: will(int64(2 * round))}})
+		}
 		receipts := make(chan sparkplug.Receipt, 16)
 		tok := cl.Subscribe(sparkplug.ReceiptTopic("g", "e1"), 1, func(_ paho.Client, m paho.Message) {
 			var r sparkplug.Receipt
@@ -670,5 +681,15 @@ func TestReceiptsAfterTakeover(t *testing.T) {
 			}
 		}
 		cl.Disconnect(0)
+		// The broker ends the session before the next round connects:
+		// mochi's end of a closed session goes by client id.
+		for end := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if _, ok := c.Broker.srv.Clients.Get("g.e1"); !ok {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("round %d: the broker keeps the closed session", round)
+			}
+		}
 	}
 }
