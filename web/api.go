@@ -138,16 +138,6 @@ func parseTime(q string, name string, def time.Time) (time.Time, error) {
 	return t, nil
 }
 
-// liveJSON is a value of the live feed as its JSON reads; appendLiveJSON
-// writes it without this struct.
-type liveJSON struct {
-	Path       uns.Path    `json:"path"`
-	Value      any         `json:"value"`
-	TS         time.Time   `json:"ts"`
-	Quality    uns.Quality `json:"quality"`
-	Historical bool        `json:"historical,omitempty"`
-}
-
 // live streams new values as Server-Sent Events, one "values" event per
 // batch, and alarm transitions as "alarms" events; ?prefix= (repeatable)
 // narrows both to those UNS prefixes.

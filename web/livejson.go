@@ -12,7 +12,7 @@ import (
 // The live feed writes its values' JSON by hand: a busy feed carries
 // hundreds of thousands of values a second, and encoding/json spends most
 // of its time there on reflection. The output is the JSON encoding/json
-// makes of liveJSON (TestLiveJSONMatchesEncodingJSON).
+// makes of the same fields (TestLiveJSONMatchesEncodingJSON).
 
 // appendLiveJSON appends the JSON array of a batch of samples; types gives
 // a tag's data type (booleans sent as integers are written as booleans).

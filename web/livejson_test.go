@@ -11,6 +11,16 @@ import (
 	"github.com/calx-iiot/calx/uns"
 )
 
+// liveJSON is a value of the live feed as encoding/json would write it,
+// the reference appendLiveJSON is held to.
+type liveJSON struct {
+	Path       uns.Path    `json:"path"`
+	Value      any         `json:"value"`
+	TS         time.Time   `json:"ts"`
+	Quality    uns.Quality `json:"quality"`
+	Historical bool        `json:"historical,omitempty"`
+}
+
 // randomBatch makes samples of every kind, with strings that need
 // escaping and floats at the edges of their formats.
 func randomBatch(rng *rand.Rand, n int) []uns.Sample {
