@@ -167,6 +167,21 @@ func TestHistoryAPI(t *testing.T) {
 	if code, out := c.do("POST", "/api/v1/sql", map[string]any{"query": "DELETE FROM points"}); code != 400 || !strings.Contains(out["error"].(string), "only SELECT") {
 		t.Fatalf("sql delete: %d %v", code, out)
 	}
+	// A file on the cloud's disk stays out of reach, however the query
+	// names it.
+	secret := filepath.Join(t.TempDir(), "secret.csv")
+	if err := os.WriteFile(secret, []byte("k,v\nkey,s3cr3t-4711\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, query := range []string{
+		`SELECT b.* FROM (WITH "` + secret + `" AS (SELECT 1) SELECT 1) a, '` + secret + `' b`,
+		`SELECT * FROM '` + filepath.Dir(secret) + `/*.csv'`,
+	} {
+		code, out := c.do("POST", "/api/v1/sql", map[string]any{"query": query})
+		if msg, _ := out["error"].(string); code != 400 || strings.Contains(fmt.Sprint(out), "s3cr3t") || !strings.HasPrefix(msg, "query:") {
+			t.Fatalf("sql reading a file: %d %v", code, out)
+		}
+	}
 	if code, out := c.do("POST", "/api/v1/sql", map[string]any{"query": "SELECT 1", "limit": 1000000}); code != 400 {
 		t.Fatalf("sql huge limit: %d %v", code, out)
 	}

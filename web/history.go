@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -341,7 +339,8 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: %d: want 1 to %d rows", req.Limit, sqlMaxRows))
 		return
 	}
-	res, err := s.cloud.Historian.Query(r.Context(), req.Query, req.Limit, sqlTimeout)
+	sess, _ := r.Context().Value(ctxKey{}).(session)
+	res, err := s.cloud.Historian.Query(r.Context(), req.Query, historian.QueryOptions{MaxRows: req.Limit, Timeout: sqlTimeout, Audit: sess.role == RoleAdmin})
 	if err != nil {
 		s.auditAction(r, "sql", "", "refused: "+err.Error()+": "+req.Query)
 		if errors.Is(err, historian.ErrNotAllowed) {
@@ -358,14 +357,8 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 
 // historyParquet answers the raw points of the paths as a Parquet file.
 func (s *Server) historyParquet(w http.ResponseWriter, r *http.Request, hq *historyQuery) {
-	dir, err := os.MkdirTemp("", "calx-export-")
+	f, _, err := s.cloud.Historian.ExportParquet(r.Context(), hq.paths, hq.from, hq.to)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "export failed")
-		return
-	}
-	defer os.RemoveAll(dir)
-	file := filepath.Join(dir, "history.parquet")
-	if _, err := s.cloud.Historian.ExportParquet(r.Context(), hq.paths, hq.from, hq.to, file); err != nil {
 		for _, p := range hq.paths {
 			if !s.cloud.Historian.Known(p) {
 				s.historyFailed(w, p, fmt.Errorf("%w: %s", historian.ErrUnknownTag, p))
@@ -373,11 +366,6 @@ func (s *Server) historyParquet(w http.ResponseWriter, r *http.Request, hq *hist
 			}
 		}
 		s.historyFailed(w, hq.paths[0], err)
-		return
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "export failed")
 		return
 	}
 	defer f.Close()

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -242,26 +244,44 @@ GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
 }
 
 // ExportParquet writes the points of paths in [from, to] to a Parquet file
-// at file (columns path, ts, value, value_int, value_str, quality) and
-// returns how many it wrote.
-func (h *Historian) ExportParquet(ctx context.Context, paths []uns.Path, from, to time.Time, file string) (int64, error) {
+// (columns path, ts, value, value_int, value_str, quality) and returns it
+// open for reading, with how many points it holds. The file is written in
+// the historian's exports folder, the one place besides the archive where
+// the engine may write, and its name is gone before it is returned: the
+// caller's handle is the only way to it, and closing it frees it.
+func (h *Historian) ExportParquet(ctx context.Context, paths []uns.Path, from, to time.Time) (*os.File, int64, error) {
 	ids := make([]string, len(paths))
 	for i, p := range paths {
 		id, err := h.id(p)
 		if err != nil {
-			return 0, err
+			return nil, 0, err
 		}
 		ids[i] = fmt.Sprint(id)
 	}
+	tmp, err := os.CreateTemp(h.exportDir(), "export-*.parquet")
+	if err != nil {
+		return nil, 0, fmt.Errorf("historian: parquet export: %w", err)
+	}
+	name := tmp.Name()
+	tmp.Close()
+	defer os.Remove(name)
 	q := `COPY (SELECT t.path, p.ts, p.value, p.value_int, p.value_str, p.quality
 	FROM points p JOIN tags t ON t.id = p.tag_id
 	WHERE p.tag_id IN (` + strings.Join(ids, ",") + `) AND p.ts >= ? AND p.ts <= ?
-	ORDER BY t.path, p.ts) TO '` + strings.ReplaceAll(file, "'", "''") + `' (FORMAT parquet)`
+	ORDER BY t.path, p.ts) TO '` + strings.ReplaceAll(filepath.ToSlash(name), "'", "''") + `' (FORMAT parquet)`
 	res, err := h.db.ExecContext(ctx, q, from, to)
 	if err != nil {
-		return 0, fmt.Errorf("historian: parquet export: %w", err)
+		return nil, 0, fmt.Errorf("historian: parquet export: %w", err)
 	}
-	return res.RowsAffected()
+	n, err := res.RowsAffected()
+	if err != nil {
+		return nil, 0, fmt.Errorf("historian: parquet export: %w", err)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("historian: parquet export: %w", err)
+	}
+	return f, n, nil
 }
 
 // aggregateRollup fills buckets from the minute rollups.

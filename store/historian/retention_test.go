@@ -53,7 +53,7 @@ func TestRetentionAndArchive(t *testing.T) {
 	if count(a) != 30 || count(b) != 60 || count(c) != 100 {
 		t.Fatalf("left: a %d, b %d, other %d", count(a), count(b), count(c))
 	}
-	q, err := h.Query(ctx, `SELECT count(*), min(value), max(value) FROM points_archive WHERE path = 'ent/a/area/line/m/v'`, 10, 10*time.Second)
+	q, err := h.Query(ctx, `SELECT count(*), min(value), max(value) FROM points_archive WHERE path = 'ent/a/area/line/m/v'`, QueryOptions{MaxRows: 10, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestRetentionAndArchive(t *testing.T) {
 	// Reopened, the archive view is there again.
 	h.Close()
 	h2 := openTest(t, h.path)
-	if q, err := h2.Query(ctx, `SELECT count(*) FROM points_archive`, 10, 10*time.Second); err != nil || q.Rows[0][0] != int64(70) {
+	if q, err := h2.Query(ctx, `SELECT count(*) FROM points_archive`, QueryOptions{MaxRows: 10, Timeout: 10 * time.Second}); err != nil || q.Rows[0][0] != int64(70) {
 		t.Fatalf("archive after reopening: %v %v", q, err)
 	}
 }

@@ -14,8 +14,9 @@ import (
 // ErrNotAllowed is returned for a query the SQL endpoint does not run.
 var ErrNotAllowed = errors.New("query not allowed")
 
-// Tables a read-only query may read.
-var queryTables = []string{"tags", "points", "audit", "rollup_1m", "points_archive", "cycles", "cycle_values", "alarm_journal"}
+// Tables a read-only query may read; the audit log only when the query's
+// options say so (administrators).
+var queryTables = []string{"tags", "points", "rollup_1m", "points_archive", "cycles", "cycle_values", "alarm_journal"}
 
 // Table functions a read-only query may call; every other one (those that
 // read files or the network among them) is refused.
@@ -31,26 +32,36 @@ type QueryResult struct {
 	Truncated bool     `json:"truncated"`
 }
 
+// QueryOptions bound one read-only query.
+type QueryOptions struct {
+	// MaxRows is how many rows come back at most (Truncated says so).
+	MaxRows int
+	// Timeout interrupts the query.
+	Timeout time.Duration
+	// Audit lets the query read the audit log.
+	Audit bool
+}
+
 // Query runs one read-only SELECT on the history, for engineers: it must be
 // a single SELECT (DuckDB's own parser says so) that reads only the
-// historian's tables, at most maxRows rows of it come back, and it is
-// interrupted after timeout.
-func (h *Historian) Query(ctx context.Context, q string, maxRows int, timeout time.Duration) (*QueryResult, error) {
+// historian's tables, at most opts.MaxRows rows of it come back, and it is
+// interrupted after opts.Timeout. The check of the tables is a courtesy
+// that names what is refused; what keeps a query from files is the engine
+// itself, whose file access was switched off and locked at Open.
+func (h *Historian) Query(ctx context.Context, q string, opts QueryOptions) (*QueryResult, error) {
 	q = strings.TrimRight(strings.TrimSpace(q), "; \t\n")
 	if q == "" {
 		return nil, fmt.Errorf("%w: empty", ErrNotAllowed)
 	}
-	if err := h.checkQuery(ctx, q); err != nil {
+	if err := h.checkQuery(ctx, q, opts.Audit); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	rows, err := h.db.QueryContext(ctx, "SELECT * FROM ("+q+") LIMIT "+strconv.Itoa(maxRows+1))
+	maxRows := opts.MaxRows
+	rows, err := h.db.QueryContext(ctx, "SELECT * FROM ("+q+"\n) LIMIT "+strconv.Itoa(maxRows+1))
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: stopped after %s", ErrNotAllowed, timeout)
-		}
-		return nil, fmt.Errorf("%w: %v", ErrNotAllowed, err)
+		return nil, queryError(ctx, err, opts.Timeout)
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
@@ -82,17 +93,26 @@ func (h *Historian) Query(ctx context.Context, q string, maxRows int, timeout ti
 		res.Rows = append(res.Rows, vals)
 	}
 	if err := rows.Err(); err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: stopped after %s", ErrNotAllowed, timeout)
-		}
-		return nil, fmt.Errorf("%w: %v", ErrNotAllowed, err)
+		return nil, queryError(ctx, err, opts.Timeout)
 	}
 	return res, nil
 }
 
+// queryError is what a user is told of a failed query: DuckDB's message
+// without the excerpt of the statement it ran, which is the user's query
+// inside the row limit's wrapper.
+func queryError(ctx context.Context, err error, timeout time.Duration) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: stopped after %s", ErrNotAllowed, timeout)
+	}
+	msg, _, _ := strings.Cut(err.Error(), "\nLINE ")
+	return fmt.Errorf("%w: %s", ErrNotAllowed, strings.TrimSpace(msg))
+}
+
 // checkQuery parses q with DuckDB and refuses anything but one SELECT over
-// the historian's tables.
-func (h *Historian) checkQuery(ctx context.Context, q string) error {
+// the historian's tables. A name counts as a common table expression only
+// inside the query that defines it.
+func (h *Historian) checkQuery(ctx context.Context, q string, audit bool) error {
 	var raw string
 	if err := h.db.QueryRowContext(ctx, "SELECT json_serialize_sql(?::VARCHAR)::VARCHAR", q).Scan(&raw); err != nil {
 		return fmt.Errorf("historian: query check: %w", err)
@@ -114,56 +134,65 @@ func (h *Historian) checkQuery(ctx context.Context, q string) error {
 	if len(ast.Statements) != 1 {
 		return fmt.Errorf("%w: one statement, not %d", ErrNotAllowed, len(ast.Statements))
 	}
-	ctes := map[string]bool{}
-	var tables, funcs, tableFuncs []string
-	var walk func(v any)
-	walk = func(v any) {
+	allowed := queryTables
+	if audit {
+		allowed = append(slices.Clip(allowed), "audit")
+	}
+	var walk func(v any, ctes []string) error
+	walk = func(v any, ctes []string) error {
 		switch x := v.(type) {
 		case map[string]any:
 			if m, ok := x["cte_map"].(map[string]any); ok {
-				for _, e := range m["map"].([]any) {
-					if k, ok := e.(map[string]any)["key"].(string); ok {
-						ctes[strings.ToLower(k)] = true
+				entries, _ := m["map"].([]any)
+				ctes = slices.Clip(ctes)
+				for _, e := range entries {
+					if em, ok := e.(map[string]any); ok {
+						if k, ok := em["key"].(string); ok {
+							ctes = append(ctes, strings.ToLower(k))
+						}
 					}
 				}
 			}
 			switch x["type"] {
 			case "BASE_TABLE":
 				name, _ := x["table_name"].(string)
-				tables = append(tables, strings.ToLower(name))
+				name = strings.ToLower(name)
+				schema, _ := x["schema_name"].(string)
+				catalog, _ := x["catalog_name"].(string)
+				qualified := schema != "" || catalog != ""
+				switch {
+				case !qualified && slices.Contains(ctes, name):
+				case (schema == "" || strings.EqualFold(schema, "main")) && catalog == "" && slices.Contains(allowed, name):
+				default:
+					return fmt.Errorf("%w: table %q: only %s", ErrNotAllowed, name, strings.Join(allowed, ", "))
+				}
 			case "TABLE_FUNCTION":
 				if f, ok := x["function"].(map[string]any); ok {
 					name, _ := f["function_name"].(string)
-					tableFuncs = append(tableFuncs, strings.ToLower(name))
+					if !slices.Contains(queryTableFuncs, strings.ToLower(name)) {
+						return fmt.Errorf("%w: table function %s", ErrNotAllowed, strings.ToLower(name))
+					}
 				}
 			}
 			if name, ok := x["function_name"].(string); ok {
-				funcs = append(funcs, strings.ToLower(name))
+				f := strings.ToLower(name)
+				if slices.Contains(queryDenied, f) || strings.HasPrefix(f, "read_") {
+					return fmt.Errorf("%w: function %s", ErrNotAllowed, f)
+				}
 			}
 			for _, e := range x {
-				walk(e)
+				if err := walk(e, ctes); err != nil {
+					return err
+				}
 			}
 		case []any:
 			for _, e := range x {
-				walk(e)
+				if err := walk(e, ctes); err != nil {
+					return err
+				}
 			}
 		}
+		return nil
 	}
-	walk(ast.Statements[0])
-	for _, t := range tables {
-		if !slices.Contains(queryTables, t) && !ctes[t] {
-			return fmt.Errorf("%w: table %q: only %s", ErrNotAllowed, t, strings.Join(queryTables, ", "))
-		}
-	}
-	for _, f := range tableFuncs {
-		if !slices.Contains(queryTableFuncs, f) {
-			return fmt.Errorf("%w: table function %s", ErrNotAllowed, f)
-		}
-	}
-	for _, f := range funcs {
-		if slices.Contains(queryDenied, f) || strings.HasPrefix(f, "read_") {
-			return fmt.Errorf("%w: function %s", ErrNotAllowed, f)
-		}
-	}
-	return nil
+	return walk(ast.Statements[0], nil)
 }
