@@ -147,7 +147,7 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	c.Host, err = newHost(HostOptions{ID: c.opts.HostID}, hostJS, c.Broker, h, c.Registry, c.log)
+	c.Host, err = newHost(HostOptions{ID: c.opts.HostID, Claims: c.Fleet}, hostJS, c.Broker, h, c.Registry, c.log)
 	if err != nil {
 		return err
 	}

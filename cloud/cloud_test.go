@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -133,9 +134,10 @@ func TestACL(t *testing.T) {
 
 // foreign is a hand-driven Sparkplug edge node, as a third party would send.
 type foreign struct {
-	t   *testing.T
-	cl  paho.Client
-	seq uint64
+	t    *testing.T
+	cl   paho.Client
+	seq  uint64
+	edge string // e1 when empty
 }
 
 func (f *foreign) send(typ sparkplug.MsgType, device string, p *pb.Payload) {
@@ -151,7 +153,7 @@ func (f *foreign) send(typ sparkplug.MsgType, device string, p *pb.Payload) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.raw(sparkplug.Topic{Group: "g", Type: typ, Edge: "e1", Device: device}.String(), b)
+	f.raw(sparkplug.Topic{Group: "g", Type: typ, Edge: cmp.Or(f.edge, "e1"), Device: device}.String(), b)
 }
 
 func (f *foreign) raw(topic string, b []byte) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -20,6 +21,7 @@ import (
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/fleet"
 	"github.com/calx-iiot/calx/store"
+	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 )
 
@@ -86,6 +88,15 @@ type Fleet struct {
 	mu     sync.Mutex
 	status map[string]edge.ConfigStatus // by group/edge, as reported
 	cache  map[uint64]*fleet.Config     // parsed versions
+
+	claims atomic.Pointer[claims] // of the newest version
+}
+
+// claims is what the newest fleet config says of the namespace: the edge
+// node each device path belongs to, and the tag cap of each node it lists.
+type claims struct {
+	owners  map[uns.Path]string
+	maxTags map[string]int
 }
 
 func newFleet(ctx context.Context, js jetstream.JetStream, b *Broker, log *slog.Logger) (*Fleet, error) {
@@ -116,7 +127,62 @@ func newFleet(ctx context.Context, js jetstream.JetStream, b *Broker, log *slog.
 	if err := f.republishAll(ctx); err != nil {
 		return nil, err
 	}
+	if err := f.refreshClaims(ctx); err != nil {
+		return nil, err
+	}
 	return f, nil
+}
+
+// refreshClaims reads the path owners and tag caps of the newest version.
+func (f *Fleet) refreshClaims(ctx context.Context) error {
+	head, err := f.Head(ctx)
+	if err != nil {
+		return err
+	}
+	cl := &claims{owners: map[uns.Path]string{}, maxTags: map[string]int{}}
+	if head > 0 {
+		c, err := f.parsed(ctx, head)
+		if err != nil {
+			return err
+		}
+		cl.owners = c.Owners()
+		for _, e := range c.Edges {
+			if e.MaxTags > 0 {
+				cl.maxTags[e.Key()] = e.MaxTags
+			}
+		}
+	}
+	f.claims.Store(cl)
+	return nil
+}
+
+// PathOwner is the edge node (group/edge_id) the fleet config gives p to:
+// the one of the device whose path is p or the nearest above it.
+func (f *Fleet) PathOwner(p uns.Path) (string, bool) {
+	cl := f.claims.Load()
+	if cl == nil || len(cl.owners) == 0 {
+		return "", false
+	}
+	for {
+		if node, ok := cl.owners[p]; ok {
+			return node, true
+		}
+		i := strings.LastIndexByte(string(p), '/')
+		if i < 0 {
+			return "", false
+		}
+		p = p[:i]
+	}
+}
+
+// MaxTags is how many tags an edge node's births may define.
+func (f *Fleet) MaxTags(node string) int {
+	if cl := f.claims.Load(); cl != nil {
+		if n, ok := cl.maxTags[node]; ok {
+			return n
+		}
+	}
+	return fleet.DefaultMaxTags
 }
 
 func versionKey(v uint64) string { return "version." + strconv.FormatUint(v, 10) }
@@ -222,6 +288,9 @@ func (f *Fleet) store(ctx context.Context, text, author, message string) (*Versi
 		}
 		if _, err := f.cfg.Put(ctx, "head", []byte(strconv.FormatUint(ver.Version, 10))); err != nil {
 			return nil, fmt.Errorf("fleet: %w", err)
+		}
+		if err := f.refreshClaims(ctx); err != nil {
+			return nil, err
 		}
 		return &ver, nil
 	}

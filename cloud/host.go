@@ -114,6 +114,10 @@ type HostStats struct {
 	Unknown          uint64
 	RebirthsAsked    uint64
 	StaleDeathsIgnrd uint64
+	// ForeignClaims counts birth metrics refused for naming a UNS path
+	// of another edge node; OverTagCap, those past the node's tag cap.
+	ForeignClaims uint64
+	OverTagCap    uint64
 }
 
 // HostOptions configure the primary host application.
@@ -123,6 +127,10 @@ type HostOptions struct {
 	// ReorderTimeout is how long a sequence gap may stay open before the
 	// host asks for a rebirth. Zero means 2s.
 	ReorderTimeout time.Duration
+	// Claims says which node a UNS path belongs to and how many tags a
+	// node may define; without it, a path stays with the node that
+	// defined it first and every node has fleet.DefaultMaxTags.
+	Claims Claims
 }
 
 // Host is the Sparkplug B primary host application. It consumes every
@@ -141,6 +149,7 @@ type Host struct {
 	newTags []uns.Tag    // defined by births, metadata not yet stored
 
 	msgs, samples, malformed, gaps, unknown, rebirths, staleDeaths atomic.Uint64
+	foreign, overCap                                               atomic.Uint64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -515,9 +524,9 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 		if live {
 			ns.skew(at, p)
 		}
-		samples := h.birth(ctx, t, p, ns.metrics, live)
+		samples, kept := h.birth(ctx, ns, t, p, ns.metrics)
 		if live {
-			h.storeBirth(ctx, t, p)
+			h.storeBirth(ctx, t, kept)
 		}
 		return samples
 	case sparkplug.DBIRTH:
@@ -531,9 +540,9 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 			ns.Devices = append(ns.Devices, t.Device)
 		}
 		ns.devices[t.Device] = ds
-		samples := h.birth(ctx, t, p, ds.metrics, live)
+		samples, kept := h.birth(ctx, ns, t, p, ds.metrics)
 		if live {
-			h.storeBirth(ctx, t, p)
+			h.storeBirth(ctx, t, kept)
 		}
 		return samples
 	case sparkplug.NDATA, sparkplug.DDATA:
@@ -675,17 +684,20 @@ func (h *Host) askRebirth(ns *nodeState, why string, live bool) {
 	h.log.Info("rebirth requested", "node", ns.Group+"/"+ns.Edge, "reason", why)
 }
 
-// birth learns the metrics of a birth and returns their values.
-func (h *Host) birth(ctx context.Context, t sparkplug.Topic, p *pb.Payload, set metricSet, live bool) []uns.Sample {
+// birth learns the metrics of a birth and returns their values, and the
+// birth as it is kept for a restart (claims.go).
+func (h *Host) birth(ctx context.Context, ns *nodeState, t sparkplug.Topic, p *pb.Payload, set metricSet) ([]uns.Sample, *pb.Payload) {
 	var tags []uns.Tag
 	var out []uns.Sample
+	sc := h.newScope(ns, t)
 	for _, m := range p.GetMetrics() {
-		tags, out = h.learn(t, p, set, m, m.GetName(), "", tags, out)
+		tags, out = h.learn(sc, m.GetName(), t, p, set, m, m.GetName(), "", tags, out)
 	}
+	h.report(sc, t)
 	// Stored by the tag writer: the metadata write waits for the
 	// historian's writer, and ingest must not.
 	h.newTags = append(h.newTags, tags...)
-	return out
+	return out, allowedBirth(p, sc)
 }
 
 // storeTags writes the metadata of the tags births defined since the last
@@ -706,7 +718,7 @@ func (h *Host) storeTags(ctx context.Context) {
 // learn records one birth metric under name. A template instance becomes
 // one tag per member, named <metric>/<member>; a template definition is
 // a type, not a tag.
-func (h *Host) learn(t sparkplug.Topic, p *pb.Payload, set metricSet, m *pb.Payload_Metric, name string, base uns.Path,
+func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payload, set metricSet, m *pb.Payload_Metric, name string, base uns.Path,
 	tags []uns.Tag, out []uns.Sample) ([]uns.Tag, []uns.Sample) {
 	dt := pb.DataType(m.GetDatatype())
 	if dt == pb.DataType_Template {
@@ -721,7 +733,7 @@ func (h *Host) learn(t sparkplug.Topic, p *pb.Payload, set metricSet, m *pb.Payl
 		}
 		mi.path = h.metricPath(t, m, name, base)
 		for _, member := range tv.GetMetrics() {
-			tags, out = h.learn(t, p, set, member, name+"/"+member.GetName(), mi.path, tags, out)
+			tags, out = h.learn(sc, top, t, p, set, member, name+"/"+member.GetName(), mi.path, tags, out)
 		}
 		return tags, out
 	}
@@ -732,6 +744,8 @@ func (h *Host) learn(t sparkplug.Topic, p *pb.Payload, set metricSet, m *pb.Payl
 	if err := mi.path.Validate(); err != nil {
 		mi.store = false
 		h.log.Warn("metric not stored: no valid UNS path", "topic", t.String(), "metric", name, "err", err)
+	} else if mi.store && !h.claim(sc, t, mi.path, top) {
+		mi.store = false
 	}
 	set.byName[name] = mi
 	if m.Alias != nil {
@@ -933,5 +947,6 @@ func (h *Host) Nodes() []NodeState {
 // Stats returns the host's counters.
 func (h *Host) Stats() HostStats {
 	return HostStats{Messages: h.msgs.Load(), Samples: h.samples.Load(), Malformed: h.malformed.Load(),
-		SeqGaps: h.gaps.Load(), Unknown: h.unknown.Load(), RebirthsAsked: h.rebirths.Load(), StaleDeathsIgnrd: h.staleDeaths.Load()}
+		SeqGaps: h.gaps.Load(), Unknown: h.unknown.Load(), RebirthsAsked: h.rebirths.Load(), StaleDeathsIgnrd: h.staleDeaths.Load(),
+		ForeignClaims: h.foreign.Load(), OverTagCap: h.overCap.Load()}
 }

@@ -36,6 +36,8 @@ var (
 	descHostMalformed   = prometheus.NewDesc("calx_host_malformed_payloads_total", "Sparkplug payloads rejected as malformed.", nil, nil)
 	descHostGaps        = prometheus.NewDesc("calx_host_seq_gaps_total", "Sparkplug sequence gaps seen.", nil, nil)
 	descHostRebirths    = prometheus.NewDesc("calx_host_rebirth_requests_total", "Rebirth requests sent to edge nodes.", nil, nil)
+	descHostForeign     = prometheus.NewDesc("calx_host_foreign_claims_total", "Birth metrics refused for naming a UNS path of another edge node.", nil, nil)
+	descHostOverCap     = prometheus.NewDesc("calx_host_tags_over_cap_total", "Birth metrics refused past their edge node's tag cap.", nil, nil)
 	descArchWritten     = prometheus.NewDesc("calx_historian_values_written_total", "Values committed to the historian.", nil, nil)
 	descArchPending     = prometheus.NewDesc("calx_historian_consumer_pending", "Backbone messages not yet written to the historian.", nil, nil)
 	descArchLatency     = prometheus.NewDesc("calx_historian_last_latency_seconds", "Sample time to historian commit, newest value of the last batch.", nil, nil)
@@ -63,7 +65,7 @@ var (
 	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
 	cloudCollectorDescs = []*prometheus.Desc{descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descRepubConflated, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
-		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths,
+		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
 )
 
@@ -94,6 +96,8 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descHostMalformed, float64(h.Malformed))
 	counter(descHostGaps, float64(h.SeqGaps))
 	counter(descHostRebirths, float64(h.RebirthsAsked))
+	counter(descHostForeign, float64(h.ForeignClaims))
+	counter(descHostOverCap, float64(h.OverTagCap))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	lags, _ := cc.c.ConsumerLags(ctx) // a stream not yet made has no consumers to show

@@ -179,7 +179,14 @@ type Edge struct {
 	EdgeID  string     `yaml:"edge_id"`
 	Site    string     `yaml:"site"`
 	Devices []Instance `yaml:"devices"`
+	// MaxTags is how many tags the edge node's births may define in all;
+	// zero means DefaultMaxTags.
+	MaxTags int `yaml:"max_tags"`
 }
+
+// DefaultMaxTags is how many tags an edge node may define when the fleet
+// config says nothing else (or does not know the node).
+const DefaultMaxTags = 50000
 
 // Key is the edge's Sparkplug address, group/edge_id.
 func (e Edge) Key() string { return e.Group + "/" + e.EdgeID }
@@ -290,8 +297,18 @@ func (c *Config) Validate() error {
 		}
 	}
 	edges := map[string]bool{}
+	owners := map[string]string{}
 	for i, e := range c.Edges {
 		at := fmt.Sprintf("edges[%d] (%s)", i, e.Key())
+		if e.MaxTags < 0 {
+			errs = append(errs, fmt.Errorf("%s max_tags: %d: want 0 (the default, %d) or more", at, e.MaxTags, DefaultMaxTags))
+		}
+		for _, in := range e.Devices {
+			if other, ok := owners[in.Path]; ok && other != e.Key() && in.Path != "" {
+				errs = append(errs, fmt.Errorf("%s device %s path %s: given to edge %s too; a UNS path belongs to one edge", at, in.ID, in.Path, other))
+			}
+			owners[in.Path] = e.Key()
+		}
 		if err := uns.ValidateSegment(e.Group); err != nil {
 			errs = append(errs, fmt.Errorf("%s group: %w", at, err))
 		}
@@ -359,6 +376,20 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Owners gives each device path of the fleet the edge node (group/edge_id)
+// it belongs to: that node's births alone may define tags at or under it.
+func (c *Config) Owners() map[uns.Path]string {
+	out := map[uns.Path]string{}
+	for _, e := range c.Edges {
+		for _, in := range e.Devices {
+			if in.Path != "" {
+				out[uns.Path(in.Path)] = e.Key()
+			}
+		}
+	}
+	return out
 }
 
 // chain returns the connector and merged settings of a template, following
