@@ -360,7 +360,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	defer stop()
 	app, err := startCloudApp(ctx, cloud.Options{
 		DataDir: cfg.DataDir, HostID: cfg.HostID, NATSListen: cfg.NATS, SyncInterval: cfg.SyncInterval.Std(),
-		MQTT:        cloud.BrokerOptions{Listen: cfg.MQTT.Listen, TLS: mqttTLS, Users: cfg.MQTTUsers()},
+		MQTT:        cloud.BrokerOptions{Listen: cfg.MQTT.Listen, TLS: mqttTLS, Users: cfg.MQTTUsers(), Limits: cfg.MQTT.Limits},
 		Retention:   cfg.RetentionRules(),
 		Health:      cfg.HealthOptions(),
 		UNSInterval: cfg.MQTT.UNSEvery(),

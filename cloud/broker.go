@@ -14,11 +14,11 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 )
@@ -30,16 +30,16 @@ type BrokerOptions struct {
 	// TLS, when set, makes the listener MQTT over TLS.
 	TLS   *tls.Config
 	Users []MQTTUser
-	// MaxPendingWrites bounds each subscriber's outbound queue; mochi drops
-	// past it (counted). Zero means 65536.
-	MaxPendingWrites int32
+	// Limits bound connections, packets and sessions (guard.Limits).
+	Limits guard.Limits
 }
 
 // Broker is the embedded mochi MQTT broker with Calx's auth, ACL and ingest.
 type Broker struct {
 	srv    *mqtt.Server
 	auth   *authHook
-	tcp    *listeners.TCP
+	tcp    *guard.Listener
+	limits *guard.Hook
 	ingest *ingestHook
 	gate   *retainGate
 	log    *slog.Logger
@@ -57,6 +57,8 @@ type BrokerStats struct {
 	Malformed   uint64
 	Dropped     int64
 	AuthDenied  uint64
+	Listener    guard.Stats
+	Limits      guard.HookStats
 }
 
 func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*Broker, error) {
@@ -65,11 +67,11 @@ func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*B
 			return nil, fmt.Errorf("broker: %w", err)
 		}
 	}
-	if opts.MaxPendingWrites == 0 {
-		opts.MaxPendingWrites = 65536
+	if err := opts.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("broker: mqtt.%w", err)
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumClientWritesPending = opts.MaxPendingWrites
+	opts.Limits.Apply(caps)
 	// Retained messages stay until replaced: the host's STATE, which gates
 	// every edge's births, and each tag's current UNS value would otherwise
 	// be dropped a day after they were last published. Only the cloud's
@@ -77,6 +79,10 @@ func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*B
 	caps.MaximumMessageExpiryInterval = 0
 	b := &Broker{log: log.With("component", "broker")}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: b.log})
+	b.limits = guard.NewHook(srv, opts.Limits, b.log)
+	if err := srv.AddHook(b.limits, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
 	b.auth = newAuthHook(opts.Users, b.log, func() { b.authDenied.Add(1) })
 	if err := srv.AddHook(b.auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -89,7 +95,11 @@ func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*B
 	if err := srv.AddHook(&retainGateHook{g: b.gate}, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	b.tcp = listeners.NewTCP(listeners.Config{Type: "tcp", ID: "mqtt", Address: opts.Listen, TLSConfig: opts.TLS})
+	var err error
+	b.tcp, err = guard.NewListener(guard.ListenerOptions{ID: "mqtt", Address: opts.Listen, TLS: opts.TLS, Limits: opts.Limits, Logger: b.log})
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
 	if err := srv.AddListener(b.tcp); err != nil {
 		return nil, fmt.Errorf("broker: listen %s: %w", opts.Listen, err)
 	}
@@ -122,6 +132,9 @@ func (b *Broker) start() error {
 // receiptInterval is how often edge nodes hear what is persisted.
 const receiptInterval = 200 * time.Millisecond
 
+// Err says why the MQTT listener cannot take clients now; nil when it can.
+func (b *Broker) Err() error { return b.tcp.Err() }
+
 // Addr is the address the MQTT listener is bound to.
 func (b *Broker) Addr() string { return b.tcp.Address() }
 
@@ -147,6 +160,8 @@ func (b *Broker) Stats() BrokerStats {
 		Malformed:   b.ingest.malformed.Load(),
 		Dropped:     atomic.LoadInt64(&b.srv.Info.MessagesDropped),
 		AuthDenied:  b.authDenied.Load(),
+		Listener:    b.tcp.Stats(),
+		Limits:      b.limits.Stats(),
 	}
 }
 

@@ -202,7 +202,19 @@ func (c *Cloud) jetStream(name string) (jetstream.JetStream, error) {
 }
 
 // Ready reports whether the cloud accepts and processes data.
-func (c *Cloud) Ready() bool { return c.Host != nil && c.Host.ready.Load() && c.arch != nil }
+func (c *Cloud) Ready() bool { return c.ReadyErr() == nil }
+
+// ReadyErr says why the cloud is not ready to take edges: still starting,
+// or its MQTT listener unable to accept; nil when ready.
+func (c *Cloud) ReadyErr() error {
+	if c.Host == nil || !c.Host.ready.Load() || c.arch == nil {
+		return errors.New("starting")
+	}
+	if err := c.Broker.Err(); err != nil {
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	return nil
+}
 
 // Started is when Start was called.
 func (c *Cloud) Started() time.Time { return c.started }

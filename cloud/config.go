@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/store/historian"
 )
 
@@ -94,6 +95,8 @@ type MQTTConfig struct {
 	// UNSInterval is how often at most a tag's retained UNS JSON on
 	// uns/<path> is updated (default 1s); 0 publishes every value.
 	UNSInterval *config.Duration `yaml:"uns_interval"`
+	// Limits bound connections, packets and sessions (docs/SECURITY.md).
+	Limits guard.Limits `yaml:"limits"`
 }
 
 // UNSEvery turns uns_interval into Options.UNSInterval.
@@ -182,6 +185,9 @@ func LoadConfig(file string) (*Config, error) {
 		errs = append(errs, fmt.Errorf("%s: http.%w", file, err))
 	}
 	if _, err := c.MQTT.TLS.Load(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: mqtt.%w", file, err))
+	}
+	if err := c.MQTT.Limits.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: mqtt.%w", file, err))
 	}
 	return c, errors.Join(errs...)

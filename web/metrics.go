@@ -31,6 +31,9 @@ var (
 	descPersistErrors   = prometheus.NewDesc("calx_ingest_persist_errors_total", "Sparkplug messages not persisted (not acknowledged).", nil, nil)
 	descBadTopics       = prometheus.NewDesc("calx_ingest_bad_topics_total", "Publishes under spBv1.0/ with a malformed topic.", nil, nil)
 	descAuthDenied      = prometheus.NewDesc("calx_broker_auth_denied_total", "Logins and topic accesses refused.", nil, nil)
+	descBrokerRefused   = prometheus.NewDesc("calx_broker_connections_refused_total", "MQTT connections refused or ended by a limit, by the limit.", []string{"limit"}, nil)
+	descBrokerOpen      = prometheus.NewDesc("calx_broker_connections_open", "MQTT connections open, authenticated or not.", nil, nil)
+	descBrokerAcceptErr = prometheus.NewDesc("calx_broker_accept_errors_total", "Failed accepts of the MQTT listener (each followed by a pause).", nil, nil)
 	descHostMessages    = prometheus.NewDesc("calx_host_messages_total", "Sparkplug messages processed by the primary host.", nil, nil)
 	descHostSamples     = prometheus.NewDesc("calx_host_values_total", "Values decoded by the primary host.", nil, nil)
 	descHostMalformed   = prometheus.NewDesc("calx_host_malformed_payloads_total", "Sparkplug payloads rejected as malformed.", nil, nil)
@@ -65,7 +68,7 @@ var (
 	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
 	cloudCollectorDescs = []*prometheus.Desc{descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descRepubConflated, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
-		descBadTopics, descAuthDenied, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
+		descBadTopics, descAuthDenied, descBrokerRefused, descBrokerOpen, descBrokerAcceptErr, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
 )
 
@@ -90,6 +93,13 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descPersistErrors, float64(b.PersistErrs))
 	counter(descBadTopics, float64(b.Malformed))
 	counter(descAuthDenied, float64(b.AuthDenied))
+	for limit, n := range map[string]uint64{"max_connections": b.Listener.RefusedTotal, "max_connections_per_address": b.Listener.RefusedAddress,
+		"connect_timeout": b.Listener.ConnectTimeouts, "max_connect_packet": b.Listener.BadFirstPacket,
+		"max_packet_size": b.Limits.PacketsTooLarge, "max_sessions_per_account": b.Limits.SessionsRefused} {
+		counter(descBrokerRefused, float64(n), limit)
+	}
+	gauge(descBrokerOpen, float64(b.Listener.Open))
+	counter(descBrokerAcceptErr, float64(b.Listener.AcceptErrors))
 	h := cc.c.Host.Stats()
 	counter(descHostMessages, float64(h.Messages))
 	counter(descHostSamples, float64(h.Samples))

@@ -226,8 +226,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if !s.cloud.Ready() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "starting"})
+	if err := s.cloud.ReadyErr(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reason": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})

@@ -1,0 +1,85 @@
+package guard
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+)
+
+// ErrFirstPacket is returned by a connection's Read when its first packet
+// is not a CONNECT or announces more than the listener's MaxConnectPacket.
+var ErrFirstPacket = errors.New("first packet refused")
+
+// guardedConn is a client connection of a Listener: it counts against the
+// listener's caps until closed, and reads the fixed header of the first
+// packet as it passes, refusing anything but a CONNECT of bounded size
+// before mochi allocates for it.
+type guardedConn struct {
+	net.Conn
+	l    *Listener
+	host string
+
+	header    firstHeader // of the first packet, until done
+	closeOnce sync.Once
+}
+
+// firstHeader reads an MQTT fixed header byte by byte: the packet type,
+// then the remaining length in up to four bytes of seven bits each.
+type firstHeader struct {
+	n      int // bytes read
+	length int
+	shift  uint
+	done   bool
+}
+
+// feed takes the next byte; it returns an error as soon as the header is
+// known to be refused, and sets done once it is complete and accepted.
+func (h *firstHeader) feed(b byte, maxLen int) error {
+	if h.n == 0 {
+		h.n++
+		if b != 0x10 { // CONNECT, with its reserved flags zero
+			return fmt.Errorf("%w: type byte %#02x, not a CONNECT", ErrFirstPacket, b)
+		}
+		return nil
+	}
+	h.n++
+	h.length |= int(b&0x7f) << h.shift
+	h.shift += 7
+	if h.length > maxLen {
+		return fmt.Errorf("%w: CONNECT of more than %d bytes", ErrFirstPacket, maxLen)
+	}
+	if b&0x80 == 0 {
+		h.done = true
+		return nil
+	}
+	if h.n == 5 {
+		return fmt.Errorf("%w: malformed remaining length", ErrFirstPacket)
+	}
+	return nil
+}
+
+func (c *guardedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.header.done {
+		for i := 0; i < n && !c.header.done; i++ {
+			if herr := c.header.feed(p[i], int(c.l.opts.Limits.MaxConnectPacket)); herr != nil {
+				c.l.badFirst.Add(1)
+				c.Close()
+				return 0, herr
+			}
+		}
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+			c.l.timeouts.Add(1)
+		}
+	}
+	return n, err
+}
+
+func (c *guardedConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.l.release(c.host) })
+	return err
+}

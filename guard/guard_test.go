@@ -1,0 +1,425 @@
+package guard
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/calx-iiot/calx/config"
+)
+
+// broker is a real mochi broker behind a guard Listener and Hook, that
+// lets any client in (what it guards is not the password check).
+type broker struct {
+	srv  *mqtt.Server
+	ln   *Listener
+	hook *Hook
+}
+
+func startBroker(t *testing.T, l Limits) *broker {
+	t.Helper()
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumMessageExpiryInterval = 0
+	l.Apply(caps)
+	log := slog.New(slog.DiscardHandler)
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: log})
+	b := &broker{srv: srv, hook: NewHook(srv, l, log)}
+	if err := srv.AddHook(b.hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if b.ln, err = NewListener(ListenerOptions{ID: "t", Address: "127.0.0.1:0", Limits: l, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddListener(b.ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return b
+}
+
+// dialFrom opens a TCP connection from a loopback address of its own.
+func dialFrom(t *testing.T, from, to string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// closedWithin says whether the server closed c within d.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	var b [1]byte
+	for {
+		_, err := c.Read(b[:])
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		return !(errors.As(err, &ne) && ne.Timeout())
+	}
+}
+
+type session struct {
+	id, user   string
+	version    byte
+	clean      bool
+	expiry     uint32 // v5 session expiry interval
+	subscribe  string // a filter subscribed to at QoS 1 after the CONNACK
+	keepReader bool
+}
+
+// connect sends a CONNECT and returns the connection and the CONNACK.
+func connect(t *testing.T, addr string, s session) (net.Conn, packets.Packet) {
+	t.Helper()
+	c := dialFrom(t, "127.0.0.1", addr)
+	version := s.version
+	if version == 0 {
+		version = 4
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version, Connect: packets.ConnectParams{
+		ProtocolName: []byte("MQTT"), Clean: s.clean, ClientIdentifier: s.id, Keepalive: 30,
+		UsernameFlag: true, Username: []byte(s.user), PasswordFlag: true, Password: []byte("pw")}}
+	if s.expiry > 0 {
+		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = s.expiry, true
+	}
+	var buf bytes.Buffer
+	if err := pk.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	ack := readPacket(t, c, version)
+	if ack.FixedHeader.Type != packets.Connack {
+		t.Fatalf("got packet type %d, want a CONNACK", ack.FixedHeader.Type)
+	}
+	if s.subscribe != "" && ack.ReasonCode == 0 {
+		sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: version, PacketID: 1,
+			Filters: packets.Subscriptions{{Filter: s.subscribe, Qos: 1}}}
+		buf.Reset()
+		if err := sub.SubscribeEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, ack
+}
+
+func readPacket(t *testing.T, c net.Conn, version byte) packets.Packet {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	r := bufio.NewReader(c)
+	b, err := r.ReadByte()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	var fh packets.FixedHeader
+	if err := fh.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	if fh.Remaining, _, err = packets.DecodeLength(r); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, fh.Remaining)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatal(err)
+	}
+	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: version}
+	if fh.Type == packets.Connack {
+		if err := pk.ConnackDecode(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pk
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+func waitFor(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A flood of sockets that never send CONNECT: past the per-address cap
+// they are closed at once, the rest when the CONNECT deadline passes;
+// another address, and then the flooding one, can still connect; the
+// heap stays bounded.
+func TestSilentSocketFlood(t *testing.T) {
+	b := startBroker(t, Limits{MaxPerAddress: 50, ConnectTimeout: config.Duration(500 * time.Millisecond)})
+	addr := b.ln.Address()
+	before := heapInUse()
+	var flood []net.Conn
+	for range 300 {
+		flood = append(flood, dialFrom(t, "127.0.0.1", addr))
+	}
+	closedAtOnce := 0
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, c := range flood {
+		wg.Go(func() {
+			if closedWithin(c, 200*time.Millisecond) {
+				mu.Lock()
+				closedAtOnce++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if closedAtOnce != 250 {
+		t.Fatalf("%d of 300 closed at once, want the 250 over the cap of 50", closedAtOnce)
+	}
+	// While 127.0.0.1 is at its cap, another address gets in.
+	if other := dialFrom(t, "127.0.0.2", addr); closedWithin(other, 100*time.Millisecond) {
+		t.Fatal("a connection from another address was closed at once")
+	}
+	if grown := int64(heapInUse()) - int64(before); grown > 64<<20 {
+		t.Fatalf("heap grew by %d MiB for 50 silent sockets", grown>>20)
+	}
+	for _, c := range flood {
+		if !closedWithin(c, 2*time.Second) {
+			t.Fatal("a silent socket outlived the CONNECT deadline")
+		}
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if st := b.ln.Stats(); st.RefusedAddress != 250 || st.ConnectTimeouts < 50 || st.Open != 0 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
+	if _, ack := connect(t, addr, session{id: "after", user: "u", clean: true}); ack.ReasonCode != 0 {
+		t.Fatalf("connect after the flood: reason %#x", ack.ReasonCode)
+	}
+}
+
+// The total cap holds across addresses.
+func TestTotalConnectionCap(t *testing.T) {
+	b := startBroker(t, Limits{MaxConnections: 20, ConnectTimeout: config.Duration(5 * time.Second)})
+	for i := range 20 {
+		dialFrom(t, fmt.Sprintf("127.0.0.%d", 1+i%4), b.ln.Address())
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if st := b.ln.Stats(); st.Open != 20 {
+			return fmt.Errorf("%d open", st.Open)
+		}
+		return nil
+	})
+	if c := dialFrom(t, "127.0.0.9", b.ln.Address()); !closedWithin(c, time.Second) {
+		t.Fatal("the 21st connection was not refused")
+	}
+	if st := b.ln.Stats(); st.RefusedTotal != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A first packet that is not a CONNECT, or announces more than the
+// pre-CONNECT bound, ends the connection before the broker allocates it.
+func TestFirstPacketBounded(t *testing.T) {
+	b := startBroker(t, Limits{})
+	before := heapInUse()
+	for _, first := range [][]byte{
+		{0x10, 0x80, 0x80, 0x80, 0x7f}, // CONNECT of 256 MiB
+		{0x10, 0x81, 0x80, 0x04},       // CONNECT of 64 KiB + 1
+		{0x30, 0x05, 'a', 'b', 'c', 'd', 'e'},
+		{0x10, 0x80, 0x80, 0x80, 0x80, 0x01}, // a fifth length byte
+	} {
+		c := dialFrom(t, "127.0.0.1", b.ln.Address())
+		c.Write(first)
+		if !closedWithin(c, time.Second) {
+			t.Fatalf("% x: connection kept", first)
+		}
+	}
+	for range 8 {
+		c := dialFrom(t, "127.0.0.1", b.ln.Address())
+		c.Write([]byte{0x10, 0x80, 0x80, 0x80, 0x7f})
+		closedWithin(c, time.Second)
+	}
+	if grown := int64(heapInUse()) - int64(before); grown > 32<<20 {
+		t.Fatalf("heap grew by %d MiB", grown>>20)
+	}
+	if st := b.ln.Stats(); st.BadFirstPacket != 12 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// After CONNECT, a packet over max_packet_size ends the connection before
+// its body is read, and is counted.
+func TestPacketSizeAfterConnect(t *testing.T) {
+	b := startBroker(t, Limits{MaxPacketSize: 1 << 20})
+	before := heapInUse()
+	for i := range 8 {
+		c, ack := connect(t, b.ln.Address(), session{id: fmt.Sprint("big", i), user: "u", clean: true})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("connect: %#x", ack.ReasonCode)
+		}
+		c.Write([]byte{0x30, 0x80, 0x80, 0x80, 0x7f}) // PUBLISH of 256 MiB
+		if !closedWithin(c, 2*time.Second) {
+			t.Fatal("connection kept after an oversized packet")
+		}
+	}
+	if grown := int64(heapInUse()) - int64(before); grown > 32<<20 {
+		t.Fatalf("heap grew by %d MiB", grown>>20)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if st := b.hook.Stats(); st.PacketsTooLarge != 8 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
+}
+
+// Accept errors (a process out of file descriptors) pause the loop, show
+// in Err, and do not end it.
+func TestAcceptErrorsDoNotEndTheListener(t *testing.T) {
+	l2, err := NewListener(ListenerOptions{ID: "t2", Address: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its first five accepts fail, as they do when the process is out of
+	// file descriptors.
+	l2.ln = &failingListener{Listener: inner, fails: 5}
+	served := make(chan string, 1)
+	go l2.Serve(func(id string, c net.Conn) error { served <- id; c.Close(); return nil })
+	t.Cleanup(func() { l2.Close(func(string) {}) })
+	waitFor(t, 2*time.Second, func() error {
+		if l2.Err() == nil {
+			return errors.New("Err is nil while accepts fail")
+		}
+		return nil
+	})
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection served after the accept errors")
+	}
+	if st := l2.Stats(); st.AcceptErrors != 5 || l2.Err() != nil {
+		t.Fatalf("stats %+v err %v", st, l2.Err())
+	}
+}
+
+type failingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *failingListener) Accept() (net.Conn, error) {
+	f.mu.Lock()
+	if f.fails > 0 {
+		f.fails--
+		f.mu.Unlock()
+		return nil, errors.New("accept: too many open files")
+	}
+	f.mu.Unlock()
+	return f.Listener.Accept()
+}
+
+// An account holds at most its cap of sessions, connected or kept; a
+// client resuming its own session is not refused.
+func TestSessionsPerAccount(t *testing.T) {
+	b := startBroker(t, Limits{MaxSessionsPerAccount: 3})
+	for i := range 3 {
+		c, ack := connect(t, b.ln.Address(), session{id: fmt.Sprint("s", i), user: "reader", clean: false})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("session %d: %#x", i, ack.ReasonCode)
+		}
+		c.Close()
+	}
+	if _, ack := connect(t, b.ln.Address(), session{id: "s3", user: "reader", clean: false}); ack.ReasonCode == 0 {
+		t.Fatal("a fourth session of the account was accepted")
+	}
+	if _, ack := connect(t, b.ln.Address(), session{id: "s0", user: "reader", clean: false}); ack.ReasonCode != 0 {
+		t.Fatalf("resuming a kept session: %#x", ack.ReasonCode)
+	}
+	if _, ack := connect(t, b.ln.Address(), session{id: "o", user: "other", clean: false}); ack.ReasonCode != 0 {
+		t.Fatalf("another account: %#x", ack.ReasonCode)
+	}
+	if st := b.hook.Stats(); st.SessionsRefused != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A session asking to be kept forever is kept for max_session_expiry,
+// and the CONNACK says so.
+func TestSessionExpiryCapped(t *testing.T) {
+	b := startBroker(t, Limits{MaxSessionExpiry: config.Duration(time.Hour)})
+	_, ack := connect(t, b.ln.Address(), session{id: "v5", user: "u", version: 5, expiry: 0xffffffff})
+	if ack.ReasonCode != 0 || !ack.Properties.SessionExpiryIntervalFlag || ack.Properties.SessionExpiryInterval != 3600 {
+		t.Fatalf("CONNACK %#x expiry %v %d", ack.ReasonCode, ack.Properties.SessionExpiryIntervalFlag, ack.Properties.SessionExpiryInterval)
+	}
+}
+
+// Read-only sessions that subscribe to everything at QoS 1 and leave,
+// asking to be kept forever, hold a bounded share of the retained values.
+func TestKeptSessionsBounded(t *testing.T) {
+	b := startBroker(t, Limits{})
+	payload := bytes.Repeat([]byte("x"), 200)
+	for i := range 20000 {
+		if err := b.srv.Publish(fmt.Sprintf("uns/t/%d", i), payload, true, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := heapInUse()
+	for i := range 15 {
+		c, ack := connect(t, b.ln.Address(), session{id: fmt.Sprint("keep", i), user: "reader", version: 5, expiry: 0xffffffff, subscribe: "#"})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("connect: %#x", ack.ReasonCode)
+		}
+		time.Sleep(200 * time.Millisecond) // the retained values are queued for it
+		c.Close()
+	}
+	grown := int64(heapInUse()) - int64(before)
+	t.Logf("15 kept sessions: heap +%d MiB", grown>>20)
+	if grown > 256<<20 {
+		t.Fatalf("heap grew by %d MiB for 15 kept sessions", grown>>20)
+	}
+}
