@@ -411,7 +411,7 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 		cfg.Cloud.Broker, cfg.Cloud.Brokers = *cloudURL, nil
 	}
 	if *mqttAddr != "" {
-		cfg.MQTT = *mqttAddr
+		cfg.MQTT.Listen = *mqttAddr
 	}
 	opts, err := cfg.Options(log, versionCommit())
 	if err != nil {

@@ -41,7 +41,7 @@ func TestExampleConfigsRunSeparately(t *testing.T) {
 		t.Fatal(err)
 	}
 	ecfg.DataDir = filepath.Join(dir, "edge")
-	ecfg.MQTT = "127.0.0.1:0" // the example's fixed port may be taken
+	ecfg.MQTT.Listen = "127.0.0.1:0" // the example's fixed port may be taken
 	ecfg.Cloud.Broker = "tcp://" + app.cloud.Broker.Addr()
 	opts, err := ecfg.Options(nil, "test")
 	if err != nil {
@@ -102,6 +102,15 @@ func TestBrokenConfigsNameFileLineAndKey(t *testing.T) {
 		{"cloud bad hash", "edges:\n  - username: a\n    password_hash: plain\n    group: g\n    edge_id: e\n",
 			func(f string) error { _, err := cloud.LoadConfig(f); return err },
 			[]string{"bcrypt"}},
+		{"cloud bad limit", "mqtt:\n  limits: {max_packet_size: 1GiB}\n",
+			func(f string) error { _, err := cloud.LoadConfig(f); return err },
+			[]string{"mqtt.limits.max_packet_size", "256MiB"}},
+		{"edge unknown mqtt key", "mqtt:\n  listen: 127.0.0.1:1884\n  allow_anonymus: true\n",
+			func(f string) error { _, err := edge.LoadConfig(f); return err },
+			[]string{":3:", "allow_anonymus", "unknown key"}},
+		{"edge bad mqtt limit", "cloud: {broker: 'tcp://x:1', username: a, password: b, group: g, edge_id: e}\nmqtt: {listen: ':1884', limits: {max_connections: -1}}\n",
+			edgeOptions,
+			[]string{"mqtt.limits.max_connections"}},
 		{"edge unknown key", "cloud:\n  broker: tcp://x:1\n  usernme: a\n",
 			func(f string) error { _, err := edge.LoadConfig(f); return err },
 			[]string{":3:", "usernme", "unknown key"}},

@@ -1,7 +1,6 @@
 package cloud
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -111,25 +110,7 @@ func (m MQTTConfig) UNSEvery() time.Duration {
 }
 
 // TLSConfig names a certificate and key in PEM files.
-type TLSConfig struct {
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-}
-
-// Load returns the tls.Config, or nil when no certificate is configured.
-func (t TLSConfig) Load() (*tls.Config, error) {
-	if t.CertFile == "" && t.KeyFile == "" {
-		return nil, nil
-	}
-	if t.CertFile == "" || t.KeyFile == "" {
-		return nil, errors.New("tls: cert_file and key_file go together")
-	}
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
-}
+type TLSConfig = config.TLS
 
 // UserConfig is a UI/API user.
 type UserConfig struct {

@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -21,11 +22,13 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// HTTP is the address of the edge's health and metrics endpoints; empty: none.
 	HTTP string `yaml:"http"`
-	// MQTT is the address of the edge's own broker, where consumers on
-	// site read UNS JSON (uns/<path>, retained); empty: none.
-	MQTT string `yaml:"mqtt"`
+	// MQTT is the edge's own broker, where consumers on site read UNS JSON
+	// (uns/<path>, retained): its address, or {listen, allow_anonymous,
+	// tls, limits}; empty: none.
+	MQTT SiteMQTT `yaml:"mqtt"`
 	// MQTTUsers are the accounts of the edge's own broker (roles reader and
-	// device); none: it takes any client on site.
+	// device); without them, only with mqtt.allow_anonymous does it take
+	// any client on site.
 	MQTTUsers []LocalUser  `yaml:"mqtt_users"`
 	Buffer    BufferConfig `yaml:"buffer"`
 	Cloud     CloudConfig  `yaml:"cloud"`
@@ -33,6 +36,32 @@ type Config struct {
 	Devices []DeviceConfig `yaml:"devices"`
 
 	file string
+}
+
+// SiteMQTT is the edge's own broker: written as its address alone
+// (mqtt: 127.0.0.1:1884), or in full.
+type SiteMQTT struct {
+	Listen string `yaml:"listen"`
+	// AllowAnonymous lets clients in without an account (they may
+	// subscribe, and publish anywhere but under uns/); off by default.
+	AllowAnonymous bool         `yaml:"allow_anonymous"`
+	TLS            config.TLS   `yaml:"tls"`
+	Limits         guard.Limits `yaml:"limits"`
+}
+
+// UnmarshalYAML takes an address or the full form, strictly.
+func (m *SiteMQTT) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*m = SiteMQTT{Listen: n.Value}
+		return nil
+	}
+	type plain SiteMQTT
+	var p plain
+	if err := decodeNode(n, &p); err != nil {
+		return fmt.Errorf("mqtt: %w", err)
+	}
+	*m = SiteMQTT(p)
+	return nil
 }
 
 // BufferConfig bounds the store-and-forward buffer.
@@ -97,7 +126,15 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		Group: c.Cloud.Group, EdgeID: c.Cloud.EdgeID, PrimaryHost: c.Cloud.PrimaryHost,
 		DataDir: c.DataDir, Logger: log, Version: version,
 		BufferMaxBytes: int64(c.Buffer.MaxBytes), BufferMaxAge: c.Buffer.MaxAge.Std(), DrainRate: c.Buffer.DrainRate,
-		SyncInterval: c.Buffer.SyncInterval.Std(), LocalMQTT: c.MQTT, LocalUsers: c.MQTTUsers, SparkplugTemplates: c.Cloud.Templates}
+		SyncInterval: c.Buffer.SyncInterval.Std(), LocalMQTT: c.MQTT.Listen, LocalUsers: c.MQTTUsers, LocalAllowAnonymous: c.MQTT.AllowAnonymous, LocalLimits: c.MQTT.Limits,
+		SparkplugTemplates: c.Cloud.Templates}
+	var err error
+	if o.LocalTLS, err = c.MQTT.TLS.Load(); err != nil {
+		return o, fmt.Errorf("%s: mqtt.%w", c.file, err)
+	}
+	if err := c.MQTT.Limits.Validate(); err != nil {
+		return o, fmt.Errorf("%s: mqtt.%w", c.file, err)
+	}
 	if c.Cloud.PasswordFile != "" {
 		b, err := os.ReadFile(c.Cloud.PasswordFile)
 		if err != nil {

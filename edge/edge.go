@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -73,12 +74,19 @@ type Options struct {
 	// LocalMQTT is the address of the edge's own broker with UNS JSON for
 	// consumers on site; empty: none.
 	LocalMQTT string
-	// LocalUsers are the accounts of the edge's own broker; none: it takes
-	// any client on site (bind it to a site-only address).
+	// LocalUsers are the accounts of the edge's own broker; without them
+	// it takes no client unless LocalAllowAnonymous.
 	LocalUsers []LocalUser
-	Devices    []Device
-	Version    string
-	Logger     *slog.Logger
+	// LocalAllowAnonymous lets clients without an account into the edge's
+	// own broker (bind it to a site-only address).
+	LocalAllowAnonymous bool
+	// LocalTLS, when set, makes the edge's own broker MQTT over TLS.
+	LocalTLS *tls.Config
+	// LocalLimits bound the edge's own broker as the cloud's.
+	LocalLimits guard.Limits
+	Devices     []Device
+	Version     string
+	Logger      *slog.Logger
 }
 
 // Validate checks the options and fills defaults.
@@ -488,7 +496,8 @@ func (e *Edge) Start(ctx context.Context) error {
 	}
 	e.buf = buf
 	if e.opts.LocalMQTT != "" {
-		if e.local, err = StartLocalBroker(e.opts.LocalMQTT, e.opts.LocalUsers, partLog); err != nil {
+		if e.local, err = StartLocalBroker(LocalBrokerOptions{Listen: e.opts.LocalMQTT, Users: e.opts.LocalUsers, AllowAnonymous: e.opts.LocalAllowAnonymous,
+			TLS: e.opts.LocalTLS, Limits: e.opts.LocalLimits, Logger: partLog}); err != nil {
 			buf.close()
 			return err
 		}

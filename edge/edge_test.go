@@ -390,7 +390,7 @@ func TestLocalBrokerUNSJSON(t *testing.T) {
 	r.state(true, uint64(time.Now().UnixMilli()))
 	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
 	e, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: t.TempDir(),
-		LocalMQTT: "127.0.0.1:0", Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+		LocalMQTT: "127.0.0.1:0", LocalAllowAnonymous: true, Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -712,7 +712,7 @@ func TestLocalBrokerAccounts(t *testing.T) {
 		t.Fatalf("unexpected message %q", m)
 	case <-time.After(200 * time.Millisecond):
 	}
-	if _, err := StartLocalBroker("127.0.0.1:0", []LocalUser{{Username: "x", PasswordHash: "plain", Role: LocalReader}}, discardLogger()); err == nil {
+	if _, err := StartLocalBroker(LocalBrokerOptions{Listen: "127.0.0.1:0", Users: []LocalUser{{Username: "x", PasswordHash: "plain", Role: LocalReader}}, Logger: discardLogger()}); err == nil {
 		t.Fatal("a password that is not a bcrypt hash accepted")
 	}
 }

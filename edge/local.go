@@ -3,8 +3,10 @@ package edge
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,10 +14,10 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -25,14 +27,15 @@ import (
 // topics to it, which the MQTT-in connector reads by default. uns/ is the
 // edge's alone: clients may subscribe to it and never publish there. It is
 // not on the path to the cloud, so a slow consumer here can lose updates
-// (mochi counts them) but never a value of the historian.
+// (mochi counts them) but never a value of the historian. It has the
+// cloud broker's limits (guard).
 type LocalBroker struct {
-	srv *mqtt.Server
-	tcp *listeners.TCP
-	log *slog.Logger
+	srv    *mqtt.Server
+	tcp    *guard.Listener
+	limits *guard.Hook
+	log    *slog.Logger
 
-	// The account the edge's own MQTT-in connectors use when the broker
-	// asks for credentials.
+	// The account the edge's own MQTT-in connectors use.
 	internalUser, internalPass string
 }
 
@@ -50,77 +53,123 @@ type LocalUser struct {
 	Role         string `yaml:"role"`
 }
 
-// siteAccess is the edge broker's access: without accounts, any client on
-// site may connect, subscribe, and publish anywhere but under uns/; with
-// accounts, a client needs one, and its role says what it may do.
+// siteAccess is the edge broker's access: a client needs an account, and
+// its role says what it may do; with anonymous access allowed, a client
+// without a user name may subscribe, and publish anywhere but under uns/.
+// A Will passes the same check as a publish.
 type siteAccess struct {
 	mqtt.HookBase
-	users map[string]LocalUser
+	users     map[string]LocalUser
+	anonymous bool
+	log       *slog.Logger
 }
 
-func (siteAccess) ID() string { return "calx-edge-site-access" }
-func (siteAccess) Provides(b byte) bool {
+func (*siteAccess) ID() string { return "calx-edge-site-access" }
+func (*siteAccess) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
 }
-func (a siteAccess) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if len(a.users) == 0 {
-		return true
+func (a *siteAccess) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	name := string(pk.Connect.Username)
+	if name == "" && a.anonymous {
+		return !pk.Connect.WillFlag || a.mayPublish("", pk.Connect.WillTopic)
 	}
-	u, ok := a.users[string(pk.Connect.Username)]
-	return ok && bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), pk.Connect.Password) == nil
+	u, ok := a.users[name]
+	if !ok || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), pk.Connect.Password) != nil {
+		a.log.Warn("site broker login refused", "remote", cl.Net.Remote, "known_user", ok)
+		return false
+	}
+	if pk.Connect.WillFlag && !a.mayPublish(name, pk.Connect.WillTopic) {
+		a.log.Warn("site broker login refused: will topic not allowed", "username", name, "topic", pk.Connect.WillTopic)
+		return false
+	}
+	return true
 }
-func (a siteAccess) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if !write {
-		return true
-	}
+func (a *siteAccess) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	return !write || a.mayPublish(string(cl.Properties.Username), topic)
+}
+
+// mayPublish is the publish ACL: never under uns/; an account needs the
+// device role, a client without one needs anonymous access.
+func (a *siteAccess) mayPublish(user, topic string) bool {
 	if topic == "uns" || strings.HasPrefix(topic, "uns/") {
 		return false
 	}
-	if len(a.users) == 0 {
-		return true
+	if user == "" {
+		return a.anonymous
 	}
-	return a.users[string(cl.Properties.Username)].Role == LocalDevice
+	return a.users[user].Role == LocalDevice
 }
 
-// StartLocalBroker listens on addr; with users, every client needs an account.
-func StartLocalBroker(addr string, users []LocalUser, log *slog.Logger) (*LocalBroker, error) {
-	lb := &LocalBroker{log: log.With("component", "local-broker")}
+// LocalBrokerOptions configure the edge's own broker.
+type LocalBrokerOptions struct {
+	Listen string
+	// Users are its accounts; AllowAnonymous lets clients in without one.
+	Users          []LocalUser
+	AllowAnonymous bool
+	// TLS, when set, makes it MQTT over TLS.
+	TLS    *tls.Config
+	Limits guard.Limits
+	Logger *slog.Logger
+}
+
+// StartLocalBroker listens on opts.Listen.
+func StartLocalBroker(opts LocalBrokerOptions) (*LocalBroker, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	lb := &LocalBroker{log: opts.Logger.With("component", "local-broker")}
+	if err := opts.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("edge mqtt: %w", err)
+	}
 	// Each tag's retained UNS value stays until the tag changes, however
 	// long that takes (the library drops retained messages after a day).
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumMessageExpiryInterval = 0
+	opts.Limits.Apply(caps)
 	lb.srv = mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: lb.log})
-	access := siteAccess{users: map[string]LocalUser{}}
-	for _, u := range users {
+	access := &siteAccess{users: map[string]LocalUser{}, anonymous: opts.AllowAnonymous, log: lb.log}
+	for _, u := range opts.Users {
 		if u.Role != LocalReader && u.Role != LocalDevice {
 			return nil, fmt.Errorf("edge mqtt user %s: role %q: want %s or %s", u.Username, u.Role, LocalReader, LocalDevice)
 		}
 		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 			return nil, fmt.Errorf("edge mqtt user %s: password_hash is not a bcrypt hash", u.Username)
 		}
+		if u.Username == "" {
+			return nil, errors.New("edge mqtt user: username required")
+		}
 		access.users[u.Username] = u
 	}
-	if len(users) > 0 {
-		b := make([]byte, 18)
-		if _, err := rand.Read(b); err != nil {
-			return nil, err
-		}
-		lb.internalUser, lb.internalPass = "calx-edge-internal", base64.RawURLEncoding.EncodeToString(b)
-		h, err := bcrypt.GenerateFromPassword([]byte(lb.internalPass), bcrypt.MinCost)
-		if err != nil {
-			return nil, err
-		}
-		access.users[lb.internalUser] = LocalUser{Username: lb.internalUser, PasswordHash: string(h), Role: LocalDevice}
-	}
-	if err := lb.srv.AddHook(&access, nil); err != nil {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
-	lb.tcp = listeners.NewTCP(listeners.Config{ID: "uns", Address: addr})
+	lb.internalUser, lb.internalPass = "calx-edge-internal", base64.RawURLEncoding.EncodeToString(b)
+	h, err := bcrypt.GenerateFromPassword([]byte(lb.internalPass), bcrypt.MinCost)
+	if err != nil {
+		return nil, err
+	}
+	access.users[lb.internalUser] = LocalUser{Username: lb.internalUser, PasswordHash: string(h), Role: LocalDevice}
+	lb.limits = guard.NewHook(lb.srv, opts.Limits, lb.log)
+	if err := lb.srv.AddHook(lb.limits, nil); err != nil {
+		return nil, err
+	}
+	if err := lb.srv.AddHook(access, nil); err != nil {
+		return nil, err
+	}
+	if lb.tcp, err = guard.NewListener(guard.ListenerOptions{ID: "uns", Address: opts.Listen, TLS: opts.TLS, Limits: opts.Limits, Logger: lb.log}); err != nil {
+		return nil, fmt.Errorf("edge mqtt %s: %w", opts.Listen, err)
+	}
 	if err := lb.srv.AddListener(lb.tcp); err != nil {
-		return nil, fmt.Errorf("edge mqtt %s: %w", addr, err)
+		return nil, fmt.Errorf("edge mqtt %s: %w", opts.Listen, err)
 	}
 	if err := lb.srv.Serve(); err != nil {
-		return nil, fmt.Errorf("edge mqtt %s: %w", addr, err)
+		return nil, fmt.Errorf("edge mqtt %s: %w", opts.Listen, err)
+	}
+	if opts.AllowAnonymous {
+		lb.log.Warn("site broker takes anonymous clients (mqtt.allow_anonymous): any client that reaches it may read every value and publish outside uns/", "listen", lb.Addr())
+	} else {
+		lb.log.Info("site broker takes clients with an account only", "listen", lb.Addr(), "accounts", len(opts.Users), "tls", opts.TLS != nil)
 	}
 	return lb, nil
 }

@@ -423,3 +423,50 @@ func TestKeptSessionsBounded(t *testing.T) {
 		t.Fatalf("heap grew by %d MiB for 15 kept sessions", grown>>20)
 	}
 }
+
+// Clients keep retained messages on at most max_retained topics; the
+// broker's own are not counted; a replaced or cleared topic frees none or
+// one; past the cap a message is delivered but not kept.
+func TestRetainedCap(t *testing.T) {
+	b := startBroker(t, Limits{MaxRetained: 3})
+	for i := range 10 { // the broker's own
+		b.srv.Publish(fmt.Sprintf("uns/own/%d", i), []byte("v"), true, 0)
+	}
+	c, ack := connect(t, b.ln.Address(), session{id: "pub", user: "dev", clean: true})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("connect: %#x", ack.ReasonCode)
+	}
+	publish := func(topic, payload string) {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: topic, Payload: []byte(payload)}
+		var buf bytes.Buffer
+		if err := pk.PublishEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range [][2]string{{"a", "1"}, {"b", "1"}, {"c", "1"}, {"a", "2"}, {"d", "1"}, {"b", ""}, {"e", "1"}, {"f", "1"}} {
+		publish("site/"+m[0], m[1])
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if st := b.hook.Stats(); st.RetainRefused != 2 || st.Retained != 3 {
+			return fmt.Errorf("stats %+v", st)
+		}
+		return nil
+	})
+	kept := map[string]string{}
+	for _, pk := range b.srv.Topics.Retained.GetAll() {
+		kept[pk.TopicName] = string(pk.Payload)
+	}
+	for topic, want := range map[string]string{"site/a": "2", "site/c": "1", "site/e": "1", "uns/own/9": "v"} {
+		if kept[topic] != want {
+			t.Errorf("retained %s = %q, want %q", topic, kept[topic], want)
+		}
+	}
+	for _, topic := range []string{"site/b", "site/d", "site/f"} {
+		if _, ok := kept[topic]; ok {
+			t.Errorf("%s retained", topic)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,7 @@ const (
 	DefaultMaxSessionExpiry      = time.Hour
 	DefaultMaxQueuedMessages     = 1000
 	DefaultMaxPendingWrites      = 8192
+	DefaultMaxRetained           = 10000
 	DefaultMaxSessionsPerAccount = 100
 )
 
@@ -59,6 +61,10 @@ type Limits struct {
 	// MaxSessionsPerAccount bounds the sessions, connected or kept, of
 	// one user name.
 	MaxSessionsPerAccount int `yaml:"max_sessions_per_account"`
+	// MaxRetained bounds the topics clients keep a retained message on
+	// (the broker's own, such as UNS values, do not count); past it, a
+	// message on a new topic is delivered but not retained, and counted.
+	MaxRetained int `yaml:"max_retained"`
 }
 
 // WithDefaults fills zero values.
@@ -72,6 +78,7 @@ func (l Limits) WithDefaults() Limits {
 	l.MaxQueuedMessages = cmp.Or(l.MaxQueuedMessages, DefaultMaxQueuedMessages)
 	l.MaxPendingWrites = cmp.Or(l.MaxPendingWrites, DefaultMaxPendingWrites)
 	l.MaxSessionsPerAccount = cmp.Or(l.MaxSessionsPerAccount, DefaultMaxSessionsPerAccount)
+	l.MaxRetained = cmp.Or(l.MaxRetained, DefaultMaxRetained)
 	return l
 }
 
@@ -92,6 +99,7 @@ func (l Limits) Validate() error {
 	check(l.MaxQueuedMessages < 0 || l.MaxQueuedMessages > 65535, "max_queued_messages", l.MaxQueuedMessages, "up to 65535")
 	check(l.MaxPendingWrites < 0 || l.MaxPendingWrites > 1<<20, "max_pending_writes", l.MaxPendingWrites, "up to 1048576")
 	check(l.MaxSessionsPerAccount < 0, "max_sessions_per_account", l.MaxSessionsPerAccount, "0 (the default) or more")
+	check(l.MaxRetained < 0, "max_retained", l.MaxRetained, "0 (the default) or more")
 	return errors.Join(errs...)
 }
 
@@ -105,19 +113,23 @@ func (l Limits) Apply(caps *mqtt.Capabilities) {
 }
 
 // Hook enforces the limits mochi's capabilities do not: sessions per
-// account; and counts the packets refused for their size.
+// account and retained topics of clients; and counts the packets refused
+// for their size.
 type Hook struct {
 	mqtt.HookBase
 	srv    *mqtt.Server
 	limits Limits
 	log    *slog.Logger
 
-	tooLarge, sessionsRefused atomic.Uint64
+	rmu      sync.Mutex
+	retained map[string]struct{} // topics clients keep a retained message on
+
+	tooLarge, sessionsRefused, retainRefused atomic.Uint64
 }
 
 // NewHook returns the hook for srv, which it must be added to.
 func NewHook(srv *mqtt.Server, l Limits, log *slog.Logger) *Hook {
-	return &Hook{srv: srv, limits: l.WithDefaults(), log: log.With("hook", "limits")}
+	return &Hook{srv: srv, limits: l.WithDefaults(), log: log.With("hook", "limits"), retained: map[string]struct{}{}}
 }
 
 // ID names the hook.
@@ -125,7 +137,7 @@ func (h *Hook) ID() string { return "calx-limits" }
 
 // Provides says which events the hook handles.
 func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnDisconnect}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnWill}, []byte{b})
 }
 
 // ErrSessionCap is why a client is refused when its account holds its
@@ -160,13 +172,55 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	}
 }
 
+// OnPublish keeps a client's retained message only while the clients'
+// retained topics are under their cap.
+func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Retain && !cl.Net.Inline {
+		pk.FixedHeader.Retain = h.mayRetain(cl, pk.TopicName, len(pk.Payload) == 0)
+	}
+	return pk, nil
+}
+
+// OnWill holds a Will to the same cap.
+func (h *Hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.Retain {
+		will.Retain = h.mayRetain(cl, will.TopicName, len(will.Payload) == 0)
+	}
+	return will, nil
+}
+
+func (h *Hook) mayRetain(cl *mqtt.Client, topic string, clear bool) bool {
+	h.rmu.Lock()
+	defer h.rmu.Unlock()
+	if clear {
+		delete(h.retained, topic)
+		return true
+	}
+	if _, ok := h.retained[topic]; ok {
+		return true
+	}
+	if len(h.retained) >= h.limits.MaxRetained {
+		if h.retainRefused.Add(1)%1000 == 1 {
+			h.log.Warn("retained message not kept: the clients' retained topics are at their cap", "client", cl.ID, "topic", topic, "max_retained", h.limits.MaxRetained)
+		}
+		return false
+	}
+	h.retained[topic] = struct{}{}
+	return true
+}
+
 // HookStats are the hook's counters.
 type HookStats struct {
 	PacketsTooLarge uint64
 	SessionsRefused uint64
+	RetainRefused   uint64
+	Retained        int // topics clients keep a retained message on
 }
 
 // Stats returns the hook's counters.
 func (h *Hook) Stats() HookStats {
-	return HookStats{PacketsTooLarge: h.tooLarge.Load(), SessionsRefused: h.sessionsRefused.Load()}
+	h.rmu.Lock()
+	n := len(h.retained)
+	h.rmu.Unlock()
+	return HookStats{PacketsTooLarge: h.tooLarge.Load(), SessionsRefused: h.sessionsRefused.Load(), RetainRefused: h.retainRefused.Load(), Retained: n}
 }
