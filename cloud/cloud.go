@@ -7,6 +7,7 @@ package cloud
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,7 +29,10 @@ type Options struct {
 	DataDir string
 	MQTT    BrokerOptions
 	// NATSListen exposes the backbone to NATS clients; empty means no port.
+	// A port needs NATSUsers; NATSTLS makes it NATS over TLS.
 	NATSListen string
+	NATSUsers  []store.NATSUser
+	NATSTLS    *tls.Config
 	// HostID is the Sparkplug primary host id. Default "calx".
 	HostID string
 	// SyncInterval is the backbone's fsync interval (see store.Options).
@@ -93,7 +97,7 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 			c.Shutdown(context.Background())
 		}
 	}()
-	bus, err := store.NewBus(store.Options{Dir: filepath.Join(c.opts.DataDir, "jetstream"), Listen: c.opts.NATSListen,
+	bus, err := store.NewBus(store.Options{Dir: filepath.Join(c.opts.DataDir, "jetstream"), Listen: c.opts.NATSListen, Users: c.opts.NATSUsers, TLS: c.opts.NATSTLS,
 		SyncInterval: c.opts.SyncInterval, Logger: c.log})
 	if err != nil {
 		return err

@@ -3,10 +3,12 @@ package cloud
 import (
 	"errors"
 	"fmt"
+	"go.yaml.in/yaml/v3"
 	"time"
 
 	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/guard"
+	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/store/historian"
 )
 
@@ -16,8 +18,9 @@ type Config struct {
 	HostID  string     `yaml:"host_id"`
 	HTTP    HTTPConfig `yaml:"http"`
 	MQTT    MQTTConfig `yaml:"mqtt"`
-	// NATS exposes the backbone to NATS clients; empty: no port.
-	NATS string `yaml:"nats"`
+	// NATS exposes the backbone to NATS clients: {listen, users, tls};
+	// empty: no port.
+	NATS NATSConfig `yaml:"nats"`
 	// SyncInterval is how often the backbone fsyncs (default 1s): what a
 	// power cut of the VM can lose at most.
 	SyncInterval config.Duration `yaml:"sync_interval"`
@@ -71,6 +74,29 @@ func (c *Config) RetentionRules() []historian.RetentionRule {
 		out = append(out, historian.RetentionRule{Prefix: r.Prefix, Raw: r.Raw.Std(), Rollups: r.Rollups.Std(), Export: r.Export})
 	}
 	return out
+}
+
+// NATSConfig is the backbone's NATS port: written as its address alone,
+// or in full; a port needs users.
+type NATSConfig struct {
+	Listen string           `yaml:"listen"`
+	Users  []store.NATSUser `yaml:"users"`
+	TLS    config.TLS       `yaml:"tls"`
+}
+
+// UnmarshalYAML takes an address or the full form, strictly.
+func (n *NATSConfig) UnmarshalYAML(node *yaml.Node) error {
+	if node.Kind == yaml.ScalarNode {
+		*n = NATSConfig{Listen: node.Value}
+		return nil
+	}
+	type plain NATSConfig
+	var p plain
+	if err := config.DecodeNode(node, &p); err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	*n = NATSConfig(p)
+	return nil
 }
 
 // MQTTUserConfig is an MQTT account limited to topic filters.
@@ -170,6 +196,17 @@ func LoadConfig(file string) (*Config, error) {
 	}
 	if err := c.MQTT.Limits.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: mqtt.%w", file, err))
+	}
+	if c.NATS.Listen != "" && len(c.NATS.Users) == 0 {
+		errs = append(errs, fmt.Errorf("%s: nats: a port (%s) needs users: it is never open without authentication", file, c.NATS.Listen))
+	}
+	for i, u := range c.NATS.Users {
+		if err := u.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: nats.users[%d]: %w", file, i, err))
+		}
+	}
+	if _, err := c.NATS.TLS.Load(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: nats.%w", file, err))
 	}
 	return c, errors.Join(errs...)
 }

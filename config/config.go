@@ -132,3 +132,28 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	*s = Size(v * mult)
 	return nil
 }
+
+// DecodeNode decodes a YAML node strictly, as Decode does a file; an
+// error names the line in the node's file where the node has one.
+func DecodeNode(n *yaml.Node, v any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	// Re-decoding keeps KnownFields strictness; line numbers are relative to
+	// the settings block, so report them through the node's own line.
+	if err := Decode("settings", b, v); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) && ce.Line > 0 && n.Line > 0 {
+			ce.Line += n.Line - 1
+			return fmt.Errorf("line %d: %s: %s", ce.Line, ce.Key, ce.Msg)
+		}
+		if errors.As(err, &ce) {
+			// Settings made from a template have no line of their own.
+			return fmt.Errorf("%s: %s", ce.Key, ce.Msg)
+		}
+		return err
+	}
+	return nil
+}
+

@@ -57,7 +57,7 @@ func (m *SiteMQTT) UnmarshalYAML(n *yaml.Node) error {
 	}
 	type plain SiteMQTT
 	var p plain
-	if err := decodeNode(n, &p); err != nil {
+	if err := config.DecodeNode(n, &p); err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
 	*m = SiteMQTT(p)
@@ -174,29 +174,6 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 	return o, nil
 }
 
-// decodeNode decodes a YAML node strictly.
-func decodeNode(n *yaml.Node, v any) error {
-	b, err := yaml.Marshal(n)
-	if err != nil {
-		return err
-	}
-	// Re-decoding keeps KnownFields strictness; line numbers are relative to
-	// the settings block, so report them through the node's own line.
-	if err := config.Decode("settings", b, v); err != nil {
-		var ce *config.Error
-		if errors.As(err, &ce) && ce.Line > 0 && n.Line > 0 {
-			ce.Line += n.Line - 1
-			return fmt.Errorf("line %d: %s: %s", ce.Line, ce.Key, ce.Msg)
-		}
-		if errors.As(err, &ce) {
-			// Settings made from a template have no line of their own.
-			return fmt.Errorf("%s: %s", ce.Key, ce.Msg)
-		}
-		return err
-	}
-	return nil
-}
-
 // BuildDevices makes the connectors of device configs; errors name the
 // source (a file) and the device's key, e.g. devices[2].settings.
 // log goes to the connectors (nil: discard).
@@ -215,7 +192,7 @@ func BuildDevices(source, key string, devs []DeviceConfig, log *slog.Logger) ([]
 			if settings.Kind == 0 {
 				return nil
 			}
-			if err := decodeNode(&settings, v); err != nil {
+			if err := config.DecodeNode(&settings, v); err != nil {
 				return fmt.Errorf("%s: %s.settings: %w", source, at, err)
 			}
 			return nil

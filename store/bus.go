@@ -8,6 +8,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,9 +22,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Stream names and subject roots of the backbone.
@@ -42,8 +47,13 @@ type Options struct {
 	// Dir is where JetStream keeps its files.
 	Dir string
 	// Listen is a host:port for NATS clients from outside the process; empty
-	// means no network port at all.
+	// means no network port at all. A port needs Users.
 	Listen string
+	// Users are the accounts of the port; the process's own connections
+	// use an account of their own that only they can use.
+	Users []NATSUser
+	// TLS, when set, makes the port NATS over TLS.
+	TLS *tls.Config
 	// SyncInterval is how often JetStream fsyncs its files; what a power cut
 	// can lose is at most this much. Zero means 1s.
 	SyncInterval time.Duration
@@ -56,14 +66,49 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
+// NATSUser is an account of the backbone's NATS port. Without Publish and
+// Subscribe it may subscribe to the UNS batches (calx.uns.>) and nothing
+// else; JetStream, key-value buckets and other subjects need subjects of
+// their own here ($JS.API.>, $KV.<bucket>.>, ...).
+type NATSUser struct {
+	Username     string   `yaml:"username"`
+	PasswordHash string   `yaml:"password_hash"` // bcrypt
+	Publish      []string `yaml:"publish"`
+	Subscribe    []string `yaml:"subscribe"`
+}
+
+// Validate checks a NATS account.
+func (u NATSUser) Validate() error {
+	if u.Username == "" {
+		return errors.New("username: required")
+	}
+	if u.Username == internalUser {
+		return fmt.Errorf("username %q is the process's own", u.Username)
+	}
+	if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		return fmt.Errorf("user %s: password_hash is not a bcrypt hash: %w", u.Username, err)
+	}
+	return nil
+}
+
+// internalUser is the account of the process's own connections.
+const internalUser = "calx-internal"
+
+// Limits of the NATS port.
+const (
+	natsMaxConn     = 1000
+	natsAuthTimeout = 5 // seconds from connect to authentication
+)
+
 // Bus is the embedded NATS JetStream server and a client connection to it.
 type Bus struct {
-	opts Options
-	srv  *server.Server
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	log  *slog.Logger
-	once sync.Once
+	opts     Options
+	srv      *server.Server
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *slog.Logger
+	once     sync.Once
+	internal string // password of internalUser
 }
 
 // NewBus validates opts and fills defaults.
@@ -83,7 +128,44 @@ func NewBus(opts Options) (*Bus, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{opts: opts, log: opts.Logger.With("component", "bus")}, nil
+	if opts.Listen != "" && len(opts.Users) == 0 {
+		return nil, fmt.Errorf("bus: a NATS port (%s) needs users: it is never open without authentication", opts.Listen)
+	}
+	for _, u := range opts.Users {
+		if err := u.Validate(); err != nil {
+			return nil, fmt.Errorf("bus: nats %w", err)
+		}
+	}
+	pw := make([]byte, 24)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, fmt.Errorf("bus: %w", err)
+	}
+	return &Bus{opts: opts, log: opts.Logger.With("component", "bus"), internal: base64.RawURLEncoding.EncodeToString(pw)}, nil
+}
+
+// users are the server's accounts: the process's own, for in-process
+// connections alone, and the port's, for network connections alone.
+func (b *Bus) users() []*server.User {
+	out := []*server.User{{Username: internalUser, Password: b.internal,
+		AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeInProcess: {}}}}
+	for _, u := range b.opts.Users {
+		perms := &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: u.Publish},
+			Subscribe: &server.SubjectPermission{Allow: u.Subscribe},
+		}
+		if len(u.Publish)+len(u.Subscribe) == 0 {
+			perms.Subscribe.Allow = []string{SubjectUNS + ".>"}
+		}
+		if len(perms.Publish.Allow) == 0 {
+			perms.Publish.Deny = []string{">"}
+		}
+		if len(perms.Subscribe.Allow) == 0 {
+			perms.Subscribe.Deny = []string{">"}
+		}
+		out = append(out, &server.User{Username: u.Username, Password: u.PasswordHash, Permissions: perms,
+			AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeStandard: {}}})
+	}
+	return out
 }
 
 // Start runs the server, connects to it and makes sure the streams exist.
@@ -100,6 +182,12 @@ func (b *Bus) Start(ctx context.Context) error {
 		NoLog:        true,
 		DontListen:   b.opts.Listen == "",
 		MaxPayload:   8 << 20,
+		Users:        b.users(),
+		MaxConn:      natsMaxConn,
+		AuthTimeout:  natsAuthTimeout,
+		TLSConfig:    b.opts.TLS,
+		TLS:          b.opts.TLS != nil,
+		TLSTimeout:   natsAuthTimeout,
 	}
 	if b.opts.Listen != "" {
 		host, port, err := net.SplitHostPort(b.opts.Listen)
@@ -125,7 +213,7 @@ func (b *Bus) Start(ctx context.Context) error {
 		return errors.New("bus: JetStream did not become ready in 30s")
 	}
 	b.srv = srv
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("calx"), nats.MaxReconnects(-1), b.errorHandler())
+	nc, err := b.connect("calx", srv)
 	if err != nil {
 		srv.Shutdown()
 		return fmt.Errorf("bus: connect: %w", err)
@@ -168,8 +256,10 @@ func (b *Bus) Conn() *nats.Conn { return b.nc }
 
 // Connect opens another in-process connection, for a component that wants
 // its own flow control.
-func (b *Bus) Connect(name string) (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(b.srv), nats.Name(name), nats.MaxReconnects(-1), b.errorHandler())
+func (b *Bus) Connect(name string) (*nats.Conn, error) { return b.connect(name, b.srv) }
+
+func (b *Bus) connect(name string, srv *server.Server) (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(srv), nats.Name(name), nats.UserInfo(internalUser, b.internal), nats.MaxReconnects(-1), b.errorHandler())
 }
 
 // errorHandler logs a client's asynchronous errors, such as a subscriber
