@@ -156,4 +156,3 @@ func DecodeNode(n *yaml.Node, v any) error {
 	}
 	return nil
 }
-
