@@ -177,12 +177,30 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return true
 }
 
+// reserved says whether a topic is the cloud's and the edges' alone to
+// publish on: Sparkplug (the host's STATE and commands, for a command
+// reaches a device only through the audited write path; an edge node's
+// messages, which only its own edge account may send), Calx's receipts
+// and configuration (calx/), and the UNS JSON it republishes (uns/). No
+// other account publishes there, whatever its filters.
+func reserved(topic string) bool {
+	for _, p := range []string{"uns", sparkplug.Namespace, "calx"} {
+		if topic == p || strings.HasPrefix(topic, p+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // allowed is the topic ACL of a user: topic is a topic name when write, a
 // filter when subscribing.
 func allowed(u MQTTUser, topic string, write bool) bool {
 	// An edge's configuration may hold device passwords: it is that edge's
 	// alone (and the cloud's, which publishes it as an inline client).
 	if strings.HasPrefix(topic, sparkplug.ConfigPrefix) && (u.Role != RoleEdge || write) {
+		return false
+	}
+	if write && u.Role != RoleEdge && reserved(topic) {
 		return false
 	}
 	switch u.Role {

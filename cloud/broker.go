@@ -55,10 +55,12 @@ type BrokerStats struct {
 	Persisted   uint64
 	PersistErrs uint64
 	Malformed   uint64
-	Dropped     int64
-	AuthDenied  uint64
-	Listener    guard.Stats
-	Limits      guard.HookStats
+	// RetainCleared counts Sparkplug messages sent retained, kept unretained.
+	RetainCleared uint64
+	Dropped       int64
+	AuthDenied    uint64
+	Listener      guard.Stats
+	Limits        guard.HookStats
 }
 
 func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*Broker, error) {
@@ -153,15 +155,16 @@ func (b *Broker) PublishRetained(topic string, payload []byte) error {
 // Stats returns the broker's counters.
 func (b *Broker) Stats() BrokerStats {
 	return BrokerStats{
-		Clients:     atomic.LoadInt64(&b.srv.Info.ClientsConnected),
-		Received:    atomic.LoadInt64(&b.srv.Info.MessagesReceived),
-		Persisted:   b.ingest.persisted.Load(),
-		PersistErrs: b.ingest.failed.Load(),
-		Malformed:   b.ingest.malformed.Load(),
-		Dropped:     atomic.LoadInt64(&b.srv.Info.MessagesDropped),
-		AuthDenied:  b.authDenied.Load(),
-		Listener:    b.tcp.Stats(),
-		Limits:      b.limits.Stats(),
+		Clients:       atomic.LoadInt64(&b.srv.Info.ClientsConnected),
+		Received:      atomic.LoadInt64(&b.srv.Info.MessagesReceived),
+		Persisted:     b.ingest.persisted.Load(),
+		PersistErrs:   b.ingest.failed.Load(),
+		Malformed:     b.ingest.malformed.Load(),
+		RetainCleared: b.ingest.retainCleared.Load(),
+		Dropped:       atomic.LoadInt64(&b.srv.Info.MessagesDropped),
+		AuthDenied:    b.authDenied.Load(),
+		Listener:      b.tcp.Stats(),
+		Limits:        b.limits.Stats(),
 	}
 }
 
@@ -201,7 +204,7 @@ type ingestHook struct {
 	js  jetstream.JetStream
 	log *slog.Logger
 
-	persisted, failed, malformed atomic.Uint64
+	persisted, failed, malformed, retainCleared atomic.Uint64
 
 	// sessions of edge nodes, by client id, for their receipts; smu
 	// orders the sessions' starts.
@@ -222,7 +225,7 @@ type edgeSession struct {
 func (h *ingestHook) ID() string { return "calx-ingest" }
 
 func (h *ingestHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnWill, mqtt.OnWillSent, mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
 }
 
 // OnSessionEstablished starts counting the messages of an edge node's
@@ -303,6 +306,14 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if errors.Is(err, sparkplug.ErrBadTopic) {
 		return pk, packets.ErrRejectPacket
 	}
+	if pk.FixedHeader.Retain {
+		// Sparkplug forbids retained births, deaths and data: a retained
+		// one would be delivered to every later subscriber as new.
+		pk.FixedHeader.Retain = false
+		if h.retainCleared.Add(1)%1000 == 1 {
+			h.log.Warn("retain flag cleared on a Sparkplug message", "client", cl.ID, "topic", pk.TopicName)
+		}
+	}
 	s, counted := h.session(cl)
 	if err != nil {
 		if counted {
@@ -321,6 +332,15 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		s.mu.Unlock()
 	}
 	return pk, nil
+}
+
+// OnWill keeps an edge's NDEATH unretained, as its other messages.
+func (h *ingestHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if will.Retain && strings.HasPrefix(will.TopicName, sparkplug.Namespace+"/") {
+		will.Retain = false
+		h.retainCleared.Add(1)
+	}
+	return will, nil
 }
 
 // OnWillSent persists an edge's NDEATH sent by the broker on its behalf.

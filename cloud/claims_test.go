@@ -183,3 +183,46 @@ edges:
 		t.Fatalf("after a restart the path the fleet gives e1 is defined")
 	}
 }
+
+// Sparkplug births, data and deaths are never kept as retained messages,
+// whatever flag the edge sets (Sparkplug forbids it): a later subscriber
+// gets none, and each is counted.
+func TestSparkplugNeverRetained(t *testing.T) {
+	c := startCloud(t)
+	f := bornNode(t, c, "e1", "pw1")
+	ts := uint64(time.Now().UnixMilli())
+	p := &pb.Payload{Timestamp: proto.Uint64(ts), Seq: proto.Uint64(1), Metrics: []*pb.Payload_Metric{metric("speed", 1, pb.DataType_Double, uns.Float(1), ts)}}
+	b, _ := proto.Marshal(p)
+	for _, topic := range []string{"spBv1.0/g/DBIRTH/e1/pump", "spBv1.0/g/DDATA/e1/pump"} {
+		tok := f.cl.Publish(topic, 1, true, b)
+		tok.WaitTimeout(5 * time.Second)
+		if tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	reader, err := dial(t, c, "reader", "pwr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	reader.Subscribe("spBv1.0/g/#", 1, func(_ paho.Client, m paho.Message) {
+		if m.Retained() {
+			got <- m.Topic()
+		}
+	}).WaitTimeout(5 * time.Second)
+	select {
+	case topic := <-got:
+		t.Fatalf("retained Sparkplug message on %s", topic)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if st := c.Broker.Stats(); st.RetainCleared != 2 {
+		t.Fatalf("retain cleared: %+v", st)
+	}
+	// Their values are taken all the same.
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n, _ := c.Historian.Count(context.Background(), "g/e1/pump/speed"); n != 1 {
+			return fmt.Errorf("%d points", n)
+		}
+		return nil
+	})
+}

@@ -97,12 +97,25 @@ func TestNoAnonymousOrWrongPassword(t *testing.T) {
 func TestACL(t *testing.T) {
 	e1 := MQTTUser{Username: "e1", Role: RoleEdge, Group: "g", EdgeID: "e1"}
 	rd := MQTTUser{Username: "r", Role: RoleReader}
+	// A custom account whose filters would let it act as the host.
+	custom := MQTTUser{Username: "c", Role: RoleCustom, Publish: []string{"#"}, Subscribe: []string{"#"}}
 	for _, tc := range []struct {
 		u     MQTTUser
 		topic string
 		write bool
 		ok    bool
 	}{
+		{custom, "spBv1.0/STATE/calx", true, false},
+		{custom, "spBv1.0/g/NCMD/e1", true, false},
+		{custom, "spBv1.0/g/DCMD/e1/kiln1", true, false},
+		{custom, "calx/receipt/g/e1", true, false},
+		{custom, "calx/config-status/g/e1", true, false},
+		{custom, "uns/ent/site/area/line/m/t", true, false},
+		{custom, "site/mes/order", true, true},
+		{custom, "spBv1.0/g/DDATA/e1/kiln1", true, false},
+		{custom, "spBv1.0/g/NCMD/e1", false, true},
+		{e1, "calx/config-status/g/e1", true, true},
+		{e1, "calx/receipt/g/e1", true, false},
 		{e1, "spBv1.0/g/NBIRTH/e1", true, true},
 		{e1, "spBv1.0/g/DDATA/e1/kiln1", true, true},
 		{e1, "spBv1.0/g/NDEATH/e1", true, true},
