@@ -123,3 +123,106 @@ func TestFleetConfigAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetSecretsRedacted: passwords, tokens and headers of the fleet
+// config never reach an API reader (config, diff, templates, instances),
+// a config read and sent back keeps them, and the edge's own config still
+// carries them.
+func TestFleetSecretsRedacted(t *testing.T) {
+	admin, err := cloud.HashPassword("test-admin-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
+		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}}, "127.0.0.1:0", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.shutdown(context.Background()) })
+	base := "http://" + app.web.Addr()
+	c := login(t, base)
+	const cfg = `templates:
+  - name: mes
+    connector: rest
+    params: {token: tok-SECRET-1}
+    settings:
+      url: https://mes.example.internal/api
+      bearer_token: ${token}
+      headers: {X-Api-Key: hdr-SECRET-2}
+      interval: 30s
+      tags: [{name: qty, path: qty}]
+edges:
+  - group: g
+    edge_id: e1
+    devices:
+      - id: mes1
+        path: ent/site/area/line/mes1
+        template: mes
+        params: {token: tok-SECRET-3}
+      - id: broker1
+        path: ent/site/area/line/broker1
+        connector: mqtt
+        settings: {broker: "tcp://10.0.0.9:1883", username: u, password: pw-SECRET-4, tags: [{name: t, topic: a/b}]}
+`
+	send := func(body string) (int, string) {
+		req, _ := http.NewRequest("PUT", base+"/api/v1/config?message=m", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+c.tok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, out := send(cfg); code != 201 {
+		t.Fatalf("PUT: %d %s", code, out)
+	}
+	get := func(path string, accept string) string {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+c.tok)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", path, res.StatusCode, b)
+		}
+		return string(b)
+	}
+	shown := get("/api/v1/config", "application/yaml")
+	// Send back what was shown with one change: the secrets stay.
+	if code, out := send(strings.Replace(shown, "interval: 30s", "interval: 20s", 1)); code != 201 {
+		t.Fatalf("PUT of the redacted config: %d %s", code, out)
+	}
+	for _, path := range []string{"/api/v1/config", "/api/v1/config?version=1", "/api/v1/config/diff?from=1&to=2", "/api/v1/templates", "/api/v1/instances"} {
+		body := get(path, "")
+		if strings.Contains(body, "SECRET") {
+			t.Errorf("%s shows a secret: %s", path, body)
+		}
+		if path != "/api/v1/config/diff?from=1&to=2" && !strings.Contains(body, "redacted") {
+			t.Errorf("%s shows no redacted value: %s", path, body)
+		}
+	}
+	ver, err := app.cloud.Fleet.Get(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"tok-SECRET-1", "hdr-SECRET-2", "tok-SECRET-3", "pw-SECRET-4", "interval: 20s"} {
+		if !strings.Contains(ver.YAML, s) {
+			t.Errorf("version 2 lost %q:\n%s", s, ver.YAML)
+		}
+	}
+	// A redacted value where the config it replaces has none is refused.
+	if code, out := send(strings.Replace(cfg, "pw-SECRET-4", "<redacted>", 1) + "\n# x\n"); code != 201 {
+		t.Fatalf("PUT with a known redacted value: %d %s", code, out)
+	}
+	if code, out := send(strings.Replace(cfg, "username: u,", "username: u, api_token: <redacted>,", 1)); code != 400 || !strings.Contains(out, "redacted") {
+		t.Fatalf("PUT with an unknown redacted value: %d %s", code, out)
+	}
+}

@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -220,6 +221,20 @@ func (f *Fleet) Get(ctx context.Context, v uint64) (*Version, error) {
 	return &out, nil
 }
 
+// GetRedacted returns a version with its secrets shown as
+// fleet.Redacted: what every API reader gets. Only an edge receives the
+// values, in its own configuration.
+func (f *Fleet) GetRedacted(ctx context.Context, v uint64) (*Version, error) {
+	ver, err := f.Get(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	if ver.YAML, err = fleet.Redact(ver.YAML); err != nil {
+		return nil, err
+	}
+	return ver, nil
+}
+
 // parsed returns a version's config, parsed.
 func (f *Fleet) parsed(ctx context.Context, v uint64) (*fleet.Config, error) {
 	f.mu.Lock()
@@ -261,7 +276,29 @@ func (f *Fleet) Versions(ctx context.Context) ([]Version, error) {
 
 // Save validates a fleet config and stores it as the next version. It
 // changes no edge: a rollout does.
+//
+// Secrets the API showed as fleet.Redacted keep their values from the
+// newest version.
 func (f *Fleet) Save(ctx context.Context, raw []byte, author, message string) (*Version, error) {
+	if bytes.Contains(raw, []byte(fleet.Redacted)) {
+		head, err := f.Head(ctx)
+		if err != nil {
+			return nil, err
+		}
+		prev := ""
+		if head > 0 {
+			v, err := f.Get(ctx, head)
+			if err != nil {
+				return nil, err
+			}
+			prev = v.YAML
+		}
+		text, err := fleet.Unredact(string(raw), prev)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+		}
+		raw = []byte(text)
+	}
 	c, err := fleet.Parse("config", raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
@@ -308,11 +345,11 @@ func (f *Fleet) Rollback(ctx context.Context, v uint64, author string) (*Version
 
 // Diff compares two versions line by line.
 func (f *Fleet) Diff(ctx context.Context, from, to uint64) (string, error) {
-	a, err := f.Get(ctx, from)
+	a, err := f.GetRedacted(ctx, from)
 	if err != nil {
 		return "", err
 	}
-	b, err := f.Get(ctx, to)
+	b, err := f.GetRedacted(ctx, to)
 	if err != nil {
 		return "", err
 	}

@@ -57,7 +57,7 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no config stored yet: PUT /api/v1/config")
 		return
 	}
-	ver, err := s.cloud.Fleet.Get(r.Context(), v)
+	ver, err := s.cloud.Fleet.GetRedacted(r.Context(), v)
 	if err != nil {
 		fleetError(w, err)
 		return
@@ -199,7 +199,7 @@ func (s *Server) headConfig(w http.ResponseWriter, r *http.Request) (*fleet.Conf
 		writeError(w, http.StatusNotFound, "no config stored yet: PUT /api/v1/config")
 		return nil, false
 	}
-	ver, err := s.cloud.Fleet.Get(r.Context(), v)
+	ver, err := s.cloud.Fleet.GetRedacted(r.Context(), v)
 	if err != nil {
 		fleetError(w, err)
 		return nil, false
