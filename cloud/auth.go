@@ -14,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 )
@@ -93,6 +94,8 @@ type authHook struct {
 	mu       sync.Mutex
 	verified map[string][32]byte
 	denied   func()
+	// logins throttles the bcrypt checks per address and user name.
+	logins *guard.Logins
 }
 
 func newAuthHook(users []MQTTUser, log *slog.Logger, denied func()) *authHook {
@@ -100,7 +103,7 @@ func newAuthHook(users []MQTTUser, log *slog.Logger, denied func()) *authHook {
 	for _, u := range users {
 		m[u.Username] = u
 	}
-	return &authHook{users: m, log: log.With("hook", "auth"), verified: map[string][32]byte{}, denied: denied}
+	return &authHook{users: m, log: log.With("hook", "auth"), verified: map[string][32]byte{}, denied: denied, logins: guard.NewLogins()}
 }
 
 func (h *authHook) ID() string { return "calx-auth" }
@@ -132,9 +135,19 @@ func (h *authHook) Provides(b byte) bool {
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	name := string(pk.Connect.Username)
-	u, ok := h.user(name)
-	if !ok || !h.checkPassword(u, pk.Connect.Password) {
-		h.log.Warn("broker login refused", "username", name, "remote", cl.Net.Remote)
+	u, known := h.user(name)
+	if ok, throttled := h.checkPassword(cl.Net.Remote, name, u, known, pk.Connect.Password); !ok {
+		// An unknown name is not logged as typed: it may be a password
+		// typed in the wrong field.
+		logged := name
+		if !known {
+			logged = "(unknown)"
+		}
+		if throttled {
+			h.log.Warn("broker login refused: too many failed logins from this address or for this user", "username", logged, "remote", cl.Net.Remote)
+		} else {
+			h.log.Warn("broker login refused", "username", logged, "remote", cl.Net.Remote)
+		}
 		h.denied()
 		return false
 	}
@@ -146,21 +159,30 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	return true
 }
 
-func (h *authHook) checkPassword(u MQTTUser, pw []byte) bool {
+// checkPassword checks a login: a password that passed bcrypt before is
+// known by its digest, any other costs a bcrypt (an unknown user's too)
+// within the throttle of its address and name.
+func (h *authHook) checkPassword(remote, name string, u MQTTUser, known bool, pw []byte) (ok, throttled bool) {
 	sum := sha256.Sum256(pw)
-	h.mu.Lock()
-	prev, ok := h.verified[u.Username]
-	h.mu.Unlock()
-	if ok && subtle.ConstantTimeCompare(prev[:], sum[:]) == 1 {
-		return true
+	if known {
+		h.mu.Lock()
+		prev, cached := h.verified[u.Username]
+		h.mu.Unlock()
+		if cached && subtle.ConstantTimeCompare(prev[:], sum[:]) == 1 {
+			return true, false
+		}
 	}
-	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), pw) != nil {
-		return false
+	hash := ""
+	if known {
+		hash = u.PasswordHash
+	}
+	if ok, throttled = h.logins.Check(remote, name, hash, pw); !ok {
+		return false, throttled
 	}
 	h.mu.Lock()
 	h.verified[u.Username] = sum
 	h.mu.Unlock()
-	return true
+	return true, false
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {

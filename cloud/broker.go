@@ -61,6 +61,7 @@ type BrokerStats struct {
 	AuthDenied    uint64
 	Listener      guard.Stats
 	Limits        guard.HookStats
+	Logins        guard.LoginStats
 }
 
 func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*Broker, error) {
@@ -165,6 +166,7 @@ func (b *Broker) Stats() BrokerStats {
 		AuthDenied:    b.authDenied.Load(),
 		Listener:      b.tcp.Stats(),
 		Limits:        b.limits.Stats(),
+		Logins:        b.auth.logins.Stats(),
 	}
 }
 

@@ -61,6 +61,7 @@ type siteAccess struct {
 	mqtt.HookBase
 	users     map[string]LocalUser
 	anonymous bool
+	logins    *guard.Logins
 	log       *slog.Logger
 }
 
@@ -73,9 +74,9 @@ func (a *siteAccess) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	if name == "" && a.anonymous {
 		return !pk.Connect.WillFlag || a.mayPublish("", pk.Connect.WillTopic)
 	}
-	u, ok := a.users[name]
-	if !ok || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), pk.Connect.Password) != nil {
-		a.log.Warn("site broker login refused", "remote", cl.Net.Remote, "known_user", ok)
+	u, known := a.users[name]
+	if ok, throttled := a.logins.Check(cl.Net.Remote, name, u.PasswordHash, pk.Connect.Password); !ok {
+		a.log.Warn("site broker login refused", "remote", cl.Net.Remote, "known_user", known, "throttled", throttled)
 		return false
 	}
 	if pk.Connect.WillFlag && !a.mayPublish(name, pk.Connect.WillTopic) {
@@ -127,7 +128,7 @@ func StartLocalBroker(opts LocalBrokerOptions) (*LocalBroker, error) {
 	caps.MaximumMessageExpiryInterval = 0
 	opts.Limits.Apply(caps)
 	lb.srv = mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: lb.log})
-	access := &siteAccess{users: map[string]LocalUser{}, anonymous: opts.AllowAnonymous, log: lb.log}
+	access := &siteAccess{users: map[string]LocalUser{}, anonymous: opts.AllowAnonymous, logins: guard.NewLogins(), log: lb.log}
 	for _, u := range opts.Users {
 		if u.Role != LocalReader && u.Role != LocalDevice {
 			return nil, fmt.Errorf("edge mqtt user %s: role %q: want %s or %s", u.Username, u.Role, LocalReader, LocalDevice)

@@ -33,6 +33,7 @@ var (
 	descAuthDenied      = prometheus.NewDesc("calx_broker_auth_denied_total", "Logins and topic accesses refused.", nil, nil)
 	descBrokerRefused   = prometheus.NewDesc("calx_broker_connections_refused_total", "MQTT connections refused or ended by a limit, by the limit.", []string{"limit"}, nil)
 	descRetainCleared   = prometheus.NewDesc("calx_broker_sparkplug_retain_cleared_total", "Sparkplug births, deaths and data sent retained, kept unretained.", nil, nil)
+	descLoginThrottled  = prometheus.NewDesc("calx_broker_logins_throttled_total", "MQTT logins refused unchecked: too many failed logins from the address or for the user name.", nil, nil)
 	descBrokerOpen      = prometheus.NewDesc("calx_broker_connections_open", "MQTT connections open, authenticated or not.", nil, nil)
 	descBrokerAcceptErr = prometheus.NewDesc("calx_broker_accept_errors_total", "Failed accepts of the MQTT listener (each followed by a pause).", nil, nil)
 	descHostMessages    = prometheus.NewDesc("calx_host_messages_total", "Sparkplug messages processed by the primary host.", nil, nil)
@@ -69,7 +70,7 @@ var (
 	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
 	cloudCollectorDescs = []*prometheus.Desc{descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descRepubConflated, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
-		descBadTopics, descAuthDenied, descBrokerRefused, descRetainCleared, descBrokerOpen, descBrokerAcceptErr, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
+		descBadTopics, descAuthDenied, descBrokerRefused, descRetainCleared, descLoginThrottled, descBrokerOpen, descBrokerAcceptErr, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
 )
 
@@ -101,6 +102,7 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descBrokerOpen, float64(b.Listener.Open))
 	counter(descRetainCleared, float64(b.RetainCleared))
+	counter(descLoginThrottled, float64(b.Logins.Throttled))
 	counter(descBrokerAcceptErr, float64(b.Listener.AcceptErrors))
 	h := cc.c.Host.Stats()
 	counter(descHostMessages, float64(h.Messages))
