@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -31,7 +32,12 @@ func (c *Cloud) openAccounts(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cloud: accounts: %w", err)
 	}
+	var states []string
 	for key := range lister.Keys() {
+		if strings.HasPrefix(key, stateKeyPrefix) {
+			states = append(states, key)
+			continue
+		}
 		e, err := kv.Get(ctx, key)
 		if err != nil {
 			continue
@@ -41,9 +47,23 @@ func (c *Cloud) openAccounts(ctx context.Context) error {
 			c.log.Error("stored MQTT account unusable, skipped", "key", key)
 			continue
 		}
-		if err := c.Broker.auth.add(u); err != nil {
+		if err := c.Broker.auth.add(u, true); err != nil {
 			c.log.Warn("stored MQTT account shadowed by the config", "username", u.Username)
 		}
+	}
+	// Disabled accounts and rotated passwords, of accounts from the
+	// config file too.
+	for _, key := range states {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var st accountState
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			c.log.Error("stored MQTT account state unusable, skipped", "key", key)
+			continue
+		}
+		c.Broker.auth.apply(store.Untoken(strings.TrimPrefix(key, stateKeyPrefix)), st)
 	}
 	return nil
 }
@@ -53,7 +73,7 @@ func (c *Cloud) AddMQTTUser(ctx context.Context, u MQTTUser) error {
 	if err := u.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadAccount, err)
 	}
-	if err := c.Broker.auth.add(u); err != nil {
+	if err := c.Broker.auth.add(u, true); err != nil {
 		return err
 	}
 	b, err := json.Marshal(u)

@@ -85,9 +85,11 @@ func HashPassword(pw string) (string, error) {
 // enforces the per-role topic ACLs. There is no anonymous access.
 type authHook struct {
 	mqtt.HookBase
-	umu   sync.RWMutex
-	users map[string]MQTTUser
-	log   *slog.Logger
+	umu      sync.RWMutex
+	users    map[string]MQTTUser
+	fromAPI  map[string]bool // accounts created through the API
+	disabled map[string]bool
+	log      *slog.Logger
 
 	// verified caches a digest of the last password that passed bcrypt for a
 	// user, so that a fleet reconnecting at once does not cost a bcrypt each.
@@ -103,27 +105,43 @@ func newAuthHook(users []MQTTUser, log *slog.Logger, denied func()) *authHook {
 	for _, u := range users {
 		m[u.Username] = u
 	}
-	return &authHook{users: m, log: log.With("hook", "auth"), verified: map[string][32]byte{}, denied: denied, logins: guard.NewLogins()}
+	return &authHook{users: m, fromAPI: map[string]bool{}, disabled: map[string]bool{}, log: log.With("hook", "auth"),
+		verified: map[string][32]byte{}, denied: denied, logins: guard.NewLogins()}
 }
 
 func (h *authHook) ID() string { return "calx-auth" }
 
+// user is an enabled account.
 func (h *authHook) user(name string) (MQTTUser, bool) {
 	h.umu.RLock()
 	defer h.umu.RUnlock()
 	u, ok := h.users[name]
-	return u, ok
+	return u, ok && !h.disabled[name]
 }
 
 // add adds a user; a name already taken is an error.
-func (h *authHook) add(u MQTTUser) error {
+func (h *authHook) add(u MQTTUser, fromAPI bool) error {
 	h.umu.Lock()
 	defer h.umu.Unlock()
 	if _, dup := h.users[u.Username]; dup {
 		return fmt.Errorf("%w: %q", ErrUserExists, u.Username)
 	}
 	h.users[u.Username] = u
+	h.fromAPI[u.Username] = fromAPI
 	return nil
+}
+
+func (h *authHook) isDisabled(name string) bool {
+	h.umu.RLock()
+	defer h.umu.RUnlock()
+	return h.disabled[name]
+}
+
+// forget drops the cached digest of a user's password.
+func (h *authHook) forget(name string) {
+	h.mu.Lock()
+	delete(h.verified, name)
+	h.mu.Unlock()
 }
 
 // ErrUserExists is returned when an MQTT username is taken.
@@ -136,6 +154,11 @@ func (h *authHook) Provides(b byte) bool {
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	name := string(pk.Connect.Username)
 	u, known := h.user(name)
+	if !known && h.isDisabled(name) {
+		h.log.Warn("broker login refused: account disabled", "username", name, "remote", cl.Net.Remote)
+		h.denied()
+		return false
+	}
 	if ok, throttled := h.checkPassword(cl.Net.Remote, name, u, known, pk.Connect.Password); !ok {
 		// An unknown name is not logged as typed: it may be a password
 		// typed in the wrong field.

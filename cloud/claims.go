@@ -1,9 +1,13 @@
 package cloud
 
 import (
+	"context"
+	"fmt"
+
 	"google.golang.org/protobuf/proto"
 
 	"github.com/calx-iiot/calx/edge/fleet"
+	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
@@ -65,7 +69,11 @@ func (h *Host) claim(sc *birthScope, t sparkplug.Topic, p uns.Path, top string) 
 	mine := owner == sc.node
 	if !assigned {
 		cur, ok := h.reg.Get(p)
-		mine = !ok || (cur.Sparkplug.Group == t.Group && cur.Sparkplug.Edge == t.Edge)
+		a := cur.Sparkplug
+		// A path of a node the host has forgotten is free again; one of
+		// the cloud's own (no Sparkplug address) never is.
+		_, held := h.nodes[a.Group+"/"+a.Edge]
+		mine = !ok || (a.Group == t.Group && a.Edge == t.Edge) || (a.Group != "" && !held)
 	}
 	if !mine {
 		h.foreign.Add(1)
@@ -114,4 +122,36 @@ func allowedBirth(p *pb.Payload, sc *birthScope) *pb.Payload {
 		}
 	}
 	return out
+}
+
+// knows says whether the host has state of an edge node.
+func (h *Host) knows(group, edge string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	_, ok := h.nodes[group+"/"+edge]
+	return ok
+}
+
+// Forget drops an edge node: its state and its stored births, so that it
+// is not restored at a restart and the UNS paths it defined may be
+// defined by another node. Its tags and their history stay.
+func (h *Host) Forget(ctx context.Context, group, edge string) error {
+	h.mu.Lock()
+	delete(h.nodes, group+"/"+edge)
+	h.mu.Unlock()
+	lister, err := h.kv.ListKeysFiltered(ctx, store.Token(group)+"."+store.Token(edge)+".>")
+	if err != nil {
+		return fmt.Errorf("host: forget %s/%s: %w", group, edge, err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		if err := h.kv.Purge(ctx, k); err != nil {
+			return fmt.Errorf("host: forget %s/%s: %w", group, edge, err)
+		}
+	}
+	h.log.Info("edge node forgotten", "node", group+"/"+edge, "births", len(keys))
+	return nil
 }

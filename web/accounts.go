@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/store/historian"
@@ -35,11 +38,77 @@ func accountError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, cloud.ErrBadAccount):
 		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, cloud.ErrUserExists):
+	case errors.Is(err, cloud.ErrUserExists), errors.Is(err, cloud.ErrConfigAccount):
 		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, cloud.ErrNoAccount):
+		writeError(w, http.StatusNotFound, err.Error())
 	default:
-		writeError(w, http.StatusInternalServerError, "account not created")
+		writeError(w, http.StatusInternalServerError, "account not changed")
 	}
+}
+
+// mqttUsers lists the MQTT accounts, with their sessions.
+func (s *Server) mqttUsers(w http.ResponseWriter, r *http.Request) {
+	accounts := s.cloud.MQTTAccounts()
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(accounts), "accounts": accounts})
+}
+
+// disableMQTTUser disables (or enables) an account; disabling ends its
+// sessions.
+func (s *Server) disableMQTTUser(disable bool) http.HandlerFunc {
+	action := "enable-mqtt-user"
+	if disable {
+		action = "disable-mqtt-user"
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := chi.URLParam(r, "username")
+		if err := s.cloud.SetMQTTUserDisabled(r.Context(), name, disable); err != nil {
+			s.auditAction(r, action, name, "refused: "+err.Error())
+			accountError(w, err)
+			return
+		}
+		s.auditAction(r, action, name, "ok")
+		writeJSON(w, http.StatusOK, map[string]any{"username": name, "disabled": disable})
+	}
+}
+
+// rotateMQTTPassword gives an account a new password, shown once.
+func (s *Server) rotateMQTTPassword(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "username")
+	pw, err := s.cloud.RotateMQTTPassword(r.Context(), name)
+	if err != nil {
+		s.auditAction(r, "rotate-mqtt-password", name, "refused: "+err.Error())
+		accountError(w, err)
+		return
+	}
+	s.auditAction(r, "rotate-mqtt-password", name, "ok")
+	writeJSON(w, http.StatusOK, map[string]any{"username": name, "password": pw,
+		"note": "the password is shown only now; it is stored hashed, and the old one no longer works"})
+}
+
+// deleteMQTTUser deletes an account made through the API.
+func (s *Server) deleteMQTTUser(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "username")
+	if err := s.cloud.DeleteMQTTUser(r.Context(), name); err != nil {
+		s.auditAction(r, "delete-mqtt-user", name, "refused: "+err.Error())
+		accountError(w, err)
+		return
+	}
+	s.auditAction(r, "delete-mqtt-user", name, "ok")
+	writeJSON(w, http.StatusOK, map[string]any{"username": name, "deleted": true})
+}
+
+// revokeEdge takes an edge node off the cloud: its accounts and its births.
+func (s *Server) revokeEdge(w http.ResponseWriter, r *http.Request) {
+	group, edge := chi.URLParam(r, "group"), chi.URLParam(r, "edge")
+	names, err := s.cloud.RevokeEdge(r.Context(), group, edge)
+	if err != nil {
+		s.auditAction(r, "revoke-edge", group+"/"+edge, "refused: "+err.Error())
+		accountError(w, err)
+		return
+	}
+	s.auditAction(r, "revoke-edge", group+"/"+edge, "ok: accounts "+strings.Join(names, ", "))
+	writeJSON(w, http.StatusOK, map[string]any{"group": group, "edge_node": edge, "accounts": names})
 }
 
 // provisionEdge creates an edge node identity and shows its password once.
