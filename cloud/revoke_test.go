@@ -19,7 +19,7 @@ import (
 func connected(t *testing.T, c *Cloud, user, pw string) (paho.Client, chan struct{}) {
 	t.Helper()
 	lost := make(chan struct{})
-	o := paho.NewClientOptions().AddBroker("tcp://"+c.Broker.Addr()).SetClientID(user+"-"+fmt.Sprint(time.Now().UnixNano())).
+	o := paho.NewClientOptions().AddBroker("tcp://" + c.Broker.Addr()).SetClientID(user + "-" + fmt.Sprint(time.Now().UnixNano())).
 		SetUsername(user).SetPassword(pw).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 		SetConnectionLostHandler(func(paho.Client, error) { close(lost) })
 	cl := paho.NewClient(o)
