@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -33,7 +32,9 @@ type cloudApp struct {
 	web   *web.Server
 }
 
-func startCloudApp(ctx context.Context, co cloud.Options, users []web.User, httpListen string, httpTLS *tls.Config, log *slog.Logger) (*cloudApp, error) {
+// startCloudApp starts a cloud and its web server, whose options give the
+// listener (address, TLS, limits, metrics token).
+func startCloudApp(ctx context.Context, co cloud.Options, users []web.User, wo web.Options, log *slog.Logger) (*cloudApp, error) {
 	c, err := cloud.New(co)
 	if err != nil {
 		return nil, err
@@ -46,7 +47,8 @@ func startCloudApp(ctx context.Context, co cloud.Options, users []web.User, http
 		c.Shutdown(context.Background())
 		return nil, err
 	}
-	ws, err := web.New(web.Options{Listen: httpListen, TLS: httpTLS, Cloud: c, Auth: auth, Version: version, Logger: log})
+	wo.Cloud, wo.Auth, wo.Version, wo.Logger = c, auth, version, log
+	ws, err := web.New(wo)
 	if err != nil {
 		c.Shutdown(context.Background())
 		return nil, err
@@ -142,7 +144,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 		DataDir: filepath.Join(o.DataDir, "cloud"),
 		MQTT:    cloud.BrokerOptions{Listen: o.MQTT, Users: users},
 		Logger:  log,
-	}, []web.User{admin}, o.HTTP, nil, log)
+	}, []web.User{admin}, web.Options{Listen: o.HTTP}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -341,6 +343,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	if *dataDir != "" {
 		cfg.DataDir = *dataDir
 	}
+	warnExamples(log, stderr, exampleCloudAccounts(cfg))
 	var users []web.User
 	for _, u := range cfg.Users {
 		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role})
@@ -366,7 +369,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 		Health:      cfg.HealthOptions(),
 		UNSInterval: cfg.MQTT.UNSEvery(),
 		Logger:      log,
-	}, users, cfg.HTTP.Listen, httpTLS, log)
+	}, users, web.Options{Listen: cfg.HTTP.Listen, TLS: httpTLS, MetricsTokenSHA256: cfg.HTTP.MetricsTokenSHA256}, log)
 	if err != nil {
 		return err
 	}
@@ -403,7 +406,7 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 		return err
 	}
 	if *httpAddr != "" {
-		cfg.HTTP = *httpAddr
+		cfg.HTTP.Listen = *httpAddr
 	}
 	if *dataDir != "" {
 		cfg.DataDir = *dataDir
@@ -418,6 +421,7 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	if err != nil {
 		return err
 	}
+	warnExamples(log, stderr, exampleEdgeAccounts(cfg, opts.Password))
 	// A configuration from the cloud applied before runs again, cloud or not.
 	switch rc, err := edge.LoadApplied(opts.DataDir); {
 	case err != nil:
@@ -441,8 +445,8 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 		return err
 	}
 	var hs *edge.HealthServer
-	if cfg.HTTP != "" {
-		if hs, err = edge.StartHealth(e, cfg.HTTP); err != nil {
+	if cfg.HTTP.Listen != "" {
+		if hs, err = edge.StartHealth(e, cfg.HTTP.Listen, cfg.HTTP.TokenSHA256); err != nil {
 			e.Shutdown(context.Background())
 			return err
 		}

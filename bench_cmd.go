@@ -153,7 +153,7 @@ func benchCloud(ctx context.Context, sc bench.Scenario, log *slog.Logger) (func(
 	health := cloud.HealthOptions{OfflineAfter: 24 * time.Hour}
 	app, err := startCloudApp(ctx, cloud.Options{DataDir: filepath.Join(dir, "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users},
 		Health: health, Logger: log},
-		[]web.User{{Username: "admin", PasswordHash: string(adminHash), Role: web.RoleAdmin}}, "127.0.0.1:0", nil, log)
+		[]web.User{{Username: "admin", PasswordHash: string(adminHash), Role: web.RoleAdmin}}, web.Options{Listen: "127.0.0.1:0"}, log)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, bench.Target{}, err

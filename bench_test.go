@@ -117,7 +117,7 @@ func TestBenchAgainstRunningCloud(t *testing.T) {
 		t.Fatal(err)
 	}
 	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: t.TempDir(), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
-		[]web.User{admin}, "127.0.0.1:0", nil, nil)
+		[]web.User{admin}, web.Options{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/edge"
@@ -30,7 +33,7 @@ func TestExampleConfigsRunSeparately(t *testing.T) {
 	app, err := startCloudApp(context.Background(), cloud.Options{
 		DataDir: filepath.Join(dir, "cloud"), HostID: ccfg.HostID,
 		MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: ccfg.MQTTUsers()},
-	}, users, "127.0.0.1:0", nil, nil)
+	}, users, web.Options{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,5 +146,37 @@ func TestBrokenConfigsNameFileLineAndKey(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The published example passwords are known, and every hash in the
+// example cloud config is one of them: calx cloud warns of each account
+// that still has one.
+func TestExamplePasswordsKnown(t *testing.T) {
+	cfg, err := cloud.LoadConfig("examples/cloud.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := exampleCloudAccounts(cfg)
+	want := []string{"user admin", "mqtt ghent-edge", "mqtt scada-reader"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("example accounts %v, want %v", got, want)
+	}
+	for i, h := range exampleHashes {
+		if bcrypt.CompareHashAndPassword([]byte(h), []byte(examplePasswords[i])) != nil {
+			t.Errorf("hash %d is not of %q", i, examplePasswords[i])
+		}
+	}
+	ecfg, err := edge.LoadConfig("examples/edge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := exampleEdgeAccounts(ecfg, ecfg.Cloud.Password); len(got) != 1 {
+		t.Fatalf("example edge: %v", got)
+	}
+	var out strings.Builder
+	warnExamples(slog.New(slog.DiscardHandler), &out, got)
+	if !strings.Contains(out.String(), "WARNING") || !strings.Contains(out.String(), "ghent-edge") {
+		t.Fatalf("warning: %q", out.String())
 	}
 }

@@ -24,7 +24,7 @@ func TestFleetConfigAPI(t *testing.T) {
 	viewer, _ := cloud.HashPassword("viewer-pw")
 	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
 		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}, {Username: "vera", PasswordHash: viewer, Role: web.RoleViewer}},
-		"127.0.0.1:0", nil, nil)
+		web.Options{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestFleetSecretsRedacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
-		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}}, "127.0.0.1:0", nil, nil)
+		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}}, web.Options{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

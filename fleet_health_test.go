@@ -91,7 +91,7 @@ func TestFleetHealth(t *testing.T) {
 	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(dir, "cloud"),
 		MQTT:   cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users},
 		Health: cloud.HealthOptions{StaleAfter: 1500 * time.Millisecond, OfflineAfter: time.Second, Every: 100 * time.Millisecond}},
-		[]web.User{admin}, "127.0.0.1:0", nil, nil)
+		[]web.User{admin}, web.Options{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func cloudStarter(t *testing.T, dir string) func(listen string) *cloudApp {
 		t.Helper()
 		app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(dir, "cloud"),
 			MQTT: cloud.BrokerOptions{Listen: listen, Users: []cloud.MQTTUser{{Username: "e", PasswordHash: hash, Role: cloud.RoleEdge, Group: "g", EdgeID: "e"}}}},
-			[]web.User{admin}, "127.0.0.1:0", nil, nil)
+			[]web.User{admin}, web.Options{Listen: "127.0.0.1:0"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,7 +25,7 @@ import (
 func TestHistoryAPI(t *testing.T) {
 	admin, _ := cloud.HashPassword("test-admin-pw")
 	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
-		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}}, "127.0.0.1:0", nil, nil)
+		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}}, web.Options{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,7 +133,7 @@ func interopCloud(t *testing.T, extra ...cloud.MQTTUser) *cloudApp {
 		{Username: "observer", PasswordHash: h("observer-pw"), Role: cloud.RoleReader},
 	}, extra...)
 	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: t.TempDir(),
-		MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users}}, []web.User{admin}, "127.0.0.1:0", nil, nil)
+		MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users}}, []web.User{admin}, web.Options{Listen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

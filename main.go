@@ -62,6 +62,7 @@ type shownError struct{ error }
 func (e shownError) Unwrap() error { return e.error }
 
 func main() {
+	privateFiles()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

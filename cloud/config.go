@@ -86,16 +86,11 @@ type NATSConfig struct {
 
 // UnmarshalYAML takes an address or the full form, strictly.
 func (n *NATSConfig) UnmarshalYAML(node *yaml.Node) error {
-	if node.Kind == yaml.ScalarNode {
-		*n = NATSConfig{Listen: node.Value}
-		return nil
-	}
 	type plain NATSConfig
-	var p plain
-	if err := config.DecodeNode(node, &p); err != nil {
+	*n = NATSConfig{}
+	if err := config.DecodeShort(node, &n.Listen, (*plain)(n)); err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}
-	*n = NATSConfig(p)
 	return nil
 }
 
@@ -111,6 +106,9 @@ type MQTTUserConfig struct {
 type HTTPConfig struct {
 	Listen string    `yaml:"listen"`
 	TLS    TLSConfig `yaml:"tls"`
+	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
+	// /metrics asks for.
+	MetricsTokenSHA256 string `yaml:"metrics_token_sha256"`
 }
 
 // MQTTConfig is the broker listener.
@@ -190,6 +188,9 @@ func LoadConfig(file string) (*Config, error) {
 	}
 	if _, err := c.HTTP.TLS.Load(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: http.%w", file, err))
+	}
+	if err := guard.CheckTokenSHA256(c.HTTP.MetricsTokenSHA256); err != nil {
+		errs = append(errs, fmt.Errorf("%s: http.metrics_%w", file, err))
 	}
 	if _, err := c.MQTT.TLS.Load(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: mqtt.%w", file, err))

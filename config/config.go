@@ -156,3 +156,13 @@ func DecodeNode(n *yaml.Node, v any) error {
 	}
 	return nil
 }
+
+// DecodeShort decodes a setting written either as one value (its short
+// form: an address, say) into *short, or in full, strictly, into v.
+func DecodeShort(n *yaml.Node, short *string, v any) error {
+	if n.Kind == yaml.ScalarNode {
+		*short = n.Value
+		return nil
+	}
+	return DecodeNode(n, v)
+}

@@ -50,10 +50,10 @@ func LoadApplied(dataDir string) (*RemoteConfig, error) {
 
 func saveApplied(dataDir string, raw []byte) error {
 	file := appliedFile(dataDir)
-	if err := os.MkdirAll(filepath.Dir(file), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		return fmt.Errorf("edge: applied config: %w", err)
 	}
-	if err := os.WriteFile(file+".tmp", raw, 0o640); err != nil {
+	if err := os.WriteFile(file+".tmp", raw, 0o600); err != nil {
 		return fmt.Errorf("edge: applied config: %w", err)
 	}
 	if err := os.Rename(file+".tmp", file); err != nil {

@@ -20,8 +20,9 @@ import (
 type Config struct {
 	// DataDir keeps the edge's state; default ./calx-edge-data.
 	DataDir string `yaml:"data_dir"`
-	// HTTP is the address of the edge's health and metrics endpoints; empty: none.
-	HTTP string `yaml:"http"`
+	// HTTP is the edge's health and metrics endpoint: its address, or
+	// {listen, token_sha256}; empty: none.
+	HTTP SiteHTTP `yaml:"http"`
 	// MQTT is the edge's own broker, where consumers on site read UNS JSON
 	// (uns/<path>, retained): its address, or {listen, allow_anonymous,
 	// tls, limits}; empty: none.
@@ -51,16 +52,30 @@ type SiteMQTT struct {
 
 // UnmarshalYAML takes an address or the full form, strictly.
 func (m *SiteMQTT) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind == yaml.ScalarNode {
-		*m = SiteMQTT{Listen: n.Value}
-		return nil
-	}
 	type plain SiteMQTT
-	var p plain
-	if err := config.DecodeNode(n, &p); err != nil {
+	*m = SiteMQTT{}
+	if err := config.DecodeShort(n, &m.Listen, (*plain)(m)); err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
-	*m = SiteMQTT(p)
+	return nil
+}
+
+// SiteHTTP is the edge's health, status and metrics endpoint: written as
+// its address alone (http: 127.0.0.1:8081), or in full.
+type SiteHTTP struct {
+	Listen string `yaml:"listen"`
+	// TokenSHA256, when set, is the hex SHA-256 of the bearer token that
+	// /api/v1/status and /metrics ask for (/healthz and /readyz stay open).
+	TokenSHA256 string `yaml:"token_sha256"`
+}
+
+// UnmarshalYAML takes an address or the full form, strictly.
+func (h *SiteHTTP) UnmarshalYAML(n *yaml.Node) error {
+	type plain SiteHTTP
+	*h = SiteHTTP{}
+	if err := config.DecodeShort(n, &h.Listen, (*plain)(h)); err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
 	return nil
 }
 
@@ -134,6 +149,9 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 	}
 	if err := c.MQTT.Limits.Validate(); err != nil {
 		return o, fmt.Errorf("%s: mqtt.%w", c.file, err)
+	}
+	if err := guard.CheckTokenSHA256(c.HTTP.TokenSHA256); err != nil {
+		return o, fmt.Errorf("%s: http.%w", c.file, err)
 	}
 	if c.Cloud.PasswordFile != "" {
 		b, err := os.ReadFile(c.Cloud.PasswordFile)

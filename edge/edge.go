@@ -462,11 +462,11 @@ func (e *Edge) saveDeclared(d *device, defs []TagDef) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("edge: declared tags: %w", err)
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("edge: declared tags: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -485,7 +485,7 @@ func (e *Edge) metricAt(p uns.Path) (*metric, bool) {
 
 // Start starts the connectors and the edge node.
 func (e *Edge) Start(ctx context.Context) error {
-	if err := os.MkdirAll(e.opts.DataDir, 0o750); err != nil {
+	if err := os.MkdirAll(e.opts.DataDir, 0o700); err != nil {
 		return fmt.Errorf("edge: data dir: %w", err)
 	}
 	// Parts with a component key of their own get the edge's id, not its component key.
@@ -716,7 +716,7 @@ func (s bdSeqStore) next() (uint64, error) {
 		return 0, fmt.Errorf("bdSeq file: %w", err)
 	}
 	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint((cur+1)%256, 10)), 0o640); err != nil {
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint((cur+1)%256, 10)), 0o600); err != nil {
 		return 0, fmt.Errorf("bdSeq file: %w", err)
 	}
 	if err := os.Rename(tmp, s.path); err != nil {

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/calx-iiot/calx/guard"
 )
 
 // HealthServer serves the edge's /healthz, /readyz and /metrics.
@@ -85,8 +87,12 @@ func (c edgeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// StartHealth serves the edge's health and metrics on addr.
-func StartHealth(e *Edge, addr string) (*HealthServer, error) {
+// StartHealth serves the edge's health and metrics on addr; with a token
+// digest (guard.RequireToken), its status and metrics need the token.
+func StartHealth(e *Edge, addr, tokenSHA256 string) (*HealthServer, error) {
+	if err := guard.CheckTokenSHA256(tokenSHA256); err != nil {
+		return nil, fmt.Errorf("edge http: %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(edgeCollector{e}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
@@ -105,11 +111,11 @@ func StartHealth(e *Edge, addr string) (*HealthServer, error) {
 		}
 		reply(w, http.StatusOK, map[string]any{"status": "ready"})
 	})
-	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /api/v1/status", guard.RequireToken(tokenSHA256, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, map[string]any{"edge": e.opts.Group + "/" + e.opts.EdgeID, "online": e.Online(),
 			"stats": e.Stats(), "connections": e.Connections(), "config": e.ConfigStatus()})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	})))
+	mux.Handle("GET /metrics", guard.RequireToken(tokenSHA256, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path)})
 	})
@@ -117,7 +123,9 @@ func StartHealth(e *Edge, addr string) (*HealthServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge http %s: %w", addr, err)
 	}
-	h := &HealthServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln: ln}
+	ln = guard.LimitListener(ln, guard.NewCaps(256, 32, e.log))
+	h := &HealthServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}, ln: ln}
 	go func() {
 		if err := h.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			e.log.Error("edge http stopped", "err", err)

@@ -22,7 +22,7 @@ func TestHealthStatusAndMetrics(t *testing.T) {
 	r := startBroker(t)
 	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
 	e := startEdge(t, r, t.TempDir(), dev)
-	h, err := StartHealth(e, "127.0.0.1:0")
+	h, err := StartHealth(e, "127.0.0.1:0", "")
 	if err != nil {
 		t.Fatal(err)
 	}

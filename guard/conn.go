@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
 )
 
 // ErrFirstPacket is returned by a connection's Read when its first packet
@@ -18,11 +17,9 @@ var ErrFirstPacket = errors.New("first packet refused")
 // before mochi allocates for it.
 type guardedConn struct {
 	net.Conn
-	l    *Listener
-	host string
+	l *Listener
 
-	header    firstHeader // of the first packet, until done
-	closeOnce sync.Once
+	header firstHeader // of the first packet, until done
 }
 
 // firstHeader reads an MQTT fixed header byte by byte: the packet type,
@@ -78,8 +75,3 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *guardedConn) Close() error {
-	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.l.release(c.host) })
-	return err
-}

@@ -58,15 +58,15 @@ type Listener struct {
 	opts ListenerOptions
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	ln      net.Listener
-	perAddr map[string]int
-	closed  bool
-	done    chan struct{} // closed when Serve returns
+	caps *Caps
 
-	open                                                                atomic.Int64
-	accepted, refusedTotal, refusedAddr, timeouts, badFirst, acceptErrs atomic.Uint64
-	lastAcceptErr                                                       atomic.Pointer[acceptErr]
+	mu     sync.Mutex
+	ln     net.Listener
+	closed bool
+	done   chan struct{} // closed when Serve returns
+
+	timeouts, badFirst, acceptErrs atomic.Uint64
+	lastAcceptErr                  atomic.Pointer[acceptErr]
 }
 
 type acceptErr struct {
@@ -88,7 +88,8 @@ func NewListener(opts ListenerOptions) (*Listener, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Listener{opts: opts, log: opts.Logger.With("listener", opts.ID), perAddr: map[string]int{}, done: make(chan struct{})}, nil
+	log := opts.Logger.With("listener", opts.ID)
+	return &Listener{opts: opts, log: log, caps: NewCaps(opts.Limits.MaxConnections, opts.Limits.MaxPerAddress, log), done: make(chan struct{})}, nil
 }
 
 // ID is the listener's id.
@@ -165,43 +166,19 @@ func (l *Listener) Serve(establish listeners.EstablishFn) {
 
 // admit counts a new connection against the caps and wraps it.
 func (l *Listener) admit(conn net.Conn) (net.Conn, bool) {
-	host := remoteHost(conn)
-	l.mu.Lock()
-	switch {
-	case l.closed:
-		l.mu.Unlock()
-		return nil, false
-	case l.open.Load() >= int64(l.opts.Limits.MaxConnections):
-		l.mu.Unlock()
-		if l.refusedTotal.Add(1)%1000 == 1 {
-			l.log.Warn("connection refused: the listener's connection cap is reached", "remote", host, "max_connections", l.opts.Limits.MaxConnections)
-		}
-		return nil, false
-	case l.perAddr[host] >= l.opts.Limits.MaxPerAddress:
-		l.mu.Unlock()
-		if l.refusedAddr.Add(1)%1000 == 1 {
-			l.log.Warn("connection refused: the address's connection cap is reached", "remote", host, "max_per_address", l.opts.Limits.MaxPerAddress)
-		}
+	if l.isClosed() {
 		return nil, false
 	}
-	l.perAddr[host]++
-	l.open.Add(1)
-	l.mu.Unlock()
-	l.accepted.Add(1)
+	counted, ok := l.caps.Admit(conn)
+	if !ok {
+		return nil, false
+	}
 	_ = conn.SetDeadline(time.Now().Add(l.opts.Limits.ConnectTimeout.Std()))
+	inner := counted
 	if l.opts.TLS != nil {
-		conn = tls.Server(conn, l.opts.TLS)
+		inner = tls.Server(counted, l.opts.TLS)
 	}
-	return &guardedConn{Conn: conn, l: l, host: host}, true
-}
-
-func (l *Listener) release(host string) {
-	l.mu.Lock()
-	if l.perAddr[host]--; l.perAddr[host] <= 0 {
-		delete(l.perAddr, host)
-	}
-	l.mu.Unlock()
-	l.open.Add(-1)
+	return &guardedConn{Conn: inner, l: l}, true
 }
 
 func (l *Listener) isClosed() bool {
@@ -241,14 +218,8 @@ func (l *Listener) Err() error {
 
 // Stats returns the listener's counters.
 func (l *Listener) Stats() Stats {
-	return Stats{Open: l.open.Load(), Accepted: l.accepted.Load(), RefusedTotal: l.refusedTotal.Load(), RefusedAddress: l.refusedAddr.Load(),
+	c := l.caps.Stats()
+	return Stats{Open: c.Open, Accepted: c.Accepted, RefusedTotal: c.RefusedTotal, RefusedAddress: c.RefusedAddress,
 		ConnectTimeouts: l.timeouts.Load(), BadFirstPacket: l.badFirst.Load(), AcceptErrors: l.acceptErrs.Load()}
 }
 
-func remoteHost(c net.Conn) string {
-	addr := c.RemoteAddr().String()
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
-}

@@ -170,7 +170,7 @@ func (b *Bus) users() []*server.User {
 
 // Start runs the server, connects to it and makes sure the streams exist.
 func (b *Bus) Start(ctx context.Context) error {
-	if err := os.MkdirAll(b.opts.Dir, 0o750); err != nil {
+	if err := os.MkdirAll(b.opts.Dir, 0o700); err != nil {
 		return fmt.Errorf("bus: %w", err)
 	}
 	so := &server.Options{

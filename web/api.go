@@ -37,19 +37,23 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if host, _, err := net.SplitHostPort(client); err == nil {
 		client = host
 	}
-	if wait := s.auth.Blocked(client); wait > 0 {
+	if wait := s.auth.Blocked(client, req.Username); wait > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed logins from %s: try again in %s", client, wait.Round(time.Second)))
 		return
 	}
 	tok, exp, err := s.auth.Login(req.Username, req.Password)
 	if err != nil {
-		s.auth.recordFailure(client)
-		s.log.Warn("login refused", "username", req.Username, "remote", r.RemoteAddr)
+		s.auth.recordFailure(client, req.Username)
+		logged := req.Username
+		if !s.auth.Known(logged) {
+			logged = "(unknown)"
+		}
+		s.log.Warn("login refused", "username", logged, "remote", r.RemoteAddr)
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return
 	}
-	s.auth.forgive(client)
+	s.auth.forgive(client, req.Username)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: tok, Path: "/", Expires: exp,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
@@ -160,6 +164,14 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	}
 	sub := s.cloud.Hub.Subscribe(prefixes...)
 	defer s.cloud.Hub.Unsubscribe(sub)
+	// The stream outlives the server's write timeout: each write gets a
+	// deadline of its own, so that a client that stops reading is cut off.
+	rc := http.NewResponseController(w)
+	flush := func() {
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		fl.Flush()
+	}
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -187,17 +199,19 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-ping.C:
 			fmt.Fprint(w, ": ping\n\n")
-			fl.Flush()
+			flush()
 		case batch := <-sub.C:
 			buf = append(buf[:0], "event: values\ndata: "...)
 			buf = appendLiveJSON(buf, batch, typeOf)
 			buf = append(buf, "\n\n"...)
+			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 			w.Write(buf)
-			fl.Flush()
+			flush()
 		case trs := <-sub.Alarms:
 			b, _ := json.Marshal(trs)
+			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 			fmt.Fprintf(w, "event: alarms\ndata: %s\n\n", b)
-			fl.Flush()
+			flush()
 		}
 	}
 }

@@ -50,54 +50,80 @@ type Auth struct {
 	now      func() time.Time
 }
 
-// failures counts a client's failed logins; past maxFailures it must wait.
+// failures counts failed logins of a key; past its limit it must wait.
 type failures struct {
 	count int
 	until time.Time
+	last  time.Time
 }
 
+// Failed logins are counted per client address and user name (so that a
+// colleague's typing behind the same address locks out no one else), and
+// per address, with a higher limit, against guessing many names.
 const (
-	maxFailures  = 5
-	lockoutFirst = 30 * time.Second
-	lockoutMax   = 15 * time.Minute
+	maxFailures        = 5
+	maxAddressFailures = 50
+	lockoutFirst       = 30 * time.Second
+	lockoutMax         = 15 * time.Minute
 )
 
-// Blocked tells how long a client must wait before it may try again.
-func (a *Auth) Blocked(client string) time.Duration {
+func pairKey(client, user string) string { return "u\x00" + client + "\x00" + user }
+func addrKey(client string) string       { return "a\x00" + client }
+
+// Blocked tells how long a client must wait before it may try a user name
+// again.
+func (a *Auth) Blocked(client, user string) time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	f, ok := a.failures[client]
-	if !ok {
-		return 0
+	var wait time.Duration
+	for _, k := range []string{pairKey(client, user), addrKey(client)} {
+		if f, ok := a.failures[k]; ok {
+			wait = max(wait, f.until.Sub(a.now()))
+		}
 	}
-	return max(0, f.until.Sub(a.now()))
+	return wait
 }
 
-// forgive clears a client's failures after a good login.
-func (a *Auth) forgive(client string) {
+// forgive clears the failures of a client and user name after a good
+// login.
+func (a *Auth) forgive(client, user string) {
 	a.mu.Lock()
-	delete(a.failures, client)
+	delete(a.failures, pairKey(client, user))
 	a.mu.Unlock()
 }
 
-// recordFailure counts a failed login of a client; from the fifth on, each
-// locks the client out for twice as long as the one before.
-func (a *Auth) recordFailure(client string) {
+// recordFailure counts a failed login; from the limit on, each locks the
+// key out for twice as long as the one before. A count forgets failures
+// older than the longest lockout.
+func (a *Auth) recordFailure(client, user string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	f, ok := a.failures[client]
-	if !ok {
-		if len(a.failures) > 100000 {
-			a.failures = map[string]*failures{} // a flood of addresses: start over rather than grow
+	now := a.now()
+	for _, k := range []struct {
+		key   string
+		limit int
+	}{{pairKey(client, user), maxFailures}, {addrKey(client), maxAddressFailures}} {
+		f, ok := a.failures[k.key]
+		if !ok || now.Sub(f.last) > lockoutMax {
+			if len(a.failures) > 100000 {
+				a.failures = map[string]*failures{} // a flood of addresses: start over rather than grow
+			}
+			f = &failures{}
+			a.failures[k.key] = f
 		}
-		f = &failures{}
-		a.failures[client] = f
+		f.count++
+		f.last = now
+		if f.count >= k.limit {
+			f.until = now.Add(min(lockoutFirst<<min(f.count-k.limit, 10), lockoutMax))
+		}
 	}
-	f.count++
-	if f.count >= maxFailures {
-		lock := min(lockoutFirst<<min(f.count-maxFailures, 10), lockoutMax)
-		f.until = a.now().Add(lock)
-	}
+}
+
+// Known says whether a user name exists, for logs that must not show a
+// name typed wrong (it may be a password).
+func (a *Auth) Known(user string) bool {
+	_, ok := a.users[user]
+	return ok
 }
 
 // NewAuth returns an Auth for users.

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -97,35 +98,45 @@ func TestLoginLockout(t *testing.T) {
 	now := time.Now()
 	a.now = func() time.Time { return now }
 	for i := range maxFailures - 1 {
-		a.recordFailure("10.0.0.9")
-		if a.Blocked("10.0.0.9") != 0 {
+		a.recordFailure("10.0.0.9", "ann")
+		if a.Blocked("10.0.0.9", "ann") != 0 {
 			t.Fatalf("blocked after %d failures", i+1)
 		}
 	}
-	a.recordFailure("10.0.0.9")
-	if got := a.Blocked("10.0.0.9"); got != lockoutFirst {
+	a.recordFailure("10.0.0.9", "ann")
+	if got := a.Blocked("10.0.0.9", "ann"); got != lockoutFirst {
 		t.Fatalf("after %d failures: blocked for %s, want %s", maxFailures, got, lockoutFirst)
 	}
-	if a.Blocked("10.0.0.10") != 0 {
+	if a.Blocked("10.0.0.10", "ann") != 0 {
 		t.Fatal("another client is blocked too")
 	}
-	a.recordFailure("10.0.0.9")
-	if got := a.Blocked("10.0.0.9"); got != 2*lockoutFirst {
+	if a.Blocked("10.0.0.9", "bob") != 0 {
+		t.Fatal("another user behind the same address is blocked too")
+	}
+	a.recordFailure("10.0.0.9", "ann")
+	if got := a.Blocked("10.0.0.9", "ann"); got != 2*lockoutFirst {
 		t.Fatalf("one more failure: blocked for %s, want %s", got, 2*lockoutFirst)
 	}
 	for range 20 {
-		a.recordFailure("10.0.0.9")
+		a.recordFailure("10.0.0.9", "ann")
 	}
-	if got := a.Blocked("10.0.0.9"); got != lockoutMax {
+	if got := a.Blocked("10.0.0.9", "ann"); got != lockoutMax {
 		t.Fatalf("many failures: blocked for %s, want the cap %s", got, lockoutMax)
 	}
 	now = now.Add(lockoutMax + time.Second)
-	if a.Blocked("10.0.0.9") != 0 {
+	if a.Blocked("10.0.0.9", "ann") != 0 {
 		t.Fatal("still blocked after the lockout")
 	}
-	a.forgive("10.0.0.9")
-	a.recordFailure("10.0.0.9")
-	if a.Blocked("10.0.0.9") != 0 {
+	a.forgive("10.0.0.9", "ann")
+	a.recordFailure("10.0.0.9", "ann")
+	if a.Blocked("10.0.0.9", "ann") != 0 {
 		t.Fatal("a good login did not clear the count")
+	}
+	// Guessing many names from one address: the address is blocked.
+	for i := range maxAddressFailures {
+		a.recordFailure("10.0.0.11", fmt.Sprint("name", i))
+	}
+	if a.Blocked("10.0.0.11", "someone-else") == 0 {
+		t.Fatal("an address guessing many names is not blocked")
 	}
 }

@@ -314,6 +314,10 @@ func (s *Server) latest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"prefix": prefix, "count": len(out), "tags": out})
 }
 
+// maxExportPoints bounds a Parquet export (about 10 bytes a point on disk,
+// in the exports folder, while it is sent).
+const maxExportPoints = 50_000_000
+
 // Limits of the SQL endpoint.
 const (
 	sqlTimeout     = 10 * time.Second
@@ -357,7 +361,11 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 
 // historyParquet answers the raw points of the paths as a Parquet file.
 func (s *Server) historyParquet(w http.ResponseWriter, r *http.Request, hq *historyQuery) {
-	f, _, err := s.cloud.Historian.ExportParquet(r.Context(), hq.paths, hq.from, hq.to)
+	f, _, err := s.cloud.Historian.ExportParquet(r.Context(), hq.paths, hq.from, hq.to, maxExportPoints)
+	if errors.Is(err, historian.ErrTooManyPoints) {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if err != nil {
 		for _, p := range hq.paths {
 			if !s.cloud.Historian.Known(p) {

@@ -5,6 +5,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"embed"
@@ -16,12 +17,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/guard"
 )
 
 //go:embed templates static
@@ -35,8 +39,23 @@ type Options struct {
 	Cloud   *cloud.Cloud
 	Auth    *Auth
 	Version string
-	Logger  *slog.Logger
+	// MaxConnections and MaxPerAddress bound the open connections, in all
+	// and from one address; zero means 4096 and 256.
+	MaxConnections, MaxPerAddress int
+	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer
+	// token /metrics asks for.
+	MetricsTokenSHA256 string
+	Logger             *slog.Logger
 }
+
+// Timeouts of the HTTP server; a live stream sets its own write deadlines.
+const (
+	readHeaderTimeout  = 10 * time.Second
+	readTimeout        = time.Minute
+	serverWriteTimeout = 10 * time.Minute // a large export
+	idleTimeout        = 2 * time.Minute
+	streamWriteTimeout = time.Minute
+)
 
 // Server is the HTTP server.
 type Server struct {
@@ -44,6 +63,7 @@ type Server struct {
 	log   *slog.Logger
 	srv   *http.Server
 	ln    net.Listener
+	caps  *guard.Caps
 	tmpl  *template.Template
 	cloud *cloud.Cloud
 	auth  *Auth
@@ -61,8 +81,14 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: templates: %w", err)
 	}
+	if err := guard.CheckTokenSHA256(opts.MetricsTokenSHA256); err != nil {
+		return nil, fmt.Errorf("web: metrics_%w", err)
+	}
 	s := &Server{opts: opts, log: opts.Logger.With("component", "web"), tmpl: tmpl, cloud: opts.Cloud, auth: opts.Auth}
-	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second}
+	s.caps = guard.NewCaps(cmp.Or(opts.MaxConnections, 4096), cmp.Or(opts.MaxPerAddress, 256), s.log)
+	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
+		WriteTimeout: serverWriteTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	return s, nil
 }
 
@@ -71,15 +97,16 @@ func (s *Server) routes() http.Handler {
 	hm := newHTTPMetrics()
 	r.Use(middleware.Recoverer)
 	r.Use(hm.middleware)
-	r.Use(securityHeaders)
+	r.Use(s.securityHeaders)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
-	r.Handle("/metrics", metricsHandler(s.cloud, hm))
+	r.Handle("/metrics", guard.RequireToken(s.opts.MetricsTokenSHA256, metricsHandler(s.cloud, hm)))
 	static, _ := fs.Sub(assets, "static")
-	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(static)))
+	r.Handle("/static/*", http.StripPrefix("/static/", noListing(http.FileServerFS(static))))
 	r.Get("/login", s.loginPage)
 	r.With(s.requirePage).Get("/", s.indexPage)
 	r.Route("/api/v1", func(r chi.Router) {
+		r.Use(sameOrigin)
 		r.Post("/login", s.login)
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireAPI)
@@ -137,6 +164,7 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("web: listen %s: %w", s.opts.Listen, err)
 	}
+	ln = guard.LimitListener(ln, s.caps)
 	if s.opts.TLS != nil {
 		ln = tls.NewListener(ln, s.opts.TLS)
 	}
@@ -162,15 +190,54 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func securityHeaders(next http.Handler) http.Handler {
+func (s *Server) securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "same-origin")
+		if s.opts.TLS != nil {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// sameOrigin refuses a request that changes something when a browser
+// says it comes from a page of another site: the session cookie is
+// SameSite=Strict already, and this holds with browsers that ignore it.
+func sameOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			origin := r.Header.Get("Origin")
+			if origin == "" {
+				origin = r.Header.Get("Referer")
+			}
+			if origin != "" {
+				u, err := url.Parse(origin)
+				if err != nil || !strings.EqualFold(u.Host, r.Host) {
+					writeError(w, http.StatusForbidden, fmt.Sprintf("cross-site request refused: origin %q is not this server", origin))
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// noListing answers 404 for a folder of the static files, not its list.
+func noListing(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			writeError(w, http.StatusNotFound, "no such file")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 
 type ctxKey struct{}
 

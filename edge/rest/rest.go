@@ -107,7 +107,8 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Source{s: s, device: device, client: &http.Client{Timeout: s.Timeout}, log: log.With("component", "rest", "device", device)}, nil
+	client := &http.Client{Timeout: s.Timeout, CheckRedirect: sameHost}
+	return &Source{s: s, device: device, client: client, log: log.With("component", "rest", "device", device)}, nil
 }
 
 // Tags declares the source's tags.
@@ -212,4 +213,18 @@ func (src *Source) value(doc any, t Tag) (uns.Value, error) {
 		return uns.Null, err
 	}
 	return t.ToEng(v), nil
+}
+
+// sameHost follows a redirect only to the same scheme and host, and at
+// most five: the request carries the device's credentials, which are not
+// for another server.
+func sameHost(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	if req.URL.Host != first.Host || req.URL.Scheme != first.Scheme {
+		return fmt.Errorf("redirect to %s://%s refused: not the configured server %s://%s", req.URL.Scheme, req.URL.Host, first.Scheme, first.Host)
+	}
+	if len(via) >= 5 {
+		return errors.New("more than 5 redirects")
+	}
+	return nil
 }

@@ -108,3 +108,53 @@ func TestSampleConfig(t *testing.T) {
 		return err
 	})
 }
+
+// A redirect is followed only to the configured server: another host
+// never gets the request, with or without the device's credentials.
+func TestNoRedirectToAnotherHost(t *testing.T) {
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		fmt.Fprint(w, `{"v":2}`)
+	}))
+	t.Cleanup(other.Close)
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/moved":
+			http.Redirect(w, r, srv.URL+"/here", http.StatusFound)
+		case "/away":
+			http.Redirect(w, r, other.URL+"/steal", http.StatusFound)
+		case "/here":
+			fmt.Fprint(w, `{"v":1}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	run := func(path string) *edgetest.Sink {
+		src, err := New("mes", Settings{URL: srv.URL + path, Bearer: "secret", Interval: 100 * time.Millisecond, Tags: []Tag{{Name: "v", Path: "v"}}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return edgetest.Run(t, src)
+	}
+	moved := run("/moved")
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if r, _ := moved.Get("v"); !r.Value.Equal(uns.Float(1)) {
+			return fmt.Errorf("v = %+v", r.Value)
+		}
+		return nil
+	})
+	away := run("/away")
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if away.Losses() == 0 {
+			return fmt.Errorf("the source is not lost")
+		}
+		return nil
+	})
+	if _, ok := away.Get("v"); ok {
+		t.Fatal("a value came through the redirect to another host")
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Fatalf("the other host got %d requests", n)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,7 +170,7 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("historian: %w", err)
 	}
 	// No internet at run time: never try to fetch an extension.
@@ -179,6 +180,12 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
 	db := sql.OpenDB(connector)
+	// The history is the plant's: its file is the process's alone,
+	// whatever mode a file of an earlier version had.
+	if err := os.Chmod(opts.Path, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		db.Close()
+		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
+	}
 	if _, err := db.ExecContext(ctx, Schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: schema: %w", opts.Path, err)

@@ -3,6 +3,7 @@ package historian
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/calx-iiot/calx/uns"
 )
+
+// ErrTooManyPoints is returned for an export larger than its limit.
+var ErrTooManyPoints = errors.New("too many points")
 
 // Aggregates a history query can ask for per bucket.
 const (
@@ -248,8 +252,9 @@ GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
 // open for reading, with how many points it holds. The file is written in
 // the historian's exports folder, the one place besides the archive where
 // the engine may write, and its name is gone before it is returned: the
-// caller's handle is the only way to it, and closing it frees it.
-func (h *Historian) ExportParquet(ctx context.Context, paths []uns.Path, from, to time.Time) (*os.File, int64, error) {
+// caller's handle is the only way to it, and closing it frees it. More
+// than maxPoints points is ErrTooManyPoints, and no file.
+func (h *Historian) ExportParquet(ctx context.Context, paths []uns.Path, from, to time.Time, maxPoints int64) (*os.File, int64, error) {
 	ids := make([]string, len(paths))
 	for i, p := range paths {
 		id, err := h.id(p)
@@ -257,6 +262,13 @@ func (h *Historian) ExportParquet(ctx context.Context, paths []uns.Path, from, t
 			return nil, 0, err
 		}
 		ids[i] = fmt.Sprint(id)
+	}
+	var count int64
+	if err := h.db.QueryRowContext(ctx, `SELECT count(*) FROM points WHERE tag_id IN (`+strings.Join(ids, ",")+`) AND ts >= ? AND ts <= ?`, from, to).Scan(&count); err != nil {
+		return nil, 0, fmt.Errorf("historian: parquet export: %w", err)
+	}
+	if count > maxPoints {
+		return nil, 0, fmt.Errorf("%w: %d points, more than the export limit of %d; ask for fewer tags or a shorter range", ErrTooManyPoints, count, maxPoints)
 	}
 	tmp, err := os.CreateTemp(h.exportDir(), "export-*.parquet")
 	if err != nil {

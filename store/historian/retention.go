@@ -112,7 +112,7 @@ func (h *Historian) export(ctx context.Context, conn *sql.Conn, in string, cutof
 	if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM points WHERE tag_id IN `+in+` AND ts < ?`, cutoff).Scan(&n); err != nil || n == 0 {
 		return 0, err
 	}
-	if err := os.MkdirAll(h.ArchiveDir(), 0o750); err != nil {
+	if err := os.MkdirAll(h.ArchiveDir(), 0o700); err != nil {
 		return 0, fmt.Errorf("historian: export: %w", err)
 	}
 	dir := strings.ReplaceAll(filepath.ToSlash(h.ArchiveDir()), "'", "''")

@@ -192,3 +192,46 @@ func TestQueryErrorShowsNoWrapper(t *testing.T) {
 		t.Fatalf("the error shows the wrapped statement: %v", err)
 	}
 }
+
+// The history file is the process's alone, whatever the mode of its
+// folder or of the file an earlier version left; an export larger than
+// its limit is refused before it is written.
+func TestHistoryFilePrivateAndExportCapped(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "h.duckdb")
+	h := openTest(t, path)
+	p := uns.Path("ent/site/area/line/m/temp")
+	if err := h.UpsertTags(context.Background(), []uns.Tag{{Path: p, DataType: uns.TypeFloat64}}); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h = openTest(t, path)
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("history file mode %v %v, want 0600", st.Mode().Perm(), err)
+	}
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var batch []uns.Sample
+	for i := range 100 {
+		batch = append(batch, uns.Sample{Path: p, TS: t0.Add(time.Duration(i) * time.Second), Value: uns.Float(float64(i))})
+	}
+	if err := h.WriteBatch(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.ExportParquet(context.Background(), []uns.Path{p}, t0, t0.Add(time.Hour), 99); !errors.Is(err, ErrTooManyPoints) {
+		t.Fatalf("export of 100 points capped at 99: %v", err)
+	}
+	f, n, err := h.ExportParquet(context.Background(), []uns.Path{p}, t0, t0.Add(time.Hour), 100)
+	if err != nil || n != 100 {
+		t.Fatalf("export: %d %v", n, err)
+	}
+	f.Close()
+	if left, _ := os.ReadDir(h.exportDir()); len(left) != 0 {
+		t.Fatalf("the exports folder keeps %d files", len(left))
+	}
+}
