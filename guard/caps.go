@@ -93,7 +93,9 @@ func (cc *countedConn) Close() error {
 
 // LimitListener is a net.Listener whose connections count against caps;
 // one over a cap is closed as soon as it is accepted.
-func LimitListener(ln net.Listener, caps *Caps) net.Listener { return &limitListener{Listener: ln, caps: caps} }
+func LimitListener(ln net.Listener, caps *Caps) net.Listener {
+	return &limitListener{Listener: ln, caps: caps}
+}
 
 type limitListener struct {
 	net.Listener

@@ -74,4 +74,3 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-

@@ -222,4 +222,3 @@ func (l *Listener) Stats() Stats {
 	return Stats{Open: c.Open, Accepted: c.Accepted, RefusedTotal: c.RefusedTotal, RefusedAddress: c.RefusedAddress,
 		ConnectTimeouts: l.timeouts.Load(), BadFirstPacket: l.badFirst.Load(), AcceptErrors: l.acceptErrs.Load()}
 }
-

@@ -238,7 +238,6 @@ func noListing(next http.Handler) http.Handler {
 	})
 }
 
-
 type ctxKey struct{}
 
 func (s *Server) requireAPI(next http.Handler) http.Handler {
