@@ -1,11 +1,9 @@
 package guard
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -18,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/internal/mqttraw"
 )
 
 // broker is a real mochi broker behind a guard Listener and Hook, that
@@ -68,95 +67,11 @@ func dialFrom(t *testing.T, from, to string) net.Conn {
 	return c
 }
 
-// closedWithin says whether the server closed c within d.
-func closedWithin(c net.Conn, d time.Duration) bool {
-	c.SetReadDeadline(time.Now().Add(d))
-	var b [1]byte
-	for {
-		_, err := c.Read(b[:])
-		if err == nil {
-			continue
-		}
-		var ne net.Error
-		return !(errors.As(err, &ne) && ne.Timeout())
-	}
-}
-
-type session struct {
-	id, user   string
-	version    byte
-	clean      bool
-	expiry     uint32 // v5 session expiry interval
-	subscribe  string // a filter subscribed to at QoS 1 after the CONNACK
-	keepReader bool
-}
-
-// connect sends a CONNECT and returns the connection and the CONNACK.
-func connect(t *testing.T, addr string, s session) (net.Conn, packets.Packet) {
+// connect opens a connection to addr and sends a CONNECT.
+func connect(t *testing.T, addr string, s mqttraw.Session) (net.Conn, packets.Packet) {
 	t.Helper()
 	c := dialFrom(t, "127.0.0.1", addr)
-	version := s.version
-	if version == 0 {
-		version = 4
-	}
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version, Connect: packets.ConnectParams{
-		ProtocolName: []byte("MQTT"), Clean: s.clean, ClientIdentifier: s.id, Keepalive: 30,
-		UsernameFlag: true, Username: []byte(s.user), PasswordFlag: true, Password: []byte("pw")}}
-	if s.expiry > 0 {
-		pk.Properties.SessionExpiryInterval, pk.Properties.SessionExpiryIntervalFlag = s.expiry, true
-	}
-	var buf bytes.Buffer
-	if err := pk.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	ack := readPacket(t, c, version)
-	if ack.FixedHeader.Type != packets.Connack {
-		t.Fatalf("got packet type %d, want a CONNACK", ack.FixedHeader.Type)
-	}
-	if s.subscribe != "" && ack.ReasonCode == 0 {
-		sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: version, PacketID: 1,
-			Filters: packets.Subscriptions{{Filter: s.subscribe, Qos: 1}}}
-		buf.Reset()
-		if err := sub.SubscribeEncode(&buf); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Write(buf.Bytes()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return c, ack
-}
-
-func readPacket(t *testing.T, c net.Conn, version byte) packets.Packet {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	defer c.SetReadDeadline(time.Time{})
-	r := bufio.NewReader(c)
-	b, err := r.ReadByte()
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	var fh packets.FixedHeader
-	if err := fh.Decode(b); err != nil {
-		t.Fatal(err)
-	}
-	if fh.Remaining, _, err = packets.DecodeLength(r); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, fh.Remaining)
-	if _, err := io.ReadFull(r, body); err != nil {
-		t.Fatal(err)
-	}
-	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: version}
-	if fh.Type == packets.Connack {
-		if err := pk.ConnackDecode(body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return pk
+	return c, mqttraw.Connect(t, c, s)
 }
 
 func heapInUse() uint64 {
@@ -198,7 +113,7 @@ func TestSilentSocketFlood(t *testing.T) {
 	var mu sync.Mutex
 	for _, c := range flood {
 		wg.Go(func() {
-			if closedWithin(c, 200*time.Millisecond) {
+			if mqttraw.ClosedWithin(c, 200*time.Millisecond) {
 				mu.Lock()
 				closedAtOnce++
 				mu.Unlock()
@@ -210,14 +125,14 @@ func TestSilentSocketFlood(t *testing.T) {
 		t.Fatalf("%d of 300 closed at once, want the 250 over the cap of 50", closedAtOnce)
 	}
 	// While 127.0.0.1 is at its cap, another address gets in.
-	if other := dialFrom(t, "127.0.0.2", addr); closedWithin(other, 100*time.Millisecond) {
+	if other := dialFrom(t, "127.0.0.2", addr); mqttraw.ClosedWithin(other, 100*time.Millisecond) {
 		t.Fatal("a connection from another address was closed at once")
 	}
 	if grown := int64(heapInUse()) - int64(before); grown > 64<<20 {
 		t.Fatalf("heap grew by %d MiB for 50 silent sockets", grown>>20)
 	}
 	for _, c := range flood {
-		if !closedWithin(c, 2*time.Second) {
+		if !mqttraw.ClosedWithin(c, 2*time.Second) {
 			t.Fatal("a silent socket outlived the CONNECT deadline")
 		}
 	}
@@ -227,7 +142,7 @@ func TestSilentSocketFlood(t *testing.T) {
 		}
 		return nil
 	})
-	if _, ack := connect(t, addr, session{id: "after", user: "u", clean: true}); ack.ReasonCode != 0 {
+	if _, ack := connect(t, addr, mqttraw.Session{ID: "after", User: "u", Clean: true}); ack.ReasonCode != 0 {
 		t.Fatalf("connect after the flood: reason %#x", ack.ReasonCode)
 	}
 }
@@ -244,7 +159,7 @@ func TestTotalConnectionCap(t *testing.T) {
 		}
 		return nil
 	})
-	if c := dialFrom(t, "127.0.0.9", b.ln.Address()); !closedWithin(c, time.Second) {
+	if c := dialFrom(t, "127.0.0.9", b.ln.Address()); !mqttraw.ClosedWithin(c, time.Second) {
 		t.Fatal("the 21st connection was not refused")
 	}
 	if st := b.ln.Stats(); st.RefusedTotal != 1 {
@@ -265,14 +180,14 @@ func TestFirstPacketBounded(t *testing.T) {
 	} {
 		c := dialFrom(t, "127.0.0.1", b.ln.Address())
 		c.Write(first)
-		if !closedWithin(c, time.Second) {
+		if !mqttraw.ClosedWithin(c, time.Second) {
 			t.Fatalf("% x: connection kept", first)
 		}
 	}
 	for range 8 {
 		c := dialFrom(t, "127.0.0.1", b.ln.Address())
 		c.Write([]byte{0x10, 0x80, 0x80, 0x80, 0x7f})
-		closedWithin(c, time.Second)
+		mqttraw.ClosedWithin(c, time.Second)
 	}
 	if grown := int64(heapInUse()) - int64(before); grown > 32<<20 {
 		t.Fatalf("heap grew by %d MiB", grown>>20)
@@ -288,12 +203,12 @@ func TestPacketSizeAfterConnect(t *testing.T) {
 	b := startBroker(t, Limits{MaxPacketSize: 1 << 20})
 	before := heapInUse()
 	for i := range 8 {
-		c, ack := connect(t, b.ln.Address(), session{id: fmt.Sprint("big", i), user: "u", clean: true})
+		c, ack := connect(t, b.ln.Address(), mqttraw.Session{ID: fmt.Sprint("big", i), User: "u", Clean: true})
 		if ack.ReasonCode != 0 {
 			t.Fatalf("connect: %#x", ack.ReasonCode)
 		}
 		c.Write([]byte{0x30, 0x80, 0x80, 0x80, 0x7f}) // PUBLISH of 256 MiB
-		if !closedWithin(c, 2*time.Second) {
+		if !mqttraw.ClosedWithin(c, 2*time.Second) {
 			t.Fatal("connection kept after an oversized packet")
 		}
 	}
@@ -368,19 +283,19 @@ func (f *failingListener) Accept() (net.Conn, error) {
 func TestSessionsPerAccount(t *testing.T) {
 	b := startBroker(t, Limits{MaxSessionsPerAccount: 3})
 	for i := range 3 {
-		c, ack := connect(t, b.ln.Address(), session{id: fmt.Sprint("s", i), user: "reader", clean: false})
+		c, ack := connect(t, b.ln.Address(), mqttraw.Session{ID: fmt.Sprint("s", i), User: "reader", Clean: false})
 		if ack.ReasonCode != 0 {
 			t.Fatalf("session %d: %#x", i, ack.ReasonCode)
 		}
 		c.Close()
 	}
-	if _, ack := connect(t, b.ln.Address(), session{id: "s3", user: "reader", clean: false}); ack.ReasonCode == 0 {
+	if _, ack := connect(t, b.ln.Address(), mqttraw.Session{ID: "s3", User: "reader", Clean: false}); ack.ReasonCode == 0 {
 		t.Fatal("a fourth session of the account was accepted")
 	}
-	if _, ack := connect(t, b.ln.Address(), session{id: "s0", user: "reader", clean: false}); ack.ReasonCode != 0 {
+	if _, ack := connect(t, b.ln.Address(), mqttraw.Session{ID: "s0", User: "reader", Clean: false}); ack.ReasonCode != 0 {
 		t.Fatalf("resuming a kept session: %#x", ack.ReasonCode)
 	}
-	if _, ack := connect(t, b.ln.Address(), session{id: "o", user: "other", clean: false}); ack.ReasonCode != 0 {
+	if _, ack := connect(t, b.ln.Address(), mqttraw.Session{ID: "o", User: "other", Clean: false}); ack.ReasonCode != 0 {
 		t.Fatalf("another account: %#x", ack.ReasonCode)
 	}
 	if st := b.hook.Stats(); st.SessionsRefused != 1 {
@@ -392,7 +307,7 @@ func TestSessionsPerAccount(t *testing.T) {
 // and the CONNACK says so.
 func TestSessionExpiryCapped(t *testing.T) {
 	b := startBroker(t, Limits{MaxSessionExpiry: config.Duration(time.Hour)})
-	_, ack := connect(t, b.ln.Address(), session{id: "v5", user: "u", version: 5, expiry: 0xffffffff})
+	_, ack := connect(t, b.ln.Address(), mqttraw.Session{ID: "v5", User: "u", Version: 5, Expiry: 0xffffffff})
 	if ack.ReasonCode != 0 || !ack.Properties.SessionExpiryIntervalFlag || ack.Properties.SessionExpiryInterval != 3600 {
 		t.Fatalf("CONNACK %#x expiry %v %d", ack.ReasonCode, ack.Properties.SessionExpiryIntervalFlag, ack.Properties.SessionExpiryInterval)
 	}
@@ -410,7 +325,7 @@ func TestKeptSessionsBounded(t *testing.T) {
 	}
 	before := heapInUse()
 	for i := range 15 {
-		c, ack := connect(t, b.ln.Address(), session{id: fmt.Sprint("keep", i), user: "reader", version: 5, expiry: 0xffffffff, subscribe: "#"})
+		c, ack := connect(t, b.ln.Address(), mqttraw.Session{ID: fmt.Sprint("keep", i), User: "reader", Version: 5, Expiry: 0xffffffff, Subscribe: "#"})
 		if ack.ReasonCode != 0 {
 			t.Fatalf("connect: %#x", ack.ReasonCode)
 		}
@@ -432,22 +347,12 @@ func TestRetainedCap(t *testing.T) {
 	for i := range 10 { // the broker's own
 		b.srv.Publish(fmt.Sprintf("uns/own/%d", i), []byte("v"), true, 0)
 	}
-	c, ack := connect(t, b.ln.Address(), session{id: "pub", user: "dev", clean: true})
+	c, ack := connect(t, b.ln.Address(), mqttraw.Session{ID: "pub", User: "dev", Clean: true})
 	if ack.ReasonCode != 0 {
 		t.Fatalf("connect: %#x", ack.ReasonCode)
 	}
-	publish := func(topic, payload string) {
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: topic, Payload: []byte(payload)}
-		var buf bytes.Buffer
-		if err := pk.PublishEncode(&buf); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Write(buf.Bytes()); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, m := range [][2]string{{"a", "1"}, {"b", "1"}, {"c", "1"}, {"a", "2"}, {"d", "1"}, {"b", ""}, {"e", "1"}, {"f", "1"}} {
-		publish("site/"+m[0], m[1])
+		mqttraw.Publish(t, c, "site/"+m[0], []byte(m[1]), true)
 	}
 	waitFor(t, 5*time.Second, func() error {
 		if st := b.hook.Stats(); st.RetainRefused != 2 || st.Retained != 3 {
