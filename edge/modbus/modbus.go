@@ -51,8 +51,14 @@ type Tag struct {
 	// Unit, scaling, report by exception, writable.
 	edge.TagOptions `yaml:",inline"`
 
-	bad   error         // the device refused this tag's address
 	every time.Duration // sampling interval: the tag's, or the device's
+
+	// Isolation (isolate.go): a tag the device refuses is read alone,
+	// backing off, until it answers; a tag that answers alone but not in
+	// its block is read in smaller blocks (split 1: no gaps; 2: alone).
+	bad     error
+	backoff time.Duration
+	split   int
 }
 
 func (s *Settings) defaults() {
@@ -200,7 +206,7 @@ func New(device string, s Settings, log *slog.Logger) (*Device, error) {
 		t.every = cmp.Or(t.Interval, s.Interval)
 		d.tick = min(d.tick, t.every)
 	}
-	d.blocks = planAll(s.Tags, s.MaxBlock, s.MaxGap)
+	d.replan(time.Now())
 	return d, nil
 }
 
@@ -240,7 +246,7 @@ func (d *Device) Run(ctx context.Context, sink edge.Sink) error {
 	defer tick.Stop()
 	defer d.close()
 	for {
-		if err := d.cycle(sink); err != nil {
+		if err := d.cycle(ctx, sink); err != nil {
 			sink.Lost(err)
 			d.close()
 			backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
@@ -299,10 +305,11 @@ func isDeviceError(err error) bool {
 	return errors.As(err, &e) && e != mb.ErrRequestTimedOut && e != mb.ErrBadTransactionId && e != mb.ErrProtocolError
 }
 
-// cycle reads every block once and emits the values. An error return means
-// the connection is lost; a device's refusal of an address marks those tags
-// BAD and the others go on.
-func (d *Device) cycle(sink edge.Sink) error {
+// cycle reads every block that is due and emits the values. An error
+// return means the connection is lost; a device's refusal of an address
+// marks those tags BAD and the others go on. It stops early, with no
+// error, when ctx ends.
+func (d *Device) cycle(ctx context.Context, sink edge.Sink) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.connect(); err != nil {
@@ -312,8 +319,11 @@ func (d *Device) cycle(sink edge.Sink) error {
 	}
 	start := time.Now()
 	var rs []edge.Reading
-	read := false
+	read, replan := false, false
 	for _, b := range d.blocks {
+		if ctx.Err() != nil {
+			break
+		}
 		// Due within half a tick: the ticker's jitter must not skip a read.
 		if start.Add(d.tick / 2).Before(b.due) {
 			continue
@@ -328,14 +338,21 @@ func (d *Device) cycle(sink edge.Sink) error {
 			return fmt.Errorf("modbus %s: %w", d.s.URL, err)
 		}
 		if err != nil {
-			// One tag with a bad address spoils its block: read the tags of
-			// the block one by one to find it, once.
-			rs = d.isolate(b, rs)
+			var changed bool
+			rs, changed = d.isolate(b, err, rs, now)
+			replan = replan || changed
 			continue
 		}
 		for _, t := range b.tags {
+			if t.bad != nil {
+				d.log.Info("tag answers again", "tag", t.Name, "area", t.Area, "address", t.Address)
+				t.bad, t.backoff, replan = nil, 0, true
+			}
 			rs = append(rs, d.reading(t, regs, bits, int(t.Address-b.start), now))
 		}
+	}
+	if replan {
+		d.replan(time.Now())
 	}
 	if !read {
 		return nil
@@ -363,48 +380,7 @@ func (d *Device) read(area string, start, count uint16) ([]uint16, []bool, error
 	}
 }
 
-// isolate reads each tag of a refused block on its own; a tag the device
-// refuses keeps its error and leaves the block plan.
-func (d *Device) isolate(b *block, rs []edge.Reading) []edge.Reading {
-	var good []*Tag
-	for _, t := range b.tags {
-		regs, bits, err := d.read(t.Area, t.Address, uint16(t.size()))
-		now := time.Now()
-		if err != nil {
-			t.bad = fmt.Errorf("tag %s (%s %d): %w", t.Name, t.Area, t.Address, err)
-			d.stats.Errors++
-			d.stats.LastError = t.bad.Error()
-			d.log.Warn("tag refused by the device", "tag", t.Name, "area", t.Area, "address", t.Address, "err", err)
-			rs = append(rs, edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
-			continue
-		}
-		good = append(good, t)
-		rs = append(rs, d.reading(t, regs, bits, 0, now))
-	}
-	// Plan again without the refused tags, but keep reading them on their
-	// own so that a fixed address comes back.
-	var all []*Tag
-	for _, blk := range d.blocks {
-		if blk != b {
-			all = append(all, blk.tags...)
-		}
-	}
-	all = append(all, good...)
-	d.blocks = planAll(all, d.s.MaxBlock, d.s.MaxGap)
-	for _, blk := range d.blocks {
-		blk.due = time.Now().Add(blk.every) // read in this cycle already
-	}
-	for _, t := range b.tags {
-		if t.bad != nil {
-			d.blocks = append(d.blocks, &block{area: t.Area, start: t.Address, count: uint16(t.size()), tags: []*Tag{t},
-				every: t.every, due: time.Now().Add(t.every)})
-		}
-	}
-	return rs
-}
-
 func (d *Device) reading(t *Tag, regs []uint16, bits []bool, off int, now time.Time) edge.Reading {
-	t.bad = nil
 	if bits != nil {
 		return edge.Reading{Tag: t.Name, TS: now, Value: uns.Bool(bits[off])}
 	}

@@ -28,6 +28,7 @@ type plc struct {
 	coils    [1000]bool
 	discrete [1000]bool
 	requests int
+	hole     [2]uint16 // holding registers [hole[0], hole[1]) are refused too
 	srv      *mb.ModbusServer
 	url      string
 }
@@ -60,7 +61,7 @@ func (p *plc) HandleHoldingRegisters(r *mb.HoldingRegistersRequest) ([]uint16, e
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.requests++
-	if int(r.Addr)+int(r.Quantity) > len(p.holding) {
+	if int(r.Addr)+int(r.Quantity) > len(p.holding) || r.Addr < p.hole[1] && r.Addr+r.Quantity > p.hole[0] {
 		return nil, mb.ErrIllegalDataAddress
 	}
 	if r.IsWrite {
@@ -332,7 +333,7 @@ func BenchmarkCycle(b *testing.B) {
 	s := &edgetest.Sink{}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := d.cycle(s); err != nil {
+		if err := d.cycle(context.Background(), s); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -388,5 +389,77 @@ func TestPerTagInterval(t *testing.T) {
 	})
 	if fast, slow := c.count("fast"), c.count("slow"); fast < 4*slow {
 		t.Fatalf("fast read %d times, slow %d: want about ten times as often", fast, slow)
+	}
+}
+
+// Refused addresses converge, however many and of whatever kind: each is
+// tried alone and backs off, a block refused for a gap the device does not
+// map is read in smaller blocks, and the good tags keep their rate. (Two
+// refused blocks in one cycle once put refused tags back into the plan
+// every cycle, multiplying them.)
+func TestRefusedAddressesConverge(t *testing.T) {
+	for name, tc := range map[string]struct {
+		good, bad []*Tag
+	}{
+		"one": {
+			good: []*Tag{{Name: "g1", Address: 10}},
+			bad:  []*Tag{{Name: "b1", Address: 1002}},
+		},
+		"two refused blocks in one cycle": {
+			good: []*Tag{{Name: "g1", Address: 10}, {Name: "g2", Area: AreaInput, Address: 20}},
+			bad:  []*Tag{{Name: "b1", Address: 1002}, {Name: "b2", Area: AreaInput, Address: 1005}},
+		},
+		"many, every kind, and a gap": {
+			good: []*Tag{{Name: "g1", Address: 10}, {Name: "g2", Area: AreaInput, Address: 20}, {Name: "g3", Area: AreaCoil, Address: 30},
+				{Name: "g4", Area: AreaDiscrete, Address: 40}, {Name: "gap1", Address: 498}, {Name: "gap2", Address: 506}, {Name: "g5", Address: 995}},
+			bad: []*Tag{{Name: "b1", Address: 999, Type: "uint32"}, {Name: "b2", Address: 1050}, {Name: "b3", Area: AreaInput, Address: 1003},
+				{Name: "b4", Area: AreaCoil, Address: 1500}, {Name: "b5", Area: AreaDiscrete, Address: 1600}, {Name: "b6", Address: 2000}},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := startPLC(t)
+			p.hole = [2]uint16{500, 504}
+			d, err := New("plc1", Settings{URL: p.url, Interval: 20 * time.Millisecond, Tags: append(append([]*Tag{}, tc.good...), tc.bad...)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &countSink{n: map[string]int{}}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); d.Run(ctx, c) }()
+			time.Sleep(time.Second) // refusals found, backoffs grown
+			p.mu.Lock()
+			before := p.requests
+			p.mu.Unlock()
+			counts := map[string]int{}
+			for _, g := range tc.good {
+				counts[g.Name] = c.count(g.Name)
+			}
+			time.Sleep(time.Second)
+			p.mu.Lock()
+			requests := p.requests - before
+			p.mu.Unlock()
+			// At most one request a cycle per good tag and one a second
+			// per refused one, whatever the refusals did before.
+			if limit := 50*len(tc.good) + 2*len(tc.bad) + 10; requests > limit {
+				t.Errorf("%d requests in a second, want at most %d", requests, limit)
+			}
+			for _, g := range tc.good {
+				if n := c.count(g.Name) - counts[g.Name]; n < 25 {
+					t.Errorf("good tag %s read %d times in a second at a 20ms interval", g.Name, n)
+				}
+			}
+			stopped := time.Now()
+			cancel()
+			<-done
+			if took := time.Since(stopped); took > time.Second {
+				t.Errorf("stopped in %s", took)
+			}
+			for _, b := range tc.bad {
+				if b.bad == nil {
+					t.Errorf("refused tag %s not marked", b.Name)
+				}
+			}
+		})
 	}
 }
