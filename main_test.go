@@ -210,6 +210,8 @@ func TestDemoEndToEnd(t *testing.T) {
 		code int
 		want string
 	}{
+		{map[string]any{"path": setpoint, "value": 31}, 400, "outside the tag's writable range 0 to 30 t/h"},
+		{map[string]any{"path": setpoint, "value": -1}, 400, "writable range"},
 		{map[string]any{"path": "limeworks/lyon/kilns/line1/kiln1/o2", "value": 3}, 409, "read-only"},
 		{map[string]any{"path": setpoint, "value": "fast"}, 400, "value"},
 		{map[string]any{"path": setpoint}, 400, "value"},

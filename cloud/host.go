@@ -760,6 +760,12 @@ func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payloa
 	ro, hasRO := sparkplug.PropertyBool(m, sparkplug.PropWritable)
 	tag := uns.Tag{Path: mi.path, DataType: udt, Unit: unit, Description: desc, Writable: hasRO && !ro,
 		Sparkplug: uns.SparkplugAddr{Group: t.Group, Edge: t.Edge, Device: t.Device, Metric: name}}
+	if lo, ok := sparkplug.PropertyFloat(m, sparkplug.PropWriteMin); ok {
+		tag.WriteMin = &lo
+	}
+	if hi, ok := sparkplug.PropertyFloat(m, sparkplug.PropWriteMax); ok {
+		tag.WriteMax = &hi
+	}
 	tags = append(tags, tag)
 	mi.tag = h.reg.Define(tag)
 	if s, ok := h.sample(p, m, mi); ok {
@@ -871,6 +877,9 @@ func (h *Host) Write(path uns.Path, v uns.Value) error {
 	}
 	if !tag.Writable {
 		return fmt.Errorf("%w: %s", ErrReadOnly, path)
+	}
+	if err := tag.CheckWrite(v); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	a := tag.Sparkplug
 	h.mu.RLock()

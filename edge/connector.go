@@ -30,6 +30,22 @@ type TagDef struct {
 	// Alarm limits in engineering units, nil when not set; they go into
 	// the birth as metric properties for the cloud's alarms.
 	AlarmLow, AlarmHigh *float64
+	// WriteMin and WriteMax bound a write, in engineering units: what the
+	// device's type takes through the tag's scaling, narrowed by the tag's
+	// write_min and write_max; nil where there is no bound. The edge
+	// refuses a write outside them, and the birth tells the cloud.
+	WriteMin, WriteMax *float64
+}
+
+// Narrow bounds d's writes to lo..hi as well (the range a device's type
+// takes, in engineering units).
+func (d *TagDef) Narrow(lo, hi float64) {
+	if d.WriteMin == nil || *d.WriteMin < lo {
+		d.WriteMin = &lo
+	}
+	if d.WriteMax == nil || *d.WriteMax > hi {
+		d.WriteMax = &hi
+	}
 }
 
 // Reading is one value read from a device.

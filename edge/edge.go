@@ -286,6 +286,9 @@ type Stats struct {
 	// Restamped counts values moved to the millisecond after their tag's
 	// previous value, which they shared (see accept).
 	Restamped uint64 `json:"restamped"`
+	// WritesRefused counts commands refused at the edge: outside the tag's
+	// writable range, not a finite number.
+	WritesRefused uint64 `json:"writes_refused"`
 	// Buffered messages and bytes not yet confirmed by the cloud.
 	BufferedMsgs  uint64 `json:"buffered_messages"`
 	BufferedBytes uint64 `json:"buffered_bytes"`
@@ -308,7 +311,7 @@ type Edge struct {
 	buf    *buffer
 	local  *LocalBroker
 
-	read, filtered, sent, failed, restamped atomic.Uint64
+	read, filtered, sent, failed, restamped, writesRefused atomic.Uint64
 
 	cancel  context.CancelFunc
 	runCtx  context.Context // of the running edge; connectors run under it
@@ -647,7 +650,8 @@ func (e *Edge) accept(d *device, rs []Reading) {
 
 // Stats returns the edge's counters.
 func (e *Edge) Stats() Stats {
-	st := Stats{Read: e.read.Load(), Filtered: e.filtered.Load(), Sent: e.sent.Load(), Dropped: e.failed.Load(), Restamped: e.restamped.Load()}
+	st := Stats{Read: e.read.Load(), Filtered: e.filtered.Load(), Sent: e.sent.Load(), Dropped: e.failed.Load(), Restamped: e.restamped.Load(),
+		WritesRefused: e.writesRefused.Load()}
 	if e.buf == nil {
 		return st
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -109,7 +110,7 @@ func (f *fakeDevice) Tags() []TagDef {
 	return []TagDef{
 		{Name: "temp", DataType: uns.TypeFloat64, Unit: "°C", Low: 0, High: 1400, Deadband: uns.Deadband{Abs: 1}, AlarmHigh: ptr(1300.0)},
 		{Name: "state", DataType: uns.TypeString},
-		{Name: "setpoint", DataType: uns.TypeFloat64, Writable: true},
+		{Name: "setpoint", DataType: uns.TypeFloat64, Writable: true, WriteMin: ptr(0.0), WriteMax: ptr(100.0)},
 	}
 }
 
@@ -363,9 +364,12 @@ func TestDeviceDeathRebirthAndWrites(t *testing.T) {
 		b, _ := proto.Marshal(p)
 		r.srv.Publish("spBv1.0/g/DCMD/e/d1", b, false, 0)
 	}
-	dcmd("temp", 99)    // read-only: refused
-	dcmd("nosuch", 1)   // unknown: refused
-	dcmd("setpoint", 5) // writable
+	dcmd("temp", 99)             // read-only: refused
+	dcmd("nosuch", 1)            // unknown: refused
+	dcmd("setpoint", 100.5)      // over write_max: refused
+	dcmd("setpoint", -1)         // under write_min: refused
+	dcmd("setpoint", math.NaN()) // not a number: refused
+	dcmd("setpoint", 5)          // writable
 	select {
 	case w := <-dev.writes:
 		if w != "setpoint=5" {
@@ -378,6 +382,22 @@ func TestDeviceDeathRebirthAndWrites(t *testing.T) {
 	case w := <-dev.writes:
 		t.Fatalf("unexpected write %q", w)
 	case <-time.After(200 * time.Millisecond):
+	}
+	if n := e.Stats().WritesRefused; n != 3 {
+		t.Errorf("writes refused: %d, want 3", n)
+	}
+	// The birth tells the cloud the writable range.
+	var lo, hi float64
+	for _, m := range r.all() {
+		for _, pm := range m.p.GetMetrics() {
+			if pm.GetName() == "setpoint" && m.topic.Type == sparkplug.DBIRTH {
+				lo, _ = sparkplug.PropertyFloat(pm, sparkplug.PropWriteMin)
+				hi, _ = sparkplug.PropertyFloat(pm, sparkplug.PropWriteMax)
+			}
+		}
+	}
+	if lo != 0 || hi != 100 {
+		t.Errorf("birth's writable range %v..%v, want 0..100", lo, hi)
 	}
 }
 

@@ -480,6 +480,12 @@ func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
 			kv = append(kv, "description", m.def.Description)
 		}
 		kv = append(kv, sparkplug.PropWritable, !m.def.Writable)
+		if m.def.Writable && m.def.WriteMin != nil {
+			kv = append(kv, sparkplug.PropWriteMin, *m.def.WriteMin)
+		}
+		if m.def.Writable && m.def.WriteMax != nil {
+			kv = append(kv, sparkplug.PropWriteMax, *m.def.WriteMax)
+		}
 		pm.Properties = sparkplug.Properties(kv...)
 		p.Metrics = append(p.Metrics, pm)
 	}
@@ -747,6 +753,11 @@ func (n *node) command(c cmd) {
 		v, err := sparkplug.GetValue(pm, sparkplug.WireType(m.def.DataType))
 		if err != nil {
 			n.e.log.Warn("write refused: bad value", "device", dev.ID, "metric", m.def.Name, "err", err)
+			continue
+		}
+		if err := (uns.Tag{DataType: m.def.DataType, Unit: m.def.Unit, WriteMin: m.def.WriteMin, WriteMax: m.def.WriteMax}).CheckWrite(v); err != nil {
+			n.e.writesRefused.Add(1)
+			n.e.log.Warn("write refused", "device", dev.ID, "metric", m.def.Name, "err", err)
 			continue
 		}
 		// The device write runs beside the node loop, which must not wait on a PLC.

@@ -33,6 +33,10 @@ type TagOptions struct {
 	MinInterval time.Duration `yaml:"min_interval"`
 	Heartbeat   time.Duration `yaml:"heartbeat"`
 	Writable    bool          `yaml:"writable"`
+	// WriteMin and WriteMax bound what may be written, in engineering
+	// units, within what the device's type takes.
+	WriteMin *float64 `yaml:"write_min"`
+	WriteMax *float64 `yaml:"write_max"`
 	// Alarm limits, in engineering units: low and high.
 	AlarmLow  *float64 `yaml:"alarm_low"`
 	AlarmHigh *float64 `yaml:"alarm_high"`
@@ -63,6 +67,9 @@ func (o *TagOptions) Check() error {
 	}
 	if o.AlarmLow != nil && o.AlarmHigh != nil && *o.AlarmLow >= *o.AlarmHigh {
 		errs = append(errs, fmt.Errorf("alarm_low %v: below alarm_high %v", *o.AlarmLow, *o.AlarmHigh))
+	}
+	if o.WriteMin != nil && o.WriteMax != nil && *o.WriteMin > *o.WriteMax {
+		errs = append(errs, fmt.Errorf("write_min %v: not above write_max %v", *o.WriteMin, *o.WriteMax))
 	}
 	if o.Interval != 0 && o.Interval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("interval %s: at least 10ms", o.Interval))
@@ -126,5 +133,5 @@ func (o *TagOptions) Def(name string, dt uns.DataType) TagDef {
 	}
 	return TagDef{Name: name, DataType: dt, Unit: o.Unit, Low: o.EngLow, High: o.EngHigh, Description: o.Description,
 		Writable: o.Writable, Deadband: uns.Deadband{Abs: o.Deadband, Percent: o.DeadbandPct, MinInterval: o.MinInterval, Heartbeat: o.Heartbeat},
-		AlarmLow: o.AlarmLow, AlarmHigh: o.AlarmHigh}
+		AlarmLow: o.AlarmLow, AlarmHigh: o.AlarmHigh, WriteMin: o.WriteMin, WriteMax: o.WriteMax}
 }

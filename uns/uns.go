@@ -283,5 +283,42 @@ type Tag struct {
 	Unit        string        `json:"unit,omitempty"`
 	Description string        `json:"description,omitempty"`
 	Writable    bool          `json:"writable"`
-	Sparkplug   SparkplugAddr `json:"sparkplug"`
+	// WriteMin and WriteMax bound what may be written, in engineering
+	// units: what the device's type and scaling take, narrowed by the
+	// tag's settings; nil where there is no bound.
+	WriteMin  *float64      `json:"write_min,omitempty"`
+	WriteMax  *float64      `json:"write_max,omitempty"`
+	Sparkplug SparkplugAddr `json:"sparkplug"`
 }
+
+// CheckWrite says whether v may be written to the tag: a number must be
+// finite and within WriteMin..WriteMax.
+func (t Tag) CheckWrite(v Value) error {
+	f, ok := v.AsFloat()
+	if !ok || t.DataType == TypeBool {
+		return nil
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return fmt.Errorf("%w: %v is not a finite number", ErrOutOfRange, v.Any())
+	}
+	if t.WriteMin != nil && f < *t.WriteMin || t.WriteMax != nil && f > *t.WriteMax {
+		return fmt.Errorf("%w: %v is outside %s", ErrOutOfRange, v.Any(), t.WriteRange())
+	}
+	return nil
+}
+
+// WriteRange says the writable range in words.
+func (t Tag) WriteRange() string {
+	switch {
+	case t.WriteMin != nil && t.WriteMax != nil:
+		return strings.TrimSpace(fmt.Sprintf("the tag's writable range %v to %v %s", *t.WriteMin, *t.WriteMax, t.Unit))
+	case t.WriteMin != nil:
+		return strings.TrimSpace(fmt.Sprintf("the tag's writable range from %v %s", *t.WriteMin, t.Unit))
+	case t.WriteMax != nil:
+		return strings.TrimSpace(fmt.Sprintf("the tag's writable range up to %v %s", *t.WriteMax, t.Unit))
+	}
+	return "no range"
+}
+
+// ErrOutOfRange is returned for a write outside a tag's writable range.
+var ErrOutOfRange = errors.New("value out of range")

@@ -57,6 +57,8 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case errors.Is(err, cloud.ErrReadOnly):
 			writeError(w, http.StatusConflict, fmt.Sprintf("path: tag %q is read-only", p))
+		case errors.Is(err, uns.ErrOutOfRange):
+			writeError(w, http.StatusBadRequest, "value: "+err.Error())
 		case errors.Is(err, cloud.ErrWriteTarget):
 			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("path: the edge node or device of %q is offline", p))
 		default:

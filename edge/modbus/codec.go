@@ -90,6 +90,9 @@ func (t *Tag) decode(regs []uint16) (uns.Value, error) {
 // encode turns a raw value into the tag's registers, for writes.
 func (t *Tag) encode(v uns.Value) ([]uint16, error) {
 	f, _ := v.AsFloat()
+	if err := t.inRange(v, f); err != nil {
+		return nil, err
+	}
 	b := make([]byte, 0, 8)
 	switch t.Type {
 	case "int16", "uint16", "bool":
@@ -195,4 +198,55 @@ func (t *Tag) size() int {
 		return 1
 	}
 	return words(t.Type, t.Length)
+}
+
+// rawRange is what a register type holds, as numbers; ok is false for
+// float64 and types that are not written.
+func (t *Tag) rawRange() (lo, hi float64, ok bool) {
+	switch t.Type {
+	case "int16":
+		return math.MinInt16, math.MaxInt16, true
+	case "uint16":
+		return 0, math.MaxUint16, true
+	case "bool":
+		return 0, 1, true
+	case "int32":
+		return math.MinInt32, math.MaxInt32, true
+	case "uint32":
+		return 0, math.MaxUint32, true
+	case "int64":
+		return math.MinInt64, math.MaxInt64, true
+	case "uint64":
+		return 0, math.MaxUint64, true
+	case "float32":
+		return -math.MaxFloat32, math.MaxFloat32, true
+	}
+	return 0, 0, false
+}
+
+// inRange refuses a raw value the tag's type cannot hold, instead of
+// letting it wrap (70000 into a uint16 would write 4464).
+func (t *Tag) inRange(v uns.Value, f float64) error {
+	if v.Kind == uns.KindInt && (t.Type == "int64" || t.Type == "uint64") {
+		if t.Type == "uint64" && v.I < 0 {
+			return fmt.Errorf("%d is outside the range of a uint64", v.I)
+		}
+		return nil
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return fmt.Errorf("%v is not a finite number", f)
+	}
+	lo, hi, ok := t.rawRange()
+	if !ok {
+		return nil
+	}
+	if t.Type != "float32" {
+		f = math.Round(f)
+	}
+	// The 64-bit limits are not exact as floats: 2^63 and 2^64 are out.
+	over := f > hi || (t.Type == "int64" && f >= 1<<63) || (t.Type == "uint64" && f >= 1<<64)
+	if f < lo || over {
+		return fmt.Errorf("raw value %v is outside the range of a %s (%v to %v)", f, t.Type, lo, hi)
+	}
+	return nil
 }

@@ -233,7 +233,13 @@ func (d *Device) Tags() []edge.TagDef {
 		case !t.Scaled() && strings.Contains(t.Type, "int"):
 			dt = uns.TypeInt64
 		}
-		out = append(out, t.Def(t.Name, dt))
+		def := t.Def(t.Name, dt)
+		if lo, hi, ok := t.rawRange(); ok && t.Writable && t.Area == AreaHolding {
+			a, _ := t.ToEng(uns.Float(lo)).AsFloat()
+			b, _ := t.ToEng(uns.Float(hi)).AsFloat()
+			def.Narrow(min(a, b), max(a, b))
+		}
+		out = append(out, def)
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"log"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -461,5 +462,53 @@ func TestRefusedAddressesConverge(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A write the register cannot hold is refused, never wrapped onto the
+// PLC; the tag declares its writable range through its type and scaling
+// (and write_min/write_max).
+func TestWritesOutOfRangeRefused(t *testing.T) {
+	p := startPLC(t)
+	hi := 50.0
+	d, err := New("plc1", Settings{URL: p.url, Tags: []*Tag{
+		{Name: "u16", Type: "uint16", Address: 10, TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "i32", Type: "int32", Address: 12, TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "pct", Type: "uint16", Address: 14, TagOptions: edge.TagOptions{Writable: true, RawLow: 0, RawHigh: 10000, EngLow: 0, EngHigh: 100}},
+		{Name: "sp", Type: "int16", Address: 15, TagOptions: edge.TagOptions{Writable: true, Scale: 0.1, WriteMax: &hi}},
+		{Name: "u64", Type: "uint64", Address: 20, TagOptions: edge.TagOptions{Writable: true}},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		tag string
+		v   uns.Value
+	}{
+		{"u16", uns.Int(70000)}, {"u16", uns.Int(-1)}, {"i32", uns.Float(5e9)}, {"pct", uns.Float(1000)},
+		{"u16", uns.Float(math.NaN())}, {"u64", uns.Int(-1)}, {"u64", uns.Float(math.Pow(2, 64))},
+	} {
+		if err := d.Write(ctx, tc.tag, tc.v); err == nil {
+			t.Errorf("%s = %v: written", tc.tag, tc.v.Any())
+		}
+	}
+	p.mu.Lock()
+	if regs := p.holding[10:24]; slices.ContainsFunc(regs, func(r uint16) bool { return r != 0 }) {
+		t.Errorf("registers written: %v", regs)
+	}
+	p.mu.Unlock()
+	if err := d.Write(ctx, "u16", uns.Int(65535)); err != nil {
+		t.Errorf("the top of a uint16: %v", err)
+	}
+	defs := map[string]edge.TagDef{}
+	for _, def := range d.Tags() {
+		defs[def.Name] = def
+	}
+	for name, want := range map[string][2]float64{"u16": {0, 65535}, "i32": {math.MinInt32, math.MaxInt32}, "pct": {0, 655.35}, "sp": {-3276.8, 50}} {
+		def := defs[name]
+		if def.WriteMin == nil || def.WriteMax == nil || math.Abs(*def.WriteMin-want[0]) > 1e-9 || math.Abs(*def.WriteMax-want[1]) > 1e-9 {
+			t.Errorf("%s writable range %v..%v, want %v", name, def.WriteMin, def.WriteMax, want)
+		}
 	}
 }

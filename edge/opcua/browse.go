@@ -16,6 +16,7 @@ type Variable struct {
 	NodeID   string
 	Path     string // browse names from the Objects folder, joined by '/'
 	DataType string
+	NodeType string // the OPC UA built-in type a write is sent as, if it is one
 	Access   string // r, w or rw
 }
 
@@ -68,7 +69,7 @@ func Browse(ctx context.Context, s Settings, maxDepth int) ([]Variable, error) {
 				if err == nil && len(attrs) == 2 {
 					if attrs[0].Status == ua.StatusOK && attrs[0].Value != nil {
 						if dt, ok := attrs[0].Value.Value().(*ua.NodeID); ok {
-							v.DataType = dataTypeName(dt)
+							v.DataType, v.NodeType = dataTypeName(dt), nodeTypeName(dt)
 						}
 					}
 					if attrs[1].Status == ua.StatusOK && attrs[1].Value != nil {
@@ -129,6 +130,16 @@ func dataTypeName(n *ua.NodeID) string {
 	return n.String()
 }
 
+// nodeTypeName names a built-in type a write can be sent as, or "".
+func nodeTypeName(n *ua.NodeID) string {
+	if n.Namespace() != 0 {
+		return ""
+	}
+	return map[uint32]string{id.Boolean: "Boolean", id.SByte: "SByte", id.Byte: "Byte", id.Int16: "Int16", id.UInt16: "UInt16",
+		id.Int32: "Int32", id.UInt32: "UInt32", id.Int64: "Int64", id.UInt64: "UInt64", id.Float: "Float", id.Double: "Double",
+		id.String: "String"}[n.IntID()]
+}
+
 // WriteYAML prints variables as tag entries ready for a device's settings.
 func WriteYAML(w io.Writer, endpoint string, vars []Variable) {
 	fmt.Fprintf(w, "# Variables of %s: paste under the tags: of a device with connector: opcua.\ntags:\n", endpoint)
@@ -141,6 +152,9 @@ func WriteYAML(w io.Writer, endpoint string, vars []Variable) {
 		fmt.Fprintf(w, "  - name: %s\n    node_id: %q\n    type: %s\n", name, v.NodeID, typ)
 		if strings.Contains(v.Access, "w") {
 			fmt.Fprintf(w, "    writable: true\n")
+			if v.NodeType != "" {
+				fmt.Fprintf(w, "    node_type: %s\n", v.NodeType)
+			}
 		}
 		fmt.Fprintf(w, "    description: %q\n", v.Path+" ("+v.DataType+", access "+v.Access+")")
 	}

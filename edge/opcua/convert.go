@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/calx-iiot/calx/uns"
@@ -80,24 +81,133 @@ func convert(x any, dt uns.DataType) (uns.Value, error) {
 	return uns.Null, fmt.Errorf("%T value %v is not a %s", x, x, dt)
 }
 
-// toGo maps a value to the Go type written to the server.
-func toGo(v uns.Value, dt uns.DataType) any {
-	f, _ := v.AsFloat()
-	switch dt {
-	case uns.TypeInt64:
-		if v.Kind == uns.KindInt {
-			return v.I
-		}
-		return int64(math.Round(f))
-	case uns.TypeBool:
-		return f != 0
-	case uns.TypeString:
-		if v.Kind == uns.KindString {
-			return v.S
-		}
-		return fmt.Sprint(v.Any())
+// nodeType is an OPC UA built-in data type a write can be sent as, with
+// the range of its values.
+type nodeType struct {
+	numeric bool
+	lo, hi  float64
+	integer bool
+}
+
+var nodeTypes = map[string]nodeType{
+	"Boolean": {},
+	"String":  {},
+	"SByte":   {numeric: true, integer: true, lo: math.MinInt8, hi: math.MaxInt8},
+	"Byte":    {numeric: true, integer: true, lo: 0, hi: math.MaxUint8},
+	"Int16":   {numeric: true, integer: true, lo: math.MinInt16, hi: math.MaxInt16},
+	"UInt16":  {numeric: true, integer: true, lo: 0, hi: math.MaxUint16},
+	"Int32":   {numeric: true, integer: true, lo: math.MinInt32, hi: math.MaxInt32},
+	"UInt32":  {numeric: true, integer: true, lo: 0, hi: math.MaxUint32},
+	"Int64":   {numeric: true, integer: true, lo: math.MinInt64, hi: math.MaxInt64},
+	"UInt64":  {numeric: true, integer: true, lo: 0, hi: math.MaxUint64},
+	"Float":   {numeric: true, lo: -math.MaxFloat32, hi: math.MaxFloat32},
+	"Double":  {numeric: true, lo: -math.MaxFloat64, hi: math.MaxFloat64},
+}
+
+func nodeTypeNames() []string {
+	names := make([]string, 0, len(nodeTypes))
+	for n := range nodeTypes {
+		names = append(names, n)
 	}
-	return f
+	slices.Sort(names)
+	return names
+}
+
+// nodeTypeOf names the node type of a value the server sent.
+func nodeTypeOf(x any) (string, bool) {
+	switch x.(type) {
+	case bool:
+		return "Boolean", true
+	case string:
+		return "String", true
+	case int8:
+		return "SByte", true
+	case uint8:
+		return "Byte", true
+	case int16:
+		return "Int16", true
+	case uint16:
+		return "UInt16", true
+	case int32:
+		return "Int32", true
+	case uint32:
+		return "UInt32", true
+	case int64:
+		return "Int64", true
+	case uint64:
+		return "UInt64", true
+	case float32:
+		return "Float", true
+	case float64:
+		return "Double", true
+	}
+	return "", false
+}
+
+// toNodeType makes the Go value of a node type from a raw value, or says
+// why the type cannot hold it (nothing is ever wrapped or cut).
+func toNodeType(v uns.Value, typ string) (any, error) {
+	nt, ok := nodeTypes[typ]
+	if !ok {
+		return nil, fmt.Errorf("node type %q cannot be written", typ)
+	}
+	switch typ {
+	case "Boolean":
+		if v.Kind == uns.KindBool {
+			return v.I != 0, nil
+		}
+		f, ok := v.AsFloat()
+		if !ok {
+			return nil, fmt.Errorf("%v is not a Boolean", v.Any())
+		}
+		return f != 0, nil
+	case "String":
+		if v.Kind == uns.KindString {
+			return v.S, nil
+		}
+		return fmt.Sprint(v.Any()), nil
+	}
+	if v.Kind == uns.KindInt && (typ == "Int64" || typ == "UInt64") {
+		if typ == "UInt64" && v.I < 0 {
+			return nil, fmt.Errorf("%d is outside the range of a UInt64", v.I)
+		}
+		if typ == "UInt64" {
+			return uint64(v.I), nil
+		}
+		return v.I, nil
+	}
+	f, ok := v.AsFloat()
+	if !ok || math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil, fmt.Errorf("%v is not a finite number", v.Any())
+	}
+	if nt.integer {
+		f = math.Round(f)
+	}
+	over := f > nt.hi || (typ == "Int64" && f >= 1<<63) || (typ == "UInt64" && f >= 1<<64)
+	if f < nt.lo || over {
+		return nil, fmt.Errorf("%v is outside the range of the node's %s (%v to %v)", f, typ, nt.lo, nt.hi)
+	}
+	switch typ {
+	case "SByte":
+		return int8(f), nil
+	case "Byte":
+		return uint8(f), nil
+	case "Int16":
+		return int16(f), nil
+	case "UInt16":
+		return uint16(f), nil
+	case "Int32":
+		return int32(f), nil
+	case "UInt32":
+		return uint32(f), nil
+	case "Int64":
+		return int64(f), nil
+	case "UInt64":
+		return uint64(f), nil
+	case "Float":
+		return float32(f), nil
+	}
+	return f, nil
 }
 
 // pemOrDER returns the DER bytes of a certificate file in either form.

@@ -57,6 +57,10 @@ type Tag struct {
 	Name   string `yaml:"name"`
 	NodeID string `yaml:"node_id"` // e.g. ns=2;s=Kiln1.Temperature
 	Type   string `yaml:"type"`    // float64 (default), int64, bool, string
+	// NodeType is the variable's OPC UA data type (Float, UInt32, ...):
+	// writes are sent as it, and refused outside its range. Unset, a write
+	// first reads the variable to learn it.
+	NodeType string `yaml:"node_type"`
 	// Unit, scaling, report by exception, writable. Without scaling, the
 	// deadband also goes to the server as a DataChangeFilter.
 	edge.TagOptions `yaml:",inline"`
@@ -159,6 +163,11 @@ func New(device string, s Settings, log *slog.Logger) (*Server, error) {
 		if t.dt, err = uns.ParseDataType(t.Type); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", at, err))
 		}
+		if t.NodeType != "" {
+			if _, ok := nodeTypes[t.NodeType]; !ok {
+				errs = append(errs, fmt.Errorf("%s node_type %q: want one of %s", at, t.NodeType, strings.Join(nodeTypeNames(), ", ")))
+			}
+		}
 	}
 	opts := []opcua.Option{opcua.RequestTimeout(s.Timeout), opcua.AutoReconnect(false)}
 	if (s.CertFile == "") != (s.KeyFile == "") {
@@ -192,7 +201,13 @@ func New(device string, s Settings, log *slog.Logger) (*Server, error) {
 func (srv *Server) Tags() []edge.TagDef {
 	var out []edge.TagDef
 	for _, t := range srv.s.Tags {
-		out = append(out, t.Def(t.Name, t.dt))
+		def := t.Def(t.Name, t.dt)
+		if nt, ok := nodeTypes[t.NodeType]; ok && nt.numeric && t.Writable {
+			a, _ := t.ToEng(uns.Float(nt.lo)).AsFloat()
+			b, _ := t.ToEng(uns.Float(nt.hi)).AsFloat()
+			def.Narrow(min(a, b), max(a, b))
+		}
+		out = append(out, def)
 	}
 	return out
 }
@@ -467,7 +482,18 @@ func (srv *Server) Write(ctx context.Context, tag string, v uns.Value) error {
 	if c == nil {
 		return fmt.Errorf("opcua %s: not connected", srv.device)
 	}
-	variant, err := ua.NewVariant(toGo(t.ToRaw(v), t.dt))
+	nodeType := t.NodeType
+	if nodeType == "" {
+		var err error
+		if nodeType, err = srv.learnType(ctx, c, t); err != nil {
+			return fmt.Errorf("opcua %s: tag %s: %w", srv.device, tag, err)
+		}
+	}
+	x, err := toNodeType(t.ToRaw(v), nodeType)
+	if err != nil {
+		return fmt.Errorf("opcua %s: tag %s: %w", srv.device, tag, err)
+	}
+	variant, err := ua.NewVariant(x)
 	if err != nil {
 		return fmt.Errorf("opcua %s: tag %s: %w", srv.device, tag, err)
 	}
@@ -480,4 +506,21 @@ func (srv *Server) Write(ctx context.Context, tag string, v uns.Value) error {
 		return fmt.Errorf("opcua %s: tag %s: %w", srv.device, tag, res.Results[0])
 	}
 	return nil
+}
+
+// learnType reads a variable's value to learn its data type, for a write
+// of a tag whose node_type is not set.
+func (srv *Server) learnType(ctx context.Context, c *opcua.Client, t *Tag) (string, error) {
+	res, err := c.Read(ctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: t.id, AttributeID: ua.AttributeIDValue}}})
+	if err != nil {
+		return "", fmt.Errorf("reading its data type: %w", err)
+	}
+	if len(res.Results) == 0 || res.Results[0].Value == nil {
+		return "", errors.New("reading its data type: no value (set node_type)")
+	}
+	typ, ok := nodeTypeOf(res.Results[0].Value.Value())
+	if !ok {
+		return "", fmt.Errorf("its data type %T cannot be written", res.Results[0].Value.Value())
+	}
+	return typ, nil
 }

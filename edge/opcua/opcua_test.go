@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -206,4 +207,56 @@ func TestBrowse(t *testing.T) {
 		t.Fatalf("browse output does not decode: %v\n%s", err, b.String())
 	}
 	t.Logf("found %s: %+v", want, *found)
+}
+
+// A write goes to the server as the variable's own data type (a Float as a
+// Float, not a Double), learned from the server or named by node_type, and
+// a value the type cannot hold is refused, never wrapped or cut.
+func TestWritesAsTheNodeType(t *testing.T) {
+	ns, url := startServer(t)
+	ns.Data["Kiln1.Flow"] = float32(5.5)
+	ns.Data["Kiln1.Count"] = uint32(7)
+	id := func(k string) string { return fmt.Sprintf("ns=%d;s=%s", ns.ID(), k) }
+	srv, err := New("kiln1", Settings{Endpoint: url, Mode: "poll", Interval: 50 * time.Millisecond, Tags: []*Tag{
+		{Name: "flow", NodeID: id("Kiln1.Flow"), TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "count", NodeID: id("Kiln1.Count"), Type: "int64", NodeType: "UInt32", TagOptions: edge.TagOptions{Writable: true}},
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := edgetest.Run(t, srv)
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := get(s, "count"); !r.Value.Equal(uns.Int(7)) {
+			return fmt.Errorf("count = %+v", r.Value)
+		}
+		return nil
+	})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		tag string
+		v   uns.Value
+	}{{"count", uns.Float(5e9)}, {"count", uns.Int(-1)}, {"flow", uns.Float(1e39)}, {"count", uns.Float(math.NaN())}} {
+		if err := srv.Write(ctx, tc.tag, tc.v); err == nil || !strings.Contains(err.Error(), "range") && !strings.Contains(err.Error(), "finite") {
+			t.Errorf("%s = %v: %v, want refused", tc.tag, tc.v.Any(), err)
+		}
+	}
+	if err := srv.Write(ctx, "flow", uns.Float(21.5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Write(ctx, "count", uns.Int(42)); err != nil {
+		t.Fatal(err)
+	}
+	edgetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		flow, _ := ns.Data["Kiln1.Flow"].(float32)
+		count, _ := ns.Data["Kiln1.Count"].(uint32)
+		if flow != 21.5 || count != 42 {
+			return fmt.Errorf("server holds %T %v and %T %v", ns.Data["Kiln1.Flow"], ns.Data["Kiln1.Flow"], ns.Data["Kiln1.Count"], ns.Data["Kiln1.Count"])
+		}
+		return nil
+	})
+	for _, def := range srv.Tags() {
+		if def.Name == "count" && (def.WriteMin == nil || *def.WriteMin != 0 || def.WriteMax == nil || *def.WriteMax != math.MaxUint32) {
+			t.Errorf("count's writable range %v..%v", def.WriteMin, def.WriteMax)
+		}
+	}
 }

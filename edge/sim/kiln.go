@@ -160,9 +160,12 @@ func (k *Kiln) Tags() []edge.TagDef {
 		{Name: TagCycles, DataType: uns.TypeInt64, Description: "Burning cycles completed"},
 		{Name: TagLife, DataType: uns.TypeInt64, Description: "PLC life counter, one step per read"},
 		{Name: TagSetpoint, DataType: uns.TypeFloat64, Unit: "t/h", Low: 0, High: 30, Writable: true,
-			Description: "Production rate setpoint (writable)", Deadband: db(0.01)},
+			Description: "Production rate setpoint (writable)", Deadband: db(0.01), WriteMin: &setpointMin, WriteMax: &setpointMax},
 	}
 }
+
+// The setpoint's writable range, t/h.
+var setpointMin, setpointMax = 0.0, 30.0
 
 // Write sets the production setpoint, the kiln's one writable tag.
 func (k *Kiln) Write(_ context.Context, tag string, v uns.Value) error {

@@ -22,6 +22,9 @@ const (
 	PropQuality   = "Quality"
 	PropUNSPath   = "calx.uns"
 	PropWritable  = "readOnly"
+	// Calx's writable range of a tag, in engineering units.
+	PropWriteMin = "writeMin"
+	PropWriteMax = "writeMax"
 )
 
 // Quality codes of the Sparkplug Quality property.
