@@ -197,7 +197,7 @@ func (e *env) api(t *testing.T, user, method, path string, body any, raw ...stri
 // dialMQTT connects a paho client over TLS; it fails as the broker says.
 func (e *env) dialMQTT(t *testing.T, user, pw string, opts ...func(*paho.ClientOptions)) (paho.Client, error) {
 	t.Helper()
-	o := paho.NewClientOptions().AddBroker("ssl://"+e.mqtt).SetClientID(fmt.Sprintf("%s-%d", user, time.Now().UnixNano())).
+	o := paho.NewClientOptions().AddBroker("ssl://" + e.mqtt).SetClientID(fmt.Sprintf("%s-%d", user, time.Now().UnixNano())).
 		SetUsername(user).SetPassword(pw).SetTLSConfig(e.client).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
 	for _, f := range opts {
 		f(o)
@@ -667,4 +667,3 @@ func TestAttacks(t *testing.T) {
 		t.Run(row.name, func(t *testing.T) { row.attack(t, e) })
 	}
 }
-

@@ -278,11 +278,11 @@ type SparkplugAddr struct {
 
 // Tag describes one tag of the namespace.
 type Tag struct {
-	Path        Path          `json:"path"`
-	DataType    DataType      `json:"datatype"`
-	Unit        string        `json:"unit,omitempty"`
-	Description string        `json:"description,omitempty"`
-	Writable    bool          `json:"writable"`
+	Path        Path     `json:"path"`
+	DataType    DataType `json:"datatype"`
+	Unit        string   `json:"unit,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Writable    bool     `json:"writable"`
 	// WriteMin and WriteMax bound what may be written, in engineering
 	// units: what the device's type and scaling take, narrowed by the
 	// tag's settings; nil where there is no bound.
