@@ -226,3 +226,34 @@ func TestSparkplugNeverRetained(t *testing.T) {
 		return nil
 	})
 }
+
+// A birth that has no value yet for a tag (is_null), then the tag's first
+// value with an older source time (an OPC UA variable that never changes):
+// that value is the tag's current value, good, and the history has no
+// null at the birth's time. (The null birth once made every older value
+// look stale: the tag showed bad all session.)
+func TestNullBirthThenOlderValue(t *testing.T) {
+	c := startCloud(t)
+	f := bornNode(t, c, "e1", "pw1")
+	now := uint64(time.Now().UnixMilli())
+	old := now - uint64(time.Hour.Milliseconds())
+	m := unsMetric("level", 1, "ent/s/a/l/tank/level", 0, now)
+	m.Value, m.IsNull = nil, proto.Bool(true)
+	f.send(sparkplug.DBIRTH, "tank", &pb.Payload{Timestamp: proto.Uint64(now), Metrics: []*pb.Payload_Metric{m}})
+	f.send(sparkplug.DDATA, "tank", &pb.Payload{Timestamp: proto.Uint64(now + 5), Metrics: []*pb.Payload_Metric{
+		metric("", 1, pb.DataType_Double, uns.Float(42), old)}})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		tag, _ := c.Registry.Get("ent/s/a/l/tank/level")
+		if !tag.HasVal || tag.Value.F != 42 || tag.Quality != uns.Good {
+			return fmt.Errorf("current %+v %v", tag.Value, tag.Quality)
+		}
+		return nil
+	})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		pts, err := c.Historian.History(context.Background(), "ent/s/a/l/tank/level", time.UnixMilli(int64(old)-1), time.Now().Add(time.Minute), 10)
+		if err != nil || len(pts) != 1 {
+			return fmt.Errorf("history %+v %v, want the one value", pts, err)
+		}
+		return nil
+	})
+}

@@ -768,6 +768,12 @@ func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payloa
 	}
 	tags = append(tags, tag)
 	mi.tag = h.reg.Define(tag)
+	// A birth metric with no value (is_null) is no reading: nothing is
+	// stored for it, and the tag's first value, however old its time,
+	// is its current value.
+	if m.GetIsNull() {
+		return tags, out
+	}
 	if s, ok := h.sample(p, m, mi); ok {
 		out = append(out, s)
 	}

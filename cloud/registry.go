@@ -87,7 +87,10 @@ func (r *Registry) update(s *uns.Sample, ts *TagState) {
 			r.tags[s.Path] = ts
 		}
 	}
-	if s.Historical || (ts.HasVal && s.TS.Before(ts.TS)) {
+	// A null current value holds no time of its own: a value from before
+	// it still replaces it (a variable that never changes keeps its old
+	// source time).
+	if s.Historical || (ts.HasVal && ts.Value.Kind != uns.KindNull && s.TS.Before(ts.TS)) {
 		return
 	}
 	if s.Value.Kind == uns.KindNull && s.Quality != uns.Good && ts.HasVal {
