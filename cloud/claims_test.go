@@ -119,18 +119,24 @@ edges:
 		t.Fatalf("foreign claims counted: %+v", st)
 	}
 
-	// A write to the tag goes to its owner, e1.
-	cmds := make(chan string, 4)
+	// A write to the tag goes to its owner, e1, naming the metric by the
+	// alias its birth gave it, and only so (Sparkplug 3.0
+	// payloads-alias-data-cmd-requirement).
+	cmds := make(chan paho.Message, 4)
 	for _, f := range []*foreign{victim, intruder} {
-		f.cl.Subscribe("spBv1.0/g/DCMD/"+f.edge+"/#", 1, func(_ paho.Client, m paho.Message) { cmds <- m.Topic() }).WaitTimeout(5 * time.Second)
+		f.cl.Subscribe("spBv1.0/g/DCMD/"+f.edge+"/#", 1, func(_ paho.Client, m paho.Message) { cmds <- m }).WaitTimeout(5 * time.Second)
 	}
 	if err := c.Host.Write(uns.Path(first), uns.Float(42)); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case topic := <-cmds:
-		if topic != "spBv1.0/g/DCMD/e1/pump" {
-			t.Fatalf("write went to %s", topic)
+	case m := <-cmds:
+		if m.Topic() != "spBv1.0/g/DCMD/e1/pump" {
+			t.Fatalf("write went to %s", m.Topic())
+		}
+		p, err := sparkplug.Decode(m.Payload())
+		if err != nil || len(p.Metrics) != 1 || p.Metrics[0].Name != nil || p.Metrics[0].GetAlias() != 1 || p.Metrics[0].GetDoubleValue() != 42 {
+			t.Fatalf("DCMD %+v %v", p, err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no DCMD")

@@ -199,7 +199,9 @@ func TestHostWithForeignNode(t *testing.T) {
 	cmds := make(chan string, 10)
 	cl.Subscribe("spBv1.0/g/NCMD/e1", 1, func(_ paho.Client, m paho.Message) {
 		p, err := sparkplug.Decode(m.Payload())
-		if err == nil && len(p.Metrics) == 1 && p.Metrics[0].GetName() == sparkplug.MetricRebirth && p.Metrics[0].GetBooleanValue() {
+		// The node's birth gave Node Control/Rebirth alias 0: the command
+		// names it by that alias alone.
+		if err == nil && len(p.Metrics) == 1 && p.Metrics[0].Name == nil && p.Metrics[0].GetAlias() == 0 && p.Metrics[0].GetBooleanValue() {
 			cmds <- "rebirth"
 		}
 	}).WaitTimeout(5 * time.Second)

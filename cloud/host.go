@@ -39,11 +39,14 @@ const (
 
 // metricInfo is what a birth told about one metric.
 type metricInfo struct {
-	name  string
-	path  uns.Path
-	dt    pb.DataType
-	store bool
-	tag   *TagState // in the registry, for stored metrics
+	name     string
+	path     uns.Path
+	dt       pb.DataType
+	store    bool
+	tag      *TagState // in the registry, for stored metrics
+	alias    uint64
+	hasAlias bool // the birth gave it an alias: commands use it alone
+	member   bool // of a template instance
 }
 
 type metricSet struct {
@@ -670,10 +673,12 @@ func (h *Host) askRebirth(ns *nodeState, why string, live bool) {
 		return
 	}
 	ns.lastRebirth = time.Now()
-	p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{{
-		Name: proto.String(sparkplug.MetricRebirth), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
-		Value: &pb.Payload_Metric_BooleanValue{BooleanValue: true},
-	}}}
+	m := &pb.Payload_Metric{Name: proto.String(sparkplug.MetricRebirth), Datatype: proto.Uint32(uint32(pb.DataType_Boolean))}
+	if mi, ok := ns.metrics.byName[sparkplug.MetricRebirth]; ok {
+		m = commandMetric(mi, sparkplug.MetricRebirth)
+	}
+	m.Value = &pb.Payload_Metric_BooleanValue{BooleanValue: true}
+	p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{m}}
 	b, _ := proto.Marshal(p)
 	topic := sparkplug.Topic{Group: ns.Group, Type: sparkplug.NCMD, Edge: ns.Edge}.String()
 	if err := h.pub.Publish(topic, b, false, 0); err != nil {
@@ -726,10 +731,11 @@ func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payloa
 		if tv == nil || tv.GetIsDefinition() {
 			return tags, out
 		}
-		mi := &metricInfo{name: name, dt: dt}
+		mi := &metricInfo{name: name, dt: dt, member: base != ""}
 		set.byName[name] = mi
 		if m.Alias != nil {
 			set.byAlias[m.GetAlias()] = mi
+			mi.alias, mi.hasAlias = m.GetAlias(), true
 		}
 		mi.path = h.metricPath(t, m, name, base)
 		for _, member := range tv.GetMetrics() {
@@ -737,7 +743,7 @@ func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payloa
 		}
 		return tags, out
 	}
-	mi := &metricInfo{name: name, dt: dt}
+	mi := &metricInfo{name: name, dt: dt, member: base != ""}
 	udt, stored := sparkplug.UNSType(dt)
 	mi.store = stored && name != sparkplug.MetricBdSeq && !strings.HasPrefix(name, "Node Control/")
 	mi.path = h.metricPath(t, m, name, base)
@@ -750,6 +756,7 @@ func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payloa
 	set.byName[name] = mi
 	if m.Alias != nil {
 		set.byAlias[m.GetAlias()] = mi
+		mi.alias, mi.hasAlias = m.GetAlias(), true
 	}
 	if !mi.store {
 		return tags, out
@@ -907,7 +914,7 @@ func (h *Host) Write(path uns.Path, v uns.Value) error {
 	if !online || mi == nil {
 		return fmt.Errorf("%w: %s", ErrWriteTarget, path)
 	}
-	m := &pb.Payload_Metric{Name: proto.String(a.Metric), Datatype: proto.Uint32(uint32(mi.dt)), Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
+	m := commandMetric(mi, a.Metric)
 	sparkplug.SetValue(m, mi.dt, v)
 	b, err := proto.Marshal(&pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{m}})
 	if err != nil {
@@ -921,6 +928,21 @@ func (h *Host) Write(path uns.Path, v uns.Value) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// commandMetric addresses a metric in an NCMD or DCMD as Sparkplug says:
+// by its alias alone when its birth gave it one, else by name; with a
+// timestamp. It keeps the datatype, which Sparkplug says should be left
+// out: Eclipse Tahu's decoder cannot read a value without it
+// (docs/SPARKPLUG.md).
+func commandMetric(mi *metricInfo, name string) *pb.Payload_Metric {
+	m := &pb.Payload_Metric{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Datatype: proto.Uint32(uint32(mi.dt))}
+	if mi.hasAlias && !mi.member {
+		m.Alias = proto.Uint64(mi.alias)
+	} else {
+		m.Name = proto.String(name)
+	}
+	return m
 }
 
 // ErrUnknownPath is returned for a path that is not in the namespace.

@@ -706,27 +706,32 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 // bdSeqStore keeps the next birth/death sequence number in the data dir.
 type bdSeqStore struct{ path string }
 
-func (s bdSeqStore) next() (uint64, error) {
-	var cur uint64
+// peek returns the bdSeq of the next CONNECT.
+func (s bdSeqStore) peek() (uint64, error) {
 	b, err := os.ReadFile(s.path)
 	switch {
 	case err == nil:
-		cur, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		cur, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 		if err != nil || cur > 255 {
 			return 0, fmt.Errorf("bdSeq file %s: bad content %q", s.path, b)
 		}
+		return cur, nil
 	case errors.Is(err, os.ErrNotExist):
-	default:
-		return 0, fmt.Errorf("bdSeq file: %w", err)
+		return 0, nil
 	}
+	return 0, fmt.Errorf("bdSeq file: %w", err)
+}
+
+// spend records that a CONNECT carried bdSeq cur: the next one has cur+1.
+func (s bdSeqStore) spend(cur uint64) error {
 	tmp := s.path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(strconv.FormatUint((cur+1)%256, 10)), 0o600); err != nil {
-		return 0, fmt.Errorf("bdSeq file: %w", err)
+		return fmt.Errorf("bdSeq file: %w", err)
 	}
 	if err := os.Rename(tmp, s.path); err != nil {
-		return 0, fmt.Errorf("bdSeq file: %w", err)
+		return fmt.Errorf("bdSeq file: %w", err)
 	}
-	return cur, nil
+	return nil
 }
 
 func (e *Edge) bdSeqFile() bdSeqStore {

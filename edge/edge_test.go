@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,10 +49,11 @@ type msg struct {
 
 // recorder is a real embedded broker that records every Sparkplug message.
 type recorder struct {
-	srv  *mqtt.Server
-	addr string
-	mu   sync.Mutex
-	msgs []msg
+	srv    *mqtt.Server
+	addr   string
+	mu     sync.Mutex
+	msgs   []msg
+	topics []string // of every client publish, in order
 }
 
 func startBroker(t *testing.T) *recorder {
@@ -85,8 +87,34 @@ func startBroker(t *testing.T) *recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := r.srv.AddHook(&orderHook{r: r}, nil); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { r.srv.Close() })
 	return r
+}
+
+// orderHook records the topic of every publish a client sends.
+type orderHook struct {
+	mqtt.HookBase
+	r *recorder
+}
+
+func (*orderHook) ID() string           { return "order" }
+func (*orderHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *orderHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !cl.Net.Inline {
+		h.r.mu.Lock()
+		h.r.topics = append(h.r.topics, pk.TopicName)
+		h.r.mu.Unlock()
+	}
+	return pk, nil
+}
+
+func (r *recorder) order() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.topics...)
 }
 
 func (r *recorder) all() []msg {
@@ -289,23 +317,87 @@ func TestEdgeNodeBirthDataRebirth(t *testing.T) {
 func TestBdSeqPersistsAndWraps(t *testing.T) {
 	dir := t.TempDir()
 	s := bdSeqStore{path: filepath.Join(dir, "bdseq")}
+	next := func() (uint64, error) {
+		cur, err := s.peek()
+		if err != nil {
+			return 0, err
+		}
+		return cur, s.spend(cur)
+	}
 	for want := uint64(0); want < 3; want++ {
-		got, err := s.next()
+		got, err := next()
 		if err != nil || got != want {
 			t.Fatalf("next = %d, %v; want %d", got, err, want)
 		}
 	}
+	if got, _ := s.peek(); got != 3 {
+		t.Fatalf("peek = %d, want 3 (peek spends nothing)", got)
+	}
 	os.WriteFile(s.path, []byte("255"), 0o600)
-	if got, _ := s.next(); got != 255 {
+	if got, _ := next(); got != 255 {
 		t.Fatalf("got %d, want 255", got)
 	}
-	if got, _ := s.next(); got != 0 {
+	if got, _ := next(); got != 0 {
 		t.Fatalf("after 255: %d, want 0", got)
 	}
 	os.WriteFile(s.path, []byte("banana"), 0o600)
-	if _, err := s.next(); err == nil {
+	if _, err := s.peek(); err == nil {
 		t.Fatal("corrupt bdSeq file accepted")
 	}
+}
+
+// bdSeq counts CONNECT packets sent: dials that reach no broker spend
+// none (Sparkplug 3.0: [tck-id-payloads-nbirth-bdseq-repeat]).
+func TestBdSeqNotSpentOnFailedDials(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there: every dial is refused
+	dir := t.TempDir()
+	e, err := New(Options{Broker: "tcp://" + addr, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: dir, Devices: nil, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // several refused dials
+	e.Shutdown(context.Background())
+	if got, _ := (bdSeqStore{path: filepath.Join(dir, "bdseq")}).peek(); got != 0 {
+		t.Fatalf("bdSeq %d after refused dials, want 0", got)
+	}
+	r := startBroker(t)
+	r.state(true, uint64(time.Now().UnixMilli()))
+	e2, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: dir, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e2.Shutdown(context.Background()) })
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range r.all() {
+			if m.topic.Type == sparkplug.NBIRTH {
+				if bd, _ := sparkplugBdSeq(m.p); bd != 0 {
+					return fmt.Errorf("NBIRTH bdSeq %d, want 0", bd)
+				}
+				return nil
+			}
+		}
+		return errors.New("no NBIRTH")
+	})
+}
+
+func sparkplugBdSeq(p *pb.Payload) (int64, bool) {
+	for _, m := range p.GetMetrics() {
+		if m.GetName() == sparkplug.MetricBdSeq {
+			return int64(m.GetLongValue()), true
+		}
+	}
+	return 0, false
 }
 
 func TestOptionsValidate(t *testing.T) {

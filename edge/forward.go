@@ -53,6 +53,9 @@ type forwarder struct {
 	refill        time.Time
 	purged        uint64
 	samples       []uns.Sample
+	// carried are lost devices born only to carry their buffered values;
+	// each gets its DDEATH once the backlog is sent.
+	carried []*device
 }
 
 func newForwarder(ctx context.Context, n *node) (*forwarder, error) {
@@ -100,7 +103,7 @@ func (n *node) flush(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	if f.backlog.done {
-		return false, nil
+		return false, f.carriedDeaths()
 	}
 	var sentMsgs int
 	if rate := n.e.opts.DrainRate; rate > 0 {
@@ -132,6 +135,11 @@ func (n *node) flush(ctx context.Context) (more bool, err error) {
 		// Bounds may have dropped the rest of the backlog before it was sent.
 		if st, err := n.e.buf.state(ctx); err == nil && (st.Msgs == 0 || st.FirstSeq > f.backlog.end) {
 			f.backlog.done = true
+		}
+	}
+	if f.backlog.done {
+		if err := f.carriedDeaths(); err != nil {
+			return false, err
 		}
 	}
 	return !f.backlog.done && sentMsgs > 0, nil
@@ -190,16 +198,18 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 	}
 	var cur *device
 	var p *pb.Payload
-	var reborn []*device // devices born only to carry their buffered values
 	out := func() error {
 		if p == nil || len(p.Metrics) == 0 {
 			return nil
 		}
 		values := len(p.Metrics)
+		sparkplug.SortByTime(p.Metrics)
 		if n.e.opts.SparkplugTemplates {
 			// The values are members of the device's template instance.
+			name := cur.templateName()
 			p.Metrics = []*pb.Payload_Metric{{Alias: proto.Uint64(cur.instAlias), Timestamp: p.Timestamp,
-				Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{Metrics: p.Metrics}}}}
+				Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{
+					TemplateRef: proto.String(name), IsDefinition: proto.Bool(false), Metrics: p.Metrics}}}}
 		}
 		p.Seq = n.nextSeq()
 		err := n.publish(n.topic(sparkplug.DDATA, cur.ID), p)
@@ -220,7 +230,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 				return 0, err
 			}
 			cur = m.dev
-			if err := f.bornForData(cur, &reborn); err != nil {
+			if err := f.bornForData(cur); err != nil {
 				return 0, err
 			}
 		}
@@ -243,20 +253,15 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 	if err := out(); err != nil {
 		return 0, err
 	}
-	for _, d := range reborn {
-		if err := n.deviceDeath(d, time.Now()); err != nil {
-			return 0, err
-		}
-	}
 	return len(f.samples), nil
 }
 
 // bornForData makes sure that d's last word on the wire is a DBIRTH before
 // data of it goes out. A device that came back has its birth queued before
 // its values reach the buffer: the queued events go first. Values buffered
-// while a device was up, sent while it is lost, go between a DBIRTH and a
-// DDEATH of their own; d is added to reborn for that death.
-func (f *forwarder) bornForData(d *device, reborn *[]*device) error {
+// while a device was up, sent while it is lost, go between one DBIRTH and
+// one DDEATH: d is carried until the backlog is sent (carriedDeaths).
+func (f *forwarder) bornForData(d *device) error {
 	n := f.n
 	// A death or birth queued before this value was buffered goes first.
 	if err := n.events(); err != nil {
@@ -272,9 +277,27 @@ func (f *forwarder) bornForData(d *device, reborn *[]*device) error {
 	n.e.mu.Lock()
 	lost := d.lost
 	n.e.mu.Unlock()
-	if !wasBorn && lost && !slices.Contains(*reborn, d) {
-		*reborn = append(*reborn, d)
+	if !wasBorn && lost && !slices.Contains(f.carried, d) {
+		f.carried = append(f.carried, d)
 	}
+	return nil
+}
+
+// carriedDeaths sends the DDEATH of each device born only to carry its
+// backlog, once the backlog is sent; one that came back meanwhile is alive
+// and stays born.
+func (f *forwarder) carriedDeaths() error {
+	for _, d := range f.carried {
+		f.n.e.mu.Lock()
+		lost := d.lost
+		f.n.e.mu.Unlock()
+		if lost && f.n.isBorn(d) {
+			if err := f.n.deviceDeath(d, time.Now()); err != nil {
+				return err
+			}
+		}
+	}
+	f.carried = f.carried[:0]
 	return nil
 }
 

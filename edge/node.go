@@ -2,11 +2,14 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -36,7 +39,12 @@ const (
 	aliasReduction     = 12
 	aliasReceiptDelay  = 13
 	aliasBufferPercent = 14
-	nodeAliases        = 16
+	aliasBdSeq         = 15
+	aliasVersion       = 16
+	nodeAliases        = 24
+	// templateAliases are the template definitions' in NBIRTH, far above
+	// any device's.
+	templateAliases = 1 << 40
 	// connMetrics is how many node metrics describe each device's connection.
 	connMetrics      = 7
 	maxMetricsPerMsg = 500
@@ -126,7 +134,9 @@ func (n *node) run(ctx context.Context) {
 // session is one MQTT connection: connect, wait for the host, birth, publish.
 func (n *node) session(ctx context.Context) error {
 	o := n.e.opts
-	bdSeq, err := n.bd.next()
+	// bdSeq counts CONNECT packets: one that never left (the dial or the
+	// TLS handshake failed) spends none.
+	bdSeq, err := n.bd.peek()
 	if err != nil {
 		return err
 	}
@@ -157,7 +167,13 @@ func (n *node) session(ctx context.Context) error {
 	}
 	c := mqtt.NewClient(co)
 	n.client = c
-	if err := wait(ctx, c.Connect()); err != nil {
+	err = wait(ctx, c.Connect())
+	if err == nil || connectSent(err) {
+		if serr := n.bd.spend(bdSeq); serr != nil {
+			return serr
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("connect %s: %w", broker, err)
 	}
 	onCmd := func(_ mqtt.Client, m mqtt.Message) {
@@ -233,7 +249,6 @@ func (n *node) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe config: %w", err)
 	}
-	n.publishConfigStatus()
 	n.msgs, n.seqOf = 0, map[uint64]uint64{}
 	n.e.log.Info("edge node connected", "broker", broker, "bdSeq", bdSeq)
 	defer n.publishDeath()
@@ -248,6 +263,9 @@ func (n *node) session(ctx context.Context) error {
 				return err
 			}
 			n.backoff = 0
+			// Not Sparkplug, and after the birth certificates: the first
+			// publish of a session is the NBIRTH.
+			n.publishConfigStatus()
 		}
 		more := false
 		if n.born.Load() {
@@ -286,7 +304,9 @@ func (n *node) session(ctx context.Context) error {
 			n.command(p)
 		case raw := <-n.configs:
 			n.e.applyRemote(raw)
-			n.publishConfigStatus()
+			if n.born.Load() {
+				n.publishConfigStatus()
+			}
 		case <-n.e.wake:
 		case <-tick.C:
 			if n.fw != nil {
@@ -299,6 +319,22 @@ func (n *node) session(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// connectSent says whether a failed connect got as far as sending its
+// CONNECT packet: not when the dial or the TLS handshake failed.
+func connectSent(err error) bool {
+	var op *net.OpError
+	var rec tls.RecordHeaderError
+	var cert *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	switch {
+	case errors.As(err, &op) && op.Op == "dial", errors.As(err, &rec), errors.As(err, &cert),
+		errors.As(err, &unknown), errors.As(err, &host), errors.Is(err, context.Canceled):
+		return false
+	}
+	return true
 }
 
 func wait(ctx context.Context, t mqtt.Token) error {
@@ -376,11 +412,12 @@ func (n *node) birth(ctx context.Context) error {
 	n.seq = 0
 	i64 := uint32(pb.DataType_Int64)
 	nb := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{
-		{Name: proto.String(sparkplug.MetricBdSeq), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
+		{Name: proto.String(sparkplug.MetricBdSeq), Alias: proto.Uint64(aliasBdSeq), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
 			Value: &pb.Payload_Metric_LongValue{LongValue: n.bdSeq}},
+		// Node Control/Rebirth has no alias: hosts ask for a rebirth by name.
 		{Name: proto.String(sparkplug.MetricRebirth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
 			Value: &pb.Payload_Metric_BooleanValue{BooleanValue: false}},
-		{Name: proto.String("Properties/Calx Version"), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
+		{Name: proto.String("Properties/Calx Version"), Alias: proto.Uint64(aliasVersion), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
 			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
 	}}
 	n.sentNode = map[uint64]string{}
@@ -489,6 +526,7 @@ func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
 		pm.Properties = sparkplug.Properties(kv...)
 		p.Metrics = append(p.Metrics, pm)
 	}
+	sparkplug.SortByTime(p.Metrics)
 	if n.e.opts.SparkplugTemplates {
 		// One template instance: the metrics become its members, by name.
 		for _, pm := range p.Metrics {
@@ -532,8 +570,9 @@ func (n *node) templateDefinitions(ms uint64) []*pb.Payload_Metric {
 			}
 			members = append(members, pm)
 		}
-		out = append(out, &pb.Payload_Metric{Name: proto.String(name), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Template)),
-			Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{IsDefinition: proto.Bool(true), Metrics: members}}})
+		out = append(out, &pb.Payload_Metric{Name: proto.String(name), Alias: proto.Uint64(templateAliases + uint64(len(out))), Timestamp: proto.Uint64(ms),
+			Datatype: proto.Uint32(uint32(pb.DataType_Template)),
+			Value:    &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{IsDefinition: proto.Bool(true), Metrics: members}}})
 	}
 	return out
 }

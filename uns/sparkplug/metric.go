@@ -1,9 +1,11 @@
 package sparkplug
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/calx-iiot/calx/uns"
@@ -308,4 +310,12 @@ func Properties(kv ...any) *pb.Payload_PropertySet {
 		ps.Values = append(ps.Values, pv)
 	}
 	return ps
+}
+
+// SortByTime puts metrics in the order of their timestamps, keeping the
+// order of those with the same time (Sparkplug wants a payload's metrics
+// in time order; sources that keep their own timestamps deliver them out
+// of it).
+func SortByTime(ms []*pb.Payload_Metric) {
+	slices.SortStableFunc(ms, func(a, b *pb.Payload_Metric) int { return cmp.Compare(a.GetTimestamp(), b.GetTimestamp()) })
 }
