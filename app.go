@@ -360,10 +360,14 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	mqttTLS, _ := cfg.MQTT.TLS.Load()
 	httpTLS, _ := cfg.HTTP.TLS.Load()
 	natsTLS, _ := cfg.NATS.TLS.Load()
+	uplink, err := cfg.Broker.Uplink()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signalContext()
 	defer stop()
 	app, err := startCloudApp(ctx, cloud.Options{
-		DataDir: cfg.DataDir, HostID: cfg.HostID, NATSListen: cfg.NATS.Listen, NATSUsers: cfg.NATS.Users, NATSTLS: natsTLS, SyncInterval: cfg.SyncInterval.Std(),
+		DataDir: cfg.DataDir, HostID: cfg.HostID, NATSListen: cfg.NATS.Listen, NATSUsers: cfg.NATS.Users, NATSTLS: natsTLS, Uplink: uplink, SyncInterval: cfg.SyncInterval.Std(),
 		MQTT:        cloud.BrokerOptions{Listen: cfg.MQTT.Listen, TLS: mqttTLS, Users: cfg.MQTTUsers(), Limits: cfg.MQTT.Limits},
 		Retention:   cfg.RetentionRules(),
 		Health:      cfg.HealthOptions(),

@@ -35,6 +35,9 @@ type Options struct {
 	NATSTLS    *tls.Config
 	// HostID is the Sparkplug primary host id. Default "calx".
 	HostID string
+	// Uplink, when set, makes the cloud the primary host on the plant's
+	// own broker too (uplink.go).
+	Uplink *UplinkOptions
 	// SyncInterval is the backbone's fsync interval (see store.Options).
 	SyncInterval time.Duration
 	// Retention rules of the historian, applied every RetentionEvery
@@ -66,6 +69,7 @@ type Cloud struct {
 	arch      *archiver
 	transform *transformer
 	repub     *republisher
+	uplink    *uplink
 	accounts  jetstream.KeyValue
 
 	started     time.Time
@@ -144,14 +148,21 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 	if c.repub, err = newRepublisher(repubConn, c.Registry, c.Broker, max(every, 0), c.log); err != nil {
 		return err
 	}
-	if c.Fleet, err = newFleet(ctx, bus.JetStream(), c.Broker, c.log); err != nil {
+	var pub Publisher = c.Broker
+	if c.opts.Uplink != nil {
+		if c.uplink, err = newUplink(*c.opts.Uplink, c.opts.HostID, c.Broker.ingest, c.Broker, c.log); err != nil {
+			return err
+		}
+		pub = fanout{local: c.Broker, up: c.uplink, log: c.log}
+	}
+	if c.Fleet, err = newFleet(ctx, bus.JetStream(), c.Broker, pub, c.log); err != nil {
 		return err
 	}
 	hostJS, err := c.jetStream("calx-host")
 	if err != nil {
 		return err
 	}
-	c.Host, err = newHost(HostOptions{ID: c.opts.HostID, Claims: c.Fleet}, hostJS, c.Broker, h, c.Registry, c.log)
+	c.Host, err = newHost(HostOptions{ID: c.opts.HostID, Claims: c.Fleet}, hostJS, pub, h, c.Registry, c.log)
 	if err != nil {
 		return err
 	}
@@ -162,6 +173,16 @@ func (c *Cloud) Start(ctx context.Context) (err error) {
 		c.Host.onOwnState(pk.Payload)
 	}); err != nil {
 		return fmt.Errorf("cloud: %w", err)
+	}
+	if c.uplink != nil {
+		// Online on the plant's broker once the host runs; each connect
+		// puts the edges' configurations there again.
+		c.uplink.connected = func() {
+			if err := c.Fleet.republishAll(context.Background()); err != nil {
+				c.log.Warn("configurations not sent to the plant's broker", "err", err)
+			}
+		}
+		c.uplink.start()
 	}
 	archJS, err := c.jetStream("calx-archiver")
 	if err != nil {
@@ -217,7 +238,19 @@ func (c *Cloud) ReadyErr() error {
 	if err := c.Broker.Err(); err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
+	if c.uplink != nil && !c.uplink.up.Load() {
+		return errors.New("not connected to the plant's broker")
+	}
 	return nil
+}
+
+// UplinkStats are the counters of the connection to the plant's broker
+// (zero without one).
+func (c *Cloud) UplinkStats() UplinkStats {
+	if c.uplink == nil {
+		return UplinkStats{}
+	}
+	return c.uplink.stats()
 }
 
 // Started is when Start was called.
@@ -277,8 +310,14 @@ func (c *Cloud) Shutdown(ctx context.Context) error {
 		if c.stopHealth != nil {
 			c.stopHealth()
 		}
-		if c.Host != nil {
-			c.Host.goOffline()
+		if c.Host != nil && c.Host.goOffline() {
+			// The broker writes to its clients beside the publish: give it
+			// the moment it takes to tell subscribers (edges) the host is
+			// offline before their connections close.
+			time.Sleep(100 * time.Millisecond)
+		}
+		if c.uplink != nil {
+			c.uplink.close()
 		}
 		if c.repub != nil {
 			c.repub.close()

@@ -1,9 +1,13 @@
 package cloud
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"go.yaml.in/yaml/v3"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/calx-iiot/calx/config"
@@ -39,6 +43,51 @@ type Config struct {
 	// FleetHealth sets when an edge counts as degraded and when its
 	// conditions become alarms.
 	FleetHealth FleetHealthConfig `yaml:"fleet_health"`
+	// Broker, when set, makes the cloud the Sparkplug primary host on the
+	// plant's own broker (HiveMQ, EMQX, Mosquitto) too.
+	Broker *PlantBrokerConfig `yaml:"broker"`
+}
+
+// PlantBrokerConfig is the plant's own broker, for the primary host.
+type PlantBrokerConfig struct {
+	URL          string `yaml:"url"` // mqtt://, tcp://, mqtts://, ssl://, tls://
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	// CAFile is a PEM bundle that signs the broker's certificate.
+	CAFile   string `yaml:"ca_file"`
+	ClientID string `yaml:"client_id"`
+}
+
+// Uplink turns the config into the cloud's option, reading the password
+// and CA files.
+func (b *PlantBrokerConfig) Uplink() (*UplinkOptions, error) {
+	if b == nil {
+		return nil, nil
+	}
+	if _, err := brokerURL(b.URL); err != nil {
+		return nil, err
+	}
+	o := &UplinkOptions{URL: b.URL, Username: b.Username, Password: b.Password, ClientID: b.ClientID}
+	if b.PasswordFile != "" {
+		pw, err := os.ReadFile(b.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("password_file: %w", err)
+		}
+		o.Password = strings.TrimSpace(string(pw))
+	}
+	if b.CAFile != "" {
+		pem, err := os.ReadFile(b.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", b.CAFile)
+		}
+		o.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return o, nil
 }
 
 // FleetHealthConfig are the thresholds of the fleet's health (see
@@ -208,6 +257,9 @@ func LoadConfig(file string) (*Config, error) {
 	}
 	if _, err := c.NATS.TLS.Load(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: nats.%w", file, err))
+	}
+	if _, err := c.Broker.Uplink(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: broker: %w", file, err))
 	}
 	return c, errors.Join(errs...)
 }

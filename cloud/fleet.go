@@ -83,7 +83,8 @@ type Rollout struct {
 // Fleet keeps the versioned fleet config and rolls it out to the edges.
 type Fleet struct {
 	cfg, desired jetstream.KeyValue
-	broker       *Broker
+	broker       *Broker   // where the edges' config status comes in
+	pub          Publisher // where their configurations go out
 	log          *slog.Logger
 
 	mu     sync.Mutex
@@ -100,8 +101,8 @@ type claims struct {
 	maxTags map[string]int
 }
 
-func newFleet(ctx context.Context, js jetstream.JetStream, b *Broker, log *slog.Logger) (*Fleet, error) {
-	f := &Fleet{broker: b, log: log.With("component", "fleet"), status: map[string]edge.ConfigStatus{}, cache: map[uint64]*fleet.Config{}}
+func newFleet(ctx context.Context, js jetstream.JetStream, b *Broker, pub Publisher, log *slog.Logger) (*Fleet, error) {
+	f := &Fleet{broker: b, pub: pub, log: log.With("component", "fleet"), status: map[string]edge.ConfigStatus{}, cache: map[uint64]*fleet.Config{}}
 	var err error
 	if f.cfg, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketConfig, Storage: jetstream.FileStorage, History: 1}); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
@@ -429,7 +430,7 @@ func (f *Fleet) send(c *fleet.Config, edgeKey string, v uint64) error {
 		return fmt.Errorf("fleet: %w", err)
 	}
 	g, e, _ := strings.Cut(edgeKey, "/")
-	return f.broker.Publish(sparkplug.ConfigTopic(g, e), b, true, 1)
+	return f.pub.Publish(sparkplug.ConfigTopic(g, e), b, true, 1)
 }
 
 // desiredAll returns every edge's desired version, by group/edge_id.

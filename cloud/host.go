@@ -154,9 +154,10 @@ type Host struct {
 	msgs, samples, malformed, gaps, unknown, rebirths, staleDeaths atomic.Uint64
 	foreign, overCap                                               atomic.Uint64
 
-	cancel context.CancelFunc
-	done   chan struct{}
-	ready  atomic.Bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+	ready   atomic.Bool
+	stateTS atomic.Uint64 // of the STATE online of this run
 	// tagsDue wakes the tag writer, which stores the metadata of births
 	// beside the loop: a birth storm must not hold up the data behind it.
 	tagsDue  chan struct{}
@@ -178,8 +179,16 @@ func (h *Host) stateTopic() string {
 	return sparkplug.Topic{Type: sparkplug.STATE, HostID: h.opts.ID}.String()
 }
 
+// publishState says whether the host is online. The offline STATE of a
+// session carries the timestamp of its online one, as Sparkplug 3.0 asks.
 func (h *Host) publishState(online bool) error {
-	b, _ := json.Marshal(map[string]any{"online": online, "timestamp": sparkplug.Millis(time.Now())})
+	ts := sparkplug.Millis(time.Now())
+	if online {
+		h.stateTS.Store(ts)
+	} else if born := h.stateTS.Load(); born != 0 {
+		ts = born
+	}
+	b, _ := json.Marshal(map[string]any{"online": online, "timestamp": ts})
 	return h.pub.Publish(h.stateTopic(), b, true, 1)
 }
 
@@ -217,14 +226,16 @@ func (h *Host) start(ctx context.Context) error {
 	return nil
 }
 
-// goOffline declares the host offline (a clean stop).
-func (h *Host) goOffline() {
+// goOffline declares the host offline (a clean stop); it says whether it
+// did (the host was online).
+func (h *Host) goOffline() bool {
 	if !h.ready.Swap(false) {
-		return
+		return false
 	}
 	if err := h.publishState(false); err != nil {
 		h.log.Warn("STATE offline not published", "err", err)
 	}
+	return true
 }
 
 // onOwnState answers a STATE offline for this host seen while it runs (a

@@ -99,9 +99,12 @@ type CloudConfig struct {
 	Password     string `yaml:"password"`
 	PasswordFile string `yaml:"password_file"`
 	// CAFile is a PEM bundle that signs the broker's certificate (ssl:// only).
-	CAFile      string `yaml:"ca_file"`
-	Group       string `yaml:"group"`
-	EdgeID      string `yaml:"edge_id"`
+	CAFile string `yaml:"ca_file"`
+	Group  string `yaml:"group"`
+	EdgeID string `yaml:"edge_id"`
+	// PrimaryHost is the host id whose STATE gates the births (default
+	// calx); "none" publishes without waiting for any host, as Sparkplug
+	// allows for an edge node with no primary host.
 	PrimaryHost string `yaml:"primary_host"`
 	// Templates sends each device as a Sparkplug Template instance (its
 	// machine type's definition in NBIRTH); off, as plain metrics, for a
@@ -129,8 +132,11 @@ func LoadConfig(file string) (*Config, error) {
 	if c.DataDir == "" {
 		c.DataDir = "./calx-edge-data"
 	}
-	if c.Cloud.PrimaryHost == "" {
+	switch c.Cloud.PrimaryHost {
+	case "":
 		c.Cloud.PrimaryHost = "calx"
+	case "none":
+		c.Cloud.PrimaryHost = ""
 	}
 	return c, nil
 }

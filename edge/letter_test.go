@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +17,7 @@ import (
 
 // Sparkplug 3.0 to the letter, as an independent checker reads the wire.
 // The birth certificate is the first publish of a session (the config
-// status follows it); when aliases are used, every birth metric has one
-// (but Node Control/Rebirth, which hosts name);
+// status follows it); when aliases are used, every birth metric has one;
 // a payload's metrics are in time order even when sources keep their own
 // timestamps; a template instance in DDATA names its template.
 func TestSparkplugToTheLetter(t *testing.T) {
@@ -75,7 +76,7 @@ func TestSparkplugToTheLetter(t *testing.T) {
 				}
 				if m.topic.Type == sparkplug.NBIRTH {
 					for _, pm := range m.p.GetMetrics() {
-						if pm.Alias == nil && pm.GetName() != sparkplug.MetricRebirth {
+						if pm.Alias == nil {
 							t.Errorf("NBIRTH metric %q has no alias", pm.GetName())
 						}
 					}
@@ -142,4 +143,37 @@ func TestBacklogOfALostDeviceOneBirthOneDeath(t *testing.T) {
 	if strings.Count(got, "DBIRTH") != 1 || strings.Count(got, "DDEATH") != 1 || !strings.HasPrefix(got, "DBIRTH DDATA") || !strings.HasSuffix(got, "DDATA DDEATH") {
 		t.Fatalf("device messages: %s", got)
 	}
+}
+
+// An edge node with no primary host (primary_host: none) births as soon
+// as it is connected, with no STATE on the broker.
+func TestNoPrimaryHost(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(f, []byte("cloud: {broker: 'tcp://127.0.0.1:1', username: u, password: p, group: g, edge_id: e, primary_host: none}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cloud.PrimaryHost != "" {
+		t.Fatalf("primary_host none read as %q", cfg.Cloud.PrimaryHost)
+	}
+	r := startBroker(t) // no STATE on it
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	e, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", DataDir: t.TempDir(), Logger: discardLogger(),
+		Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !e.Online() {
+			return errors.New("not born")
+		}
+		return nil
+	})
 }

@@ -41,6 +41,7 @@ const (
 	aliasBufferPercent = 14
 	aliasBdSeq         = 15
 	aliasVersion       = 16
+	aliasRebirth       = 17
 	nodeAliases        = 24
 	// templateAliases are the template definitions' in NBIRTH, far above
 	// any device's.
@@ -414,8 +415,7 @@ func (n *node) birth(ctx context.Context) error {
 	nb := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{
 		{Name: proto.String(sparkplug.MetricBdSeq), Alias: proto.Uint64(aliasBdSeq), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
 			Value: &pb.Payload_Metric_LongValue{LongValue: n.bdSeq}},
-		// Node Control/Rebirth has no alias: hosts ask for a rebirth by name.
-		{Name: proto.String(sparkplug.MetricRebirth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
+		{Name: proto.String(sparkplug.MetricRebirth), Alias: proto.Uint64(aliasRebirth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
 			Value: &pb.Payload_Metric_BooleanValue{BooleanValue: false}},
 		{Name: proto.String("Properties/Calx Version"), Alias: proto.Uint64(aliasVersion), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
 			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
@@ -736,7 +736,10 @@ func (n *node) events() error {
 func (n *node) command(c cmd) {
 	if c.device == "" {
 		for _, m := range c.p.GetMetrics() {
-			if m.GetName() == sparkplug.MetricRebirth && m.GetBooleanValue() {
+			// By name, or by the alias of the birth alone, as a host
+			// that follows payloads-alias-data-cmd-requirement sends it.
+			rebirth := m.GetName() == sparkplug.MetricRebirth || m.Name == nil && m.GetAlias() == aliasRebirth
+			if rebirth && m.GetBooleanValue() {
 				n.e.log.Info("rebirth requested")
 				n.born.Store(false)
 				return

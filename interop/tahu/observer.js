@@ -67,7 +67,6 @@ client.on("message", (topic, buf, packet) => {
       }
       const rb = metrics.find((m) => m.name === "Node Control/Rebirth");
       if (!rb || rb.type !== "Boolean") fail(key, "NBIRTH without Node Control/Rebirth Boolean");
-      if (rb && rb.alias !== undefined) fail(key, "Node Control/Rebirth is aliased");
     } else {
       if (n.seq === null) fail(key, type + " before NBIRTH");
       else if (seq !== (n.seq + 1) % 256) fail(key, type + " seq " + seq + " after " + n.seq);

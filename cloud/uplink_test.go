@@ -1,0 +1,130 @@
+package cloud
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/sim"
+	"github.com/calx-iiot/calx/internal/mosquitto"
+	"github.com/calx-iiot/calx/uns"
+)
+
+// startUplinkCloud runs a cloud that is the primary host on mosq too.
+func startUplinkCloud(t *testing.T, mosq *mosquitto.Broker) *Cloud {
+	t.Helper()
+	c := startCloudWith(t, Options{Uplink: &UplinkOptions{URL: "mqtt://" + mosq.Addr}})
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error { return c.ReadyErr() })
+	return c
+}
+
+// The host on Mosquitto: it says it is online there (STATE, retained),
+// takes a Calx edge's values into the history, gives the edge its
+// receipts, and loses nothing when the broker restarts under both of them.
+func TestHostOnMosquitto(t *testing.T) {
+	mosq := mosquitto.Start(t)
+	c := startUplinkCloud(t, mosq)
+
+	// STATE online, retained, on the plant's broker.
+	watcher := paho.NewClient(paho.NewClientOptions().AddBroker(mosq.URL()).SetClientID("watcher").SetAutoReconnect(false))
+	if tok := watcher.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer watcher.Disconnect(10)
+	states := make(chan map[string]any, 10)
+	watcher.Subscribe("spBv1.0/STATE/calx", 1, func(_ paho.Client, m paho.Message) {
+		var s map[string]any
+		if json.Unmarshal(m.Payload(), &s) == nil && m.Retained() {
+			states <- s
+		}
+	}).WaitTimeout(5 * time.Second)
+	select {
+	case s := <-states:
+		if s["online"] != true {
+			t.Fatalf("STATE %v", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no retained STATE on the broker")
+	}
+
+	clock, err := sim.NewClock("clock", sim.ClockSettings{Period: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := edge.New(edge.Options{Broker: mosq.URL(), Username: "e1", Password: "pw", Group: "g", EdgeID: "e1", PrimaryHost: "calx",
+		DataDir: t.TempDir(), KeepAlive: 5 * time.Second, Devices: []edge.Device{{ID: "clock", Path: "ent/s/a/l/clock", Connector: clock}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			e.Shutdown(context.Background())
+		}
+	})
+	path := uns.Path("ent/s/a/l/clock/counter")
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if n, _ := c.Historian.Count(context.Background(), path); n < 20 {
+			return fmt.Errorf("%d values", n)
+		}
+		return nil
+	})
+	// The broker restarts under the edge and the host.
+	mosq.Restart()
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if !c.UplinkStats().Connected || !e.Online() {
+			return errors.New("not back on the broker")
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	// Receipts come through the broker: the edge's buffer empties.
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if st := e.Stats(); st.BufferedMsgs > 2 {
+			return fmt.Errorf("%d messages buffered, unconfirmed", st.BufferedMsgs)
+		}
+		return nil
+	})
+	if err := e.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	// Every step of the counter, from its first to its last, is stored
+	// once.
+	var first, last float64
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		pts, err := c.Historian.History(context.Background(), path, time.Now().Add(-time.Hour), time.Now().Add(time.Minute), 100000)
+		if err != nil || len(pts) == 0 {
+			return fmt.Errorf("history: %v", err)
+		}
+		seen := map[float64]bool{}
+		first, _ = pts[0].Value.AsFloat()
+		last, _ = pts[len(pts)-1].Value.AsFloat()
+		for _, p := range pts {
+			v, ok := p.Value.AsFloat()
+			if !ok {
+				continue
+			}
+			if seen[v] {
+				return fmt.Errorf("step %v stored twice", v)
+			}
+			seen[v] = true
+		}
+		for v := first; v <= last; v++ {
+			if !seen[v] {
+				return fmt.Errorf("step %v of %v..%v missing", v, first, last)
+			}
+		}
+		return nil
+	})
+	t.Logf("steps %v..%v stored once each across a broker restart; uplink %+v", first, last, c.UplinkStats())
+}
