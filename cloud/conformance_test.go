@@ -15,8 +15,8 @@ import (
 
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/sim"
-	"github.com/calx-iiot/calx/interop/conformance"
 	"github.com/calx-iiot/calx/internal/mosquitto"
+	"github.com/calx-iiot/calx/interop/conformance"
 	"github.com/calx-iiot/calx/uns"
 )
 
