@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -155,5 +154,4 @@ func compareDoc(t *testing.T, broker, table string, results []conformance.Result
 			t.Errorf("%s: %s now, %q in %s (rerun with -update if the change is right)", r.ID, got, want, sparkplugDoc)
 		}
 	}
-	_ = fmt.Sprint
 }
