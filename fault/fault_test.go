@@ -174,6 +174,48 @@ func TestFaults(t *testing.T) {
 		reports = append(reports, s.settle(t, "edge SIGKILL in a link cut", []string{s.counterPath}, first, end, excused, since, 2*time.Minute))
 	})
 
+	// The same faults with the host on Mosquitto, the plant's own broker.
+	t.Run("on Mosquitto: link cut, then restored", func(t *testing.T) {
+		s := newSiteOn(t, 0, 0, true)
+		since := time.Now()
+		s.startCloud()
+		s.edge.start()
+		first := s.firstValue(t, since)
+		s.proxy.setCut(true)
+		cut := durationEnv("CALX_FAULT_MOSQUITTO_CUT", 15*time.Second)
+		time.Sleep(cut)
+		s.proxy.setCut(false)
+		end := step(time.Now())
+		reports = append(reports, s.settle(t, "on Mosquitto: link cut "+cut.String(), []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
+	})
+
+	t.Run("on Mosquitto: cloud SIGKILL mid-stream", func(t *testing.T) {
+		s := newSiteOn(t, 0, 0, true)
+		since := time.Now()
+		s.startCloud()
+		s.edge.start()
+		first := s.firstValue(t, since)
+		time.Sleep(2 * time.Second)
+		s.cloud.kill()
+		time.Sleep(3 * time.Second)
+		s.startCloud()
+		end := step(time.Now())
+		reports = append(reports, s.settle(t, "on Mosquitto: cloud SIGKILL, restarted", []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
+	})
+
+	t.Run("on Mosquitto: broker restart", func(t *testing.T) {
+		s := newSiteOn(t, 0, 0, true)
+		since := time.Now()
+		s.startCloud()
+		s.edge.start()
+		first := s.firstValue(t, since)
+		time.Sleep(2 * time.Second)
+		s.mosq.Restart()
+		time.Sleep(2 * time.Second)
+		end := step(time.Now())
+		reports = append(reports, s.settle(t, "on Mosquitto: broker restart", []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
+	})
+
 	t.Run("backlog of a million values drains beside live data", func(t *testing.T) {
 		// 20 tags at 1,000 values/s (one per millisecond, the resolution of
 		// Sparkplug timestamps) for 50 s: 1,000,000 values in the backlog.

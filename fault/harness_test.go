@@ -22,6 +22,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/calx-iiot/calx/internal/mosquitto"
+
 	"github.com/calx-iiot/calx/edge/edgetest"
 )
 
@@ -202,9 +204,16 @@ type site struct {
 	counterPath string
 	fastPath    string
 	fastRate    int
+	// mosq, when set, is the plant's broker between the edge and the
+	// cloud (Mosquitto), the cloud its primary host as a client.
+	mosq *mosquitto.Broker
 }
 
-func newSite(t *testing.T, fastRate, fastTags int) *site {
+func newSite(t *testing.T, fastRate, fastTags int) *site { return newSiteOn(t, fastRate, fastTags, false) }
+
+// newSiteOn makes a site; viaMosquitto puts Mosquitto between the edge and
+// the cloud, the edge connecting to it and the cloud its primary host.
+func newSiteOn(t *testing.T, fastRate, fastTags int, viaMosquitto bool) *site {
 	t.Helper()
 	dir := t.TempDir()
 	s := &site{t: t, dir: dir, httpAddr: freeAddr(t), edgeHTTP: freeAddr(t), fastRate: fastRate,
@@ -218,7 +227,13 @@ mqtt: {listen: %s}
 edges:
   - {username: fault-edge, password_hash: '%s', group: limeworks, edge_id: fault-edge}
 `, filepath.Join(dir, "cloud"), s.httpAddr, mqttAddr, hash)
-	s.proxy = newProxy(t, mqttAddr)
+	target := mqttAddr
+	if viaMosquitto {
+		s.mosq = mosquitto.Start(t)
+		target = s.mosq.Addr
+		cloudYAML += fmt.Sprintf("broker: {url: 'mqtt://%s'}\n", s.mosq.Addr)
+	}
+	s.proxy = newProxy(t, target)
 	edgeYAML := fmt.Sprintf(`data_dir: %s
 http: %s
 cloud:
