@@ -209,7 +209,9 @@ type site struct {
 	mosq *mosquitto.Broker
 }
 
-func newSite(t *testing.T, fastRate, fastTags int) *site { return newSiteOn(t, fastRate, fastTags, false) }
+func newSite(t *testing.T, fastRate, fastTags int) *site {
+	return newSiteOn(t, fastRate, fastTags, false)
+}
 
 // newSiteOn makes a site; viaMosquitto puts Mosquitto between the edge and
 // the cloud, the edge connecting to it and the cloud its primary host.
