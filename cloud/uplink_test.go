@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,4 +130,97 @@ func TestHostOnMosquitto(t *testing.T) {
 		return nil
 	})
 	t.Logf("steps %v..%v stored once each across a broker restart; uplink %+v", first, last, c.UplinkStats())
+}
+
+// cutter forwards TCP connections to a target until cut: then it closes
+// them all at once, as a network that fails would, and takes new ones.
+type cutter struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newCutter(t *testing.T, target string) *cutter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln}
+	t.Cleanup(func() { ln.Close(); c.cut() })
+	go func() {
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, a, b)
+			c.mu.Unlock()
+			go func() { io.Copy(a, b); a.Close() }()
+			go func() { io.Copy(b, a); b.Close() }()
+		}
+	}()
+	return c
+}
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
+}
+
+// When the host's connection to the plant's broker fails, the broker
+// publishes the host's Will: STATE offline, retained, with the timestamp
+// of that connection's STATE online; the host comes back online by itself.
+func TestHostWillOnMosquitto(t *testing.T) {
+	mosq := mosquitto.Start(t)
+	link := newCutter(t, mosq.Addr)
+	c := startCloudWith(t, Options{Uplink: &UplinkOptions{URL: "tcp://" + link.ln.Addr().String()}})
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error { return c.ReadyErr() })
+	watcher := paho.NewClient(paho.NewClientOptions().AddBroker(mosq.URL()).SetClientID("watcher").SetAutoReconnect(false))
+	if tok := watcher.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer watcher.Disconnect(10)
+	type state struct {
+		Online    bool   `json:"online"`
+		Timestamp uint64 `json:"timestamp"`
+	}
+	states := make(chan state, 10)
+	watcher.Subscribe("spBv1.0/STATE/calx", 1, func(_ paho.Client, m paho.Message) {
+		var s state
+		if json.Unmarshal(m.Payload(), &s) == nil {
+			states <- s
+		}
+	}).WaitTimeout(5 * time.Second)
+	next := func() state {
+		t.Helper()
+		select {
+		case s := <-states:
+			return s
+		case <-time.After(15 * time.Second):
+			t.Fatal("no STATE")
+		}
+		return state{}
+	}
+	born := next()
+	if !born.Online {
+		t.Fatalf("first STATE %+v", born)
+	}
+	link.cut()
+	if died := next(); died.Online || died.Timestamp != born.Timestamp {
+		t.Fatalf("Will %+v after birth %+v: want offline with the birth's timestamp", died, born)
+	}
+	if again := next(); !again.Online || again.Timestamp <= born.Timestamp {
+		t.Fatalf("after the cut %+v: want online again, later", again)
+	}
 }
