@@ -126,32 +126,44 @@ func TestFaults(t *testing.T) {
 	var reports []report
 	defer func() { printTable(t, reports) }()
 
-	t.Run("link cut, then restored", func(t *testing.T) {
-		s := newSite(t, 0, 0)
-		since := time.Now()
-		s.startCloud()
-		s.edge.start()
-		first := s.firstValue(t, since)
-		s.proxy.setCut(true)
-		time.Sleep(durationEnv("CALX_FAULT_CUT", 60*time.Second))
-		s.proxy.setCut(false)
-		end := step(time.Now())
-		reports = append(reports, s.settle(t, "link cut "+durationEnv("CALX_FAULT_CUT", 60*time.Second).String(), []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
-	})
+	// A link cut and a cloud SIGKILL, with the edge connected to the cloud
+	// and with Mosquitto, the plant's own broker, between them (the cloud
+	// its primary host as a client).
+	for _, via := range []struct {
+		prefix string
+		mosq   bool
+		cut    time.Duration
+	}{
+		{"", false, durationEnv("CALX_FAULT_CUT", 60*time.Second)},
+		{"on Mosquitto: ", true, durationEnv("CALX_FAULT_MOSQUITTO_CUT", 15*time.Second)},
+	} {
+		t.Run(via.prefix+"link cut, then restored", func(t *testing.T) {
+			s := newSiteOn(t, 0, 0, via.mosq)
+			since := time.Now()
+			s.startCloud()
+			s.edge.start()
+			first := s.firstValue(t, since)
+			s.proxy.setCut(true)
+			time.Sleep(via.cut)
+			s.proxy.setCut(false)
+			end := step(time.Now())
+			reports = append(reports, s.settle(t, via.prefix+"link cut "+via.cut.String(), []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
+		})
 
-	t.Run("cloud SIGKILL mid-stream", func(t *testing.T) {
-		s := newSite(t, 0, 0)
-		since := time.Now()
-		s.startCloud()
-		s.edge.start()
-		first := s.firstValue(t, since)
-		time.Sleep(2 * time.Second)
-		s.cloud.kill()
-		time.Sleep(3 * time.Second)
-		s.startCloud()
-		end := step(time.Now())
-		reports = append(reports, s.settle(t, "cloud SIGKILL, restarted", []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
-	})
+		t.Run(via.prefix+"cloud SIGKILL mid-stream", func(t *testing.T) {
+			s := newSiteOn(t, 0, 0, via.mosq)
+			since := time.Now()
+			s.startCloud()
+			s.edge.start()
+			first := s.firstValue(t, since)
+			time.Sleep(2 * time.Second)
+			s.cloud.kill()
+			time.Sleep(3 * time.Second)
+			s.startCloud()
+			end := step(time.Now())
+			reports = append(reports, s.settle(t, via.prefix+"cloud SIGKILL, restarted", []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
+		})
+	}
 
 	t.Run("edge SIGKILL while buffering in a link cut", func(t *testing.T) {
 		s := newSite(t, 0, 0)
@@ -172,35 +184,6 @@ func TestFaults(t *testing.T) {
 		// Steps while the edge was dead were never read: nothing to deliver.
 		excused := [][2]int64{{step(killed.Add(-100 * time.Millisecond)), step(restarted.Add(3 * time.Second))}}
 		reports = append(reports, s.settle(t, "edge SIGKILL in a link cut", []string{s.counterPath}, first, end, excused, since, 2*time.Minute))
-	})
-
-	// The same faults with the host on Mosquitto, the plant's own broker.
-	t.Run("on Mosquitto: link cut, then restored", func(t *testing.T) {
-		s := newSiteOn(t, 0, 0, true)
-		since := time.Now()
-		s.startCloud()
-		s.edge.start()
-		first := s.firstValue(t, since)
-		s.proxy.setCut(true)
-		cut := durationEnv("CALX_FAULT_MOSQUITTO_CUT", 15*time.Second)
-		time.Sleep(cut)
-		s.proxy.setCut(false)
-		end := step(time.Now())
-		reports = append(reports, s.settle(t, "on Mosquitto: link cut "+cut.String(), []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
-	})
-
-	t.Run("on Mosquitto: cloud SIGKILL mid-stream", func(t *testing.T) {
-		s := newSiteOn(t, 0, 0, true)
-		since := time.Now()
-		s.startCloud()
-		s.edge.start()
-		first := s.firstValue(t, since)
-		time.Sleep(2 * time.Second)
-		s.cloud.kill()
-		time.Sleep(3 * time.Second)
-		s.startCloud()
-		end := step(time.Now())
-		reports = append(reports, s.settle(t, "on Mosquitto: cloud SIGKILL, restarted", []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
 	})
 
 	t.Run("on Mosquitto: broker restart", func(t *testing.T) {
