@@ -34,6 +34,10 @@ var (
 	descBrokerRefused   = prometheus.NewDesc("calx_broker_connections_refused_total", "MQTT connections refused or ended by a limit, by the limit.", []string{"limit"}, nil)
 	descRetainCleared   = prometheus.NewDesc("calx_broker_sparkplug_retain_cleared_total", "Sparkplug births, deaths and data sent retained, kept unretained.", nil, nil)
 	descLoginThrottled  = prometheus.NewDesc("calx_broker_logins_throttled_total", "MQTT logins refused unchecked: too many failed logins from the address or for the user name.", nil, nil)
+	descUplinkUp        = prometheus.NewDesc("calx_uplink_connected", "1 while the primary host is connected to the plant's broker (broker: in cloud.yaml).", nil, nil)
+	descUplinkStored    = prometheus.NewDesc("calx_uplink_messages_stored_total", "Sparkplug messages taken from the plant's broker into the backbone.", nil, nil)
+	descUplinkDups      = prometheus.NewDesc("calx_uplink_duplicates_total", "Messages the plant's broker delivered again (stored again, counted once for receipts).", nil, nil)
+	descUplinkGaps      = prometheus.NewDesc("calx_uplink_gaps_total", "Edge sessions whose messages came from the plant's broker with a gap (the edge sends again).", nil, nil)
 	descBrokerOpen      = prometheus.NewDesc("calx_broker_connections_open", "MQTT connections open, authenticated or not.", nil, nil)
 	descBrokerAcceptErr = prometheus.NewDesc("calx_broker_accept_errors_total", "Failed accepts of the MQTT listener (each followed by a pause).", nil, nil)
 	descHostMessages    = prometheus.NewDesc("calx_host_messages_total", "Sparkplug messages processed by the primary host.", nil, nil)
@@ -70,7 +74,7 @@ var (
 	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
 	cloudCollectorDescs = []*prometheus.Desc{descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descRepubConflated, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
-		descBadTopics, descAuthDenied, descBrokerRefused, descRetainCleared, descLoginThrottled, descBrokerOpen, descBrokerAcceptErr, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
+		descBadTopics, descAuthDenied, descBrokerRefused, descRetainCleared, descLoginThrottled, descUplinkUp, descUplinkStored, descUplinkDups, descUplinkGaps, descBrokerOpen, descBrokerAcceptErr, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
 )
 
@@ -103,6 +107,16 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBrokerOpen, float64(b.Listener.Open))
 	counter(descRetainCleared, float64(b.RetainCleared))
 	counter(descLoginThrottled, float64(b.Logins.Throttled))
+	if up := cc.c.UplinkStats(); up != (cloud.UplinkStats{}) {
+		connected := 0.0
+		if up.Connected {
+			connected = 1
+		}
+		gauge(descUplinkUp, connected)
+		counter(descUplinkStored, float64(up.Stored))
+		counter(descUplinkDups, float64(up.Duplicates))
+		counter(descUplinkGaps, float64(up.Gaps))
+	}
 	counter(descBrokerAcceptErr, float64(b.Listener.AcceptErrors))
 	h := cc.c.Host.Stats()
 	counter(descHostMessages, float64(h.Messages))
