@@ -138,33 +138,52 @@ func (h *Historian) checkQuery(ctx context.Context, q string, audit bool) error 
 	if audit {
 		allowed = append(slices.Clip(allowed), "audit")
 	}
+	check := func(name, schema, catalog string, ctes []string) error {
+		name = strings.ToLower(name)
+		qualified := schema != "" || catalog != ""
+		switch {
+		case !qualified && slices.Contains(ctes, name):
+		case (schema == "" || strings.EqualFold(schema, "main")) && catalog == "" && slices.Contains(allowed, name):
+		default:
+			return fmt.Errorf("%w: table %q: only %s", ErrNotAllowed, name, strings.Join(allowed, ", "))
+		}
+		return nil
+	}
 	var walk func(v any, ctes []string) error
 	walk = func(v any, ctes []string) error {
 		switch x := v.(type) {
 		case map[string]any:
 			if m, ok := x["cte_map"].(map[string]any); ok {
+				// Each common table expression sees those before it, not
+				// itself nor those after; the query they belong to sees
+				// them all.
 				entries, _ := m["map"].([]any)
 				ctes = slices.Clip(ctes)
 				for _, e := range entries {
-					if em, ok := e.(map[string]any); ok {
-						if k, ok := em["key"].(string); ok {
-							ctes = append(ctes, strings.ToLower(k))
-						}
+					em, _ := e.(map[string]any)
+					if err := walk(em["value"], ctes); err != nil {
+						return err
+					}
+					if k, ok := em["key"].(string); ok {
+						ctes = append(ctes, strings.ToLower(k))
 					}
 				}
 			}
 			switch x["type"] {
 			case "BASE_TABLE":
 				name, _ := x["table_name"].(string)
-				name = strings.ToLower(name)
 				schema, _ := x["schema_name"].(string)
 				catalog, _ := x["catalog_name"].(string)
-				qualified := schema != "" || catalog != ""
-				switch {
-				case !qualified && slices.Contains(ctes, name):
-				case (schema == "" || strings.EqualFold(schema, "main")) && catalog == "" && slices.Contains(allowed, name):
-				default:
-					return fmt.Errorf("%w: table %q: only %s", ErrNotAllowed, name, strings.Join(allowed, ", "))
+				if err := check(name, schema, catalog, ctes); err != nil {
+					return err
+				}
+			case "SHOW_REF":
+				// DESCRIBE or SUMMARIZE of a table: the table's name is
+				// checked as a table's; of a query, the query is walked.
+				if name, _ := x["table_name"].(string); name != "" {
+					if err := check(name, "", "", ctes); err != nil {
+						return err
+					}
 				}
 			case "TABLE_FUNCTION":
 				if f, ok := x["function"].(map[string]any); ok {
@@ -180,7 +199,10 @@ func (h *Historian) checkQuery(ctx context.Context, q string, audit bool) error 
 					return fmt.Errorf("%w: function %s", ErrNotAllowed, f)
 				}
 			}
-			for _, e := range x {
+			for k, e := range x {
+				if k == "cte_map" {
+					continue // walked above, in order
+				}
 				if err := walk(e, ctes); err != nil {
 					return err
 				}

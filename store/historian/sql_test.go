@@ -161,6 +161,12 @@ func TestQueryAuditForAdminsOnly(t *testing.T) {
 		`SELECT * FROM (SELECT * FROM (WITH audit AS (SELECT 1) SELECT 1)), audit`,
 		`SELECT * FROM information_schema.tables`,
 		`SELECT * FROM system.main.points`,
+		// A CTE sees only those before it: audit here is the table.
+		`WITH x AS (SELECT * FROM audit), audit AS (SELECT 1) SELECT * FROM x`,
+		`WITH audit AS (SELECT * FROM audit) SELECT * FROM audit`,
+		`SUMMARIZE audit`,
+		`DESCRIBE audit`,
+		`SELECT * FROM (SUMMARIZE audit)`,
 	} {
 		if res, err := h.Query(ctx, q, engineer); !errors.Is(err, ErrNotAllowed) {
 			t.Errorf("%s: %v %+v, want refused", q, err, res)
