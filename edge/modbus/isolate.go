@@ -71,12 +71,12 @@ func (d *Device) isolate(b *block, err error, rs []edge.Reading, now time.Time) 
 		regs, bits, err := d.read(t.Area, t.Address, uint16(t.size()))
 		now := time.Now()
 		if err != nil {
-			if !isDeviceError(err) {
-				// The connection went: the next cycle reconnects and
-				// finds the block refused again.
+			if !isRefusal(err) {
+				// Not a refusal (the connection went, or an exception
+				// that passes): the next cycle tries the block again.
 				d.stats.LastError = err.Error()
 				d.stats.Errors++
-				return rs, false
+				return rs, true
 			}
 			d.refuse(t, err, true)
 			rs = append(rs, edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})

@@ -311,6 +311,15 @@ func isDeviceError(err error) bool {
 	return errors.As(err, &e) && e != mb.ErrRequestTimedOut && e != mb.ErrBadTransactionId && e != mb.ErrProtocolError
 }
 
+// isRefusal tells an exception that says the request itself is wrong for
+// the device (an address it does not map, a function or quantity it does
+// not take), which isolation answers, from one that passes (busy, a
+// gateway's path, a bad frame), after which the same request may succeed.
+func isRefusal(err error) bool {
+	var e mb.Error
+	return errors.As(err, &e) && (e == mb.ErrIllegalDataAddress || e == mb.ErrIllegalFunction || e == mb.ErrIllegalDataValue)
+}
+
 // cycle reads every block that is due and emits the values. An error
 // return means the connection is lost; a device's refusal of an address
 // marks those tags BAD and the others go on. It stops early, with no
@@ -342,6 +351,16 @@ func (d *Device) cycle(ctx context.Context, sink edge.Sink) error {
 			d.stats.LastError = err.Error()
 			d.stats.Errors++
 			return fmt.Errorf("modbus %s: %w", d.s.URL, err)
+		}
+		if err != nil && !isRefusal(err) {
+			// It may pass: the block's tags are BAD for this cycle, and
+			// the same read goes again at the next.
+			d.stats.LastError = err.Error()
+			d.stats.Errors++
+			for _, t := range b.tags {
+				rs = append(rs, edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
+			}
+			continue
 		}
 		if err != nil {
 			var changed bool

@@ -30,6 +30,7 @@ type plc struct {
 	discrete [1000]bool
 	requests int
 	hole     [2]uint16 // holding registers [hole[0], hole[1]) are refused too
+	busy     int       // reads of holding registers answered "busy" before the next is served
 	srv      *mb.ModbusServer
 	url      string
 }
@@ -62,6 +63,10 @@ func (p *plc) HandleHoldingRegisters(r *mb.HoldingRegistersRequest) ([]uint16, e
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.requests++
+	if !r.IsWrite && p.busy > 0 {
+		p.busy--
+		return nil, mb.ErrServerDeviceBusy
+	}
 	if int(r.Addr)+int(r.Quantity) > len(p.holding) || r.Addr < p.hole[1] && r.Addr+r.Quantity > p.hole[0] {
 		return nil, mb.ErrIllegalDataAddress
 	}
@@ -509,6 +514,38 @@ func TestWritesOutOfRangeRefused(t *testing.T) {
 		def := defs[name]
 		if def.WriteMin == nil || def.WriteMax == nil || math.Abs(*def.WriteMin-want[0]) > 1e-9 || math.Abs(*def.WriteMax-want[1]) > 1e-9 {
 			t.Errorf("%s writable range %v..%v, want %v", name, def.WriteMin, def.WriteMax, want)
+		}
+	}
+}
+
+// An exception that passes (busy) makes the block's tags BAD for that
+// cycle and nothing else: no tag is refused, no block is split.
+func TestBusyIsNotARefusal(t *testing.T) {
+	p := startPLC(t)
+	p.holding[10], p.holding[11] = 1, 2
+	p.busy = 3
+	d, err := New("plc1", Settings{URL: p.url, Interval: 20 * time.Millisecond, Tags: []*Tag{{Name: "a", Address: 10}, {Name: "b", Address: 11}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &countSink{n: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx, c) }()
+	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := c.count("a"); n < 10 {
+			return fmt.Errorf("a read %d times", n)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	if d.Blocks() != 1 {
+		t.Errorf("%d blocks after a busy device, want 1", d.Blocks())
+	}
+	for _, tag := range d.s.Tags {
+		if tag.bad != nil || tag.split != 0 {
+			t.Errorf("tag %s: refused %v, split %d", tag.Name, tag.bad, tag.split)
 		}
 	}
 }
