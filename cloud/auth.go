@@ -94,7 +94,7 @@ type authHook struct {
 	// verified caches a digest of the last password that passed bcrypt for a
 	// user, so that a fleet reconnecting at once does not cost a bcrypt each.
 	mu       sync.Mutex
-	verified map[string][32]byte
+	verified map[string]verifiedPassword
 	denied   func()
 	// logins throttles the bcrypt checks per address and user name.
 	logins *guard.Logins
@@ -106,7 +106,7 @@ func newAuthHook(users []MQTTUser, log *slog.Logger, denied func()) *authHook {
 		m[u.Username] = u
 	}
 	return &authHook{users: m, fromAPI: map[string]bool{}, disabled: map[string]bool{}, log: log.With("hook", "auth"),
-		verified: map[string][32]byte{}, denied: denied, logins: guard.NewLogins()}
+		verified: map[string]verifiedPassword{}, denied: denied, logins: guard.NewLogins()}
 }
 
 func (h *authHook) ID() string { return "calx-auth" }
@@ -191,7 +191,9 @@ func (h *authHook) checkPassword(remote, name string, u MQTTUser, known bool, pw
 		h.mu.Lock()
 		prev, cached := h.verified[u.Username]
 		h.mu.Unlock()
-		if cached && subtle.ConstantTimeCompare(prev[:], sum[:]) == 1 {
+		// Only for the hash it was checked against: a password changed
+		// or an account made again meanwhile needs a check of its own.
+		if cached && prev.hash == u.PasswordHash && subtle.ConstantTimeCompare(prev.digest[:], sum[:]) == 1 {
 			return true, false
 		}
 	}
@@ -203,9 +205,16 @@ func (h *authHook) checkPassword(remote, name string, u MQTTUser, known bool, pw
 		return false, throttled
 	}
 	h.mu.Lock()
-	h.verified[u.Username] = sum
+	h.verified[u.Username] = verifiedPassword{hash: u.PasswordHash, digest: sum}
 	h.mu.Unlock()
 	return true, false
+}
+
+// verifiedPassword is a password that passed bcrypt against hash, kept
+// as its digest.
+type verifiedPassword struct {
+	hash   string
+	digest [32]byte
 }
 
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {

@@ -82,10 +82,6 @@ func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*B
 	caps.MaximumMessageExpiryInterval = 0
 	b := &Broker{log: log.With("component", "broker")}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: b.log})
-	b.limits = guard.NewHook(srv, opts.Limits, b.log)
-	if err := srv.AddHook(b.limits, nil); err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
-	}
 	b.auth = newAuthHook(opts.Users, b.log, func() { b.authDenied.Add(1) })
 	if err := srv.AddHook(b.auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -96,6 +92,12 @@ func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*B
 	}
 	b.gate = &retainGate{srv: srv, recheck: gateRecheck, maybe: true}
 	if err := srv.AddHook(&retainGateHook{g: b.gate}, nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	// After the ingest hook, which clears the retain flag of Sparkplug
+	// messages: the limits count only what is retained in the end.
+	b.limits = guard.NewHook(srv, opts.Limits, b.log)
+	if err := srv.AddHook(b.limits, nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	var err error

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
 )
 
 // Fleet health: every edge judged from what it tells about itself (its
@@ -145,7 +146,7 @@ func EdgeHealthOf(ns NodeState, reg *Registry, o HealthOptions, now time.Time) E
 		}
 		return ts.Value.S
 	}
-	h.Version = str("Properties/Calx Version")
+	h.Version = str(sparkplug.MetricCalxVersion)
 	h.ConfigApplied, h.ConfigError = int64(num("Config/Version")), str("Config/Error")
 	h.UptimeSeconds, h.CPUPercent, h.MemoryMiB, h.DiskFreeMiB = num("Health/UptimeSeconds"), num("Health/CPUPercent"), num("Health/MemoryMiB"), num("Health/DiskFreeMiB")
 	h.Buffer = BufferHealth{Messages: int64(num("Buffer/Messages")), Bytes: int64(num("Buffer/Bytes")),

@@ -106,6 +106,9 @@ type nodeState struct {
 	lastRebirth time.Time
 	gapAt       time.Time // when an unfilled sequence gap was seen
 	lastBadLog  time.Time
+	// calx says the node is a Calx edge (its NBIRTH names the Calx
+	// version): it reads a command's value without a datatype.
+	calx bool
 }
 
 // HostStats are the primary host's counters.
@@ -535,6 +538,9 @@ func (h *Host) apply(ctx context.Context, t sparkplug.Topic, p *pb.Payload, at t
 			}
 		}
 		h.nodes[key] = ns
+		for _, m := range p.GetMetrics() {
+			ns.calx = ns.calx || m.GetName() == sparkplug.MetricCalxVersion
+		}
 		if live {
 			ns.skew(at, p)
 		}
@@ -684,9 +690,11 @@ func (h *Host) askRebirth(ns *nodeState, why string, live bool) {
 		return
 	}
 	ns.lastRebirth = time.Now()
-	m := &pb.Payload_Metric{Name: proto.String(sparkplug.MetricRebirth), Datatype: proto.Uint32(uint32(pb.DataType_Boolean))}
+	m := &pb.Payload_Metric{Name: proto.String(sparkplug.MetricRebirth), Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
 	if mi, ok := ns.metrics.byName[sparkplug.MetricRebirth]; ok {
-		m = commandMetric(mi, sparkplug.MetricRebirth)
+		m = commandMetric(mi, sparkplug.MetricRebirth, ns.calx)
+	} else if !ns.calx {
+		m.Datatype = proto.Uint32(uint32(pb.DataType_Boolean))
 	}
 	m.Value = &pb.Payload_Metric_BooleanValue{BooleanValue: true}
 	p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{m}}
@@ -910,6 +918,7 @@ func (h *Host) Write(path uns.Path, v uns.Value) error {
 	ns := h.nodes[a.Group+"/"+a.Edge]
 	var mi *metricInfo
 	online := ns != nil && ns.Online
+	calx := ns != nil && ns.calx
 	if online {
 		set := ns.metrics
 		if a.Device != "" {
@@ -925,7 +934,7 @@ func (h *Host) Write(path uns.Path, v uns.Value) error {
 	if !online || mi == nil {
 		return fmt.Errorf("%w: %s", ErrWriteTarget, path)
 	}
-	m := commandMetric(mi, a.Metric)
+	m := commandMetric(mi, a.Metric, calx)
 	sparkplug.SetValue(m, mi.dt, v)
 	b, err := proto.Marshal(&pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{m}})
 	if err != nil {
@@ -943,11 +952,15 @@ func (h *Host) Write(path uns.Path, v uns.Value) error {
 
 // commandMetric addresses a metric in an NCMD or DCMD as Sparkplug says:
 // by its alias alone when its birth gave it one, else by name; with a
-// timestamp. It keeps the datatype, which Sparkplug says should be left
-// out: Eclipse Tahu's decoder cannot read a value without it
-// (docs/SPARKPLUG.md).
-func commandMetric(mi *metricInfo, name string) *pb.Payload_Metric {
-	m := &pb.Payload_Metric{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Datatype: proto.Uint32(uint32(mi.dt))}
+// timestamp, and without a datatype for a Calx edge. Other nodes get the
+// datatype, which Sparkplug says should be left out, because Eclipse
+// Tahu's decoder, which many edge nodes are built on, cannot read a value
+// without it (docs/SPARKPLUG.md).
+func commandMetric(mi *metricInfo, name string, calx bool) *pb.Payload_Metric {
+	m := &pb.Payload_Metric{Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
+	if !calx {
+		m.Datatype = proto.Uint32(uint32(mi.dt))
+	}
 	if mi.hasAlias && !mi.member {
 		m.Alias = proto.Uint64(mi.alias)
 	} else {

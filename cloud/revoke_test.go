@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -155,4 +156,23 @@ func TestRevocation(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A login that passed bcrypt against an old password, and is cached, does
+// not let that password in once the account has a new one (a login can
+// finish its bcrypt after the rotation cleared the cache).
+func TestRotatedPasswordNotCached(t *testing.T) {
+	old, fresh := mustHash(t, "old-password"), mustHash(t, "new-password")
+	h := newAuthHook([]MQTTUser{{Username: "u", PasswordHash: old, Role: RoleReader}}, slog.New(slog.DiscardHandler), func() {})
+	if ok, _ := h.checkPassword("10.0.0.1:1", "u", MQTTUser{Username: "u", PasswordHash: old}, true, []byte("old-password")); !ok {
+		t.Fatal("the old password before the rotation")
+	}
+	h.apply("u", accountState{PasswordHash: fresh})
+	u, _ := h.user("u")
+	if ok, _ := h.checkPassword("10.0.0.1:1", "u", u, true, []byte("old-password")); ok {
+		t.Fatal("the old password let in from the cache after the rotation")
+	}
+	if ok, _ := h.checkPassword("10.0.0.1:1", "u", u, true, []byte("new-password")); !ok {
+		t.Fatal("the new password refused")
+	}
 }

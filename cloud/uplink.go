@@ -66,6 +66,7 @@ type uplink struct {
 	bornAt                                 time.Time // of the current connection's STATE, guarded by mu
 	stored, dups, gaps, malformed, refused atomic.Uint64
 	stop, done                             chan struct{}
+	closeOnce                              sync.Once
 }
 
 // uplinkSession counts, for receipts, the messages of one edge node's
@@ -73,6 +74,7 @@ type uplink struct {
 // twice is counted once, one missing stops the count.
 type uplinkSession struct {
 	bdSeq, count, seq, receipted uint64
+	birthTS                      uint64 // of its last NBIRTH
 	broken                       bool
 }
 
@@ -95,7 +97,9 @@ func stateJSON(online bool, ts time.Time) []byte {
 
 // start connects in the background and keeps the connection: each new
 // connection sets a Will of STATE offline and publishes STATE online with
-// the same timestamp, as Sparkplug 3.0 asks of a host.
+// the same timestamp, as Sparkplug 3.0 asks of a host. The loop owns the
+// connection: it drops one that failed before making the next, and at
+// stop says STATE offline and leaves.
 func (u *uplink) start() {
 	go func() {
 		defer close(u.done)
@@ -104,13 +108,15 @@ func (u *uplink) start() {
 		defer receipts.Stop()
 		for {
 			lost := make(chan error, 1)
-			err := u.connect(lost)
+			conn := &uplinkConn{}
+			c, err := u.connect(conn, lost)
 			if err == nil {
 				backoff = 0
 			wait:
 				for {
 					select {
 					case <-u.stop:
+						u.leave(c)
 						return
 					case err = <-lost:
 						break wait
@@ -118,6 +124,12 @@ func (u *uplink) start() {
 						u.receipts()
 					}
 				}
+				// Nothing more is taken or acknowledged from this
+				// connection: what it left unacknowledged comes again
+				// on the next, in order.
+				conn.failed.Store(true)
+				u.up.Store(false)
+				c.Disconnect(0)
 			}
 			u.up.Store(false)
 			backoff = min(max(2*backoff, 250*time.Millisecond), 15*time.Second)
@@ -131,12 +143,20 @@ func (u *uplink) start() {
 	}()
 }
 
-func (u *uplink) connect(lost chan error) error {
+// uplinkConn is one connection's state for its message handler.
+type uplinkConn struct {
+	failed atomic.Bool // a message could not be stored: take nothing more
+}
+
+func (u *uplink) connect(conn *uplinkConn, lost chan error) (paho.Client, error) {
 	at := time.Now()
 	o := paho.NewClientOptions().AddBroker(u.url).SetClientID(u.opts.ClientID).SetUsername(u.opts.Username).SetPassword(u.opts.Password).
 		SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(30*time.Second).
 		SetConnectTimeout(10*time.Second).SetOrderMatters(true).SetAutoAckDisabled(true).
 		SetBinaryWill(u.state, stateJSON(false, at), 1, true).
+		// Set before the connect: a kept session's messages come right
+		// after the CONNACK, before any SUBACK.
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { u.message(conn, m, lost) }).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			select {
 			case lost <- err:
@@ -147,34 +167,59 @@ func (u *uplink) connect(lost chan error) error {
 		o.SetTLSConfig(u.opts.TLS)
 	}
 	c := paho.NewClient(o)
-	if t := c.Connect(); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
-		return fmt.Errorf("connect: %w", errors.Join(t.Error(), errors.New("no CONNACK")))
+	if err := waitToken(c.Connect(), 25*time.Second, "CONNACK"); err != nil {
+		c.Disconnect(0)
+		return nil, fmt.Errorf("connect: %w", err)
 	}
 	u.mu.Lock()
 	u.client, u.bornAt = c, at
 	u.mu.Unlock()
 	subs := map[string]byte{sparkplug.Namespace + "/#": 1, "calx/config-status/+/+": 1}
-	if t := c.SubscribeMultiple(subs, func(_ paho.Client, m paho.Message) { u.message(m, lost) }); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+	if err := waitToken(c.SubscribeMultiple(subs, nil), 15*time.Second, "SUBACK"); err != nil {
 		c.Disconnect(0)
-		return fmt.Errorf("subscribe: %w", errors.Join(t.Error(), errors.New("no SUBACK")))
+		return nil, fmt.Errorf("subscribe: %w", err)
 	}
-	if t := c.Publish(u.state, 1, true, stateJSON(true, at)); !t.WaitTimeout(15*time.Second) || t.Error() != nil {
+	if err := waitToken(c.Publish(u.state, 1, true, stateJSON(true, at)), 15*time.Second, "PUBACK"); err != nil {
 		c.Disconnect(0)
-		return fmt.Errorf("STATE: %w", errors.Join(t.Error(), errors.New("no PUBACK")))
+		return nil, fmt.Errorf("STATE: %w", err)
 	}
 	u.up.Store(true)
 	u.log.Info("primary host online on the broker", "client_id", u.opts.ClientID)
 	if u.connected != nil {
 		u.connected()
 	}
-	return nil
+	return c, nil
+}
+
+func waitToken(t paho.Token, d time.Duration, what string) error {
+	if !t.WaitTimeout(d) {
+		return fmt.Errorf("no %s in %s", what, d)
+	}
+	return t.Error()
+}
+
+// leave says STATE offline, with the timestamp of this connection's
+// online, and disconnects.
+func (u *uplink) leave(c paho.Client) {
+	u.mu.Lock()
+	at := u.bornAt
+	u.mu.Unlock()
+	if u.up.Swap(false) {
+		c.Publish(u.state, 1, true, stateJSON(false, at)).WaitTimeout(5 * time.Second)
+	}
+	c.Disconnect(250)
 }
 
 // message takes one message off the broker: a Sparkplug message is stored
 // in the backbone before the broker gets its acknowledgement; one that
-// cannot be stored is left unacknowledged and the connection dropped, so
-// that the broker delivers it again.
-func (u *uplink) message(m paho.Message, lost chan error) {
+// cannot be stored is left unacknowledged, and so is everything after it
+// on this connection, which the loop then drops, so that the broker
+// delivers them again in order. (A QoS 0 message has no acknowledgement:
+// one the backbone cannot take is lost, as QoS 0 allows.)
+func (u *uplink) message(conn *uplinkConn, m paho.Message, lost chan error) {
+	if conn.failed.Load() {
+		return
+	}
 	topic := m.Topic()
 	if strings.HasPrefix(topic, "calx/config-status/") {
 		if err := u.local.Publish(topic, m.Payload(), true, 1); err != nil {
@@ -203,6 +248,7 @@ func (u *uplink) message(m paho.Message, lost chan error) {
 		return
 	}
 	if err := u.ingest.persist(topic, m.Payload(), false); err != nil {
+		conn.failed.Store(true)
 		select {
 		case lost <- fmt.Errorf("not stored: %w", err):
 		default:
@@ -230,10 +276,19 @@ func (u *uplink) count(t sparkplug.Topic, payload []byte) {
 		}
 		bd, _ := metricUint(p, sparkplug.MetricBdSeq)
 		if s, ok := u.sessions[key]; ok && s.bdSeq == bd && s.count > 0 {
-			u.dups.Add(1) // the same birth again
+			if p.GetTimestamp() == s.birthTS {
+				u.dups.Add(1) // the same birth again
+				return
+			}
+			// A rebirth within the session (asked for by the host): the
+			// edge counts it as its next message, with seq 0.
+			if !s.broken {
+				s.count++
+				s.seq, s.birthTS = seq, p.GetTimestamp()
+			}
 			return
 		}
-		u.sessions[key] = &uplinkSession{bdSeq: bd, count: 1, seq: seq}
+		u.sessions[key] = &uplinkSession{bdSeq: bd, count: 1, seq: seq, birthTS: p.GetTimestamp()}
 		return
 	}
 	s, ok := u.sessions[key]
@@ -293,6 +348,9 @@ func (u *uplink) Publish(topic string, payload []byte, retain bool, qos byte) er
 		return errors.New("uplink: not connected to the broker")
 	}
 	t := c.Publish(topic, qos, retain, payload)
+	if qos == 0 && !retain {
+		return nil // a command: nothing to wait for, and the host's lock may be held
+	}
 	if !t.WaitTimeout(10 * time.Second) {
 		return fmt.Errorf("uplink: publish %s: no answer", topic)
 	}
@@ -302,24 +360,13 @@ func (u *uplink) Publish(topic string, payload []byte, retain bool, qos byte) er
 	return nil
 }
 
-// close publishes STATE offline and leaves the broker.
+// close makes the loop say STATE offline and leave the broker, and waits
+// for it; safe to call twice.
 func (u *uplink) close() {
-	select {
-	case <-u.stop:
-		return
-	default:
-	}
-	u.mu.Lock()
-	c, at := u.client, u.bornAt
-	u.mu.Unlock()
-	if c != nil && u.up.Load() {
-		c.Publish(u.state, 1, true, stateJSON(false, at)).WaitTimeout(5 * time.Second)
-	}
-	close(u.stop)
-	<-u.done
-	if c != nil {
-		c.Disconnect(250)
-	}
+	u.closeOnce.Do(func() {
+		close(u.stop)
+		<-u.done
+	})
 }
 
 // UplinkStats are the uplink's counters.

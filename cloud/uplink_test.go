@@ -12,11 +12,14 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/internal/mosquitto"
 	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
 )
 
 // startUplinkCloud runs a cloud that is the primary host on mosq too.
@@ -222,5 +225,38 @@ func TestHostWillOnMosquitto(t *testing.T) {
 	}
 	if again := next(); !again.Online || again.Timestamp <= born.Timestamp {
 		t.Fatalf("after the cut %+v: want online again, later", again)
+	}
+}
+
+// Receipts through the plant's broker count an edge session's messages
+// in seq order: a message delivered again counts once, a rebirth within
+// the session counts as the next message, a gap breaks the count (the
+// edge then gets a receipt it cannot match, and sends again).
+func TestUplinkReceiptCounting(t *testing.T) {
+	u := &uplink{sessions: map[string]*uplinkSession{}}
+	topic := func(typ sparkplug.MsgType) sparkplug.Topic {
+		return sparkplug.Topic{Group: "g", Edge: "e", Type: typ, Device: map[bool]string{true: "d"}[typ == sparkplug.DDATA]}
+	}
+	msg := func(seq uint64, ts uint64, bd bool) []byte {
+		p := &pb.Payload{Timestamp: proto.Uint64(ts), Seq: proto.Uint64(seq)}
+		if bd {
+			p.Metrics = []*pb.Payload_Metric{{Name: proto.String(sparkplug.MetricBdSeq), Value: &pb.Payload_Metric_LongValue{LongValue: 3}}}
+		}
+		b, _ := proto.Marshal(p)
+		return b
+	}
+	u.count(topic(sparkplug.NBIRTH), msg(0, 100, true))
+	u.count(topic(sparkplug.DDATA), msg(1, 101, false))
+	u.count(topic(sparkplug.DDATA), msg(1, 101, false)) // again
+	u.count(topic(sparkplug.NBIRTH), msg(0, 100, true)) // the birth again
+	u.count(topic(sparkplug.NBIRTH), msg(0, 200, true)) // a rebirth
+	u.count(topic(sparkplug.DDATA), msg(1, 201, false))
+	s := u.sessions["g/e"]
+	if s.count != 4 || s.seq != 1 || s.broken || u.dups.Load() != 2 {
+		t.Fatalf("session %+v, duplicates %d", s, u.dups.Load())
+	}
+	u.count(topic(sparkplug.DDATA), msg(5, 202, false)) // a gap
+	if !s.broken || u.gaps.Load() != 1 {
+		t.Fatalf("after a gap: %+v", s)
 	}
 }

@@ -417,7 +417,7 @@ func (n *node) birth(ctx context.Context) error {
 			Value: &pb.Payload_Metric_LongValue{LongValue: n.bdSeq}},
 		{Name: proto.String(sparkplug.MetricRebirth), Alias: proto.Uint64(aliasRebirth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
 			Value: &pb.Payload_Metric_BooleanValue{BooleanValue: false}},
-		{Name: proto.String("Properties/Calx Version"), Alias: proto.Uint64(aliasVersion), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
+		{Name: proto.String(sparkplug.MetricCalxVersion), Alias: proto.Uint64(aliasVersion), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
 			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
 	}}
 	n.sentNode = map[uint64]string{}

@@ -40,6 +40,9 @@ const (
 const (
 	MetricBdSeq   = "bdSeq"
 	MetricRebirth = "Node Control/Rebirth"
+	// MetricCalxVersion is the NBIRTH metric that names a Calx edge's
+	// version, and so says the node is a Calx edge.
+	MetricCalxVersion = "Properties/Calx Version"
 )
 
 // ErrBadPayload is returned, wrapped with the reason, for bytes that are not a
