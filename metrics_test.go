@@ -9,6 +9,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // scrape reads a Prometheus text exposition with the reference parser.
@@ -22,7 +23,7 @@ func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: %s", url, res.Status)
 	}
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.LegacyValidation)
 	fams, err := p.TextToMetricFamilies(res.Body)
 	if err != nil {
 		t.Fatalf("GET %s: not Prometheus text format: %v", url, err)

@@ -116,7 +116,8 @@ const LiveEdges = 10
 // Target is the cloud under test.
 type Target struct {
 	// HTTP is the base URL of the cloud's HTTP API; MQTT the broker's URL
-	// (tcp://host:port or tls://...).
+	// (mqtt://host:port, mqtts://..., or the other schemes of
+	// config.BrokerURL).
 	HTTP, MQTT string
 	// Username and Password sign in to the API (an admin or engineer: the
 	// bench counts what was stored with a SQL query).
@@ -200,6 +201,11 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 	if err := sc.Validate("scenario"); err != nil {
 		return nil, err
 	}
+	broker, err := config.BrokerURL(t.MQTT)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	t.MQTT = broker
 	if progress == nil {
 		progress = io.Discard
 	}

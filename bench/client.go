@@ -17,6 +17,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // api talks to the cloud's HTTP API as a user.
@@ -102,7 +103,7 @@ func (a *api) scrape(ctx context.Context) (scrape, error) {
 	if res.StatusCode != http.StatusOK {
 		return scrape{}, fmt.Errorf("GET /metrics: %s", res.Status)
 	}
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.LegacyValidation)
 	fams, err := p.TextToMetricFamilies(res.Body)
 	if err != nil {
 		return scrape{}, fmt.Errorf("GET /metrics: %w", err)

@@ -65,7 +65,7 @@ func (b *PlantBrokerConfig) Uplink() (*UplinkOptions, error) {
 	if b == nil {
 		return nil, nil
 	}
-	if _, err := brokerURL(b.URL); err != nil {
+	if _, err := config.BrokerURL(b.URL); err != nil {
 		return nil, err
 	}
 	o := &UplinkOptions{URL: b.URL, Username: b.Username, Password: b.Password, ClientID: b.ClientID}

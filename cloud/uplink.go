@@ -13,6 +13,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 )
 
@@ -34,16 +35,6 @@ type UplinkOptions struct {
 	// Its session is kept by the broker while the cloud is away, so that
 	// what edges sent meanwhile is delivered when it is back.
 	ClientID string
-}
-
-// brokerURL turns the schemes users type into what the MQTT client takes.
-func brokerURL(u string) (string, error) {
-	for _, p := range []struct{ from, to string }{{"mqtt://", "tcp://"}, {"tcp://", "tcp://"}, {"mqtts://", "ssl://"}, {"ssl://", "ssl://"}, {"tls://", "ssl://"}} {
-		if rest, ok := strings.CutPrefix(u, p.from); ok && rest != "" {
-			return p.to + rest, nil
-		}
-	}
-	return "", fmt.Errorf("broker url %q: want mqtt://, tcp://, mqtts://, ssl:// or tls:// and host:port", u)
 }
 
 // uplink is the host's connection to the plant's broker.
@@ -79,7 +70,7 @@ type uplinkSession struct {
 }
 
 func newUplink(opts UplinkOptions, hostID string, ingest *ingestHook, local *Broker, log *slog.Logger) (*uplink, error) {
-	url, err := brokerURL(opts.URL)
+	url, err := config.BrokerURL(opts.URL)
 	if err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
 	}

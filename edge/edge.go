@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -98,10 +99,13 @@ func (o *Options) Validate() error {
 	if len(o.Brokers) == 0 {
 		errs = append(errs, errors.New("broker: required"))
 	}
-	for _, b := range o.Brokers {
-		if !strings.HasPrefix(b, "tcp://") && !strings.HasPrefix(b, "ssl://") && !strings.HasPrefix(b, "tls://") {
-			errs = append(errs, fmt.Errorf("broker %q: want tcp://host:port or ssl://host:port", b))
+	for i, b := range o.Brokers {
+		u, err := config.BrokerURL(b)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
+		o.Brokers[i] = u
 	}
 	if err := uns.ValidateSegment(o.Group); err != nil {
 		errs = append(errs, fmt.Errorf("group %q: %w", o.Group, err))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/calx-iiot/calx/uns"
 )
@@ -77,7 +78,7 @@ func TestHealthStatusAndMetrics(t *testing.T) {
 		t.Fatalf("connection %+v", c)
 	}
 	_, metrics := get("/metrics")
-	var parser expfmt.TextParser
+	parser := expfmt.NewTextParser(model.LegacyValidation)
 	fams, err := parser.TextToMetricFamilies(strings.NewReader(metrics))
 	if err != nil {
 		t.Fatalf("metrics not in Prometheus text format: %v", err)

@@ -177,3 +177,19 @@ func TestNoPrimaryHost(t *testing.T) {
 		return nil
 	})
 }
+
+// The edge takes a broker address with any scheme users write, as the
+// cloud and the bench do (config.BrokerURL).
+func TestBrokerSchemes(t *testing.T) {
+	o := Options{Broker: "mqtt://127.0.0.1:1883", Brokers: []string{"mqtts://backup:8883"}, Group: "g", EdgeID: "e", DataDir: t.TempDir()}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if o.Brokers[0] != "tcp://127.0.0.1:1883" || o.Brokers[1] != "ssl://backup:8883" {
+		t.Fatalf("brokers %v", o.Brokers)
+	}
+	bad := Options{Broker: "http://127.0.0.1:1883", Group: "g", EdgeID: "e", DataDir: t.TempDir()}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "mqtt://") {
+		t.Fatalf("http:// broker: %v", err)
+	}
+}

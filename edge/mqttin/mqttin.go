@@ -22,6 +22,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/jsonpath"
 	"github.com/calx-iiot/calx/uns"
@@ -180,8 +181,12 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 	if err := s.expand(); err != nil {
 		errs = append(errs, err)
 	}
-	if s.Broker != "" && !strings.HasPrefix(s.Broker, "tcp://") && !strings.HasPrefix(s.Broker, "ssl://") {
-		errs = append(errs, fmt.Errorf("broker %q: want tcp://host:port or ssl://host:port", s.Broker))
+	if s.Broker != "" {
+		u, err := config.BrokerURL(s.Broker)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		s.Broker = u
 	}
 	if s.QoS > 2 {
 		errs = append(errs, fmt.Errorf("qos %d: 0, 1 or 2", s.QoS))
