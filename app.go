@@ -16,11 +16,8 @@ import (
 	"time"
 
 	"github.com/calx-iiot/calx/cloud"
+	_ "github.com/calx-iiot/calx/connector/all" // registers every connector
 	"github.com/calx-iiot/calx/edge"
-	_ "github.com/calx-iiot/calx/edge/modbus" // registers the modbus connector
-	_ "github.com/calx-iiot/calx/edge/mqttin" // registers the mqtt connector
-	_ "github.com/calx-iiot/calx/edge/opcua"  // registers the opcua connector
-	_ "github.com/calx-iiot/calx/edge/rest"   // registers the rest connector
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/web"

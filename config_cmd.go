@@ -5,7 +5,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/calx-iiot/calx/edge/fleet"
+	"github.com/calx-iiot/calx/fleet"
 )
 
 func cmdConfig(args []string, stdout, stderr io.Writer) error {

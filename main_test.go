@@ -338,7 +338,7 @@ func TestCLI(t *testing.T) {
 		{"bench in-process and target", []string{"bench", "--in-process", "--target", "http://127.0.0.1:1"}, 2, "exclude each other"},
 		{"config no file", []string{"config", "validate"}, 2, "usage"},
 		{"config example", []string{"config", "validate", "examples/fleet.yaml"}, 0, "limeworks/ghent-edge (site ghent): 2 devices"},
-		{"config broken", []string{"config", "validate", "edge/fleet/testdata/broken.yaml"}, 1, "no such template"},
+		{"config broken", []string{"config", "validate", "fleet/testdata/broken.yaml"}, 1, "no such template"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/calx-iiot/calx/edge/fleet"
+	"github.com/calx-iiot/calx/fleet"
 	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"

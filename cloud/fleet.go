@@ -19,8 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/calx-iiot/calx/edge"
-	"github.com/calx-iiot/calx/edge/fleet"
+	"github.com/calx-iiot/calx/fleet"
 	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
@@ -62,12 +61,12 @@ type Desired struct {
 
 // EdgeConfigState is desired and applied config of one edge.
 type EdgeConfigState struct {
-	Edge    string             `json:"edge"` // group/edge_id
-	Site    string             `json:"site,omitempty"`
-	Desired uint64             `json:"desired"`
-	Rollout string             `json:"rollout,omitempty"`
-	Status  *edge.ConfigStatus `json:"status,omitempty"` // as the edge reported it; nil before its first report
-	State   string             `json:"state"`            // in-sync, pending, refused, unknown
+	Edge    string                  `json:"edge"` // group/edge_id
+	Site    string                  `json:"site,omitempty"`
+	Desired uint64                  `json:"desired"`
+	Rollout string                  `json:"rollout,omitempty"`
+	Status  *sparkplug.ConfigStatus `json:"status,omitempty"` // as the edge reported it; nil before its first report
+	State   string                  `json:"state"`            // in-sync, pending, refused, unknown
 }
 
 // Rollout selects edges to move to a version: all of them, one, those of a
@@ -88,8 +87,8 @@ type Fleet struct {
 	log          *slog.Logger
 
 	mu     sync.Mutex
-	status map[string]edge.ConfigStatus // by group/edge, as reported
-	cache  map[uint64]*fleet.Config     // parsed versions
+	status map[string]sparkplug.ConfigStatus // by group/edge, as reported
+	cache  map[uint64]*fleet.Config          // parsed versions
 
 	claims atomic.Pointer[claims] // of the newest version
 }
@@ -102,7 +101,7 @@ type claims struct {
 }
 
 func newFleet(ctx context.Context, js jetstream.JetStream, b *Broker, pub Publisher, log *slog.Logger) (*Fleet, error) {
-	f := &Fleet{broker: b, pub: pub, log: log.With("component", "fleet"), status: map[string]edge.ConfigStatus{}, cache: map[uint64]*fleet.Config{}}
+	f := &Fleet{broker: b, pub: pub, log: log.With("component", "fleet"), status: map[string]sparkplug.ConfigStatus{}, cache: map[uint64]*fleet.Config{}}
 	var err error
 	if f.cfg, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketConfig, Storage: jetstream.FileStorage, History: 1}); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
@@ -110,9 +109,9 @@ func newFleet(ctx context.Context, js jetstream.JetStream, b *Broker, pub Publis
 	if f.desired, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketDesired, Storage: jetstream.FileStorage, History: 1}); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
-	err = b.srv.Subscribe("calx/config-status/+/+", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+	err = b.srv.Subscribe(sparkplug.ConfigStatusFilter, 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		parts := strings.Split(pk.TopicName, "/")
-		var st edge.ConfigStatus
+		var st sparkplug.ConfigStatus
 		if len(parts) != 4 || json.Unmarshal(pk.Payload, &st) != nil {
 			f.log.Warn("malformed config status ignored", "topic", pk.TopicName)
 			return

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/calx-iiot/calx/connector/all" // registers every connector
 	"github.com/calx-iiot/calx/edge"
-	_ "github.com/calx-iiot/calx/edge/sim" // registers the signals connector
 	"github.com/calx-iiot/calx/store/historian"
 	"github.com/calx-iiot/calx/uns"
 )

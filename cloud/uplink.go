@@ -165,7 +165,7 @@ func (u *uplink) connect(conn *uplinkConn, lost chan error) (paho.Client, error)
 	u.mu.Lock()
 	u.client, u.bornAt = c, at
 	u.mu.Unlock()
-	subs := map[string]byte{sparkplug.Namespace + "/#": 1, "calx/config-status/+/+": 1}
+	subs := map[string]byte{sparkplug.Namespace + "/#": 1, sparkplug.ConfigStatusFilter: 1}
 	if err := waitToken(c.SubscribeMultiple(subs, nil), 15*time.Second, "SUBACK"); err != nil {
 		c.Disconnect(0)
 		return nil, fmt.Errorf("subscribe: %w", err)
@@ -212,7 +212,7 @@ func (u *uplink) message(conn *uplinkConn, m paho.Message, lost chan error) {
 		return
 	}
 	topic := m.Topic()
-	if strings.HasPrefix(topic, "calx/config-status/") {
+	if strings.HasPrefix(topic, sparkplug.ConfigStatusPrefix) {
 		if err := u.local.Publish(topic, m.Payload(), true, 1); err != nil {
 			u.log.Warn("config status not taken", "topic", topic, "err", err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
 )
 
 // RemoteConfig is a configuration the cloud gives an edge: a version of the
@@ -21,13 +22,9 @@ type RemoteConfig struct {
 	Devices []DeviceConfig `yaml:"devices"`
 }
 
-// ConfigStatus is what the edge reports of its configuration.
-type ConfigStatus struct {
-	Applied uint64    `json:"applied"`           // version running; 0: the local file's devices
-	Refused uint64    `json:"refused,omitempty"` // the last version refused, if it is the newest seen
-	Error   string    `json:"error,omitempty"`   // why it was refused
-	At      time.Time `json:"at"`
-}
+// ConfigStatus is what the edge reports of its configuration (the wire
+// contract is sparkplug.ConfigStatus).
+type ConfigStatus = sparkplug.ConfigStatus
 
 func appliedFile(dataDir string) string { return filepath.Join(dataDir, "config", "applied.yaml") }
 

@@ -20,19 +20,6 @@ import (
 	"github.com/calx-iiot/calx/uns"
 )
 
-// Device binds a connector to a Sparkplug device id and a place in the UNS.
-type Device struct {
-	ID        string   // Sparkplug device id
-	Path      uns.Path // UNS path of the machine, e.g. limeworks/namur/kilns/line1/kiln1
-	Connector Connector
-	// Spec identifies the configuration the connector was made from; a
-	// config applied while running restarts the device only when it changed.
-	Spec string
-	// Template is the device's machine type; with SparkplugTemplates the
-	// device goes on the wire as an instance of it (default: its id).
-	Template string
-}
-
 // Options configure an edge.
 type Options struct {
 	// Broker is the cloud broker URL: tcp://host:port or ssl://host:port.

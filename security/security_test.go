@@ -28,8 +28,8 @@ import (
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/config"
+	_ "github.com/calx-iiot/calx/connector/all" // registers every connector
 	"github.com/calx-iiot/calx/edge"
-	_ "github.com/calx-iiot/calx/edge/rest" // the fleet config's connector
 	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/internal/mqttraw"
 	"github.com/calx-iiot/calx/internal/testcert"

@@ -25,9 +25,6 @@ const (
 // AlarmKinds lists the kinds, for checks and messages.
 var AlarmKinds = []string{KindHighHigh, KindHigh, KindLow, KindLowLow, KindDeviation, KindRate, KindState, KindStale}
 
-// Priorities, most urgent last.
-var Priorities = []string{"low", "medium", "high", "urgent"}
-
 // AlarmDef is an alarm of a device's tag, as a template or an instance
 // declares it.
 type AlarmDef struct {
@@ -114,51 +111,6 @@ func (d *AlarmDef) Validate(at string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// AlarmState is where an alarm is in the ISA-18.2 state model.
-type AlarmState string
-
-// The states: normal; active and unacknowledged; active and acknowledged;
-// returned to normal (cleared) but unacknowledged.
-const (
-	StateNormal       AlarmState = "normal"
-	StateUnacked      AlarmState = "active_unacked"
-	StateAcked        AlarmState = "active_acked"
-	StateClearedUnack AlarmState = "cleared_unacked"
-)
-
-// Alarm events, as journaled.
-const (
-	EventRaise    = "raise"
-	EventClear    = "clear"
-	EventAck      = "ack"
-	EventShelve   = "shelve"
-	EventUnshelve = "unshelve"
-	// Suppression by design began or ended.
-	EventSuppress   = "suppress"
-	EventUnsuppress = "unsuppress"
-)
-
-// AlarmEvents lists the events, for checks and messages.
-var AlarmEvents = []string{EventRaise, EventClear, EventAck, EventShelve, EventUnshelve, EventSuppress, EventUnsuppress}
-
-// Transition is one change of an alarm, as the journal keeps it.
-type Transition struct {
-	Alarm    string     `json:"alarm"` // the alarm's UNS path: <device>/_alarms/<name>
-	Tag      string     `json:"tag"`
-	Kind     string     `json:"kind"`
-	Priority string     `json:"priority"`
-	Class    string     `json:"class,omitempty"`
-	TS       time.Time  `json:"ts"`
-	Event    string     `json:"event"`
-	State    AlarmState `json:"state"` // after the event
-	Value    *float64   `json:"value,omitempty"`
-	Text     string     `json:"text,omitempty"` // a string value, or the message
-	Limit    float64    `json:"limit"`
-	User     string     `json:"user,omitempty"`
-	Comment  string     `json:"comment,omitempty"`
-	Shelved  *time.Time `json:"shelved_until,omitempty"`
 }
 
 // Alarm is an alarm's state. Feed it the samples of its tag (and of its

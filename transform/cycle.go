@@ -93,18 +93,6 @@ func (d *CycleDef) Validate(at string) error {
 	return errors.Join(errs...)
 }
 
-// Cycle is a finished cycle of a machine.
-type Cycle struct {
-	Machine string             `json:"machine"` // the device's UNS path
-	Name    string             `json:"name"`
-	Start   time.Time          `json:"start"`
-	End     time.Time          `json:"end"`
-	Values  map[string]float64 `json:"values"` // aggregate name -> value; absent without a value
-}
-
-// Duration of the cycle.
-func (c Cycle) Duration() time.Duration { return c.End.Sub(c.Start) }
-
 // aggState accumulates one aggregate over the current cycle.
 type aggState struct {
 	Def      CycleAggDef `json:"def"`

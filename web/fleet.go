@@ -10,7 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/calx-iiot/calx/cloud"
-	"github.com/calx-iiot/calx/edge/fleet"
+	"github.com/calx-iiot/calx/fleet"
 )
 
 // The fleet config API: versions of the whole config (YAML), their diffs,

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/calx-iiot/calx/transform"
+	"github.com/calx-iiot/calx/uns"
 )
 
 // AlarmStatsQuery selects the alarm journal rows an alarm system
@@ -101,7 +101,7 @@ func (h *Historian) AlarmStats(ctx context.Context, q AlarmStatsQuery) (AlarmSta
 	st.Windows = int64((q.To.Sub(q.From) + q.Window - 1) / q.Window)
 
 	// The raises of the range, in a temporary view of this query's own.
-	f := filter{where: []string{"event = ?", "ts >= ?", "ts < ?"}, args: []any{transform.EventRaise, q.From, q.To}}
+	f := filter{where: []string{"event = ?", "ts >= ?", "ts < ?"}, args: []any{uns.EventRaise, q.From, q.To}}
 	f.under("alarm", q.Alarm)
 	f.eq("class", q.Class)
 	raises := `(SELECT ts, alarm, priority FROM alarm_journal WHERE ` + f.sql() + `)`
@@ -196,12 +196,12 @@ GROUP BY alarm ORDER BY n DESC, alarm`, append(f.args, q.ChatterWithin.Microseco
 
 	// Standing at To: the last raise or clear before To is a raise, older
 	// than Stale.
-	sf := filter{where: []string{"event IN (?, ?)", "ts < ?"}, args: []any{transform.EventRaise, transform.EventClear, q.To}}
+	sf := filter{where: []string{"event IN (?, ?)", "ts < ?"}, args: []any{uns.EventRaise, uns.EventClear, q.To}}
 	sf.under("alarm", q.Alarm)
 	sf.eq("class", q.Class)
 	srows, err := h.db.QueryContext(ctx, `SELECT alarm, arg_max(priority, ts), arg_max(event, epoch_us(ts) * 2 + (event = 'clear')::BIGINT) AS ev, max(ts) AS since
 FROM alarm_journal WHERE `+sf.sql()+` GROUP BY alarm
-HAVING ev = ? AND since < ? ORDER BY since, alarm`, append(sf.args, transform.EventRaise, q.To.Add(-q.Stale))...)
+HAVING ev = ? AND since < ? ORDER BY since, alarm`, append(sf.args, uns.EventRaise, q.To.Add(-q.Stale))...)
 	if err != nil {
 		return fail("stale", err)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calx-iiot/calx/transform"
+	"github.com/calx-iiot/calx/uns"
 )
 
 // TestAlarmStats compares the report with one worked out by hand over a
@@ -24,7 +24,7 @@ func TestAlarmStats(t *testing.T) {
 	t0 := time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC)
 	alarms := []string{"lw/ghent/kiln1/_alarms/co_high", "lw/ghent/kiln1/_alarms/o2_low", "lw/ghent/kiln2/_alarms/temp_high",
 		"lw/ghent/kiln2/_alarms/fan_trip", "lw/ghent/mill/_alarms/vib_high", "lw/lyon/kiln1/_alarms/co_high"}
-	var trs []transform.Transition
+	var trs []uns.Transition
 	used := map[[2]any]bool{}
 	add := func(a string, ts time.Time, ev, class string) {
 		ts = ts.Truncate(time.Millisecond)
@@ -32,18 +32,18 @@ func TestAlarmStats(t *testing.T) {
 			return
 		}
 		used[[2]any{a + ev, ts}] = true
-		trs = append(trs, transform.Transition{Alarm: a, Tag: "x", Kind: "high", Priority: transform.Priorities[len(a)%4], Class: class, TS: ts, Event: ev, State: transform.StateUnacked})
+		trs = append(trs, uns.Transition{Alarm: a, Tag: "x", Kind: "high", Priority: uns.Priorities[len(a)%4], Class: class, TS: ts, Event: ev, State: uns.StateUnacked})
 	}
-	add("lw/ghent/kiln1/_alarms/stuck", t0.Add(15*time.Minute), transform.EventRaise, "process")
+	add("lw/ghent/kiln1/_alarms/stuck", t0.Add(15*time.Minute), uns.EventRaise, "process")
 	// Raised and cleared in the same instant: not standing.
-	add("lw/ghent/kiln2/_alarms/blip", t0.Add(20*time.Minute), transform.EventRaise, "process")
-	add("lw/ghent/kiln2/_alarms/blip", t0.Add(20*time.Minute), transform.EventClear, "process")
+	add("lw/ghent/kiln2/_alarms/blip", t0.Add(20*time.Minute), uns.EventRaise, "process")
+	add("lw/ghent/kiln2/_alarms/blip", t0.Add(20*time.Minute), uns.EventClear, "process")
 	for i := range 120 {
 		a := alarms[rng.IntN(len(alarms))]
 		ts := t0.Add(time.Duration(rng.Int64N(int64(3 * time.Hour))))
 		if i%30 == 0 { // a burst: one alarm, many raises in a few minutes
 			for j := range 15 + rng.IntN(10) {
-				add(a, ts.Add(time.Duration(j)*7*time.Second), transform.EventRaise, "process")
+				add(a, ts.Add(time.Duration(j)*7*time.Second), uns.EventRaise, "process")
 			}
 			continue
 		}
@@ -51,12 +51,12 @@ func TestAlarmStats(t *testing.T) {
 		if rng.IntN(5) == 0 {
 			class = "emission"
 		}
-		add(a, ts, transform.EventRaise, class)
+		add(a, ts, uns.EventRaise, class)
 		if rng.IntN(3) > 0 {
-			add(a, ts.Add(time.Duration(rng.Int64N(int64(time.Hour)))), transform.EventClear, class)
+			add(a, ts.Add(time.Duration(rng.Int64N(int64(time.Hour)))), uns.EventClear, class)
 		}
 		if rng.IntN(4) == 0 {
-			add(a, ts.Add(time.Second), transform.EventAck, class)
+			add(a, ts.Add(time.Second), uns.EventAck, class)
 		}
 	}
 	if err := h.WriteTransitions(ctx, trs); err != nil {
@@ -88,12 +88,12 @@ func TestAlarmStats(t *testing.T) {
 }
 
 // alarmStatsByHand works the report out in Go from the transitions.
-func alarmStatsByHand(trs []transform.Transition, q AlarmStatsQuery) AlarmStats {
+func alarmStatsByHand(trs []uns.Transition, q AlarmStatsQuery) AlarmStats {
 	q.ChatterCount = cmp.Or(q.ChatterCount, 3)
 	q.ChatterWithin = cmp.Or(q.ChatterWithin, time.Minute)
 	q.Stale = cmp.Or(q.Stale, 24*time.Hour)
 	q.Top = cmp.Or(q.Top, 10)
-	in := func(tr transform.Transition) bool {
+	in := func(tr uns.Transition) bool {
 		return (q.Alarm == "" || tr.Alarm == q.Alarm || len(tr.Alarm) > len(q.Alarm) && tr.Alarm[:len(q.Alarm)+1] == q.Alarm+"/") &&
 			(q.Class == "" || tr.Class == q.Class)
 	}
@@ -103,7 +103,7 @@ func alarmStatsByHand(trs []transform.Transition, q AlarmStatsQuery) AlarmStats 
 	perAlarm := map[string][]time.Time{}
 	prio := map[string]string{}
 	for _, tr := range trs {
-		if !in(tr) || tr.Event != transform.EventRaise || tr.TS.Before(q.From) || !tr.TS.Before(q.To) {
+		if !in(tr) || tr.Event != uns.EventRaise || tr.TS.Before(q.From) || !tr.TS.Before(q.To) {
 			continue
 		}
 		st.Raised++
@@ -172,16 +172,16 @@ func alarmStatsByHand(trs []transform.Transition, q AlarmStatsQuery) AlarmStats 
 	}
 	lasts := map[string]last{}
 	for _, tr := range trs {
-		if !in(tr) || !tr.TS.Before(q.To) || tr.Event != transform.EventRaise && tr.Event != transform.EventClear {
+		if !in(tr) || !tr.TS.Before(q.To) || tr.Event != uns.EventRaise && tr.Event != uns.EventClear {
 			continue
 		}
 		l, ok := lasts[tr.Alarm]
-		if !ok || tr.TS.After(l.ts) || tr.TS.Equal(l.ts) && tr.Event == transform.EventClear {
+		if !ok || tr.TS.After(l.ts) || tr.TS.Equal(l.ts) && tr.Event == uns.EventClear {
 			lasts[tr.Alarm] = last{tr.TS, tr.Event, tr.Priority}
 		}
 	}
 	for a, l := range lasts {
-		if l.ev == transform.EventRaise && l.ts.Before(q.To.Add(-q.Stale)) {
+		if l.ev == uns.EventRaise && l.ts.Before(q.To.Add(-q.Stale)) {
 			st.Stale = append(st.Stale, StaleAlarm{Alarm: a, Priority: l.prio, Since: l.ts})
 		}
 	}

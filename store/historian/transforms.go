@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/calx-iiot/calx/transform"
+	"github.com/calx-iiot/calx/uns"
 )
 
 // The transforms' records: finished production cycles with their
@@ -16,7 +16,7 @@ import (
 
 // WriteCycles stores finished cycles; a cycle already stored (same
 // machine, name and start) is replaced.
-func (h *Historian) WriteCycles(ctx context.Context, cycles []transform.Cycle) error {
+func (h *Historian) WriteCycles(ctx context.Context, cycles []uns.Cycle) error {
 	if len(cycles) == 0 {
 		return nil
 	}
@@ -92,7 +92,7 @@ type CycleQuery struct {
 }
 
 // Cycles returns the cycles the query selects, oldest first.
-func (h *Historian) Cycles(ctx context.Context, q CycleQuery) ([]transform.Cycle, error) {
+func (h *Historian) Cycles(ctx context.Context, q CycleQuery) ([]uns.Cycle, error) {
 	f := filter{where: []string{"end_ts >= ?", "end_ts <= ?"}, args: []any{q.From, q.To}}
 	f.under("machine", q.Machine)
 	f.eq("name", q.Name)
@@ -104,9 +104,9 @@ ORDER BY c.end_ts, c.machine, c.name`, append(f.args, q.Limit)...)
 		return nil, fmt.Errorf("historian: cycles: %w", err)
 	}
 	defer rows.Close()
-	var out []transform.Cycle
+	var out []uns.Cycle
 	for rows.Next() {
-		var c transform.Cycle
+		var c uns.Cycle
 		var agg sql.NullString
 		var v sql.NullFloat64
 		if err := rows.Scan(&c.Machine, &c.Name, &c.Start, &c.End, &agg, &v); err != nil {
@@ -126,7 +126,7 @@ ORDER BY c.end_ts, c.machine, c.name`, append(f.args, q.Limit)...)
 
 // WriteTransitions journals alarm transitions; one already journaled
 // (same alarm, time and event) is not written again.
-func (h *Historian) WriteTransitions(ctx context.Context, trs []transform.Transition) error {
+func (h *Historian) WriteTransitions(ctx context.Context, trs []uns.Transition) error {
 	if len(trs) == 0 {
 		return nil
 	}
@@ -156,7 +156,7 @@ type JournalQuery struct {
 }
 
 // Journal returns the transitions the query selects, oldest first.
-func (h *Historian) Journal(ctx context.Context, q JournalQuery) ([]transform.Transition, error) {
+func (h *Historian) Journal(ctx context.Context, q JournalQuery) ([]uns.Transition, error) {
 	f := filter{where: []string{"ts >= ?", "ts <= ?"}, args: []any{q.From, q.To}}
 	f.under("alarm", q.Alarm)
 	f.eq("event", q.Event)
@@ -167,16 +167,16 @@ FROM alarm_journal WHERE `+f.sql()+` ORDER BY ts DESC, alarm LIMIT ?) ORDER BY t
 		return nil, fmt.Errorf("historian: alarm journal: %w", err)
 	}
 	defer rows.Close()
-	var out []transform.Transition
+	var out []uns.Transition
 	for rows.Next() {
-		var t transform.Transition
+		var t uns.Transition
 		var state string
 		var v sql.NullFloat64
 		var sh sql.NullTime
 		if err := rows.Scan(&t.TS, &t.Alarm, &t.Event, &state, &t.Tag, &t.Kind, &t.Priority, &t.Class, &v, &t.Text, &t.Limit, &t.User, &t.Comment, &sh); err != nil {
 			return nil, fmt.Errorf("historian: alarm journal: %w", err)
 		}
-		t.TS, t.State = t.TS.UTC(), transform.AlarmState(state)
+		t.TS, t.State = t.TS.UTC(), uns.AlarmState(state)
 		if v.Valid {
 			f := v.Float64
 			t.Value = &f

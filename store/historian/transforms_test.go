@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calx-iiot/calx/transform"
+	"github.com/calx-iiot/calx/uns"
 )
 
 // Cycles and alarm transitions written twice (a replay after a restart)
@@ -15,7 +15,7 @@ func TestCyclesAndJournalAreIdempotent(t *testing.T) {
 	ctx := context.Background()
 	h := openTest(t, filepath.Join(t.TempDir(), "h.duckdb"))
 	t0 := time.Date(2026, 6, 1, 8, 0, 0, 0, time.UTC)
-	cycles := []transform.Cycle{
+	cycles := []uns.Cycle{
 		{Machine: "lw/ghent/kilns/line1/kiln1", Name: "burn", Start: t0, End: t0.Add(time.Minute), Values: map[string]float64{"energy_kwh": 4.1, "duration_s": 60}},
 		{Machine: "lw/ghent/kilns/line1/kiln1", Name: "burn", Start: t0.Add(time.Minute), End: t0.Add(2 * time.Minute), Values: map[string]float64{"energy_kwh": 4.3, "duration_s": 60}},
 		{Machine: "lw/lyon/kilns/line1/kiln1", Name: "burn", Start: t0, End: t0.Add(90 * time.Second), Values: map[string]float64{"energy_kwh": 6}},
@@ -23,10 +23,10 @@ func TestCyclesAndJournalAreIdempotent(t *testing.T) {
 	}
 	v := 612.5
 	until := t0.Add(time.Hour)
-	trs := []transform.Transition{
-		{Alarm: "lw/ghent/kilns/line1/kiln1/_alarms/co_high", Tag: "co", Kind: "high", Priority: "high", Class: "emission", TS: t0, Event: "raise", State: transform.StateUnacked, Value: &v, Limit: 500},
-		{Alarm: "lw/ghent/kilns/line1/kiln1/_alarms/co_high", Tag: "co", Kind: "high", Priority: "high", Class: "emission", TS: t0.Add(time.Second), Event: "ack", State: transform.StateAcked, Limit: 500, User: "op1", Comment: "seen"},
-		{Alarm: "lw/ghent/kilns/line1/kiln1/_alarms/tripped", Tag: "state", Kind: "state", Priority: "medium", TS: t0.Add(2 * time.Second), Event: "shelve", State: transform.StateNormal, Shelved: &until, User: "op1", Comment: "maintenance"},
+	trs := []uns.Transition{
+		{Alarm: "lw/ghent/kilns/line1/kiln1/_alarms/co_high", Tag: "co", Kind: "high", Priority: "high", Class: "emission", TS: t0, Event: "raise", State: uns.StateUnacked, Value: &v, Limit: 500},
+		{Alarm: "lw/ghent/kilns/line1/kiln1/_alarms/co_high", Tag: "co", Kind: "high", Priority: "high", Class: "emission", TS: t0.Add(time.Second), Event: "ack", State: uns.StateAcked, Limit: 500, User: "op1", Comment: "seen"},
+		{Alarm: "lw/ghent/kilns/line1/kiln1/_alarms/tripped", Tag: "state", Kind: "state", Priority: "medium", TS: t0.Add(2 * time.Second), Event: "shelve", State: uns.StateNormal, Shelved: &until, User: "op1", Comment: "maintenance"},
 	}
 	for range 2 {
 		if err := h.WriteCycles(ctx, cycles); err != nil {
@@ -55,7 +55,7 @@ func TestCyclesAndJournalAreIdempotent(t *testing.T) {
 		t.Fatalf("journal rows %+v", j)
 	}
 	em, err := h.Journal(ctx, JournalQuery{Class: "emission", Event: "raise", From: t0, To: t0.Add(time.Hour), Limit: 100})
-	if err != nil || len(em) != 1 || em[0].State != transform.StateUnacked {
+	if err != nil || len(em) != 1 || em[0].State != uns.StateUnacked {
 		t.Fatalf("emission raises %+v %v", em, err)
 	}
 }

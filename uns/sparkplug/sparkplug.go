@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -144,5 +145,20 @@ func ConfigTopic(group, edge string) string { return ConfigPrefix + group + "/" 
 const ConfigPrefix = "calx/config/"
 
 // ConfigStatusTopic is where an edge node reports, retained, the
-// configuration it runs and what it refused (JSON).
-func ConfigStatusTopic(group, edge string) string { return "calx/config-status/" + group + "/" + edge }
+// configuration it runs and what it refused (JSON, ConfigStatus).
+func ConfigStatusTopic(group, edge string) string { return ConfigStatusPrefix + group + "/" + edge }
+
+// ConfigStatusPrefix starts every ConfigStatusTopic; ConfigStatusFilter
+// matches them all.
+const (
+	ConfigStatusPrefix = "calx/config-status/"
+	ConfigStatusFilter = ConfigStatusPrefix + "+/+"
+)
+
+// ConfigStatus is what an edge node reports of its configuration.
+type ConfigStatus struct {
+	Applied uint64    `json:"applied"`           // version running; 0: the local file's devices
+	Refused uint64    `json:"refused,omitempty"` // the last version refused, if it is the newest seen
+	Error   string    `json:"error,omitempty"`   // why it was refused
+	At      time.Time `json:"at"`
+}

@@ -1,11 +1,10 @@
-// Package edge is the Calx edge runtime: it runs connectors, applies
-// report-by-exception to what they read, and publishes the result as a
-// Sparkplug B edge node. Each connector lives in its own sub-folder and
-// registers a factory here.
-//
-// It owns the edge node's Sparkplug state (bdSeq, seq, aliases, births); it
-// must not reach into the cloud's packages.
-package edge
+// Package connector is the contract between Calx's connectors and what
+// runs them: what a connector declares (TagDef, TagOptions), reads
+// (Reading) and hands over (Sink), the registry of connector kinds, and
+// the device configs they are built from (DeviceConfig, BuildDevices).
+// The edge runtime and the fleet model both use it; it knows nothing of
+// either, nor of Sparkplug.
+package connector
 
 import (
 	"context"

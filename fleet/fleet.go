@@ -24,7 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calx-iiot/calx/config"
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/transform"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -246,8 +246,8 @@ func (c *Config) Edge(key string) (*Edge, bool) {
 // EdgeConfig is what one edge runs: the fleet version it comes from and
 // its devices with templates expanded. It travels as YAML.
 type EdgeConfig struct {
-	Version uint64              `yaml:"version"`
-	Devices []edge.DeviceConfig `yaml:"devices"`
+	Version uint64                   `yaml:"version"`
+	Devices []connector.DeviceConfig `yaml:"devices"`
 }
 
 // Validate checks the whole fleet: names, the template chains, every
@@ -324,7 +324,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 			continue
 		}
-		devs, err := edge.BuildDevices("fleet", at+".devices", ec.Devices, nil)
+		devs, err := connector.BuildDevices("fleet", at+".devices", ec.Devices, nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -394,7 +394,7 @@ func (c *Config) Owners() map[uns.Path]string {
 
 // chain returns the connector and merged settings of a template, following
 // extends, and its parameter defaults.
-func (c *Config) chain(name string) (connector string, settings map[string]any, err error) {
+func (c *Config) chain(name string) (kind string, settings map[string]any, err error) {
 	var order []*Template
 	seen := map[string]bool{}
 	for n := name; n != ""; {
@@ -413,17 +413,17 @@ func (c *Config) chain(name string) (connector string, settings map[string]any, 
 	from := ""
 	for _, t := range slices.Backward(order) {
 		if t.Connector != "" {
-			if connector != "" && connector != t.Connector {
-				return "", nil, fmt.Errorf("template %q: connector %s, but %q it extends has %s", t.Name, t.Connector, from, connector)
+			if kind != "" && kind != t.Connector {
+				return "", nil, fmt.Errorf("template %q: connector %s, but %q it extends has %s", t.Name, t.Connector, from, kind)
 			}
-			connector, from = t.Connector, t.Name
+			kind, from = t.Connector, t.Name
 		}
 		settings = merge(settings, t.Settings).(map[string]any)
 	}
-	if connector == "" {
+	if kind == "" {
 		return "", nil, fmt.Errorf("template %q: no connector in it or what it extends", name)
 	}
-	return connector, settings, nil
+	return kind, settings, nil
 }
 
 func (c *Config) params(name string) map[string]any {
@@ -453,7 +453,7 @@ func (c *Config) Expand(key string, version uint64) (*EdgeConfig, error) {
 	var errs []error
 	for i, in := range e.Devices {
 		at := fmt.Sprintf("edge %s devices[%d] (%s)", key, i, in.ID)
-		connector, settings := in.Connector, in.Settings
+		kind, settings := in.Connector, in.Settings
 		params := map[string]any{}
 		if in.Template != "" {
 			if in.Connector != "" || in.Settings != nil {
@@ -461,12 +461,12 @@ func (c *Config) Expand(key string, version uint64) (*EdgeConfig, error) {
 				continue
 			}
 			var err error
-			if connector, settings, err = c.chain(in.Template); err != nil {
+			if kind, settings, err = c.chain(in.Template); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", at, err))
 				continue
 			}
 			params = c.params(in.Template)
-		} else if connector == "" {
+		} else if kind == "" {
 			errs = append(errs, fmt.Errorf("%s: a template or a connector is required", at))
 			continue
 		}
@@ -483,7 +483,7 @@ func (c *Config) Expand(key string, version uint64) (*EdgeConfig, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", at, err))
 			continue
 		}
-		out.Devices = append(out.Devices, edge.DeviceConfig{ID: in.ID, Path: in.Path, Connector: connector, Settings: node, Template: in.Template})
+		out.Devices = append(out.Devices, connector.DeviceConfig{ID: in.ID, Path: in.Path, Connector: kind, Settings: node, Template: in.Template})
 	}
 	return out, errors.Join(errs...)
 }

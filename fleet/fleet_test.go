@@ -7,7 +7,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	_ "github.com/calx-iiot/calx/edge/sim" // registers the signals and clock connectors
+	_ "github.com/calx-iiot/calx/connector/all" // registers every connector
 )
 
 func load(t *testing.T) *Config {

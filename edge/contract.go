@@ -1,0 +1,43 @@
+// Package edge is the Calx edge runtime: it runs connectors, applies
+// report-by-exception to what they read, and publishes the result as a
+// Sparkplug B edge node. Each connector lives in its own sub-folder and
+// registers a factory here.
+//
+// It owns the edge node's Sparkplug state (bdSeq, seq, aliases, births); it
+// must not reach into the cloud's packages.
+package edge
+
+import (
+	"log/slog"
+
+	"github.com/calx-iiot/calx/connector"
+)
+
+// The connector contract lives in package connector, which the fleet model
+// uses too; these names keep it at hand for the runtime and the connectors.
+type (
+	TagDef          = connector.TagDef
+	TagOptions      = connector.TagOptions
+	Reading         = connector.Reading
+	Sink            = connector.Sink
+	Declarer        = connector.Declarer
+	LocalBrokerSink = connector.LocalBrokerSink
+	DirSink         = connector.DirSink
+	Connector       = connector.Connector
+	Writer          = connector.Writer
+	Factory         = connector.Factory
+	Device          = connector.Device
+	DeviceConfig    = connector.DeviceConfig
+)
+
+// Register, Lookup and BuildDevices are the connector registry's.
+var (
+	Register     = connector.Register
+	Lookup       = connector.Lookup
+	BuildDevices = connector.BuildDevices
+)
+
+// RegisterSettings is connector.RegisterSettings.
+func RegisterSettings[S any, C Connector](kind string, defaults func() S, build func(device string, s S, log *slog.Logger) (C, error)) {
+	connector.RegisterSettings(kind, defaults, build)
+}
