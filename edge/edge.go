@@ -3,14 +3,11 @@ package edge
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,83 +175,6 @@ type device struct {
 	done chan struct{}      // closed when its connector returned
 }
 
-// ConnStatus is the state of one device's connection.
-type ConnStatus struct {
-	Device    string `json:"device"`
-	Connected bool   `json:"connected"`
-	LastError string `json:"last_error,omitempty"`
-	Reads     uint64 `json:"reads"`  // reads handed over by the connector
-	Errors    uint64 `json:"errors"` // times the device was lost
-	// Reads and errors per second, over the last 5 to 10 seconds (over the
-	// time since the previous status when that is longer).
-	ReadsPerSec  float64       `json:"reads_per_sec"`
-	ErrorsPerSec float64       `json:"errors_per_sec"`
-	Latency      time.Duration `json:"latency_ns"`
-
-	alias uint64 // first of the device's node metrics
-}
-
-// rateWindow turns a device's read and error counters into rates: it keeps
-// the counters as they were at the start of the current window and of the
-// one before, and a window lasts at least rateEvery.
-type rateWindow struct {
-	prev, cur rateMark
-}
-
-type rateMark struct {
-	at            time.Time
-	reads, errors uint64
-}
-
-const rateEvery = 5 * time.Second
-
-func (w *rateWindow) rates(now time.Time, reads, errors uint64) (rps, eps float64) {
-	if w.cur.at.IsZero() {
-		w.prev = rateMark{now, reads, errors}
-		w.cur = w.prev
-	} else if now.Sub(w.cur.at) >= rateEvery {
-		w.prev, w.cur = w.cur, rateMark{now, reads, errors}
-	}
-	dt := now.Sub(w.prev.at).Seconds()
-	if dt <= 0 {
-		return 0, 0
-	}
-	return float64(reads-w.prev.reads) / dt, float64(errors-w.prev.errors) / dt
-}
-
-// LatencyReporter is implemented by connectors that time their reads.
-type LatencyReporter interface {
-	Latency() time.Duration
-}
-
-// Connections returns the status of every device's connection.
-func (e *Edge) Connections() []ConnStatus {
-	e.mu.Lock()
-	now := time.Now()
-	out := make([]ConnStatus, 0, len(e.devices))
-	var timed []LatencyReporter // by index of out
-	for _, d := range e.devices {
-		if d.retired {
-			continue
-		}
-		cs := ConnStatus{Device: d.ID, Connected: !d.lost && d.reads > 0, LastError: d.lastErr, Reads: d.reads, Errors: d.errors}
-		cs.ReadsPerSec, cs.ErrorsPerSec = d.rate.rates(now, d.reads, d.errors)
-		cs.alias = d.connAlias
-		lr, _ := d.Connector.(LatencyReporter)
-		timed = append(timed, lr)
-		out = append(out, cs)
-	}
-	e.mu.Unlock()
-	// Not under the edge's lock: a connector hands its values over while
-	// holding its own, and that takes the edge's.
-	for i, lr := range timed {
-		if lr != nil {
-			out[i].Latency = lr.Latency()
-		}
-	}
-	return out
-}
-
 // Device events, sent by the node in the order they happened.
 const (
 	evDeath = iota + 1 // DDEATH of a device
@@ -386,87 +306,6 @@ func newFilter(td TagDef) uns.Filter {
 		f.Span = td.High - td.Low
 	}
 	return f
-}
-
-// maxDeclared bounds the tags a connector may declare for one device while
-// it runs, so that a flood of topics cannot grow a birth without end.
-const maxDeclared = 10000
-
-// declare adds tags a connector learned while running (see Declarer).
-func (e *Edge) declare(d *device, defs []TagDef) error {
-	e.mu.Lock()
-	var added []TagDef
-	var errs []error
-	for _, td := range defs {
-		if _, known := d.byName[td.Name]; known {
-			continue
-		}
-		if len(d.declared)+len(added) >= maxDeclared {
-			errs = append(errs, fmt.Errorf("device %s: tag %q not added: %d tags declared already", d.ID, td.Name, maxDeclared))
-			continue
-		}
-		if err := e.addMetric(d, td); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		added = append(added, td)
-	}
-	if len(added) == 0 {
-		e.mu.Unlock()
-		return errors.Join(errs...)
-	}
-	d.declared = append(d.declared, added...)
-	d.gen++
-	if !d.lost {
-		e.events = append(e.events, event{ev: evBirth, dev: d, at: time.Now()})
-	}
-	all := append([]TagDef(nil), d.declared...)
-	e.mu.Unlock()
-	if err := e.saveDeclared(d, all); err != nil {
-		errs = append(errs, err)
-	}
-	e.log.Info("tags declared", "device", d.ID, "added", len(added), "declared", len(all))
-	e.signal()
-	return errors.Join(errs...)
-}
-
-func (e *Edge) declaredFile(d *device) string {
-	return filepath.Join(e.opts.DataDir, "declared", d.ID+".json")
-}
-
-func (e *Edge) loadDeclared(d *device) ([]TagDef, error) {
-	b, err := os.ReadFile(e.declaredFile(d))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("edge: declared tags: %w", err)
-	}
-	var defs []TagDef
-	if err := json.Unmarshal(b, &defs); err != nil {
-		return nil, fmt.Errorf("edge: declared tags %s: %w", e.declaredFile(d), err)
-	}
-	return defs, nil
-}
-
-// saveDeclared writes the device's declared tags, atomically.
-func (e *Edge) saveDeclared(d *device, defs []TagDef) error {
-	path := e.declaredFile(d)
-	b, err := json.MarshalIndent(defs, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("edge: declared tags: %w", err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("edge: declared tags: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("edge: declared tags: %w", err)
-	}
-	return nil
 }
 
 // metricAt returns the metric of a UNS path.
@@ -692,39 +531,4 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("edge %s: shutdown: %w", e.opts.EdgeID, ctx.Err())
 	}
-}
-
-// bdSeqStore keeps the next birth/death sequence number in the data dir.
-type bdSeqStore struct{ path string }
-
-// peek returns the bdSeq of the next CONNECT.
-func (s bdSeqStore) peek() (uint64, error) {
-	b, err := os.ReadFile(s.path)
-	switch {
-	case err == nil:
-		cur, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-		if err != nil || cur > 255 {
-			return 0, fmt.Errorf("bdSeq file %s: bad content %q", s.path, b)
-		}
-		return cur, nil
-	case errors.Is(err, os.ErrNotExist):
-		return 0, nil
-	}
-	return 0, fmt.Errorf("bdSeq file: %w", err)
-}
-
-// spend records that a CONNECT carried bdSeq cur: the next one has cur+1.
-func (s bdSeqStore) spend(cur uint64) error {
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint((cur+1)%256, 10)), 0o600); err != nil {
-		return fmt.Errorf("bdSeq file: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("bdSeq file: %w", err)
-	}
-	return nil
-}
-
-func (e *Edge) bdSeqFile() bdSeqStore {
-	return bdSeqStore{path: filepath.Join(e.opts.DataDir, "bdseq")}
 }

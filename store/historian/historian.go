@@ -16,7 +16,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -253,41 +252,6 @@ WHERE NOT EXISTS (SELECT 1 FROM rollup_1m) AND value IS NOT NULL`); err != nil {
 	return h, nil
 }
 
-// seal switches the engine's file access off but for the archive and the
-// exports folder, and locks the configuration, so that no statement run on
-// this instance (the SQL endpoint's among them) can read or write another
-// file, load an extension or turn any of it back on.
-func (h *Historian) seal(ctx context.Context) error {
-	var dirs, paths []string
-	for _, d := range []string{h.ArchiveDir(), h.exportDir()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("historian %s: %w", h.path, err)
-		}
-		abs, err := filepath.Abs(d)
-		if err != nil {
-			return fmt.Errorf("historian %s: %w", h.path, err)
-		}
-		quoted := "'" + strings.ReplaceAll(filepath.ToSlash(abs), "'", "''")
-		dirs = append(dirs, quoted+"/'")
-		paths = append(paths, quoted+"'") // the archive's partitioned COPY names the folder itself
-	}
-	for _, q := range []string{
-		"SET allowed_directories = [" + strings.Join(dirs, ", ") + "]",
-		"SET allowed_paths = [" + strings.Join(paths, ", ") + "]",
-		"SET enable_external_access = false",
-		"SET lock_configuration = true",
-	} {
-		if _, err := h.db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("historian %s: sealing the engine: %w", h.path, err)
-		}
-	}
-	return nil
-}
-
-// exportDir is where Parquet exports are written before they are handed
-// out: <history file>.exports.
-func (h *Historian) exportDir() string { return h.path + ".exports" }
-
 // DB gives read access for queries beyond this package's.
 func (h *Historian) DB() *sql.DB { return h.db }
 
@@ -498,46 +462,6 @@ func (h *Historian) WriteBatch(ctx context.Context, samples []uns.Sample) error 
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
 	return h.renewConn(h.writeBatch(ctx, samples))
-}
-
-// AuditEntry records who did what to which tag.
-type AuditEntry struct {
-	TS     time.Time `json:"ts"`
-	User   string    `json:"user"`
-	Action string    `json:"action"`
-	Path   string    `json:"path"`
-	Value  string    `json:"value"`
-	Result string    `json:"result"`
-}
-
-// Audit appends an entry to the audit log.
-func (h *Historian) Audit(ctx context.Context, e AuditEntry) error {
-	h.wmu.Lock()
-	defer h.wmu.Unlock()
-	_, err := h.conn.ExecContext(ctx, `INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)`, e.TS, e.User, e.Action, e.Path, e.Value, e.Result)
-	if err != nil {
-		return h.renewConn(fmt.Errorf("historian: audit: %w", err))
-	}
-	return nil
-}
-
-// AuditLog returns the newest audit entries, newest first.
-func (h *Historian) AuditLog(ctx context.Context, limit int) ([]AuditEntry, error) {
-	rows, err := h.db.QueryContext(ctx, `SELECT ts, username, action, path, value, result FROM audit ORDER BY ts DESC LIMIT ?`, limit)
-	if err != nil {
-		return nil, fmt.Errorf("historian: audit log: %w", err)
-	}
-	defer rows.Close()
-	var out []AuditEntry
-	for rows.Next() {
-		var e AuditEntry
-		if err := rows.Scan(&e.TS, &e.User, &e.Action, &e.Path, &e.Value, &e.Result); err != nil {
-			return nil, fmt.Errorf("historian: audit log: %w", err)
-		}
-		e.TS = e.TS.UTC()
-		out = append(out, e)
-	}
-	return out, rows.Err()
 }
 
 // Point is one stored value.

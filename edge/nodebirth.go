@@ -1,0 +1,223 @@
+package edge
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
+)
+
+// The edge node's births and deaths: NBIRTH, DBIRTH (as metrics or a
+// template instance), DDEATH, and the device events that call for them.
+
+// birth publishes NBIRTH with seq 0 and a DBIRTH for every device. Values
+// still queued from before are older than the birth and go as historical.
+func (n *node) birth(ctx context.Context) error {
+	now := time.Now()
+	ms := sparkplug.Millis(now)
+	n.seq = 0
+	i64 := uint32(pb.DataType_Int64)
+	nb := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{
+		{Name: proto.String(sparkplug.MetricBdSeq), Alias: proto.Uint64(aliasBdSeq), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
+			Value: &pb.Payload_Metric_LongValue{LongValue: n.bdSeq}},
+		{Name: proto.String(sparkplug.MetricRebirth), Alias: proto.Uint64(aliasRebirth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
+			Value: &pb.Payload_Metric_BooleanValue{BooleanValue: false}},
+		{Name: proto.String(sparkplug.MetricCalxVersion), Alias: proto.Uint64(aliasVersion), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
+			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
+	}}
+	n.sentNode = map[uint64]string{}
+	for _, m := range n.nodeMetrics(ms) {
+		n.sentNode[m.GetAlias()] = metricKey(m)
+		m.Name = proto.String(n.nodeMetricName(m.GetAlias()))
+		m.Datatype = proto.Uint32(uint32(nodeMetricType(m)))
+		nb.Metrics = append(nb.Metrics, m)
+	}
+	if n.e.opts.SparkplugTemplates {
+		nb.Metrics = append(nb.Metrics, n.templateDefinitions(ms)...)
+	}
+	if err := n.publish(n.topic(sparkplug.NBIRTH, ""), nb); err != nil {
+		return err
+	}
+	n.devBorn = map[*device]uint64{}
+	devices := n.e.deviceList()
+	for _, d := range devices {
+		n.e.mu.Lock()
+		lost := d.lost
+		n.e.mu.Unlock()
+		if lost {
+			continue // born again when it comes back
+		}
+		if err := n.birthDevice(d, ms); err != nil {
+			return err
+		}
+	}
+	n.born.Store(true)
+	// Device events from before this birth are answered by it.
+	n.e.mu.Lock()
+	n.e.events = n.e.events[:0]
+	n.e.mu.Unlock()
+	if n.fw == nil {
+		fw, err := newForwarder(ctx, n)
+		if err != nil {
+			return err
+		}
+		n.fw = fw
+	}
+	n.e.log.Info("edge node born", "bdSeq", n.bdSeq, "devices", len(devices), "backlog_msgs", n.fw.backlogMsgs())
+	return nil
+}
+
+// birthDevice publishes a DBIRTH of d with every metric it has now.
+func (n *node) birthDevice(d *device, ms uint64) error {
+	p, gen := n.deviceBirth(d, ms)
+	if err := n.publish(n.topic(sparkplug.DBIRTH, d.ID), p); err != nil {
+		return err
+	}
+	n.devBorn[d] = gen + 1
+	return nil
+}
+
+// isBorn reports whether d's last word on the wire is a DBIRTH with all
+// of its metrics.
+func (n *node) isBorn(d *device) bool {
+	n.e.mu.Lock()
+	defer n.e.mu.Unlock()
+	return n.devBorn[d] == d.gen+1
+}
+
+func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
+	p := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq()}
+	n.e.mu.Lock()
+	defer n.e.mu.Unlock()
+	for _, m := range d.metrics {
+		wt := sparkplug.WireType(m.def.DataType)
+		pm := &pb.Payload_Metric{
+			Name:     proto.String(m.def.Name),
+			Alias:    proto.Uint64(m.alias),
+			Datatype: proto.Uint32(uint32(wt)),
+		}
+		q := uns.Bad
+		if m.hasCur {
+			pm.Timestamp = proto.Uint64(sparkplug.Millis(m.current.TS))
+			sparkplug.SetValue(pm, wt, m.current.Value)
+			q = m.current.Quality
+		} else {
+			pm.Timestamp = proto.Uint64(ms)
+			pm.IsNull = proto.Bool(true)
+		}
+		kv := []any{sparkplug.PropUNSPath, string(m.path), sparkplug.PropQuality, int32(sparkplug.QualityCode(q))}
+		if m.def.Unit != "" {
+			kv = append(kv, sparkplug.PropEngUnit, m.def.Unit)
+		}
+		if m.def.High > m.def.Low {
+			kv = append(kv, sparkplug.PropEngLow, m.def.Low, sparkplug.PropEngHigh, m.def.High)
+		}
+		if m.def.AlarmLow != nil {
+			kv = append(kv, sparkplug.PropAlarmLow, *m.def.AlarmLow)
+		}
+		if m.def.AlarmHigh != nil {
+			kv = append(kv, sparkplug.PropAlarmHigh, *m.def.AlarmHigh)
+		}
+		if m.def.Description != "" {
+			kv = append(kv, "description", m.def.Description)
+		}
+		kv = append(kv, sparkplug.PropWritable, !m.def.Writable)
+		if m.def.Writable && m.def.WriteMin != nil {
+			kv = append(kv, sparkplug.PropWriteMin, *m.def.WriteMin)
+		}
+		if m.def.Writable && m.def.WriteMax != nil {
+			kv = append(kv, sparkplug.PropWriteMax, *m.def.WriteMax)
+		}
+		pm.Properties = sparkplug.Properties(kv...)
+		p.Metrics = append(p.Metrics, pm)
+	}
+	sparkplug.SortByTime(p.Metrics)
+	if n.e.opts.SparkplugTemplates {
+		// One template instance: the metrics become its members, by name.
+		for _, pm := range p.Metrics {
+			pm.Alias = nil
+		}
+		name := d.templateName()
+		p.Metrics = []*pb.Payload_Metric{{Name: proto.String(name), Alias: proto.Uint64(d.instAlias), Timestamp: proto.Uint64(ms),
+			Datatype: proto.Uint32(uint32(pb.DataType_Template)), Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{
+				TemplateRef: proto.String(name), IsDefinition: proto.Bool(false), Metrics: p.Metrics}}}}
+	}
+	return p, d.gen
+}
+
+// templateName is the device's machine type: its template, or its id.
+func (d *device) templateName() string {
+	if d.Template != "" {
+		return d.Template
+	}
+	return d.ID
+}
+
+// templateDefinitions returns one Template definition per machine type of
+// the devices, its members the metrics of the first device of that type.
+func (n *node) templateDefinitions(ms uint64) []*pb.Payload_Metric {
+	n.e.mu.Lock()
+	defer n.e.mu.Unlock()
+	var out []*pb.Payload_Metric
+	seen := map[string]bool{}
+	for _, d := range n.e.devices {
+		name := d.templateName()
+		if d.retired || seen[name] {
+			continue
+		}
+		seen[name] = true
+		var members []*pb.Payload_Metric
+		for _, m := range d.metrics {
+			pm := &pb.Payload_Metric{Name: proto.String(m.def.Name), Timestamp: proto.Uint64(ms),
+				Datatype: proto.Uint32(uint32(sparkplug.WireType(m.def.DataType))), IsNull: proto.Bool(true)}
+			if m.def.Unit != "" {
+				pm.Properties = sparkplug.Properties(sparkplug.PropEngUnit, m.def.Unit)
+			}
+			members = append(members, pm)
+		}
+		out = append(out, &pb.Payload_Metric{Name: proto.String(name), Alias: proto.Uint64(templateAliases + uint64(len(out))), Timestamp: proto.Uint64(ms),
+			Datatype: proto.Uint32(uint32(pb.DataType_Template)),
+			Value:    &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{IsDefinition: proto.Bool(true), Metrics: members}}})
+	}
+	return out
+}
+
+// event publishes a device's death or its birth after it came back. The
+// connection metrics follow at the next tick rather than in up to 5 s.
+func (n *node) event(q event) error {
+	n.nodeDataAt = time.Time{}
+	switch q.ev {
+	case evDeath:
+		return n.deviceDeath(q.dev, q.at)
+	case evBirth:
+		return n.birthDevice(q.dev, sparkplug.Millis(time.Now()))
+	}
+	return nil
+}
+
+func (n *node) deviceDeath(d *device, at time.Time) error {
+	p := &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(at)), Seq: n.nextSeq()}
+	if err := n.publish(n.topic(sparkplug.DDEATH, d.ID), p); err != nil {
+		return err
+	}
+	n.devBorn[d] = 0
+	return nil
+}
+
+// events publishes the queued device deaths and births.
+func (n *node) events() error {
+	n.e.mu.Lock()
+	evs := append([]event(nil), n.e.events...)
+	n.e.events = n.e.events[:0]
+	n.e.mu.Unlock()
+	for _, ev := range evs {
+		if err := n.event(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
