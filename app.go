@@ -1,9 +1,9 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/calx-iiot/calx/cloud"
@@ -191,65 +190,14 @@ func saveDemoFleet(ctx context.Context, f *cloud.Fleet) error {
 	if head, err := f.Head(ctx); err != nil || head > 0 {
 		return err
 	}
-	var b strings.Builder
-	b.WriteString(`templates:
-  - name: lime-kiln
-    description: Parallel-flow regenerative lime kiln (simulated)
-    connector: sim
-    params: {mtbt: 15m, cycle_time: 1m}
-    settings: {interval: 1s, start_hot: true, mean_time_between_trips: "${mtbt}", cycle_time: "${cycle_time}"}
-    calculated:
-      - name: specific_drive_energy
-        expr: "` + sim.TagPower + ` / max(` + sim.TagProduction + `, 0.1)"
-        unit: kWh/t
-        description: Drive energy per tonne of lime
-      - {name: drive_energy, expr: "integral(` + sim.TagPower + `)", unit: kWh, description: Drive energy since the cloud first saw the kiln}
-      - {name: temp_rate, expr: "rate(` + sim.TagTemp + `, \"1m\") * 60", unit: °C/min, description: Burning zone temperature change over the last minute}
-      - {name: co_1h, expr: "avg_over(` + sim.TagCO + `, \"1h\")", unit: mg/Nm³, description: CO hourly rolling average}
-      - {name: co_24h, expr: "avg_over(` + sim.TagCO + `, \"24h\")", unit: mg/Nm³, description: CO daily rolling average}
-      - {name: nox_1h, expr: "avg_over(` + sim.TagNOx + `, \"1h\")", unit: mg/Nm³, description: NOx hourly rolling average}
-      - {name: nox_24h, expr: "avg_over(` + sim.TagNOx + `, \"24h\")", unit: mg/Nm³, description: NOx daily rolling average}
-      - {name: dust_1h, expr: "avg_over(` + sim.TagDust + `, \"1h\")", unit: mg/Nm³, description: Dust hourly rolling average}
-      - {name: dust_24h, expr: "avg_over(` + sim.TagDust + `, \"24h\")", unit: mg/Nm³, description: Dust daily rolling average}
-    cycles:
-      - name: burn
-        tag: ` + sim.TagCycles + `
-        trigger: increment
-        aggregates:
-          - {name: energy_kwh, tag: ` + sim.TagPower + `, fn: integral, unit: kWh}
-          - {name: fuel_nm3, tag: ` + sim.TagFuel + `, fn: integral, unit: Nm³}
-          - {name: lime_t, tag: ` + sim.TagProduction + `, fn: integral, unit: t}
-          - {name: avg_temp, tag: ` + sim.TagTemp + `, fn: avg, unit: °C}
-          - {name: max_co, tag: ` + sim.TagCO + `, fn: max, unit: mg/Nm³}
-    alarms:
-      - {name: tripped, tag: ` + sim.TagState + `, kind: state, state: tripped, priority: high, message: The kiln tripped}
-      - {name: dust_high, tag: ` + sim.TagDust + `, kind: high, limit: 20, deadband: 2, on_delay: 3s, priority: medium, message: Dust after the filter above 20 mg/Nm³}
-      - {name: temp_low, tag: ` + sim.TagTemp + `, kind: low, limit: 1000, deadband: 10, on_delay: 30s, priority: medium, message: Burning zone below 1000 °C,
-          suppress_when: {tag: ` + sim.TagRunning + `, state: false}}
-      - {name: co_stale, tag: ` + sim.TagCO + `, kind: stale, after: 30s, priority: low, message: No CO reading for 30 s}
-      - {name: co_1h_limit, tag: co_1h, kind: high, limit: 250, deadband: 10, priority: high, class: emission, good_only: true, message: CO hourly average above its limit}
-      - {name: co_24h_limit, tag: co_24h, kind: high, limit: 220, deadband: 5, priority: urgent, class: emission, good_only: true, message: CO daily average above its limit}
-      - {name: nox_1h_limit, tag: nox_1h, kind: high, limit: 400, deadband: 10, priority: high, class: emission, good_only: true, message: NOx hourly average above its limit}
-      - {name: nox_24h_limit, tag: nox_24h, kind: high, limit: 350, deadband: 5, priority: urgent, class: emission, good_only: true, message: NOx daily average above its limit}
-      - {name: dust_1h_limit, tag: dust_1h, kind: high, limit: 10, deadband: 0.5, priority: high, class: emission, good_only: true, message: Dust hourly average above its limit}
-      - {name: dust_24h_limit, tag: dust_24h, kind: high, limit: 5, deadband: 0.2, priority: urgent, class: emission, good_only: true, message: Dust daily average above its limit}
-edges:
-`)
-	for _, s := range demoSites {
-		fmt.Fprintf(&b, "  - {group: %s, edge_id: %s-edge, site: %s, devices: [", demoEnterprise, s.site, s.site)
-		for k, ks := range s.kilns {
-			if k > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "{id: kiln%d, path: %s, template: lime-kiln, params: {mtbt: %s, cycle_time: %s}}", k+1,
-				uns.Join(demoEnterprise, s.site, "kilns", "line"+fmt.Sprint(k+1), fmt.Sprintf("kiln%d", k+1)),
-				ks.MeanTimeBetweenTrips, cmp.Or(ks.CycleTime, time.Minute))
-		}
-		b.WriteString("]}\n")
-	}
-	_, err := f.Save(ctx, []byte(b.String()), "demo", "the demo's plants")
+	_, err := f.Save(ctx, demoFleetYAML, "demo", "the demo's plants")
 	return err
 }
+
+// demoFleetYAML is the demo's fleet config.
+//
+//go:embed examples/demo-fleet.yaml
+var demoFleetYAML []byte
 
 // shutdown stops the edges first, then the cloud.
 func (d *demo) shutdown(ctx context.Context) error {
