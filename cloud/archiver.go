@@ -49,7 +49,9 @@ func (a *archiver) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("archiver: consumer: %w", err)
 	}
-	ctx, a.cancel = context.WithCancel(ctx)
+	// The loops live until stop, not as long as the start context: a
+	// signal that ends it must not stop them before Shutdown drains.
+	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		defer close(a.done)
 		a.loop(ctx, cons)

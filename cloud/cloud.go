@@ -366,6 +366,7 @@ func (c *Cloud) drain(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		if c.ArchiverStats(ctx).Pending == 0 {
+			c.log.Info("drain finished: the historian holds everything in the backbone")
 			return
 		}
 		select {
@@ -373,6 +374,10 @@ func (c *Cloud) drain(ctx context.Context) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	left, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.log.Warn("drain timed out: the rest stays in the backbone for the next start",
+		"pending", c.ArchiverStats(left).Pending)
 }
 
 // maintain keeps the historian's rollups current and applies retention.

@@ -710,3 +710,57 @@ func TestReceiptsAfterTakeover(t *testing.T) {
 		}
 	}
 }
+
+// TestStartContextEndsBeforeShutdown: calx cloud starts with the signal
+// context, so a SIGTERM ends it before Shutdown runs. The host, transforms
+// and archiver must keep working until Shutdown stops them in order, or the
+// drain waits on a stopped archiver and values wait for the next start.
+func TestStartContextEndsBeforeShutdown(t *testing.T) {
+	opts := Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0", Users: []MQTTUser{
+		{Username: "e1", PasswordHash: mustHash(t, "pw1"), Role: RoleEdge, Group: "g", EdgeID: "e1"},
+	}}}
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	cancel() // the signal
+	// Data comes after the loops' fetches in hand have ended (they wait
+	// up to 200 ms), so only loops still running can take it.
+	time.Sleep(500 * time.Millisecond)
+
+	cl, err := dial(t, c, "e1", "pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &foreign{t: t, cl: cl}
+	ts := uint64(time.Now().UnixMilli())
+	f.send(sparkplug.NBIRTH, "", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{
+		metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(1), ts),
+	}})
+	f.send(sparkplug.DBIRTH, "pump", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{
+		metric("speed", 1, pb.DataType_Float, uns.Float(50), ts),
+	}})
+	for i := 1; i <= 3; i++ {
+		f.send(sparkplug.DDATA, "pump", &pb.Payload{Timestamp: proto.Uint64(ts + uint64(i)), Metrics: []*pb.Payload_Metric{
+			metric("", 1, pb.DataType_Float, uns.Float(50+float64(i)), ts+uint64(i)),
+		}})
+	}
+	path := uns.Path("g/e1/pump/speed")
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		n, err := c.Historian.Count(context.Background(), path)
+		if err == nil && n != 4 {
+			err = fmt.Errorf("%d points of %s after the start context ended, want 4", n, path)
+		}
+		return err
+	})
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := c.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -210,7 +210,9 @@ func (h *Host) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("host: consumer: %w", err)
 	}
-	ctx, h.cancel = context.WithCancel(ctx)
+	// The loops live until stop, not as long as the start context: a
+	// signal that ends it must not stop them before Shutdown drains.
+	ctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		defer close(h.done)
 		h.loop(ctx, cons)

@@ -150,7 +150,9 @@ func (t *transformer) start(ctx context.Context) error {
 	if err := t.save(ctx); err != nil {
 		return err
 	}
-	ctx, t.cancel = context.WithCancel(ctx)
+	// The loops live until stop, not as long as the start context: a
+	// signal that ends it must not stop them before Shutdown drains.
+	ctx, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		defer close(t.done)
 		t.loop(ctx, cons)
