@@ -3,7 +3,6 @@ package web
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,16 +34,11 @@ func (s *Server) auditAction(r *http.Request, action, target, result string) {
 }
 
 func accountError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, cloud.ErrBadAccount):
-		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, cloud.ErrUserExists), errors.Is(err, cloud.ErrConfigAccount):
-		writeError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, cloud.ErrNoAccount):
-		writeError(w, http.StatusNotFound, err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, "account not changed")
+	if st := statusOf(err); st != http.StatusInternalServerError {
+		writeError(w, st, err.Error())
+		return
 	}
+	writeError(w, http.StatusInternalServerError, "account not changed")
 }
 
 // mqttUsers lists the MQTT accounts, with their sessions.

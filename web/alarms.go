@@ -1,7 +1,6 @@
 package web
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -283,7 +282,7 @@ func (s *Server) shelveAlarm(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) alarmAction(w http.ResponseWriter, tr transform.Transition, err error) {
 	switch {
-	case errors.Is(err, transform.ErrNoAlarm):
+	case statusOf(err) == http.StatusNotFound:
 		writeError(w, http.StatusNotFound, "path: "+err.Error())
 	case err != nil && tr.Alarm == "":
 		writeError(w, http.StatusConflict, err.Error())

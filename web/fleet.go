@@ -1,7 +1,6 @@
 package web
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,14 +16,7 @@ import (
 // rollbacks, rollouts to edges, and each edge's desired and applied version.
 
 func fleetError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, cloud.ErrNoVersion):
-		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, cloud.ErrBadConfig), errors.Is(err, cloud.ErrNoSuchEdges):
-		writeError(w, http.StatusBadRequest, err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, err.Error())
-	}
+	writeError(w, statusOf(err), err.Error())
 }
 
 func user(r *http.Request) string {

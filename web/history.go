@@ -147,7 +147,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) historyFailed(w http.ResponseWriter, p uns.Path, err error) {
-	if errors.Is(err, historian.ErrUnknownTag) {
+	if statusOf(err) == http.StatusNotFound {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("path: no tag %q in the history", p))
 		return
 	}
@@ -347,7 +347,7 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 	res, err := s.cloud.Historian.Query(r.Context(), req.Query, historian.QueryOptions{MaxRows: req.Limit, Timeout: sqlTimeout, Audit: sess.role == RoleAdmin})
 	if err != nil {
 		s.auditAction(r, "sql", "", "refused: "+err.Error()+": "+req.Query)
-		if errors.Is(err, historian.ErrNotAllowed) {
+		if statusOf(err) == http.StatusBadRequest {
 			writeError(w, http.StatusBadRequest, "query: "+err.Error())
 			return
 		}
@@ -362,7 +362,7 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 // historyParquet answers the raw points of the paths as a Parquet file.
 func (s *Server) historyParquet(w http.ResponseWriter, r *http.Request, hq *historyQuery) {
 	f, _, err := s.cloud.Historian.ExportParquet(r.Context(), hq.paths, hq.from, hq.to, maxExportPoints)
-	if errors.Is(err, historian.ErrTooManyPoints) {
+	if statusOf(err) == http.StatusBadRequest {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/store/historian"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -54,13 +53,13 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if err := s.cloud.Host.Write(p, v); err != nil {
 		audit("refused: " + err.Error())
-		switch {
-		case errors.Is(err, cloud.ErrReadOnly):
-			writeError(w, http.StatusConflict, fmt.Sprintf("path: tag %q is read-only", p))
-		case errors.Is(err, uns.ErrOutOfRange):
-			writeError(w, http.StatusBadRequest, "value: "+err.Error())
-		case errors.Is(err, cloud.ErrWriteTarget):
-			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("path: the edge node or device of %q is offline", p))
+		switch st := statusOf(err); st {
+		case http.StatusConflict:
+			writeError(w, st, fmt.Sprintf("path: tag %q is read-only", p))
+		case http.StatusBadRequest:
+			writeError(w, st, "value: "+err.Error())
+		case http.StatusServiceUnavailable:
+			writeError(w, st, fmt.Sprintf("path: the edge node or device of %q is offline", p))
 		default:
 			writeError(w, http.StatusInternalServerError, "write failed")
 		}
