@@ -30,6 +30,7 @@ import (
 	"github.com/calx-iiot/calx/config"
 	_ "github.com/calx-iiot/calx/connector/all" // registers every connector
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/internal/mqttraw"
 	"github.com/calx-iiot/calx/internal/testcert"
@@ -234,21 +235,6 @@ func heap() int64 {
 	return int64(m.HeapInuse)
 }
 
-func eventually(t *testing.T, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func birth(name string, alias uint64, path string, ts uint64) *pb.Payload_Metric {
 	m := &pb.Payload_Metric{Name: proto.String(name), Alias: proto.Uint64(alias), Timestamp: proto.Uint64(ts), Datatype: proto.Uint32(uint32(pb.DataType_Double)),
 		Value: &pb.Payload_Metric_DoubleValue{DoubleValue: 1}}
@@ -333,7 +319,7 @@ func TestAttacks(t *testing.T) {
 				send(t, n.cl, "spBv1.0/g/NBIRTH/"+n.edge, &pb.Payload{Timestamp: proto.Uint64(ts), Seq: proto.Uint64(0), Metrics: []*pb.Payload_Metric{bd}}, false)
 			}
 			send(t, e1, "spBv1.0/g/DBIRTH/e1/pump", &pb.Payload{Timestamp: proto.Uint64(ts), Seq: proto.Uint64(1), Metrics: []*pb.Payload_Metric{birth("sp", 1, "ent/s/a/l/pump/sp", ts)}}, false)
-			eventually(t, 10*time.Second, func() error {
+			edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 				if _, ok := e.cloud.Registry.Get("ent/s/a/l/pump/sp"); !ok {
 					return errors.New("e1's tag not defined")
 				}
@@ -341,7 +327,7 @@ func TestAttacks(t *testing.T) {
 			})
 			before := e.cloud.Host.Stats().ForeignClaims
 			send(t, e2, "spBv1.0/g/DBIRTH/e2/x", &pb.Payload{Timestamp: proto.Uint64(ts), Seq: proto.Uint64(1), Metrics: []*pb.Payload_Metric{birth("sp", 1, "ent/s/a/l/pump/sp", ts)}}, false)
-			eventually(t, 10*time.Second, func() error {
+			edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 				if n := e.cloud.Host.Stats().ForeignClaims; n != before+1 {
 					return fmt.Errorf("foreign claims %d", n)
 				}
@@ -352,7 +338,7 @@ func TestAttacks(t *testing.T) {
 			}
 			// The refusal is logged once the whole birth is learnt, just
 			// after it is counted.
-			eventually(t, 5*time.Second, func() error {
+			edgetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 				if !e.logs.has("birth refused: its metrics name UNS paths of another edge node") {
 					return errors.New("no log line")
 				}
@@ -371,7 +357,7 @@ func TestAttacks(t *testing.T) {
 				conns = append(conns, c)
 				t.Cleanup(func() { c.Close() })
 			}
-			eventually(t, 5*time.Second, func() error {
+			edgetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 				if st := e.cloud.Broker.Stats().Listener; st.RefusedAddress < 150 {
 					return fmt.Errorf("stats %+v", st)
 				}
@@ -417,7 +403,7 @@ func TestAttacks(t *testing.T) {
 			if !mqttraw.ClosedWithin(c, 2*time.Second) {
 				t.Fatal("connection kept")
 			}
-			eventually(t, 5*time.Second, func() error {
+			edgetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 				if n := e.cloud.Broker.Stats().Limits.PacketsTooLarge; n < 1 {
 					return errors.New("not counted")
 				}
@@ -500,7 +486,7 @@ func TestAttacks(t *testing.T) {
 				// QoS 0: a refused QoS 1 publish of MQTT 3.1.1 ends the connection.
 				mes.Publish(topic, 0, false, []byte(`{"count":999}`)).WaitTimeout(5 * time.Second)
 			}
-			eventually(t, 5*time.Second, func() error {
+			edgetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 				if n := e.cloud.Broker.Stats().AuthDenied - before; n != 5 {
 					return fmt.Errorf("%d refusals counted, want 5", n)
 				}
