@@ -5,10 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"go.yaml.in/yaml/v3"
 	"os"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/guard"

@@ -3,14 +3,10 @@ package cloud
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math"
-	"strconv"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -121,7 +117,7 @@ type retainedPublisher interface {
 }
 
 func (r *republisher) publish(s uns.Sample, tag TagState) {
-	r.buf = appendUNSJSON(r.buf[:0], s, tag)
+	r.buf = uns.AppendPayloadJSON(r.buf[:0], s, tag.Unit, tag.DataType)
 	// The broker keeps the payload (retained): it gets its own copy.
 	var err error
 	if rp, ok := r.pub.(retainedPublisher); ok {
@@ -134,85 +130,6 @@ func (r *republisher) publish(s uns.Sample, tag TagState) {
 		return
 	}
 	r.sent.Add(1)
-}
-
-// appendUNSJSON appends the UNS JSON of a value:
-// {"value":1101.5,"ts":"2026-11-24T10:00:00Z","quality":"good","unit":"°C"}.
-func appendUNSJSON(b []byte, s uns.Sample, tag TagState) []byte {
-	b = append(b, `{"value":`...)
-	v := s.Value
-	switch {
-	case tag.DataType == uns.TypeBool && (v.Kind == uns.KindInt || v.Kind == uns.KindBool), v.Kind == uns.KindBool:
-		b = strconv.AppendBool(b, v.I != 0)
-	case v.Kind == uns.KindInt:
-		b = strconv.AppendInt(b, v.I, 10)
-	case v.Kind == uns.KindFloat:
-		b = appendJSONFloat(b, v.F)
-	case v.Kind == uns.KindString:
-		b = appendJSONString(b, v.S)
-	default:
-		b = append(b, "null"...)
-	}
-	b = append(b, `,"ts":"`...)
-	b = s.TS.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","quality":"`...)
-	b = append(b, s.Quality.String()...)
-	b = append(b, '"')
-	if tag.Unit != "" {
-		b = append(b, `,"unit":`...)
-		b = appendJSONString(b, tag.Unit)
-	}
-	return append(b, '}')
-}
-
-// appendJSONFloat writes f as a JSON number in the shortest form that reads
-// back the same; NaN and infinities, which JSON cannot carry, as null.
-func appendJSONFloat(b []byte, f float64) []byte {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return append(b, "null"...)
-	}
-	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
-		b = strconv.AppendFloat(b, f, 'e', -1, 64)
-		// e-07 as e-7, as JavaScript writes it.
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-		return b
-	}
-	return strconv.AppendFloat(b, f, 'f', -1, 64)
-}
-
-// appendJSONString writes s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	if !utf8.ValidString(s) {
-		q, _ := json.Marshal(s) // replaces the invalid bytes
-		return append(b, q...)
-	}
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c == '\n':
-			b = append(b, '\\', 'n')
-		case c == '\r':
-			b = append(b, '\\', 'r')
-		case c == '\t':
-			b = append(b, '\\', 't')
-		case c == '\b':
-			b = append(b, '\\', 'b')
-		case c == '\f':
-			b = append(b, '\\', 'f')
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
 }
 
 // RepublishStats are the UNS values put on the broker as JSON, those a

@@ -1,11 +1,9 @@
 package cloud
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,60 +11,6 @@ import (
 
 	"github.com/calx-iiot/calx/uns"
 )
-
-// TestUNSJSONEncoding: the hand-written encoding says what encoding/json
-// says, and stays valid JSON where encoding/json would fail (NaN).
-func TestUNSJSONEncoding(t *testing.T) {
-	ts := time.Date(2026, 11, 24, 10, 0, 0, 123456789, time.FixedZone("x", 3600))
-	cases := []struct {
-		v    uns.Value
-		tag  TagState
-		want any
-	}{
-		{uns.Float(1101.5), TagState{Tag: uns.Tag{Unit: "°C"}}, 1101.5},
-		{uns.Float(1e21), TagState{}, 1e21},
-		{uns.Float(123456789012), TagState{}, 123456789012.0},
-		{uns.Float(-1.5e-7), TagState{}, -1.5e-7},
-		{uns.Float(0), TagState{}, 0.0},
-		{uns.Float(math.Copysign(0, -1)), TagState{}, math.Copysign(0, -1)},
-		{uns.Int(-42), TagState{}, int64(-42)},
-		{uns.Int(1), TagState{Tag: uns.Tag{DataType: uns.TypeBool}}, true},
-		{uns.Bool(false), TagState{}, false},
-		{uns.String("say \"hi\"\\ \n\t\x01 é ✓"), TagState{Tag: uns.Tag{Unit: "m\"3"}}, "say \"hi\"\\ \n\t\x01 é ✓"},
-		{uns.Null, TagState{}, nil},
-	}
-	for _, c := range cases {
-		s := uns.Sample{Path: "a/b", Value: c.v, TS: ts, Quality: uns.Uncertain}
-		got := appendUNSJSON(nil, s, c.tag)
-		want, err := json.Marshal(unsPayload{Value: c.want, TS: ts.UTC().Format(time.RFC3339Nano), Quality: "uncertain", Unit: c.tag.Unit})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%v: got %s, want %s", c.v, got, want)
-		}
-	}
-	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
-		got := appendUNSJSON(nil, uns.Sample{Path: "a/b", Value: uns.Float(f), TS: ts, Quality: uns.Bad}, TagState{})
-		var p map[string]any
-		if err := json.Unmarshal(got, &p); err != nil || p["value"] != nil || p["quality"] != "bad" {
-			t.Errorf("%v: %s (%v)", f, got, err)
-		}
-	}
-	// Invalid UTF-8 still makes valid JSON.
-	got := appendUNSJSON(nil, uns.Sample{Path: "a/b", Value: uns.String("a\xffb"), TS: ts}, TagState{})
-	if !json.Valid(got) {
-		t.Errorf("invalid UTF-8: %s is not JSON", got)
-	}
-}
-
-// unsPayload is the UNS JSON of one value, as encoding/json writes it.
-type unsPayload struct {
-	Value   any    `json:"value"`
-	TS      string `json:"ts"`
-	Quality string `json:"quality"`
-	Unit    string `json:"unit,omitempty"`
-}
 
 type recorder struct{ got []string }
 

@@ -5,13 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -190,20 +188,9 @@ func (lb *LocalBroker) dialAddr() string {
 	return net.JoinHostPort(host, port)
 }
 
-// unsJSON is the UNS payload on MQTT.
-type unsJSON struct {
-	Value   any    `json:"value"`
-	TS      string `json:"ts"`
-	Quality string `json:"quality"`
-	Unit    string `json:"unit,omitempty"`
-}
-
 func (lb *LocalBroker) publish(m *metric, s uns.Sample) {
-	b, err := json.Marshal(unsJSON{Value: s.Value.Any(), TS: s.TS.UTC().Format(time.RFC3339Nano), Quality: s.Quality.String(), Unit: m.def.Unit})
-	if err == nil {
-		err = lb.srv.Publish("uns/"+string(s.Path), b, true, 0)
-	}
-	if err != nil {
+	b := uns.AppendPayloadJSON(nil, s, m.def.Unit, m.def.DataType)
+	if err := lb.srv.Publish("uns/"+string(s.Path), b, true, 0); err != nil {
 		lb.log.Warn("UNS publish failed", "path", s.Path, "err", err)
 	}
 }

@@ -2,8 +2,9 @@
 // qualities and the samples that carry them between the edge and the cloud.
 //
 // It imports nothing else from the project; every other package may import it.
-// It owns validation of paths and the compact batch encoding of samples that
-// travels on the backbone. It must not know about MQTT, NATS or storage.
+// It owns validation of paths, the compact batch encoding of samples that
+// travels on the backbone, and the JSON of values (the uns/ payload and the
+// live feed). It must not know about MQTT, NATS or storage.
 package uns
 
 import (

@@ -83,20 +83,11 @@ func toTagJSON(t cloud.TagState) tagJSON {
 	j := tagJSON{Path: t.Path, Sparkplug: t.Sparkplug, DataType: t.DataType, Unit: t.Unit,
 		Description: t.Description, Writable: t.Writable, Quality: t.Quality, Reason: t.Reason}
 	if t.HasVal {
-		j.Value = typed(t.Value, t.DataType)
+		j.Value = t.Value.Typed(t.DataType)
 		ts := t.TS.UTC()
 		j.TS = &ts
 	}
 	return j
-}
-
-// typed renders a value as its tag's datatype says (booleans travel as
-// integers in the history).
-func typed(v uns.Value, dt uns.DataType) any {
-	if dt == uns.TypeBool && (v.Kind == uns.KindInt || v.Kind == uns.KindBool) {
-		return v.I != 0
-	}
-	return v.Any()
 }
 
 // listPrefix returns the tags under the request's prefix parameter, or
@@ -202,7 +193,7 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			flush()
 		case batch := <-sub.C:
 			buf = append(buf[:0], "event: values\ndata: "...)
-			buf = appendLiveJSON(buf, batch, typeOf)
+			buf = uns.AppendSamplesJSON(buf, batch, typeOf)
 			buf = append(buf, "\n\n"...)
 			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 			w.Write(buf)

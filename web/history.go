@@ -194,7 +194,7 @@ func (s *Server) historyPoints(w http.ResponseWriter, r *http.Request, hq *histo
 		}
 		sj.Points = make([]pointJSON, len(pts))
 		for i, pt := range pts {
-			sj.Points[i] = pointJSON{TS: pt.TS, Value: typed(pt.Value, dt), Quality: pt.Quality}
+			sj.Points[i] = pointJSON{TS: pt.TS, Value: pt.Value.Typed(dt), Quality: pt.Quality}
 		}
 		sj.Count = len(sj.Points)
 		series = append(series, sj)
@@ -305,7 +305,7 @@ func (s *Server) latest(w http.ResponseWriter, r *http.Request) {
 	for _, t := range tags {
 		l := latestJSON{Path: t.Path, Quality: t.Quality, Unit: t.Unit}
 		if t.HasVal {
-			l.Value = typed(t.Value, t.DataType)
+			l.Value = t.Value.Typed(t.DataType)
 			ts := t.TS.UTC()
 			l.TS = &ts
 		}

@@ -82,7 +82,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 			t, _ := s.cloud.Registry.Get(p)
 			if t.HasVal && !t.TS.Before(start.Truncate(time.Millisecond)) && t.Value.Equal(v) {
 				audit("ok")
-				writeJSON(w, http.StatusOK, map[string]any{"path": p, "value": typed(t.Value, t.DataType), "ts": t.TS.UTC()})
+				writeJSON(w, http.StatusOK, map[string]any{"path": p, "value": t.Value.Typed(t.DataType), "ts": t.TS.UTC()})
 				return
 			}
 		}
