@@ -10,6 +10,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
 )
@@ -59,9 +60,7 @@ func (e *simEdge) nextSeq() uint64 {
 
 // connect opens the MQTT connection and sends the births.
 func (e *simEdge) connect(ctx context.Context) error {
-	death, _ := proto.Marshal(&pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())),
-		Metrics: []*pb.Payload_Metric{{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(pb.DataType_Int64)),
-			Value: &pb.Payload_Metric_LongValue{LongValue: 0}}}})
+	death, _ := proto.Marshal(sparkplug.NodeDeath(0, time.Now()))
 	co := paho.NewClientOptions().AddBroker(e.broker).SetClientID(e.group+"."+e.id).
 		SetUsername(e.creds.Username).SetPassword(e.creds.Password).SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(30*time.Second).
@@ -74,12 +73,9 @@ func (e *simEdge) connect(ctx context.Context) error {
 	}
 	now := sparkplug.Millis(time.Now())
 	e.lastMs = now
+	at := sparkplug.Timestamp(now)
 	nbirth := &pb.Payload{Timestamp: proto.Uint64(now), Seq: proto.Uint64(e.nextSeq()), Metrics: []*pb.Payload_Metric{
-		{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(pb.DataType_Int64)), Timestamp: proto.Uint64(now),
-			Value: &pb.Payload_Metric_LongValue{LongValue: 0}},
-		{Name: proto.String("Node Control/Rebirth"), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)), Timestamp: proto.Uint64(now),
-			Value: &pb.Payload_Metric_BooleanValue{BooleanValue: false}},
-	}}
+		sparkplug.BdSeqMetric(0, now), sparkplug.RebirthMetric(now)}}
 	if err := e.publish(e.topic(sparkplug.NBIRTH, ""), nbirth, false); err != nil {
 		return err
 	}
@@ -87,9 +83,8 @@ func (e *simEdge) connect(ctx context.Context) error {
 	e.values = make([]float64, e.fleet.TagsPerEdge)
 	for i := range e.values {
 		e.values[i] = float64(i)
-		dbirth.Metrics = append(dbirth.Metrics, &pb.Payload_Metric{Name: proto.String(fmt.Sprintf("t%04d", i)), Alias: proto.Uint64(uint64(i + 1)),
-			Datatype: proto.Uint32(uint32(pb.DataType_Double)), Timestamp: proto.Uint64(now),
-			Value: &pb.Payload_Metric_DoubleValue{DoubleValue: e.values[i]}})
+		def := sparkplug.TagDef{Name: fmt.Sprintf("t%04d", i), Alias: uint64(i + 1), DataType: uns.TypeFloat64}
+		dbirth.Metrics = append(dbirth.Metrics, sparkplug.BirthMetric(def, uns.Sample{TS: at, Value: uns.Float(e.values[i])}, true, now))
 	}
 	return e.publish(e.topic(sparkplug.DBIRTH, benchDevice), dbirth, true)
 }
@@ -145,14 +140,14 @@ func (e *simEdge) run(ctx context.Context) {
 		}
 		now := max(sparkplug.Millis(time.Now()), e.lastMs+1)
 		e.lastMs = now
+		at := sparkplug.Timestamp(now)
 		p := &pb.Payload{Timestamp: proto.Uint64(now), Seq: proto.Uint64(e.nextSeq())}
 		for i := range e.values {
 			if e.rnd.Float64() >= e.fleet.ChangeRatio {
 				continue
 			}
 			e.values[i]++
-			p.Metrics = append(p.Metrics, &pb.Payload_Metric{Alias: proto.Uint64(uint64(i + 1)), Timestamp: proto.Uint64(now),
-				Value: &pb.Payload_Metric_DoubleValue{DoubleValue: e.values[i]}})
+			p.Metrics = append(p.Metrics, sparkplug.DataMetric(uint64(i+1), uns.TypeFloat64, uns.Sample{TS: at, Value: uns.Float(e.values[i])}, false))
 		}
 		if len(p.Metrics) == 0 {
 			e.seq = (e.seq + 255) % 256 // nothing changed: the sequence number was not used
@@ -167,9 +162,7 @@ func (e *simEdge) stop() {
 	if e.client == nil || !e.client.IsConnected() {
 		return
 	}
-	death, _ := proto.Marshal(&pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())),
-		Metrics: []*pb.Payload_Metric{{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(pb.DataType_Int64)),
-			Value: &pb.Payload_Metric_LongValue{LongValue: 0}}}})
+	death, _ := proto.Marshal(sparkplug.NodeDeath(0, time.Now()))
 	tok := e.client.Publish(e.topic(sparkplug.NDEATH, ""), 1, false, death)
 	tok.WaitTimeout(5 * time.Second)
 	e.client.Disconnect(250)

@@ -133,16 +133,16 @@ func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payloa
 			set.byAlias[m.GetAlias()] = mi
 			mi.alias, mi.hasAlias = m.GetAlias(), true
 		}
-		mi.path = h.metricPath(t, m, name, base)
+		mi.path = sparkplug.MetricPath(t, m, name, base)
 		for _, member := range tv.GetMetrics() {
 			tags, out = h.learn(sc, top, t, p, set, member, name+"/"+member.GetName(), mi.path, tags, out)
 		}
 		return tags, out
 	}
 	mi := &metricInfo{name: name, dt: dt, member: base != ""}
-	udt, stored := sparkplug.UNSType(dt)
-	mi.store = stored && name != sparkplug.MetricBdSeq && !strings.HasPrefix(name, "Node Control/")
-	mi.path = h.metricPath(t, m, name, base)
+	udt, stored := sparkplug.Stored(name, dt)
+	mi.store = stored
+	mi.path = sparkplug.MetricPath(t, m, name, base)
 	if err := mi.path.Validate(); err != nil {
 		mi.store = false
 		h.log.Warn("metric not stored: no valid UNS path", "topic", t.String(), "metric", name, "err", err)
@@ -157,18 +157,7 @@ func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payloa
 	if !mi.store {
 		return tags, out
 	}
-	unit, _ := sparkplug.PropertyString(m, sparkplug.PropEngUnit)
-	desc, _ := sparkplug.PropertyString(m, "description")
-	// A metric is writable when its birth says readOnly: false.
-	ro, hasRO := sparkplug.PropertyBool(m, sparkplug.PropWritable)
-	tag := uns.Tag{Path: mi.path, DataType: udt, Unit: unit, Description: desc, Writable: hasRO && !ro,
-		Sparkplug: uns.SparkplugAddr{Group: t.Group, Edge: t.Edge, Device: t.Device, Metric: name}}
-	if lo, ok := sparkplug.PropertyFloat(m, sparkplug.PropWriteMin); ok {
-		tag.WriteMin = &lo
-	}
-	if hi, ok := sparkplug.PropertyFloat(m, sparkplug.PropWriteMax); ok {
-		tag.WriteMax = &hi
-	}
+	tag := sparkplug.BirthTag(t, m, name, mi.path, udt)
 	tags = append(tags, tag)
 	mi.tag = h.reg.Define(tag)
 	// A birth metric with no value (is_null) is no reading: nothing is
@@ -181,20 +170,4 @@ func (h *Host) learn(sc *birthScope, top string, t sparkplug.Topic, p *pb.Payloa
 		out = append(out, s)
 	}
 	return tags, out
-}
-
-// metricPath is the UNS path of a metric: the one a Calx edge names in its
-// birth, else <group>/<edge>/<device>/<metric> (<group>/_edge/<edge>/<metric>
-// for node metrics); a template member goes under its instance.
-func (h *Host) metricPath(t sparkplug.Topic, m *pb.Payload_Metric, name string, base uns.Path) uns.Path {
-	if path, ok := sparkplug.PropertyString(m, sparkplug.PropUNSPath); ok {
-		return uns.Path(path)
-	}
-	if base != "" {
-		return base + "/" + uns.Path(m.GetName())
-	}
-	if t.Device != "" {
-		return uns.Path(t.Group + "/" + t.Edge + "/" + t.Device + "/" + name)
-	}
-	return uns.Path(t.Group + "/_edge/" + t.Edge + "/" + name)
 }

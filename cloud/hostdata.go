@@ -213,20 +213,12 @@ func (h *Host) collect(ns *nodeState, p *pb.Payload, set metricSet, m *pb.Payloa
 }
 
 func (h *Host) sample(p *pb.Payload, m *pb.Payload_Metric, mi *metricInfo) (uns.Sample, bool) {
-	v, err := sparkplug.GetValue(m, mi.dt)
+	s, err := sparkplug.MetricSample(p, m, mi.dt, mi.path)
 	if err != nil {
 		h.malformed.Add(1)
 		return uns.Sample{}, false
 	}
-	ts := m.GetTimestamp()
-	if ts == 0 {
-		ts = p.GetTimestamp()
-	}
-	q := sparkplug.PropertyQuality(m)
-	if v.Kind == uns.KindNull && q == uns.Good {
-		q = uns.Bad
-	}
-	return uns.Sample{Path: mi.path, TS: sparkplug.Timestamp(ts), Value: v, Quality: q, Historical: m.GetIsHistorical()}, true
+	return s, true
 }
 
 func metricUint(p *pb.Payload, name string) (uint64, bool) {

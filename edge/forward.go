@@ -206,10 +206,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 		sparkplug.SortByTime(p.Metrics)
 		if n.e.opts.SparkplugTemplates {
 			// The values are members of the device's template instance.
-			name := cur.templateName()
-			p.Metrics = []*pb.Payload_Metric{{Alias: proto.Uint64(cur.instAlias), Timestamp: p.Timestamp,
-				Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{
-					TemplateRef: proto.String(name), IsDefinition: proto.Bool(false), Metrics: p.Metrics}}}}
+			p.Metrics = []*pb.Payload_Metric{sparkplug.TemplateInstance(cur.templateName(), cur.instAlias, p.Timestamp, false, p.Metrics)}
 		}
 		p.Seq = n.nextSeq()
 		err := n.publish(n.topic(sparkplug.DDATA, cur.ID), p)
@@ -237,16 +234,9 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 		if p == nil {
 			p = &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
 		}
-		pm := &pb.Payload_Metric{Alias: proto.Uint64(m.alias), Timestamp: proto.Uint64(sparkplug.Millis(s.TS))}
+		pm := sparkplug.DataMetric(m.alias, m.def.DataType, s, historical)
 		if n.e.opts.SparkplugTemplates {
 			pm.Alias, pm.Name = nil, proto.String(m.def.Name) // members go by name
-		}
-		sparkplug.SetValue(pm, sparkplug.WireType(m.def.DataType), s.Value)
-		if historical {
-			pm.IsHistorical = proto.Bool(true)
-		}
-		if s.Quality != uns.Good {
-			pm.Properties = sparkplug.Properties(sparkplug.PropQuality, int32(sparkplug.QualityCode(s.Quality)))
 		}
 		p.Metrics = append(p.Metrics, pm)
 	}

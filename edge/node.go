@@ -369,10 +369,7 @@ func (n *node) nextSeq() *uint64 {
 }
 
 func (n *node) deathPayload() *pb.Payload {
-	return &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now())), Metrics: []*pb.Payload_Metric{{
-		Name: proto.String(sparkplug.MetricBdSeq), Datatype: proto.Uint32(uint32(pb.DataType_Int64)),
-		Value: &pb.Payload_Metric_LongValue{LongValue: n.bdSeq},
-	}}}
+	return sparkplug.NodeDeath(n.bdSeq, time.Now())
 }
 
 // publishConfigStatus reports, retained, the configuration the edge runs

@@ -20,12 +20,9 @@ func (n *node) birth(ctx context.Context) error {
 	now := time.Now()
 	ms := sparkplug.Millis(now)
 	n.seq = 0
-	i64 := uint32(pb.DataType_Int64)
-	nb := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{
-		{Name: proto.String(sparkplug.MetricBdSeq), Alias: proto.Uint64(aliasBdSeq), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(i64),
-			Value: &pb.Payload_Metric_LongValue{LongValue: n.bdSeq}},
-		{Name: proto.String(sparkplug.MetricRebirth), Alias: proto.Uint64(aliasRebirth), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_Boolean)),
-			Value: &pb.Payload_Metric_BooleanValue{BooleanValue: false}},
+	bdSeq, rebirth := sparkplug.BdSeqMetric(n.bdSeq, ms), sparkplug.RebirthMetric(ms)
+	bdSeq.Alias, rebirth.Alias = proto.Uint64(aliasBdSeq), proto.Uint64(aliasRebirth)
+	nb := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{bdSeq, rebirth,
 		{Name: proto.String(sparkplug.MetricCalxVersion), Alias: proto.Uint64(aliasVersion), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
 			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
 	}}
@@ -94,46 +91,7 @@ func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
 	n.e.mu.Lock()
 	defer n.e.mu.Unlock()
 	for _, m := range d.metrics {
-		wt := sparkplug.WireType(m.def.DataType)
-		pm := &pb.Payload_Metric{
-			Name:     proto.String(m.def.Name),
-			Alias:    proto.Uint64(m.alias),
-			Datatype: proto.Uint32(uint32(wt)),
-		}
-		q := uns.Bad
-		if m.hasCur {
-			pm.Timestamp = proto.Uint64(sparkplug.Millis(m.current.TS))
-			sparkplug.SetValue(pm, wt, m.current.Value)
-			q = m.current.Quality
-		} else {
-			pm.Timestamp = proto.Uint64(ms)
-			pm.IsNull = proto.Bool(true)
-		}
-		kv := []any{sparkplug.PropUNSPath, string(m.path), sparkplug.PropQuality, int32(sparkplug.QualityCode(q))}
-		if m.def.Unit != "" {
-			kv = append(kv, sparkplug.PropEngUnit, m.def.Unit)
-		}
-		if m.def.High > m.def.Low {
-			kv = append(kv, sparkplug.PropEngLow, m.def.Low, sparkplug.PropEngHigh, m.def.High)
-		}
-		if m.def.AlarmLow != nil {
-			kv = append(kv, sparkplug.PropAlarmLow, *m.def.AlarmLow)
-		}
-		if m.def.AlarmHigh != nil {
-			kv = append(kv, sparkplug.PropAlarmHigh, *m.def.AlarmHigh)
-		}
-		if m.def.Description != "" {
-			kv = append(kv, "description", m.def.Description)
-		}
-		kv = append(kv, sparkplug.PropWritable, !m.def.Writable)
-		if m.def.Writable && m.def.WriteMin != nil {
-			kv = append(kv, sparkplug.PropWriteMin, *m.def.WriteMin)
-		}
-		if m.def.Writable && m.def.WriteMax != nil {
-			kv = append(kv, sparkplug.PropWriteMax, *m.def.WriteMax)
-		}
-		pm.Properties = sparkplug.Properties(kv...)
-		p.Metrics = append(p.Metrics, pm)
+		p.Metrics = append(p.Metrics, sparkplug.BirthMetric(m.birthDef(), uns.Sample{TS: m.current.TS, Value: m.current.Value, Quality: m.current.Quality}, m.hasCur, ms))
 	}
 	sparkplug.SortByTime(p.Metrics)
 	if n.e.opts.SparkplugTemplates {
@@ -141,12 +99,17 @@ func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
 		for _, pm := range p.Metrics {
 			pm.Alias = nil
 		}
-		name := d.templateName()
-		p.Metrics = []*pb.Payload_Metric{{Name: proto.String(name), Alias: proto.Uint64(d.instAlias), Timestamp: proto.Uint64(ms),
-			Datatype: proto.Uint32(uint32(pb.DataType_Template)), Value: &pb.Payload_Metric_TemplateValue{TemplateValue: &pb.Payload_Template{
-				TemplateRef: proto.String(name), IsDefinition: proto.Bool(false), Metrics: p.Metrics}}}}
+		p.Metrics = []*pb.Payload_Metric{sparkplug.TemplateInstance(d.templateName(), d.instAlias, proto.Uint64(ms), true, p.Metrics)}
 	}
 	return p, d.gen
+}
+
+// birthDef is what m's DBIRTH metric says of it.
+func (m *metric) birthDef() sparkplug.TagDef {
+	d := &m.def
+	return sparkplug.TagDef{Name: d.Name, Alias: m.alias, Path: m.path, DataType: d.DataType, Unit: d.Unit,
+		Low: d.Low, High: d.High, AlarmLow: d.AlarmLow, AlarmHigh: d.AlarmHigh, Description: d.Description,
+		Writable: d.Writable, WriteMin: d.WriteMin, WriteMax: d.WriteMax}
 }
 
 // templateName is the device's machine type: its template, or its id.

@@ -27,6 +27,8 @@ const (
 	// Calx's writable range of a tag, in engineering units.
 	PropWriteMin = "writeMin"
 	PropWriteMax = "writeMax"
+	// PropDescription is a tag's description.
+	PropDescription = "description"
 )
 
 // Quality codes of the Sparkplug Quality property.
