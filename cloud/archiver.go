@@ -2,8 +2,8 @@ package cloud
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -67,51 +67,39 @@ func (a *archiver) stop() {
 	}
 }
 
-// archiveBatch is a fetched batch of messages, decoded.
-type archiveBatch struct {
-	samples []uns.Sample
-	last    jetstream.Msg // acks the batch (and every message before it)
-}
-
 // loop fetches and decodes the next batch while the historian writes the
 // one before, and acks each batch once it is committed, in order. It
 // returns when ctx is done and every batch fetched is written.
 func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
-	fetched := make(chan archiveBatch)
 	free := make(chan []uns.Sample, 2) // two batches' slices take turns
 	free <- nil
 	free <- nil
-	go func() {
-		defer close(fetched)
-		for ctx.Err() == nil {
-			b, ok := a.fetch(ctx, cons, <-free)
-			if !ok {
-				free <- b.samples // nothing fetched: the slice is free again
-				continue
+	l := store.Loop[[]uns.Sample]{Batch: 1000, MaxWait: 100 * time.Millisecond, Log: a.log, Depth: 1,
+		Take: func(ctx context.Context, msgs iter.Seq[jetstream.Msg]) ([]uns.Sample, error) {
+			var samples []uns.Sample
+			select {
+			case samples = <-free:
+			case <-ctx.Done():
+				return nil, ctx.Err()
 			}
-			fetched <- b
-		}
-	}()
-	for b := range fetched {
-		a.write(ctx, b)
-		clear(b.samples)
-		free <- b.samples[:0]
+			return a.decode(samples, msgs), nil
+		},
+		Finish: func(ctx context.Context, samples []uns.Sample) error {
+			if err := a.write(ctx, samples); err != nil {
+				return err
+			}
+			clear(samples)
+			free <- samples[:0]
+			return nil
+		},
 	}
+	_ = l.Run(ctx, cons) // ends with ctx
 }
 
-// fetch takes the next batch from the consumer, decoding it into samples.
-func (a *archiver) fetch(ctx context.Context, cons jetstream.Consumer, samples []uns.Sample) (archiveBatch, bool) {
-	batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(100*time.Millisecond))
-	if err != nil {
-		if ctx.Err() == nil {
-			a.log.Warn("fetch failed", "err", err)
-			time.Sleep(100 * time.Millisecond)
-		}
-		return archiveBatch{samples: samples}, false
-	}
-	var last jetstream.Msg
-	for msg := range batch.Messages() {
-		last = msg
+// decode appends the samples of a batch's messages; a malformed one is
+// counted and skipped.
+func (a *archiver) decode(samples []uns.Sample, msgs iter.Seq[jetstream.Msg]) []uns.Sample {
+	for msg := range msgs {
 		var err error
 		n := len(samples)
 		samples, err = uns.DecodeBatch(samples, msg.Data())
@@ -121,17 +109,13 @@ func (a *archiver) fetch(ctx context.Context, cons jetstream.Consumer, samples [
 			a.log.Error("malformed UNS batch skipped", "subject", msg.Subject(), "err", err)
 		}
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-		a.log.Warn("fetch batch ended with error", "err", err)
-	}
-	return archiveBatch{samples: samples, last: last}, last != nil
+	return samples
 }
 
-// write commits a batch and acks it. The write is not cut short by
-// shutdown: the batch in hand is committed and acked, so a clean stop
-// leaves nothing to redeliver.
-func (a *archiver) write(ctx context.Context, b archiveBatch) {
-	samples := b.samples
+// write commits a batch. The write is not cut short by shutdown: the
+// batch in hand is committed (and then acked), so a clean stop leaves
+// nothing to redeliver; only a failing write gives up when ctx ends.
+func (a *archiver) write(ctx context.Context, samples []uns.Sample) error {
 	for {
 		began := time.Now()
 		err := a.w.WriteBatch(context.WithoutCancel(ctx), samples)
@@ -147,7 +131,7 @@ func (a *archiver) write(ctx context.Context, b archiveBatch) {
 		a.log.Error("historian write failed, retrying", "samples", len(samples), "err", err)
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
@@ -167,7 +151,5 @@ func (a *archiver) write(ctx context.Context, b archiveBatch) {
 	}
 	a.written.Add(uint64(len(samples)))
 	a.batches.Add(1)
-	if err := b.last.Ack(); err != nil {
-		a.log.Warn("ack failed", "err", err)
-	}
+	return nil
 }

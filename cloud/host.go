@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -278,109 +279,79 @@ func (h *Host) stopLoop() {
 
 func nodeKey(t sparkplug.Topic) string { return t.Group + "/" + t.Edge }
 
-// hostBatch is a fetched batch of Sparkplug messages whose UNS batches
-// are published: once they are stored, last acks the batch.
-type hostBatch struct {
-	futures []jetstream.PubAckFuture
-	last    jetstream.Msg
-}
-
 // loop runs the fetched Sparkplug messages through the host and publishes
-// their values; a second goroutine waits for the backbone to store them
-// and acks each batch in order, while the loop goes on with the next.
+// their values; the backbone's acknowledgements of those publishes are
+// awaited on a second goroutine, which acks each batch in order once
+// they are all in, while the loop goes on with the next.
 func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
-	settled := make(chan hostBatch, 4)
-	acked := make(chan struct{})
-	go func() {
-		defer close(acked)
-		failed := false
-		for b := range settled {
-			if failed {
-				continue // not acked: redelivered
-			}
-			if !h.settle(ctx, b.futures) {
-				failed = true
-				continue
-			}
-			if b.last != nil {
-				if err := b.last.Ack(); err != nil {
-					h.log.Warn("ack failed", "err", err)
-				}
-			}
-		}
-	}()
-	defer func() {
-		close(settled)
-		<-acked
-	}()
 	var out []byte
 	var refs []*TagState
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(200*time.Millisecond))
-		if err != nil {
-			if ctx.Err() == nil {
-				h.log.Warn("fetch failed", "err", err)
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
-		}
-		var last jetstream.Msg
-		var futures []jetstream.PubAckFuture
-		for msg := range batch.Messages() {
-			last = msg
-			meta, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			t, err := ParseSparkplugSubject(msg.Subject())
-			if err != nil {
-				h.malformed.Add(1)
-				continue
-			}
-			p, err := sparkplug.Decode(msg.Data())
-			if err != nil {
-				h.badPayload(t, err)
-				continue
-			}
-			h.msgs.Add(1)
-			// A message in hand is finished even when a stop is under way.
-			will := t.Type == sparkplug.NDEATH && msg.Headers().Get(HeaderWill) != ""
-			refs = refs[:0]
-			samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true, will, &refs)
-			if t.Type == sparkplug.NBIRTH || t.Type == sparkplug.DBIRTH {
-				select {
-				case h.tagsDue <- struct{}{}:
-				default: // the writer has a wake-up pending
+	l := store.Loop[[]jetstream.PubAckFuture]{Batch: 256, MaxWait: 200 * time.Millisecond, Log: h.log, Depth: 4,
+		Round: func(context.Context) error { h.checkGaps(); return nil },
+		Take: func(ctx context.Context, msgs iter.Seq[jetstream.Msg]) ([]jetstream.PubAckFuture, error) {
+			var futures []jetstream.PubAckFuture
+			for msg := range msgs {
+				f, err := h.take(ctx, msg, &out, &refs)
+				if err != nil {
+					return nil, err
+				}
+				if f != nil {
+					futures = append(futures, f)
 				}
 			}
-			if len(samples) == 0 {
-				continue
-			}
-			h.samples.Add(uint64(len(samples)))
-			if len(refs) == len(samples) {
-				h.reg.UpdateTags(samples, refs)
-			} else {
-				h.reg.Update(samples)
-			}
-			out = uns.AppendBatch(out[:0], samples)
-			subj := store.SubjectUNS + "." + store.Token(t.Group) + "." + store.Token(t.Edge)
-			f, err := h.publishUNS(ctx, subj, out, meta.Sequence.Stream)
-			if err != nil {
-				return
-			}
-			futures = append(futures, f)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-			h.log.Warn("fetch batch ended with error", "err", err)
-		}
-		settled <- hostBatch{futures: futures, last: last}
-		h.checkGaps()
+			return futures, nil
+		},
+		Finish: h.settle,
 	}
+	_ = l.Run(ctx, cons) // ends with ctx
+}
+
+// take runs one Sparkplug message through the host and publishes the
+// values it carries, returning the publish's future (nil when it carried
+// none). It fails only when ctx ended before the publish was taken.
+func (h *Host) take(ctx context.Context, msg jetstream.Msg, out *[]byte, refs *[]*TagState) (jetstream.PubAckFuture, error) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return nil, nil
+	}
+	t, err := ParseSparkplugSubject(msg.Subject())
+	if err != nil {
+		h.malformed.Add(1)
+		return nil, nil
+	}
+	p, err := sparkplug.Decode(msg.Data())
+	if err != nil {
+		h.badPayload(t, err)
+		return nil, nil
+	}
+	h.msgs.Add(1)
+	// A message in hand is finished even when a stop is under way.
+	will := t.Type == sparkplug.NDEATH && msg.Headers().Get(HeaderWill) != ""
+	*refs = (*refs)[:0]
+	samples := h.apply(context.WithoutCancel(ctx), t, p, meta.Timestamp, true, will, refs)
+	if t.Type == sparkplug.NBIRTH || t.Type == sparkplug.DBIRTH {
+		select {
+		case h.tagsDue <- struct{}{}:
+		default: // the writer has a wake-up pending
+		}
+	}
+	if len(samples) == 0 {
+		return nil, nil
+	}
+	h.samples.Add(uint64(len(samples)))
+	if len(*refs) == len(samples) {
+		h.reg.UpdateTags(samples, *refs)
+	} else {
+		h.reg.Update(samples)
+	}
+	*out = uns.AppendBatch((*out)[:0], samples)
+	subj := store.SubjectUNS + "." + store.Token(t.Group) + "." + store.Token(t.Edge)
+	return h.publishUNS(ctx, subj, *out, meta.Sequence.Stream)
 }
 
 // settle waits until the backbone stored every publish of futures; it
-// returns false if ctx ended first.
-func (h *Host) settle(ctx context.Context, futures []jetstream.PubAckFuture) bool {
+// fails if ctx ended first.
+func (h *Host) settle(ctx context.Context, futures []jetstream.PubAckFuture) error {
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
@@ -388,14 +359,14 @@ func (h *Host) settle(ctx context.Context, futures []jetstream.PubAckFuture) boo
 			// Re-publish synchronously until stored; the msg id makes it
 			// idempotent.
 			h.log.Warn("UNS publish failed, retrying", "err", err)
-			if !h.republish(ctx, f.Msg().Subject, f.Msg().Data, f.Msg().Header.Get("Nats-Msg-Id")) {
-				return false
+			if !store.PublishUntilStored(ctx, h.js, f.Msg().Subject, f.Msg().Data, f.Msg().Header.Get("Nats-Msg-Id"), h.log) {
+				return ctx.Err()
 			}
 		case <-ctx.Done():
-			return false
+			return ctx.Err()
 		}
 	}
-	return true
+	return nil
 }
 
 // badPayload counts a payload that does not decode, per node, and logs it
@@ -444,16 +415,6 @@ func (h *Host) publishUNS(ctx context.Context, subj string, data []byte, seq uin
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-func (h *Host) republish(ctx context.Context, subj string, data []byte, id string) bool {
-	for ctx.Err() == nil {
-		if _, err := h.js.Publish(ctx, subj, data, jetstream.WithMsgID(id)); err == nil {
-			return true
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return false
 }
 
 // Errors of Write.

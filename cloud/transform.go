@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -249,97 +250,76 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 	var samples []uns.Sample
 	var buf []byte
 	lastLoad, lastTick := time.Now(), time.Now()
-	for ctx.Err() == nil {
-		if time.Since(lastLoad) > 2*time.Second {
-			lastLoad = time.Now()
-			if err := t.load(ctx); err != nil && ctx.Err() == nil {
-				t.log.Warn("transforms not reloaded", "err", err)
+	l := store.Loop[struct{}]{Batch: 500, MaxWait: 200 * time.Millisecond, Log: t.log,
+		Round: func(ctx context.Context) error {
+			if time.Since(lastLoad) > 2*time.Second {
+				lastLoad = time.Now()
+				if err := t.load(ctx); err != nil && ctx.Err() == nil {
+					t.log.Warn("transforms not reloaded", "err", err)
+				}
 			}
-		}
-		if time.Since(lastTick) >= time.Second {
+			if time.Since(lastTick) < time.Second {
+				return nil
+			}
 			lastTick = time.Now()
 			t.mu.Lock()
+			defer t.mu.Unlock()
 			out := t.engine.Tick(lastTick)
 			t.dirty = t.dirty || !out.Empty()
 			if !t.emit(ctx, out) {
 				t.torn = true
-				t.mu.Unlock()
-				return
+				return ctx.Err()
 			}
-			t.mu.Unlock()
-		}
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(200*time.Millisecond))
-		if err != nil {
-			if ctx.Err() == nil {
-				time.Sleep(100 * time.Millisecond)
-			}
-			continue
-		}
-		var last jetstream.Msg
-		t.mu.Lock()
-		for msg := range batch.Messages() {
-			last = msg
-			meta, err := msg.Metadata()
-			if err != nil {
-				continue
-			}
-			seq := meta.Sequence.Stream
-			if seq <= t.seq {
-				continue // applied before a restart
-			}
-			if msg.Subject() != subjectCalc {
-				if samples, err = uns.DecodeBatchFunc(samples[:0], msg.Data(), t.engine.Reads); err == nil {
-					out := t.engine.Process(samples, time.Now())
-					if len(out.Samples) > 0 {
-						buf = uns.AppendBatch(buf[:0], out.Samples)
-						// The input's sequence makes a replay idempotent.
-						if !t.publish(ctx, buf, "calc-"+strconv.FormatUint(seq, 10)) {
+			return nil
+		},
+		Take: func(ctx context.Context, msgs iter.Seq[jetstream.Msg]) (struct{}, error) {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			for msg := range msgs {
+				meta, err := msg.Metadata()
+				if err != nil {
+					continue
+				}
+				seq := meta.Sequence.Stream
+				if seq <= t.seq {
+					continue // applied before a restart
+				}
+				if msg.Subject() != subjectCalc {
+					if samples, err = uns.DecodeBatchFunc(samples[:0], msg.Data(), t.engine.Reads); err == nil {
+						if !t.process(ctx, samples, &buf, seq) {
 							t.torn = true
-							t.mu.Unlock()
-							return
+							return struct{}{}, ctx.Err()
 						}
-						t.reg.Update(out.Samples)
-						t.reg.SetReasons(out.Reasons)
-					}
-					if !t.emit(ctx, out) {
-						t.torn = true
-						t.mu.Unlock()
-						return
 					}
 				}
+				t.seq, t.dirty = seq, true
 			}
-			t.seq, t.dirty = seq, true
-		}
-		if t.dirty && time.Since(t.savedAt) >= saveEvery {
-			if err := t.save(ctx); err != nil && ctx.Err() == nil {
-				t.log.Warn("transform state not saved; trying again", "err", err)
+			if t.dirty && time.Since(t.savedAt) >= saveEvery {
+				if err := t.save(ctx); err != nil && ctx.Err() == nil {
+					t.log.Warn("transform state not saved; trying again", "err", err)
+				}
 			}
-		}
-		t.mu.Unlock()
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && ctx.Err() == nil {
-			t.log.Warn("fetch batch ended with error", "err", err)
-		}
-		if last != nil {
-			_ = last.Ack()
-		}
+			return struct{}{}, nil
+		},
 	}
+	_ = l.Run(ctx, cons) // ends with ctx
 }
 
-// publish puts calculated values into the UNS stream, trying until it
-// works or ctx ends.
-func (t *transformer) publish(ctx context.Context, b []byte, id string) bool {
-	for {
-		_, err := t.js.Publish(context.WithoutCancel(ctx), subjectCalc, b, jetstream.WithMsgID(id))
-		if err == nil {
-			return true
-		}
-		t.log.Warn("calculated values not published, trying again", "err", err)
-		select {
-		case <-ctx.Done():
+// process runs a message's samples through the engine, publishes the
+// calculated values (the input's sequence seq makes a replay idempotent)
+// and stores what it emits. It returns false when ctx ended first. The
+// caller holds mu.
+func (t *transformer) process(ctx context.Context, samples []uns.Sample, buf *[]byte, seq uint64) bool {
+	out := t.engine.Process(samples, time.Now())
+	if len(out.Samples) > 0 {
+		*buf = uns.AppendBatch((*buf)[:0], out.Samples)
+		if !store.PublishUntilStored(ctx, t.js, subjectCalc, *buf, "calc-"+strconv.FormatUint(seq, 10), t.log) {
 			return false
-		case <-time.After(200 * time.Millisecond):
 		}
+		t.reg.Update(out.Samples)
+		t.reg.SetReasons(out.Reasons)
 	}
+	return t.emit(ctx, out)
 }
 
 // emit writes cycles and transitions to the historian (trying until it

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
+	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -49,4 +52,148 @@ func ResumeConsumer(ctx context.Context, js jetstream.JetStream, stream string, 
 		return nil, fmt.Errorf("consumer %s on %s: resume at %d: %w", cfg.Durable, stream, info.AckFloor.Stream+1, err)
 	}
 	return cons, nil
+}
+
+// Loop drives a durable pull consumer: it fetches batches, hands each to
+// Take, and acknowledges a batch (one AckAll on its last message) only
+// once its work is done. The host, the archiver and the transforms each
+// run one.
+type Loop[T any] struct {
+	Batch   int           // messages per fetch
+	MaxWait time.Duration // how long a fetch waits for them
+	Log     *slog.Logger
+	// Round, when set, runs before every fetch (timers, reloads); an
+	// error stops the loop.
+	Round func(ctx context.Context) error
+	// Take handles a fetched batch, never empty, ranging over all of its
+	// messages. An error stops the loop with the batch unacknowledged:
+	// it comes again.
+	Take func(ctx context.Context, msgs iter.Seq[jetstream.Msg]) (T, error)
+	// Finish, when set, completes taken batches in order on a goroutine
+	// of its own while the next batches are fetched and taken (at most
+	// Depth wait); a batch is acknowledged once Finish returned nil. An
+	// error stops the loop, and neither that batch nor any after it is
+	// acknowledged. Without Finish a batch is acknowledged once taken.
+	Finish func(ctx context.Context, work T) error
+	Depth  int
+}
+
+// Run runs the loop until ctx ends or Take, Round or Finish fail, and
+// returns that failure (nil when ctx ended). Work in hand is finished
+// first: a clean stop leaves nothing taken unacknowledged.
+func (l *Loop[T]) Run(ctx context.Context, cons jetstream.Consumer) error {
+	if l.Finish == nil {
+		return l.fetch(ctx, cons, func(_ T, last jetstream.Msg) { l.ack(last) })
+	}
+	type taken struct {
+		work T
+		last jetstream.Msg
+	}
+	queue := make(chan taken, max(l.Depth, 1))
+	// Fetching stops when Finish fails: nothing after that is acknowledged.
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var ferr error
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for tk := range queue {
+			if ferr != nil {
+				continue // not acknowledged: it comes again
+			}
+			if err := l.Finish(ctx, tk.work); err != nil {
+				ferr = err
+				stop()
+				continue
+			}
+			l.ack(tk.last)
+		}
+	}()
+	err := l.fetch(fctx, cons, func(w T, last jetstream.Msg) { queue <- taken{w, last} })
+	close(queue)
+	<-finished
+	if ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// fetch takes batches until ctx ends or Round or Take fail, handing each
+// taken batch's work and last message to done.
+func (l *Loop[T]) fetch(ctx context.Context, cons jetstream.Consumer, done func(T, jetstream.Msg)) error {
+	for ctx.Err() == nil {
+		if l.Round != nil {
+			if err := l.Round(ctx); err != nil {
+				return err
+			}
+		}
+		batch, err := cons.Fetch(l.Batch, jetstream.FetchMaxWait(l.MaxWait))
+		if err != nil {
+			if ctx.Err() == nil {
+				l.Log.Warn("fetch failed", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			continue
+		}
+		ch := batch.Messages()
+		first, ok := <-ch
+		var work T
+		var last jetstream.Msg
+		if ok {
+			// Take sees the messages as they arrive; last is the one it
+			// saw last, so an early stop acknowledges nothing it did not see.
+			work, err = l.Take(ctx, func(yield func(jetstream.Msg) bool) {
+				last = first
+				if !yield(first) {
+					return
+				}
+				for m := range ch {
+					last = m
+					if !yield(m) {
+						return
+					}
+				}
+			})
+		}
+		for range ch { // what Take left comes again
+		}
+		if berr := batch.Error(); berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			l.Log.Warn("fetch batch ended with error", "err", berr)
+		}
+		if err != nil {
+			return err
+		}
+		if last != nil {
+			done(work, last)
+		}
+	}
+	return nil
+}
+
+func (l *Loop[T]) ack(last jetstream.Msg) {
+	if err := last.Ack(); err != nil {
+		l.Log.Warn("ack failed", "err", err)
+	}
+}
+
+// PublishUntilStored publishes data on subj, with id as its message id
+// (so that a repeat is stored once), until the backbone stored it. An
+// attempt under way finishes; it gives up between attempts when ctx
+// ended, and then returns false.
+func PublishUntilStored(ctx context.Context, js jetstream.JetStream, subj string, data []byte, id string, log *slog.Logger) bool {
+	for {
+		_, err := js.Publish(context.WithoutCancel(ctx), subj, data, jetstream.WithMsgID(id))
+		if err == nil {
+			return true
+		}
+		log.Warn("publish not stored, trying again", "subject", subj, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
