@@ -364,9 +364,15 @@ func (c *Cloud) drain(ctx context.Context) {
 		ctx, cancel = context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 	}
-	for ctx.Err() == nil {
-		if c.ArchiverStats(ctx).Pending == 0 {
-			c.log.Info("drain finished: the historian holds everything in the backbone")
+	began, first := time.Now(), uint64(0)
+	for i := 0; ctx.Err() == nil; i++ {
+		pending := c.ArchiverStats(ctx).Pending
+		if i == 0 {
+			first = pending
+		}
+		if pending == 0 {
+			c.log.Info("drain finished: the historian holds everything in the backbone",
+				"backlog_msgs", first, "took", time.Since(began).Round(time.Millisecond))
 			return
 		}
 		select {
