@@ -150,7 +150,7 @@ func NewAlarm(device string, d AlarmDef) *Alarm {
 	if d.Priority == "" {
 		d.Priority = "medium"
 	}
-	a := &Alarm{Def: d, Path: device + "/_alarms/" + d.Name, Acked: true}
+	a := &Alarm{Def: d, Path: uns.AlarmPath(device, d.Name), Acked: true}
 	a.Rate.Window = d.RateOver
 	if d.Kind == KindDeviation {
 		if _, err := fmt.Sscan(d.Setpoint, &a.Setpoint); err == nil {

@@ -346,7 +346,7 @@ func (d *device) follow(trs []Transition) []Transition {
 		if tr.Event != EventRaise && tr.Event != EventClear {
 			continue
 		}
-		_, name, _ := strings.Cut(tr.Alarm, "/_alarms/")
+		_, name, _ := uns.SplitAlarmPath(tr.Alarm)
 		for _, f := range d.alarms {
 			if sw := f.Def.SuppressWhen; sw != nil && sw.Alarm == name {
 				out = append(out, f.suppress(tr.TS, tr.Event == EventRaise)...)

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
+
+	"github.com/calx-iiot/calx/uns"
 )
 
 // The alarm API of the engine: list, acknowledge, shelve.
@@ -14,7 +15,7 @@ import (
 var ErrNoAlarm = errors.New("no such alarm")
 
 func (e *Engine) alarm(path string) (*Alarm, error) {
-	dev, _, ok := strings.Cut(path, "/_alarms/")
+	dev, _, ok := uns.SplitAlarmPath(path)
 	if d, found := e.devices[dev]; ok && found {
 		for _, a := range d.alarms {
 			if a.Path == path {

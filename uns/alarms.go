@@ -1,9 +1,27 @@
 package uns
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // The alarm journal's and the cycle table's rows: what the transforms
 // make and the historian keeps (ISA-18.2 alarm states, production cycles).
+
+// AlarmPath is the UNS path of a device's alarm: <device>/_alarms/<name>.
+func AlarmPath(device, name string) string { return device + alarmsSegment + name }
+
+// SplitAlarmPath splits an alarm's path into its device and name; ok is
+// false for a path that names no alarm.
+func SplitAlarmPath(p string) (device, name string, ok bool) {
+	i := strings.LastIndex(p, alarmsSegment)
+	if i < 0 {
+		return "", "", false
+	}
+	return p[:i], p[i+len(alarmsSegment):], true
+}
+
+const alarmsSegment = "/_alarms/"
 
 // Priorities, most urgent last.
 var Priorities = []string{"low", "medium", "high", "urgent"}

@@ -335,18 +335,6 @@ func (s *Server) cycles(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "cycles": out})
 }
 
-// exceedance is one alarm of a report's day: when its limit was exceeded.
-type exceedance struct {
-	Alarm    string     `json:"alarm"`
-	Tag      string     `json:"tag"`
-	Limit    float64    `json:"limit"`
-	Start    time.Time  `json:"start"`
-	End      *time.Time `json:"end,omitempty"` // none: still exceeded at the end of the day
-	Seconds  float64    `json:"seconds"`       // within the day
-	Peak     *float64   `json:"peak,omitempty"`
-	Priority string     `json:"priority"`
-}
-
 // emissionsReport is the day's exceedances of the alarms of a class
 // (?class=, default emission) for ?day=YYYY-MM-DD (UTC, default today):
 // every period from a raise to its clear that overlaps the day, with its
@@ -366,72 +354,11 @@ func (s *Server) emissionsReport(w http.ResponseWriter, r *http.Request) {
 		}
 		day = t
 	}
-	end := day.Add(24 * time.Hour)
-	// From the day before: an exceedance that began then and lasted into the day.
-	trs, err := s.cloud.Historian.Journal(r.Context(), historian.JournalQuery{Class: class, From: day.Add(-7 * 24 * time.Hour), To: end, Limit: maxRows})
+	rep, err := s.cloud.Historian.Exceedances(r.Context(), class, day)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		s.log.Error("emissions report failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "report failed")
 		return
 	}
-	open := map[string]*exceedance{}
-	out := []*exceedance{}
-	for _, tr := range trs {
-		switch tr.Event {
-		case transform.EventRaise:
-			e := &exceedance{Alarm: tr.Alarm, Tag: tr.Tag, Limit: tr.Limit, Start: tr.TS, Priority: tr.Priority, Peak: tr.Value}
-			open[tr.Alarm] = e
-			out = append(out, e)
-		case transform.EventClear:
-			if e, ok := open[tr.Alarm]; ok {
-				t := tr.TS
-				e.End = &t
-				delete(open, tr.Alarm)
-			}
-		}
-	}
-	report := []*exceedance{}
-	for _, e := range out {
-		stop := end
-		if e.End != nil && e.End.Before(end) {
-			stop = *e.End
-		}
-		start := e.Start
-		if start.Before(day) {
-			start = day
-		}
-		if !stop.After(start) && !(e.Start.Equal(start) && e.End != nil && e.End.Equal(e.Start)) {
-			continue
-		}
-		e.Seconds = stop.Sub(start).Seconds()
-		// The peak: the tag's highest value while exceeded.
-		if p, err := s.peak(r, e, start, stop); err == nil && p != nil {
-			e.Peak = p
-		}
-		report = append(report, e)
-	}
-	total := map[string]float64{}
-	for _, e := range report {
-		total[e.Alarm] += e.Seconds
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"day": day.Format(time.DateOnly), "class": class,
-		"exceedances": report, "seconds_exceeded": total})
-}
-
-// peak is the highest value of an exceedance's tag over [from, to].
-func (s *Server) peak(r *http.Request, e *exceedance, from, to time.Time) (*float64, error) {
-	dev, _, _ := cutAlarm(e.Alarm)
-	bs, err := s.cloud.Historian.Aggregate(r.Context(), uns.Path(dev+"/"+e.Tag), from, to, to.Sub(from)+time.Second, historian.AggMax)
-	if err != nil || len(bs) == 0 {
-		return nil, err
-	}
-	return bs[0].Value, nil
-}
-
-// cutAlarm splits an alarm's path into its device and name.
-func cutAlarm(p string) (device, name string, ok bool) {
-	i := strings.LastIndex(p, "/_alarms/")
-	if i < 0 {
-		return "", "", false
-	}
-	return p[:i], p[i+len("/_alarms/"):], true
+	writeJSON(w, http.StatusOK, rep)
 }
