@@ -111,3 +111,6 @@ func (c *Cloud) ProvisionEdge(ctx context.Context, group, edgeID string) (userna
 	}
 	return username, password, nil
 }
+
+// BrokerAddr is the address the cloud's MQTT broker listens on.
+func (c *Cloud) BrokerAddr() string { return c.Broker.Addr() }

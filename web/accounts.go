@@ -28,7 +28,7 @@ func decodeBody(r *http.Request, v any, shape string) error {
 func (s *Server) auditAction(r *http.Request, action, target, result string) {
 	sess, _ := r.Context().Value(ctxKey{}).(session)
 	e := historian.AuditEntry{TS: time.Now(), User: sess.user, Action: action, Path: target, Value: "", Result: result}
-	if err := s.cloud.Historian.Audit(context.WithoutCancel(r.Context()), e); err != nil {
+	if err := s.c.audit.Audit(context.WithoutCancel(r.Context()), e); err != nil {
 		s.log.Error("audit entry not stored", "err", err)
 	}
 }
@@ -43,7 +43,7 @@ func accountError(w http.ResponseWriter, err error) {
 
 // mqttUsers lists the MQTT accounts, with their sessions.
 func (s *Server) mqttUsers(w http.ResponseWriter, r *http.Request) {
-	accounts := s.cloud.MQTTAccounts()
+	accounts := s.c.accounts.MQTTAccounts()
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(accounts), "accounts": accounts})
 }
 
@@ -56,7 +56,7 @@ func (s *Server) disableMQTTUser(disable bool) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := chi.URLParam(r, "username")
-		if err := s.cloud.SetMQTTUserDisabled(r.Context(), name, disable); err != nil {
+		if err := s.c.accounts.SetMQTTUserDisabled(r.Context(), name, disable); err != nil {
 			s.auditAction(r, action, name, "refused: "+err.Error())
 			accountError(w, err)
 			return
@@ -69,7 +69,7 @@ func (s *Server) disableMQTTUser(disable bool) http.HandlerFunc {
 // rotateMQTTPassword gives an account a new password, shown once.
 func (s *Server) rotateMQTTPassword(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "username")
-	pw, err := s.cloud.RotateMQTTPassword(r.Context(), name)
+	pw, err := s.c.accounts.RotateMQTTPassword(r.Context(), name)
 	if err != nil {
 		s.auditAction(r, "rotate-mqtt-password", name, "refused: "+err.Error())
 		accountError(w, err)
@@ -83,7 +83,7 @@ func (s *Server) rotateMQTTPassword(w http.ResponseWriter, r *http.Request) {
 // deleteMQTTUser deletes an account made through the API.
 func (s *Server) deleteMQTTUser(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "username")
-	if err := s.cloud.DeleteMQTTUser(r.Context(), name); err != nil {
+	if err := s.c.accounts.DeleteMQTTUser(r.Context(), name); err != nil {
 		s.auditAction(r, "delete-mqtt-user", name, "refused: "+err.Error())
 		accountError(w, err)
 		return
@@ -95,7 +95,7 @@ func (s *Server) deleteMQTTUser(w http.ResponseWriter, r *http.Request) {
 // revokeEdge takes an edge node off the cloud: its accounts and its births.
 func (s *Server) revokeEdge(w http.ResponseWriter, r *http.Request) {
 	group, edge := chi.URLParam(r, "group"), chi.URLParam(r, "edge")
-	names, err := s.cloud.RevokeEdge(r.Context(), group, edge)
+	names, err := s.c.accounts.RevokeEdge(r.Context(), group, edge)
 	if err != nil {
 		s.auditAction(r, "revoke-edge", group+"/"+edge, "refused: "+err.Error())
 		accountError(w, err)
@@ -115,7 +115,7 @@ func (s *Server) provisionEdge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	user, pw, err := s.cloud.ProvisionEdge(r.Context(), req.Group, req.Edge)
+	user, pw, err := s.c.accounts.ProvisionEdge(r.Context(), req.Group, req.Edge)
 	if err != nil {
 		s.auditAction(r, "provision-edge", req.Group+"/"+req.Edge, "refused: "+err.Error())
 		accountError(w, err)
@@ -124,7 +124,7 @@ func (s *Server) provisionEdge(w http.ResponseWriter, r *http.Request) {
 	s.auditAction(r, "provision-edge", req.Group+"/"+req.Edge, "ok: username "+user)
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"group": req.Group, "edge_node": req.Edge, "username": user, "password": pw,
-		"broker": s.cloud.Broker.Addr(),
+		"broker": s.c.accounts.BrokerAddr(),
 		"note":   "the password is shown only now; it is stored hashed",
 	})
 }
@@ -151,7 +151,7 @@ func (s *Server) addMQTTUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := cloud.MQTTUser{Username: req.Username, PasswordHash: hash, Role: cloud.RoleCustom, Publish: req.Publish, Subscribe: req.Subscribe}
-	if err := s.cloud.AddMQTTUser(r.Context(), u); err != nil {
+	if err := s.c.accounts.AddMQTTUser(r.Context(), u); err != nil {
 		s.auditAction(r, "add-mqtt-user", req.Username, "refused: "+err.Error())
 		accountError(w, err)
 		return

@@ -108,7 +108,7 @@ func (s *Server) alarms(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	out := []transform.AlarmStatus{}
-	for _, a := range s.cloud.Alarms() {
+	for _, a := range s.c.alarms.Alarms() {
 		switch {
 		case dev != "" && a.Device != dev && !strings.HasPrefix(a.Device, dev+"/"):
 		case q.Get("state") != "" && string(a.State) != q.Get("state"):
@@ -146,7 +146,7 @@ func (s *Server) alarmJournal(w http.ResponseWriter, r *http.Request) {
 					err = fmt.Errorf("event %q: one of %v", ev, transform.AlarmEvents)
 				} else {
 					var trs []transform.Transition
-					trs, err = s.cloud.Historian.Journal(r.Context(), historian.JournalQuery{Alarm: alarm, Event: q.Get("event"), Class: q.Get("class"), From: from, To: to, Limit: n})
+					trs, err = s.c.history.Journal(r.Context(), historian.JournalQuery{Alarm: alarm, Event: q.Get("event"), Class: q.Get("class"), From: from, To: to, Limit: n})
 					if err != nil {
 						writeError(w, http.StatusInternalServerError, err.Error())
 						return
@@ -176,7 +176,7 @@ func (s *Server) alarmStatistics(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	st, err := s.cloud.Historian.AlarmStats(r.Context(), q)
+	st, err := s.c.history.AlarmStats(r.Context(), q)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -247,7 +247,7 @@ func (s *Server) ackAlarm(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "comment: at most 1000 characters")
 		return
 	}
-	tr, err := s.cloud.AckAlarm(r.Context(), req.Path, sess.user, req.Comment)
+	tr, err := s.c.alarms.AckAlarm(r.Context(), req.Path, sess.user, req.Comment)
 	s.alarmAction(w, tr, err)
 }
 
@@ -276,7 +276,7 @@ func (s *Server) shelveAlarm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	until := time.Now().Add(time.Duration(*req.Minutes * float64(time.Minute)))
-	tr, err := s.cloud.ShelveAlarm(r.Context(), req.Path, until, sess.user, req.Comment)
+	tr, err := s.c.alarms.ShelveAlarm(r.Context(), req.Path, until, sess.user, req.Comment)
 	s.alarmAction(w, tr, err)
 }
 
@@ -319,7 +319,7 @@ func (s *Server) cycles(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	cs, err := s.cloud.Historian.Cycles(r.Context(), historian.CycleQuery{Machine: machine, Name: name, From: from, To: to, Limit: n})
+	cs, err := s.c.history.Cycles(r.Context(), historian.CycleQuery{Machine: machine, Name: name, From: from, To: to, Limit: n})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -354,7 +354,7 @@ func (s *Server) emissionsReport(w http.ResponseWriter, r *http.Request) {
 		}
 		day = t
 	}
-	rep, err := s.cloud.Historian.Exceedances(r.Context(), class, day)
+	rep, err := s.c.history.Exceedances(r.Context(), class, day)
 	if err != nil {
 		s.log.Error("emissions report failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "report failed")

@@ -100,7 +100,7 @@ func (s *Server) listPrefix(w http.ResponseWriter, r *http.Request) (string, []c
 			return "", nil, false
 		}
 	}
-	return prefix, s.cloud.Registry.List(prefix), true
+	return prefix, s.c.tags.List(prefix), true
 }
 
 func (s *Server) namespace(w http.ResponseWriter, r *http.Request) {
@@ -153,8 +153,8 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sub := s.cloud.Hub.Subscribe(prefixes...)
-	defer s.cloud.Hub.Unsubscribe(sub)
+	sub := s.c.live.Subscribe(prefixes...)
+	defer s.c.live.Unsubscribe(sub)
 	// The stream outlives the server's write timeout: each write gets a
 	// deadline of its own, so that a client that stops reading is cut off.
 	rc := http.NewResponseController(w)
@@ -176,7 +176,7 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	typeOf := func(p uns.Path) uns.DataType {
 		dt, ok := types[p]
 		if !ok {
-			if t, found := s.cloud.Registry.Get(p); found {
+			if t, found := s.c.tags.Get(p); found {
 				dt = t.DataType
 				types[p] = dt
 			}
@@ -215,7 +215,7 @@ type edgeJSON struct {
 }
 
 func (s *Server) edgeList(r *http.Request) []edgeJSON {
-	states, err := s.cloud.Fleet.States(r.Context())
+	states, err := s.c.fleet.States(r.Context())
 	if err != nil {
 		s.log.Warn("config states not read", "err", err)
 	}
@@ -223,9 +223,9 @@ func (s *Server) edgeList(r *http.Request) []edgeJSON {
 	for i := range states {
 		byKey[states[i].Edge] = &states[i]
 	}
-	active, _ := s.cloud.Health.Alarms()
+	active, _ := s.c.health.Alarms()
 	out := []edgeJSON{}
-	for _, h := range s.cloud.Health.Edges(time.Now()) {
+	for _, h := range s.c.health.Edges(time.Now()) {
 		e := edgeJSON{EdgeHealth: h, Config: byKey[h.ID], Alarms: []cloud.FleetAlarm{}}
 		for _, a := range active {
 			if a.Edge == h.ID {
@@ -271,7 +271,7 @@ func (s *Server) edge(w http.ResponseWriter, r *http.Request) {
 
 // fleetAlarms lists the fleet's active alarms and its recent transitions.
 func (s *Server) fleetAlarms(w http.ResponseWriter, r *http.Request) {
-	active, journal := s.cloud.Health.Alarms()
+	active, journal := s.c.health.Alarms()
 	if edge := r.URL.Query().Get("edge"); edge != "" {
 		keep := func(as []cloud.FleetAlarm) []cloud.FleetAlarm {
 			out := []cloud.FleetAlarm{}

@@ -28,7 +28,7 @@ func user(r *http.Request) string {
 func (s *Server) versionParam(r *http.Request, name string) (uint64, error) {
 	q := r.URL.Query().Get(name)
 	if q == "" {
-		return s.cloud.Fleet.Head(r.Context())
+		return s.c.fleet.Head(r.Context())
 	}
 	v, err := strconv.ParseUint(q, 10, 64)
 	if err != nil || v == 0 {
@@ -49,7 +49,7 @@ func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no config stored yet: PUT /api/v1/config")
 		return
 	}
-	ver, err := s.cloud.Fleet.GetRedacted(r.Context(), v)
+	ver, err := s.c.fleet.GetRedacted(r.Context(), v)
 	if err != nil {
 		fleetError(w, err)
 		return
@@ -72,7 +72,7 @@ func (s *Server) putConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msg := r.URL.Query().Get("message")
-	ver, err := s.cloud.Fleet.Save(r.Context(), raw, user(r), msg)
+	ver, err := s.c.fleet.Save(r.Context(), raw, user(r), msg)
 	if err != nil {
 		s.auditAction(r, "config-save", "", "refused: "+err.Error())
 		fleetError(w, err)
@@ -84,7 +84,7 @@ func (s *Server) putConfig(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) configVersions(w http.ResponseWriter, r *http.Request) {
-	vs, err := s.cloud.Fleet.Versions(r.Context())
+	vs, err := s.c.fleet.Versions(r.Context())
 	if err != nil {
 		fleetError(w, err)
 		return
@@ -103,7 +103,7 @@ func (s *Server) configDiff(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	d, err := s.cloud.Fleet.Diff(r.Context(), from, to)
+	d, err := s.c.fleet.Diff(r.Context(), from, to)
 	if err != nil {
 		fleetError(w, err)
 		return
@@ -119,7 +119,7 @@ func (s *Server) configRollback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ver, err := s.cloud.Fleet.Rollback(r.Context(), req.Version, user(r))
+	ver, err := s.c.fleet.Rollback(r.Context(), req.Version, user(r))
 	if err != nil {
 		s.auditAction(r, "config-rollback", fmt.Sprintf("version %d", req.Version), "refused: "+err.Error())
 		fleetError(w, err)
@@ -138,7 +138,7 @@ func (s *Server) rollout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	id, edges, err := s.cloud.Fleet.Roll(r.Context(), req)
+	id, edges, err := s.c.fleet.Roll(r.Context(), req)
 	if err != nil {
 		s.auditAction(r, "rollout", fmt.Sprintf("version %d", req.Version), "refused: "+err.Error())
 		fleetError(w, err)
@@ -151,7 +151,7 @@ func (s *Server) rollout(w http.ResponseWriter, r *http.Request) {
 // rolloutProgress shows the edges of a rollout and how far each is.
 func (s *Server) rolloutProgress(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	states, err := s.cloud.Fleet.States(r.Context())
+	states, err := s.c.fleet.States(r.Context())
 	if err != nil {
 		fleetError(w, err)
 		return
@@ -172,7 +172,7 @@ func (s *Server) rolloutProgress(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) configEdges(w http.ResponseWriter, r *http.Request) {
-	states, err := s.cloud.Fleet.States(r.Context())
+	states, err := s.c.fleet.States(r.Context())
 	if err != nil {
 		fleetError(w, err)
 		return
@@ -182,7 +182,7 @@ func (s *Server) configEdges(w http.ResponseWriter, r *http.Request) {
 
 // headConfig returns the newest config, parsed, or answers 404.
 func (s *Server) headConfig(w http.ResponseWriter, r *http.Request) (*fleet.Config, bool) {
-	v, err := s.cloud.Fleet.Head(r.Context())
+	v, err := s.c.fleet.Head(r.Context())
 	if err != nil {
 		fleetError(w, err)
 		return nil, false
@@ -191,7 +191,7 @@ func (s *Server) headConfig(w http.ResponseWriter, r *http.Request) (*fleet.Conf
 		writeError(w, http.StatusNotFound, "no config stored yet: PUT /api/v1/config")
 		return nil, false
 	}
-	ver, err := s.cloud.Fleet.GetRedacted(r.Context(), v)
+	ver, err := s.c.fleet.GetRedacted(r.Context(), v)
 	if err != nil {
 		fleetError(w, err)
 		return nil, false
@@ -238,7 +238,7 @@ func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	states, err := s.cloud.Fleet.States(r.Context())
+	states, err := s.c.fleet.States(r.Context())
 	if err != nil {
 		fleetError(w, err)
 		return

@@ -105,7 +105,7 @@ func (s *Server) parseHistory(r *http.Request) (*historyQuery, error) {
 			return nil, errors.New("from/to: an aggregate needs to after from")
 		}
 		for _, p := range hq.paths {
-			if t, ok := s.cloud.Registry.Get(p); ok && t.DataType == uns.TypeString && hq.agg != historian.AggCount {
+			if t, ok := s.c.tags.Get(p); ok && t.DataType == uns.TypeString && hq.agg != historian.AggCount {
 				return nil, fmt.Errorf("agg: %s of %s, a string tag: only count", hq.agg, p)
 			}
 		}
@@ -170,12 +170,12 @@ func (s *Server) historyPoints(w http.ResponseWriter, r *http.Request, hq *histo
 		var err error
 		from := hq.from
 		if hq.points > 0 {
-			pts, err = s.cloud.Historian.Downsample(r.Context(), p, hq.from, hq.to, hq.points)
+			pts, err = s.c.history.Downsample(r.Context(), p, hq.from, hq.to, hq.points)
 		} else {
 			if !hq.after.IsZero() && hq.after.After(from) {
 				from = hq.after.Add(time.Microsecond) // the history keeps microseconds
 			}
-			pts, err = s.cloud.Historian.History(r.Context(), p, from, hq.to, hq.limit+1)
+			pts, err = s.c.history.History(r.Context(), p, from, hq.to, hq.limit+1)
 		}
 		if err != nil {
 			s.historyFailed(w, p, err)
@@ -189,7 +189,7 @@ func (s *Server) historyPoints(w http.ResponseWriter, r *http.Request, hq *histo
 			sj.Next = &next
 		}
 		dt := uns.TypeUnknown
-		if t, ok := s.cloud.Registry.Get(p); ok {
+		if t, ok := s.c.tags.Get(p); ok {
 			dt = t.DataType
 		}
 		sj.Points = make([]pointJSON, len(pts))
@@ -229,7 +229,7 @@ type bucketJSON struct {
 func (s *Server) historyAgg(w http.ResponseWriter, r *http.Request, hq *historyQuery) {
 	var buckets []bucketJSON
 	for k, p := range hq.paths {
-		bs, err := s.cloud.Historian.Aggregate(r.Context(), p, hq.from, hq.to, hq.interval, hq.agg)
+		bs, err := s.c.history.Aggregate(r.Context(), p, hq.from, hq.to, hq.interval, hq.agg)
 		if err != nil {
 			s.historyFailed(w, p, err)
 			return
@@ -344,7 +344,7 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess, _ := r.Context().Value(ctxKey{}).(session)
-	res, err := s.cloud.Historian.Query(r.Context(), req.Query, historian.QueryOptions{MaxRows: req.Limit, Timeout: sqlTimeout, Audit: sess.role == RoleAdmin})
+	res, err := s.c.history.Query(r.Context(), req.Query, historian.QueryOptions{MaxRows: req.Limit, Timeout: sqlTimeout, Audit: sess.role == RoleAdmin})
 	if err != nil {
 		s.auditAction(r, "sql", "", "refused: "+err.Error()+": "+req.Query)
 		if statusOf(err) == http.StatusBadRequest {
@@ -361,14 +361,14 @@ func (s *Server) sqlQuery(w http.ResponseWriter, r *http.Request) {
 
 // historyParquet answers the raw points of the paths as a Parquet file.
 func (s *Server) historyParquet(w http.ResponseWriter, r *http.Request, hq *historyQuery) {
-	f, _, err := s.cloud.Historian.ExportParquet(r.Context(), hq.paths, hq.from, hq.to, maxExportPoints)
+	f, _, err := s.c.history.ExportParquet(r.Context(), hq.paths, hq.from, hq.to, maxExportPoints)
 	if statusOf(err) == http.StatusBadRequest {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if err != nil {
 		for _, p := range hq.paths {
-			if !s.cloud.Historian.Known(p) {
+			if !s.c.history.Known(p) {
 				s.historyFailed(w, p, fmt.Errorf("%w: %s", historian.ErrUnknownTag, p))
 				return
 			}

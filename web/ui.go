@@ -84,12 +84,12 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) indexPage(w http.ResponseWriter, r *http.Request) {
 	sess, _ := r.Context().Value(ctxKey{}).(session)
-	tags := s.cloud.Registry.List("")
+	tags := s.c.tags.List("")
 	s.render(w, "index.html", map[string]any{
 		"Version": s.opts.Version,
 		"User":    sess.user,
 		"Tree":    buildTree(tags),
 		"Count":   len(tags),
-		"Edges":   s.cloud.Health.Edges(time.Now()),
+		"Edges":   s.c.health.Edges(time.Now()),
 	})
 }

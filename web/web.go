@@ -65,8 +65,9 @@ type Server struct {
 	ln    net.Listener
 	caps  *guard.Caps
 	tmpl  *template.Template
-	cloud *cloud.Cloud
+	cloud *cloud.Cloud // for /metrics alone
 	auth  *Auth
+	c     parts // what the handlers use of the cloud
 }
 
 // New builds the server and its routes.
@@ -84,7 +85,11 @@ func New(opts Options) (*Server, error) {
 	if err := guard.CheckTokenSHA256(opts.MetricsTokenSHA256); err != nil {
 		return nil, fmt.Errorf("web: metrics_%w", err)
 	}
-	s := &Server{opts: opts, log: opts.Logger.With("component", "web"), tmpl: tmpl, cloud: opts.Cloud, auth: opts.Auth}
+	ps, ok := partsOf(opts.Cloud)
+	if !ok {
+		return nil, errors.New("web: the cloud must be started first")
+	}
+	s := &Server{opts: opts, log: opts.Logger.With("component", "web"), tmpl: tmpl, cloud: opts.Cloud, auth: opts.Auth, c: ps}
 	s.caps = guard.NewCaps(cmp.Or(opts.MaxConnections, 4096), cmp.Or(opts.MaxPerAddress, 256), s.log)
 	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
 		WriteTimeout: serverWriteTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
@@ -298,7 +303,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if err := s.cloud.ReadyErr(); err != nil {
+	if err := s.c.ready(); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reason": err.Error()})
 		return
 	}

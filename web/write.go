@@ -34,7 +34,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "path: "+err.Error())
 		return
 	}
-	tag, ok := s.cloud.Registry.Get(p)
+	tag, ok := s.c.tags.Get(p)
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("path: no tag %q in the namespace", p))
 		return
@@ -46,12 +46,12 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 	}
 	audit := func(result string) {
 		e := historian.AuditEntry{TS: time.Now(), User: sess.user, Action: "write", Path: string(p), Value: string(req.Value), Result: result}
-		if err := s.cloud.Historian.Audit(context.WithoutCancel(r.Context()), e); err != nil {
+		if err := s.c.audit.Audit(context.WithoutCancel(r.Context()), e); err != nil {
 			s.log.Error("audit entry not stored", "err", err)
 		}
 	}
 	start := time.Now()
-	if err := s.cloud.Host.Write(p, v); err != nil {
+	if err := s.c.writer.Write(p, v); err != nil {
 		audit("refused: " + err.Error())
 		switch st := statusOf(err); st {
 		case http.StatusConflict:
@@ -79,7 +79,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("the device did not report the new value of %q within %s", p, writeTimeout))
 			return
 		case <-tick.C:
-			t, _ := s.cloud.Registry.Get(p)
+			t, _ := s.c.tags.Get(p)
 			if t.HasVal && !t.TS.Before(start.Truncate(time.Millisecond)) && t.Value.Equal(v) {
 				audit("ok")
 				writeJSON(w, http.StatusOK, map[string]any{"path": p, "value": t.Value.Typed(t.DataType), "ts": t.TS.UTC()})
@@ -129,7 +129,7 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	entries, err := s.cloud.Historian.AuditLog(r.Context(), limit)
+	entries, err := s.c.audit.AuditLog(r.Context(), limit)
 	if err != nil {
 		s.log.Error("audit log query failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "audit log query failed")
