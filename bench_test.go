@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,7 +11,7 @@ import (
 
 	"github.com/calx-iiot/calx/bench"
 	"github.com/calx-iiot/calx/cloud"
-	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // TestBench runs a small bench against a cloud in the process and checks
@@ -110,20 +109,10 @@ func TestBenchScenarioErrors(t *testing.T) {
 // TestBenchAgainstRunningCloud measures a cloud that runs on its own: the
 // bench provisions an account per edge through the API.
 func TestBenchAgainstRunningCloud(t *testing.T) {
-	t.Setenv("CALX_ADMIN_PASSWORD", "test-admin-pw")
-	t.Setenv("CALX_BENCH_PASSWORD", "test-admin-pw")
-	admin, _, _, err := adminUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: t.TempDir(), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
-		[]web.User{admin}, web.Options{Listen: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.shutdown(context.Background()) })
+	t.Setenv("CALX_BENCH_PASSWORD", webtest.AdminPassword)
+	app := webtest.Start(t, cloud.Options{})
 	var out, errb bytes.Buffer
-	code := run([]string{"bench", "--target", "http://" + app.web.Addr(), "--mqtt", "tcp://" + app.cloud.Broker.Addr(),
+	code := run([]string{"bench", "--target", app.Base, "--mqtt", "tcp://" + app.Cloud.Broker.Addr(),
 		"--edges", "2", "--tags-per-edge", "5", "--rate", "10", "--duration", "1s", "--warmup", "0s", "--bare", "0", "--json"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())

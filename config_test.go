@@ -16,6 +16,7 @@ import (
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // TestExampleConfigsRunSeparately parses the shipped example configs and
@@ -58,13 +59,13 @@ func TestExampleConfigsRunSeparately(t *testing.T) {
 		}
 		return err
 	})
-	c := &apiClient{t: t, base: "http://" + app.web.Addr()}
-	code, out := c.do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "change-me-admin"})
+	c := &webtest.Client{T: t, Base: "http://" + app.web.Addr()}
+	code, out := c.Do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "change-me-admin"})
 	if code != 200 {
 		t.Fatalf("login with the example admin: %d %v", code, out)
 	}
-	c.tok = out["token"].(string)
-	if code, ns := c.do("GET", "/api/v1/namespace?prefix=limeworks/ghent", nil); code != 200 || ns["count"].(float64) < 12 {
+	c.Token = out["token"].(string)
+	if code, ns := c.Do("GET", "/api/v1/namespace?prefix=limeworks/ghent", nil); code != 200 || ns["count"].(float64) < 12 {
 		t.Fatalf("namespace: %d %v", code, ns["count"])
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log"
@@ -19,7 +18,7 @@ import (
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/edge/modbus"
 	"github.com/calx-iiot/calx/uns"
-	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // counterPLC is a Modbus TCP server whose holding register 0 counts the
@@ -75,11 +74,6 @@ func startCounterPLC(t *testing.T) *counterPLC {
 // 2 s of losing its PLC, and down as soon as its connection is lost.
 func TestFleetHealth(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("CALX_ADMIN_PASSWORD", "test-admin-pw")
-	admin, _, _, err := adminUser()
-	if err != nil {
-		t.Fatal(err)
-	}
 	hash, err := cloud.HashPassword("edge-pw")
 	if err != nil {
 		t.Fatal(err)
@@ -88,15 +82,10 @@ func TestFleetHealth(t *testing.T) {
 	for _, id := range []string{"busy", "quiet"} {
 		users = append(users, cloud.MQTTUser{Username: id, PasswordHash: hash, Role: cloud.RoleEdge, Group: "g", EdgeID: id})
 	}
-	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(dir, "cloud"),
+	app := webtest.Start(t, cloud.Options{DataDir: filepath.Join(dir, "cloud"),
 		MQTT:   cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users},
-		Health: cloud.HealthOptions{StaleAfter: 1500 * time.Millisecond, OfflineAfter: time.Second, Every: 100 * time.Millisecond}},
-		[]web.User{admin}, web.Options{Listen: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.shutdown(context.Background()) })
-	api := login(t, "http://"+app.web.Addr())
+		Health: cloud.HealthOptions{StaleAfter: 1500 * time.Millisecond, OfflineAfter: time.Second, Every: 100 * time.Millisecond}})
+	api := app.Admin()
 
 	startEdge := func(id string, plc *counterPLC, register uint16) {
 		dev, err := modbus.New(id, modbus.Settings{URL: "tcp://" + plc.addr, Interval: 50 * time.Millisecond, Timeout: 300 * time.Millisecond,
@@ -104,7 +93,7 @@ func TestFleetHealth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		edgetest.Start(t, edge.Options{Broker: "tcp://" + app.cloud.Broker.Addr(), Username: id, Password: "edge-pw", Group: "g", EdgeID: id,
+		edgetest.Start(t, edge.Options{Broker: "tcp://" + app.Cloud.Broker.Addr(), Username: id, Password: "edge-pw", Group: "g", EdgeID: id,
 			PrimaryHost: "calx", DataDir: filepath.Join(dir, id), KeepAlive: 5 * time.Second,
 			Devices: []edge.Device{{ID: "plc", Path: uns.Path("ent/site/area/line/" + id), Connector: dev}}})
 	}
@@ -113,7 +102,7 @@ func TestFleetHealth(t *testing.T) {
 	startEdge("quiet", quietPLC, 1)
 
 	edgeJSON := func(id string) map[string]any {
-		code, out := api.do("GET", "/api/v1/edges/g/"+id, nil)
+		code, out := api.Do("GET", "/api/v1/edges/g/"+id, nil)
 		if code != 200 {
 			t.Fatalf("GET edge %s: %d %v", id, code, out)
 		}
@@ -129,7 +118,7 @@ func TestFleetHealth(t *testing.T) {
 	// Both come up ok with their connection reported.
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		for _, id := range []string{"busy", "quiet"} {
-			code, e := api.do("GET", "/api/v1/edges/g/"+id, nil)
+			code, e := api.Do("GET", "/api/v1/edges/g/"+id, nil)
 			if code != 200 {
 				return fmt.Errorf("GET edge %s: %d %v", id, code, e)
 			}
@@ -183,7 +172,7 @@ func TestFleetHealth(t *testing.T) {
 
 	// Its network connection breaks: down at once (the broker sends its
 	// Will), the offline alarm after offline_after.
-	if err := app.cloud.Broker.Disconnect("g.busy"); err != nil {
+	if err := app.Cloud.Broker.Disconnect("g.busy"); err != nil {
 		t.Fatal(err)
 	}
 	checkFor(t, 2*time.Second, 20*time.Millisecond, func() error {
@@ -193,7 +182,7 @@ func TestFleetHealth(t *testing.T) {
 		}
 		return nil
 	})
-	_, out := api.do("GET", "/api/v1/fleet/alarms?edge=g/busy", nil)
+	_, out := api.Do("GET", "/api/v1/fleet/alarms?edge=g/busy", nil)
 	var transitions []string
 	for _, a := range out["journal"].([]any) {
 		m := a.(map[string]any)
@@ -202,10 +191,10 @@ func TestFleetHealth(t *testing.T) {
 	if !strings.Contains(strings.Join(transitions, ","), "connector/plc true") {
 		t.Fatalf("journal of busy: %v", transitions)
 	}
-	if code, out := api.do("GET", "/api/v1/edges?verdict=sideways", nil); code != 400 || !strings.Contains(fmt.Sprint(out["error"]), "verdict") {
+	if code, out := api.Do("GET", "/api/v1/edges?verdict=sideways", nil); code != 400 || !strings.Contains(fmt.Sprint(out["error"]), "verdict") {
 		t.Fatalf("bad verdict filter: %d %v", code, out)
 	}
-	if code, _ := api.do("GET", "/api/v1/edges/g/nobody", nil); code != 404 {
+	if code, _ := api.Do("GET", "/api/v1/edges/g/nobody", nil); code != 404 {
 		t.Fatalf("unknown edge: %d", code)
 	}
 }

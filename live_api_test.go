@@ -19,7 +19,7 @@ func TestLiveAPIPrefixes(t *testing.T) {
 	base := "http://" + d.app.web.Addr()
 	c := login(t, base)
 
-	code, out := c.do("GET", "/api/v1/live?prefix=limeworks//ghent", nil)
+	code, out := c.Do("GET", "/api/v1/live?prefix=limeworks//ghent", nil)
 	if code != http.StatusBadRequest || !strings.Contains(out["error"].(string), "prefix") {
 		t.Fatalf("bad prefix: %d %v", code, out)
 	}
@@ -29,7 +29,7 @@ func TestLiveAPIPrefixes(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), window)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v1/live?"+url.Values{"prefix": prefixes}.Encode(), nil)
-		req.Header.Set("Authorization", "Bearer "+c.tok)
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -3,16 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/calx-iiot/calx/edge/edgetest"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // checkFor polls until a condition holds.
@@ -31,45 +29,9 @@ func startTestDemo(t *testing.T, dir string) *demo {
 	return d
 }
 
-type apiClient struct {
-	t    *testing.T
-	base string
-	tok  string
-}
-
-func (c *apiClient) do(method, path string, body any) (int, map[string]any) {
-	c.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, c.base+path, rd)
-	if c.tok != "" {
-		req.Header.Set("Authorization", "Bearer "+c.tok)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var out map[string]any
-	b, _ := io.ReadAll(res.Body)
-	if err := json.Unmarshal(b, &out); err != nil {
-		c.t.Fatalf("%s %s: not JSON (%d): %s", method, path, res.StatusCode, b)
-	}
-	return res.StatusCode, out
-}
-
-func login(t *testing.T, base string) *apiClient {
-	t.Helper()
-	c := &apiClient{t: t, base: base}
-	code, out := c.do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "test-admin-pw"})
-	if code != 200 {
-		t.Fatalf("login: %d %v", code, out)
-	}
-	c.tok, _ = out["token"].(string)
-	return c
+// login signs in to the API at base as the admin.
+func login(t *testing.T, base string) *webtest.Client {
+	return webtest.Login(t, base, "admin", webtest.AdminPassword)
 }
 
 const lifePath = "limeworks/ghent/kilns/line1/kiln1/plc_life_counter"
@@ -116,21 +78,21 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 
 	// HTTP API.
-	anon := &apiClient{t: t, base: base}
-	if code, out := anon.do("GET", "/api/v1/namespace", nil); code != 401 || out["error"] == nil {
+	anon := &webtest.Client{T: t, Base: base}
+	if code, out := anon.Do("GET", "/api/v1/namespace", nil); code != 401 || out["error"] == nil {
 		t.Fatalf("namespace without token: %d %v", code, out)
 	}
-	if code, _ := anon.do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "wrong"}); code != 401 {
+	if code, _ := anon.Do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "wrong"}); code != 401 {
 		t.Fatalf("login with a wrong password: %d", code)
 	}
-	if code, out := anon.do("GET", "/healthz", nil); code != 200 || out["status"] != "ok" {
+	if code, out := anon.Do("GET", "/healthz", nil); code != 200 || out["status"] != "ok" {
 		t.Fatalf("healthz: %d %v", code, out)
 	}
-	if code, _ := anon.do("GET", "/readyz", nil); code != 200 {
+	if code, _ := anon.Do("GET", "/readyz", nil); code != 200 {
 		t.Fatalf("readyz: %d", code)
 	}
 	c := login(t, base)
-	code, ns := c.do("GET", "/api/v1/namespace", nil)
+	code, ns := c.Do("GET", "/api/v1/namespace", nil)
 	if code != 200 {
 		t.Fatalf("namespace: %d %v", code, ns)
 	}
@@ -177,7 +139,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	})
 
 	q := url.Values{"path": {lifePath}, "from": {start.Add(-time.Minute).UTC().Format(time.RFC3339Nano)}}
-	code, hist := c.do("GET", "/api/v1/history?"+q.Encode(), nil)
+	code, hist := c.Do("GET", "/api/v1/history?"+q.Encode(), nil)
 	if code != 200 || hist["count"].(float64) < 100 {
 		t.Fatalf("history: %d count=%v", code, hist["count"])
 	}
@@ -188,21 +150,21 @@ func TestDemoEndToEnd(t *testing.T) {
 		{"path=" + lifePath + "&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"},
 		{"path=" + lifePath + "&limit=0", "limit"},
 	} {
-		code, out := c.do("GET", "/api/v1/history?"+bad.query, nil)
+		code, out := c.Do("GET", "/api/v1/history?"+bad.query, nil)
 		msg, _ := out["error"].(string)
 		if code != 400 || !strings.HasPrefix(msg, bad.want) {
 			t.Errorf("history?%s: %d %q, want 400 naming %s", bad.query, code, msg, bad.want)
 		}
 	}
-	if code, _ := c.do("GET", "/api/v1/history?path=limeworks/no/such/tag", nil); code != 404 {
+	if code, _ := c.Do("GET", "/api/v1/history?path=limeworks/no/such/tag", nil); code != 404 {
 		t.Errorf("history of an unknown tag: %d, want 404", code)
 	}
-	if code, out := c.do("GET", "/api/v1/nothing", nil); code != 404 || out["error"] == nil {
+	if code, out := c.Do("GET", "/api/v1/nothing", nil); code != 404 || out["error"] == nil {
 		t.Errorf("unknown route: %d %v", code, out)
 	}
 	// Writes go to the device and come back as the new value.
 	const setpoint = "limeworks/lyon/kilns/line1/kiln1/production_setpoint"
-	if code, out := c.do("POST", "/api/v1/write", map[string]any{"path": setpoint, "value": 12.5}); code != 200 || out["value"] != 12.5 {
+	if code, out := c.Do("POST", "/api/v1/write", map[string]any{"path": setpoint, "value": 12.5}); code != 200 || out["value"] != 12.5 {
 		t.Fatalf("write: %d %v", code, out)
 	}
 	for _, bad := range []struct {
@@ -219,12 +181,12 @@ func TestDemoEndToEnd(t *testing.T) {
 		{map[string]any{"path": "a/#", "value": 1}, 400, "path"},
 		{map[string]any{"path": setpoint, "value": 1, "extra": true}, 400, "body"},
 	} {
-		code, out := c.do("POST", "/api/v1/write", bad.body)
+		code, out := c.Do("POST", "/api/v1/write", bad.body)
 		if msg, _ := out["error"].(string); code != bad.code || !strings.Contains(msg, bad.want) {
 			t.Errorf("write %v: %d %v, want %d naming %s", bad.body, code, out, bad.code, bad.want)
 		}
 	}
-	code, audit := c.do("GET", "/api/v1/audit", nil)
+	code, audit := c.Do("GET", "/api/v1/audit", nil)
 	if code != 200 || audit["count"].(float64) < 2 {
 		t.Fatalf("audit: %d %v", code, audit)
 	}
@@ -240,9 +202,9 @@ func TestDemoEndToEnd(t *testing.T) {
 	// Guessing passwords gets a client locked out for a while (last: it
 	// locks this test out too).
 	for range 5 {
-		anon.do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "guess"})
+		anon.Do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "guess"})
 	}
-	code, out := anon.do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "test-admin-pw"})
+	code, out := anon.Do("POST", "/api/v1/login", map[string]string{"username": "admin", "password": "test-admin-pw"})
 	if msg, _ := out["error"].(string); code != 429 || !strings.Contains(msg, "too many failed logins") {
 		t.Errorf("after 6 failed logins: %d %v", code, out)
 	}

@@ -16,7 +16,7 @@ func TestTransformsAPI(t *testing.T) {
 
 	// The transforms load the demo's fleet config within seconds.
 	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		status, body := c.do("GET", "/api/v1/alarms", nil)
+		status, body := c.Do("GET", "/api/v1/alarms", nil)
 		if n, _ := body["count"].(float64); status != 200 || n != 30 {
 			return fmt.Errorf("%d: %v alarms, want 10 for each of the 3 kilns", status, n)
 		}
@@ -57,21 +57,21 @@ func TestTransformsAPI(t *testing.T) {
 		{"POST", "/api/v1/alarms/shelve", map[string]any{"path": tripped, "minutes": 20000, "comment": "x"}, 400, "minutes"},
 		{"POST", "/api/v1/alarms/shelve", map[string]any{"path": tripped, "minutes": 30}, 400, "comment"},
 	} {
-		status, body := c.do(tc.method, tc.path, tc.body)
+		status, body := c.Do(tc.method, tc.path, tc.body)
 		msg, _ := body["error"].(string)
 		if status != tc.status || !strings.Contains(msg, tc.want) {
 			t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.path, status, msg, tc.status, tc.want)
 		}
 	}
-	status, body := c.do("POST", "/api/v1/alarms/shelve", map[string]any{"path": tripped, "minutes": 30, "comment": "burner maintenance"})
+	status, body := c.Do("POST", "/api/v1/alarms/shelve", map[string]any{"path": tripped, "minutes": 30, "comment": "burner maintenance"})
 	if status != 200 || body["event"] != "shelve" || body["user"] != "admin" {
 		t.Fatalf("shelve: %d %v", status, body)
 	}
-	status, body = c.do("GET", "/api/v1/alarms?shelved=true", nil)
+	status, body = c.Do("GET", "/api/v1/alarms?shelved=true", nil)
 	if status != 200 || body["count"].(float64) != 1 {
 		t.Fatalf("shelved alarms: %d %v", status, body)
 	}
-	status, body = c.do("GET", "/api/v1/alarms/journal?alarm="+tripped, nil)
+	status, body = c.Do("GET", "/api/v1/alarms/journal?alarm="+tripped, nil)
 	if status != 200 || body["count"].(float64) != 1 {
 		t.Fatalf("journal: %d %v", status, body)
 	}
@@ -79,15 +79,15 @@ func TestTransformsAPI(t *testing.T) {
 	if tr["comment"] != "burner maintenance" || tr["shelved_until"] == nil {
 		t.Fatalf("journal row %v", tr)
 	}
-	status, body = c.do("GET", "/api/v1/emissions/report?day="+time.Now().UTC().Format(time.DateOnly), nil)
+	status, body = c.Do("GET", "/api/v1/emissions/report?day="+time.Now().UTC().Format(time.DateOnly), nil)
 	if status != 200 || body["class"] != "emission" || body["exceedances"] == nil {
 		t.Fatalf("report: %d %v", status, body)
 	}
-	status, body = c.do("GET", "/api/v1/alarms/statistics?alarm=limeworks/ghent&window=1h", nil)
+	status, body = c.Do("GET", "/api/v1/alarms/statistics?alarm=limeworks/ghent&window=1h", nil)
 	if status != 200 || body["windows"] != 24.0 || body["flood_above"] != 10.0 || body["by_priority"] == nil || body["stale"] == nil {
 		t.Fatalf("alarm statistics: %d %v", status, body)
 	}
-	status, body = c.do("GET", "/api/v1/cycles", nil)
+	status, body = c.Do("GET", "/api/v1/cycles", nil)
 	if status != 200 || body["cycles"] == nil {
 		t.Fatalf("cycles: %d %v", status, body)
 	}

@@ -1,92 +1,73 @@
-package main
+package web_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/calx-iiot/calx/cloud"
+	_ "github.com/calx-iiot/calx/connector/all" // the fleet config names connectors
 	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // TestFleetConfigAPI: versions go in through the API with validation and
 // role checks, are listed, diffed, rolled back and rolled out, and every
 // change is in the audit log.
 func TestFleetConfigAPI(t *testing.T) {
-	admin, err := cloud.HashPassword("test-admin-pw")
-	if err != nil {
-		t.Fatal(err)
-	}
 	viewer, _ := cloud.HashPassword("viewer-pw")
-	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
-		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}, {Username: "vera", PasswordHash: viewer, Role: web.RoleViewer}},
-		web.Options{Listen: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.shutdown(context.Background()) })
-	base := "http://" + app.web.Addr()
-	c := login(t, base)
-	put := func(tok, body, msg string) (int, string) {
+	app := webtest.Start(t, cloud.Options{}, web.User{Username: "vera", PasswordHash: viewer, Role: web.RoleViewer})
+	base := app.Base
+	c := app.Admin()
+	put := func(c *webtest.Client, body, msg string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("PUT", base+"/api/v1/config?message="+msg, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
+		return c.Text("PUT", "/api/v1/config?message="+msg, body, "")
 	}
-	if code, out := c.do("GET", "/api/v1/config", nil); code != 404 {
+	if code, out := c.Do("GET", "/api/v1/config", nil); code != 404 {
 		t.Fatalf("config before any: %d %v", code, out)
 	}
-	fleet, err := os.ReadFile("examples/fleet.yaml")
+	fleet, err := os.ReadFile("../examples/fleet.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, out := put(c.tok, string(fleet), "first"); code != 201 || !strings.Contains(out, `"version":1`) {
+	if code, out := put(c, string(fleet), "first"); code != 201 || !strings.Contains(out, `"version":1`) {
 		t.Fatalf("PUT config: %d %s", code, out)
 	}
 	broken := strings.Replace(string(fleet), "template: lime-kiln-fast", "template: lime-kiln-faster", 1)
-	if code, out := put(c.tok, broken, "typo"); code != 400 || !strings.Contains(out, `template \"lime-kiln-faster\": no such template`) {
+	if code, out := put(c, broken, "typo"); code != 400 || !strings.Contains(out, `template \"lime-kiln-faster\": no such template`) {
 		t.Fatalf("PUT a broken config: %d %s", code, out)
 	}
 	changed := strings.Replace(string(fleet), "mean_time_between_trips: 15m", "mean_time_between_trips: 20m", 1)
-	if code, out := put(c.tok, changed, "trips"); code != 201 || !strings.Contains(out, `"version":2`) {
+	if code, out := put(c, changed, "trips"); code != 201 || !strings.Contains(out, `"version":2`) {
 		t.Fatalf("PUT a second version: %d %s", code, out)
 	}
-	v := &apiClient{t: t, base: base}
-	code, out := v.do("POST", "/api/v1/login", map[string]string{"username": "vera", "password": "viewer-pw"})
+	v := &webtest.Client{T: t, Base: base}
+	code, out := v.Do("POST", "/api/v1/login", map[string]string{"username": "vera", "password": "viewer-pw"})
 	if code != 200 {
 		t.Fatalf("viewer login: %d %v", code, out)
 	}
-	v.tok, _ = out["token"].(string)
-	if code, out := put(v.tok, string(fleet), "viewer"); code != 403 {
+	v.Token, _ = out["token"].(string)
+	if code, out := put(v, string(fleet), "viewer"); code != 403 {
 		t.Fatalf("a viewer PUT config: %d %s", code, out)
 	}
-	if code, out := v.do("GET", "/api/v1/config/versions", nil); code != 200 || out["count"] != 2.0 {
+	if code, out := v.Do("GET", "/api/v1/config/versions", nil); code != 200 || out["count"] != 2.0 {
 		t.Fatalf("versions: %d %v", code, out)
 	}
-	code, out = v.do("GET", "/api/v1/config/diff?from=1&to=2", nil)
+	code, out = v.Do("GET", "/api/v1/config/diff?from=1&to=2", nil)
 	if d, _ := out["diff"].(string); code != 200 || !strings.Contains(d, "-") || !strings.Contains(d, "mean_time_between_trips: 20m") {
 		t.Fatalf("diff: %d %v", code, out)
 	}
-	if code, out := c.do("GET", "/api/v1/config/diff?from=x", nil); code != 400 {
+	if code, out := c.Do("GET", "/api/v1/config/diff?from=x", nil); code != 400 {
 		t.Fatalf("diff from=x: %d %v", code, out)
 	}
-	if code, out := c.do("POST", "/api/v1/config/rollback", map[string]any{"version": 1}); code != 201 || out["version"] != 3.0 {
+	if code, out := c.Do("POST", "/api/v1/config/rollback", map[string]any{"version": 1}); code != 201 || out["version"] != 3.0 {
 		t.Fatalf("rollback: %d %v", code, out)
 	}
-	if code, out := c.do("POST", "/api/v1/config/rollback", map[string]any{"version": 9}); code != 404 {
+	if code, out := c.Do("POST", "/api/v1/config/rollback", map[string]any{"version": 9}); code != 404 {
 		t.Fatalf("rollback to a version that is not: %d %v", code, out)
 	}
-	code, out = c.do("POST", "/api/v1/rollouts", map[string]any{"version": 3, "template": "lime-kiln"})
+	code, out = c.Do("POST", "/api/v1/rollouts", map[string]any{"version": 3, "template": "lime-kiln"})
 	if code != 201 {
 		t.Fatalf("rollout: %d %v", code, out)
 	}
@@ -94,22 +75,22 @@ func TestFleetConfigAPI(t *testing.T) {
 		t.Fatalf("rollout by template reached %v", out["edges"])
 	}
 	id, _ := out["rollout"].(string)
-	if code, out := v.do("GET", "/api/v1/rollouts/"+id, nil); code != 200 || out["total"] != 2.0 {
+	if code, out := v.Do("GET", "/api/v1/rollouts/"+id, nil); code != 200 || out["total"] != 2.0 {
 		t.Fatalf("rollout progress: %d %v", code, out)
 	}
-	if code, out := c.do("POST", "/api/v1/rollouts", map[string]any{"version": 3, "site": "paris"}); code != 400 {
+	if code, out := c.Do("POST", "/api/v1/rollouts", map[string]any{"version": 3, "site": "paris"}); code != 400 {
 		t.Fatalf("rollout to no edge: %d %v", code, out)
 	}
-	if code, out := c.do("POST", "/api/v1/rollouts", map[string]any{"version": 3}); code != 400 {
+	if code, out := c.Do("POST", "/api/v1/rollouts", map[string]any{"version": 3}); code != 400 {
 		t.Fatalf("rollout without a selection: %d %v", code, out)
 	}
-	if code, out := v.do("GET", "/api/v1/instances", nil); code != 200 || out["count"] != 4.0 {
+	if code, out := v.Do("GET", "/api/v1/instances", nil); code != 200 || out["count"] != 4.0 {
 		t.Fatalf("instances: %d %v", code, out)
 	}
-	if code, out := v.do("GET", "/api/v1/sites", nil); code != 200 || out["count"] != 2.0 {
+	if code, out := v.Do("GET", "/api/v1/sites", nil); code != 200 || out["count"] != 2.0 {
 		t.Fatalf("sites: %d %v", code, out)
 	}
-	code, out = c.do("GET", "/api/v1/audit", nil)
+	code, out = c.Do("GET", "/api/v1/audit", nil)
 	if code != 200 {
 		t.Fatalf("audit: %d %v", code, out)
 	}
@@ -129,18 +110,8 @@ func TestFleetConfigAPI(t *testing.T) {
 // a config read and sent back keeps them, and the edge's own config still
 // carries them.
 func TestFleetSecretsRedacted(t *testing.T) {
-	admin, err := cloud.HashPassword("test-admin-pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
-		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}}, web.Options{Listen: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.shutdown(context.Background()) })
-	base := "http://" + app.web.Addr()
-	c := login(t, base)
+	app := webtest.Start(t, cloud.Options{})
+	c := app.Admin()
 	const cfg = `templates:
   - name: mes
     connector: rest
@@ -165,35 +136,19 @@ edges:
         settings: {broker: "tcp://10.0.0.9:1883", username: u, password: pw-SECRET-4, tags: [{name: t, topic: a/b}]}
 `
 	send := func(body string) (int, string) {
-		req, _ := http.NewRequest("PUT", base+"/api/v1/config?message=m", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+c.tok)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
+		t.Helper()
+		return c.Text("PUT", "/api/v1/config?message=m", body, "")
 	}
 	if code, out := send(cfg); code != 201 {
 		t.Fatalf("PUT: %d %s", code, out)
 	}
 	get := func(path string, accept string) string {
-		req, _ := http.NewRequest("GET", base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+c.tok)
-		if accept != "" {
-			req.Header.Set("Accept", accept)
+		t.Helper()
+		code, b := c.Text("GET", path, "", accept)
+		if code != 200 {
+			t.Fatalf("GET %s: %d %s", path, code, b)
 		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		if res.StatusCode != 200 {
-			t.Fatalf("GET %s: %d %s", path, res.StatusCode, b)
-		}
-		return string(b)
+		return b
 	}
 	shown := get("/api/v1/config", "application/yaml")
 	// Send back what was shown with one change: the secrets stay.
@@ -209,7 +164,7 @@ edges:
 			t.Errorf("%s shows no redacted value: %s", path, body)
 		}
 	}
-	ver, err := app.cloud.Fleet.Get(context.Background(), 2)
+	ver, err := app.Cloud.Fleet.Get(context.Background(), 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package web_test
 
 import (
 	"bytes"
@@ -16,24 +16,18 @@ import (
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/uns"
-	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // TestHistoryAPI: raw points with paging, aggregates aligned across paths,
 // chart downsampling, CSV, latest values of a subtree, and a JSON 400 that
 // names the parameter for every bad request.
 func TestHistoryAPI(t *testing.T) {
-	admin, _ := cloud.HashPassword("test-admin-pw")
-	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0"}},
-		[]web.User{{Username: "admin", PasswordHash: admin, Role: web.RoleAdmin}}, web.Options{Listen: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.shutdown(context.Background()) })
+	app := webtest.Start(t, cloud.Options{})
 	ctx := context.Background()
 	a, b, st := uns.Path("ent/site/area/line/m1/a"), uns.Path("ent/site/area/line/m1/b"), uns.Path("ent/site/area/line/m1/state")
 	tags := []uns.Tag{{Path: a, DataType: uns.TypeFloat64, Unit: "°C"}, {Path: b, DataType: uns.TypeInt64}, {Path: st, DataType: uns.TypeString}}
-	if err := app.cloud.Historian.UpsertTags(ctx, tags); err != nil {
+	if err := app.Cloud.Historian.UpsertTags(ctx, tags); err != nil {
 		t.Fatal(err)
 	}
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -45,14 +39,14 @@ func TestHistoryAPI(t *testing.T) {
 		}
 	}
 	samples = append(samples, uns.Sample{Path: st, TS: t0, Value: uns.String("running")})
-	if err := app.cloud.Historian.WriteBatch(ctx, samples); err != nil {
+	if err := app.Cloud.Historian.WriteBatch(ctx, samples); err != nil {
 		t.Fatal(err)
 	}
 	for _, tag := range tags {
-		app.cloud.Registry.Define(tag)
+		app.Cloud.Registry.Define(tag)
 	}
-	app.cloud.Registry.Update(samples)
-	c := login(t, "http://"+app.web.Addr())
+	app.Cloud.Registry.Update(samples)
+	c := app.Admin()
 	from, to := t0.Format(time.RFC3339), t0.Add(time.Minute).Format(time.RFC3339)
 	q := func(kv ...string) string {
 		v := url.Values{}
@@ -63,17 +57,17 @@ func TestHistoryAPI(t *testing.T) {
 	}
 
 	// Raw, paged.
-	code, out := c.do("GET", q("path", string(a), "from", from, "to", to, "limit", "40"), nil)
+	code, out := c.Do("GET", q("path", string(a), "from", from, "to", to, "limit", "40"), nil)
 	if code != 200 || out["count"] != 40.0 || out["truncated"] != true || out["next"] == nil {
 		t.Fatalf("page 1: %d %v", code, out["count"])
 	}
-	code, out = c.do("GET", q("path", string(a), "from", from, "to", to, "limit", "40", "after", out["next"].(string)), nil)
+	code, out = c.Do("GET", q("path", string(a), "from", from, "to", to, "limit", "40", "after", out["next"].(string)), nil)
 	if pts := out["points"].([]any); code != 200 || len(pts) != 21 || pts[0].(map[string]any)["value"] != 40.0 || out["truncated"] != false {
 		t.Fatalf("page 2: %d %v", code, out["count"])
 	}
 
 	// Aggregates of two paths on the same buckets.
-	code, out = c.do("GET", q("path", string(a), "path", string(b), "from", from, "to", to, "agg", "avg", "interval", "30s"), nil)
+	code, out = c.Do("GET", q("path", string(a), "path", string(b), "from", from, "to", to, "agg", "avg", "interval", "30s"), nil)
 	if code != 200 {
 		t.Fatalf("agg: %d %v", code, out)
 	}
@@ -84,14 +78,14 @@ func TestHistoryAPI(t *testing.T) {
 	}
 
 	// Downsampled for a chart.
-	code, out = c.do("GET", q("path", string(a), "from", from, "to", to, "points", "10"), nil)
+	code, out = c.Do("GET", q("path", string(a), "from", from, "to", to, "points", "10"), nil)
 	if pts, _ := out["points"].([]any); code != 200 || len(pts) > 10 || len(pts) < 8 || pts[0].(map[string]any)["value"] != 0.0 {
 		t.Fatalf("points: %d %v", code, out)
 	}
 
 	// CSV.
-	req, _ := http.NewRequest("GET", c.base+q("path", string(a), "path", string(b), "from", from, "to", to, "agg", "max", "interval", "30s", "format", "csv"), nil)
-	req.Header.Set("Authorization", "Bearer "+c.tok)
+	req, _ := http.NewRequest("GET", c.Base+q("path", string(a), "path", string(b), "from", from, "to", to, "agg", "max", "interval", "30s", "format", "csv"), nil)
+	req.Header.Set("Authorization", "Bearer "+c.Token)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -104,8 +98,8 @@ func TestHistoryAPI(t *testing.T) {
 	}
 
 	// Parquet of the raw points, read back with DuckDB.
-	req, _ = http.NewRequest("GET", c.base+q("path", string(a), "path", string(b), "from", from, "to", to, "format", "parquet"), nil)
-	req.Header.Set("Authorization", "Bearer "+c.tok)
+	req, _ = http.NewRequest("GET", c.Base+q("path", string(a), "path", string(b), "from", from, "to", to, "format", "parquet"), nil)
+	req.Header.Set("Authorization", "Bearer "+c.Token)
 	res, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +125,7 @@ func TestHistoryAPI(t *testing.T) {
 	}
 
 	// Latest values of a subtree.
-	code, out = c.do("GET", "/api/v1/latest?prefix=ent/site/area/line/m1", nil)
+	code, out = c.Do("GET", "/api/v1/latest?prefix=ent/site/area/line/m1", nil)
 	if code != 200 || out["count"] != 3.0 {
 		t.Fatalf("latest: %d %v", code, out)
 	}
@@ -155,16 +149,16 @@ func TestHistoryAPI(t *testing.T) {
 		"parquet of agg":   {q("path", string(a), "format", "parquet", "agg", "avg", "interval", "1m"), "format: parquet is for raw points"},
 		"bad prefix":       {"/api/v1/latest?prefix=a//b", "prefix:"},
 	} {
-		code, out := c.do("GET", tc.query, nil)
+		code, out := c.Do("GET", tc.query, nil)
 		if msg, _ := out["error"].(string); code != 400 || !strings.Contains(msg, tc.want) {
 			t.Errorf("%s: %d %v, want 400 with %q", name, code, out, tc.want)
 		}
 	}
-	code, out = c.do("POST", "/api/v1/sql", map[string]any{"query": "SELECT count(*) AS n FROM points", "limit": 5})
+	code, out = c.Do("POST", "/api/v1/sql", map[string]any{"query": "SELECT count(*) AS n FROM points", "limit": 5})
 	if rows, _ := out["rows"].([]any); code != 200 || len(rows) != 1 || rows[0].([]any)[0] != 181.0 {
 		t.Fatalf("sql: %d %v", code, out)
 	}
-	if code, out := c.do("POST", "/api/v1/sql", map[string]any{"query": "DELETE FROM points"}); code != 400 || !strings.Contains(out["error"].(string), "only SELECT") {
+	if code, out := c.Do("POST", "/api/v1/sql", map[string]any{"query": "DELETE FROM points"}); code != 400 || !strings.Contains(out["error"].(string), "only SELECT") {
 		t.Fatalf("sql delete: %d %v", code, out)
 	}
 	// A file on the cloud's disk stays out of reach, however the query
@@ -177,15 +171,15 @@ func TestHistoryAPI(t *testing.T) {
 		`SELECT b.* FROM (WITH "` + secret + `" AS (SELECT 1) SELECT 1) a, '` + secret + `' b`,
 		`SELECT * FROM '` + filepath.Dir(secret) + `/*.csv'`,
 	} {
-		code, out := c.do("POST", "/api/v1/sql", map[string]any{"query": query})
+		code, out := c.Do("POST", "/api/v1/sql", map[string]any{"query": query})
 		if msg, _ := out["error"].(string); code != 400 || strings.Contains(fmt.Sprint(out), "s3cr3t") || !strings.HasPrefix(msg, "query:") {
 			t.Fatalf("sql reading a file: %d %v", code, out)
 		}
 	}
-	if code, out := c.do("POST", "/api/v1/sql", map[string]any{"query": "SELECT 1", "limit": 1000000}); code != 400 {
+	if code, out := c.Do("POST", "/api/v1/sql", map[string]any{"query": "SELECT 1", "limit": 1000000}); code != 400 {
 		t.Fatalf("sql huge limit: %d %v", code, out)
 	}
-	if code, out := c.do("GET", q("path", "ent/site/area/line/m1/none"), nil); code != 404 {
+	if code, out := c.Do("GET", q("path", "ent/site/area/line/m1/none"), nil); code != 404 {
 		t.Errorf("unknown tag: %d %v", code, out)
 	}
 }

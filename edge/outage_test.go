@@ -1,4 +1,4 @@
-package main
+package edge_test
 
 import (
 	"context"
@@ -12,31 +12,22 @@ import (
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/uns"
-	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // cloudStarter returns a function that starts a cloud on dir, for one edge
 // "e" of group "g" with password "edge-pw", listening for MQTT on listen;
 // called again with the first one's address, it restarts on the same port.
-func cloudStarter(t *testing.T, dir string) func(listen string) *cloudApp {
+func cloudStarter(t *testing.T, dir string) func(listen string) *webtest.App {
 	t.Helper()
 	hash, err := cloud.HashPassword("edge-pw")
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, _, _, err := adminUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(listen string) *cloudApp {
+	return func(listen string) *webtest.App {
 		t.Helper()
-		app, err := startCloudApp(context.Background(), cloud.Options{DataDir: filepath.Join(dir, "cloud"),
-			MQTT: cloud.BrokerOptions{Listen: listen, Users: []cloud.MQTTUser{{Username: "e", PasswordHash: hash, Role: cloud.RoleEdge, Group: "g", EdgeID: "e"}}}},
-			[]web.User{admin}, web.Options{Listen: "127.0.0.1:0"}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return app
+		return webtest.Start(t, cloud.Options{DataDir: filepath.Join(dir, "cloud"),
+			MQTT: cloud.BrokerOptions{Listen: listen, Users: []cloud.MQTTUser{{Username: "e", PasswordHash: hash, Role: cloud.RoleEdge, Group: "g", EdgeID: "e"}}}})
 	}
 }
 
@@ -48,25 +39,25 @@ func TestOutageLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	startCloud := cloudStarter(t, dir)
 	app := startCloud("127.0.0.1:0")
-	addr := app.cloud.Broker.Addr()
+	addr := app.Cloud.Broker.Addr()
 
 	kiln, _ := sim.New("k", sim.Settings{Interval: 10 * time.Millisecond, StartHot: true})
 	e := edgetest.Start(t, edge.Options{Broker: "tcp://" + addr, Username: "e", Password: "edge-pw", Group: "g", EdgeID: "e",
 		PrimaryHost: "calx", DataDir: filepath.Join(dir, "edge"), KeepAlive: 5 * time.Second,
 		Devices: []edge.Device{{ID: "kiln", Path: "ent/site/area/line/kiln", Connector: kiln}}})
 	life := uns.Path("ent/site/area/line/kiln/" + sim.TagLife)
-	count := func(a *cloudApp) int64 {
-		n, _ := a.cloud.Historian.Count(context.Background(), life)
+	count := func(a *webtest.App) int64 {
+		n, _ := a.Cloud.Historian.Count(context.Background(), life)
 		return n
 	}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := count(app); n < 50 {
 			return fmt.Errorf("%d values", n)
 		}
 		return nil
 	})
 	// Receipts keep the buffer short while the cloud is there.
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	edgetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if st := e.Stats(); st.BufferedMsgs > 20 {
 			return fmt.Errorf("%d messages still buffered", st.BufferedMsgs)
 		}
@@ -74,24 +65,23 @@ func TestOutageLosesNothing(t *testing.T) {
 	})
 
 	// The cloud goes away for a while; the edge keeps reading into its buffer.
-	if err := app.shutdown(context.Background()); err != nil {
+	if err := app.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	outage := time.Now()
-	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+	edgetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		if st := e.Stats(); st.BufferedMsgs < 200 {
 			return fmt.Errorf("%d messages buffered", st.BufferedMsgs)
 		}
 		return nil
 	})
 	app = startCloud(addr)
-	t.Cleanup(func() { app.shutdown(context.Background()) })
 	t.Logf("outage of %s", time.Since(outage).Round(time.Millisecond))
 
 	// Everything read so far arrives: the counter has no hole and no duplicate.
 	var last int64
-	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		pts, err := app.cloud.Historian.History(context.Background(), life, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), 0)
+	edgetest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		pts, err := app.Cloud.Historian.History(context.Background(), life, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), 0)
 		if err != nil {
 			return err
 		}
@@ -111,7 +101,7 @@ func TestOutageLosesNothing(t *testing.T) {
 					before = at[i-1]
 				}
 				return fmt.Errorf("value %d is %d, stored at %s, the one before at %s (host %+v, edge %+v, broker %+v)", i+1, v,
-					at[i].Format("15:04:05.000000"), before.Format("15:04:05.000000"), app.cloud.Host.Stats(), e.Stats(), app.cloud.Broker.Stats())
+					at[i].Format("15:04:05.000000"), before.Format("15:04:05.000000"), app.Cloud.Host.Stats(), e.Stats(), app.Cloud.Broker.Stats())
 			}
 		}
 		last = int64(len(vals))
@@ -136,30 +126,29 @@ func TestDrainRateCap(t *testing.T) {
 	dir := t.TempDir()
 	startCloud := cloudStarter(t, dir)
 	app := startCloud("127.0.0.1:0")
-	addr := app.cloud.Broker.Addr()
+	addr := app.Cloud.Broker.Addr()
 	clock, _ := sim.NewClock("c", sim.ClockSettings{FastRate: 1000, Interval: 10 * time.Millisecond})
 	const rate = 500
 	e := edgetest.Start(t, edge.Options{Broker: "tcp://" + addr, Username: "e", Password: "edge-pw", Group: "g", EdgeID: "e",
 		PrimaryHost: "calx", DataDir: filepath.Join(dir, "edge"), DrainRate: rate,
 		Devices: []edge.Device{{ID: "clock", Path: "ent/site/area/line/clock", Connector: clock}}})
 	fast := uns.Path("ent/site/area/line/clock/" + sim.TagFast)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !e.Online() {
 			return fmt.Errorf("edge not online")
 		}
 		return nil
 	})
-	app.shutdown(context.Background())
+	app.Shutdown(context.Background())
 	time.Sleep(2 * time.Second) // about 2,000 fast values buffered
 	app = startCloud(addr)
-	t.Cleanup(func() { app.shutdown(context.Background()) })
 	back := time.Now()
 	// The backlog is complete when the values are consecutive up to one
 	// read before the restart.
 	end := clock.FastAt(back.Add(-50 * time.Millisecond))
 	var first int64
-	checkFor(t, 60*time.Second, 100*time.Millisecond, func() error {
-		pts, err := app.cloud.Historian.History(context.Background(), fast, back.Add(-time.Hour), back.Add(time.Hour), 0)
+	edgetest.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		pts, err := app.Cloud.Historian.History(context.Background(), fast, back.Add(-time.Hour), back.Add(time.Hour), 0)
 		if err != nil || len(pts) == 0 {
 			return fmt.Errorf("no history: %v", err)
 		}

@@ -1,4 +1,4 @@
-package main
+package interop_test
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ import (
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/uns"
-	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // needTahu returns the node binary when Eclipse Tahu's libraries are
@@ -29,7 +29,7 @@ func needTahu(t *testing.T) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err == nil {
-		_, err = os.Stat(filepath.Join("interop", "tahu", "node_modules", "sparkplug-client"))
+		_, err = os.Stat(filepath.Join("tahu", "node_modules", "sparkplug-client"))
 	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -52,7 +52,7 @@ type peer struct {
 func startPeer(t *testing.T, node, script string, env ...string) *peer {
 	t.Helper()
 	cmd := exec.Command(node, script)
-	cmd.Dir = filepath.Join("interop", "tahu")
+	cmd.Dir = "tahu"
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -88,7 +88,7 @@ func startPeer(t *testing.T, node, script string, env ...string) *peer {
 func (p *peer) waitLine(t *testing.T, prefix string, d time.Duration) string {
 	t.Helper()
 	var line string
-	checkFor(t, d, 20*time.Millisecond, func() error {
+	edgetest.CheckFor(t, d, 20*time.Millisecond, func() error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		for _, l := range p.lines {
@@ -115,7 +115,7 @@ func (p *peer) count(prefix string) int {
 }
 
 // interopCloud runs a cloud with an edge identity for Tahu and a reader.
-func interopCloud(t *testing.T, extra ...cloud.MQTTUser) *cloudApp {
+func interopCloud(t *testing.T, extra ...cloud.MQTTUser) *webtest.App {
 	t.Helper()
 	h := func(pw string) string {
 		s, err := cloud.HashPassword(pw)
@@ -124,21 +124,10 @@ func interopCloud(t *testing.T, extra ...cloud.MQTTUser) *cloudApp {
 		}
 		return s
 	}
-	t.Setenv("CALX_ADMIN_PASSWORD", "test-admin-pw")
-	admin, _, _, err := adminUser()
-	if err != nil {
-		t.Fatal(err)
-	}
 	users := append([]cloud.MQTTUser{
 		{Username: "observer", PasswordHash: h("observer-pw"), Role: cloud.RoleReader},
 	}, extra...)
-	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: t.TempDir(),
-		MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users}}, []web.User{admin}, web.Options{Listen: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.shutdown(context.Background()) })
-	return app
+	return webtest.Start(t, cloud.Options{MQTT: cloud.BrokerOptions{Users: users}})
 }
 
 // TestTahuEdgeNodeIntoCalx: an edge node built on Eclipse Tahu's
@@ -149,31 +138,31 @@ func TestTahuEdgeNodeIntoCalx(t *testing.T) {
 	node := needTahu(t)
 	app := interopCloud(t)
 	// The foreign node's identity is provisioned through the API.
-	c := login(t, "http://"+app.web.Addr())
-	code, acct := c.do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "tahu-edge"})
+	c := app.Admin()
+	code, acct := c.Do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "tahu-edge"})
 	if code != 201 || acct["password"] == "" {
 		t.Fatalf("provision: %d %v", code, acct)
 	}
-	if code, out := c.do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "tahu-edge"}); code != 409 {
+	if code, out := c.Do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "tahu-edge"}); code != 409 {
 		t.Fatalf("provisioning twice: %d %v", code, out)
 	}
-	if code, out := c.do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "a+b"}); code != 400 {
+	if code, out := c.Do("POST", "/api/v1/edges", map[string]string{"group": "tahu", "edge_node": "a+b"}); code != 400 {
 		t.Fatalf("provisioning a bad id: %d %v", code, out)
 	}
 	const n = 20
-	p := startPeer(t, node, "edge.js", "BROKER=mqtt://"+app.cloud.Broker.Addr(), "USERNAME="+acct["username"].(string), "PASSWORD="+acct["password"].(string),
+	p := startPeer(t, node, "edge.js", "BROKER=mqtt://"+app.Cloud.Broker.Addr(), "USERNAME="+acct["username"].(string), "PASSWORD="+acct["password"].(string),
 		"GROUP=tahu", "EDGE=tahu-edge", fmt.Sprintf("COUNT=%d", n))
 	p.waitLine(t, "DONE", 20*time.Second)
 
 	counter := uns.Path("tahu/tahu-edge/press/counter")
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		c, err := app.cloud.Historian.Count(context.Background(), counter)
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		c, err := app.Cloud.Historian.Count(context.Background(), counter)
 		if err == nil && c != n+1 {
 			err = fmt.Errorf("%d counter values stored, want %d", c, n+1)
 		}
 		return err
 	})
-	pts, err := app.cloud.Historian.History(context.Background(), counter, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), 0)
+	pts, err := app.Cloud.Historian.History(context.Background(), counter, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +182,7 @@ func TestTahuEdgeNodeIntoCalx(t *testing.T) {
 		"notes": {uns.TypeString, uns.String("long text")}, "id": {uns.TypeString, uns.String("123e4567-e89b-12d3-a456-426614174000")},
 	}
 	for name, w := range want {
-		tag, ok := app.cloud.Registry.Get(uns.Path("tahu/tahu-edge/press/" + name))
+		tag, ok := app.Cloud.Registry.Get(uns.Path("tahu/tahu-edge/press/" + name))
 		if !ok {
 			t.Errorf("%s not in the namespace", name)
 			continue
@@ -202,16 +191,16 @@ func TestTahuEdgeNodeIntoCalx(t *testing.T) {
 			t.Errorf("%s: %v %+v %+v, want %v %+v", name, tag.DataType, tag.Value, tag.Sparkplug, w.dt, w.v)
 		}
 	}
-	if tag, _ := app.cloud.Registry.Get(counter); tag.Unit != "parts" {
+	if tag, _ := app.Cloud.Registry.Get(counter); tag.Unit != "parts" {
 		t.Errorf("counter unit %q", tag.Unit)
 	}
 
-	if err := app.cloud.Host.RequestRebirth("tahu", "tahu-edge"); err != nil {
+	if err := app.Cloud.Host.RequestRebirth("tahu", "tahu-edge"); err != nil {
 		t.Fatal(err)
 	}
 	p.waitLine(t, "REBIRTH", 10*time.Second)
-	t.Logf("archiver: %+v host: %+v", app.cloud.ArchiverStats(context.Background()), app.cloud.Host.Stats())
-	if st := app.cloud.Host.Stats(); st.Malformed != 0 || st.SeqGaps != 0 {
+	t.Logf("archiver: %+v host: %+v", app.Cloud.ArchiverStats(context.Background()), app.Cloud.Host.Stats())
+	if st := app.Cloud.Host.Stats(); st.Malformed != 0 || st.SeqGaps != 0 {
 		t.Errorf("host stats: %+v", st)
 	}
 }
@@ -236,14 +225,14 @@ func TestCalxEdgeObservedByTahu(t *testing.T) {
 	edgePw := "calx-edge-pw"
 	hash, _ := cloud.HashPassword(edgePw)
 	app := interopCloud(t, cloud.MQTTUser{Username: "calx-edge", PasswordHash: hash, Role: cloud.RoleEdge, Group: "limeworks", EdgeID: "calx-edge"})
-	obs := startPeer(t, node, "observer.js", "BROKER=mqtt://"+app.cloud.Broker.Addr(), "USERNAME=observer", "PASSWORD=observer-pw")
+	obs := startPeer(t, node, "observer.js", "BROKER=mqtt://"+app.Cloud.Broker.Addr(), "USERNAME=observer", "PASSWORD=observer-pw")
 	obs.waitLine(t, "READY", 10*time.Second)
 
 	kiln, _ := sim.New("k", sim.Settings{Interval: 20 * time.Millisecond, StartHot: true})
-	e := edgetest.Start(t, edge.Options{Broker: "tcp://" + app.cloud.Broker.Addr(), Username: "calx-edge", Password: edgePw,
+	e := edgetest.Start(t, edge.Options{Broker: "tcp://" + app.Cloud.Broker.Addr(), Username: "calx-edge", Password: edgePw,
 		Group: "limeworks", EdgeID: "calx-edge", PrimaryHost: "calx", DataDir: t.TempDir(),
 		Devices: []edge.Device{{ID: "kiln1", Path: "limeworks/test/kilns/line1/kiln1", Connector: kiln}}})
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if e.Stats().Sent < 100 {
 			return fmt.Errorf("%d values sent", e.Stats().Sent)
 		}
@@ -251,19 +240,19 @@ func TestCalxEdgeObservedByTahu(t *testing.T) {
 	})
 	// The link fails: the broker sends the Will; the edge reconnects with
 	// the next bdSeq and births again.
-	if err := app.cloud.Broker.Disconnect("limeworks.calx-edge"); err != nil {
+	if err := app.Cloud.Broker.Disconnect("limeworks.calx-edge"); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
-		for _, n := range app.cloud.Host.Nodes() {
+	edgetest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		for _, n := range app.Cloud.Host.Nodes() {
 			if n.Edge == "calx-edge" && n.Online && n.BdSeq == 1 {
 				return nil
 			}
 		}
-		return fmt.Errorf("edge not born again: %+v", app.cloud.Host.Nodes())
+		return fmt.Errorf("edge not born again: %+v", app.Cloud.Host.Nodes())
 	})
 	sent := e.Stats().Sent
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if e.Stats().Sent < sent+50 {
 			return fmt.Errorf("no data after rebirth")
 		}
@@ -273,7 +262,7 @@ func TestCalxEdgeObservedByTahu(t *testing.T) {
 	if err := e.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	edgetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if n := obs.count("NDEATH limeworks/calx-edge"); n < 2 {
 			return fmt.Errorf("observer saw %d NDEATH", n)
 		}
