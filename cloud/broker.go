@@ -64,14 +64,25 @@ type BrokerStats struct {
 	Logins        guard.LoginStats
 }
 
-func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*Broker, error) {
+// validate checks the accounts and the limits.
+func (opts BrokerOptions) validate() error {
+	if opts.Listen == "" {
+		return errors.New("mqtt.listen: an address is required")
+	}
 	for _, u := range opts.Users {
 		if err := u.Validate(); err != nil {
-			return nil, fmt.Errorf("broker: %w", err)
+			return err
 		}
 	}
 	if err := opts.Limits.Validate(); err != nil {
-		return nil, fmt.Errorf("broker: mqtt.%w", err)
+		return fmt.Errorf("mqtt.%w", err)
+	}
+	return nil
+}
+
+func newBroker(opts BrokerOptions, js jetstream.JetStream, log *slog.Logger) (*Broker, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	opts.Limits.Apply(caps)

@@ -254,6 +254,27 @@ type FleetMonitor struct {
 	active  map[string]*FleetAlarm // edge + " " + kind
 	journal []FleetAlarm
 	rates   map[string]valueRate // by edge id
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// start runs the monitor's loop until stop.
+func (m *FleetMonitor) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel, m.done = cancel, make(chan struct{})
+	go func() {
+		defer close(m.done)
+		m.run(ctx)
+	}()
+}
+
+// stop ends the loop and waits for it.
+func (m *FleetMonitor) stop() {
+	if m.cancel != nil {
+		m.cancel()
+		<-m.done
+	}
 }
 
 // valueRate is an edge's data rate between two evaluations.

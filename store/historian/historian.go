@@ -116,8 +116,15 @@ var ErrUnknownTag = errors.New("unknown tag")
 // Options configure the historian.
 type Options struct {
 	// Path of the DuckDB file.
-	Path   string
-	Logger *slog.Logger
+	Path string
+	// RollupEvery is how often Start's maintenance rolls up closed
+	// minutes; zero means 2 s.
+	RollupEvery time.Duration
+	// Retention rules, applied every RetentionEvery (zero means an hour,
+	// the first time a minute after Start, or sooner when shorter).
+	Retention      []RetentionRule
+	RetentionEvery time.Duration
+	Logger         *slog.Logger
 }
 
 // Historian is the DuckDB store of tags and their points.
@@ -149,6 +156,9 @@ type Historian struct {
 	meta map[uns.Path]tagMeta // as stored, so that a rebirth that changes nothing writes nothing
 
 	closeOnce sync.Once
+	opts      Options
+	// stopMaintain ends Start's maintenance and waits for it.
+	stopMaintain func()
 }
 
 // tagMeta is the metadata the tags table keeps of a tag.
@@ -201,7 +211,7 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
-	h := &Historian{db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}, newest: map[int32]time.Time{}, done: map[rollupMark]minuteSums{}}
+	h := &Historian{opts: opts, db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}, newest: map[int32]time.Time{}, done: map[rollupMark]minuteSums{}}
 	if err := h.migrate(ctx); err != nil {
 		h.Close()
 		return nil, err
@@ -259,6 +269,9 @@ func (h *Historian) DB() *sql.DB { return h.db }
 func (h *Historian) Close() error {
 	var err error
 	h.closeOnce.Do(func() {
+		if h.stopMaintain != nil {
+			h.stopMaintain()
+		}
 		h.wmu.Lock()
 		defer h.wmu.Unlock()
 		if h.conn != nil {

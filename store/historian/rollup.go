@@ -186,22 +186,8 @@ const (
 	sumsPerLimit = 5
 )
 
-// RunRollups recomputes the closed marked minutes every interval until ctx
-// is done.
-func (h *Historian) RunRollups(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			h.RollupPass(ctx)
-		}
-	}
-}
-
-// RollupPass is one pass of RunRollups.
+// RollupPass recomputes the closed marked minutes once; Start runs it
+// every RollupEvery.
 func (h *Historian) RollupPass(ctx context.Context) {
 	began := time.Now()
 	n, err := h.RollupClosed(ctx, began, rollupGrace, rollupChunk)
