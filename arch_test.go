@@ -68,6 +68,13 @@ func TestArchitecture(t *testing.T) {
 			if links(from, mod+"/cloud") {
 				t.Errorf("connector %s links the cloud", from)
 			}
+			if links(from, mod+"/edge") {
+				t.Errorf("connector %s links the edge runtime: it implements package connector's contract", from)
+			}
+		case strings.HasPrefix(from, mod+"/connector"):
+			if links(from, mod+"/edge") {
+				t.Errorf("%s links the edge runtime", from)
+			}
 		}
 	}
 	for _, p := range []string{mod + "/uns", mod + "/cloud", mod + "/web", mod + "/store/historian", mod + "/edge/modbus"} {

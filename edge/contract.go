@@ -1,7 +1,8 @@
 // Package edge is the Calx edge runtime: it runs connectors, applies
 // report-by-exception to what they read, and publishes the result as a
 // Sparkplug B edge node. Each connector lives in its own sub-folder and
-// registers a factory here.
+// registers itself with package connector, whose contract it implements;
+// connectors do not import the runtime.
 //
 // It owns the edge node's Sparkplug state (bdSeq, seq, aliases, births); it
 // must not reach into the cloud's packages.
@@ -14,7 +15,7 @@ import (
 )
 
 // The connector contract lives in package connector, which the fleet model
-// uses too; these names keep it at hand for the runtime and the connectors.
+// and the connectors use; these names keep it at hand for the runtime.
 type (
 	TagDef          = connector.TagDef
 	TagOptions      = connector.TagOptions

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -60,12 +60,12 @@ func (d *Device) replan(now time.Time) {
 // its next try (up to five minutes). A block of several: each tag is read
 // alone, once; a refused one is marked so, one that answers is read in
 // smaller blocks from now on. It says whether the plan must change.
-func (d *Device) isolate(b *block, err error, rs []edge.Reading, now time.Time) ([]edge.Reading, bool) {
+func (d *Device) isolate(b *block, err error, rs []connector.Reading, now time.Time) ([]connector.Reading, bool) {
 	if len(b.tags) == 1 {
 		t := b.tags[0]
 		first := t.bad == nil
 		d.refuse(t, err, first)
-		return append(rs, edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad}), true
+		return append(rs, connector.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad}), true
 	}
 	for _, t := range b.tags {
 		regs, bits, err := d.read(t.Area, t.Address, uint16(t.size()))
@@ -79,7 +79,7 @@ func (d *Device) isolate(b *block, err error, rs []edge.Reading, now time.Time) 
 				return rs, true
 			}
 			d.refuse(t, err, true)
-			rs = append(rs, edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
+			rs = append(rs, connector.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
 			continue
 		}
 		t.split = min(t.split+1, 2)

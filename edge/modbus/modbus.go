@@ -18,7 +18,7 @@ import (
 
 	mb "github.com/simonvetter/modbus"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -49,7 +49,7 @@ type Tag struct {
 	ByteOrder string `yaml:"byte_order"` // big (default) or little: the bytes in each register
 	WordOrder string `yaml:"word_order"` // big (default) or little: the registers of a 32/64-bit value
 	// Unit, scaling, report by exception, writable.
-	edge.TagOptions `yaml:",inline"`
+	connector.TagOptions `yaml:",inline"`
 
 	every time.Duration // sampling interval: the tag's, or the device's
 
@@ -159,7 +159,7 @@ func (s *Settings) Validate() error {
 }
 
 func init() {
-	edge.RegisterSettings("modbus", nil, New)
+	connector.RegisterSettings("modbus", nil, New)
 }
 
 // Stats are a connection's figures.
@@ -186,8 +186,8 @@ type Device struct {
 }
 
 var (
-	_ edge.Connector = (*Device)(nil)
-	_ edge.Writer    = (*Device)(nil)
+	_ connector.Connector = (*Device)(nil)
+	_ connector.Writer    = (*Device)(nil)
 )
 
 // New returns the connector of a device.
@@ -221,8 +221,8 @@ func (d *Device) Stats() Stats {
 }
 
 // Tags declares the device's tags.
-func (d *Device) Tags() []edge.TagDef {
-	var out []edge.TagDef
+func (d *Device) Tags() []connector.TagDef {
+	var out []connector.TagDef
 	for _, t := range d.s.Tags {
 		dt := uns.TypeFloat64
 		switch {
@@ -246,7 +246,7 @@ func (d *Device) Tags() []edge.TagDef {
 
 // Run reads every block each interval; a lost connection makes the device
 // lost until a reconnect, tried with capped exponential backoff and jitter.
-func (d *Device) Run(ctx context.Context, sink edge.Sink) error {
+func (d *Device) Run(ctx context.Context, sink connector.Sink) error {
 	backoff := time.Duration(0)
 	tick := time.NewTicker(d.tick)
 	defer tick.Stop()
@@ -324,7 +324,7 @@ func isRefusal(err error) bool {
 // return means the connection is lost; a device's refusal of an address
 // marks those tags BAD and the others go on. It stops early, with no
 // error, when ctx ends.
-func (d *Device) cycle(ctx context.Context, sink edge.Sink) error {
+func (d *Device) cycle(ctx context.Context, sink connector.Sink) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.connect(); err != nil {
@@ -333,7 +333,7 @@ func (d *Device) cycle(ctx context.Context, sink edge.Sink) error {
 		return err
 	}
 	start := time.Now()
-	var rs []edge.Reading
+	var rs []connector.Reading
 	read, replan := false, false
 	for _, b := range d.blocks {
 		if ctx.Err() != nil {
@@ -358,7 +358,7 @@ func (d *Device) cycle(ctx context.Context, sink edge.Sink) error {
 			d.stats.LastError = err.Error()
 			d.stats.Errors++
 			for _, t := range b.tags {
-				rs = append(rs, edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
+				rs = append(rs, connector.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
 			}
 			continue
 		}
@@ -405,15 +405,15 @@ func (d *Device) read(area string, start, count uint16) ([]uint16, []bool, error
 	}
 }
 
-func (d *Device) reading(t *Tag, regs []uint16, bits []bool, off int, now time.Time) edge.Reading {
+func (d *Device) reading(t *Tag, regs []uint16, bits []bool, off int, now time.Time) connector.Reading {
 	if bits != nil {
-		return edge.Reading{Tag: t.Name, TS: now, Value: uns.Bool(bits[off])}
+		return connector.Reading{Tag: t.Name, TS: now, Value: uns.Bool(bits[off])}
 	}
 	v, err := t.decode(regs[off : off+t.size()])
 	if err != nil {
-		return edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad}
+		return connector.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad}
 	}
-	return edge.Reading{Tag: t.Name, TS: now, Value: t.ToEng(v)}
+	return connector.Reading{Tag: t.Name, TS: now, Value: t.ToEng(v)}
 }
 
 // Write sets a writable holding register tag or coil.

@@ -15,7 +15,7 @@ import (
 
 	mb "github.com/simonvetter/modbus"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -115,7 +115,7 @@ func startPLC(t *testing.T) *plc {
 }
 
 // get returns the latest reading of a tag, the number of reads and of losses.
-func get(s *edgetest.Sink, tag string) (edge.Reading, int, int) {
+func get(s *edgetest.Sink, tag string) (connector.Reading, int, int) {
 	r, _ := s.Get(tag)
 	return r, s.Reads(), s.Losses()
 }
@@ -142,12 +142,12 @@ func TestReadTypesInBlocks(t *testing.T) {
 		{Name: "bit2", Type: "bit", Bit: 2, Address: 2},
 		{Name: "bit3", Type: "bit", Bit: 3, Address: 2},
 		{Name: "f32", Type: "float32", Address: 4},
-		{Name: "f32swap", Type: "float32", Address: 6, WordOrder: "little", TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "f32swap", Type: "float32", Address: 6, WordOrder: "little", TagOptions: connector.TagOptions{Writable: true}},
 		{Name: "f64", Type: "float64", Address: 8},
 		{Name: "u16le", Type: "uint16", Address: 12, ByteOrder: "little"},
 		{Name: "name", Type: "string", Address: 20, Length: 2},
 		{Name: "i32", Type: "int32", Address: 500},
-		{Name: "temp", Area: AreaInput, Address: 10, TagOptions: edge.TagOptions{RawLow: 0, RawHigh: 4000, EngLow: 0, EngHigh: 1400, Unit: "°C"}},
+		{Name: "temp", Area: AreaInput, Address: 10, TagOptions: connector.TagOptions{RawLow: 0, RawHigh: 4000, EngLow: 0, EngHigh: 1400, Unit: "°C"}},
 		{Name: "pump", Area: AreaCoil, Address: 3},
 		{Name: "door", Area: AreaDiscrete, Address: 7},
 	}}, nil)
@@ -262,9 +262,9 @@ func TestConnectionLossAndRecovery(t *testing.T) {
 func TestWrites(t *testing.T) {
 	p := startPLC(t)
 	d, err := New("plc1", Settings{URL: p.url, Tags: []*Tag{
-		{Name: "sp", Type: "float32", Address: 100, WordOrder: "little", TagOptions: edge.TagOptions{Writable: true}},
-		{Name: "speed", Type: "uint16", Address: 102, TagOptions: edge.TagOptions{Scale: 0.1, Writable: true}},
-		{Name: "run", Area: AreaCoil, Address: 5, TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "sp", Type: "float32", Address: 100, WordOrder: "little", TagOptions: connector.TagOptions{Writable: true}},
+		{Name: "speed", Type: "uint16", Address: 102, TagOptions: connector.TagOptions{Scale: 0.1, Writable: true}},
+		{Name: "run", Area: AreaCoil, Address: 5, TagOptions: connector.TagOptions{Writable: true}},
 		{Name: "ro", Address: 103},
 	}}, nil)
 	if err != nil {
@@ -299,7 +299,7 @@ func TestSettingsErrors(t *testing.T) {
 		"area":      {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Area: "eeprom"}}},
 		"bit":       {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Type: "bit", Bit: 16}}},
 		"duplicate": {URL: "tcp://x:502", Tags: []*Tag{{Name: "a"}, {Name: "a", Address: 1}}},
-		"write in":  {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Area: AreaInput, TagOptions: edge.TagOptions{Writable: true}}}},
+		"write in":  {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", Area: AreaInput, TagOptions: connector.TagOptions{Writable: true}}}},
 		"order":     {URL: "tcp://x:502", Tags: []*Tag{{Name: "a", ByteOrder: "middle"}}},
 	} {
 		if _, err := New("d", s, nil); err == nil {
@@ -354,7 +354,7 @@ type countSink struct {
 	n  map[string]int
 }
 
-func (c *countSink) Emit(rs []edge.Reading) {
+func (c *countSink) Emit(rs []connector.Reading) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range rs {
@@ -373,7 +373,7 @@ func (c *countSink) count(tag string) int {
 func TestPerTagInterval(t *testing.T) {
 	p := startPLC(t)
 	d, err := New("plc1", Settings{URL: p.url, Interval: 200 * time.Millisecond, Tags: []*Tag{
-		{Name: "fast", Address: 0, TagOptions: edge.TagOptions{Interval: 20 * time.Millisecond}},
+		{Name: "fast", Address: 0, TagOptions: connector.TagOptions{Interval: 20 * time.Millisecond}},
 		{Name: "slow", Address: 1},
 	}}, nil)
 	if err != nil {
@@ -477,11 +477,11 @@ func TestWritesOutOfRangeRefused(t *testing.T) {
 	p := startPLC(t)
 	hi := 50.0
 	d, err := New("plc1", Settings{URL: p.url, Tags: []*Tag{
-		{Name: "u16", Type: "uint16", Address: 10, TagOptions: edge.TagOptions{Writable: true}},
-		{Name: "i32", Type: "int32", Address: 12, TagOptions: edge.TagOptions{Writable: true}},
-		{Name: "pct", Type: "uint16", Address: 14, TagOptions: edge.TagOptions{Writable: true, RawLow: 0, RawHigh: 10000, EngLow: 0, EngHigh: 100}},
-		{Name: "sp", Type: "int16", Address: 15, TagOptions: edge.TagOptions{Writable: true, Scale: 0.1, WriteMax: &hi}},
-		{Name: "u64", Type: "uint64", Address: 20, TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "u16", Type: "uint16", Address: 10, TagOptions: connector.TagOptions{Writable: true}},
+		{Name: "i32", Type: "int32", Address: 12, TagOptions: connector.TagOptions{Writable: true}},
+		{Name: "pct", Type: "uint16", Address: 14, TagOptions: connector.TagOptions{Writable: true, RawLow: 0, RawHigh: 10000, EngLow: 0, EngHigh: 100}},
+		{Name: "sp", Type: "int16", Address: 15, TagOptions: connector.TagOptions{Writable: true, Scale: 0.1, WriteMax: &hi}},
+		{Name: "u64", Type: "uint64", Address: 20, TagOptions: connector.TagOptions{Writable: true}},
 	}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -506,7 +506,7 @@ func TestWritesOutOfRangeRefused(t *testing.T) {
 	if err := d.Write(ctx, "u16", uns.Int(65535)); err != nil {
 		t.Errorf("the top of a uint16: %v", err)
 	}
-	defs := map[string]edge.TagDef{}
+	defs := map[string]connector.TagDef{}
 	for _, def := range d.Tags() {
 		defs[def.Name] = def
 	}

@@ -23,7 +23,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/calx-iiot/calx/config"
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/edge/jsonpath"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -65,7 +65,7 @@ type Tag struct {
 	Path string `yaml:"path"`
 	Type string `yaml:"type"` // float64 (default), int64, bool, string
 	// Unit, scaling, report by exception (read only: writable is refused).
-	edge.TagOptions `yaml:",inline"`
+	connector.TagOptions `yaml:",inline"`
 	// TimePath, when set, takes the value's timestamp from the payload
 	// (RFC 3339), as LoRaWAN uplinks carry the time of reception.
 	TimePath string `yaml:"time_path"`
@@ -151,14 +151,14 @@ func (s *Settings) expand() error {
 	}
 	s.Tags = append(s.Tags,
 		Tag{Name: "rssi", Topic: s.Topic, Path: rssi, TimePath: timePath,
-			TagOptions: edge.TagOptions{Unit: "dBm", Description: "Signal strength at the best gateway"}},
+			TagOptions: connector.TagOptions{Unit: "dBm", Description: "Signal strength at the best gateway"}},
 		Tag{Name: "snr", Topic: s.Topic, Path: snr, TimePath: timePath,
-			TagOptions: edge.TagOptions{Unit: "dB", Description: "Signal to noise ratio at the best gateway"}})
+			TagOptions: connector.TagOptions{Unit: "dB", Description: "Signal to noise ratio at the best gateway"}})
 	return nil
 }
 
 func init() {
-	edge.RegisterSettings("mqtt", nil, New)
+	connector.RegisterSettings("mqtt", nil, New)
 }
 
 // Source is the MQTT-in connector of one device.
@@ -173,7 +173,7 @@ type Source struct {
 	declared map[string]bool // names of pattern tags the edge knows
 }
 
-var _ edge.Connector = (*Source)(nil)
+var _ connector.Connector = (*Source)(nil)
 
 // New validates the settings.
 func New(device string, s Settings, log *slog.Logger) (*Source, error) {
@@ -276,8 +276,8 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 }
 
 // Tags declares the source's tags.
-func (src *Source) Tags() []edge.TagDef {
-	var out []edge.TagDef
+func (src *Source) Tags() []connector.TagDef {
+	var out []connector.TagDef
 	for i := range src.s.Tags {
 		if t := &src.s.Tags[i]; !t.pattern {
 			out = append(out, t.def(t.Name))
@@ -286,23 +286,23 @@ func (src *Source) Tags() []edge.TagDef {
 	return out
 }
 
-func (t *Tag) def(name string) edge.TagDef {
+func (t *Tag) def(name string) connector.TagDef {
 	return t.TagOptions.Def(name, t.dt)
 }
 
 // declare makes sure a tag that a pattern yields is known to the edge.
-func (src *Source) declare(sink edge.Sink, t *Tag, name string) bool {
+func (src *Source) declare(sink connector.Sink, t *Tag, name string) bool {
 	src.mu.Lock()
 	defer src.mu.Unlock()
 	if src.declared[name] {
 		return true
 	}
-	d, ok := sink.(edge.Declarer)
+	d, ok := sink.(connector.Declarer)
 	if !ok {
 		src.log.Warn("tag not added: this edge cannot add tags while running", "tag", name)
 		return false
 	}
-	if err := d.Declare([]edge.TagDef{t.def(name)}); err != nil {
+	if err := d.Declare([]connector.TagDef{t.def(name)}); err != nil {
 		src.log.Warn("tag not added", "tag", name, "err", err)
 		return false
 	}
@@ -312,11 +312,11 @@ func (src *Source) declare(sink edge.Sink, t *Tag, name string) bool {
 
 // Run connects, subscribes, and emits what the messages carry until ctx is
 // done; the client reconnects by itself and subscribes again.
-func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
+func (src *Source) Run(ctx context.Context, sink connector.Sink) error {
 	var once sync.Once
 	broker, user, pass := src.s.Broker, src.s.Username, src.s.Password
 	if broker == "" {
-		if l, ok := sink.(edge.LocalBrokerSink); ok {
+		if l, ok := sink.(connector.LocalBrokerSink); ok {
 			broker, user, pass = l.LocalBroker()
 		}
 		if broker == "" {
@@ -374,11 +374,11 @@ func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 }
 
 // handle turns one message into readings of the tags whose topic matches.
-func (src *Source) handle(m paho.Message, sink edge.Sink) {
+func (src *Source) handle(m paho.Message, sink connector.Sink) {
 	now := time.Now()
 	var doc any
 	parsed := false
-	var rs []edge.Reading
+	var rs []connector.Reading
 	for filter, tags := range src.topics {
 		if !matches(filter, m.Topic()) {
 			continue
@@ -430,7 +430,7 @@ func (src *Source) handle(m paho.Message, sink edge.Sink) {
 				// A message that lacks this tag says nothing about it.
 				continue
 			}
-			rs = append(rs, edge.Reading{Tag: name, TS: ts, Value: t.ToEng(v), Quality: q})
+			rs = append(rs, connector.Reading{Tag: name, TS: ts, Value: t.ToEng(v), Quality: q})
 		}
 	}
 	if len(rs) > 0 {

@@ -9,7 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -42,9 +42,9 @@ func start(t *testing.T, s Settings) *edgetest.Sink {
 
 // publishUntil publishes until the tag shows up, since the subscription is
 // made in the background.
-func publishUntil(t *testing.T, srv *mqtt.Server, sk *edgetest.Sink, topic, payload, tag string) edge.Reading {
+func publishUntil(t *testing.T, srv *mqtt.Server, sk *edgetest.Sink, topic, payload, tag string) connector.Reading {
 	t.Helper()
-	var r edge.Reading
+	var r connector.Reading
 	edgetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		srv.Publish(topic, []byte(payload), false, 0)
 		var ok bool
@@ -61,7 +61,7 @@ func TestPlainAndJSONPayloads(t *testing.T) {
 	sk := start(t, Settings{Broker: url, Tags: []Tag{
 		{Name: "temp", Topic: "plant/kiln1/temp"},
 		{Name: "state", Topic: "plant/kiln1/state", Type: "string"},
-		{Name: "flow", Topic: "plant/+/json", Path: "data.flow", TagOptions: edge.TagOptions{Unit: "m³/h"}},
+		{Name: "flow", Topic: "plant/+/json", Path: "data.flow", TagOptions: connector.TagOptions{Unit: "m³/h"}},
 	}})
 	if r := publishUntil(t, srv, sk, "plant/kiln1/temp", " 1102.5 ", "temp"); !r.Value.Equal(uns.Float(1102.5)) {
 		t.Errorf("temp = %+v", r.Value)
@@ -163,7 +163,7 @@ func TestSampleConfig(t *testing.T) {
 func TestWildcardsNameTags(t *testing.T) {
 	srv, url := broker(t)
 	sk := start(t, Settings{Broker: url, Tags: []Tag{
-		{Name: "{1}/{2}", Topic: "sensors/+/+", TagOptions: edge.TagOptions{Unit: "°C", Scale: 0.5}},
+		{Name: "{1}/{2}", Topic: "sensors/+/+", TagOptions: connector.TagOptions{Unit: "°C", Scale: 0.5}},
 		{Name: "lines/{#}", Topic: "mes/#", Path: "count", Type: "int64"},
 	}})
 	if r := publishUntil(t, srv, sk, "sensors/dryer/temp", "163", "dryer/temp"); !r.Value.Equal(uns.Float(81.5)) {

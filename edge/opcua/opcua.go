@@ -20,7 +20,7 @@ import (
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/ua"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -63,14 +63,14 @@ type Tag struct {
 	NodeType string `yaml:"node_type"`
 	// Unit, scaling, report by exception, writable. Without scaling, the
 	// deadband also goes to the server as a DataChangeFilter.
-	edge.TagOptions `yaml:",inline"`
+	connector.TagOptions `yaml:",inline"`
 
 	id *ua.NodeID
 	dt uns.DataType
 }
 
 func init() {
-	edge.RegisterSettings("opcua", nil, New)
+	connector.RegisterSettings("opcua", nil, New)
 }
 
 // Server is the OPC UA connector of one server.
@@ -86,8 +86,8 @@ type Server struct {
 }
 
 var (
-	_ edge.Connector = (*Server)(nil)
-	_ edge.Writer    = (*Server)(nil)
+	_ connector.Connector = (*Server)(nil)
+	_ connector.Writer    = (*Server)(nil)
 )
 
 // New validates the settings and loads the certificates.
@@ -198,8 +198,8 @@ func New(device string, s Settings, log *slog.Logger) (*Server, error) {
 }
 
 // Tags declares the variables.
-func (srv *Server) Tags() []edge.TagDef {
-	var out []edge.TagDef
+func (srv *Server) Tags() []connector.TagDef {
+	var out []connector.TagDef
 	for _, t := range srv.s.Tags {
 		def := t.Def(t.Name, t.dt)
 		if nt, ok := nodeTypes[t.NodeType]; ok && nt.numeric && t.Writable {
@@ -215,7 +215,7 @@ func (srv *Server) Tags() []edge.TagDef {
 // Run connects and reads until ctx is done; a lost session makes the
 // device lost, and it reconnects with capped exponential backoff and
 // jitter, subscribing again.
-func (srv *Server) Run(ctx context.Context, sink edge.Sink) error {
+func (srv *Server) Run(ctx context.Context, sink connector.Sink) error {
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
 		err := srv.session(ctx, sink)
@@ -237,7 +237,7 @@ func (srv *Server) Run(ctx context.Context, sink edge.Sink) error {
 // connectOptions asks the server for its endpoints, picks the one of the
 // configured policy and mode, and, with security, checks that the server's
 // certificate is trusted and brings the application certificate.
-func (srv *Server) connectOptions(ctx context.Context, sink edge.Sink) ([]opcua.Option, error) {
+func (srv *Server) connectOptions(ctx context.Context, sink connector.Sink) ([]opcua.Option, error) {
 	eps, err := opcua.GetEndpoints(ctx, srv.s.Endpoint, opcua.RequestTimeout(srv.s.Timeout))
 	if err != nil {
 		return nil, fmt.Errorf("opcua %s: endpoints: %w", srv.s.Endpoint, err)
@@ -270,17 +270,17 @@ func (srv *Server) connectOptions(ctx context.Context, sink edge.Sink) ([]opcua.
 
 // pkiDir is the configured PKI directory, or the device's in the edge's
 // data dir.
-func (srv *Server) pkiDir(sink edge.Sink) string {
+func (srv *Server) pkiDir(sink connector.Sink) string {
 	if srv.s.PKIDir != "" {
 		return srv.s.PKIDir
 	}
-	if d, ok := sink.(edge.DirSink); ok && d.DeviceDir() != "" {
+	if d, ok := sink.(connector.DirSink); ok && d.DeviceDir() != "" {
 		return filepath.Join(d.DeviceDir(), "pki")
 	}
 	return ""
 }
 
-func (srv *Server) session(ctx context.Context, sink edge.Sink) error {
+func (srv *Server) session(ctx context.Context, sink connector.Sink) error {
 	opts, err := srv.connectOptions(ctx, sink)
 	if err != nil {
 		return err
@@ -310,7 +310,7 @@ func (srv *Server) session(ctx context.Context, sink edge.Sink) error {
 }
 
 // poll reads every variable in one request per interval.
-func (srv *Server) poll(ctx context.Context, c *opcua.Client, sink edge.Sink) error {
+func (srv *Server) poll(ctx context.Context, c *opcua.Client, sink connector.Sink) error {
 	req := &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth}
 	for _, t := range srv.s.Tags {
 		req.NodesToRead = append(req.NodesToRead, &ua.ReadValueID{NodeID: t.id, AttributeID: ua.AttributeIDValue})
@@ -323,7 +323,7 @@ func (srv *Server) poll(ctx context.Context, c *opcua.Client, sink edge.Sink) er
 			return fmt.Errorf("opcua %s: read: %w", srv.s.Endpoint, err)
 		}
 		now := time.Now()
-		rs := make([]edge.Reading, 0, len(res.Results))
+		rs := make([]connector.Reading, 0, len(res.Results))
 		for i, dv := range res.Results {
 			if i < len(srv.s.Tags) {
 				rs = append(rs, srv.reading(srv.s.Tags[i], dv, now))
@@ -340,7 +340,7 @@ func (srv *Server) poll(ctx context.Context, c *opcua.Client, sink edge.Sink) er
 
 // subscribe creates monitored items for every variable and emits what the
 // server publishes.
-func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sink) error {
+func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink connector.Sink) error {
 	notes := make(chan *opcua.PublishNotificationData, 64)
 	sub, err := c.Subscribe(ctx, &opcua.SubscriptionParameters{Interval: srv.s.Interval}, notes)
 	if err != nil {
@@ -372,12 +372,12 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sin
 		}
 	}
 	now := time.Now()
-	var bad []edge.Reading
+	var bad []connector.Reading
 	for i, r := range res.Results {
 		if r.StatusCode != ua.StatusOK && i < len(srv.s.Tags) {
 			t := srv.s.Tags[i]
 			srv.log.Warn("variable refused by the server", "tag", t.Name, "node_id", t.NodeID, "status", r.StatusCode)
-			bad = append(bad, edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
+			bad = append(bad, connector.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad})
 		}
 	}
 	if len(bad) > 0 {
@@ -403,7 +403,7 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink edge.Sin
 				continue
 			}
 			now := time.Now()
-			rs := make([]edge.Reading, 0, len(dc.MonitoredItems))
+			rs := make([]connector.Reading, 0, len(dc.MonitoredItems))
 			for _, item := range dc.MonitoredItems {
 				if int(item.ClientHandle) < len(srv.s.Tags) {
 					rs = append(rs, srv.reading(srv.s.Tags[item.ClientHandle], item.Value, now))
@@ -440,8 +440,8 @@ func (srv *Server) item(i int, t *Tag, filter bool) *ua.MonitoredItemCreateReque
 
 // reading turns a data value into a reading: the source timestamp when the
 // server gives one, the status code as quality.
-func (srv *Server) reading(t *Tag, dv *ua.DataValue, now time.Time) edge.Reading {
-	r := edge.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad}
+func (srv *Server) reading(t *Tag, dv *ua.DataValue, now time.Time) connector.Reading {
+	r := connector.Reading{Tag: t.Name, TS: now, Value: uns.Null, Quality: uns.Bad}
 	if dv == nil {
 		return r
 	}

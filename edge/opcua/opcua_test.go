@@ -17,7 +17,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/calx-iiot/calx/config"
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -63,11 +63,11 @@ func startServer(t *testing.T) (*server.MapNamespace, string) {
 func tags(ns uint16) []*Tag {
 	id := func(k string) string { return fmt.Sprintf("ns=%d;s=%s", ns, k) }
 	return []*Tag{
-		{Name: "temp", NodeID: id("Kiln1.Temp"), TagOptions: edge.TagOptions{Unit: "°C"}},
+		{Name: "temp", NodeID: id("Kiln1.Temp"), TagOptions: connector.TagOptions{Unit: "°C"}},
 		{Name: "cycles", NodeID: id("Kiln1.Cycles"), Type: "int64"},
 		{Name: "running", NodeID: id("Kiln1.Running"), Type: "bool"},
 		{Name: "state", NodeID: id("Kiln1.State"), Type: "string"},
-		{Name: "setpoint", NodeID: id("Kiln1.Setpoint"), TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "setpoint", NodeID: id("Kiln1.Setpoint"), TagOptions: connector.TagOptions{Writable: true}},
 		{Name: "missing", NodeID: id("Kiln1.NoSuchThing")},
 	}
 }
@@ -168,7 +168,7 @@ func TestSettingsErrors(t *testing.T) {
 	}
 }
 
-func get(s *edgetest.Sink, tag string) edge.Reading {
+func get(s *edgetest.Sink, tag string) connector.Reading {
 	r, _ := s.Get(tag)
 	return r
 }
@@ -218,8 +218,8 @@ func TestWritesAsTheNodeType(t *testing.T) {
 	ns.Data["Kiln1.Count"] = uint32(7)
 	id := func(k string) string { return fmt.Sprintf("ns=%d;s=%s", ns.ID(), k) }
 	srv, err := New("kiln1", Settings{Endpoint: url, Mode: "poll", Interval: 50 * time.Millisecond, Tags: []*Tag{
-		{Name: "flow", NodeID: id("Kiln1.Flow"), TagOptions: edge.TagOptions{Writable: true}},
-		{Name: "count", NodeID: id("Kiln1.Count"), Type: "int64", NodeType: "UInt32", TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "flow", NodeID: id("Kiln1.Flow"), TagOptions: connector.TagOptions{Writable: true}},
+		{Name: "count", NodeID: id("Kiln1.Count"), Type: "int64", NodeType: "UInt32", TagOptions: connector.TagOptions{Writable: true}},
 	}}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -94,8 +94,8 @@ func startNodeServer(t *testing.T) nodeServer {
 
 func (s nodeServer) tags() []*Tag {
 	return []*Tag{
-		{Name: "temp", NodeID: fmt.Sprintf("ns=%d;s=Kiln1.Temp", s.ns), TagOptions: edge.TagOptions{Unit: "°C"}},
-		{Name: "setpoint", NodeID: fmt.Sprintf("ns=%d;s=Kiln1.Setpoint", s.ns), TagOptions: edge.TagOptions{Writable: true}},
+		{Name: "temp", NodeID: fmt.Sprintf("ns=%d;s=Kiln1.Temp", s.ns), TagOptions: connector.TagOptions{Unit: "°C"}},
+		{Name: "setpoint", NodeID: fmt.Sprintf("ns=%d;s=Kiln1.Setpoint", s.ns), TagOptions: connector.TagOptions{Writable: true}},
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/edge/jsonpath"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -41,14 +41,14 @@ type Tag struct {
 	Path string `yaml:"path"`
 	Type string `yaml:"type"` // float64 (default), int64, bool, string
 	// Unit, scaling, report by exception (read only: writable is refused).
-	edge.TagOptions `yaml:",inline"`
+	connector.TagOptions `yaml:",inline"`
 
 	path jsonpath.Path
 	dt   uns.DataType
 }
 
 func init() {
-	edge.RegisterSettings("rest", nil, New)
+	connector.RegisterSettings("rest", nil, New)
 }
 
 // Source is the REST connector of one endpoint.
@@ -59,7 +59,7 @@ type Source struct {
 	log    *slog.Logger
 }
 
-var _ edge.Connector = (*Source)(nil)
+var _ connector.Connector = (*Source)(nil)
 
 // New validates the settings.
 func New(device string, s Settings, log *slog.Logger) (*Source, error) {
@@ -112,8 +112,8 @@ func New(device string, s Settings, log *slog.Logger) (*Source, error) {
 }
 
 // Tags declares the source's tags.
-func (src *Source) Tags() []edge.TagDef {
-	var out []edge.TagDef
+func (src *Source) Tags() []connector.TagDef {
+	var out []connector.TagDef
 	for _, t := range src.s.Tags {
 		out = append(out, t.Def(t.Name, t.dt))
 	}
@@ -130,7 +130,7 @@ func (e errRetryLater) Error() string { return fmt.Sprintf("HTTP %d, retry later
 
 // Run polls on the interval; 429 and 5xx answers back off (honouring
 // Retry-After), other failures make the source lost until it answers.
-func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
+func (src *Source) Run(ctx context.Context, sink connector.Sink) error {
 	backoff := time.Duration(0)
 	for {
 		wait := src.s.Interval
@@ -159,7 +159,7 @@ func (src *Source) Run(ctx context.Context, sink edge.Sink) error {
 	}
 }
 
-func (src *Source) poll(ctx context.Context) ([]edge.Reading, error) {
+func (src *Source) poll(ctx context.Context) ([]connector.Reading, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src.s.URL, nil)
 	if err != nil {
 		return nil, err
@@ -190,7 +190,7 @@ func (src *Source) poll(ctx context.Context) ([]edge.Reading, error) {
 	if err := json.NewDecoder(io.LimitReader(res.Body, 16<<20)).Decode(&doc); err != nil {
 		return nil, fmt.Errorf("rest %s: answer is not JSON: %w", src.s.URL, err)
 	}
-	rs := make([]edge.Reading, 0, len(src.s.Tags))
+	rs := make([]connector.Reading, 0, len(src.s.Tags))
 	for _, t := range src.s.Tags {
 		v, err := src.value(doc, t)
 		q := uns.Good
@@ -198,7 +198,7 @@ func (src *Source) poll(ctx context.Context) ([]edge.Reading, error) {
 			q = uns.Bad
 			src.log.Debug("tag not in the answer", "tag", t.Name, "err", err)
 		}
-		rs = append(rs, edge.Reading{Tag: t.Name, TS: now, Value: v, Quality: q})
+		rs = append(rs, connector.Reading{Tag: t.Name, TS: now, Value: v, Quality: q})
 	}
 	return rs, nil
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/uns"
 )
@@ -28,7 +28,7 @@ func TestOneRequestManyTags(t *testing.T) {
 		{Name: "order", Path: "order.id", Type: "string"},
 		{Name: "qty", Path: "order.qty", Type: "int64"},
 		{Name: "done", Path: "order.done", Type: "bool"},
-		{Name: "oee2", Path: "lines[1].oee", TagOptions: edge.TagOptions{Scale: 100, Unit: "%"}},
+		{Name: "oee2", Path: "lines[1].oee", TagOptions: connector.TagOptions{Scale: 100, Unit: "%"}},
 		{Name: "missing", Path: "lines[5].oee"},
 	}}, nil)
 	if err != nil {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -44,10 +44,10 @@ type Clock struct {
 	fast   []string // names of the fast tags
 }
 
-var _ edge.Connector = (*Clock)(nil)
+var _ connector.Connector = (*Clock)(nil)
 
 func init() {
-	edge.RegisterSettings("clock", nil, quiet(NewClock))
+	connector.RegisterSettings("clock", nil, quiet(NewClock))
 }
 
 // NewClock returns a clock connector.
@@ -83,11 +83,11 @@ func NewClock(device string, s ClockSettings) (*Clock, error) {
 }
 
 // Tags lists the counter and, when enabled, the fast tag.
-func (c *Clock) Tags() []edge.TagDef {
-	tags := []edge.TagDef{{Name: TagCounter, DataType: uns.TypeInt64,
+func (c *Clock) Tags() []connector.TagDef {
+	tags := []connector.TagDef{{Name: TagCounter, DataType: uns.TypeInt64,
 		Description: fmt.Sprintf("Steps of %s since %s", c.s.Period, c.s.Base.Format(time.RFC3339))}}
 	for _, name := range c.fast {
-		tags = append(tags, edge.TagDef{Name: name, DataType: uns.TypeInt64,
+		tags = append(tags, connector.TagDef{Name: name, DataType: uns.TypeInt64,
 			Description: fmt.Sprintf("Steps of %s since %s", c.fastDT, c.s.Base.Format(time.RFC3339))})
 	}
 	return tags
@@ -108,10 +108,10 @@ func (c *Clock) FastAt(t time.Time) int64 {
 }
 
 // Run reports every step since the previous read, each at its own time.
-func (c *Clock) Run(ctx context.Context, sink edge.Sink) error {
+func (c *Clock) Run(ctx context.Context, sink connector.Sink) error {
 	t := time.NewTicker(c.s.Interval)
 	defer t.Stop()
-	var rs []edge.Reading
+	var rs []connector.Reading
 	for {
 		now := time.Now()
 		rs = rs[:0]
@@ -133,7 +133,7 @@ func (c *Clock) Run(ctx context.Context, sink edge.Sink) error {
 // appendSteps adds the readings of one tag from its last reported step to
 // now. The first read after a start reports the current step only: what
 // was not read while the edge was down is not invented.
-func (c *Clock) appendSteps(rs []edge.Reading, i int, tags []string, dt time.Duration, now time.Time) []edge.Reading {
+func (c *Clock) appendSteps(rs []connector.Reading, i int, tags []string, dt time.Duration, now time.Time) []connector.Reading {
 	cur := c.step(now, dt)
 	from := c.last[i] + 1
 	if c.last[i] < 0 {
@@ -141,7 +141,7 @@ func (c *Clock) appendSteps(rs []edge.Reading, i int, tags []string, dt time.Dur
 	}
 	for v := from; v <= cur; v++ {
 		for _, tag := range tags {
-			rs = append(rs, edge.Reading{Tag: tag, TS: c.s.Base.Add(time.Duration(v) * dt), Value: uns.Int(v)})
+			rs = append(rs, connector.Reading{Tag: tag, TS: c.s.Base.Add(time.Duration(v) * dt), Value: uns.Int(v)})
 		}
 	}
 	c.last[i] = cur

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -67,7 +67,7 @@ func (s *Settings) Validate() error {
 }
 
 func init() {
-	edge.RegisterSettings("sim", func() Settings { return Settings{MeanTimeBetweenTrips: 10 * time.Minute} }, quiet(New))
+	connector.RegisterSettings("sim", func() Settings { return Settings{MeanTimeBetweenTrips: 10 * time.Minute} }, quiet(New))
 }
 
 // Kiln states, as reported by the state tag.
@@ -113,14 +113,14 @@ type Kiln struct {
 }
 
 var (
-	_ edge.Connector = (*Kiln)(nil)
-	_ edge.Writer    = (*Kiln)(nil)
+	_ connector.Connector = (*Kiln)(nil)
+	_ connector.Writer    = (*Kiln)(nil)
 )
 
 // New returns a simulated kiln for device.
 // quiet adapts a simulator's constructor to the connector registry: the
 // simulators have nothing to log.
-func quiet[S any, C edge.Connector](f func(string, S) (C, error)) func(string, S, *slog.Logger) (C, error) {
+func quiet[S any, C connector.Connector](f func(string, S) (C, error)) func(string, S, *slog.Logger) (C, error) {
 	return func(device string, s S, _ *slog.Logger) (C, error) { return f(device, s) }
 }
 
@@ -144,9 +144,9 @@ func New(device string, s Settings) (*Kiln, error) {
 }
 
 // Tags lists what the kiln reports.
-func (k *Kiln) Tags() []edge.TagDef {
+func (k *Kiln) Tags() []connector.TagDef {
 	db := func(abs float64) uns.Deadband { return uns.Deadband{Abs: abs, Heartbeat: 30 * time.Second} }
-	return []edge.TagDef{
+	return []connector.TagDef{
 		{Name: TagTemp, DataType: uns.TypeFloat64, Unit: "°C", Low: 0, High: 1400, Description: "Burning zone temperature", Deadband: db(0.5)},
 		{Name: TagFuel, DataType: uns.TypeFloat64, Unit: "Nm³/h", Low: 0, High: 1500, Description: "Natural gas flow to the burners", Deadband: db(2)},
 		{Name: TagPower, DataType: uns.TypeFloat64, Unit: "kW", Low: 0, High: 500, Description: "Kiln drive and fan power", Deadband: db(1)},
@@ -183,7 +183,7 @@ func (k *Kiln) Write(_ context.Context, tag string, v uns.Value) error {
 }
 
 // Run steps the model once per interval and emits every tag.
-func (k *Kiln) Run(ctx context.Context, sink edge.Sink) error {
+func (k *Kiln) Run(ctx context.Context, sink connector.Sink) error {
 	emit := sink.Emit
 	t := time.NewTicker(k.s.Interval)
 	defer t.Stop()
@@ -210,7 +210,7 @@ func (k *Kiln) noise(sd float64) float64 { return k.rng.NormFloat64() * sd }
 // Step advances the model by dt seconds and returns the readings at now.
 // It is exported so that tests and benchmarks can drive the model without
 // waiting for the clock.
-func (k *Kiln) Step(now time.Time, dt float64) []edge.Reading {
+func (k *Kiln) Step(now time.Time, dt float64) []connector.Reading {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.life++
@@ -274,7 +274,7 @@ func (k *Kiln) Step(now time.Time, dt float64) []edge.Reading {
 		dust = clamp(4+k.dustSpike+k.noise(0.3), 0, 50)
 	}
 	temp := k.temp + k.noise(2)
-	return []edge.Reading{
+	return []connector.Reading{
 		{Tag: TagTemp, TS: now, Value: uns.Float(round(temp, 1))},
 		{Tag: TagFuel, TS: now, Value: uns.Float(round(math.Max(0, fuel), 1))},
 		{Tag: TagPower, TS: now, Value: uns.Float(round(math.Max(0, power), 1))},

@@ -4,11 +4,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 )
 
-func values(rs []edge.Reading) map[string]edge.Reading {
-	m := map[string]edge.Reading{}
+func values(rs []connector.Reading) map[string]connector.Reading {
+	m := map[string]connector.Reading{}
 	for _, r := range rs {
 		m[r.Tag] = r
 	}

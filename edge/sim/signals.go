@@ -9,7 +9,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/connector"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -56,10 +56,10 @@ type Signals struct {
 	lastT []time.Time
 }
 
-var _ edge.Connector = (*Signals)(nil)
+var _ connector.Connector = (*Signals)(nil)
 
 func init() {
-	edge.RegisterSettings("signals", nil, quiet(NewSignals))
+	connector.RegisterSettings("signals", nil, quiet(NewSignals))
 }
 
 // NewSignals validates the settings.
@@ -124,14 +124,14 @@ func NewSignals(device string, s SignalSettings) (*Signals, error) {
 }
 
 // Tags declares the signals.
-func (g *Signals) Tags() []edge.TagDef {
-	var out []edge.TagDef
+func (g *Signals) Tags() []connector.TagDef {
+	var out []connector.TagDef
 	for _, s := range g.s.Signals {
 		dt := uns.TypeFloat64
 		if s.Kind == SignalCounter && s.Noise == 0 && s.Step == math.Trunc(s.Step) {
 			dt = uns.TypeInt64
 		}
-		out = append(out, edge.TagDef{Name: s.Name, DataType: dt, Unit: s.Unit, Low: s.Low, High: s.High,
+		out = append(out, connector.TagDef{Name: s.Name, DataType: dt, Unit: s.Unit, Low: s.Low, High: s.High,
 			Description: s.Kind + " signal", Deadband: uns.Deadband{Abs: s.Deadband}})
 	}
 	return out
@@ -139,12 +139,12 @@ func (g *Signals) Tags() []edge.TagDef {
 
 // At returns the readings at t; the stateful kinds (counter, random walk,
 // step) advance one step per call.
-func (g *Signals) At(t time.Time) []edge.Reading {
+func (g *Signals) At(t time.Time) []connector.Reading {
 	if g.start.IsZero() {
 		g.start = t
 	}
 	el := t.Sub(g.start).Seconds()
-	rs := make([]edge.Reading, 0, len(g.s.Signals))
+	rs := make([]connector.Reading, 0, len(g.s.Signals))
 	for i, s := range g.s.Signals {
 		span := s.High - s.Low
 		var v float64
@@ -178,13 +178,13 @@ func (g *Signals) At(t time.Time) []edge.Reading {
 		if s.Kind == SignalCounter && s.Noise == 0 && s.Step == math.Trunc(s.Step) {
 			val = uns.Int(int64(v))
 		}
-		rs = append(rs, edge.Reading{Tag: s.Name, TS: t, Value: val})
+		rs = append(rs, connector.Reading{Tag: s.Name, TS: t, Value: val})
 	}
 	return rs
 }
 
 // Run reads the signals every interval.
-func (g *Signals) Run(ctx context.Context, sink edge.Sink) error {
+func (g *Signals) Run(ctx context.Context, sink connector.Sink) error {
 	tick := time.NewTicker(g.s.Interval)
 	defer tick.Stop()
 	sink.Emit(g.At(time.Now()))
