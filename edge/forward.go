@@ -106,7 +106,7 @@ func (n *node) flush(ctx context.Context) (more bool, err error) {
 		return false, f.carriedDeaths()
 	}
 	var sentMsgs int
-	if rate := n.e.opts.DrainRate; rate > 0 {
+	if rate := n.opts.DrainRate; rate > 0 {
 		now := time.Now()
 		f.tokens = min(f.tokens+rate*now.Sub(f.refill).Seconds(), rate)
 		f.refill = now
@@ -193,7 +193,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 	if err != nil {
 		// Nothing that reads it back could do better: count and go on.
 		n.e.failed.Add(1)
-		n.e.log.Error("unreadable buffered message skipped", "err", err)
+		n.log.Error("unreadable buffered message skipped", "err", err)
 		return 0, nil
 	}
 	var cur *device
@@ -204,7 +204,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 		}
 		values := len(p.Metrics)
 		sparkplug.SortByTime(p.Metrics)
-		if n.e.opts.SparkplugTemplates {
+		if n.opts.SparkplugTemplates {
 			// The values are members of the device's template instance.
 			p.Metrics = []*pb.Payload_Metric{sparkplug.TemplateInstance(cur.templateName(), cur.instAlias, p.Timestamp, false, p.Metrics)}
 		}
@@ -219,7 +219,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 	for _, s := range f.samples {
 		m, ok := n.e.metricAt(s.Path)
 		if !ok {
-			n.e.log.Warn("buffered value of a tag no longer configured, skipped", "path", s.Path)
+			n.log.Warn("buffered value of a tag no longer configured, skipped", "path", s.Path)
 			continue
 		}
 		if m.dev != cur || (p != nil && len(p.Metrics) == maxMetricsPerMsg) {
@@ -235,7 +235,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 			p = &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
 		}
 		pm := sparkplug.DataMetric(m.alias, m.def.DataType, s, historical)
-		if n.e.opts.SparkplugTemplates {
+		if n.opts.SparkplugTemplates {
 			pm.Alias, pm.Name = nil, proto.String(m.def.Name) // members go by name
 		}
 		p.Metrics = append(p.Metrics, pm)
@@ -264,9 +264,7 @@ func (f *forwarder) bornForData(d *device) error {
 	if err := n.birthDevice(d, sparkplug.Millis(time.Now())); err != nil {
 		return err
 	}
-	n.e.mu.Lock()
-	lost := d.lost
-	n.e.mu.Unlock()
+	lost := n.e.isLost(d)
 	if !wasBorn && lost && !slices.Contains(f.carried, d) {
 		f.carried = append(f.carried, d)
 	}
@@ -278,10 +276,7 @@ func (f *forwarder) bornForData(d *device) error {
 // and stays born.
 func (f *forwarder) carriedDeaths() error {
 	for _, d := range f.carried {
-		f.n.e.mu.Lock()
-		lost := d.lost
-		f.n.e.mu.Unlock()
-		if lost && f.n.isBorn(d) {
+		if f.n.e.isLost(d) && f.n.isBorn(d) {
 			if err := f.n.deviceDeath(d, time.Now()); err != nil {
 				return err
 			}
@@ -332,7 +327,7 @@ func (n *node) receipt(ctx context.Context, r sparkplug.Receipt) error {
 // what was sent more than one and a half keepalives ago is taken as
 // delivered; after a reconnect, what is younger is sent again.
 func (f *forwarder) fallback(ctx context.Context) error {
-	window := f.n.e.opts.KeepAlive * 3 / 2
+	window := f.n.opts.KeepAlive * 3 / 2
 	if f.receipted || time.Since(f.bornAt) < window {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"sync/atomic"
@@ -50,7 +51,13 @@ const (
 
 // node is the Sparkplug B edge node of an Edge. One goroutine (run) owns it.
 type node struct {
+	// e is the edge whose devices the node speaks for: what the node reads
+	// of them goes through Edge's methods, which take its lock; everything
+	// else here is the node's own, touched by its run loop alone unless
+	// atomic.
 	e      *Edge
+	opts   *Options // the edge's, fixed after New
+	log    *slog.Logger
 	bd     bdSeqStore
 	client mqtt.Client
 	bdSeq  uint64
@@ -95,12 +102,12 @@ type hostState struct {
 }
 
 func newNode(e *Edge) (*node, error) {
-	return &node{e: e, bd: e.bdSeqFile(), lost: make(chan error, 1), cmds: make(chan cmd, 16),
+	return &node{e: e, opts: &e.opts, log: e.log, bd: e.bdSeqFile(), lost: make(chan error, 1), cmds: make(chan cmd, 16),
 		states: make(chan hostState, 16), receipts: make(chan sparkplug.Receipt, 64), configs: make(chan []byte, 1)}, nil
 }
 
 func (n *node) topic(t sparkplug.MsgType, device string) string {
-	return sparkplug.Topic{Group: n.e.opts.Group, Type: t, Edge: n.e.opts.EdgeID, Device: device}.String()
+	return sparkplug.Topic{Group: n.opts.Group, Type: t, Edge: n.opts.EdgeID, Device: device}.String()
 }
 
 // run connects, births and publishes until ctx is done, reconnecting with
@@ -116,7 +123,7 @@ func (n *node) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		n.server = (n.server + 1) % len(n.e.opts.Brokers)
+		n.server = (n.server + 1) % len(n.opts.Brokers)
 		n.backoff = min(max(2*n.backoff, 500*time.Millisecond), 15*time.Second)
 		wait := n.backoff/2 + rand.N(n.backoff/2+1)
 		log.Warn("edge node offline, will reconnect", "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -180,13 +187,13 @@ func (n *node) session(ctx context.Context) error {
 		}
 		p, err := sparkplug.Decode(m.Payload())
 		if err != nil {
-			n.e.log.Warn("malformed command rejected", "topic", m.Topic(), "err", err)
+			n.log.Warn("malformed command rejected", "topic", m.Topic(), "err", err)
 			return
 		}
 		select {
 		case n.cmds <- cmd{device: t.Device, p: p}:
 		default:
-			n.e.log.Warn("command dropped: too many pending", "topic", m.Topic())
+			n.log.Warn("command dropped: too many pending", "topic", m.Topic())
 		}
 	}
 	// DCMD of every device, those a config adds later too.
@@ -199,7 +206,7 @@ func (n *node) session(ctx context.Context) error {
 		err := wait(ctx, c.Subscribe(st, 1, func(_ mqtt.Client, m mqtt.Message) {
 			var s hostState
 			if err := json.Unmarshal(m.Payload(), &s); err != nil {
-				n.e.log.Warn("malformed STATE rejected", "topic", m.Topic(), "err", err)
+				n.log.Warn("malformed STATE rejected", "topic", m.Topic(), "err", err)
 				return
 			}
 			select {
@@ -247,7 +254,7 @@ func (n *node) session(ctx context.Context) error {
 		return fmt.Errorf("subscribe config: %w", err)
 	}
 	n.msgs, n.seqOf = 0, map[uint64]uint64{}
-	n.e.log.Info("edge node connected", "broker", broker, "bdSeq", bdSeq)
+	n.log.Info("edge node connected", "broker", broker, "bdSeq", bdSeq)
 	defer n.publishDeath()
 	// The next session starts its lanes anew from what is still buffered.
 	defer func() { n.fw = nil }()
@@ -379,9 +386,9 @@ func (n *node) publishConfigStatus() {
 	if err != nil || n.client == nil {
 		return
 	}
-	t := n.client.Publish(sparkplug.ConfigStatusTopic(n.e.opts.Group, n.e.opts.EdgeID), 1, true, b)
+	t := n.client.Publish(sparkplug.ConfigStatusTopic(n.opts.Group, n.opts.EdgeID), 1, true, b)
 	if !t.WaitTimeout(publishTimeout) || t.Error() != nil {
-		n.e.log.Warn("config status not published", "err", t.Error())
+		n.log.Warn("config status not published", "err", t.Error())
 	}
 }
 

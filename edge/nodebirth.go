@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -24,7 +25,7 @@ func (n *node) birth(ctx context.Context) error {
 	bdSeq.Alias, rebirth.Alias = proto.Uint64(aliasBdSeq), proto.Uint64(aliasRebirth)
 	nb := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq(), Metrics: []*pb.Payload_Metric{bdSeq, rebirth,
 		{Name: proto.String(sparkplug.MetricCalxVersion), Alias: proto.Uint64(aliasVersion), Timestamp: proto.Uint64(ms), Datatype: proto.Uint32(uint32(pb.DataType_String)),
-			Value: &pb.Payload_Metric_StringValue{StringValue: n.e.opts.Version}},
+			Value: &pb.Payload_Metric_StringValue{StringValue: n.opts.Version}},
 	}}
 	n.sentNode = map[uint64]string{}
 	for _, m := range n.nodeMetrics(ms) {
@@ -33,8 +34,8 @@ func (n *node) birth(ctx context.Context) error {
 		m.Datatype = proto.Uint32(uint32(nodeMetricType(m)))
 		nb.Metrics = append(nb.Metrics, m)
 	}
-	if n.e.opts.SparkplugTemplates {
-		nb.Metrics = append(nb.Metrics, n.templateDefinitions(ms)...)
+	if n.opts.SparkplugTemplates {
+		nb.Metrics = append(nb.Metrics, n.e.templateDefinitions(ms)...)
 	}
 	if err := n.publish(n.topic(sparkplug.NBIRTH, ""), nb); err != nil {
 		return err
@@ -42,10 +43,7 @@ func (n *node) birth(ctx context.Context) error {
 	n.devBorn = map[*device]uint64{}
 	devices := n.e.deviceList()
 	for _, d := range devices {
-		n.e.mu.Lock()
-		lost := d.lost
-		n.e.mu.Unlock()
-		if lost {
+		if n.e.isLost(d) {
 			continue // born again when it comes back
 		}
 		if err := n.birthDevice(d, ms); err != nil {
@@ -54,9 +52,7 @@ func (n *node) birth(ctx context.Context) error {
 	}
 	n.born.Store(true)
 	// Device events from before this birth are answered by it.
-	n.e.mu.Lock()
-	n.e.events = n.e.events[:0]
-	n.e.mu.Unlock()
+	n.e.takeEvents()
 	if n.fw == nil {
 		fw, err := newForwarder(ctx, n)
 		if err != nil {
@@ -64,7 +60,7 @@ func (n *node) birth(ctx context.Context) error {
 		}
 		n.fw = fw
 	}
-	n.e.log.Info("edge node born", "bdSeq", n.bdSeq, "devices", len(devices), "backlog_msgs", n.fw.backlogMsgs())
+	n.log.Info("edge node born", "bdSeq", n.bdSeq, "devices", len(devices), "backlog_msgs", n.fw.backlogMsgs())
 	return nil
 }
 
@@ -81,27 +77,58 @@ func (n *node) birthDevice(d *device, ms uint64) error {
 // isBorn reports whether d's last word on the wire is a DBIRTH with all
 // of its metrics.
 func (n *node) isBorn(d *device) bool {
-	n.e.mu.Lock()
-	defer n.e.mu.Unlock()
-	return n.devBorn[d] == d.gen+1
+	return n.devBorn[d] == n.e.generation(d)+1
 }
 
 func (n *node) deviceBirth(d *device, ms uint64) (*pb.Payload, uint64) {
 	p := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: n.nextSeq()}
-	n.e.mu.Lock()
-	defer n.e.mu.Unlock()
-	for _, m := range d.metrics {
-		p.Metrics = append(p.Metrics, sparkplug.BirthMetric(m.birthDef(), uns.Sample{TS: m.current.TS, Value: m.current.Value, Quality: m.current.Quality}, m.hasCur, ms))
-	}
+	var gen uint64
+	p.Metrics, gen = n.e.birthMetrics(d, ms)
 	sparkplug.SortByTime(p.Metrics)
-	if n.e.opts.SparkplugTemplates {
+	if n.opts.SparkplugTemplates {
 		// One template instance: the metrics become its members, by name.
 		for _, pm := range p.Metrics {
 			pm.Alias = nil
 		}
 		p.Metrics = []*pb.Payload_Metric{sparkplug.TemplateInstance(d.templateName(), d.instAlias, proto.Uint64(ms), true, p.Metrics)}
 	}
-	return p, d.gen
+	return p, gen
+}
+
+// birthMetrics returns d's DBIRTH metrics with their current values, and
+// the device's generation they belong to.
+func (e *Edge) birthMetrics(d *device, ms uint64) ([]*pb.Payload_Metric, uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*pb.Payload_Metric, 0, len(d.metrics))
+	for _, m := range d.metrics {
+		out = append(out, sparkplug.BirthMetric(m.birthDef(), uns.Sample{TS: m.current.TS, Value: m.current.Value, Quality: m.current.Quality}, m.hasCur, ms))
+	}
+	return out, d.gen
+}
+
+// isLost reports whether d cannot be reached now.
+func (e *Edge) isLost(d *device) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return d.lost
+}
+
+// generation is d's generation: it grows when its metrics change.
+func (e *Edge) generation(d *device) uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return d.gen
+}
+
+// takeEvents returns the device deaths and births queued for the node,
+// and empties the queue.
+func (e *Edge) takeEvents() []event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	evs := slices.Clone(e.events)
+	e.events = e.events[:0]
+	return evs
 }
 
 // birthDef is what m's DBIRTH metric says of it.
@@ -122,12 +149,12 @@ func (d *device) templateName() string {
 
 // templateDefinitions returns one Template definition per machine type of
 // the devices, its members the metrics of the first device of that type.
-func (n *node) templateDefinitions(ms uint64) []*pb.Payload_Metric {
-	n.e.mu.Lock()
-	defer n.e.mu.Unlock()
+func (e *Edge) templateDefinitions(ms uint64) []*pb.Payload_Metric {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	var out []*pb.Payload_Metric
 	seen := map[string]bool{}
-	for _, d := range n.e.devices {
+	for _, d := range e.devices {
 		name := d.templateName()
 		if d.retired || seen[name] {
 			continue
@@ -173,11 +200,7 @@ func (n *node) deviceDeath(d *device, at time.Time) error {
 
 // events publishes the queued device deaths and births.
 func (n *node) events() error {
-	n.e.mu.Lock()
-	evs := append([]event(nil), n.e.events...)
-	n.e.events = n.e.events[:0]
-	n.e.mu.Unlock()
-	for _, ev := range evs {
+	for _, ev := range n.e.takeEvents() {
 		if err := n.event(ev); err != nil {
 			return err
 		}

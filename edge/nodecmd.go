@@ -20,12 +20,12 @@ func (n *node) command(c cmd) {
 			// that follows payloads-alias-data-cmd-requirement sends it.
 			rebirth := m.GetName() == sparkplug.MetricRebirth || m.Name == nil && m.GetAlias() == aliasRebirth
 			if rebirth && m.GetBooleanValue() {
-				n.e.log.Info("rebirth requested")
+				n.log.Info("rebirth requested")
 				n.born.Store(false)
 				return
 			}
 		}
-		n.e.log.Warn("node command refused: only Node Control/Rebirth is supported", "metrics", len(c.p.GetMetrics()))
+		n.log.Warn("node command refused: only Node Control/Rebirth is supported", "metrics", len(c.p.GetMetrics()))
 		return
 	}
 	var dev *device
@@ -35,12 +35,10 @@ func (n *node) command(c cmd) {
 		}
 	}
 	if dev == nil {
-		n.e.log.Warn("command for an unknown device refused", "device", c.device)
+		n.log.Warn("command for an unknown device refused", "device", c.device)
 		return
 	}
-	n.e.mu.Lock()
-	w, canWrite := dev.Connector.(Writer)
-	n.e.mu.Unlock()
+	w, canWrite := n.e.writerOf(dev)
 	// A write to the device's template instance carries its members.
 	var metrics []*pb.Payload_Metric
 	for _, pm := range c.p.GetMetrics() {
@@ -51,35 +49,23 @@ func (n *node) command(c cmd) {
 		metrics = append(metrics, pm)
 	}
 	for _, pm := range metrics {
-		var m *metric
-		n.e.mu.Lock()
-		if pm.Name != nil {
-			// A member of the device's template instance, as "<instance>/<member>".
-			name := pm.GetName()
-			if n.e.opts.SparkplugTemplates {
-				name = strings.TrimPrefix(name, dev.templateName()+"/")
-			}
-			m = dev.byName[name]
-		} else {
-			m = dev.byAlias[pm.GetAlias()]
-		}
-		n.e.mu.Unlock()
+		m := n.e.commandTarget(dev, pm)
 		switch {
 		case m == nil:
-			n.e.log.Warn("write to an unknown metric refused", "device", dev.ID, "metric", pm.GetName(), "alias", pm.GetAlias())
+			n.log.Warn("write to an unknown metric refused", "device", dev.ID, "metric", pm.GetName(), "alias", pm.GetAlias())
 			continue
 		case !m.def.Writable || !canWrite:
-			n.e.log.Warn("write to a read-only metric refused", "device", dev.ID, "metric", m.def.Name)
+			n.log.Warn("write to a read-only metric refused", "device", dev.ID, "metric", m.def.Name)
 			continue
 		}
 		v, err := sparkplug.GetValue(pm, sparkplug.WireType(m.def.DataType))
 		if err != nil {
-			n.e.log.Warn("write refused: bad value", "device", dev.ID, "metric", m.def.Name, "err", err)
+			n.log.Warn("write refused: bad value", "device", dev.ID, "metric", m.def.Name, "err", err)
 			continue
 		}
 		if err := (uns.Tag{DataType: m.def.DataType, Unit: m.def.Unit, WriteMin: m.def.WriteMin, WriteMax: m.def.WriteMax}).CheckWrite(v); err != nil {
 			n.e.writesRefused.Add(1)
-			n.e.log.Warn("write refused", "device", dev.ID, "metric", m.def.Name, "err", err)
+			n.log.Warn("write refused", "device", dev.ID, "metric", m.def.Name, "err", err)
 			continue
 		}
 		// The device write runs beside the node loop, which must not wait on a PLC.
@@ -89,10 +75,34 @@ func (n *node) command(c cmd) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if err := w.Write(ctx, m.def.Name, v); err != nil {
-				n.e.log.Warn("device write failed", "device", dev.ID, "metric", m.def.Name, "err", err)
+				n.log.Warn("device write failed", "device", dev.ID, "metric", m.def.Name, "err", err)
 				return
 			}
-			n.e.log.Info("device written", "device", dev.ID, "metric", m.def.Name, "value", v.Any())
+			n.log.Info("device written", "device", dev.ID, "metric", m.def.Name, "value", v.Any())
 		}()
 	}
+}
+
+// writerOf returns the device's connector as a Writer, if it writes.
+func (e *Edge) writerOf(d *device) (Writer, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w, ok := d.Connector.(Writer)
+	return w, ok
+}
+
+// commandTarget is the metric of d a command's metric names: by alias, or
+// by name (a member of d's template instance as "<instance>/<member>");
+// nil when d has none such.
+func (e *Edge) commandTarget(d *device, pm *pb.Payload_Metric) *metric {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if pm.Name == nil {
+		return d.byAlias[pm.GetAlias()]
+	}
+	name := pm.GetName()
+	if e.opts.SparkplugTemplates {
+		name = strings.TrimPrefix(name, d.templateName()+"/")
+	}
+	return d.byName[name]
 }

@@ -33,13 +33,13 @@ func (n *node) nodeMetrics(ms uint64) []*pb.Payload_Metric {
 		double(aliasCPU, n.cpuPercent()), double(aliasMemory, memoryMiB()),
 		long(aliasBufferBytes, st.BufferedBytes), double(aliasOldestUnsent, st.OldestUnconfirmed.Seconds()),
 		long(aliasFiltered, st.Filtered), double(aliasReceiptDelay, float64(n.receiptDelay.Load())/float64(time.Millisecond)),
-		double(aliasBufferPercent, 100*float64(st.BufferedBytes)/float64(n.e.opts.BufferMaxBytes))}
+		double(aliasBufferPercent, 100*float64(st.BufferedBytes)/float64(n.opts.BufferMaxBytes))}
 	if st.Read > 0 {
 		out = append(out, double(aliasReduction, 100*float64(st.Filtered)/float64(st.Read)))
 	} else {
 		out = append(out, double(aliasReduction, 0))
 	}
-	if free, ok := diskFree(n.e.opts.DataDir); ok {
+	if free, ok := diskFree(n.opts.DataDir); ok {
 		out = append(out, double(aliasDiskFree, float64(free)/(1<<20)))
 	}
 	for _, cs := range n.e.Connections() {
