@@ -1,7 +1,9 @@
 // Package cloud is the Calx cloud runtime: the MQTT broker with its auth,
-// ACL and ingest hooks, the Sparkplug primary host, the archiver that feeds
-// the historian, and the live fan-out. It wires the store's backbone and
-// historian together; HTTP lives in web/.
+// ACL and ingest hooks, the Sparkplug primary host (on its own broker and
+// on a plant's), the archiver that feeds the historian, the transforms
+// runner, the versioned fleet config and its rollouts, fleet health, and
+// the live fan-out. lifecycle.go starts and stops them in one order; HTTP
+// lives in web/.
 package cloud
 
 import (

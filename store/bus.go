@@ -1,7 +1,9 @@
 // Package store owns Calx's durable backbone: an embedded NATS server with
 // JetStream file storage under the data dir, its streams and key-value
-// buckets. The DuckDB historian lives in store/historian so that only the
-// packages that need DuckDB link it.
+// buckets, and the way Calx consumes them: a durable consumer that resumes
+// from its acknowledgement floor, and one loop (Loop) that acknowledges a
+// batch only once its work is done. The DuckDB historian lives in
+// store/historian so that only the packages that need DuckDB link it.
 //
 // It knows subjects and streams, not Sparkplug or the UNS model.
 package store

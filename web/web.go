@@ -1,7 +1,9 @@
 // Package web is Calx's HTTP face: the JSON API under /api/v1, health and
-// readiness, and the server-rendered UI with its embedded assets. It maps
-// every error to a JSON answer in one place (writeError) and owns login
-// sessions; it reads the cloud's state and never writes plant data.
+// readiness, and the server-rendered UI with its embedded assets. What it
+// needs of the cloud it declares as small interfaces (deps.go); the
+// domain's errors map to HTTP status in one place (statusOf). It owns
+// login sessions; it reads the cloud's state and never writes plant data
+// but through the cloud's own write path.
 package web
 
 import (

@@ -1,5 +1,7 @@
 // Package historian owns Calx's DuckDB history: the tags and points tables,
-// the batched, idempotent writer and the queries the API asks.
+// the batched, idempotent writer, the queries the API asks (values,
+// aggregates, exports, read-only SQL, cycles, the alarm journal and its
+// reports), and its own upkeep once started: minute rollups and retention.
 //
 // It is the only package that links DuckDB. It does not consume the backbone
 // itself; cloud/ feeds it batches and acks them after WriteBatch returns.

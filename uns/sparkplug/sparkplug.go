@@ -1,5 +1,7 @@
 // Package sparkplug owns the Sparkplug B 3.0 wire format for Calx: topics,
-// message types, and the mapping between Sparkplug metrics and UNS values.
+// message types, and the mapping between Sparkplug metrics and UNS samples
+// both ways (mapping.go: what an edge puts in births and data, what the
+// host reads back).
 // The protobuf types are generated into the sproto sub-package.
 //
 // It knows nothing about MQTT clients or brokers; the edge node and the
