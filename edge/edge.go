@@ -279,6 +279,14 @@ func New(opts Options) (*Edge, error) {
 			}
 		}
 	}
+	if opts.LocalMQTT != "" {
+		// Its accounts and limits are checked here; it listens at Start.
+		var err error
+		if e.local, err = NewLocalBroker(LocalBrokerOptions{Listen: opts.LocalMQTT, Users: opts.LocalUsers, AllowAnonymous: opts.LocalAllowAnonymous,
+			TLS: opts.LocalTLS, Limits: opts.LocalLimits, Logger: opts.Logger.With("edge", opts.EdgeID)}); err != nil {
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -328,14 +336,14 @@ func (e *Edge) Start(ctx context.Context) error {
 		return err
 	}
 	e.buf = buf
-	if e.opts.LocalMQTT != "" {
-		if e.local, err = StartLocalBroker(LocalBrokerOptions{Listen: e.opts.LocalMQTT, Users: e.opts.LocalUsers, AllowAnonymous: e.opts.LocalAllowAnonymous,
-			TLS: e.opts.LocalTLS, Limits: e.opts.LocalLimits, Logger: partLog}); err != nil {
+	if e.local != nil {
+		if err := e.local.Start(); err != nil {
 			buf.close()
 			return err
 		}
 	}
-	ctx, e.cancel = context.WithCancel(ctx)
+	// The loops run until Shutdown: ctx is for the start alone.
+	ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	e.runCtx, e.started = ctx, time.Now()
 	n, err := newNode(e)
 	if err != nil {
@@ -522,7 +530,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		if e.local != nil {
-			e.local.Close()
+			e.local.Shutdown(ctx)
 		}
 		if e.buf != nil {
 			e.buf.close()

@@ -170,27 +170,39 @@ func startBornEdge(t *testing.T) (*recorder, *fakeDevice, *Edge) {
 	r.state(true, uint64(time.Now().UnixMilli()))
 	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
 	e := startEdge(t, r, t.TempDir(), dev)
+	waitBorn(t, e)
+	return r, dev, e
+}
+
+func startEdge(t *testing.T, r *recorder, dir string, dev *fakeDevice) *Edge {
+	t.Helper()
+	return startEdgeWith(t, context.Background(), Options{Broker: "tcp://" + r.addr, Username: "u", Password: "p", Group: "g", EdgeID: "e",
+		PrimaryHost: "calx", DataDir: dir, Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+}
+
+// startEdgeWith starts an edge of opts with ctx; it stops with the test.
+func startEdgeWith(t *testing.T, ctx context.Context, opts Options) *Edge {
+	t.Helper()
+	e, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	return e
+}
+
+// waitBorn waits until the edge node is born.
+func waitBorn(t *testing.T, e *Edge) {
+	t.Helper()
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if !e.Online() {
 			return fmt.Errorf("not born")
 		}
 		return nil
 	})
-	return r, dev, e
-}
-
-func startEdge(t *testing.T, r *recorder, dir string, dev *fakeDevice) *Edge {
-	t.Helper()
-	e, err := New(Options{Broker: "tcp://" + r.addr, Username: "u", Password: "p", Group: "g", EdgeID: "e",
-		PrimaryHost: "calx", DataDir: dir, Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
-	return e
 }
 
 // TestEdgeNodeBirthDataRebirth walks an edge node through its life against
@@ -824,7 +836,7 @@ func TestLocalBrokerAccounts(t *testing.T) {
 		t.Fatalf("unexpected message %q", m)
 	case <-time.After(200 * time.Millisecond):
 	}
-	if _, err := StartLocalBroker(LocalBrokerOptions{Listen: "127.0.0.1:0", Users: []LocalUser{{Username: "x", PasswordHash: "plain", Role: LocalReader}}, Logger: discardLogger()}); err == nil {
+	if _, err := NewLocalBroker(LocalBrokerOptions{Listen: "127.0.0.1:0", Users: []LocalUser{{Username: "x", PasswordHash: "plain", Role: LocalReader}}, Logger: discardLogger()}); err == nil {
 		t.Fatal("a password that is not a bcrypt hash accepted")
 	}
 }
@@ -855,4 +867,40 @@ func TestNodeHealthMetrics(t *testing.T) {
 	if m := got["Health/DiskFreeMiB"]; m.GetDoubleValue() <= 0 {
 		t.Errorf("disk free %v", m)
 	}
+}
+
+// TestStartContextEndsBeforeShutdown: the context given to Start is for
+// the start alone: when it ends (calx edge starts with the signal's),
+// the edge goes on sending until Shutdown, which then says goodbye with
+// its NDEATH.
+func TestStartContextEndsBeforeShutdown(t *testing.T) {
+	r := startBroker(t)
+	r.state(true, uint64(time.Now().UnixMilli()))
+	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := startEdgeWith(t, ctx, Options{Broker: "tcp://" + r.addr, Username: "u", Password: "p", Group: "g", EdgeID: "e",
+		PrimaryHost: "calx", DataDir: t.TempDir(), Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
+	waitBorn(t, e)
+	cancel()
+	time.Sleep(200 * time.Millisecond)
+	dev.ch <- []Reading{{Tag: "temp", TS: time.Now(), Value: uns.Float(500)}}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range r.all() {
+			if m.topic.Type == sparkplug.DDATA {
+				return nil
+			}
+		}
+		return fmt.Errorf("no DDATA after the start context ended (online %v)", e.Online())
+	})
+	if err := e.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range r.all() {
+			if m.topic.Type == sparkplug.NDEATH {
+				return nil
+			}
+		}
+		return fmt.Errorf("no NDEATH at Shutdown")
+	})
 }

@@ -30,21 +30,9 @@ func TestSparkplugToTheLetter(t *testing.T) {
 			// One read whose values carry their own times, out of order.
 			dev.ch <- []Reading{{Tag: "temp", TS: t0.Add(2 * time.Second), Value: uns.Float(20)},
 				{Tag: "setpoint", TS: t0, Value: uns.Float(1)}, {Tag: "state", TS: t0.Add(time.Second), Value: uns.String("run")}}
-			e, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: t.TempDir(),
+			e := startEdgeWith(t, context.Background(), Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", PrimaryHost: "calx", DataDir: t.TempDir(),
 				SparkplugTemplates: templates, Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}, Logger: discardLogger()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := e.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { e.Shutdown(context.Background()) })
-			checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-				if !e.Online() {
-					return errors.New("not born")
-				}
-				return nil
-			})
+			waitBorn(t, e)
 			dev.ch <- []Reading{{Tag: "temp", TS: t0.Add(5 * time.Second), Value: uns.Float(25)},
 				{Tag: "setpoint", TS: t0.Add(3 * time.Second), Value: uns.Float(2)}}
 			checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
@@ -161,21 +149,9 @@ func TestNoPrimaryHost(t *testing.T) {
 	}
 	r := startBroker(t) // no STATE on it
 	dev := &fakeDevice{ch: make(chan []Reading, 10), writes: make(chan string, 10)}
-	e, err := New(Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", DataDir: t.TempDir(), Logger: discardLogger(),
+	e := startEdgeWith(t, context.Background(), Options{Broker: "tcp://" + r.addr, Group: "g", EdgeID: "e", DataDir: t.TempDir(), Logger: discardLogger(),
 		Devices: []Device{{ID: "d1", Path: "ent/site/area/line/m1", Connector: dev}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if !e.Online() {
-			return errors.New("not born")
-		}
-		return nil
-	})
+	waitBorn(t, e)
 }
 
 // The edge takes a broker address with any scheme users write, as the

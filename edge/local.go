@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -32,6 +34,8 @@ type LocalBroker struct {
 	tcp    *guard.Listener
 	limits *guard.Hook
 	log    *slog.Logger
+	opts   LocalBrokerOptions
+	once   sync.Once
 
 	// The account the edge's own MQTT-in connectors use.
 	internalUser, internalPass string
@@ -111,8 +115,9 @@ type LocalBrokerOptions struct {
 	Logger *slog.Logger
 }
 
-// StartLocalBroker listens on opts.Listen.
-func StartLocalBroker(opts LocalBrokerOptions) (*LocalBroker, error) {
+// NewLocalBroker checks opts and builds the broker; it listens once
+// started.
+func NewLocalBroker(opts LocalBrokerOptions) (*LocalBroker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -162,15 +167,21 @@ func StartLocalBroker(opts LocalBrokerOptions) (*LocalBroker, error) {
 	if err := lb.srv.AddListener(lb.tcp); err != nil {
 		return nil, fmt.Errorf("edge mqtt %s: %w", opts.Listen, err)
 	}
+	lb.opts = opts
+	return lb, nil
+}
+
+// Start listens and serves clients until Shutdown.
+func (lb *LocalBroker) Start() error {
 	if err := lb.srv.Serve(); err != nil {
-		return nil, fmt.Errorf("edge mqtt %s: %w", opts.Listen, err)
+		return fmt.Errorf("edge mqtt %s: %w", lb.opts.Listen, err)
 	}
-	if opts.AllowAnonymous {
+	if lb.opts.AllowAnonymous {
 		lb.log.Warn("site broker takes anonymous clients (mqtt.allow_anonymous): any client that reaches it may read every value and publish outside uns/", "listen", lb.Addr())
 	} else {
-		lb.log.Info("site broker takes clients with an account only", "listen", lb.Addr(), "accounts", len(opts.Users), "tls", opts.TLS != nil)
+		lb.log.Info("site broker takes clients with an account only", "listen", lb.Addr(), "accounts", len(lb.opts.Users), "tls", lb.opts.TLS != nil)
 	}
-	return lb, nil
+	return nil
 }
 
 // Addr is the address the broker listens on.
@@ -195,5 +206,9 @@ func (lb *LocalBroker) publish(m *metric, s uns.Sample) {
 	}
 }
 
-// Close stops the broker.
-func (lb *LocalBroker) Close() error { return lb.srv.Close() }
+// Shutdown stops the broker; safe to call twice, and before Start.
+func (lb *LocalBroker) Shutdown(context.Context) error {
+	var err error
+	lb.once.Do(func() { err = lb.srv.Close() })
+	return err
+}

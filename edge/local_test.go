@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"testing"
@@ -44,11 +45,14 @@ func dialSite(t *testing.T, url string, c siteClient) (paho.Client, error) {
 func startSite(t *testing.T, opts LocalBrokerOptions) *LocalBroker {
 	t.Helper()
 	opts.Listen, opts.Logger = "127.0.0.1:0", discardLogger()
-	lb, err := StartLocalBroker(opts)
+	lb, err := NewLocalBroker(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { lb.Close() })
+	if err := lb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lb.Shutdown(context.Background()) })
 	return lb
 }
 

@@ -651,11 +651,14 @@ func TestAttacks(t *testing.T) {
 		}},
 		{"the edge's site broker: anonymous, a reader's Will on uns/", func(t *testing.T, e *env) {
 			h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-			lb, err := edge.StartLocalBroker(edge.LocalBrokerOptions{Listen: "127.0.0.1:0", Users: []edge.LocalUser{{Username: "hmi", PasswordHash: string(h), Role: edge.LocalReader}}})
+			lb, err := edge.NewLocalBroker(edge.LocalBrokerOptions{Listen: "127.0.0.1:0", Users: []edge.LocalUser{{Username: "hmi", PasswordHash: string(h), Role: edge.LocalReader}}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer lb.Close()
+			if err := lb.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer lb.Shutdown(context.Background())
 			for name, o := range map[string]*paho.ClientOptions{
 				"anonymous":   paho.NewClientOptions(),
 				"reader will": paho.NewClientOptions().SetUsername("hmi").SetPassword("pw").SetWill("uns/ent/s/a/l/m/t", "forged", 0, true),
