@@ -291,7 +291,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	warnExamples(log, stderr, exampleCloudAccounts(cfg))
 	var users []web.User
 	for _, u := range cfg.Users {
-		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role})
+		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role, Scope: u.Scope})
 	}
 	var pw string
 	var gen bool

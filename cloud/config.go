@@ -15,6 +15,7 @@ import (
 	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/store/historian"
+	"github.com/calx-iiot/calx/uns"
 )
 
 // Config is the YAML config of `calx cloud`.
@@ -191,6 +192,8 @@ type UserConfig struct {
 	Username     string `yaml:"username"`
 	PasswordHash string `yaml:"password_hash"`
 	Role         string `yaml:"role"`
+	// Scope is the UNS prefixes the user may see and act on; none is all.
+	Scope []string `yaml:"scope"`
 }
 
 // EdgeConfig is one edge node's broker credentials.
@@ -254,6 +257,13 @@ func LoadConfig(file string) (*Config, error) {
 	for i, u := range c.NATS.Users {
 		if err := u.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: nats.users[%d]: %w", file, i, err))
+		}
+	}
+	for i, u := range c.Users {
+		for j, p := range u.Scope {
+			if err := uns.Path(p).Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: users[%d].scope[%d]: %w", file, i, j, err))
+			}
 		}
 	}
 	if _, err := c.NATS.TLS.Load(); err != nil {

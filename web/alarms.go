@@ -108,8 +108,10 @@ func (s *Server) alarms(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	out := []transform.AlarmStatus{}
+	sc := scopeOf(r)
 	for _, a := range s.c.alarms.Alarms() {
 		switch {
+		case !sc.Covers(a.Path):
 		case dev != "" && a.Device != dev && !strings.HasPrefix(a.Device, dev+"/"):
 		case q.Get("state") != "" && string(a.State) != q.Get("state"):
 		case q.Get("priority") != "" && a.Priority != q.Get("priority"):
@@ -145,14 +147,12 @@ func (s *Server) alarmJournal(w http.ResponseWriter, r *http.Request) {
 				if ev := q.Get("event"); ev != "" && !slices.Contains(transform.AlarmEvents, ev) {
 					err = fmt.Errorf("event %q: one of %v", ev, transform.AlarmEvents)
 				} else {
-					var trs []transform.Transition
-					trs, err = s.c.history.Journal(r.Context(), historian.JournalQuery{Alarm: alarm, Event: q.Get("event"), Class: q.Get("class"), From: from, To: to, Limit: n})
+					trs, err := acrossScope(r, alarm, n, func(t transform.Transition) time.Time { return t.TS }, func(pre string) ([]transform.Transition, error) {
+						return s.c.history.Journal(r.Context(), historian.JournalQuery{Alarm: pre, Event: q.Get("event"), Class: q.Get("class"), From: from, To: to, Limit: n})
+					})
 					if err != nil {
 						writeError(w, http.StatusInternalServerError, err.Error())
 						return
-					}
-					if trs == nil {
-						trs = []transform.Transition{}
 					}
 					writeJSON(w, http.StatusOK, map[string]any{"count": len(trs), "transitions": trs})
 					return
@@ -175,6 +175,19 @@ func (s *Server) alarmStatistics(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
+	}
+	if sc := scopeOf(r); !sc.All() {
+		in := sc.Within(q.Alarm)
+		switch len(in) {
+		case 0:
+			writeError(w, http.StatusNotFound, fmt.Sprintf("alarm: no alarms under %q", q.Alarm))
+			return
+		case 1:
+			q.Alarm = in[0]
+		default:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("alarm: give one of the prefixes of your scope %v", in))
+			return
+		}
 	}
 	st, err := s.c.history.AlarmStats(r.Context(), q)
 	if err != nil {
@@ -247,6 +260,10 @@ func (s *Server) ackAlarm(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "comment: at most 1000 characters")
 		return
 	}
+	if !sess.scope.Covers(req.Path) {
+		s.alarmAction(w, transform.Transition{}, fmt.Errorf("%w: %s", transform.ErrNoAlarm, req.Path))
+		return
+	}
 	tr, err := s.c.alarms.AckAlarm(r.Context(), req.Path, sess.user, req.Comment)
 	s.alarmAction(w, tr, err)
 }
@@ -273,6 +290,10 @@ func (s *Server) shelveAlarm(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Comment == "" && *req.Minutes > 0 {
 		writeError(w, http.StatusBadRequest, "comment: say why the alarm is shelved")
+		return
+	}
+	if !sess.scope.Covers(req.Path) {
+		s.alarmAction(w, transform.Transition{}, fmt.Errorf("%w: %s", transform.ErrNoAlarm, req.Path))
 		return
 	}
 	until := time.Now().Add(time.Duration(*req.Minutes * float64(time.Minute)))
@@ -319,7 +340,9 @@ func (s *Server) cycles(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	cs, err := s.c.history.Cycles(r.Context(), historian.CycleQuery{Machine: machine, Name: name, From: from, To: to, Limit: n})
+	cs, err := acrossScope(r, machine, n, func(c transform.Cycle) time.Time { return c.End }, func(pre string) ([]transform.Cycle, error) {
+		return s.c.history.Cycles(r.Context(), historian.CycleQuery{Machine: pre, Name: name, From: from, To: to, Limit: n})
+	})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -359,6 +382,17 @@ func (s *Server) emissionsReport(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("emissions report failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "report failed")
 		return
+	}
+	if sc := scopeOf(r); !sc.All() {
+		kept := rep.Exceedances[:0]
+		for _, e := range rep.Exceedances {
+			if sc.Covers(e.Alarm) {
+				kept = append(kept, e)
+			} else {
+				delete(rep.Seconds, e.Alarm)
+			}
+		}
+		rep.Exceedances = kept
 	}
 	writeJSON(w, http.StatusOK, rep)
 }

@@ -100,7 +100,11 @@ func (s *Server) listPrefix(w http.ResponseWriter, r *http.Request) (string, []c
 			return "", nil, false
 		}
 	}
-	return prefix, s.c.tags.List(prefix), true
+	var tags []cloud.TagState
+	for _, p := range scopeOf(r).Within(prefix) {
+		tags = append(tags, s.c.tags.List(p)...)
+	}
+	return prefix, tags, true
 }
 
 func (s *Server) namespace(w http.ResponseWriter, r *http.Request) {
@@ -152,6 +156,20 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "prefix: "+err.Error())
 			return
 		}
+	}
+	if sc := scopeOf(r); !sc.All() {
+		if len(prefixes) == 0 {
+			prefixes = []string{""}
+		}
+		var in []string
+		for _, p := range prefixes {
+			in = append(in, sc.Within(p)...)
+		}
+		if len(in) == 0 {
+			writeError(w, http.StatusNotFound, "prefix: no tags there")
+			return
+		}
+		prefixes = in
 	}
 	sub := s.c.live.Subscribe(prefixes...)
 	defer s.c.live.Unsubscribe(sub)
@@ -225,7 +243,11 @@ func (s *Server) edgeList(r *http.Request) []edgeJSON {
 	}
 	active, _ := s.c.health.Alarms()
 	out := []edgeJSON{}
+	visible := s.edgesInScope(r)
 	for _, h := range s.c.health.Edges(time.Now()) {
+		if visible != nil && !visible[h.ID] {
+			continue
+		}
 		e := edgeJSON{EdgeHealth: h, Config: byKey[h.ID], Alarms: []cloud.FleetAlarm{}}
 		for _, a := range active {
 			if a.Edge == h.ID {
@@ -233,6 +255,22 @@ func (s *Server) edgeList(r *http.Request) []edgeJSON {
 			}
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+// edgesInScope is the set of edges ("group/edge") with a tag in the
+// request's scope; nil when the scope is everything.
+func (s *Server) edgesInScope(r *http.Request) map[string]bool {
+	sc := scopeOf(r)
+	if sc.All() {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, p := range sc.Within("") {
+		for _, t := range s.c.tags.List(p) {
+			out[t.Sparkplug.Group+"/"+t.Sparkplug.Edge] = true
+		}
 	}
 	return out
 }
@@ -272,11 +310,12 @@ func (s *Server) edge(w http.ResponseWriter, r *http.Request) {
 // fleetAlarms lists the fleet's active alarms and its recent transitions.
 func (s *Server) fleetAlarms(w http.ResponseWriter, r *http.Request) {
 	active, journal := s.c.health.Alarms()
-	if edge := r.URL.Query().Get("edge"); edge != "" {
+	edge, visible := r.URL.Query().Get("edge"), s.edgesInScope(r)
+	if edge != "" || visible != nil {
 		keep := func(as []cloud.FleetAlarm) []cloud.FleetAlarm {
 			out := []cloud.FleetAlarm{}
 			for _, a := range as {
-				if a.Edge == edge {
+				if (edge == "" || a.Edge == edge) && (visible == nil || visible[a.Edge]) {
 					out = append(out, a)
 				}
 			}

@@ -19,6 +19,8 @@ type User struct {
 	Username     string
 	PasswordHash string
 	Role         string // admin, engineer, operator or viewer
+	// Scope limits what the user sees and acts on; empty is everything.
+	Scope Scope
 }
 
 // Roles of UI and API users.
@@ -37,6 +39,7 @@ const (
 type session struct {
 	user    string
 	role    string
+	scope   Scope
 	expires time.Time
 }
 
@@ -141,6 +144,9 @@ func NewAuth(users []User) (*Auth, error) {
 		default:
 			return nil, fmt.Errorf("auth: user %s: role %q: want admin, engineer, operator or viewer", u.Username, u.Role)
 		}
+		if err := ValidateScope(u.Scope); err != nil {
+			return nil, fmt.Errorf("auth: user %s: %w", u.Username, err)
+		}
 		a.users[u.Username] = u
 	}
 	if len(a.users) == 0 {
@@ -170,7 +176,7 @@ func (a *Auth) Login(username, password string) (string, time.Time, error) {
 	tok := base64.RawURLEncoding.EncodeToString(raw[:])
 	exp := a.now().Add(sessionTTL)
 	a.mu.Lock()
-	a.sessions[sha256.Sum256([]byte(tok))] = session{user: u.Username, role: u.Role, expires: exp}
+	a.sessions[sha256.Sum256([]byte(tok))] = session{user: u.Username, role: u.Role, scope: u.Scope, expires: exp}
 	a.mu.Unlock()
 	return tok, exp, nil
 }

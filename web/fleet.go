@@ -138,6 +138,17 @@ func (s *Server) rollout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if visible := s.edgesInScope(r); visible != nil {
+		// A user with a scope rolls out to one edge of it at a time.
+		if req.Edge == "" || req.All || req.Site != "" || req.Template != "" {
+			writeError(w, http.StatusForbidden, "a user with a scope rolls out edge by edge: {\"version\": N, \"edge\": \"group/edge_id\"}")
+			return
+		}
+		if !visible[req.Edge] {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("edge: no edge %s", req.Edge))
+			return
+		}
+	}
 	id, edges, err := s.c.fleet.Roll(r.Context(), req)
 	if err != nil {
 		s.auditAction(r, "rollout", fmt.Sprintf("version %d", req.Version), "refused: "+err.Error())
@@ -158,7 +169,7 @@ func (s *Server) rolloutProgress(w http.ResponseWriter, r *http.Request) {
 	}
 	var mine []cloud.EdgeConfigState
 	counts := map[string]int{}
-	for _, st := range states {
+	for _, st := range s.visibleStates(r, states) {
 		if st.Rollout == id {
 			mine = append(mine, st)
 			counts[st.State]++
@@ -177,6 +188,7 @@ func (s *Server) configEdges(w http.ResponseWriter, r *http.Request) {
 		fleetError(w, err)
 		return
 	}
+	states = s.visibleStates(r, states)
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(states), "edges": states})
 }
 
@@ -223,7 +235,11 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
 		fleet.Instance
 	}
 	var out []inst
+	visible := s.edgesInScope(r)
 	for _, e := range c.Edges {
+		if visible != nil && !visible[e.Key()] {
+			continue
+		}
 		for _, d := range e.Devices {
 			out = append(out, inst{Edge: e.Key(), Site: e.Site, Instance: d})
 		}
@@ -253,7 +269,11 @@ func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
 	}
 	var out []*site
 	idx := map[string]*site{}
+	visible := s.edgesInScope(r)
 	for _, e := range c.Edges {
+		if visible != nil && !visible[e.Key()] {
+			continue
+		}
 		st := idx[e.Site]
 		if st == nil {
 			st = &site{Name: e.Site}
@@ -263,4 +283,20 @@ func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
 		st.Edges = append(st.Edges, byEdge[e.Key()])
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(out), "sites": out})
+}
+
+// visibleStates keeps the config states of the edges in the request's
+// scope.
+func (s *Server) visibleStates(r *http.Request, states []cloud.EdgeConfigState) []cloud.EdgeConfigState {
+	visible := s.edgesInScope(r)
+	if visible == nil {
+		return states
+	}
+	out := []cloud.EdgeConfigState{}
+	for _, st := range states {
+		if visible[st.Edge] {
+			out = append(out, st)
+		}
+	}
+	return out
 }

@@ -136,6 +136,12 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	for _, p := range hq.paths {
+		if !scopeOf(r).Covers(string(p)) {
+			s.historyFailed(w, p, historian.ErrUnknownTag)
+			return
+		}
+	}
 	switch {
 	case hq.parquet:
 		s.historyParquet(w, r, hq)

@@ -35,7 +35,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tag, ok := s.c.tags.Get(p)
-	if !ok {
+	if !ok || !sess.scope.Covers(string(p)) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("path: no tag %q in the namespace", p))
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/web"
@@ -89,6 +90,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 // Admin signs in as the admin.
 func (a *App) Admin() *Client { return Login(a.t, a.Base, "admin", AdminPassword) }
 
+// httpClient bounds every call, so that a stream answered where an error
+// was expected fails the test instead of hanging it.
+var httpClient = &http.Client{Timeout: 30 * time.Second}
+
 // Client calls the API with a session's bearer token.
 type Client struct {
 	T     testing.TB
@@ -124,7 +129,7 @@ func (c *Client) Do(method, path string, body any) (int, map[string]any) {
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := httpClient.Do(req)
 	if err != nil {
 		c.T.Fatal(err)
 	}
@@ -152,7 +157,7 @@ func (c *Client) Text(method, path, body, accept string) (int, string) {
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := httpClient.Do(req)
 	if err != nil {
 		c.T.Fatal(err)
 	}
