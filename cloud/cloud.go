@@ -69,6 +69,7 @@ type Cloud struct {
 	repub     *republisher
 	uplink    *uplink
 	accounts  jetstream.KeyValue
+	uiUsers   jetstream.KeyValue
 
 	started time.Time
 	up      int // the steps of lifecycle.go started

@@ -150,6 +150,9 @@ func (c *Cloud) startBroker(ctx context.Context) error {
 		return err
 	}
 	err = c.openAccounts(ctx)
+	if err == nil {
+		err = c.openUIUsers(ctx)
+	}
 	if err == nil && c.opts.Uplink != nil {
 		c.uplink, err = newUplink(*c.opts.Uplink, c.opts.HostID, c.Broker.ingest, c.Broker, c.log)
 	}

@@ -137,6 +137,10 @@ func parseTime(q string, name string, def time.Time) (time.Time, error) {
 	return t, nil
 }
 
+// sessionRecheck is how often a live stream checks that its session
+// still holds.
+const sessionRecheck = 2 * time.Second
+
 // live streams new values as Server-Sent Events, one "values" event per
 // batch, and alarm transitions as "alarms" events; ?prefix= (repeatable)
 // narrows both to those UNS prefixes.
@@ -190,6 +194,11 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	ping := time.NewTicker(15 * time.Second)
 	defer ping.Stop()
+	// A session that ends (sign-out, the user removed or changed) ends
+	// its streams within a few seconds.
+	recheck := time.NewTicker(sessionRecheck)
+	defer recheck.Stop()
+	tok := token(r)
 	types := map[uns.Path]uns.DataType{}
 	typeOf := func(p uns.Path) uns.DataType {
 		dt, ok := types[p]
@@ -209,6 +218,12 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 		case <-ping.C:
 			fmt.Fprint(w, ": ping\n\n")
 			flush()
+		case <-recheck.C:
+			if _, ok := s.auth.check(tok); !ok {
+				fmt.Fprint(w, "event: signed-out\ndata: {}\n\n")
+				flush()
+				return
+			}
 		case batch := <-sub.C:
 			buf = append(buf[:0], "event: values\ndata: "...)
 			buf = uns.AppendSamplesJSON(buf, batch, typeOf)

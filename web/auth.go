@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -43,11 +45,13 @@ type session struct {
 	expires time.Time
 }
 
-// Auth checks passwords and keeps login sessions in memory.
+// Auth checks passwords and keeps login sessions in memory. Its users are
+// those of the config file and those made through the API (kept by the
+// cloud); mu guards both and the sessions.
 type Auth struct {
-	users map[string]User
-
 	mu       sync.Mutex
+	users    map[string]User
+	api      map[string]bool // users made through the API
 	sessions map[[32]byte]session
 	failures map[string]*failures // by client address
 	now      func() time.Time
@@ -125,27 +129,18 @@ func (a *Auth) recordFailure(client, user string) {
 // Known says whether a user name exists, for logs that must not show a
 // name typed wrong (it may be a password).
 func (a *Auth) Known(user string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	_, ok := a.users[user]
 	return ok
 }
 
-// NewAuth returns an Auth for users.
+// NewAuth returns an Auth for users (those of the config file).
 func NewAuth(users []User) (*Auth, error) {
-	a := &Auth{users: map[string]User{}, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
+	a := &Auth{users: map[string]User{}, api: map[string]bool{}, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
 	for _, u := range users {
-		if u.Username == "" {
-			return nil, errors.New("auth: a user without a name")
-		}
-		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
-			return nil, fmt.Errorf("auth: user %s: password_hash is not a bcrypt hash", u.Username)
-		}
-		switch u.Role {
-		case RoleAdmin, RoleEngineer, RoleOperator, RoleViewer:
-		default:
-			return nil, fmt.Errorf("auth: user %s: role %q: want admin, engineer, operator or viewer", u.Username, u.Role)
-		}
-		if err := ValidateScope(u.Scope); err != nil {
-			return nil, fmt.Errorf("auth: user %s: %w", u.Username, err)
+		if err := validateUser(u); err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
 		}
 		a.users[u.Username] = u
 	}
@@ -155,12 +150,35 @@ func NewAuth(users []User) (*Auth, error) {
 	return a, nil
 }
 
+func validateUser(u User) error {
+	if u.Username == "" {
+		return errors.New("a user without a name")
+	}
+	if len(u.Username) > 128 || strings.ContainsFunc(u.Username, unicode.IsControl) {
+		return fmt.Errorf("user %q: username: at most 128 characters, none of them control characters", u.Username)
+	}
+	if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		return fmt.Errorf("user %s: password_hash is not a bcrypt hash", u.Username)
+	}
+	switch u.Role {
+	case RoleAdmin, RoleEngineer, RoleOperator, RoleViewer:
+	default:
+		return fmt.Errorf("user %s: role %q: want admin, engineer, operator or viewer", u.Username, u.Role)
+	}
+	if err := ValidateScope(u.Scope); err != nil {
+		return fmt.Errorf("user %s: %w", u.Username, err)
+	}
+	return nil
+}
+
 // errLogin is the one answer to a wrong user name or password.
 var errLogin = errors.New("wrong username or password")
 
 // Login checks a password and returns a new session token.
 func (a *Auth) Login(username, password string) (string, time.Time, error) {
+	a.mu.Lock()
 	u, ok := a.users[username]
+	a.mu.Unlock()
 	if !ok {
 		// Spend the same time as a real check so that names cannot be probed.
 		_ = bcrypt.CompareHashAndPassword([]byte("$2a$10$AJjvohQPySb.OvxfiH5NNeTDG7gi9CoDlSaf.uoz3XH71QnO1UoGq"), []byte(password))
@@ -176,8 +194,11 @@ func (a *Auth) Login(username, password string) (string, time.Time, error) {
 	tok := base64.RawURLEncoding.EncodeToString(raw[:])
 	exp := a.now().Add(sessionTTL)
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cur, ok := a.users[username]; !ok || cur.PasswordHash != u.PasswordHash {
+		return "", time.Time{}, errLogin // removed or changed meanwhile
+	}
 	a.sessions[sha256.Sum256([]byte(tok))] = session{user: u.Username, role: u.Role, scope: u.Scope, expires: exp}
-	a.mu.Unlock()
 	return tok, exp, nil
 }
 
@@ -220,4 +241,95 @@ func token(r *http.Request) string {
 		return c.Value
 	}
 	return ""
+}
+
+// Errors of the user changes.
+var (
+	errUserExists    = errors.New("a user of that name exists")
+	errNoUser        = errors.New("no such user")
+	errConfigUser    = errors.New("the user is declared in cloud.yaml: change it there")
+	errWrongPassword = errors.New("the current password is wrong")
+)
+
+// minPasswordLength is the shortest password a user may be given.
+const minPasswordLength = 12
+
+// userInfo is a user as the API lists it.
+type userInfo struct {
+	Username string `json:"username"`
+	Role     string `json:"role"`
+	Scope    Scope  `json:"scope"`
+	Source   string `json:"source"` // config or api
+}
+
+// list returns every user, by name.
+func (a *Auth) list() []userInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]userInfo, 0, len(a.users))
+	for _, u := range a.users {
+		src := "config"
+		if a.api[u.Username] {
+			src = "api"
+		}
+		out = append(out, userInfo{Username: u.Username, Role: u.Role, Scope: append(Scope{}, u.Scope...), Source: src})
+	}
+	slices.SortFunc(out, func(x, y userInfo) int { return strings.Compare(x.Username, y.Username) })
+	return out
+}
+
+// user returns a user and whether it was made through the API.
+func (a *Auth) user(name string) (User, bool, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u, ok := a.users[name]
+	return u, a.api[name], ok
+}
+
+// putAPIUser adds or replaces a user made through the API (never one of
+// the config file); replacing ends the user's sessions, so that a new
+// password, role or scope holds at once.
+func (a *Auth) putAPIUser(u User, replace bool) error {
+	if err := validateUser(u); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, exists := a.users[u.Username]
+	switch {
+	case exists && !a.api[u.Username]:
+		return errConfigUser
+	case exists && !replace:
+		return errUserExists
+	case !exists && replace:
+		return errNoUser
+	}
+	a.users[u.Username] = u
+	a.api[u.Username] = true
+	a.endSessionsLocked(u.Username)
+	return nil
+}
+
+// removeAPIUser forgets a user made through the API and ends its sessions.
+func (a *Auth) removeAPIUser(name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.users[name]; !ok {
+		return errNoUser
+	}
+	if !a.api[name] {
+		return errConfigUser
+	}
+	delete(a.users, name)
+	delete(a.api, name)
+	a.endSessionsLocked(name)
+	return nil
+}
+
+func (a *Auth) endSessionsLocked(name string) {
+	for k, s := range a.sessions {
+		if s.user == name {
+			delete(a.sessions, k)
+		}
+	}
 }

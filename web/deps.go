@@ -93,6 +93,13 @@ type accountDesk interface {
 	BrokerAddr() string
 }
 
+// userStore keeps the users made through the API.
+type userStore interface {
+	UIUsers(ctx context.Context) ([]cloud.UIUser, error)
+	PutUIUser(ctx context.Context, u cloud.UIUser) error
+	DeleteUIUser(ctx context.Context, name string) error
+}
+
 // parts are the cloud's parts the handlers use.
 type parts struct {
 	history  historyReader
@@ -104,6 +111,7 @@ type parts struct {
 	fleet    fleetConfig
 	health   fleetHealth
 	accounts accountDesk
+	users    userStore
 	ready    func() error
 }
 
@@ -113,5 +121,5 @@ func partsOf(c *cloud.Cloud) (parts, bool) {
 		return parts{}, false
 	}
 	return parts{history: c.Historian, audit: c.Historian, tags: c.Registry, live: c.Hub, alarms: c,
-		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, ready: c.ReadyErr}, true
+		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, ready: c.ReadyErr}, true
 }

@@ -92,6 +92,9 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("web: the cloud must be started first")
 	}
 	s := &Server{opts: opts, log: opts.Logger.With("component", "web"), tmpl: tmpl, cloud: opts.Cloud, auth: opts.Auth, c: ps}
+	if err := s.loadUsers(context.Background()); err != nil {
+		return nil, fmt.Errorf("web: users: %w", err)
+	}
 	s.caps = guard.NewCaps(cmp.Or(opts.MaxConnections, 4096), cmp.Or(opts.MaxPerAddress, 256), s.log)
 	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
 		WriteTimeout: serverWriteTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
@@ -134,6 +137,11 @@ func (s *Server) routes() http.Handler {
 			r.Get("/emissions/report", s.emissionsReport)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/write", s.write)
 			r.With(s.requireRole(RoleAdmin)).Get("/audit", s.audit)
+			r.With(s.requireRole(RoleAdmin)).Get("/users", s.users)
+			r.With(s.requireRole(RoleAdmin)).Post("/users", s.createUser)
+			r.With(s.requireRole(RoleAdmin)).Patch("/users/{name}", s.changeUser)
+			r.With(s.requireRole(RoleAdmin)).Delete("/users/{name}", s.deleteUser)
+			r.Post("/me/password", s.changeOwnPassword)
 			r.With(s.requireRole(RoleAdmin)).Post("/edges", s.provisionEdge)
 			r.With(s.requireRole(RoleAdmin)).Delete("/edges/{group}/{edge}", s.revokeEdge)
 			r.With(s.requireRole(RoleAdmin)).Post("/mqtt-users", s.addMQTTUser)

@@ -58,7 +58,11 @@ func Start(t testing.TB, co cloud.Options, users ...web.User) *App {
 		t.Fatal(err)
 	}
 	a := &App{Cloud: c, t: t}
-	t.Cleanup(func() { a.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.Shutdown(ctx)
+	})
 	auth, err := web.NewAuth(users)
 	if err != nil {
 		t.Fatal(err)
