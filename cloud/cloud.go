@@ -69,7 +69,8 @@ type Cloud struct {
 	repub     *republisher
 	uplink    *uplink
 	accounts  jetstream.KeyValue
-	uiUsers   jetstream.KeyValue
+	uiUsers   kept[UIUser]
+	apiTokens kept[APIToken]
 
 	started time.Time
 	up      int // the steps of lifecycle.go started

@@ -151,7 +151,7 @@ func (c *Cloud) startBroker(ctx context.Context) error {
 	}
 	err = c.openAccounts(ctx)
 	if err == nil {
-		err = c.openUIUsers(ctx)
+		err = c.openIdentities(ctx)
 	}
 	if err == nil && c.opts.Uplink != nil {
 		c.uplink, err = newUplink(*c.opts.Uplink, c.opts.HostID, c.Broker.ingest, c.Broker, c.log)

@@ -5,16 +5,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/calx-iiot/calx/store"
 )
 
-// bucketUIUsers keeps the UI and API users made through the API, with
-// their password hashes, so that they survive a restart. Users of the
-// config file are not kept here.
-const bucketUIUsers = "CALX_UI_USERS"
+// The UI and API's own identities the cloud keeps in the backbone, so
+// that they survive a restart: the users made through the API (with
+// bcrypt hashes) and the API tokens (with the SHA-256 of their secret).
+// Users of the config file are not kept here.
+const (
+	bucketUIUsers   = "CALX_UI_USERS"
+	bucketAPITokens = "CALX_API_TOKENS"
+)
 
 // UIUser is a UI and API user as the cloud keeps it.
 type UIUser struct {
@@ -24,44 +30,88 @@ type UIUser struct {
 	Scope        []string `json:"scope,omitempty"`
 }
 
-func (c *Cloud) openUIUsers(ctx context.Context) error {
-	kv, err := c.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketUIUsers, Storage: jetstream.FileStorage, History: 5})
+// APIToken is a machine's token (Grafana, a script, an assistant) as the
+// cloud keeps it: never the secret, only its SHA-256.
+type APIToken struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	Scope     []string  `json:"scope,omitempty"`
+	SHA256    string    `json:"sha256"` // hex, of the whole token
+	Created   time.Time `json:"created"`
+	Expires   time.Time `json:"expires"`
+	CreatedBy string    `json:"created_by"`
+}
+
+// kept is a bucket of JSON records by key.
+type kept[T any] struct {
+	kv  jetstream.KeyValue
+	key func(T) string
+	log *slog.Logger
+}
+
+func (k kept[T]) list(ctx context.Context) ([]T, error) {
+	lister, err := k.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	for key := range lister.Keys() {
+		e, err := k.kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		var v T
+		if err := json.Unmarshal(e.Value(), &v); err != nil {
+			k.log.Error("stored record unusable, skipped", "bucket", k.kv.Bucket(), "key", key, "err", err)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (k kept[T]) put(ctx context.Context, v T) error {
+	b, err := json.Marshal(v)
+	if err == nil {
+		_, err = k.kv.Put(ctx, store.Token(k.key(v)), b)
+	}
+	return err
+}
+
+func (k kept[T]) delete(ctx context.Context, key string) error {
+	if err := k.kv.Delete(ctx, store.Token(key)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	return nil
+}
+
+func (c *Cloud) openIdentities(ctx context.Context) error {
+	users, err := c.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketUIUsers, Storage: jetstream.FileStorage, History: 5})
 	if err != nil {
 		return fmt.Errorf("cloud: users bucket: %w", err)
 	}
-	c.uiUsers = kv
+	tokens, err := c.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketAPITokens, Storage: jetstream.FileStorage, History: 5})
+	if err != nil {
+		return fmt.Errorf("cloud: tokens bucket: %w", err)
+	}
+	c.uiUsers = kept[UIUser]{kv: users, key: func(u UIUser) string { return u.Username }, log: c.log}
+	c.apiTokens = kept[APIToken]{kv: tokens, key: func(t APIToken) string { return t.ID }, log: c.log}
 	return nil
 }
 
 // UIUsers lists the users kept by the cloud.
 func (c *Cloud) UIUsers(ctx context.Context) ([]UIUser, error) {
-	lister, err := c.uiUsers.ListKeys(ctx)
+	us, err := c.uiUsers.list(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("users: %w", err)
+		return us, fmt.Errorf("users: %w", err)
 	}
-	var out []UIUser
-	for key := range lister.Keys() {
-		e, err := c.uiUsers.Get(ctx, key)
-		if err != nil {
-			continue
-		}
-		var u UIUser
-		if err := json.Unmarshal(e.Value(), &u); err != nil || u.Username == "" {
-			c.log.Error("stored user unusable, skipped", "key", key)
-			continue
-		}
-		out = append(out, u)
-	}
-	return out, nil
+	return us, nil
 }
 
 // PutUIUser keeps u, replacing a user of the same name.
 func (c *Cloud) PutUIUser(ctx context.Context, u UIUser) error {
-	b, err := json.Marshal(u)
-	if err != nil {
-		return fmt.Errorf("user %s: %w", u.Username, err)
-	}
-	if _, err := c.uiUsers.Put(ctx, store.Token(u.Username), b); err != nil {
+	if err := c.uiUsers.put(ctx, u); err != nil {
 		return fmt.Errorf("user %s: %w", u.Username, err)
 	}
 	return nil
@@ -69,8 +119,33 @@ func (c *Cloud) PutUIUser(ctx context.Context, u UIUser) error {
 
 // DeleteUIUser forgets a user kept by the cloud.
 func (c *Cloud) DeleteUIUser(ctx context.Context, name string) error {
-	if err := c.uiUsers.Delete(ctx, store.Token(name)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := c.uiUsers.delete(ctx, name); err != nil {
 		return fmt.Errorf("user %s: %w", name, err)
+	}
+	return nil
+}
+
+// APITokens lists the tokens kept by the cloud.
+func (c *Cloud) APITokens(ctx context.Context) ([]APIToken, error) {
+	ts, err := c.apiTokens.list(ctx)
+	if err != nil {
+		return ts, fmt.Errorf("tokens: %w", err)
+	}
+	return ts, nil
+}
+
+// PutAPIToken keeps t.
+func (c *Cloud) PutAPIToken(ctx context.Context, t APIToken) error {
+	if err := c.apiTokens.put(ctx, t); err != nil {
+		return fmt.Errorf("token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// DeleteAPIToken forgets a token.
+func (c *Cloud) DeleteAPIToken(ctx context.Context, id string) error {
+	if err := c.apiTokens.delete(ctx, id); err != nil {
+		return fmt.Errorf("token %s: %w", id, err)
 	}
 	return nil
 }

@@ -43,6 +43,7 @@ type session struct {
 	role    string
 	scope   Scope
 	expires time.Time
+	tokenID string // an API token's, which outlives sign-outs
 }
 
 // Auth checks passwords and keeps login sessions in memory. Its users are
@@ -51,7 +52,8 @@ type session struct {
 type Auth struct {
 	mu       sync.Mutex
 	users    map[string]User
-	api      map[string]bool // users made through the API
+	api      map[string]bool      // users made through the API
+	tokenUse map[string]time.Time // last use of each API token since the start
 	sessions map[[32]byte]session
 	failures map[string]*failures // by client address
 	now      func() time.Time
@@ -137,7 +139,7 @@ func (a *Auth) Known(user string) bool {
 
 // NewAuth returns an Auth for users (those of the config file).
 func NewAuth(users []User) (*Auth, error) {
-	a := &Auth{users: map[string]User{}, api: map[string]bool{}, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
+	a := &Auth{users: map[string]User{}, api: map[string]bool{}, tokenUse: map[string]time.Time{}, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
 	for _, u := range users {
 		if err := validateUser(u); err != nil {
 			return nil, fmt.Errorf("auth: %w", err)
@@ -160,13 +162,18 @@ func validateUser(u User) error {
 	if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 		return fmt.Errorf("user %s: password_hash is not a bcrypt hash", u.Username)
 	}
-	switch u.Role {
+	return checkRoleScope("user "+u.Username, u.Role, u.Scope)
+}
+
+// checkRoleScope checks a user's or a token's role and scope.
+func checkRoleScope(who, role string, scope Scope) error {
+	switch role {
 	case RoleAdmin, RoleEngineer, RoleOperator, RoleViewer:
 	default:
-		return fmt.Errorf("user %s: role %q: want admin, engineer, operator or viewer", u.Username, u.Role)
+		return fmt.Errorf("%s: role %q: want admin, engineer, operator or viewer", who, role)
 	}
-	if err := ValidateScope(u.Scope); err != nil {
-		return fmt.Errorf("user %s: %w", u.Username, err)
+	if err := ValidateScope(scope); err != nil {
+		return fmt.Errorf("%s: %w", who, err)
 	}
 	return nil
 }
@@ -202,10 +209,13 @@ func (a *Auth) Login(username, password string) (string, time.Time, error) {
 	return tok, exp, nil
 }
 
-// Logout ends a session.
+// Logout ends a session (an API token is revoked instead).
 func (a *Auth) Logout(tok string) {
+	key := sha256.Sum256([]byte(tok))
 	a.mu.Lock()
-	delete(a.sessions, sha256.Sum256([]byte(tok)))
+	if a.sessions[key].tokenID == "" {
+		delete(a.sessions, key)
+	}
 	a.mu.Unlock()
 }
 
@@ -222,8 +232,13 @@ func (a *Auth) check(tok string) (session, bool) {
 		return session{}, false
 	}
 	if a.now().After(s.expires) {
-		delete(a.sessions, key)
+		if s.tokenID == "" {
+			delete(a.sessions, key)
+		}
 		return session{}, false
+	}
+	if s.tokenID != "" {
+		a.tokenUse[s.tokenID] = a.now()
 	}
 	return s, true
 }

@@ -100,6 +100,13 @@ type userStore interface {
 	DeleteUIUser(ctx context.Context, name string) error
 }
 
+// tokenStore keeps the API tokens (their hashes).
+type tokenStore interface {
+	APITokens(ctx context.Context) ([]cloud.APIToken, error)
+	PutAPIToken(ctx context.Context, t cloud.APIToken) error
+	DeleteAPIToken(ctx context.Context, id string) error
+}
+
 // parts are the cloud's parts the handlers use.
 type parts struct {
 	history  historyReader
@@ -112,6 +119,7 @@ type parts struct {
 	health   fleetHealth
 	accounts accountDesk
 	users    userStore
+	tokens   tokenStore
 	ready    func() error
 }
 
@@ -121,5 +129,5 @@ func partsOf(c *cloud.Cloud) (parts, bool) {
 		return parts{}, false
 	}
 	return parts{history: c.Historian, audit: c.Historian, tags: c.Registry, live: c.Hub, alarms: c,
-		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, ready: c.ReadyErr}, true
+		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, ready: c.ReadyErr}, true
 }

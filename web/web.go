@@ -95,6 +95,9 @@ func New(opts Options) (*Server, error) {
 	if err := s.loadUsers(context.Background()); err != nil {
 		return nil, fmt.Errorf("web: users: %w", err)
 	}
+	if err := s.loadTokens(context.Background()); err != nil {
+		return nil, fmt.Errorf("web: API tokens: %w", err)
+	}
 	s.caps = guard.NewCaps(cmp.Or(opts.MaxConnections, 4096), cmp.Or(opts.MaxPerAddress, 256), s.log)
 	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
 		WriteTimeout: serverWriteTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
@@ -142,6 +145,9 @@ func (s *Server) routes() http.Handler {
 			r.With(s.requireRole(RoleAdmin)).Patch("/users/{name}", s.changeUser)
 			r.With(s.requireRole(RoleAdmin)).Delete("/users/{name}", s.deleteUser)
 			r.Post("/me/password", s.changeOwnPassword)
+			r.With(s.requireRole(RoleAdmin)).Get("/tokens", s.tokens)
+			r.With(s.requireRole(RoleAdmin)).Post("/tokens", s.createToken)
+			r.With(s.requireRole(RoleAdmin)).Delete("/tokens/{id}", s.deleteToken)
 			r.With(s.requireRole(RoleAdmin)).Post("/edges", s.provisionEdge)
 			r.With(s.requireRole(RoleAdmin)).Delete("/edges/{group}/{edge}", s.revokeEdge)
 			r.With(s.requireRole(RoleAdmin)).Post("/mqtt-users", s.addMQTTUser)
