@@ -83,3 +83,18 @@ func customAllowed(u MQTTUser, topic string, write bool) bool {
 	}
 	return false
 }
+
+// readerSees reports whether a reader with scope may subscribe to filter:
+// without a scope to anything, with one to the uns/ topics under its
+// prefixes only (not Sparkplug, not $SYS, not the rest of uns/).
+func readerSees(scope []string, filter string) bool {
+	if len(scope) == 0 {
+		return true
+	}
+	for _, p := range scope {
+		if filter == "uns/"+p || filterCovers("uns/"+p+"/#", filter) {
+			return true
+		}
+	}
+	return false
+}

@@ -38,6 +38,9 @@ type MQTTUser struct {
 	EdgeID       string   `json:"edge_node,omitempty"` // for RoleEdge
 	Publish      []string `json:"publish,omitempty"`   // for RoleCustom: topic filters it may publish to
 	Subscribe    []string `json:"subscribe,omitempty"` // for RoleCustom: topic filters it may subscribe to
+	// Scope, for RoleReader: the UNS prefixes whose uns/ topics it may
+	// read, and nothing else; none is every topic.
+	Scope []string `json:"scope,omitempty"`
 }
 
 // Validate checks a user entry.
@@ -57,6 +60,11 @@ func (u MQTTUser) Validate() error {
 			return fmt.Errorf("user %s: edge_id %q: %w", u.Username, u.EdgeID, err)
 		}
 	case RoleReader:
+		for i, p := range u.Scope {
+			if err := uns.Path(p).Validate(); err != nil {
+				return fmt.Errorf("user %s: scope[%d]: %w", u.Username, i, err)
+			}
+		}
 	case RoleCustom:
 		if len(u.Publish)+len(u.Subscribe) == 0 {
 			return fmt.Errorf("user %s: no publish or subscribe filters", u.Username)
@@ -259,7 +267,7 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 	}
 	switch u.Role {
 	case RoleReader:
-		return !write
+		return !write && readerSees(u.Scope, topic)
 	case RoleCustom:
 		return customAllowed(u, topic, write)
 	case RoleEdge:

@@ -208,6 +208,8 @@ type EdgeConfig struct {
 type ReaderConfig struct {
 	Username     string `yaml:"username"`
 	PasswordHash string `yaml:"password_hash"`
+	// Scope limits it to the uns/ topics under these UNS prefixes.
+	Scope []string `yaml:"scope"`
 }
 
 // LoadConfig reads and validates a cloud config file.
@@ -282,7 +284,7 @@ func (c *Config) MQTTUsers() []MQTTUser {
 		us = append(us, MQTTUser{Username: e.Username, PasswordHash: e.PasswordHash, Role: RoleEdge, Group: e.Group, EdgeID: e.EdgeID})
 	}
 	for _, r := range c.Readers {
-		us = append(us, MQTTUser{Username: r.Username, PasswordHash: r.PasswordHash, Role: RoleReader})
+		us = append(us, MQTTUser{Username: r.Username, PasswordHash: r.PasswordHash, Role: RoleReader, Scope: r.Scope})
 	}
 	for _, m := range c.Accounts {
 		us = append(us, MQTTUser{Username: m.Username, PasswordHash: m.PasswordHash, Role: RoleCustom, Publish: m.Publish, Subscribe: m.Subscribe})
