@@ -318,7 +318,8 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 		Health:      cfg.HealthOptions(),
 		UNSInterval: cfg.MQTT.UNSEvery(),
 		Logger:      log,
-	}, users, web.Options{Listen: cfg.HTTP.Listen, TLS: httpTLS, MetricsTokenSHA256: cfg.HTTP.MetricsTokenSHA256}, log)
+	}, users, web.Options{Listen: cfg.HTTP.Listen, TLS: httpTLS, MetricsTokenSHA256: cfg.HTTP.MetricsTokenSHA256,
+		SessionIdle: cfg.HTTP.SessionIdle.Std(), SessionMax: cfg.HTTP.SessionMax.Std(), BehindTLSProxy: cfg.HTTP.BehindTLSProxy}, log)
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,13 @@ func TestBrowserLoginLiveValuesAndTrend(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sign in: %v", err)
 	}
+	// The tree is indented by classes: the Content-Security-Policy allows
+	// no inline style.
+	indent, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`parseFloat(getComputedStyle(document.querySelector('`+row+` td.name')).paddingLeft) - `+
+		`parseFloat(getComputedStyle(document.querySelector('tr.folder td')).paddingLeft)`))
+	if err != nil || indent < 40 {
+		t.Errorf("a tag row of depth 5 is indented %vpx more than the tree's root: %v", indent, err)
+	}
 	valueJS := `document.querySelector('` + row + ` td.value').textContent`
 	connJS := `document.getElementById("conn").textContent`
 	first, err := chromedp.Run(ctx, chromedp.Evaluate[string](valueJS))

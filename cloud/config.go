@@ -160,6 +160,13 @@ type HTTPConfig struct {
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
 	// /metrics asks for.
 	MetricsTokenSHA256 string `yaml:"metrics_token_sha256"`
+	// SessionIdle ends a sign-in unused for this long (default 2h);
+	// SessionMax ends any after this long (default 12h).
+	SessionIdle config.Duration `yaml:"session_idle"`
+	SessionMax  config.Duration `yaml:"session_max"`
+	// BehindTLSProxy says that clients reach the UI over HTTPS through a
+	// proxy in front of it: the session cookie is then Secure.
+	BehindTLSProxy bool `yaml:"behind_tls_proxy"`
 }
 
 // MQTTConfig is the broker listener.

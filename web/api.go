@@ -55,12 +55,18 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	s.auth.forgive(client, req.Username)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: tok, Path: "/", Expires: exp,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || s.opts.BehindTLSProxy})
 	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
 }
 
+// logout ends this sign-in, or with ?everywhere=true every sign-in of the
+// user (other browsers, other machines).
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	s.auth.Logout(token(r))
+	if r.URL.Query().Get("everywhere") == "true" {
+		s.auth.logoutEverywhere(token(r))
+	} else {
+		s.auth.Logout(token(r))
+	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	writeJSON(w, http.StatusOK, map[string]string{"status": "logged out"})
 }

@@ -34,8 +34,9 @@ const (
 )
 
 const (
-	sessionCookie = "calx_session"
-	sessionTTL    = 12 * time.Hour
+	sessionCookie      = "calx_session"
+	defaultSessionIdle = 2 * time.Hour
+	defaultSessionMax  = 12 * time.Hour
 )
 
 type session struct {
@@ -43,7 +44,8 @@ type session struct {
 	role    string
 	scope   Scope
 	expires time.Time
-	tokenID string // an API token's, which outlives sign-outs
+	used    time.Time // last seen, for the idle timeout (not of tokens)
+	tokenID string    // an API token's, which outlives sign-outs
 }
 
 // Auth checks passwords and keeps login sessions in memory. Its users are
@@ -54,6 +56,8 @@ type Auth struct {
 	users    map[string]User
 	api      map[string]bool      // users made through the API
 	tokenUse map[string]time.Time // last use of each API token since the start
+	idle     time.Duration        // a sign-in unused this long ends
+	ttl      time.Duration        // a sign-in ends this long after it began
 	sessions map[[32]byte]session
 	failures map[string]*failures // by client address
 	now      func() time.Time
@@ -139,7 +143,7 @@ func (a *Auth) Known(user string) bool {
 
 // NewAuth returns an Auth for users (those of the config file).
 func NewAuth(users []User) (*Auth, error) {
-	a := &Auth{users: map[string]User{}, api: map[string]bool{}, tokenUse: map[string]time.Time{}, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
+	a := &Auth{users: map[string]User{}, api: map[string]bool{}, tokenUse: map[string]time.Time{}, idle: defaultSessionIdle, ttl: defaultSessionMax, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
 	for _, u := range users {
 		if err := validateUser(u); err != nil {
 			return nil, fmt.Errorf("auth: %w", err)
@@ -199,13 +203,14 @@ func (a *Auth) Login(username, password string) (string, time.Time, error) {
 		return "", time.Time{}, fmt.Errorf("login: %w", err)
 	}
 	tok := base64.RawURLEncoding.EncodeToString(raw[:])
-	exp := a.now().Add(sessionTTL)
+	now := a.now()
+	exp := now.Add(a.ttl)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if cur, ok := a.users[username]; !ok || cur.PasswordHash != u.PasswordHash {
 		return "", time.Time{}, errLogin // removed or changed meanwhile
 	}
-	a.sessions[sha256.Sum256([]byte(tok))] = session{user: u.Username, role: u.Role, scope: u.Scope, expires: exp}
+	a.sessions[sha256.Sum256([]byte(tok))] = session{user: u.Username, role: u.Role, scope: u.Scope, expires: exp, used: now}
 	return tok, exp, nil
 }
 
@@ -231,16 +236,36 @@ func (a *Auth) check(tok string) (session, bool) {
 	if !ok {
 		return session{}, false
 	}
-	if a.now().After(s.expires) {
+	now := a.now()
+	if now.After(s.expires) || s.tokenID == "" && now.Sub(s.used) > a.idle {
 		if s.tokenID == "" {
 			delete(a.sessions, key)
 		}
 		return session{}, false
 	}
 	if s.tokenID != "" {
-		a.tokenUse[s.tokenID] = a.now()
+		a.tokenUse[s.tokenID] = now
+	} else {
+		s.used = now
+		a.sessions[key] = s
 	}
 	return s, true
+}
+
+// setLifetimes sets how long an unused sign-in lasts, and any.
+func (a *Auth) setLifetimes(idle, max time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.idle, a.ttl = idle, max
+}
+
+// logoutEverywhere ends every sign-in of the session's user (not tokens).
+func (a *Auth) logoutEverywhere(tok string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s, ok := a.sessions[sha256.Sum256([]byte(tok))]; ok && s.tokenID == "" {
+		a.endSessionsLocked(s.user)
+	}
 }
 
 // token finds the session token of a request: a Bearer header, or the

@@ -35,7 +35,7 @@ func TestAuthSessions(t *testing.T) {
 		t.Fatal("altered token accepted")
 	}
 	now := time.Now()
-	a.now = func() time.Time { return now.Add(sessionTTL + time.Minute) }
+	a.now = func() time.Time { return now.Add(defaultSessionMax + time.Minute) }
 	if _, ok := a.check(tok); ok {
 		t.Fatal("expired session accepted")
 	}
@@ -138,5 +138,48 @@ func TestLoginLockout(t *testing.T) {
 	}
 	if a.Blocked("10.0.0.11", "someone-else") == 0 {
 		t.Fatal("an address guessing many names is not blocked")
+	}
+}
+
+// TestSessionIdleAndEverywhere: a sign-in unused for longer than the idle
+// time ends, one in use lasts until its maximum; signing out everywhere
+// ends every sign-in of the user and no one else's.
+func TestSessionIdleAndEverywhere(t *testing.T) {
+	h, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	a, err := NewAuth([]User{{Username: "ann", PasswordHash: string(h), Role: RoleViewer}, {Username: "bob", PasswordHash: string(h), Role: RoleViewer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.setLifetimes(time.Hour, 4*time.Hour)
+	now := time.Now()
+	a.now = func() time.Time { return now }
+	idle, _, _ := a.Login("ann", "pw")
+	busy, _, _ := a.Login("ann", "pw")
+	for range 6 { // 3 h, busy in use every 30 min
+		now = now.Add(30 * time.Minute)
+		if _, ok := a.check(busy); !ok {
+			t.Fatalf("a sign-in in use ended after %s", 30*time.Minute)
+		}
+	}
+	if _, ok := a.check(idle); ok {
+		t.Fatal("a sign-in unused for 3 h, idle limit 1 h, still holds")
+	}
+	now = now.Add(61 * time.Minute) // 4 h 1 min after sign-in
+	if _, ok := a.check(busy); ok {
+		t.Fatal("a sign-in outlived its maximum")
+	}
+
+	now = time.Now()
+	ann1, _, _ := a.Login("ann", "pw")
+	ann2, _, _ := a.Login("ann", "pw")
+	bob, _, _ := a.Login("bob", "pw")
+	a.logoutEverywhere(ann1)
+	for name, tok := range map[string]string{"this sign-in": ann1, "the other sign-in": ann2} {
+		if _, ok := a.check(tok); ok {
+			t.Errorf("%s of ann holds after signing out everywhere", name)
+		}
+	}
+	if _, ok := a.check(bob); !ok {
+		t.Error("bob's sign-in ended when ann signed out everywhere")
 	}
 }

@@ -18,6 +18,8 @@ var funcs = template.FuncMap{
 		return *t
 	},
 	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+	// depth is a tree row's indentation class (app.css has 0 to 16).
+	"depth": func(d int) int { return min(d, 16) },
 }
 
 // treeNode is one level of the UNS tree as the UI shows it.

@@ -47,7 +47,13 @@ type Options struct {
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer
 	// token /metrics asks for.
 	MetricsTokenSHA256 string
-	Logger             *slog.Logger
+	// SessionIdle ends a sign-in unused for this long, SessionMax any
+	// after this long; zero means 2h and 12h.
+	SessionIdle, SessionMax time.Duration
+	// BehindTLSProxy makes the session cookie Secure when the server
+	// itself speaks plain HTTP behind an HTTPS proxy.
+	BehindTLSProxy bool
+	Logger         *slog.Logger
 }
 
 // Timeouts of the HTTP server; a live stream sets its own write deadlines.
@@ -92,6 +98,10 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("web: the cloud must be started first")
 	}
 	s := &Server{opts: opts, log: opts.Logger.With("component", "web"), tmpl: tmpl, cloud: opts.Cloud, auth: opts.Auth, c: ps}
+	if opts.SessionIdle < 0 || opts.SessionMax < 0 {
+		return nil, errors.New("web: session_idle and session_max: not negative")
+	}
+	opts.Auth.setLifetimes(cmp.Or(opts.SessionIdle, defaultSessionIdle), cmp.Or(opts.SessionMax, defaultSessionMax))
 	if err := s.loadUsers(context.Background()); err != nil {
 		return nil, fmt.Errorf("web: users: %w", err)
 	}
@@ -211,12 +221,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// contentSecurityPolicy of every answer.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+
 func (s *Server) securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "same-origin")
+		// Scripts and styles from the server's own files only: no inline
+		// script or style, so that an injected one does not run.
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		if s.opts.TLS != nil {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}
