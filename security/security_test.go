@@ -70,7 +70,8 @@ type env struct {
 	http    *http.Client
 	mqtt    string // host:port
 	tokens  map[string]string
-	metrics string // the /metrics bearer token
+	metrics string      // the /metrics bearer token
+	srvTLS  *tls.Config // the listeners'
 }
 
 var (
@@ -102,12 +103,13 @@ func startEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.client = &tls.Config{RootCAs: e.cert.Pool}
+	e.client, e.srvTLS = &tls.Config{RootCAs: e.cert.Pool}, srvTLS
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	users := []cloud.MQTTUser{
 		{Username: "e1", PasswordHash: hash(t, "pw-e1"), Role: cloud.RoleEdge, Group: "g", EdgeID: "e1"},
 		{Username: "e2", PasswordHash: hash(t, "pw-e2"), Role: cloud.RoleEdge, Group: "g", EdgeID: "e2"},
 		{Username: "reader", PasswordHash: hash(t, "pw-reader"), Role: cloud.RoleReader},
+		{Username: "ghent-hmi", PasswordHash: hash(t, "pw-ghent-hmi"), Role: cloud.RoleReader, Scope: []string{"ent/ghent"}},
 		{Username: "mes", PasswordHash: hash(t, "pw-mes"), Role: cloud.RoleCustom, Publish: []string{"#"}, Subscribe: []string{"#"}},
 	}
 	e.cloud, err = cloud.New(cloud.Options{DataDir: t.TempDir(), Logger: log,
@@ -126,6 +128,8 @@ func startEnv(t *testing.T) *env {
 		{Username: "admin", PasswordHash: hash(t, "pw-admin"), Role: web.RoleAdmin},
 		{Username: "eng", PasswordHash: hash(t, "pw-eng"), Role: web.RoleEngineer},
 		{Username: "vera", PasswordHash: hash(t, "pw-vera"), Role: web.RoleViewer},
+		{Username: "ghent-op", PasswordHash: hash(t, "pw-ghent-op"), Role: web.RoleOperator, Scope: web.Scope{"ent/ghent"}},
+		{Username: "ghent-eng", PasswordHash: hash(t, "pw-ghent-eng"), Role: web.RoleEngineer, Scope: web.Scope{"ent/ghent"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +146,7 @@ func startEnv(t *testing.T) *env {
 	t.Cleanup(func() { e.web.Shutdown(context.Background()) })
 	e.base = "https://" + e.web.Addr()
 	e.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: e.client, MaxIdleConnsPerHost: 4}}
-	for _, u := range []string{"admin", "eng", "vera"} {
+	for _, u := range []string{"admin", "eng", "vera", "ghent-op", "ghent-eng"} {
 		code, out := e.api(t, "", "POST", "/api/v1/login", map[string]string{"username": u, "password": "pw-" + u})
 		if code != 200 {
 			t.Fatalf("login %s: %d %v", u, code, out)
@@ -263,10 +267,7 @@ func send(t *testing.T, cl paho.Client, topic string, p *pb.Payload, retain bool
 // meet, and what records it.
 func TestAttacks(t *testing.T) {
 	e := startEnv(t)
-	for _, row := range []struct {
-		name   string
-		attack func(t *testing.T, e *env)
-	}{
+	for _, row := range append([]attack{
 		{"sql reads a file through a CTE named like it", func(t *testing.T, e *env) {
 			secret := filepath.Join(t.TempDir(), "secret.csv")
 			os.WriteFile(secret, []byte("k,v\nkey,"+secrets+"\n"), 0o600)
@@ -671,7 +672,13 @@ func TestAttacks(t *testing.T) {
 				}
 			}
 		}},
-	} {
+	}, scopeAttacks...) {
 		t.Run(row.name, func(t *testing.T) { row.attack(t, e) })
 	}
+}
+
+// attack is a row of the table.
+type attack struct {
+	name   string
+	attack func(t *testing.T, e *env)
 }
