@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -167,7 +169,15 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		h.denied()
 		return false
 	}
-	if ok, throttled := h.checkPassword(cl.Net.Remote, name, u, known, pk.Connect.Password); !ok {
+	if cert := guard.VerifiedPeer(cl.Net.Conn); cert != nil {
+		// A client certificate of the broker's client CA is the identity:
+		// it names the account it may use, and no other.
+		if !known || !certNames(cert, name) {
+			h.log.Warn("broker login refused: the client certificate is not this account's", "username", name, "certificate", cert.Subject.CommonName, "remote", cl.Net.Remote)
+			h.denied()
+			return false
+		}
+	} else if ok, throttled := h.checkPassword(cl.Net.Remote, name, u, known, pk.Connect.Password); !ok {
 		// An unknown name is not logged as typed: it may be a password
 		// typed in the wrong field.
 		logged := name
@@ -296,6 +306,23 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 		case strings.HasPrefix(topic, sparkplug.Namespace+"/STATE/"):
 			return !strings.Contains(strings.TrimPrefix(topic, sparkplug.Namespace+"/STATE/"), "#")
 		case topic == sparkplug.ReceiptTopic(u.Group, u.EdgeID), topic == sparkplug.ConfigTopic(u.Group, u.EdgeID):
+			return true
+		}
+	}
+	return false
+}
+
+// certNames reports whether a client certificate names account: its
+// subject's common name, or one of its DNS or URI names.
+func certNames(cert *x509.Certificate, account string) bool {
+	if account == "" {
+		return false
+	}
+	if cert.Subject.CommonName == account || slices.Contains(cert.DNSNames, account) {
+		return true
+	}
+	for _, u := range cert.URIs {
+		if u.String() == account {
 			return true
 		}
 	}

@@ -98,8 +98,13 @@ type CloudConfig struct {
 	PasswordFile string `yaml:"password_file"`
 	// CAFile is a PEM bundle that signs the broker's certificate (ssl:// only).
 	CAFile string `yaml:"ca_file"`
-	Group  string `yaml:"group"`
-	EdgeID string `yaml:"edge_id"`
+	// CertFile and KeyFile are this edge's client certificate, for a broker
+	// that takes them (mTLS): its name is the username; no password is
+	// then needed. They are read again when they change.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	Group    string `yaml:"group"`
+	EdgeID   string `yaml:"edge_id"`
 	// PrimaryHost is the host id whose STATE gates the births (default
 	// calx); "none" publishes without waiting for any host, as Sparkplug
 	// allows for an edge node with no primary host.
@@ -156,8 +161,18 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 	if env := os.Getenv("CALX_EDGE_PASSWORD"); env != "" {
 		o.Password = env
 	}
-	if o.Username == "" || o.Password == "" {
-		return o, fmt.Errorf("%s: cloud.username and a password (cloud.password, cloud.password_file or CALX_EDGE_PASSWORD) are required", c.file)
+	if o.Username == "" || o.Password == "" && c.Cloud.CertFile == "" {
+		return o, fmt.Errorf("%s: cloud.username and a password (cloud.password, cloud.password_file or CALX_EDGE_PASSWORD) or a client certificate (cloud.cert_file) are required", c.file)
+	}
+	if c.Cloud.CAFile != "" || c.Cloud.CertFile != "" {
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.Cloud.CertFile != "" || c.Cloud.KeyFile != "" {
+		get, err := config.ClientCertificate(c.Cloud.CertFile, c.Cloud.KeyFile)
+		if err != nil {
+			return o, fmt.Errorf("%s: cloud.cert_file/key_file: %w", c.file, err)
+		}
+		o.TLS.GetClientCertificate = get
 	}
 	if c.Cloud.CAFile != "" {
 		pem, err := os.ReadFile(c.Cloud.CAFile)
@@ -168,7 +183,7 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return o, fmt.Errorf("%s: cloud.ca_file %s: no PEM certificate in it", c.file, c.Cloud.CAFile)
 		}
-		o.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		o.TLS.RootCAs = pool
 	}
 	var devLog *slog.Logger
 	if log != nil {

@@ -1,6 +1,8 @@
 package guard
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -73,4 +75,23 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// VerifiedPeer is the leaf of the client certificate a connection of a
+// Listener presented and the listener verified against its client CA, or
+// nil (no TLS, no certificate, or none asked for).
+func VerifiedPeer(conn net.Conn) *x509.Certificate {
+	g, ok := conn.(*guardedConn)
+	if !ok {
+		return nil
+	}
+	tc, ok := g.Conn.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	st := tc.ConnectionState()
+	if !st.HandshakeComplete || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return st.VerifiedChains[0][0]
 }
