@@ -12,9 +12,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/config"
 	_ "github.com/calx-iiot/calx/connector/all" // registers every connector
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/sim"
@@ -268,6 +270,8 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	httpAddr := fs.String("http", "", "address of the web UI and API (overrides http.listen)")
 	mqttAddr := fs.String("mqtt", "", "address of the MQTT broker (overrides mqtt.listen)")
 	dataDir := fs.String("data-dir", "", "data directory (overrides data_dir)")
+	selfSigned := fs.Bool("tls-self-signed", false, "for a trial: TLS on every listener without a certificate of its own, from a CA made in the data dir on the first start")
+	tlsHosts := fs.String("tls-hosts", "", "with --tls-self-signed: comma-separated names and addresses of this machine for the certificate (localhost and the host name always)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -287,6 +291,11 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	}
 	if *dataDir != "" {
 		cfg.DataDir = *dataDir
+	}
+	if *selfSigned {
+		if err := selfSignedTLS(cfg, *tlsHosts, stdout); err != nil {
+			return err
+		}
 	}
 	warnExamples(log, stderr, exampleCloudAccounts(cfg))
 	var users []web.User
@@ -412,4 +421,25 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 		hs.Shutdown(sctx)
 	}
 	return e.Shutdown(sctx)
+}
+
+// selfSignedTLS gives every listener of cfg without a certificate the
+// trial's own (config.SelfSigned in <data_dir>/tls), and says where its CA
+// is and how to check it.
+func selfSignedTLS(cfg *cloud.Config, hosts string, stdout io.Writer) error {
+	names := strings.Split(hosts, ",")
+	if h, err := os.Hostname(); err == nil {
+		names = append(names, h)
+	}
+	srv, caFile, fp, err := config.SelfSigned(filepath.Join(cfg.DataDir, "tls"), names)
+	if err != nil {
+		return err
+	}
+	for _, t := range []*config.TLS{&cfg.HTTP.TLS, &cfg.MQTT.TLS, &cfg.NATS.TLS} {
+		if t.CertFile == "" {
+			t.CertFile, t.KeyFile = srv.CertFile, srv.KeyFile
+		}
+	}
+	fmt.Fprintf(stdout, "TLS on every listener, from the trial CA %s\n  SHA-256 fingerprint %s\n  give it to edges as cloud.ca_file and to browsers as a trusted CA\n", caFile, fp)
+	return nil
 }

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,4 +188,72 @@ func TestExamplePasswordsKnown(t *testing.T) {
 	if !strings.Contains(out.String(), "WARNING") || !strings.Contains(out.String(), "ghent-edge") {
 		t.Fatalf("warning: %q", out.String())
 	}
+}
+
+// TestTLSSelfSigned: --tls-self-signed gives every listener without a
+// certificate the trial CA's (made in the data dir and kept), says where
+// the CA is with its fingerprint, and an edge that trusts that CA file
+// reaches the broker over TLS and a browser the UI over HTTPS.
+func TestTLSSelfSigned(t *testing.T) {
+	cfg, err := cloud.LoadConfig("examples/cloud.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = filepath.Join(t.TempDir(), "cloud")
+	var out bytes.Buffer
+	if err := selfSignedTLS(cfg, "calx.plant.example", &out); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(cfg.DataDir, "tls", "ca.crt")
+	if !strings.Contains(out.String(), caFile) || !strings.Contains(out.String(), "SHA-256 fingerprint") {
+		t.Fatalf("output: %s", out.String())
+	}
+	mqttTLS, err := cfg.MQTT.TLS.Load()
+	if err != nil || mqttTLS == nil {
+		t.Fatalf("mqtt tls: %v", err)
+	}
+	httpTLS, err := cfg.HTTP.TLS.Load()
+	if err != nil || httpTLS == nil {
+		t.Fatalf("http tls: %v", err)
+	}
+	var users []web.User
+	for _, u := range cfg.Users {
+		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role})
+	}
+	app, err := startCloudApp(context.Background(), cloud.Options{DataDir: cfg.DataDir,
+		MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", TLS: mqttTLS, Users: cfg.MQTTUsers()}}, users, web.Options{Listen: "127.0.0.1:0", TLS: httpTLS}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.shutdown(context.Background()) })
+	pem, _ := os.ReadFile(caFile)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	_, port, _ := net.SplitHostPort(app.web.Addr())
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	res, err := client.Get("https://localhost:" + port + "/healthz")
+	if err != nil {
+		t.Fatalf("HTTPS with the trial CA: %v", err)
+	}
+	res.Body.Close()
+
+	ecfg, err := edge.LoadConfig("examples/edge.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecfg.DataDir = filepath.Join(t.TempDir(), "edge")
+	ecfg.MQTT.Listen = "127.0.0.1:0"
+	_, mport, _ := net.SplitHostPort(app.cloud.Broker.Addr())
+	ecfg.Cloud.Broker, ecfg.Cloud.CAFile = "mqtts://localhost:"+mport, caFile
+	opts, err := ecfg.Options(nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := edgetest.Start(t, opts)
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !e.Online() {
+			return fmt.Errorf("the edge is not born over TLS")
+		}
+		return nil
+	})
 }
