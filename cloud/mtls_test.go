@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"os"
@@ -122,4 +123,47 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestEdgePasswordRotates: the cloud gives an edge a new password (its
+// session ends); once the edge's password file holds it, the edge signs in
+// and is born again, without a restart.
+func TestEdgePasswordRotates(t *testing.T) {
+	c := startCloudWith(t, Options{MQTT: BrokerOptions{Users: []MQTTUser{
+		{Username: "edge-a", PasswordHash: mustHash(t, "pw-a-start"), Role: RoleEdge, Group: "g", EdgeID: "a"},
+	}}})
+	pwFile := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(pwFile, []byte("pw-a-start\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := edgetest.Start(t, edge.Options{Broker: "tcp://" + c.Broker.Addr(), Username: "edge-a", Password: "pw-a-start", PasswordFile: pwFile,
+		Group: "g", EdgeID: "a", PrimaryHost: "calx", DataDir: t.TempDir(), KeepAlive: 2 * time.Second})
+	born := func() time.Time {
+		for _, n := range c.Host.Nodes() {
+			if n.Edge == "a" && n.Online {
+				return n.BirthAt
+			}
+		}
+		return time.Time{}
+	}
+	var first time.Time
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if first = born(); first.IsZero() || !e.Online() {
+			return fmt.Errorf("not born")
+		}
+		return nil
+	})
+	pw, err := c.RotateMQTTPassword(context.Background(), "edge-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if b := born(); !b.After(first) {
+			return fmt.Errorf("not born again with the new password (online %v)", e.Online())
+		}
+		return nil
+	})
 }

@@ -156,10 +156,10 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		if err != nil {
 			return o, fmt.Errorf("%s: cloud.password_file: %w", c.file, err)
 		}
-		o.Password = strings.TrimSpace(string(b))
+		o.Password, o.PasswordFile = strings.TrimSpace(string(b)), c.Cloud.PasswordFile
 	}
 	if env := os.Getenv("CALX_EDGE_PASSWORD"); env != "" {
-		o.Password = env
+		o.Password, o.PasswordFile = env, ""
 	}
 	if o.Username == "" || o.Password == "" && c.Cloud.CertFile == "" {
 		return o, fmt.Errorf("%s: cloud.username and a password (cloud.password, cloud.password_file or CALX_EDGE_PASSWORD) or a client certificate (cloud.cert_file) are required", c.file)

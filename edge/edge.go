@@ -32,7 +32,11 @@ type Options struct {
 	Brokers  []string
 	Username string
 	Password string
-	TLS      *tls.Config
+	// PasswordFile, when set, is read again at every connect: a password
+	// rotated by the cloud is taken without a restart once the file holds
+	// it (Password is then what it held at the start).
+	PasswordFile string
+	TLS          *tls.Config
 	// Group and EdgeID are the Sparkplug group id and edge node id.
 	Group  string
 	EdgeID string

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -156,7 +158,7 @@ func (n *node) session(ctx context.Context) error {
 	n.hostOn, n.hostTS = o.PrimaryHost == "", 0
 	broker := o.Brokers[n.server]
 	co := mqtt.NewClientOptions().AddBroker(broker).SetClientID(o.Group+"."+o.EdgeID).
-		SetUsername(o.Username).SetPassword(o.Password).SetCleanSession(true).
+		SetUsername(o.Username).SetPassword(n.password()).SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(o.KeepAlive).
 		SetConnectTimeout(10*time.Second).SetWriteTimeout(publishTimeout).SetOrderMatters(false).
 		SetBinaryWill(n.topic(sparkplug.NDEATH, ""), will, 1, false).
@@ -403,4 +405,18 @@ func (n *node) publishDeath() {
 		n.client.Publish(n.topic(sparkplug.NDEATH, ""), 1, false, b).WaitTimeout(2 * time.Second)
 	}
 	n.born.Store(false)
+}
+
+// password is the edge's broker password: the password file's as it is
+// now, or the one given at the start.
+func (n *node) password() string {
+	if n.opts.PasswordFile == "" {
+		return n.opts.Password
+	}
+	b, err := os.ReadFile(n.opts.PasswordFile)
+	if err != nil {
+		n.log.Warn("password file not read; using the password of the start", "file", n.opts.PasswordFile, "err", err)
+		return n.opts.Password
+	}
+	return strings.TrimSpace(string(b))
 }
