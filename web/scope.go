@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -52,10 +51,15 @@ func (s Scope) Within(prefix string) []string {
 		return []string{prefix}
 	}
 	var out []string
-	for _, pre := range s {
-		if prefix == "" || under(pre, prefix) {
-			out = append(out, pre)
+	for i, pre := range s {
+		if prefix != "" && !under(pre, prefix) {
+			continue
 		}
+		// An entry under another one is read with it.
+		if slices.ContainsFunc(s, func(o string) bool { return o != pre && under(pre, o) }) || slices.Index(s, pre) < i {
+			continue
+		}
+		out = append(out, pre)
 	}
 	return out
 }
@@ -69,13 +73,6 @@ func under(p, pre string) bool {
 func scopeOf(r *http.Request) Scope {
 	sess, _ := r.Context().Value(ctxKey{}).(session)
 	return sess.scope
-}
-
-// withScope gives a request the session's scope (for tests of handlers).
-func withScope(ctx context.Context, s Scope) context.Context {
-	sess, _ := ctx.Value(ctxKey{}).(session)
-	sess.scope = s
-	return context.WithValue(ctx, ctxKey{}, sess)
 }
 
 // requireWholeScope refuses users with a scope: what the route reads or

@@ -41,6 +41,10 @@ func TestScopeCoversAndWithin(t *testing.T) {
 			t.Errorf("Within(%q) = %v, want %v", c.prefix, got, c.want)
 		}
 	}
+	nested := Scope{"limeworks/ghent", "limeworks/ghent/kilns", "limeworks/ghent"}
+	if got := nested.Within(""); !slices.Equal(got, []string{"limeworks/ghent"}) {
+		t.Errorf("nested scope entries read twice: %v", got)
+	}
 	if got := (Scope{}).Within(""); !slices.Equal(got, []string{""}) {
 		t.Errorf("the empty scope's Within(\"\") = %v", got)
 	}
