@@ -366,10 +366,20 @@ func (a *Auth) removeAPIUser(name string) error {
 	return nil
 }
 
-func (a *Auth) endSessionsLocked(name string) {
+// endSessions ends every sign-in of a user; it says how many.
+func (a *Auth) endSessions(name string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.endSessionsLocked(name)
+}
+
+func (a *Auth) endSessionsLocked(name string) int {
+	n := 0
 	for k, s := range a.sessions {
-		if s.user == name {
+		if s.user == name && s.tokenID == "" {
 			delete(a.sessions, k)
+			n++
 		}
 	}
+	return n
 }

@@ -206,3 +206,16 @@ func (s *Server) changeOwnPassword(w http.ResponseWriter, r *http.Request) {
 	}
 	s.saveUser(w, r, u, req.New, true)
 }
+
+// signOutUser ends every sign-in of a user (a lost laptop, a shift
+// handed over), without changing the user.
+func (s *Server) signOutUser(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	if _, _, ok := s.auth.user(name); !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q", name))
+		return
+	}
+	n := s.auth.endSessions(name)
+	s.auditAction(r, "user-sign-out", name, fmt.Sprintf("ok: %d sign-ins ended", n))
+	writeJSON(w, http.StatusOK, map[string]any{"user": name, "ended": n})
+}

@@ -81,6 +81,19 @@ func TestUsersAtRunTime(t *testing.T) {
 		t.Error("the live stream of a changed user goes on")
 	}
 	ghent = webtest.Login(t, app.Base, "ghent", "ghent-password-2")
+	other := webtest.Login(t, app.Base, "ghent", "ghent-password-2")
+	if code, out := admin.Do("POST", "/api/v1/users/ghent/sign-out", nil); code != 200 || out["ended"] != 2.0 {
+		t.Errorf("an admin signs a user out everywhere: %d %v", code, out)
+	}
+	for _, c := range []*webtest.Client{ghent, other} {
+		if code, _ := c.Do("GET", "/api/v1/namespace", nil); code != 401 {
+			t.Errorf("a sign-in after the admin signed the user out: %d", code)
+		}
+	}
+	if code, _ := vera.Do("POST", "/api/v1/users/ghent/sign-out", nil); code != 403 {
+		t.Errorf("a viewer signs a user out: %d", code)
+	}
+	ghent = webtest.Login(t, app.Base, "ghent", "ghent-password-2")
 	if _, out := admin.Do("GET", "/api/v1/users", nil); !strings.Contains(text(out["users"]), `{"role":"operator","scope":["limeworks/namur"],"source":"api","username":"ghent"}`) {
 		t.Errorf("users: %v", out)
 	}

@@ -154,6 +154,7 @@ func (s *Server) routes() http.Handler {
 			r.With(s.requireRole(RoleAdmin)).Post("/users", s.createUser)
 			r.With(s.requireRole(RoleAdmin)).Patch("/users/{name}", s.changeUser)
 			r.With(s.requireRole(RoleAdmin)).Delete("/users/{name}", s.deleteUser)
+			r.With(s.requireRole(RoleAdmin)).Post("/users/{name}/sign-out", s.signOutUser)
 			r.Post("/me/password", s.changeOwnPassword)
 			r.With(s.requireRole(RoleAdmin)).Get("/tokens", s.tokens)
 			r.With(s.requireRole(RoleAdmin)).Post("/tokens", s.createToken)
