@@ -211,6 +211,7 @@ func (h *Host) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("host: consumer: %w", err)
 	}
+	restored := len(h.nodes) // the loop owns the nodes from here on
 	// The loops live until stop, not as long as the start context: a
 	// signal that ends it must not stop them before Shutdown drains.
 	ctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -226,7 +227,7 @@ func (h *Host) start(ctx context.Context) error {
 		return fmt.Errorf("host: STATE: %w", err)
 	}
 	h.ready.Store(true)
-	h.log.Info("primary host online", "host_id", h.opts.ID, "nodes_restored", len(h.nodes))
+	h.log.Info("primary host online", "host_id", h.opts.ID, "nodes_restored", restored)
 	return nil
 }
 
