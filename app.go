@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
 	"encoding/base64"
 	"errors"
@@ -10,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -298,6 +301,10 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 		}
 	}
 	warnExamples(log, stderr, exampleCloudAccounts(cfg))
+	sso, err := oidcOptions(*cfgFile, cfg.HTTP.OIDC)
+	if err != nil {
+		return err
+	}
 	var users []web.User
 	for _, u := range cfg.Users {
 		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role, Scope: u.Scope})
@@ -328,7 +335,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 		UNSInterval: cfg.MQTT.UNSEvery(),
 		Logger:      log,
 	}, users, web.Options{Listen: cfg.HTTP.Listen, TLS: httpTLS, MetricsTokenSHA256: cfg.HTTP.MetricsTokenSHA256,
-		SessionIdle: cfg.HTTP.SessionIdle.Std(), SessionMax: cfg.HTTP.SessionMax.Std(), BehindTLSProxy: cfg.HTTP.BehindTLSProxy}, log)
+		SessionIdle: cfg.HTTP.SessionIdle.Std(), SessionMax: cfg.HTTP.SessionMax.Std(), BehindTLSProxy: cfg.HTTP.BehindTLSProxy, OIDC: sso}, log)
 	if err != nil {
 		return err
 	}
@@ -426,6 +433,56 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 // selfSignedTLS gives every listener of cfg without a certificate the
 // trial's own (config.SelfSigned in <data_dir>/tls), and says where its CA
 // is and how to check it.
+// oidcOptions reads single sign-on's settings (of the config file) and
+// files; nil is none.
+func oidcOptions(file string, c *cloud.OIDCConfig) (*web.OIDC, error) {
+	if c == nil {
+		return nil, nil
+	}
+	o, err := readOIDC(c)
+	if err != nil {
+		return nil, fmt.Errorf("%s: http.oidc: %w", file, err)
+	}
+	return o, nil
+}
+
+func readOIDC(c *cloud.OIDCConfig) (*web.OIDC, error) {
+	o := &web.OIDC{Issuer: c.Issuer, ClientID: c.ClientID, RedirectURL: c.RedirectURL, Scopes: c.Scopes,
+		UsernameClaim: c.UsernameClaim, GroupsClaim: c.GroupsClaim, Label: c.Label}
+	for _, g := range c.Groups {
+		o.Groups = append(o.Groups, web.GroupRole{Group: g.Group, Role: g.Role, Scope: g.Scope})
+	}
+	if c.ClientSecretFile != "" {
+		b, err := os.ReadFile(c.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("client_secret_file: %w", err)
+		}
+		if o.ClientSecret = strings.TrimSpace(string(b)); o.ClientSecret == "" {
+			return nil, fmt.Errorf("client_secret_file %s: empty", c.ClientSecretFile)
+		}
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", c.CAFile)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		o.Client = &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
 func selfSignedTLS(cfg *cloud.Config, hosts string, stdout io.Writer) error {
 	names := strings.Split(hosts, ",")
 	if h, err := os.Hostname(); err == nil {

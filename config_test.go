@@ -85,6 +85,15 @@ func edgeOptions(f string) error {
 	return err
 }
 
+// cloudWithSSO loads a cloud config and its single sign-on settings.
+func cloudWithSSO(f string) error {
+	c, err := cloud.LoadConfig(f)
+	if err == nil {
+		_, err = oidcOptions(f, c.HTTP.OIDC)
+	}
+	return err
+}
+
 func TestBrokenConfigsNameFileLineAndKey(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string) string {
@@ -123,6 +132,12 @@ func TestBrokenConfigsNameFileLineAndKey(t *testing.T) {
 		{"cloud bad user scope", "users:\n  - {username: v, password_hash: '$2a$10$AJjvohQPySb.OvxfiH5NNeTDG7gi9CoDlSaf.uoz3XH71QnO1UoGq', role: viewer, scope: ['limeworks/+/kilns']}\n",
 			func(f string) error { _, err := cloud.LoadConfig(f); return err },
 			[]string{"users[0].scope[0]", "invalid UNS path"}},
+		{"cloud sso group with a bad role", "http:\n  oidc:\n    issuer: https://login.example\n    client_id: calx\n    groups:\n      - {group: ops, role: boss}\n",
+			cloudWithSSO,
+			[]string{"http.oidc", "groups[0] (ops)", `role "boss"`}},
+		{"cloud sso secret file missing", "http:\n  oidc:\n    issuer: https://login.example\n    client_id: calx\n    client_secret_file: /nonexistent/secret\n    groups: [{group: ops, role: viewer}]\n",
+			cloudWithSSO,
+			[]string{"http.oidc", "client_secret_file", "/nonexistent/secret"}},
 		{"edge unknown mqtt key", "mqtt:\n  listen: 127.0.0.1:1884\n  allow_anonymus: true\n",
 			func(f string) error { _, err := edge.LoadConfig(f); return err },
 			[]string{":3:", "allow_anonymus", "unknown key"}},

@@ -167,6 +167,34 @@ type HTTPConfig struct {
 	// BehindTLSProxy says that clients reach the UI over HTTPS through a
 	// proxy in front of it: the session cookie is then Secure.
 	BehindTLSProxy bool `yaml:"behind_tls_proxy"`
+	// OIDC, when set, offers single sign-on through an OpenID Connect
+	// provider beside the users below (docs/SECURITY.md).
+	OIDC *OIDCConfig `yaml:"oidc"`
+}
+
+// OIDCConfig is single sign-on: the provider, this client, and which of
+// the provider's groups get which role and scope (the first match wins).
+type OIDCConfig struct {
+	Issuer   string `yaml:"issuer"`
+	ClientID string `yaml:"client_id"`
+	// ClientSecretFile holds the client secret; none is a public client.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// CAFile is the CA of the provider's certificate when the system's
+	// do not cover it.
+	CAFile        string          `yaml:"ca_file"`
+	RedirectURL   string          `yaml:"redirect_url"`
+	Scopes        []string        `yaml:"scopes"`
+	UsernameClaim string          `yaml:"username_claim"`
+	GroupsClaim   string          `yaml:"groups_claim"`
+	Label         string          `yaml:"label"`
+	Groups        []OIDCGroupRole `yaml:"groups"`
+}
+
+// OIDCGroupRole maps a provider's group to a role and scope.
+type OIDCGroupRole struct {
+	Group string   `yaml:"group"`
+	Role  string   `yaml:"role"`
+	Scope []string `yaml:"scope"`
 }
 
 // MQTTConfig is the broker listener.

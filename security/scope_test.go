@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/oidctest"
 )
 
 // Tags of two sites: Ghent on edge g/e1, Lyon on edge g/e2.
@@ -74,6 +77,39 @@ func (e *env) liveEnds(t *testing.T, tok string, d time.Duration, after func()) 
 }
 
 var scopeAttacks = []attack{
+	{"single sign-on: a group mapped to Ghent reads Lyon; a tampered ID token", func(t *testing.T, e *env) {
+		defineSites(t, e)
+		signIn := func() (*http.Client, int, string) {
+			jar, _ := cookiejar.New(nil)
+			b := &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: e.client}}
+			res, _ := e.idp.SignIn(t, b, e.base+"/auth/oidc/login", "ghent-sso", "pw-ghent-sso")
+			u, _ := url.Parse(e.base)
+			for _, c := range jar.Cookies(u) {
+				if c.Name == "calx_session" {
+					return b, res.StatusCode, c.Value
+				}
+			}
+			return b, res.StatusCode, ""
+		}
+		_, code, tok := signIn()
+		if code != 200 || tok == "" {
+			t.Fatalf("sign-in: %d", code)
+		}
+		e.tokens["ghent-sso"] = tok
+		if code, out := e.api(t, "ghent-sso", "GET", "/api/v1/history?path="+lyonTag, nil); code != 404 {
+			t.Errorf("Lyon's history: %d %v", code, out)
+		}
+		if code, out := e.api(t, "ghent-sso", "GET", "/api/v1/namespace", nil); code != 200 || strings.Contains(fmt.Sprint(out), "lyon") || !strings.Contains(fmt.Sprint(out), ghentTag) {
+			t.Errorf("namespace: %d %v", code, out)
+		}
+		e.idp.Tamper(func(tok string) string {
+			return oidctest.ChangeClaims(tok, func(c map[string]any) { c["groups"] = []string{"admins"}; c["preferred_username"] = "admin" })
+		})
+		defer e.idp.Tamper(nil)
+		if _, code, tok := signIn(); code != 403 || tok != "" {
+			t.Errorf("tampered ID token: %d, session %t", code, tok != "")
+		}
+	}},
 	{"a Ghent user reads Lyon: namespace, latest, history, export, live, alarms, cycles", func(t *testing.T, e *env) {
 		defineSites(t, e)
 		for _, p := range []string{"/api/v1/namespace?prefix=ent/lyon", "/api/v1/latest?prefix=ent/lyon", "/api/v1/alarms?device=ent/lyon",

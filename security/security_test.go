@@ -38,6 +38,7 @@ import (
 	"github.com/calx-iiot/calx/uns/sparkplug"
 	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
 	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/oidctest"
 )
 
 // logs collects what the cloud logs, for rows that check a log line.
@@ -72,6 +73,7 @@ type env struct {
 	tokens  map[string]string
 	metrics string      // the /metrics bearer token
 	srvTLS  *tls.Config // the listeners'
+	idp     *oidctest.Provider
 }
 
 var (
@@ -135,8 +137,11 @@ func startEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte(e.metrics))
+	e.idp = oidctest.Start(t)
+	e.idp.AddUser("ghent-sso", "pw-ghent-sso", "ghent-shift")
 	e.web, err = web.New(web.Options{Listen: "127.0.0.1:0", TLS: srvTLS, Cloud: e.cloud, Auth: auth, Logger: log,
-		MaxPerAddress: 20, MetricsTokenSHA256: hex.EncodeToString(sum[:])})
+		MaxPerAddress: 20, MetricsTokenSHA256: hex.EncodeToString(sum[:]), OIDC: &web.OIDC{Issuer: e.idp.Issuer, ClientID: "calx",
+			ClientSecret: "calx-client-secret", Groups: []web.GroupRole{{Group: "ghent-shift", Role: web.RoleOperator, Scope: web.Scope{"ent/ghent"}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +150,7 @@ func startEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { e.web.Shutdown(context.Background()) })
 	e.base = "https://" + e.web.Addr()
+	e.idp.AddClient("calx", "calx-client-secret", e.base+"/auth/oidc/callback")
 	e.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: e.client, MaxIdleConnsPerHost: 4}}
 	for _, u := range []string{"admin", "eng", "vera", "ghent-op", "ghent-eng"} {
 		code, out := e.api(t, "", "POST", "/api/v1/login", map[string]string{"username": u, "password": "pw-" + u})

@@ -54,9 +54,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.auth.forgive(client, req.Username)
+	s.setSessionCookie(w, r, tok, exp)
+	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
+}
+
+// setSessionCookie gives the browser its session.
+func (s *Server) setSessionCookie(w http.ResponseWriter, r *http.Request, tok string, exp time.Time) {
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: tok, Path: "/", Expires: exp,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || s.opts.BehindTLSProxy})
-	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires_at": exp.UTC().Format(time.RFC3339)})
 }
 
 // logout ends this sign-in, or with ?everywhere=true every sign-in of the

@@ -46,6 +46,7 @@ type session struct {
 	expires time.Time
 	used    time.Time // last seen, for the idle timeout (not of tokens)
 	tokenID string    // an API token's, which outlives sign-outs
+	sso     bool      // signed in through the identity provider
 }
 
 // Auth checks passwords and keeps login sessions in memory. Its users are
@@ -198,6 +199,12 @@ func (a *Auth) Login(username, password string) (string, time.Time, error) {
 	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
 		return "", time.Time{}, errLogin
 	}
+	return a.startSession(u, false)
+}
+
+// startSession signs a user in: a local one whose password was checked,
+// or one the identity provider vouched for (sso).
+func (a *Auth) startSession(u User, sso bool) (string, time.Time, error) {
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", time.Time{}, fmt.Errorf("login: %w", err)
@@ -207,10 +214,14 @@ func (a *Auth) Login(username, password string) (string, time.Time, error) {
 	exp := now.Add(a.ttl)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if cur, ok := a.users[username]; !ok || cur.PasswordHash != u.PasswordHash {
+	cur, ok := a.users[u.Username]
+	switch {
+	case !sso && (!ok || cur.PasswordHash != u.PasswordHash):
 		return "", time.Time{}, errLogin // removed or changed meanwhile
+	case sso && ok:
+		return "", time.Time{}, fmt.Errorf("a local user named %q was made meanwhile", u.Username)
 	}
-	a.sessions[sha256.Sum256([]byte(tok))] = session{user: u.Username, role: u.Role, scope: u.Scope, expires: exp, used: now}
+	a.sessions[sha256.Sum256([]byte(tok))] = session{user: u.Username, role: u.Role, scope: u.Scope, expires: exp, used: now, sso: sso}
 	return tok, exp, nil
 }
 

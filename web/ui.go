@@ -69,8 +69,13 @@ func buildTree(tags []cloud.TagState) *treeNode {
 }
 
 func (s *Server) render(w http.ResponseWriter, name string, data any) {
+	s.renderStatus(w, http.StatusOK, name, data)
+}
+
+func (s *Server) renderStatus(w http.ResponseWriter, status int, name string, data any) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	if err := s.tmpl.ExecuteTemplate(w, name, data); err != nil {
 		s.log.Error("template failed", "template", name, "err", err)
 	}
@@ -81,7 +86,17 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
 	}
-	s.render(w, "login.html", map[string]any{"Version": s.opts.Version})
+	s.render(w, "login.html", s.loginData(""))
+}
+
+// loginData is what the sign-in page shows: the single sign-on button
+// when there is one, and an error of the last attempt.
+func (s *Server) loginData(errMsg string) map[string]any {
+	d := map[string]any{"Version": s.opts.Version, "Error": errMsg}
+	if s.sso != nil {
+		d["SSO"] = s.sso.cfg.Label
+	}
+	return d
 }
 
 func (s *Server) indexPage(w http.ResponseWriter, r *http.Request) {

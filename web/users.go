@@ -193,6 +193,9 @@ func (s *Server) changeOwnPassword(w http.ResponseWriter, r *http.Request) {
 	sess, _ := r.Context().Value(ctxKey{}).(session)
 	u, api, ok := s.auth.user(sess.user)
 	switch {
+	case sess.sso:
+		writeError(w, http.StatusConflict, "you signed in through the identity provider: change your password there")
+		return
 	case !ok:
 		writeError(w, http.StatusUnauthorized, "signed out")
 		return
@@ -208,14 +211,16 @@ func (s *Server) changeOwnPassword(w http.ResponseWriter, r *http.Request) {
 }
 
 // signOutUser ends every sign-in of a user (a lost laptop, a shift
-// handed over), without changing the user.
+// handed over), without changing the user; a user of single sign-on has
+// no entry here, only sign-ins.
 func (s *Server) signOutUser(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	if _, _, ok := s.auth.user(name); !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q", name))
+	_, _, ok := s.auth.user(name)
+	n := s.auth.endSessions(name)
+	if !ok && n == 0 {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no user %q, and no sign-in of that name", name))
 		return
 	}
-	n := s.auth.endSessions(name)
 	s.auditAction(r, "user-sign-out", name, fmt.Sprintf("ok: %d sign-ins ended", n))
 	writeJSON(w, http.StatusOK, map[string]any{"user": name, "ended": n})
 }

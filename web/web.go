@@ -53,7 +53,9 @@ type Options struct {
 	// BehindTLSProxy makes the session cookie Secure when the server
 	// itself speaks plain HTTP behind an HTTPS proxy.
 	BehindTLSProxy bool
-	Logger         *slog.Logger
+	// OIDC, when set, offers single sign-on beside the local users.
+	OIDC   *OIDC
+	Logger *slog.Logger
 }
 
 // Timeouts of the HTTP server; a live stream sets its own write deadlines.
@@ -75,6 +77,7 @@ type Server struct {
 	tmpl  *template.Template
 	cloud *cloud.Cloud // for /metrics alone
 	auth  *Auth
+	sso   *sso  // nil without single sign-on
 	c     parts // what the handlers use of the cloud
 }
 
@@ -100,6 +103,11 @@ func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger.With("component", "web"), tmpl: tmpl, cloud: opts.Cloud, auth: opts.Auth, c: ps}
 	if opts.SessionIdle < 0 || opts.SessionMax < 0 {
 		return nil, errors.New("web: session_idle and session_max: not negative")
+	}
+	if opts.OIDC != nil {
+		if s.sso, err = newSSO(*opts.OIDC); err != nil {
+			return nil, fmt.Errorf("web: %w", err)
+		}
 	}
 	opts.Auth.setLifetimes(cmp.Or(opts.SessionIdle, defaultSessionIdle), cmp.Or(opts.SessionMax, defaultSessionMax))
 	if err := s.loadUsers(context.Background()); err != nil {
@@ -127,6 +135,10 @@ func (s *Server) routes() http.Handler {
 	static, _ := fs.Sub(assets, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", noListing(http.FileServerFS(static))))
 	r.Get("/login", s.loginPage)
+	if s.sso != nil {
+		r.Get(oidcCookiePath+"login", s.ssoLogin)
+		r.Get(oidcCookiePath+"callback", s.ssoCallback)
+	}
 	r.With(s.requirePage).Get("/", s.indexPage)
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Use(sameOrigin)

@@ -39,6 +39,13 @@ type App struct {
 // stops when the test ends, if it has not been stopped before.
 func Start(t testing.TB, co cloud.Options, users ...web.User) *App {
 	t.Helper()
+	return StartWith(t, co, web.Options{}, users...)
+}
+
+// StartWith is Start with web options (Listen, Cloud, Auth and Logger are
+// Start's own).
+func StartWith(t testing.TB, co cloud.Options, wo web.Options, users ...web.User) *App {
+	t.Helper()
 	if co.DataDir == "" {
 		co.DataDir = filepath.Join(t.TempDir(), "cloud")
 	}
@@ -67,7 +74,8 @@ func Start(t testing.TB, co cloud.Options, users ...web.User) *App {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Web, err = web.New(web.Options{Listen: "127.0.0.1:0", Cloud: c, Auth: auth, Logger: co.Logger})
+	wo.Listen, wo.Cloud, wo.Auth, wo.Logger = "127.0.0.1:0", c, auth, co.Logger
+	a.Web, err = web.New(wo)
 	if err != nil {
 		t.Fatal(err)
 	}
