@@ -14,8 +14,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/calx-iiot/calx/cloud"
@@ -31,6 +33,7 @@ import (
 type cloudApp struct {
 	cloud *cloud.Cloud
 	web   *web.Server
+	auth  *web.Auth
 }
 
 // startCloudApp starts a cloud and its web server, whose options give the
@@ -58,7 +61,7 @@ func startCloudApp(ctx context.Context, co cloud.Options, users []web.User, wo w
 		c.Shutdown(context.Background())
 		return nil, err
 	}
-	return &cloudApp{cloud: c, web: ws}, nil
+	return &cloudApp{cloud: c, web: ws, auth: auth}, nil
 }
 
 func (a *cloudApp) shutdown(ctx context.Context) error {
@@ -305,18 +308,17 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	if err != nil {
 		return err
 	}
-	var users []web.User
-	for _, u := range cfg.Users {
-		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role, Scope: u.Scope})
-	}
+	users := configUsers(cfg)
 	var pw string
 	var gen bool
+	var extra []web.User // users not of the file, kept across reloads
 	if len(users) == 0 || os.Getenv("CALX_ADMIN_PASSWORD") != "" {
 		admin, p, g, err := adminUser()
 		if err != nil {
 			return err
 		}
-		users, pw, gen = append(users, admin), p, g
+		extra, pw, gen = []web.User{admin}, p, g
+		users = append(users, admin)
 	}
 	mqttTLS, _ := cfg.MQTT.TLS.Load()
 	httpTLS, _ := cfg.HTTP.TLS.Load()
@@ -343,10 +345,55 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	if gen {
 		fmt.Fprintf(stdout, "  admin password: %s   (generated; set CALX_ADMIN_PASSWORD to choose one)\n", pw)
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for running := true; running; {
+		select {
+		case <-hup:
+			if err := app.reload(ctx, *cfgFile, extra, log); err != nil {
+				log.Error("config not reloaded: the accounts stay as they were", "err", err)
+			}
+		case <-ctx.Done():
+			running = false
+		}
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	return app.shutdown(sctx)
+}
+
+// configUsers are the UI and API users of a cloud config.
+func configUsers(cfg *cloud.Config) []web.User {
+	var users []web.User
+	for _, u := range cfg.Users {
+		users = append(users, web.User{Username: u.Username, PasswordHash: u.PasswordHash, Role: u.Role, Scope: u.Scope})
+	}
+	return users
+}
+
+// reload reads the config file again (on SIGHUP) and puts its accounts in
+// place: UI and API users, edges, readers and MQTT users. The file is
+// checked whole first; other settings take a restart.
+func (a *cloudApp) reload(ctx context.Context, file string, extra []web.User, log *slog.Logger) error {
+	cfg, err := cloud.LoadConfig(file)
+	if err != nil {
+		return err
+	}
+	users := append(configUsers(cfg), extra...)
+	if _, err := web.NewAuth(users); err != nil {
+		return fmt.Errorf("%s: users: %w", file, err)
+	}
+	mqtt, err := a.cloud.ReloadMQTTUsers(ctx, cfg.MQTTUsers())
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	ui, err := a.auth.ReloadConfigUsers(users)
+	if err != nil {
+		return fmt.Errorf("%s: users: %w (the MQTT accounts were reloaded)", file, err)
+	}
+	log.Info("accounts reloaded", "file", file, "mqtt_accounts_changed", mqtt, "users_changed", ui)
+	return nil
 }
 
 func cmdEdge(args []string, stdout, stderr io.Writer) error {

@@ -97,7 +97,8 @@ type authHook struct {
 	mqtt.HookBase
 	umu      sync.RWMutex
 	users    map[string]MQTTUser
-	fromAPI  map[string]bool // accounts created through the API
+	fromAPI  map[string]bool     // accounts created through the API
+	config   map[string]MQTTUser // the accounts of the config file, as written
 	disabled map[string]bool
 	log      *slog.Logger
 
@@ -112,10 +113,11 @@ type authHook struct {
 
 func newAuthHook(users []MQTTUser, log *slog.Logger, denied func()) *authHook {
 	m := make(map[string]MQTTUser, len(users))
+	config := make(map[string]MQTTUser, len(users))
 	for _, u := range users {
-		m[u.Username] = u
+		m[u.Username], config[u.Username] = u, u
 	}
-	return &authHook{users: m, fromAPI: map[string]bool{}, disabled: map[string]bool{}, log: log.With("hook", "auth"),
+	return &authHook{users: m, config: config, fromAPI: map[string]bool{}, disabled: map[string]bool{}, log: log.With("hook", "auth"),
 		verified: map[string]verifiedPassword{}, denied: denied, logins: guard.NewLogins()}
 }
 

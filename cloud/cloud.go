@@ -71,6 +71,7 @@ type Cloud struct {
 	accounts  jetstream.KeyValue
 	uiUsers   kept[UIUser]
 	apiTokens kept[APIToken]
+	tokenUse  kept[TokenUse]
 
 	started time.Time
 	up      int // the steps of lifecycle.go started

@@ -20,6 +20,7 @@ import (
 const (
 	bucketUIUsers   = "CALX_UI_USERS"
 	bucketAPITokens = "CALX_API_TOKENS"
+	bucketTokenUse  = "CALX_API_TOKEN_USE"
 )
 
 // UIUser is a UI and API user as the cloud keeps it.
@@ -97,6 +98,35 @@ func (c *Cloud) openIdentities(ctx context.Context) error {
 	}
 	c.uiUsers = kept[UIUser]{kv: users, key: func(u UIUser) string { return u.Username }, log: c.log}
 	c.apiTokens = kept[APIToken]{kv: tokens, key: func(t APIToken) string { return t.ID }, log: c.log}
+	uses, err := c.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketTokenUse, Storage: jetstream.FileStorage, History: 1})
+	if err != nil {
+		return fmt.Errorf("cloud: token use bucket: %w", err)
+	}
+	c.tokenUse = kept[TokenUse]{kv: uses, key: func(u TokenUse) string { return u.ID }, log: c.log}
+	return nil
+}
+
+// TokenUse is when an API token was last used, kept apart from the token
+// so that writing it never brings back a token revoked meanwhile.
+type TokenUse struct {
+	ID   string    `json:"id"`
+	Last time.Time `json:"last"`
+}
+
+// TokenUses lists the kept last uses of API tokens.
+func (c *Cloud) TokenUses(ctx context.Context) ([]TokenUse, error) {
+	us, err := c.tokenUse.list(ctx)
+	if err != nil {
+		return us, fmt.Errorf("token uses: %w", err)
+	}
+	return us, nil
+}
+
+// PutTokenUse keeps the last use of a token.
+func (c *Cloud) PutTokenUse(ctx context.Context, u TokenUse) error {
+	if err := c.tokenUse.put(ctx, u); err != nil {
+		return fmt.Errorf("token %s use: %w", u.ID, err)
+	}
 	return nil
 }
 
@@ -146,6 +176,9 @@ func (c *Cloud) PutAPIToken(ctx context.Context, t APIToken) error {
 func (c *Cloud) DeleteAPIToken(ctx context.Context, id string) error {
 	if err := c.apiTokens.delete(ctx, id); err != nil {
 		return fmt.Errorf("token %s: %w", id, err)
+	}
+	if err := c.tokenUse.delete(ctx, id); err != nil {
+		return fmt.Errorf("token %s use: %w", id, err)
 	}
 	return nil
 }

@@ -53,15 +53,16 @@ type session struct {
 // those of the config file and those made through the API (kept by the
 // cloud); mu guards both and the sessions.
 type Auth struct {
-	mu       sync.Mutex
-	users    map[string]User
-	api      map[string]bool      // users made through the API
-	tokenUse map[string]time.Time // last use of each API token since the start
-	idle     time.Duration        // a sign-in unused this long ends
-	ttl      time.Duration        // a sign-in ends this long after it began
-	sessions map[[32]byte]session
-	failures map[string]*failures // by client address
-	now      func() time.Time
+	mu         sync.Mutex
+	users      map[string]User
+	api        map[string]bool      // users made through the API
+	tokenUse   map[string]time.Time // last use of each API token
+	tokenSaved map[string]time.Time // the last use written down, of each
+	idle       time.Duration        // a sign-in unused this long ends
+	ttl        time.Duration        // a sign-in ends this long after it began
+	sessions   map[[32]byte]session
+	failures   map[string]*failures // by client address
+	now        func() time.Time
 }
 
 // failures counts failed logins of a key; past its limit it must wait.
@@ -144,7 +145,7 @@ func (a *Auth) Known(user string) bool {
 
 // NewAuth returns an Auth for users (those of the config file).
 func NewAuth(users []User) (*Auth, error) {
-	a := &Auth{users: map[string]User{}, api: map[string]bool{}, tokenUse: map[string]time.Time{}, idle: defaultSessionIdle, ttl: defaultSessionMax, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
+	a := &Auth{users: map[string]User{}, api: map[string]bool{}, tokenUse: map[string]time.Time{}, tokenSaved: map[string]time.Time{}, idle: defaultSessionIdle, ttl: defaultSessionMax, sessions: map[[32]byte]session{}, failures: map[string]*failures{}, now: time.Now}
 	for _, u := range users {
 		if err := validateUser(u); err != nil {
 			return nil, fmt.Errorf("auth: %w", err)
@@ -375,6 +376,55 @@ func (a *Auth) removeAPIUser(name string) error {
 	delete(a.api, name)
 	a.endSessionsLocked(name)
 	return nil
+}
+
+// ReloadConfigUsers puts the users of a reloaded config file in place of
+// those of the last one: a user gone or changed (password, role, scope)
+// has its sign-ins ended. Users made through the API stay; a file's user
+// of the same name as one of them is refused. Nothing changes unless
+// every user is valid. It returns the names added, changed or removed.
+func (a *Auth) ReloadConfigUsers(users []User) ([]string, error) {
+	next := make(map[string]User, len(users))
+	for _, u := range users {
+		if err := validateUser(u); err != nil {
+			return nil, err
+		}
+		if _, dup := next[u.Username]; dup {
+			return nil, fmt.Errorf("user %q: named twice", u.Username)
+		}
+		next[u.Username] = u
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name := range next {
+		if a.api[name] {
+			return nil, fmt.Errorf("user %q: made through the API already; delete it there first", name)
+		}
+	}
+	if len(next) == 0 && len(a.api) == 0 {
+		return nil, errors.New("no users: the UI and API would be closed to everyone")
+	}
+	var changed []string
+	for name, old := range a.users {
+		if a.api[name] {
+			continue
+		}
+		if u, kept := next[name]; !kept || u.PasswordHash != old.PasswordHash || u.Role != old.Role || !slices.Equal(u.Scope, old.Scope) {
+			delete(a.users, name)
+			a.endSessionsLocked(name)
+			changed = append(changed, name)
+		}
+	}
+	for name, u := range next {
+		if _, ok := a.users[name]; !ok {
+			if !slices.Contains(changed, name) {
+				changed = append(changed, name)
+			}
+			a.users[name] = u
+		}
+	}
+	slices.Sort(changed)
+	return changed, nil
 }
 
 // endSessions ends every sign-in of a user; it says how many.

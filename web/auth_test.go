@@ -183,3 +183,61 @@ func TestSessionIdleAndEverywhere(t *testing.T) {
 		t.Error("bob's sign-in ended when ann signed out everywhere")
 	}
 }
+
+// A reloaded config file: a changed or removed user's sign-ins end, an
+// unchanged one's hold, users of the API stay, and a bad file changes
+// nothing.
+func TestReloadConfigUsers(t *testing.T) {
+	hash := func(pw string) string {
+		h, _ := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		return string(h)
+	}
+	ann, bob, cid := User{Username: "ann", PasswordHash: hash("pw-ann"), Role: RoleViewer}, User{Username: "bob", PasswordHash: hash("pw-bob"), Role: RoleOperator},
+		User{Username: "cid", PasswordHash: hash("pw-cid"), Role: RoleAdmin}
+	a, err := NewAuth([]User{ann, bob, cid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.putAPIUser(User{Username: "api", PasswordHash: hash("pw-api"), Role: RoleViewer}, false); err != nil {
+		t.Fatal(err)
+	}
+	toks := map[string]string{}
+	for _, u := range []string{"ann", "bob", "cid", "api"} {
+		if toks[u], _, err = a.Login(u, "pw-"+u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob.Scope = Scope{"limeworks/ghent"}
+	changed, err := a.ReloadConfigUsers([]User{ann, bob, {Username: "dora", PasswordHash: hash("pw-dora"), Role: RoleViewer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(changed) != "[bob cid dora]" {
+		t.Errorf("changed: %v", changed)
+	}
+	for u, holds := range map[string]bool{"ann": true, "bob": false, "cid": false, "api": true} {
+		if _, ok := a.check(toks[u]); ok != holds {
+			t.Errorf("%s's sign-in holds: %t, want %t", u, ok, holds)
+		}
+	}
+	if _, _, err := a.Login("cid", "pw-cid"); err == nil {
+		t.Error("a removed user signs in")
+	}
+	if tok, _, err := a.Login("bob", "pw-bob"); err != nil {
+		t.Error(err)
+	} else if s, _ := a.check(tok); len(s.scope) != 1 {
+		t.Errorf("bob's new scope: %v", s.scope)
+	}
+	for _, bad := range [][]User{
+		{ann, {Username: "api", PasswordHash: hash("x"), Role: RoleViewer}},
+		{ann, {Username: "eve", PasswordHash: "plain", Role: RoleViewer}},
+		{ann, ann},
+	} {
+		if _, err := a.ReloadConfigUsers(bad); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
+	}
+	if _, _, err := a.Login("dora", "pw-dora"); err != nil {
+		t.Errorf("dora after refused reloads: %v", err)
+	}
+}

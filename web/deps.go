@@ -105,6 +105,8 @@ type tokenStore interface {
 	APITokens(ctx context.Context) ([]cloud.APIToken, error)
 	PutAPIToken(ctx context.Context, t cloud.APIToken) error
 	DeleteAPIToken(ctx context.Context, id string) error
+	TokenUses(ctx context.Context) ([]cloud.TokenUse, error)
+	PutTokenUse(ctx context.Context, u cloud.TokenUse) error
 }
 
 // parts are the cloud's parts the handlers use.

@@ -39,7 +39,7 @@ type tokenInfo struct {
 	Expires   time.Time  `json:"expires"`
 	Expired   bool       `json:"expired"`
 	CreatedBy string     `json:"created_by"`
-	LastUsed  *time.Time `json:"last_used,omitempty"` // since the cloud started
+	LastUsed  *time.Time `json:"last_used,omitempty"`
 }
 
 // loadTokens gives auth the tokens the cloud keeps.
@@ -53,7 +53,87 @@ func (s *Server) loadTokens(ctx context.Context) error {
 			s.log.Warn("stored API token not loaded", "id", t.ID, "err", err)
 		}
 	}
+	uses, err := s.c.tokens.TokenUses(ctx)
+	if err != nil {
+		return err
+	}
+	for _, u := range uses {
+		if !s.auth.usedToken(u) {
+			// The use of a token revoked while it was being written.
+			if err := s.c.tokens.DeleteAPIToken(ctx, u.ID); err != nil {
+				s.log.Warn("use of a revoked token not deleted", "id", u.ID, "err", err)
+			}
+		}
+	}
 	return nil
+}
+
+// tokenUseEvery is how often the last use of tokens is written down.
+const tokenUseEvery = time.Minute
+
+// keepTokenUses writes down, now and then, when each token was last used,
+// so that the list of tokens shows it after a restart.
+func (s *Server) keepTokenUses() {
+	t := time.NewTicker(tokenUseEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			s.saveTokenUses(ctx)
+			cancel()
+		}
+	}
+}
+
+func (s *Server) saveTokenUses(ctx context.Context) {
+	for _, u := range s.auth.unsavedUses() {
+		if err := s.c.tokens.PutTokenUse(ctx, u); err != nil {
+			s.log.Warn("last use of an API token not kept", "id", u.ID, "err", err)
+			continue
+		}
+		s.auth.savedUse(u)
+	}
+}
+
+// usedToken takes the kept last use of a token; false when there is no
+// such token.
+func (a *Auth) usedToken(u cloud.TokenUse) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.sessions {
+		if s.tokenID == u.ID {
+			if u.Last.After(a.tokenUse[u.ID]) {
+				a.tokenUse[u.ID] = u.Last
+			}
+			a.tokenSaved[u.ID] = u.Last
+			return true
+		}
+	}
+	return false
+}
+
+// unsavedUses are the last uses of tokens not written down yet.
+func (a *Auth) unsavedUses() []cloud.TokenUse {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []cloud.TokenUse
+	for id, t := range a.tokenUse {
+		if t.After(a.tokenSaved[id]) {
+			out = append(out, cloud.TokenUse{ID: id, Last: t})
+		}
+	}
+	return out
+}
+
+func (a *Auth) savedUse(u cloud.TokenUse) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.tokenUse[u.ID]; ok { // not revoked meanwhile
+		a.tokenSaved[u.ID] = u.Last
+	}
 }
 
 // addToken makes t's hash a session.
@@ -79,6 +159,7 @@ func (a *Auth) revokeToken(id string) bool {
 		if s.tokenID == id {
 			delete(a.sessions, k)
 			delete(a.tokenUse, id)
+			delete(a.tokenSaved, id)
 			return true
 		}
 	}

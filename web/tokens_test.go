@@ -94,6 +94,14 @@ func TestAPITokens(t *testing.T) {
 	}
 	app = webtest.Start(t, cloud.Options{DataDir: dir})
 	grafana.Base = app.Base
+	// Its last use before the restart is still listed.
+	admin = app.Admin()
+	_, list = admin.Do("GET", "/api/v1/tokens", nil)
+	for _, tk := range list["tokens"].([]any) {
+		if m := tk.(map[string]any); m["name"] == "grafana" && m["last_used"] == nil {
+			t.Errorf("the token's last use was lost in the restart: %v", m)
+		}
+	}
 	if code, _ := grafana.Do("GET", "/api/v1/namespace", nil); code != 200 {
 		t.Errorf("the token after a restart: %d", code)
 	}
@@ -101,7 +109,6 @@ func TestAPITokens(t *testing.T) {
 	if code, _ := old.Do("GET", "/api/v1/namespace", nil); code != 401 {
 		t.Errorf("an expired token: %d, want 401", code)
 	}
-	admin = app.Admin()
 	if code, _ := admin.Do("DELETE", "/api/v1/tokens/"+id, nil); code != 200 {
 		t.Fatalf("revoke: %d", code)
 	}

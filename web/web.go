@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -79,6 +80,9 @@ type Server struct {
 	auth  *Auth
 	sso   *sso  // nil without single sign-on
 	c     parts // what the handlers use of the cloud
+
+	stop  chan struct{} // ends the loops Start began
+	loops sync.WaitGroup
 }
 
 // New builds the server and its routes.
@@ -218,6 +222,8 @@ func (s *Server) Start() error {
 			s.log.Error("http server stopped", "err", err)
 		}
 	}()
+	s.stop = make(chan struct{})
+	s.loops.Go(s.keepTokenUses)
 	return nil
 }
 
@@ -229,7 +235,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.srv.SetKeepAlivesEnabled(false)
 	err := s.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		return s.srv.Close()
+		err = s.srv.Close()
+	}
+	if s.stop != nil {
+		close(s.stop)
+		s.loops.Wait()
+		s.stop = nil
+		s.saveTokenUses(ctx)
 	}
 	return err
 }
