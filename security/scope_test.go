@@ -3,6 +3,7 @@ package security
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/http/cookiejar"
@@ -218,6 +219,20 @@ var scopeAttacks = []attack{
 		}
 		if code, _ := e.api(t, "temp", "GET", "/api/v1/namespace", nil); code != 401 {
 			t.Errorf("the removed user's session: %d", code)
+		}
+	}},
+	{"an mTLS certificate of edge e1 used as edge e2", func(t *testing.T, e *env) {
+		cert := e.cert.Client(t, "e1")
+		withCert := func(o *paho.ClientOptions) {
+			o.SetTLSConfig(&tls.Config{RootCAs: e.cert.Pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		}
+		if _, err := e.dialMQTT(t, "e1", "", withCert); err != nil {
+			t.Fatalf("e1 with its certificate: %v", err)
+		}
+		for _, pw := range []string{"", "pw-e2"} {
+			if _, err := e.dialMQTT(t, "e2", pw, withCert); err == nil {
+				t.Errorf("e1's certificate signed in as e2 (password %q)", pw)
+			}
 		}
 	}},
 	{"a scoped MQTT reader subscribes outside its scope", func(t *testing.T, e *env) {

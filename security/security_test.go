@@ -114,8 +114,13 @@ func startEnv(t *testing.T) *env {
 		{Username: "ghent-hmi", PasswordHash: hash(t, "pw-ghent-hmi"), Role: cloud.RoleReader, Scope: []string{"ent/ghent"}},
 		{Username: "mes", PasswordHash: hash(t, "pw-mes"), Role: cloud.RoleCustom, Publish: []string{"#"}, Subscribe: []string{"#"}},
 	}
+	// The broker also takes client certificates of the test CA (mTLS).
+	mqttTLS, err := config.TLS{CertFile: e.cert.CertFile, KeyFile: e.cert.KeyFile, ClientCAFile: e.cert.CertFile}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.cloud, err = cloud.New(cloud.Options{DataDir: t.TempDir(), Logger: log,
-		MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", TLS: srvTLS, Users: users, Limits: guard.Limits{
+		MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", TLS: mqttTLS, Users: users, Limits: guard.Limits{
 			MaxPerAddress: 50, ConnectTimeout: config.Duration(500 * time.Millisecond), MaxPacketSize: 1 << 20, MaxSessionsPerAccount: 10}},
 		NATSListen: "127.0.0.1:0", NATSTLS: srvTLS, NATSUsers: []store.NATSUser{{Username: "analytics", PasswordHash: hash(t, "pw-nats")}}})
 	if err != nil {
