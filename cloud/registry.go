@@ -145,6 +145,20 @@ func (r *Registry) List(prefix string) []TagState {
 	return out
 }
 
+// Scan calls f with each tag under prefix ("" for all), in no order,
+// under the registry's read lock: f must be quick and keep no pointer.
+// It costs no copy of the namespace, as List does.
+func (r *Registry) Scan(prefix string, f func(t *TagState)) {
+	under := strings.TrimSuffix(prefix, "/") + "/"
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for p, ts := range r.tags {
+		if prefix == "" || string(p) == prefix || strings.HasPrefix(string(p), under) {
+			f(ts)
+		}
+	}
+}
+
 // Len is the number of tags.
 func (r *Registry) Len() int {
 	r.mu.RLock()

@@ -154,7 +154,7 @@ const sessionRecheck = 2 * time.Second
 
 // live streams new values as Server-Sent Events, one "values" event per
 // batch, and alarm transitions as "alarms" events; ?prefix= (repeatable)
-// narrows both to those UNS prefixes.
+// narrows both to those UNS prefixes, ?values=false leaves the values out.
 func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -162,6 +162,15 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	prefixes := r.URL.Query()["prefix"]
+	values := true
+	switch v := r.URL.Query().Get("values"); v {
+	case "", "true":
+	case "false":
+		values = false // alarm events alone
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("values: %q: true or false", v))
+		return
+	}
 	if len(prefixes) > 1000 {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("prefix: %d prefixes, at most 1000", len(prefixes)))
 		return
@@ -236,6 +245,9 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		case batch := <-sub.C:
+			if !values {
+				continue
+			}
 			buf = append(buf[:0], "event: values\ndata: "...)
 			buf = uns.AppendSamplesJSON(buf, batch, typeOf)
 			buf = append(buf, "\n\n"...)

@@ -41,6 +41,7 @@ type auditTrail interface {
 type tagDirectory interface {
 	Get(p uns.Path) (cloud.TagState, bool)
 	List(prefix string) []cloud.TagState
+	Scan(prefix string, f func(t *cloud.TagState))
 }
 
 // liveFeed hands out subscriptions to values and alarm transitions as

@@ -3,69 +3,45 @@ package web
 import (
 	"html/template"
 	"net/http"
-	"sort"
-	"strings"
-	"time"
-
-	"github.com/calx-iiot/calx/cloud"
 )
 
-var funcs = template.FuncMap{
-	"deref": func(t *time.Time) time.Time {
-		if t == nil {
-			return time.Time{}
-		}
-		return *t
-	},
-	"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
-	// depth is a tree row's indentation class (app.css has 0 to 16).
-	"depth": func(d int) int { return min(d, 16) },
+var funcs = template.FuncMap{}
+
+// pages of the UI: each its own URL, template and script.
+var pages = []struct {
+	url, name, title string
+	charts           bool // draws with uPlot
+	admin            bool // for admins only
+}{
+	{"/", "home", "Sites", false, false},
+	{"/uns", "uns", "Namespace", false, false},
+	{"/trends", "trends", "Trends", true, false},
+	{"/alarms", "alarms", "Alarms", false, false},
+	{"/cycles", "cycles", "Cycles", true, false},
+	{"/fleet", "fleet", "Fleet", false, false},
+	{"/admin", "admin", "Administration", false, true},
 }
 
-// treeNode is one level of the UNS tree as the UI shows it.
-type treeNode struct {
-	Name     string
-	Path     string
-	Children []*treeNode
-	Tag      *tagJSON
-	Depth    int
+// pageData is what the layout of every page shows.
+type pageData struct {
+	Page, Title, User, Role, Version string
+	Scope                            Scope
+	Admin, Charts                    bool
 }
 
-func buildTree(tags []cloud.TagState) *treeNode {
-	root := &treeNode{}
-	index := map[string]*treeNode{"": root}
-	for _, t := range tags {
-		segs := strings.Split(string(t.Path), "/")
-		parent := root
-		for i, seg := range segs {
-			p := strings.Join(segs[:i+1], "/")
-			n, ok := index[p]
-			if !ok {
-				n = &treeNode{Name: seg, Path: p, Depth: i}
-				index[p] = n
-				parent.Children = append(parent.Children, n)
-			}
-			parent = n
+// page serves one page: the layout and its template; the page's script
+// fills it from the API.
+func (s *Server) page(name, title string, charts, adminOnly bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sess, _ := r.Context().Value(ctxKey{}).(session)
+		if adminOnly && sess.role != RoleAdmin {
+			s.renderStatus(w, http.StatusForbidden, "forbidden.html", pageData{Page: "forbidden", Title: "Not for your role",
+				User: sess.user, Role: sess.role, Version: s.opts.Version, Admin: false})
+			return
 		}
-		tj := toTagJSON(t)
-		parent.Tag = &tj
+		s.render(w, name+".html", pageData{Page: name, Title: title, User: sess.user, Role: sess.role, Scope: sess.scope,
+			Version: s.opts.Version, Admin: sess.role == RoleAdmin, Charts: charts})
 	}
-	var sortRec func(n *treeNode)
-	sortRec = func(n *treeNode) {
-		// Folders first, then tags, each by name.
-		sort.SliceStable(n.Children, func(i, j int) bool {
-			a, b := n.Children[i], n.Children[j]
-			if (a.Tag == nil) != (b.Tag == nil) {
-				return a.Tag == nil
-			}
-			return a.Name < b.Name
-		})
-		for _, c := range n.Children {
-			sortRec(c)
-		}
-	}
-	sortRec(root)
-	return root
 }
 
 func (s *Server) render(w http.ResponseWriter, name string, data any) {
@@ -97,16 +73,4 @@ func (s *Server) loginData(errMsg string) map[string]any {
 		d["SSO"] = s.sso.cfg.Label
 	}
 	return d
-}
-
-func (s *Server) indexPage(w http.ResponseWriter, r *http.Request) {
-	sess, _ := r.Context().Value(ctxKey{}).(session)
-	tags := s.c.tags.List("")
-	s.render(w, "index.html", map[string]any{
-		"Version": s.opts.Version,
-		"User":    sess.user,
-		"Tree":    buildTree(tags),
-		"Count":   len(tags),
-		"Edges":   s.c.health.Edges(time.Now()),
-	})
 }

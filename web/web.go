@@ -143,7 +143,9 @@ func (s *Server) routes() http.Handler {
 		r.Get(oidcCookiePath+"login", s.ssoLogin)
 		r.Get(oidcCookiePath+"callback", s.ssoCallback)
 	}
-	r.With(s.requirePage).Get("/", s.indexPage)
+	for _, pg := range pages {
+		r.With(s.requirePage).Get(pg.url, s.page(pg.name, pg.title, pg.charts, pg.admin))
+	}
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Use(sameOrigin)
 		r.Post("/login", s.login)
@@ -151,6 +153,8 @@ func (s *Server) routes() http.Handler {
 			r.Use(s.requireAPI)
 			r.Post("/logout", s.logout)
 			r.Get("/namespace", s.namespace)
+			r.Get("/namespace/children", s.children)
+			r.Get("/namespace/search", s.search)
 			r.Get("/history", s.history)
 			r.Get("/latest", s.latest)
 			r.Get("/live", s.live)

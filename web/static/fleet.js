@@ -1,0 +1,67 @@
+// Fleet: every edge the user may see with its verdict and why, its data
+// flow (values per second, data age, buffer, receipt delay), version and
+// config; an edge's details with its connections and fleet alarms. The URL
+// keeps the edge shown (?edge=group/edge).
+(function () {
+  "use strict";
+  const { get, el, fmtValue, fmtAge, fmtDateTime } = Calx;
+  const body = document.querySelector("#edges tbody");
+  const summary = document.getElementById("summary");
+  const detail = document.getElementById("edge");
+  let chosen = Calx.params().get("edge");
+
+  async function load() {
+    let j;
+    try { j = await get("/api/v1/edges"); } catch (e) { summary.textContent = e.message; return; }
+    const v = j.verdicts;
+    summary.textContent = j.count + " edge" + (j.count === 1 ? "" : "s") + ": " + v.ok + " ok, " + v.degraded + " degraded, " + v.down + " down.";
+    body.textContent = "";
+    for (const e of j.edges) {
+      const tr = el("tr", { class: "clickable" + (e.id === chosen ? " selected" : ""), "data-edge": e.id, tabindex: "0" },
+        el("td", { text: e.id }),
+        el("td", {}, el("span", { class: "verdict verdict-" + e.verdict, text: e.verdict })),
+        el("td", { text: (e.reasons || []).join("; ") || "—" }),
+        el("td", { class: "num wide-only", text: fmtValue(e.values_per_sec) }),
+        el("td", { class: "num wide-only", text: fmtAge(e.data_age_seconds) }),
+        el("td", { class: "num wide-only", text: e.buffer.messages + " (" + fmtValue(e.buffer.full_percent) + " %)" }),
+        el("td", { class: "num wide-only", text: fmtAge(e.buffer.oldest_unsent_seconds) }),
+        el("td", { class: "num wide-only", text: fmtValue(e.receipt_delay_ms) + " ms" }),
+        el("td", { class: "wide-only", text: e.version || "—" }),
+        el("td", { class: "wide-only", text: e.config ? e.config.state + " (v" + e.config.desired + ")" : "—" }));
+      const pick = () => { chosen = e.id; Calx.setParams(new URLSearchParams({ edge: e.id })); show(e); load(); };
+      tr.addEventListener("click", pick);
+      tr.addEventListener("keydown", (ev) => { if (ev.key === "Enter") pick(); });
+      body.append(tr);
+      if (e.id === chosen) show(e);
+    }
+  }
+
+  function show(e) {
+    detail.hidden = false;
+    detail.textContent = "";
+    const skew = e.clock_skew_ms === undefined ? "—" : e.clock_skew_ms + " ms";
+    detail.append(
+      el("h2", { text: e.id }),
+      el("dl", { class: "meta" },
+        el("dt", { text: "Verdict" }), el("dd", {}, el("span", { class: "verdict verdict-" + e.verdict, text: e.verdict }), " " + ((e.reasons || []).join("; "))),
+        el("dt", { text: "Sparkplug" }), el("dd", { text: (e.online ? "online" : "offline") + ", born " + fmtDateTime(e.birth_at) + ", last seen " + fmtDateTime(e.last_seen) + (e.death_reason ? ", died: " + e.death_reason : "") }),
+        el("dt", { text: "Devices" }), el("dd", { text: (e.devices || []).join(", ") + ((e.devices_offline || []).length ? "; offline: " + e.devices_offline.join(", ") : "") || "—" }),
+        el("dt", { text: "Data" }), el("dd", { text: fmtValue(e.values_per_sec) + " values/s, last " + fmtAge(e.data_age_seconds) + " ago, " + fmtValue(e.reduction_percent) + " % held back by deadbands" }),
+        el("dt", { text: "Buffer" }), el("dd", { text: e.buffer.messages + " messages, " + fmtValue(e.buffer.bytes / 1048576) + " MiB, " + fmtValue(e.buffer.full_percent) + " % full, oldest unsent " + fmtAge(e.buffer.oldest_unsent_seconds) + ", dropped " + e.buffer.dropped }),
+        el("dt", { text: "Delay and clock" }), el("dd", { text: "receipt delay " + fmtValue(e.receipt_delay_ms) + " ms, clock skew " + skew }),
+        el("dt", { text: "Machine" }), el("dd", { text: "up " + fmtAge(e.uptime_seconds) + ", CPU " + fmtValue(e.cpu_percent) + " %, memory " + fmtValue(e.memory_mib) + " MiB, disk free " + fmtValue(e.disk_free_mib) + " MiB" }),
+        el("dt", { text: "Version and config" }), el("dd", { text: (e.version || "—") + "; config applied v" + e.config_applied + (e.config_error ? ", error: " + e.config_error : "") + (e.config ? ", desired v" + e.config.desired + " (" + e.config.state + ")" : "") })),
+      el("h2", { text: "Connections" }),
+      table(["Device", "Connected", "Reads/s", "Errors/s", "Latency", "Last error"], (e.connections || []).map((c) =>
+        [c.device, c.connected ? "yes" : "no", fmtValue(c.reads_per_sec), fmtValue(c.errors_per_sec), fmtValue(c.latency_ms) + " ms", c.last_error || ""])),
+      el("h2", { text: "Fleet alarms" }),
+      table(["Kind", "Message", "Raised", "Cleared"], (e.alarms || []).map((a) => [a.kind, a.message, fmtDateTime(a.raised), a.cleared ? fmtDateTime(a.cleared) : "active"])));
+  }
+  function table(head, rows) {
+    if (!rows.length) return el("p", { class: "muted", text: "none" });
+    return el("table", {}, el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: c }))))));
+  }
+  load();
+  setInterval(load, 10000);
+})();
