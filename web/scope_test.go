@@ -132,6 +132,7 @@ func TestScopedUserSeesOnlyTheirSite(t *testing.T) {
 	}{
 		{"namespace", "/api/v1/namespace", "tags", "path"},
 		{"namespace of limeworks", "/api/v1/namespace?prefix=limeworks", "tags", "path"},
+		{"search", "/api/v1/namespace/search?q=kiln1", "tags", "path"},
 		{"latest", "/api/v1/latest?prefix=limeworks", "tags", "path"},
 		{"alarms", "/api/v1/alarms", "alarms", "path"},
 		{"journal", "/api/v1/alarms/journal", "transitions", "alarm"},
