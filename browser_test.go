@@ -307,6 +307,21 @@ func TestBrowserPages(t *testing.T) {
 	}
 	b.screenshots("fleet")
 
+	// Config: the editor shows a problem at its line as one types; a
+	// change saved as a new version is rolled out to one edge, which
+	// applies it.
+	b.open("/config", `#states tr[data-edge="limeworks/ghent-edge"]`)
+	b.waitJS("the config in the editor", `document.getElementById("yaml").value.includes("templates:") && document.getElementById("check").textContent === "valid"`, 10*time.Second)
+	eval[bool](b, `(() => { const y = document.getElementById("yaml"); y.value = y.value.replace("templates:", "templates:\n  - nme: broken"); y.dispatchEvent(new Event("input")); return true; })()`)
+	b.waitJS("a problem at its line", `[...document.querySelectorAll("#problems li")].some(li => li.textContent.includes("nme") && li.textContent.startsWith("line " + (document.getElementById("yaml").value.split("\n").findIndex(l => l.includes("nme: broken")) + 1) + ":"))`, 10*time.Second)
+	eval[bool](b, `(() => { const y = document.getElementById("yaml"); y.value = y.value.replace("\n  - nme: broken", "").replace("limit: 1000, deadband: 10", "limit: 990, deadband: 10"); y.dispatchEvent(new Event("input")); return true; })()`)
+	b.waitJS("valid again", `document.getElementById("check").textContent === "valid"`, 10*time.Second)
+	b.do("save", chromedp.SendKeys(chromedp.CSS("#message"), "temp_low at 990"), chromedp.Click(chromedp.CSS("#save-btn")))
+	b.waitJS("a new version", `document.getElementById("check").textContent.startsWith("saved as version")`, 10*time.Second)
+	b.do("roll out to Ghent's edge", chromedp.SetValue(chromedp.CSS("#roll-target"), `{"edge":"limeworks/ghent-edge"}`), chromedp.Click(chromedp.CSS(`#roll button[type="submit"]`)))
+	b.waitJS("the edge applies it", `(document.getElementById("progress-line") || {}).textContent?.includes("1 in-sync")`, 30*time.Second)
+	b.screenshots("config")
+
 	// Admin: a user scoped to Ghent made with the form; a token shown once.
 	b.open("/admin", `#users tr[data-user="admin"]`)
 	b.do("add a user", chromedp.SendKeys(chromedp.CSS("#u-name"), "ghent-shift"), chromedp.SendKeys(chromedp.CSS("#u-pw"), "a-long-password-1"),

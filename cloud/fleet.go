@@ -280,33 +280,44 @@ func (f *Fleet) Versions(ctx context.Context) ([]Version, error) {
 // Secrets the API showed as fleet.Redacted keep their values from the
 // newest version.
 func (f *Fleet) Save(ctx context.Context, raw []byte, author, message string) (*Version, error) {
+	text, err := f.Check(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	return f.store(ctx, text, author, message)
+}
+
+// Check reads a config as Save would, and stores nothing: it returns the
+// text Save would store (secrets shown as redacted taken from the head),
+// or why the config is refused.
+func (f *Fleet) Check(ctx context.Context, raw []byte) (string, error) {
 	if bytes.Contains(raw, []byte(fleet.Redacted)) {
 		head, err := f.Head(ctx)
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		prev := ""
 		if head > 0 {
 			v, err := f.Get(ctx, head)
 			if err != nil {
-				return nil, err
+				return "", err
 			}
 			prev = v.YAML
 		}
 		text, err := fleet.Unredact(string(raw), prev)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+			return "", fmt.Errorf("%w: %v", ErrBadConfig, err)
 		}
 		raw = []byte(text)
 	}
 	c, err := fleet.Parse("config", raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+		return "", fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+		return "", fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
-	return f.store(ctx, string(raw), author, message)
+	return string(raw), nil
 }
 
 func (f *Fleet) store(ctx context.Context, text, author, message string) (*Version, error) {

@@ -70,6 +70,7 @@ type fleetConfig interface {
 	GetRedacted(ctx context.Context, v uint64) (*cloud.Version, error)
 	Versions(ctx context.Context) ([]cloud.Version, error)
 	Save(ctx context.Context, raw []byte, author, message string) (*cloud.Version, error)
+	Check(ctx context.Context, raw []byte) (string, error)
 	Rollback(ctx context.Context, v uint64, author string) (*cloud.Version, error)
 	Diff(ctx context.Context, from, to uint64) (string, error)
 	Roll(ctx context.Context, r cloud.Rollout) (string, []string, error)

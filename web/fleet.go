@@ -1,10 +1,13 @@
 package web
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -81,6 +84,49 @@ func (s *Server) putConfig(w http.ResponseWriter, r *http.Request) {
 	s.auditAction(r, "config-save", fmt.Sprintf("version %d", ver.Version), "ok: "+msg)
 	ver.YAML = ""
 	writeJSON(w, http.StatusCreated, ver)
+}
+
+// configProblem is one thing wrong with a config, at its line when known.
+type configProblem struct {
+	Line    int    `json:"line,omitempty"`
+	Message string `json:"message"`
+}
+
+// atLine finds the line a parse error names ("config:12: key: ...").
+var atLine = regexp.MustCompile(`config:(\d+): ?`)
+
+// validateConfig checks a config as PUT would and stores nothing, for
+// an editor that shows the problems as one types: {"valid", "errors":
+// [{"line", "message"}]}.
+func (s *Server) validateConfig(w http.ResponseWriter, r *http.Request) {
+	raw, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	_, err = s.c.fleet.Check(r.Context(), raw)
+	if err == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"valid": true, "errors": []configProblem{}})
+		return
+	}
+	if !errors.Is(err, cloud.ErrBadConfig) {
+		fleetError(w, err)
+		return
+	}
+	msg := strings.TrimPrefix(err.Error(), cloud.ErrBadConfig.Error()+": ")
+	var problems []configProblem
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l == "" || l == "config:" {
+			continue
+		}
+		p := configProblem{Message: l}
+		if m := atLine.FindStringSubmatchIndex(l); m != nil {
+			p.Line, _ = strconv.Atoi(l[m[2]:m[3]])
+			p.Message = l[:m[0]] + l[m[1]:]
+		}
+		problems = append(problems, p)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"valid": false, "errors": problems})
 }
 
 func (s *Server) configVersions(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -179,5 +181,45 @@ edges:
 	}
 	if code, out := send(strings.Replace(cfg, "username: u,", "username: u, api_token: <redacted>,", 1)); code != 400 || !strings.Contains(out, "redacted") {
 		t.Fatalf("PUT with an unknown redacted value: %d %s", code, out)
+	}
+}
+
+// TestValidateConfig: the editor's check gives each problem with its line
+// when the parser knows it, stores nothing, and is for those who may save.
+func TestValidateConfig(t *testing.T) {
+	viewer, _ := cloud.HashPassword("viewer-pw")
+	app := webtest.Start(t, cloud.Options{}, web.User{Username: "vera", PasswordHash: viewer, Role: web.RoleViewer})
+	admin := app.Admin()
+	fleet, err := os.ReadFile("../examples/fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	validate := func(c *webtest.Client, body string) (int, map[string]any) {
+		code, out := c.Text("POST", "/api/v1/config/validate", body, "")
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("%d %s", code, out)
+		}
+		return code, m
+	}
+	if code, out := validate(admin, string(fleet)); code != 200 || out["valid"] != true {
+		t.Errorf("the example fleet: %d %v", code, out)
+	}
+	code, out := validate(admin, "templates:\n  - name: a\n    conector: sim\n")
+	errs, _ := out["errors"].([]any)
+	if code != 200 || out["valid"] != false || len(errs) != 1 || errs[0].(map[string]any)["line"] != 3.0 ||
+		!strings.Contains(errs[0].(map[string]any)["message"].(string), "conector") {
+		t.Errorf("an unknown key: %d %v", code, out)
+	}
+	_, out = validate(admin, "edges:\n  - {group: g, edge_id: e, devices: [{id: d, path: a/b/c, template: zz}]}\n")
+	if errs, _ := out["errors"].([]any); out["valid"] != false || len(errs) != 1 || !strings.Contains(fmt.Sprint(errs), `template "zz"`) {
+		t.Errorf("an unknown template: %v", out)
+	}
+	if code, out := admin.Do("GET", "/api/v1/config/versions", nil); code != 200 || out["count"] != 0.0 {
+		t.Errorf("validation stored a version: %d %v", code, out)
+	}
+	vera := webtest.Login(t, app.Base, "vera", "viewer-pw")
+	if code, _ := validate(vera, string(fleet)); code != 403 {
+		t.Errorf("a viewer validates: %d", code)
 	}
 }

@@ -19,6 +19,7 @@ var pages = []struct {
 	{"/alarms", "alarms", "Alarms", false, false},
 	{"/cycles", "cycles", "Cycles", true, false},
 	{"/fleet", "fleet", "Fleet", false, false},
+	{"/config", "config", "Config", false, false},
 	{"/admin", "admin", "Administration", false, true},
 }
 
@@ -26,7 +27,7 @@ var pages = []struct {
 type pageData struct {
 	Page, Title, User, Role, Version string
 	Scope                            Scope
-	Admin, Charts                    bool
+	Admin, Engineer, Charts          bool
 }
 
 // page serves one page: the layout and its template; the page's script
@@ -40,7 +41,8 @@ func (s *Server) page(name, title string, charts, adminOnly bool) http.HandlerFu
 			return
 		}
 		s.render(w, name+".html", pageData{Page: name, Title: title, User: sess.user, Role: sess.role, Scope: sess.scope,
-			Version: s.opts.Version, Admin: sess.role == RoleAdmin, Charts: charts})
+			Version: s.opts.Version, Admin: sess.role == RoleAdmin,
+			Engineer: sess.role == RoleAdmin || sess.role == RoleEngineer, Charts: charts})
 	}
 }
 

@@ -189,6 +189,7 @@ func (s *Server) routes() http.Handler {
 			r.With(s.requireRole(RoleAdmin)).Delete("/mqtt-users/{username}", s.deleteMQTTUser)
 			r.With(requireWholeScope("the fleet config")).Get("/config", s.getConfig)
 			r.Get("/config/versions", s.configVersions)
+			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/config/validate", s.validateConfig)
 			r.With(requireWholeScope("the fleet config")).Get("/config/diff", s.configDiff)
 			r.Get("/config/edges", s.configEdges)
 			r.Get("/templates", s.templates)
