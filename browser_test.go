@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -195,6 +196,14 @@ func (b *browserSession) screenshots(name string) {
 	b.do("viewport", chromedp.EmulateViewport(1400, 900))
 }
 
+// media emulates a CSS media type ("print"; "" for the screen).
+func media(m string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Media: m})
+		return err
+	})
+}
+
 // TestBrowserPages walks the UI as its users do, in Chromium, on the demo:
 // sign-in; the sites; a kiln's tags live in the namespace and its search;
 // a trend; an alarm raised, acknowledged with a comment and found in the
@@ -298,6 +307,27 @@ func TestBrowserPages(t *testing.T) {
 	b.waitJS("the kilns' cycles", `document.querySelectorAll("#machine option").length === 3`, 45*time.Second)
 	b.waitJS("a kiln's cycles drawn", `[...document.querySelectorAll("#cycles tbody td")].some(td => td.textContent === "412.5") && document.querySelector("#chart .uplot canvas")`, 15*time.Second)
 	b.screenshots("cycles")
+
+	// Emissions: the environment officer's day, an exceedance of Ghent's
+	// CO limit written as the alarm journal has it; printed without the
+	// page's controls.
+	co := kiln + "/_alarms/co_1h_limit"
+	if err := d.app.cloud.Historian.WriteTransitions(b.ctx, []uns.Transition{
+		{Alarm: co, Tag: "co_1h", Kind: "high", Priority: "high", Class: "emission", TS: now.Add(-20 * time.Minute), Event: uns.EventRaise, State: uns.StateUnacked, Limit: 250},
+		{Alarm: co, Tag: "co_1h", Kind: "high", Priority: "high", Class: "emission", TS: now.Add(-5 * time.Minute), Event: uns.EventClear, State: uns.StateClearedUnack, Limit: 250},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b.open("/reports/emissions?day="+now.Format(time.DateOnly), `#summary tr[data-site="limeworks/ghent"]`)
+	if txt := eval[string](b, `document.querySelector("#list tbody").textContent`); !strings.Contains(txt, "co_1h_limit") || !strings.Contains(txt, "15 min") {
+		t.Errorf("the exceedance: %q", txt)
+	}
+	b.screenshots("emissions")
+	b.do("print media", media("print"))
+	if shown := eval[bool](b, `getComputedStyle(document.querySelector("header.top")).display !== "none" || getComputedStyle(document.querySelector(".toolbar")).display !== "none"`); shown {
+		t.Error("the printed report has the page's header or controls")
+	}
+	b.do("screen media", media(""))
 
 	// Fleet: both edges, each with a verdict; one opened.
 	b.open("/fleet", `tr[data-edge="limeworks/ghent-edge"] .verdict`)

@@ -18,6 +18,7 @@ var pages = []struct {
 	{"/trends", "trends", "Trends", true, false},
 	{"/alarms", "alarms", "Alarms", false, false},
 	{"/cycles", "cycles", "Cycles", true, false},
+	{"/reports/emissions", "emissions", "Emission exceedances", false, false},
 	{"/fleet", "fleet", "Fleet", false, false},
 	{"/config", "config", "Config", false, false},
 	{"/admin", "admin", "Administration", false, true},
