@@ -67,7 +67,10 @@ func newBrowserSession(t *testing.T, base string) *browserSession {
 	t.Cleanup(cancel)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(cancel)
-	ctx, cancel = context.WithTimeout(ctx, 4*time.Minute)
+	if err := chromedp.Do(ctx); err != nil { // the browser starts without a deadline
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
 	t.Cleanup(cancel)
 	b := &browserSession{t: t, ctx: ctx, base: base, shot: cmpOr(os.Getenv("CALX_ARTIFACTS"), "artifacts") + "/screenshots"}
 	if err := chromedp.Listen(ctx, func(ev any) {
@@ -120,8 +123,12 @@ func cmpOr(a, b string) string {
 // do runs actions and fails the test on an error.
 func (b *browserSession) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	if err := chromedp.Do(b.ctx, actions...); err != nil {
-		b.t.Fatalf("%s: %v", what, err)
+	ctx, cancel := context.WithTimeout(b.ctx, 45*time.Second) // one step
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.t.Fatalf("%s: %v (console errors: %v)", what, err, b.errors)
 	}
 }
 
@@ -234,7 +241,6 @@ func TestBrowserPages(t *testing.T) {
 	if txt := eval[string](b, `document.querySelector('article.card[data-site="limeworks/ghent"]').textContent`); !strings.Contains(txt, "edge") || !strings.Contains(txt, "tags") {
 		t.Errorf("Ghent's card: %q", txt)
 	}
-	b.screenshots("home")
 
 	// Namespace: a kiln opened from the URL; its values change live.
 	const kiln = "limeworks/ghent/kilns/line1/kiln1"
@@ -256,6 +262,24 @@ func TestBrowserPages(t *testing.T) {
 		t.Errorf("the search is not in the URL: %s", q)
 	}
 	b.noErrors("search")
+
+	// A kiln's dashboard, from its template: its state, a tile a tag with a
+	// sparkline, values live. The engineer narrows the tiles and names the
+	// KPIs of the site's card, for every kiln of the template.
+	tile := `.tile[data-path="` + lifePath + `"] .value`
+	b.open("/machines/"+kiln, tile)
+	b.waitJS("the kiln's state", `/^state: \w+/.test(document.getElementById("state").textContent)`, 10*time.Second)
+	first = eval[string](b, `document.querySelector('`+tile+`').textContent`)
+	b.waitJS("a live tile", `document.querySelector('`+tile+`').textContent !== `+fmt.Sprintf("%q", first), 15*time.Second)
+	b.screenshots("machine")
+	b.do("edit the layout", chromedp.Click(chromedp.CSS("#layout summary")),
+		chromedp.SetValue(chromedp.CSS("#kpis"), "state, production_rate"), chromedp.SetValue(chromedp.CSS("#tiles-in"), "burning_zone_temp, production_rate, o2"),
+		chromedp.Click(chromedp.CSS(`#layout-form button[type="submit"]`)))
+	time.Sleep(1500 * time.Millisecond) // the page loads again with the layout
+	b.waitJS("three tiles after the reload", `document.querySelectorAll(".tile").length === 3`, 10*time.Second)
+	b.open("/", `article.card[data-site="limeworks/ghent"] ul.machines`)
+	b.waitJS("the KPIs on the site's card", `[...document.querySelectorAll('article.card[data-site="limeworks/ghent"] .kpi')].some(k => k.textContent.includes("production_rate"))`, 10*time.Second)
+	b.screenshots("home")
 
 	// Trends: two tags from the URL, drawn from history.
 	b.open("/trends?tag="+kiln+"/burning_zone_temp&tag=limeworks/lyon/kilns/line1/kiln1/burning_zone_temp&range=3600", "#chart .uplot canvas")

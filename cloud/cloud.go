@@ -72,6 +72,8 @@ type Cloud struct {
 	uiUsers   kept[UIUser]
 	apiTokens kept[APIToken]
 	tokenUse  kept[TokenUse]
+	// dashboards keeps the machine dashboards' layouts.
+	dashboards kept[Dashboard]
 
 	started time.Time
 	up      int // the steps of lifecycle.go started

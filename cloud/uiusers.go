@@ -103,7 +103,7 @@ func (c *Cloud) openIdentities(ctx context.Context) error {
 		return fmt.Errorf("cloud: token use bucket: %w", err)
 	}
 	c.tokenUse = kept[TokenUse]{kv: uses, key: func(u TokenUse) string { return u.ID }, log: c.log}
-	return nil
+	return c.openDashboards(ctx)
 }
 
 // TokenUse is when an API token was last used, kept apart from the token

@@ -111,6 +111,12 @@ type tokenStore interface {
 	PutTokenUse(ctx context.Context, u cloud.TokenUse) error
 }
 
+// dashboardStore keeps the machine dashboards' layouts.
+type dashboardStore interface {
+	Dashboards(ctx context.Context) ([]cloud.Dashboard, error)
+	PutDashboard(ctx context.Context, d cloud.Dashboard) error
+}
+
 // parts are the cloud's parts the handlers use.
 type parts struct {
 	history  historyReader
@@ -124,6 +130,7 @@ type parts struct {
 	accounts accountDesk
 	users    userStore
 	tokens   tokenStore
+	boards   dashboardStore
 	ready    func() error
 }
 
@@ -133,5 +140,5 @@ func partsOf(c *cloud.Cloud) (parts, bool) {
 		return parts{}, false
 	}
 	return parts{history: c.Historian, audit: c.Historian, tags: c.Registry, live: c.Hub, alarms: c,
-		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, ready: c.ReadyErr}, true
+		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, ready: c.ReadyErr}, true
 }

@@ -18,6 +18,7 @@ var errorStatuses = []struct {
 }{
 	{cloud.ErrBadAccount, http.StatusBadRequest},
 	{cloud.ErrBadConfig, http.StatusBadRequest},
+	{cloud.ErrBadDashboard, http.StatusBadRequest},
 	{cloud.ErrNoSuchEdges, http.StatusBadRequest},
 	{uns.ErrOutOfRange, http.StatusBadRequest},
 	{historian.ErrNotAllowed, http.StatusBadRequest},

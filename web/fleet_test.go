@@ -223,3 +223,38 @@ func TestValidateConfig(t *testing.T) {
 		t.Errorf("a viewer validates: %d", code)
 	}
 }
+
+// TestDashboards: an engineer sets the KPIs and tiles of a template's
+// machines; a viewer may read them and not set them; bad names are refused.
+func TestDashboards(t *testing.T) {
+	viewer, _ := cloud.HashPassword("viewer-pw")
+	app := webtest.Start(t, cloud.Options{}, web.User{Username: "vera", PasswordHash: viewer, Role: web.RoleViewer})
+	admin := app.Admin()
+	vera := webtest.Login(t, app.Base, "vera", "viewer-pw")
+	if code, out := vera.Do("GET", "/api/v1/dashboards", nil); code != 200 || out["count"] != 0.0 || out["dashboards"] == nil {
+		t.Errorf("no dashboards yet: %d %v", code, out)
+	}
+	body := map[string]any{"kpis": []string{"state", "production_rate"}, "tiles": []string{"burning_zone_temp", "o2"}}
+	if code, out := vera.Do("PUT", "/api/v1/dashboards/lime-kiln", body); code != 403 {
+		t.Errorf("a viewer sets a dashboard: %d %v", code, out)
+	}
+	if code, out := admin.Do("PUT", "/api/v1/dashboards/lime-kiln", body); code != 200 || out["updated_by"] != "admin" {
+		t.Fatalf("PUT dashboard: %d %v", code, out)
+	}
+	_, out := vera.Do("GET", "/api/v1/dashboards", nil)
+	if fmt.Sprint(out["dashboards"]) == "" || !strings.Contains(fmt.Sprint(out), "production_rate") || out["count"] != 1.0 {
+		t.Errorf("dashboards: %v", out)
+	}
+	for _, bad := range []map[string]any{
+		{"kpis": []string{"a/+/b"}},
+		{"kpis": []string{"1", "2", "3", "4", "5", "6", "7", "8", "9"}},
+		{"tiles": []string{"ok"}, "color": "red"},
+	} {
+		if code, out := admin.Do("PUT", "/api/v1/dashboards/lime-kiln", bad); code != 400 {
+			t.Errorf("%v: %d %v", bad, code, out)
+		}
+	}
+	if code, _ := admin.Do("PUT", "/api/v1/dashboards/a+b", body); code != 400 {
+		t.Errorf("a template name with a wildcard: %d", code)
+	}
+}

@@ -146,6 +146,7 @@ func (s *Server) routes() http.Handler {
 	for _, pg := range pages {
 		r.With(s.requirePage).Get(pg.url, s.page(pg.name, pg.title, pg.charts, pg.admin))
 	}
+	r.With(s.requirePage).Get("/machines/*", s.page("machine", "Machine", true, false))
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Use(sameOrigin)
 		r.Post("/login", s.login)
@@ -193,6 +194,8 @@ func (s *Server) routes() http.Handler {
 			r.With(requireWholeScope("the fleet config")).Get("/config/diff", s.configDiff)
 			r.Get("/config/edges", s.configEdges)
 			r.Get("/templates", s.templates)
+			r.Get("/dashboards", s.dashboards)
+			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Put("/dashboards/{template}", s.putDashboard)
 			r.Get("/instances", s.instances)
 			r.Get("/sites", s.sites)
 			r.Get("/rollouts/{id}", s.rolloutProgress)

@@ -18,14 +18,33 @@
     return out;
   }
 
+  // machines of a site with the KPIs their template's dashboard names
+  // (or its state), at most a few per card.
+  async function machines(site, inst, boards) {
+    const mine = inst.filter((d) => d.Path.startsWith(site + "/")).slice(0, 6);
+    const out = [];
+    for (const d of mine) {
+      const layout = boards.find((b) => b.template === d.Template);
+      const kpis = layout && layout.kpis.length ? layout.kpis : ["state"];
+      let tags = [];
+      try { tags = (await get("/api/v1/latest?prefix=" + encodeURIComponent(d.Path))).tags; } catch (e) { /* shown without values */ }
+      const vals = kpis.map((k) => tags.find((t) => t.path === d.Path + "/" + k)).filter(Boolean);
+      out.push(el("li", {}, el("a", { href: "/machines/" + d.Path, text: d.Path.split("/").pop() }),
+        ...vals.map((t) => el("span", { class: "kpi", title: t.path }, " · " + t.path.split("/").pop() + " ", el("strong", { text: Calx.fmtValue(t.value) + (t.unit ? " " + t.unit : "") })))));
+    }
+    return out.length ? el("ul", { class: "machines" }, ...out) : null;
+  }
+
   async function load() {
-    let list, edges, alarms;
+    let list, edges, alarms, inst, boards;
     try {
-      [list, edges, alarms] = await Promise.all([sites(), get("/api/v1/edges"), get("/api/v1/alarms?active=true")]);
+      [list, edges, alarms, inst, boards] = await Promise.all([sites(), get("/api/v1/edges"), get("/api/v1/alarms?active=true"),
+        get("/api/v1/instances").then((j) => j.instances || [], () => []), get("/api/v1/dashboards").then((j) => j.dashboards || [], () => [])]);
     } catch (e) { note.textContent = e.message; return; }
+    const machineLists = await Promise.all(list.map((s) => machines(s.path, inst, boards)));
     const verdict = new Map(edges.edges.map((e) => [e.id, e]));
     sitesEl.textContent = "";
-    for (const s of list) {
+    list.forEach((s, i) => {
       const mine = alarms.alarms.filter((a) => a.device === s.path || a.device.startsWith(s.path + "/"));
       const byPrio = prios.map((p) => [p, mine.filter((a) => a.priority === p && !a.shelved_until && !a.suppressed).length]).filter(([, n]) => n > 0);
       const siteEdges = (s.edges || []).map((id) => verdict.get(id) || { id, verdict: "down", reasons: ["never seen"] });
@@ -38,9 +57,10 @@
           el("span", { class: "muted", text: s.tags + " tags" })),
         el("div", { class: "facts" },
           ...(byPrio.length ? byPrio.map(([p, n]) => el("a", { class: "prio prio-" + p, href: "/alarms", text: n + " " + p }))
-            : [el("span", { class: "muted", text: "no active alarms" })])));
+            : [el("span", { class: "muted", text: "no active alarms" })])),
+        machineLists[i]);
       sitesEl.append(card);
-    }
+    });
     note.textContent = list.length ? "" : "No sites yet: tags appear when edge nodes are born.";
   }
   load();

@@ -119,7 +119,8 @@
         sp.metric ? el("dt", { text: "Sparkplug metric" }) : null, sp.metric ? el("dd", { text: sp.metric }) : null,
         el("dt", { text: "MQTT topic" }), el("dd", { text: topic })),
       el("p", { class: "toolbar" },
-        el("a", { href: "/trends?tags=" + encodeURIComponent(tag.path), text: "Open in a trend" }),
+        el("a", { href: "/trends?tag=" + encodeURIComponent(tag.path), text: "Open in a trend" }),
+        el("a", { href: "/machines/" + tag.path.split("/").slice(0, -1).join("/"), text: "Machine" }),
         el("button", { type: "button", onclick: () => copy(tag.path), text: "Copy path" }),
         el("button", { type: "button", onclick: () => copy(topic), text: "Copy topic" })));
   }
