@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/calx-iiot/calx/internal/netcut"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/web"
 )
@@ -203,6 +204,47 @@ func (b *browserSession) screenshots(name string) {
 	b.do("viewport", chromedp.EmulateViewport(1400, 900))
 }
 
+// login fills in the sign-in form (the user name when not empty) and waits
+// for the first page's ready selector.
+func (b *browserSession) login(user, password, ready string) {
+	b.t.Helper()
+	steps := []chromedp.Action[chromedp.Void]{chromedp.WaitVisible(chromedp.CSS("#password"))}
+	if user != "" {
+		steps = append(steps, chromedp.SendKeys(chromedp.CSS("#username"), user))
+	}
+	steps = append(steps, chromedp.SendKeys(chromedp.CSS("#password"), password), chromedp.Click(chromedp.CSS("#submit")), chromedp.WaitVisible(chromedp.CSS(ready)))
+	b.do("sign in as "+cmpOr(user, "the user typed"), steps...)
+}
+
+// TestBrowserLiveResumes: the namespace's live values come back by
+// themselves after the network between browser and cloud is cut, without
+// a reload; the header says what happens meanwhile.
+func TestBrowserLiveResumes(t *testing.T) {
+	d := startTestDemo(t, t.TempDir())
+	line := netcut.New(t, d.app.web.Addr())
+	b := newBrowserSession(t, "http://"+line.Addr())
+	b.do("sign-in page", chromedp.Navigate(b.base+"/login"))
+	b.login("admin", "test-admin-pw", "article.card")
+	const kiln = "limeworks/ghent/kilns/line1/kiln1"
+	life := `li[data-path="` + lifePath + `"] .value`
+	b.open("/uns?open="+kiln, life)
+	b.waitJS("live", `document.getElementById("conn").textContent === "live"`, 15*time.Second)
+	eval[bool](b, `(window.calxNotReloaded = true)`)
+	line.Cut(true)
+	b.waitJS("the header saying the line is down", `document.getElementById("conn").textContent !== "live"`, 15*time.Second)
+	before := eval[string](b, `document.querySelector('`+life+`').textContent`)
+	time.Sleep(time.Second)
+	line.Cut(false)
+	b.waitJS("live again", `document.getElementById("conn").textContent === "live"`, 20*time.Second)
+	b.waitJS("values moving again", `document.querySelector('`+life+`').textContent !== `+fmt.Sprintf("%q", before), 15*time.Second)
+	if !eval[bool](b, `window.calxNotReloaded === true`) {
+		t.Error("the page was loaded again")
+	}
+	b.mu.Lock()
+	b.errors = nil // the browser reports the cut connections
+	b.mu.Unlock()
+}
+
 // media emulates a CSS media type ("print"; "" for the screen).
 func media(m string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
@@ -233,8 +275,7 @@ func TestBrowserPages(t *testing.T) {
 	b.errors = nil // the browser reports the refused request (401) itself
 	b.mu.Unlock()
 	eval[bool](b, `(document.getElementById("password").value = "", true)`)
-	b.do("sign in", chromedp.SendKeys(chromedp.CSS("#password"), "test-admin-pw"), chromedp.Click(chromedp.CSS("#submit")),
-		chromedp.WaitVisible(chromedp.CSS(`article.card[data-site="limeworks/ghent"]`)))
+	b.login("", "test-admin-pw", `article.card[data-site="limeworks/ghent"]`)
 
 	// Sites: a card per site with its edges' health.
 	b.open("/", `article.card[data-site="limeworks/lyon"]`)
@@ -392,8 +433,7 @@ func TestBrowserPages(t *testing.T) {
 
 	// The user just made sees Ghent alone, and no Admin page.
 	b.do("sign out", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#login")))
-	b.do("sign in as ghent-shift", chromedp.SendKeys(chromedp.CSS("#username"), "ghent-shift"), chromedp.SendKeys(chromedp.CSS("#password"), "a-long-password-1"),
-		chromedp.Click(chromedp.CSS("#submit")), chromedp.WaitVisible(chromedp.CSS(`article.card[data-site="limeworks/ghent"]`)))
+	b.login("ghent-shift", "a-long-password-1", `article.card[data-site="limeworks/ghent"]`)
 	if n := eval[int](b, `document.querySelectorAll("article.card").length + document.querySelectorAll('nav a[href="/admin"]').length`); n != 1 {
 		t.Errorf("a Ghent operator sees %d cards and admin links, want Ghent's card alone", n)
 	}

@@ -143,9 +143,9 @@ func TestFaults(t *testing.T) {
 			s.startCloud()
 			s.edge.start()
 			first := s.firstValue(t, since)
-			s.proxy.setCut(true)
+			s.proxy.Cut(true)
 			time.Sleep(via.cut)
-			s.proxy.setCut(false)
+			s.proxy.Cut(false)
 			end := step(time.Now())
 			reports = append(reports, s.settle(t, via.prefix+"link cut "+via.cut.String(), []string{s.counterPath}, first, end, nil, since, 2*time.Minute))
 		})
@@ -171,7 +171,7 @@ func TestFaults(t *testing.T) {
 		s.startCloud()
 		s.edge.start()
 		first := s.firstValue(t, since)
-		s.proxy.setCut(true)
+		s.proxy.Cut(true)
 		time.Sleep(5 * time.Second)
 		killed := time.Now()
 		s.edge.kill()
@@ -179,7 +179,7 @@ func TestFaults(t *testing.T) {
 		s.edge.start()
 		restarted := time.Now()
 		time.Sleep(3 * time.Second)
-		s.proxy.setCut(false)
+		s.proxy.Cut(false)
 		end := step(time.Now())
 		// Steps while the edge was dead were never read: nothing to deliver.
 		excused := [][2]int64{{step(killed.Add(-100 * time.Millisecond)), step(restarted.Add(3 * time.Second))}}
@@ -219,10 +219,10 @@ func TestFaults(t *testing.T) {
 			fastFirst = v
 			return err
 		})
-		s.proxy.setCut(true)
+		s.proxy.Cut(true)
 		time.Sleep(cut)
 		restored := time.Now()
-		s.proxy.setCut(false)
+		s.proxy.Cut(false)
 		fastEnd := int64(restored.Sub(base) / time.Millisecond)
 		r := s.settle(t, fmt.Sprintf("backlog: %d tags at 1000/s, cut %s", tags, cut), paths, fastFirst+1, fastEnd, nil, since, 5*time.Minute)
 		reports = append(reports, r)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/calx-iiot/calx/internal/mosquitto"
+	"github.com/calx-iiot/calx/internal/netcut"
 
 	"github.com/calx-iiot/calx/edge/edgetest"
 )
@@ -126,78 +127,12 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 }
 
 // proxy forwards TCP connections to a target and can cut them all.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  map[net.Conn]struct{}
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	go p.serve()
-	t.Cleanup(func() { ln.Close(); p.setCut(true) })
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cut {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", p.target, 2*time.Second)
-		if err != nil {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-func (p *proxy) pipe(a, b net.Conn) {
-	io.Copy(a, b)
-	a.Close()
-	b.Close()
-}
-
-// setCut cuts every connection and refuses new ones, or allows them again.
-func (p *proxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for c := range p.conns {
-			c.Close()
-		}
-		p.conns = map[net.Conn]struct{}{}
-	}
-}
-
 // site is a cloud and an edge as separate processes, linked by a proxy.
 type site struct {
 	t           *testing.T
 	dir         string
 	cloud, edge *proc
-	proxy       *proxy
+	proxy       *netcut.Proxy
 	httpAddr    string
 	edgeHTTP    string
 	api         client
@@ -235,7 +170,7 @@ edges:
 		target = s.mosq.Addr
 		cloudYAML += fmt.Sprintf("broker: {url: 'mqtt://%s'}\n", s.mosq.Addr)
 	}
-	s.proxy = newProxy(t, target)
+	s.proxy = netcut.New(t, target)
 	edgeYAML := fmt.Sprintf(`data_dir: %s
 http: %s
 cloud:
@@ -249,7 +184,7 @@ devices:
     path: limeworks/fault/utilities/line1/clock
     connector: clock
     settings: {period: 100ms, fast_rate: %d, fast_tags: %d, interval: 20ms}
-`, filepath.Join(dir, "edge"), s.edgeHTTP, s.proxy.addr(), fastRate, fastTags)
+`, filepath.Join(dir, "edge"), s.edgeHTTP, s.proxy.Addr(), fastRate, fastTags)
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {

@@ -139,6 +139,9 @@ func (s *Server) routes() http.Handler {
 	static, _ := fs.Sub(assets, "static")
 	r.Handle("/static/*", http.StripPrefix("/static/", noListing(http.FileServerFS(static))))
 	r.Get("/login", s.loginPage)
+	r.Get("/favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/static/favicon.svg", http.StatusMovedPermanently)
+	})
 	if s.sso != nil {
 		r.Get(oidcCookiePath+"login", s.ssoLogin)
 		r.Get(oidcCookiePath+"callback", s.ssoCallback)
