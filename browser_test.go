@@ -18,9 +18,11 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/internal/netcut"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/web"
+	"github.com/calx-iiot/calx/web/webtest"
 )
 
 // needBrowser returns the path of Chromium. Without one the test skips on a
@@ -438,4 +440,82 @@ func TestBrowserPages(t *testing.T) {
 		t.Errorf("a Ghent operator sees %d cards and admin links, want Ghent's card alone", n)
 	}
 	b.noErrors("a scoped user")
+}
+
+// TestBrowserSpeed measures the UI where a plant strains it: a namespace of
+// 100,000 tags (100 sites of 10 machines of 100 tags) and a trend of a
+// year. It logs the figures and writes them to artifacts/ui-speed.txt
+// (docs/BENCHMARKS.md keeps a run's); it asserts what is shown, not how fast.
+func TestBrowserSpeed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the UI's speed on 100,000 tags: not with -short")
+	}
+	app := webtest.Start(t, cloud.Options{})
+	ctx := context.Background()
+	const trendTag = "plant/site00/area/line/m00/t000"
+	for i := range 100_000 {
+		app.Cloud.Registry.Define(uns.Tag{Path: uns.Path(fmt.Sprintf("plant/site%02d/area/line/m%02d/t%03d", i/1000, (i/100)%10, i%100)),
+			DataType: uns.TypeFloat64, Unit: "°C", Description: fmt.Sprintf("temperature %d", i%100)})
+	}
+	// The tags of site00 in the history, as births put them there.
+	var site00 []uns.Tag
+	for _, ts := range app.Cloud.Registry.List("plant/site00") {
+		site00 = append(site00, ts.Tag)
+	}
+	if err := app.Cloud.Historian.UpsertTags(ctx, site00); err != nil {
+		t.Fatal(err)
+	}
+	// A year of the trend's tag, a value every 5 minutes.
+	end := time.Now().UTC().Truncate(time.Minute)
+	var year []uns.Sample
+	for ts := end.Add(-365 * 24 * time.Hour); !ts.After(end); ts = ts.Add(5 * time.Minute) {
+		year = append(year, uns.Sample{Path: trendTag, TS: ts, Value: uns.Float(900 + 200*float64(ts.YearDay())/365 + float64(ts.Hour())), Quality: uns.Good})
+	}
+	if err := app.Cloud.Historian.WriteBatch(ctx, year); err != nil {
+		t.Fatal(err)
+	}
+	live := make([]uns.Sample, 0, 1000)
+	for i := range 1000 {
+		live = append(live, uns.Sample{Path: uns.Path(fmt.Sprintf("plant/site00/area/line/m%02d/t%03d", i/100, i%100)), TS: end, Value: uns.Float(float64(i)), Quality: uns.Good})
+	}
+	app.Cloud.Registry.Update(live)
+	if err := app.Cloud.Historian.WriteBatch(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+
+	b := newBrowserSession(t, app.Base)
+	b.do("sign-in page", chromedp.Navigate(b.base+"/login"))
+	b.login("admin", webtest.AdminPassword, `article.card[data-site="plant/site99"]`)
+	fcp := func() float64 {
+		return eval[float64](b, `(performance.getEntriesByName("first-contentful-paint")[0] || {startTime: -1}).startTime`)
+	}
+	var report []string
+	add := func(what string, ms float64, target string) {
+		report = append(report, fmt.Sprintf("%-58s %6.0f ms   (target %s)", what, ms, target))
+	}
+
+	b.open("/", `article.card[data-site="plant/site99"]`)
+	add("home, first contentful paint", fcp(), "< 500 ms")
+	b.open("/machines/plant/site00/area/line/m00", `.tile[data-path="`+trendTag+`"]`)
+	add("machine dashboard (100 tags), first contentful paint", fcp(), "< 500 ms")
+	b.open("/uns", `li[data-path="plant"]`)
+	add("/uns on 100,000 tags, first contentful paint", fcp(), "< 1 s")
+	b.waitJS("the tree's first level", `document.body.dataset.treeMs`, 10*time.Second)
+	add("/uns on 100,000 tags, first level of the tree shown", float64(eval[int](b, `Number(document.body.dataset.treeMs)`)), "< 1 s")
+	b.do("search", chromedp.SendKeys(chromedp.CSS("#q"), "m07/t042"))
+	b.waitJS("100 results", `document.body.dataset.searchMs && document.querySelectorAll("#results tbody tr").length === 100`, 10*time.Second)
+	add("search of 100,000 tags (100 found), asked to shown", float64(eval[int](b, `Number(document.body.dataset.searchMs)`)), "< 200 ms")
+	if html := eval[int](b, `document.documentElement.outerHTML.length`); html > 2_000_000 {
+		t.Errorf("the namespace page holds %d bytes: the whole namespace was sent", html)
+	}
+	b.open("/trends?tag="+trendTag+"&range=31536000", "#chart .uplot canvas")
+	b.waitJS("a year drawn", `document.body.dataset.drawnMs`, 20*time.Second)
+	add("trend of a year (105,121 points stored), page load to drawn", float64(eval[int](b, `Number(document.body.dataset.drawnMs)`)), "< 1 s")
+	b.noErrors("speed")
+
+	out := strings.Join(report, "\n") + "\n"
+	t.Log("\n" + out)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(b.shot), "ui-speed.txt"), []byte(out), 0o644); err != nil {
+		t.Error(err)
+	}
 }

@@ -238,6 +238,17 @@ func (s *Server) configEdges(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(states), "edges": states})
 }
 
+// noConfigYet answers an empty list (named list) when no config is stored
+// yet: a fleet without one has no templates, instances or sites.
+func (s *Server) noConfigYet(w http.ResponseWriter, r *http.Request, list string) bool {
+	v, err := s.c.fleet.Head(r.Context())
+	if err != nil || v > 0 {
+		return false // headConfig answers the error, or reads the config
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"count": 0, list: []any{}})
+	return true
+}
+
 // headConfig returns the newest config, parsed, or answers 404.
 func (s *Server) headConfig(w http.ResponseWriter, r *http.Request) (*fleet.Config, bool) {
 	v, err := s.c.fleet.Head(r.Context())
@@ -263,6 +274,9 @@ func (s *Server) headConfig(w http.ResponseWriter, r *http.Request) (*fleet.Conf
 }
 
 func (s *Server) templates(w http.ResponseWriter, r *http.Request) {
+	if s.noConfigYet(w, r, "templates") {
+		return
+	}
 	if c, ok := s.headConfig(w, r); ok {
 		writeJSON(w, http.StatusOK, map[string]any{"count": len(c.Templates), "templates": c.Templates})
 	}
@@ -271,6 +285,9 @@ func (s *Server) templates(w http.ResponseWriter, r *http.Request) {
 // instances lists every device of every edge, with its template,
 // parameters and overrides.
 func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
+	if s.noConfigYet(w, r, "instances") {
+		return
+	}
 	c, ok := s.headConfig(w, r)
 	if !ok {
 		return
@@ -296,6 +313,9 @@ func (s *Server) instances(w http.ResponseWriter, r *http.Request) {
 // sites lists the sites of the newest config with their edges, and each
 // edge's config state.
 func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
+	if s.noConfigYet(w, r, "sites") {
+		return
+	}
 	c, ok := s.headConfig(w, r)
 	if !ok {
 		return

@@ -137,6 +137,7 @@
     Calx.setParams(p);
     if (!words) { results.hidden = true; tree.hidden = false; note.textContent = ""; relive(); return; }
     let j;
+    const began = performance.now();
     try { j = await get("/api/v1/namespace/search?limit=200&q=" + encodeURIComponent(words)); } catch (e) { note.textContent = e.message; return; }
     if (q.value.trim() !== words) return; // typed on meanwhile
     tree.hidden = true;
@@ -154,6 +155,7 @@
       shown.set(t.path, { tag: t, v });
     }
     note.textContent = j.count + " tag" + (j.count === 1 ? "" : "s") + " found" + (j.truncated ? ", the first " + j.tags.length + " shown" : "");
+    document.body.dataset.searchMs = String(Math.round(performance.now() - began)); // asked to shown
     relive();
   }
   q.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(search, 150); });
@@ -215,5 +217,6 @@
     if (p.get("open")) await restore(p.get("open").split(","));
     if (p.get("q")) { q.value = p.get("q"); await search(); }
     if (!tree.children.length) note.textContent = "No tags yet: they appear when edge nodes are born.";
+    document.body.dataset.treeMs = String(Math.round(performance.now())); // since the page began to load
   })();
 })();
