@@ -204,6 +204,32 @@ func (b *browserSession) screenshots(name string) {
 		}
 	}
 	b.do("viewport", chromedp.EmulateViewport(1400, 900))
+	// The dark theme, as a system set to dark asks for it.
+	b.do("dark", darkScheme(true))
+	time.Sleep(400 * time.Millisecond) // charts redraw on resize
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(b.shot, name+"-dark.png"), png, 0o644)
+	}
+	if err != nil {
+		b.t.Errorf("screenshot %s dark: %v", name, err)
+	}
+	if bg := eval[string](b, `getComputedStyle(document.body).backgroundColor`); bg != "rgb(18, 21, 26)" {
+		b.t.Errorf("%s: the dark theme's background is %s", name, bg)
+	}
+	b.do("light", darkScheme(false))
+}
+
+// darkScheme emulates a system set to the dark colour scheme, or not.
+func darkScheme(dark bool) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		p := emulation.SetEmulatedMediaParams{}
+		if dark {
+			p.Features = []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}
+		}
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, p)
+		return err
+	})
 }
 
 // login fills in the sign-in form (the user name when not empty) and waits
@@ -320,9 +346,18 @@ func TestBrowserPages(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#layout-form button[type="submit"]`)))
 	time.Sleep(1500 * time.Millisecond) // the page loads again with the layout
 	b.waitJS("three tiles after the reload", `document.querySelectorAll(".tile").length === 3`, 10*time.Second)
+	b.waitJS("the machine's last 8 hours", `document.getElementById("events-note").textContent !== ""`, 10*time.Second)
 	b.open("/", `article.card[data-site="limeworks/ghent"] ul.machines`)
 	b.waitJS("the KPIs on the site's card", `[...document.querySelectorAll('article.card[data-site="limeworks/ghent"] .kpi')].some(k => k.textContent.includes("production_rate"))`, 10*time.Second)
 	b.screenshots("home")
+	b.do("open Ghent", chromedp.Click(chromedp.CSS(`article.card[data-site="limeworks/ghent"] h2 a`)),
+		chromedp.WaitVisible(chromedp.CSS(`article.card[data-machine="`+kiln+`"] dd`)))
+	if p := eval[string](b, "location.pathname"); p != "/sites/limeworks/ghent" {
+		t.Errorf("the site's page is at %s", p)
+	}
+	b.waitJS("the kilns' KPIs on the site's page", `[...document.querySelectorAll('article.card[data-machine] dt')].some(dt => dt.textContent === "production_rate")`, 10*time.Second)
+	b.noErrors("the site's page")
+	b.screenshots("site")
 
 	// Trends: two tags from the URL, drawn from history.
 	b.open("/trends?tag="+kiln+"/burning_zone_temp&tag=limeworks/lyon/kilns/line1/kiln1/burning_zone_temp&range=3600", "#chart .uplot canvas")
@@ -333,7 +368,14 @@ func TestBrowserPages(t *testing.T) {
 	if href := eval[string](b, `document.getElementById("csv").getAttribute("href")`); !strings.Contains(href, "format=csv") || strings.Count(href, "path=") != 2 {
 		t.Errorf("CSV export of what is shown: %s", href)
 	}
+	// Min/max bands from the historian's buckets, then an hour earlier.
+	eval[bool](b, `(document.body.dataset.drawnMs = "", true)`)
+	b.do("bands", chromedp.Click(chromedp.CSS("#bands")))
+	b.waitJS("bands drawn", `document.body.dataset.drawnMs && location.search.includes("bands=1") && document.querySelectorAll(".u-legend .u-series").length === 7`, 10*time.Second)
 	b.screenshots("trends")
+	b.do("earlier", chromedp.Click(chromedp.CSS(`#pan button[data-pan="-0.5"]`)))
+	b.waitJS("the window moved", `location.search.includes("from=") && location.search.includes("to=")`, 10*time.Second)
+	b.noErrors("trends")
 
 	// Alarms: one added to the fleet config (the life counter is always
 	// above -1) raises; the operator acknowledges it with a comment, and
@@ -373,6 +415,7 @@ func TestBrowserPages(t *testing.T) {
 	b.open("/cycles", "#machine")
 	b.waitJS("the kilns' cycles", `document.querySelectorAll("#machine option").length === 3`, 45*time.Second)
 	b.waitJS("a kiln's cycles drawn", `[...document.querySelectorAll("#cycles tbody td")].some(td => td.textContent === "412.5") && document.querySelector("#chart .uplot canvas")`, 15*time.Second)
+	b.waitJS("every kiln's energy per cycle", `document.querySelectorAll("#all tbody tr").length === 3`, 15*time.Second)
 	b.screenshots("cycles")
 
 	// Emissions: the environment officer's day, an exceedance of Ghent's

@@ -150,6 +150,7 @@ func (s *Server) routes() http.Handler {
 		r.With(s.requirePage).Get(pg.url, s.page(pg.name, pg.title, pg.charts, pg.admin))
 	}
 	r.With(s.requirePage).Get("/machines/*", s.page("machine", "Machine", true, false))
+	r.With(s.requirePage).Get("/sites/*", s.page("site", "Site", false, false))
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Use(sameOrigin)
 		r.Post("/login", s.login)

@@ -121,6 +121,9 @@ window.Calx = (function () {
       const n = j.alarms.filter((a) => a.state === "active_unacked" && !a.shelved_until && !a.suppressed).length;
       badge.textContent = String(n);
       badge.hidden = n === 0;
+      // The tab's title counts them too, seen from another tab or window.
+      const base = document.title.replace(/^\(\d+\) /, "");
+      document.title = n ? "(" + n + ") " + base : base;
       badge.title = n + " active alarm" + (n === 1 ? "" : "s") + " not acknowledged";
     } catch (e) { /* the page shows its own errors */ }
   }

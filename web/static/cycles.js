@@ -69,6 +69,38 @@
       scales: { x: { time: true, range: () => [Date.now() / 1000 - Number(hoursSel.value) * 3600, Date.now() / 1000] } },
     }, [xs, ys], chartEl);
   }
+  // Every machine with the same cycle and aggregate, over this period and
+  // the one before (this week against last week, with 7 d).
+  async function loadAll() {
+    const agg = aggSel.value;
+    document.getElementById("all-agg").textContent = agg;
+    const hours = Number(hoursSel.value);
+    const now = Date.now();
+    const body = document.querySelector("#all tbody");
+    const rows = [];
+    for (const key of [...found.keys()].sort().slice(0, 50)) {
+      if (!found.get(key).has(agg)) continue;
+      const [machine, name] = key.split("|");
+      let j;
+      try {
+        j = await get("/api/v1/cycles?machine=" + encodeURIComponent(machine) + "&name=" + encodeURIComponent(name) + "&from=" + new Date(now - 2 * hours * 3600e3).toISOString());
+      } catch (e) { continue; }
+      const split = now - hours * 3600e3;
+      const vals = (after) => j.cycles.filter((c) => c.machine === machine && (Date.parse(c.end) >= split) === after && c.values[agg] !== undefined).map((c) => c.values[agg]);
+      const cur = vals(true), prev = vals(false);
+      const mean = (v) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : null);
+      const m = mean(cur), p = mean(prev);
+      rows.push(el("tr", { "data-machine": machine }, el("td", {}, el("a", { href: "/machines/" + machine, text: machine.split("/").slice(1).join("/") + " · " + name })),
+        el("td", { class: "num", text: cur.length }), el("td", { class: "num", text: fmtValue(m) }), el("td", { class: "num", text: fmtValue(p) }),
+        el("td", { class: "num", text: m !== null && p ? (m >= p ? "+" : "") + ((100 * (m - p)) / p).toFixed(1) + " %" : "—" }),
+        el("td", { class: "num", text: fmtValue(cur.reduce((a, b) => a + b, 0)) })));
+    }
+    body.textContent = "";
+    body.append(...rows);
+  }
+  aggSel.addEventListener("change", loadAll);
+  hoursSel.addEventListener("change", loadAll);
+
   let resize = 0;
   window.addEventListener("resize", () => {
     clearTimeout(resize);
@@ -77,6 +109,7 @@
   machineSel.addEventListener("change", () => { fillAggs(); load(); });
   aggSel.addEventListener("change", load);
   hoursSel.addEventListener("change", load);
-  machines().then(() => { fillAggs(); return load(); }, (e) => { note.textContent = e.message; });
+  machines().then(() => { fillAggs(); loadAll(); return load(); }, (e) => { note.textContent = e.message; });
   setInterval(load, 10000);
+  setInterval(loadAll, 60000);
 })();

@@ -51,11 +51,19 @@
         el("dt", { text: "Delay and clock" }), el("dd", { text: "receipt delay " + fmtValue(e.receipt_delay_ms) + " ms, clock skew " + skew }),
         el("dt", { text: "Machine" }), el("dd", { text: "up " + fmtAge(e.uptime_seconds) + ", CPU " + fmtValue(e.cpu_percent) + " %, memory " + fmtValue(e.memory_mib) + " MiB, disk free " + fmtValue(e.disk_free_mib) + " MiB" }),
         el("dt", { text: "Version and config" }), el("dd", { text: (e.version || "—") + "; config applied v" + e.config_applied + (e.config_error ? ", error: " + e.config_error : "") + (e.config ? ", desired v" + e.config.desired + " (" + e.config.state + ")" : "") })),
+      el("p", {}, el("a", { id: "health-trend", href: healthTrend(e.id), text: "Buffer, delay and CPU over the last 24 h" })),
       el("h2", { text: "Connections" }),
       table(["Device", "Connected", "Reads/s", "Errors/s", "Latency", "Last error"], (e.connections || []).map((c) =>
         [c.device, c.connected ? "yes" : "no", fmtValue(c.reads_per_sec), fmtValue(c.errors_per_sec), fmtValue(c.latency_ms) + " ms", c.last_error || ""])),
       el("h2", { text: "Fleet alarms" }),
       table(["Kind", "Message", "Raised", "Cleared"], (e.alarms || []).map((a) => [a.kind, a.message, fmtDateTime(a.raised), a.cleared ? fmtDateTime(a.cleared) : "active"])));
+  }
+  // The edge's own diagnostics are tags under <group>/_edge/<edge>/.
+  function healthTrend(id) {
+    const [group, edge] = id.split("/");
+    const q = new URLSearchParams({ range: "86400" });
+    for (const t of ["Buffer/Messages", "Buffer/OldestUnsentSeconds", "Receipt/DelayMs", "Health/CPUPercent"]) q.append("tag", group + "/_edge/" + edge + "/" + t);
+    return "/trends?" + q;
   }
   function table(head, rows) {
     if (!rows.length) return el("p", { class: "muted", text: "none" });

@@ -50,7 +50,7 @@
       const siteEdges = (s.edges || []).map((id) => verdict.get(id) || { id, verdict: "down", reasons: ["never seen"] });
       const worst = siteEdges.some((e) => e.verdict === "down") ? "down" : siteEdges.some((e) => e.verdict === "degraded") ? "degraded" : "ok";
       const card = el("article", { class: "card" + (worst === "down" ? " down" : ""), "data-site": s.path },
-        el("h2", {}, el("a", { href: "/uns?open=" + encodeURIComponent(s.path), text: s.path.split("/").slice(1).join("/") })),
+        el("h2", {}, el("a", { href: "/sites/" + s.path, text: s.path.split("/").slice(1).join("/") })),
         el("div", { class: "facts" },
           el("span", { class: "verdict verdict-" + worst, title: siteEdges.map((e) => e.id + ": " + e.verdict + (e.reasons && e.reasons.length ? " (" + e.reasons.join("; ") + ")" : "")).join("\n"),
             text: siteEdges.length + " edge" + (siteEdges.length === 1 ? "" : "s") + " " + worst }),

@@ -36,6 +36,7 @@
     Calx.live([path], { onValues, onResume: refresh });
     if (["admin", "engineer"].includes(document.body.dataset.role) && template) editor(layout, tags);
     loadAlarms();
+    loadEvents();
     loadCycles();
   }
 
@@ -157,7 +158,23 @@
     note.textContent = j.count ? "" : "None. ";
     note.append(el("a", { href: "/alarms", text: "All alarms" }));
   }
-  document.addEventListener("calx-alarms", () => setTimeout(loadAlarms, 300));
+  document.addEventListener("calx-alarms", () => setTimeout(() => { loadAlarms(); loadEvents(); }, 300));
+
+  // What happened: the alarm journal of the machine over the last 8 hours.
+  async function loadEvents() {
+    const note = document.getElementById("events-note");
+    let j;
+    try {
+      j = await get("/api/v1/alarms/journal?limit=200&alarm=" + encodeURIComponent(path) + "&from=" + new Date(Date.now() - 8 * 3600e3).toISOString());
+    } catch (e) { note.textContent = e.message; return; }
+    const body = document.querySelector("#events tbody");
+    body.textContent = "";
+    for (const t of j.transitions.slice().reverse()) {
+      body.append(el("tr", {}, el("td", { text: fmtDateTime(t.ts) }), el("td", { text: t.alarm.split("/_alarms/").pop() }),
+        el("td", { text: t.event }), el("td", { class: "wide-only", text: [t.user, t.comment].filter(Boolean).join(": ") })));
+    }
+    note.textContent = j.count ? j.count + " alarm events" : "No alarm event in the last 8 hours.";
+  }
 
   async function loadCycles() {
     const note = document.getElementById("cycles-note");

@@ -19,9 +19,12 @@
   let from = p.get("from") ? Date.parse(p.get("from")) : null; // a zoomed window
   let to = p.get("to") ? Date.parse(p.get("to")) : null;
   liveBox.checked = p.get("live") === "1";
+  const bandsBox = document.getElementById("bands");
+  bandsBox.checked = p.get("bands") === "1";
   compareBox.checked = p.get("compare") === "1";
   const meta = new Map(); // path -> tag (unit, datatype)
   let raw = []; // per series: [xs, ys], the compared ones after the tags
+  let bands = []; // per tag: [xs, mins, maxs] of the historian's buckets
   let plot = null;
 
   function save() {
@@ -30,6 +33,7 @@
     if (from !== null) { q.set("from", new Date(from).toISOString()); q.set("to", new Date(to).toISOString()); } else q.set("range", rangeSec);
     if (liveBox.checked) q.set("live", "1");
     if (compareBox.checked) q.set("compare", "1");
+    if (bandsBox.checked) q.set("bands", "1");
     Calx.setParams(q);
   }
   function window_() {
@@ -86,6 +90,15 @@
     });
   }
 
+  // The lowest and highest value of each of 300 buckets, per tag: the band
+  // a downsampled line lies in.
+  async function fetchBands(a, b) {
+    const q = tags.map((t) => "path=" + encodeURIComponent(t)).join("&") + "&from=" + new Date(a).toISOString() + "&to=" + new Date(b).toISOString() +
+      "&interval=" + Math.max(1, Math.round((b - a) / 300 / 1000)) + "s";
+    const [lo, hi] = await Promise.all([get("/api/v1/history?" + q + "&agg=min"), get("/api/v1/history?" + q + "&agg=max")]);
+    return tags.map((_, k) => [lo.buckets.map((x) => Date.parse(x.ts) / 1000), lo.buckets.map((x) => x.values[k]), hi.buckets.map((x) => x.values[k])]);
+  }
+
   async function load() {
     drawChips();
     if (!tags.length) {
@@ -111,6 +124,10 @@
         const prev = await fetchSeries(a - span, b - span);
         raw = raw.concat(prev.map(([xs, ys]) => [xs.map((x) => x + span / 1000), ys]));
       }
+      bands = [];
+      if (bandsBox.checked) {
+        try { bands = await fetchBands(a, b); } catch (e) { note.textContent = "min/max: " + e.message; }
+      }
     } catch (e) { note.textContent = e.message; return; }
     draw();
     const n = raw.slice(0, tags.length).reduce((s, r) => s + r[0].length, 0);
@@ -120,7 +137,9 @@
 
   function draw() {
     if (typeof uPlot === "undefined") { note.textContent = "The chart library is missing: build with make."; return; }
-    const data = uPlot.join(raw.map(([xs, ys]) => [xs, ys]));
+    const tables = raw.map(([xs, ys]) => [xs, ys]);
+    for (const [xs, mins, maxs] of bands) { tables.push([xs, mins]); tables.push([xs, maxs]); }
+    const data = uPlot.join(tables);
     const units = [];
     const series = [{}];
     raw.forEach((_, i) => {
@@ -134,6 +153,15 @@
         width: prev ? 1 : 1.5, dash: prev ? [5, 4] : undefined, spanGaps: false, points: { show: false },
       });
     });
+    const uBands = [];
+    bands.forEach((_, k) => {
+      const t = tags[k];
+      const scale = (meta.get(t) || {}).unit || "_";
+      const lo = series.length, hi = series.length + 1;
+      const style = { scale, stroke: "transparent", points: { show: false }, spanGaps: true, width: 0 };
+      series.push(Object.assign({ label: label(t) + " min" }, style), Object.assign({ label: label(t) + " max" }, style));
+      uBands.push({ series: [hi, lo], fill: colors[k % colors.length] + "33" });
+    });
     const axes = [{ stroke: getComputedStyle(document.body).color, grid: { stroke: "rgba(128,128,128,.15)" } }];
     units.slice(0, 2).forEach((u, i) => axes.push({ scale: u || "_", label: u, side: i ? 1 : 3, size: 64,
       stroke: getComputedStyle(document.body).color, grid: { show: i === 0, stroke: "rgba(128,128,128,.15)" } }));
@@ -141,7 +169,7 @@
     const height = Math.max(240, Math.min(480, Math.round(window.innerHeight * 0.55)));
     if (plot) plot.destroy();
     plot = new uPlot({
-      width, height, series, axes,
+      width, height, series, axes, bands: uBands,
       // The x axis spans the window asked for, not just where data is.
       scales: { x: { time: true, range: () => { const [a, b] = window_(); return [a / 1000, b / 1000]; } } },
       cursor: { drag: { x: true, y: false } },
@@ -154,6 +182,8 @@
         load();
       }] },
     }, data, chartEl);
+    // The bands' edges need no line of their own in the legend.
+    plot.root.querySelectorAll(".u-legend .u-series").forEach((row, i) => { if (i > raw.length) row.hidden = true; });
     chartEl.addEventListener("dblclick", zoomOut, { once: true });
   }
   function zoomOut() {
@@ -197,6 +227,26 @@
     load().then(relive);
   }));
   liveBox.addEventListener("change", () => { save(); load().then(relive); });
+  bandsBox.addEventListener("change", () => { save(); load(); });
+  // Move and zoom with buttons: the same on a touch screen as with a mouse.
+  document.querySelectorAll("#pan button").forEach((btn) => btn.addEventListener("click", () => {
+    const [a, b] = window_();
+    const span = b - a;
+    if (btn.dataset.pan) {
+      const d = Number(btn.dataset.pan) * span;
+      from = a + d;
+      to = Math.min(b + d, Date.now());
+      from = to - span;
+    } else {
+      const mid = (a + b) / 2, half = (span * Number(btn.dataset.zoom)) / 2;
+      from = mid - half;
+      to = Math.min(mid + half, Date.now());
+    }
+    liveBox.checked = false;
+    relive();
+    save();
+    load();
+  }));
   compareBox.addEventListener("change", () => { save(); load(); });
 
   // Add a tag: suggestions from the server's search as one types.

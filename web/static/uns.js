@@ -99,6 +99,14 @@
     }
   }
 
+  // The fleet config's devices, for the template of a tag's machine.
+  let instances = null;
+  async function templateOf(path) {
+    if (!instances) instances = await get("/api/v1/instances").then((j) => j.instances || [], () => []);
+    const d = instances.find((i) => path.startsWith(i.Path + "/"));
+    return d ? d.Template || d.Connector || "" : "";
+  }
+
   function select(tag, row) {
     document.querySelectorAll(".node.selected, tr.selected").forEach((x) => x.classList.remove("selected"));
     if (row) row.classList.add("selected");
@@ -117,12 +125,14 @@
         tag.description ? el("dt", { text: "Description" }) : null, tag.description ? el("dd", { text: tag.description }) : null,
         el("dt", { text: "Source edge" }), el("dd", { text: sp.group ? sp.group + "/" + sp.edge_node + (sp.device ? " · device " + sp.device : "") : "calculated in the cloud" }),
         sp.metric ? el("dt", { text: "Sparkplug metric" }) : null, sp.metric ? el("dd", { text: sp.metric }) : null,
-        el("dt", { text: "MQTT topic" }), el("dd", { text: topic })),
+        el("dt", { text: "MQTT topic" }), el("dd", { text: topic }),
+        el("dt", { text: "Template" }), el("dd", { id: "d-template", text: "…" })),
       el("p", { class: "toolbar" },
         el("a", { href: "/trends?tag=" + encodeURIComponent(tag.path), text: "Open in a trend" }),
         el("a", { href: "/machines/" + tag.path.split("/").slice(0, -1).join("/"), text: "Machine" }),
         el("button", { type: "button", onclick: () => copy(tag.path), text: "Copy path" }),
         el("button", { type: "button", onclick: () => copy(topic), text: "Copy topic" })));
+    templateOf(tag.path).then((t) => { const dd = document.getElementById("d-template"); if (dd && selected === tag.path) dd.textContent = t || "none (not a device of the fleet config)"; });
   }
   async function copy(text) {
     try { await navigator.clipboard.writeText(text); note.textContent = "Copied " + text; } catch (e) { note.textContent = text; }
