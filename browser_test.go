@@ -460,6 +460,8 @@ func TestBrowserPages(t *testing.T) {
 	b.waitJS("a new version", `document.getElementById("check").textContent.startsWith("saved as version")`, 10*time.Second)
 	b.do("roll out to Ghent's edge", chromedp.SetValue(chromedp.CSS("#roll-target"), `{"edge":"limeworks/ghent-edge"}`), chromedp.Click(chromedp.CSS(`#roll button[type="submit"]`)))
 	b.waitJS("the edge applies it", `(document.getElementById("progress-line") || {}).textContent?.includes("1 in-sync")`, 30*time.Second)
+	b.do("diff version 1 to the newest", chromedp.Click(chromedp.CSS(`#versions tr[data-version="1"] button`)))
+	b.waitJS("the diff", `[...document.querySelectorAll("#diff span.add")].some(s => s.textContent.includes("limit: 990"))`, 10*time.Second)
 	b.screenshots("config")
 
 	// Admin: a user scoped to Ghent made with the form; a token shown once.

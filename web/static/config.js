@@ -36,10 +36,15 @@
     body.textContent = "";
     const vs = j.versions.slice().sort((a, b) => b.version - a.version);
     head = vs.length ? vs[0].version : 0;
+    const baseSel = document.getElementById("diff-base");
+    const keep = baseSel.dataset.chosen ? Number(baseSel.value) : head; // the newest, unless one was chosen
+    baseSel.textContent = "";
+    for (const v of vs) baseSel.append(el("option", { value: v.version, text: "#" + v.version, selected: v.version === keep }));
     for (const v of vs) {
       const actions = el("td", {});
+      actions.append(el("button", { type: "button", text: "Diff", title: "What changed from this version to the one chosen above",
+        onclick: () => diff(v.version, Number(baseSel.value) || head) }));
       if (v.version !== head) {
-        actions.append(el("button", { type: "button", text: "Diff to #" + head, onclick: () => diff(v.version, head) }));
         if (canEdit) actions.append(" ", el("button", { type: "button", text: "Roll back", title: "Save version " + v.version + " again as the newest", onclick: () => rollback(v.version) }));
       }
       body.append(el("tr", { "data-version": v.version }, el("td", { class: "num", text: v.version }), el("td", { text: fmtDateTime(v.at) }),
@@ -50,6 +55,8 @@
     for (const v of vs) sel.append(el("option", { value: v.version, text: "#" + v.version + (v.message ? " · " + v.message : "") }));
     return vs;
   }
+
+  document.getElementById("diff-base").addEventListener("change", (e) => { e.target.dataset.chosen = "1"; });
 
   async function diff(from, to) {
     const pre = document.getElementById("diff");
