@@ -76,38 +76,43 @@ func TestWriteIsIdempotentAndSurvivesReopen(t *testing.T) {
 }
 
 // BenchmarkWriteBatch measures idempotent batched writes of 10,000 values
-// over 100 tags, the shape the archiver hands over, and then, for as long,
-// the bare DuckDB appender into a table without a key: it reports both
-// rates and the historian's share of the bare one.
+// a call, interleaved in time as the archiver hands them over: one value a
+// second of each of 100, 1,000 or 100,000 tags, so that a batch holds a
+// stretch of time across every tag. Then, for as long, the bare DuckDB
+// appender writes the same rows into a table without a key: it reports
+// both rates and the historian's share of the bare one.
 func BenchmarkWriteBatch(b *testing.B) {
+	for _, tags := range []int{100, 1000, 100_000} {
+		b.Run(fmt.Sprintf("tags=%d", tags), func(b *testing.B) { benchWrite(b, tags, 10_000) })
+	}
+}
+
+func benchWrite(b *testing.B, tags, batchSize int) {
 	ctx := context.Background()
 	h := openTest(b, filepath.Join(b.TempDir(), "bench.duckdb"))
-	const tags, perTag = 100, 100
 	paths := make([]uns.Path, tags)
 	for i := range paths {
-		paths[i] = uns.Path("limeworks/bench/area/line/m/tag" + string(rune('a'+i%26)) + string(rune('a'+i/26)))
+		paths[i] = uns.Path(fmt.Sprintf("limeworks/bench/area/line/m%03d/tag%03d", i/1000, i%1000))
 	}
-	batch := make([]uns.Sample, 0, tags*perTag)
-	t0 := time.Now()
+	batch := make([]uns.Sample, 0, batchSize)
+	t0 := time.Now().Add(-24 * time.Hour).Truncate(time.Second)
 	b.ReportAllocs()
-	n := 0
+	next := 0 // the next value, in arrival order: second by second, tag by tag
 	for b.Loop() {
 		batch = batch[:0]
-		for j := range perTag {
-			ts := t0.Add(time.Duration(n*perTag+j) * time.Millisecond)
-			for _, p := range paths {
-				batch = append(batch, uns.Sample{Path: p, TS: ts, Value: uns.Float(float64(j))})
-			}
+		for range batchSize {
+			ts := t0.Add(time.Duration(next/tags) * time.Second)
+			batch = append(batch, uns.Sample{Path: paths[next%tags], TS: ts, Value: uns.Float(float64(next % 977)), Quality: uns.Good})
+			next++
 		}
-		n++
 		if err := h.WriteBatch(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
 	}
 	took := b.Elapsed()
-	rate := float64(tags*perTag*b.N) / took.Seconds()
+	rate := float64(batchSize*b.N) / took.Seconds()
 	b.ReportMetric(rate, "values/s")
-	rows, bareTook, err := BareAppendRate(ctx, b.TempDir(), took, tags*perTag)
+	rows, bareTook, err := BareAppendRate(ctx, b.TempDir(), took, batchSize)
 	if err != nil {
 		b.Fatal(err)
 	}
