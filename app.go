@@ -331,8 +331,9 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	defer stop()
 	app, err := startCloudApp(ctx, cloud.Options{
 		DataDir: cfg.DataDir, HostID: cfg.HostID, NATSListen: cfg.NATS.Listen, NATSUsers: cfg.NATS.Users, NATSTLS: natsTLS, Uplink: uplink, SyncInterval: cfg.SyncInterval.Std(),
-		MQTT:        cloud.BrokerOptions{Listen: cfg.MQTT.Listen, TLS: mqttTLS, Users: cfg.MQTTUsers(), Limits: cfg.MQTT.Limits},
-		Retention:   cfg.RetentionRules(),
+		MQTT:            cloud.BrokerOptions{Listen: cfg.MQTT.Listen, TLS: mqttTLS, Users: cfg.MQTTUsers(), Limits: cfg.MQTT.Limits},
+		Retention:       cfg.RetentionRules(),
+		HistorianMemory: int64(cfg.Historian.MemoryLimit), HistorianThreads: cfg.Historian.Threads,
 		Health:      cfg.HealthOptions(),
 		UNSInterval: cfg.MQTT.UNSEvery(),
 		Logger:      log,

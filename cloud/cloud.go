@@ -42,6 +42,10 @@ type Options struct {
 	// (default an hour), the first time a minute after start.
 	Retention      []historian.RetentionRule
 	RetentionEvery time.Duration
+	// HistorianMemory and HistorianThreads bound DuckDB (zero: 256 MiB,
+	// every core).
+	HistorianMemory  int64
+	HistorianThreads int
 	// Health are the thresholds of the fleet's health and alarms.
 	Health HealthOptions
 	// UNSInterval is how often at most a tag's retained UNS JSON on the

@@ -42,6 +42,8 @@ type Config struct {
 	// Retention keeps the history of each UNS prefix for a while; the
 	// longest prefix that covers a tag applies. Without a rule, forever.
 	Retention []RetentionConfig `yaml:"retention"`
+	// Historian bounds the historian's memory and threads.
+	Historian HistorianConfig `yaml:"historian"`
 	// FleetHealth sets when an edge counts as degraded and when its
 	// conditions become alarms.
 	FleetHealth FleetHealthConfig `yaml:"fleet_health"`
@@ -197,6 +199,13 @@ type OIDCGroupRole struct {
 	Scope []string `yaml:"scope"`
 }
 
+// HistorianConfig bounds DuckDB's memory (default 256MiB: queries spill
+// to disk beyond it) and threads (default: the machine's cores).
+type HistorianConfig struct {
+	MemoryLimit config.Size `yaml:"memory_limit"`
+	Threads     int         `yaml:"threads"`
+}
+
 // MQTTConfig is the broker listener.
 type MQTTConfig struct {
 	Listen string    `yaml:"listen"`
@@ -281,6 +290,12 @@ func LoadConfig(file string) (*Config, error) {
 	}
 	if err := guard.CheckTokenSHA256(c.HTTP.MetricsTokenSHA256); err != nil {
 		errs = append(errs, fmt.Errorf("%s: http.metrics_%w", file, err))
+	}
+	if c.Historian.MemoryLimit < 0 || (c.Historian.MemoryLimit > 0 && c.Historian.MemoryLimit < 64<<20) {
+		errs = append(errs, fmt.Errorf("%s: historian.memory_limit: %d bytes: at least 64MiB", file, c.Historian.MemoryLimit))
+	}
+	if c.Historian.Threads < 0 || c.Historian.Threads > 256 {
+		errs = append(errs, fmt.Errorf("%s: historian.threads: %d: from 1 to 256, or 0 for every core", file, c.Historian.Threads))
 	}
 	if _, err := c.MQTT.TLS.Load(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: mqtt.%w", file, err))

@@ -126,7 +126,7 @@ func (c *Cloud) stopBus(context.Context) error {
 
 func (c *Cloud) startHistorian(ctx context.Context) error {
 	h, err := historian.Open(ctx, historian.Options{Path: filepath.Join(c.opts.DataDir, "history.duckdb"),
-		Retention: c.opts.Retention, RetentionEvery: c.opts.RetentionEvery, Logger: c.log})
+		Retention: c.opts.Retention, RetentionEvery: c.opts.RetentionEvery, MemoryLimit: c.opts.HistorianMemory, Threads: c.opts.HistorianThreads, Logger: c.log})
 	if err != nil {
 		return err
 	}
