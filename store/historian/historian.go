@@ -158,7 +158,7 @@ type Historian struct {
 	// newest is, per tag id, the newest timestamp stored (or about to
 	// be): never older than the truth, so that a sample newer than it is
 	// known to be new. Guarded by wmu.
-	newest map[int32]time.Time
+	newest newestByTag
 	// The minute sums the writer keeps (sums.go), guarded by wmu: sums by
 	// tag id, of the minute of the tag's newest value; done, of minutes
 	// the tag has moved past; unopen, open marks of sums dropped; clock,
@@ -237,7 +237,7 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
-	h := &Historian{opts: opts, db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}, newest: map[int32]time.Time{}, done: map[rollupMark]minuteSums{}}
+	h := &Historian{opts: opts, db: db, conn: conn, path: opts.Path, log: opts.Logger.With("component", "historian"), ids: map[uns.Path]int32{}, meta: map[uns.Path]tagMeta{}, marked: map[rollupMark]struct{}{}, done: map[rollupMark]minuteSums{}}
 	if err := h.migrate(ctx); err != nil {
 		h.Close()
 		return nil, err

@@ -94,6 +94,15 @@ func benchWrite(b *testing.B, tags, batchSize int) {
 	for i := range paths {
 		paths[i] = uns.Path(fmt.Sprintf("limeworks/bench/area/line/m%03d/tag%03d", i/1000, i%1000))
 	}
+	// The tags are born before their values come, as births put them in
+	// the historian.
+	born := make([]uns.Tag, len(paths))
+	for i, p := range paths {
+		born[i] = uns.Tag{Path: p, DataType: uns.TypeFloat64}
+	}
+	if err := h.UpsertTags(ctx, born); err != nil {
+		b.Fatal(err)
+	}
 	batch := make([]uns.Sample, 0, batchSize)
 	t0 := time.Now().Add(-24 * time.Hour).Truncate(time.Second)
 	b.ReportAllocs()

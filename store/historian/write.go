@@ -64,9 +64,33 @@ func (h *Historian) loadNewest(ctx context.Context) error {
 		if err := rows.Scan(&id, &ts); err != nil {
 			return fmt.Errorf("historian %s: newest values: %w", h.path, err)
 		}
-		h.newest[id] = ts
+		h.newest.set(id, ts)
 	}
 	return rows.Err()
+}
+
+// newestByTag keeps the newest timestamp of each tag by its id: tag ids
+// are small and dense (a sequence from 1), so a slice is their map, and a
+// lookup costs no hashing (it is made for every value written).
+type newestByTag []time.Time
+
+// get returns the newest timestamp of a tag, if it has one.
+func (n newestByTag) get(id int32) (time.Time, bool) {
+	if id < 0 || int(id) >= len(n) || n[id].IsZero() {
+		return time.Time{}, false
+	}
+	return n[id], true
+}
+
+// set records a tag's newest timestamp.
+func (n *newestByTag) set(id int32, ts time.Time) {
+	if id < 0 {
+		return
+	}
+	if int(id) >= len(*n) {
+		*n = append(*n, make([]time.Time, int(id)+1-len(*n)+len(*n)/4)...)
+	}
+	(*n)[id] = ts
 }
 
 // migrate rebuilds a points table made with a (tag, ts) primary key, as
@@ -134,7 +158,7 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 	for i := range samples {
 		s := &samples[i]
 		id := ids[i]
-		prev, ok := h.newest[id]
+		prev, ok := h.newest.get(id)
 		if ok && !s.TS.After(prev) {
 			if len(late) == 0 || s.TS.Before(lo) {
 				lo = s.TS
@@ -147,7 +171,7 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 			mark(rollupMark{id, unixMinute(s.TS)})
 			continue
 		}
-		h.newest[id] = s.TS
+		h.newest.set(id, s.TS)
 		open, d := h.sumNew(id, s, prev)
 		if open {
 			opened = append(opened, rollupMark{id, unixMinute(s.TS)})
