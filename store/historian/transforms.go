@@ -130,10 +130,24 @@ func (h *Historian) WriteTransitions(ctx context.Context, trs []uns.Transition) 
 	if len(trs) == 0 {
 		return nil
 	}
+	// Many rows a statement: a statement a row costs the journal's index
+	// a block of memory each within the transaction.
+	const perStatement = 200
 	err := h.inTx(ctx, func(tx *sql.Tx) error {
-		for _, t := range trs {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO alarm_journal VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-				t.TS, t.Alarm, t.Event, string(t.State), t.Tag, t.Kind, t.Priority, t.Class, t.Value, t.Text, t.Limit, t.User, t.Comment, t.Shelved); err != nil {
+		for start := 0; start < len(trs); start += perStatement {
+			part := trs[start:min(start+perStatement, len(trs))]
+			var q strings.Builder
+			q.WriteString(`INSERT INTO alarm_journal VALUES `)
+			args := make([]any, 0, 14*len(part))
+			for i, t := range part {
+				if i > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				args = append(args, t.TS, t.Alarm, t.Event, string(t.State), t.Tag, t.Kind, t.Priority, t.Class, t.Value, t.Text, t.Limit, t.User, t.Comment, t.Shelved)
+			}
+			q.WriteString(` ON CONFLICT DO NOTHING`)
+			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
 				return err
 			}
 		}

@@ -36,6 +36,10 @@ func TestCyclesAndJournalAreIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A redelivery within one batch: the same transition twice in a call.
+	if err := h.WriteTransitions(ctx, []uns.Transition{trs[0], trs[0]}); err != nil {
+		t.Fatal(err)
+	}
 	got, err := h.Cycles(ctx, CycleQuery{Machine: "lw/ghent/kilns/line1/kiln1", Name: "burn", From: t0, To: t0.Add(time.Hour), Limit: 100})
 	if err != nil {
 		t.Fatal(err)
