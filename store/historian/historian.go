@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS rollup_dirty (
 	bucket TIMESTAMPTZ NOT NULL,
 	PRIMARY KEY (tag_id, bucket)
 );
+CREATE TABLE IF NOT EXISTS points_compacted (
+	chunk TIMESTAMPTZ PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS rollup_open (
 	tag_id INTEGER NOT NULL,
 	bucket TIMESTAMPTZ NOT NULL

@@ -30,6 +30,7 @@ func (h *Historian) maintain(ctx context.Context) {
 	defer roll.Stop()
 	every := cmp.Or(h.opts.RetentionEvery, time.Hour)
 	next := time.Now().Add(min(time.Minute, every))
+	nextCompact := time.Now() // closed hours are rewritten in (tag, ts) order (compact.go)
 	for {
 		select {
 		case <-ctx.Done():
@@ -37,6 +38,10 @@ func (h *Historian) maintain(ctx context.Context) {
 		case <-roll.C:
 		}
 		h.RollupPass(ctx)
+		if time.Now().After(nextCompact) {
+			nextCompact = time.Now().Add(compactEvery)
+			h.compactPass(ctx, 4)
+		}
 		if len(h.opts.Retention) == 0 || time.Now().Before(next) {
 			continue
 		}

@@ -18,10 +18,11 @@ import (
 // by tag) as the archiver writes them, and a copy of the points ordered
 // by (tag, ts): the layout a read of one tag would like.
 var manyFixture struct {
-	once sync.Once
-	h    *Historian
-	t0   time.Time
-	err  error
+	once      sync.Once
+	h         *Historian
+	t0        time.Time
+	err       error
+	compacted bool // the historian's points are compacted (in the second half of the benchmark)
 }
 
 const manyTags, manySeconds = 1000, 10_000
@@ -65,8 +66,8 @@ func manyPath(i int) uns.Path { return uns.Path(fmt.Sprintf("limeworks/many/area
 // BenchmarkOneTagOfMany reads one tag among 1,000 whose 10 M points are
 // stored in arrival order: a 1,000-point trend over the whole range and
 // the tag's raw points, by the historian, and by the same SQL on the copy
-// ordered by (tag, ts) in the same run. The gap is what a layout that
-// lets DuckDB's zone maps skip other tags' rows would gain.
+// ordered by (tag, ts) in the same run, and then by the historian once it
+// has compacted its closed chunks (compact.go).
 func BenchmarkOneTagOfMany(b *testing.B) {
 	h, t0 := manyTagsFixture(b)
 	ctx := context.Background()
@@ -93,7 +94,13 @@ GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
 		}
 		return n
 	}
+	arrival := func(b *testing.B) {
+		if manyFixture.compacted {
+			b.Skip("the fixture is compacted already: run with -count 1")
+		}
+	}
 	b.Run("trend/historian", func(b *testing.B) {
+		arrival(b)
 		for b.Loop() {
 			if pts, err := h.Downsample(ctx, p, t0, to, 1000); err != nil || len(pts) == 0 {
 				b.Fatal(len(pts), err)
@@ -108,6 +115,7 @@ GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
 		}
 	})
 	b.Run("raw/historian", func(b *testing.B) {
+		arrival(b)
 		for b.Loop() {
 			if pts, err := h.History(ctx, p, t0, to, 0); err != nil || len(pts) != manySeconds {
 				b.Fatal(len(pts), err)
@@ -118,6 +126,31 @@ GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
 		for b.Loop() {
 			if n := count("points_by_tag", rawSQL, id, t0, to); n != manySeconds {
 				b.Fatal(n)
+			}
+		}
+	})
+	// The historian's own compaction of the closed chunks (all of them
+	// here: the data is old), then the same reads.
+	if !manyFixture.compacted {
+		began := time.Now()
+		n, err := h.Compact(ctx, to.Add(time.Hour))
+		if err != nil {
+			b.Fatal(err)
+		}
+		manyFixture.compacted = true
+		b.Logf("compacted %d chunks of 10 minutes (%d points) in %s", n, manyTags*manySeconds, time.Since(began).Round(time.Millisecond))
+	}
+	b.Run("trend/historian-compacted", func(b *testing.B) {
+		for b.Loop() {
+			if pts, err := h.Downsample(ctx, p, t0, to, 1000); err != nil || len(pts) == 0 {
+				b.Fatal(len(pts), err)
+			}
+		}
+	})
+	b.Run("raw/historian-compacted", func(b *testing.B) {
+		for b.Loop() {
+			if pts, err := h.History(ctx, p, t0, to, 0); err != nil || len(pts) != manySeconds {
+				b.Fatal(len(pts), err)
 			}
 		}
 	})
