@@ -61,7 +61,9 @@ FROM range(?) t(i)`, manyTags, f.t0, manyTags, manyTags*manySeconds); f.err != n
 	return f.h, f.t0
 }
 
-func manyPath(i int) uns.Path { return uns.Path(fmt.Sprintf("limeworks/many/area/line/m%02d/t%03d", i/100, i%100)) }
+func manyPath(i int) uns.Path {
+	return uns.Path(fmt.Sprintf("limeworks/many/area/line/m%02d/t%03d", i/100, i%100))
+}
 
 // BenchmarkOneTagOfMany reads one tag among 1,000 whose 10 M points are
 // stored in arrival order: a 1,000-point trend over the whole range and
