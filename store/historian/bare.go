@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/calx-iiot/calx/uns"
 	"github.com/duckdb/duckdb-go/v2"
 )
 
@@ -55,4 +56,55 @@ func BareAppendRate(ctx context.Context, dir string, d time.Duration, batch int)
 		rows += int64(batch)
 	}
 	return rows, time.Since(start), ctx.Err()
+}
+
+// bareTable is a table of the points' shape without a key, in a file of
+// its own, that takes batches as the bare appender does: the baseline a
+// benchmark measures turn about with the historian, so that both see the
+// disk in the same state.
+type bareTable struct {
+	db   *sql.DB
+	conn *sql.Conn
+}
+
+func openBare(ctx context.Context, dir string) (*bareTable, error) {
+	connector, err := duckdb.NewConnector(filepath.Join(dir, "bare.duckdb")+"?autoinstall_known_extensions=false&autoload_known_extensions=false", nil)
+	if err != nil {
+		return nil, fmt.Errorf("bare appender: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	if _, err := db.ExecContext(ctx, `SET checkpoint_threshold = '256MB'; CREATE TABLE points (tag_id INTEGER NOT NULL, ts TIMESTAMPTZ NOT NULL,
+	value DOUBLE, value_int BIGINT, value_str VARCHAR, quality UTINYINT NOT NULL)`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("bare appender: %w", err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("bare appender: %w", err)
+	}
+	return &bareTable{db: db, conn: conn}, nil
+}
+
+// append commits samples as rows of tag ids (by their index in ids).
+func (b *bareTable) append(samples []uns.Sample, ids []int32) error {
+	return b.conn.Raw(func(dc any) error {
+		app, err := duckdb.NewAppenderFromConn(dc.(driver.Conn), "", "points")
+		if err != nil {
+			return err
+		}
+		for i := range samples {
+			s := &samples[i]
+			if err := app.AppendRow(ids[i], s.TS, s.Value.F, nil, nil, uint8(s.Quality)); err != nil {
+				app.Close()
+				return err
+			}
+		}
+		return app.Close()
+	})
+}
+
+func (b *bareTable) close() {
+	b.conn.Close()
+	b.db.Close()
 }
