@@ -211,8 +211,14 @@ func (s *site) startCloud() {
 	s.t.Helper()
 	s.cloud.start()
 	s.api.token = ""
-	checkFor(s.t, 30*time.Second, 50*time.Millisecond, func() error {
-		res, err := http.Get("http://" + s.httpAddr + "/readyz")
+	waitReady(s.t, s.httpAddr, 50*time.Millisecond)
+}
+
+// waitReady polls a cloud's /readyz every so often until it answers 200.
+func waitReady(t *testing.T, httpAddr string, every time.Duration) {
+	t.Helper()
+	checkFor(t, 30*time.Second, every, func() error {
+		res, err := http.Get("http://" + httpAddr + "/readyz")
 		if err != nil {
 			return err
 		}

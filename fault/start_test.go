@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -27,19 +26,8 @@ func TestDemoStartToFirstLiveValue(t *testing.T) {
 	began := time.Now()
 	p.start()
 	t.Cleanup(p.stop)
-	var ready time.Duration
-	checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
-		res, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", res.StatusCode)
-		}
-		ready = time.Since(began)
-		return nil
-	})
+	waitReady(t, httpAddr, 5*time.Millisecond)
+	ready := time.Since(began)
 	b, _ := json.Marshal(map[string]string{"username": "admin", "password": "fault-admin-pw"})
 	res, err := http.Post("http://"+httpAddr+"/api/v1/login", "application/json", bytes.NewReader(b))
 	if err != nil {

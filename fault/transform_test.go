@@ -5,7 +5,6 @@ package fault
 import (
 	"fmt"
 	"math"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -105,17 +104,7 @@ devices:
 	startCloud := func() {
 		cloud.start()
 		c.token = ""
-		checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-			res, err := http.Get("http://" + httpAddr + "/readyz")
-			if err != nil {
-				return err
-			}
-			res.Body.Close()
-			if res.StatusCode != 200 {
-				return fmt.Errorf("readyz %d", res.StatusCode)
-			}
-			return nil
-		})
+		waitReady(t, httpAddr, 50*time.Millisecond)
 	}
 	startCloud()
 	if err := c.do("PUT", "/api/v1/config?message=kiln", []byte(kilnFleet), nil); err != nil {

@@ -134,6 +134,19 @@ window.Calx = (function () {
   countAlarms();
   setInterval(countAlarms, 30000);
 
+  // The KPIs of a machine of the fleet config (device d): the tags its
+  // template's dashboard names (or its state), each with its latest value
+  // when it has one.
+  async function machineKPIs(d, boards) {
+    const layout = boards.find((b) => b.template === d.Template);
+    const names = layout && layout.kpis.length ? layout.kpis : ["state"];
+    let tags = [];
+    try { tags = (await get("/api/v1/latest?prefix=" + encodeURIComponent(d.Path))).tags; } catch (e) { /* shown without values */ }
+    return names.map((name) => ({ name, tag: tags.find((t) => t.path === d.Path + "/" + name) }));
+  }
+  // fmtTagValue is a tag's latest value with its unit.
+  function fmtTagValue(t) { return t && t.ts ? fmtValue(t.value) + (t.unit ? " " + t.unit : "") : "—"; }
+
   // Query parameters of the page's URL, kept in step with what it shows.
   function params() { return new URLSearchParams(window.location.search); }
   function setParams(p) {
@@ -141,5 +154,5 @@ window.Calx = (function () {
     window.history.replaceState(null, "", window.location.pathname + (s ? "?" + s : ""));
   }
 
-  return { api, get, el, fmtValue, fmtTime, fmtDateTime, fmtAge, alarmName, live, setConn, params, setParams };
+  return { api, get, el, fmtValue, fmtTagValue, fmtTime, fmtDateTime, fmtAge, alarmName, live, setConn, params, setParams, machineKPIs };
 })();

@@ -24,13 +24,9 @@
     const mine = inst.filter((d) => d.Path.startsWith(site + "/")).slice(0, 6);
     const out = [];
     for (const d of mine) {
-      const layout = boards.find((b) => b.template === d.Template);
-      const kpis = layout && layout.kpis.length ? layout.kpis : ["state"];
-      let tags = [];
-      try { tags = (await get("/api/v1/latest?prefix=" + encodeURIComponent(d.Path))).tags; } catch (e) { /* shown without values */ }
-      const vals = kpis.map((k) => tags.find((t) => t.path === d.Path + "/" + k)).filter(Boolean);
+      const kpis = (await Calx.machineKPIs(d, boards)).filter((k) => k.tag);
       out.push(el("li", {}, el("a", { href: "/machines/" + d.Path, text: d.Path.split("/").pop() }),
-        ...vals.map((t) => el("span", { class: "kpi", title: t.path }, " · " + t.path.split("/").pop() + " ", el("strong", { text: Calx.fmtValue(t.value) + (t.unit ? " " + t.unit : "") })))));
+        ...kpis.map((k) => el("span", { class: "kpi", title: k.tag.path }, " · " + k.tag.path.split("/").pop() + " ", el("strong", { text: Calx.fmtTagValue(k.tag) })))));
     }
     return out.length ? el("ul", { class: "machines" }, ...out) : null;
   }

@@ -3,7 +3,7 @@
 // alarms and its areas.
 (function () {
   "use strict";
-  const { get, el, fmtValue, fmtDateTime, alarmName } = Calx;
+  const { get, el, fmtDateTime, alarmName } = Calx;
   const site = decodeURIComponent(window.location.pathname.replace(/^\/sites\//, "")).replace(/\/$/, "");
   const prios = ["urgent", "high", "medium", "low"];
 
@@ -28,19 +28,13 @@
     const box = document.getElementById("machines");
     box.textContent = "";
     for (const d of machines) {
-      const layout = boards.find((b) => b.template === d.Template);
-      const kpis = layout && layout.kpis.length ? layout.kpis : ["state"];
-      let tags = [];
-      try { tags = (await get("/api/v1/latest?prefix=" + encodeURIComponent(d.Path))).tags; } catch (e) { /* shown without values */ }
+      const kpis = await Calx.machineKPIs(d, boards);
       const mine = alarms.alarms.filter((a) => a.device === d.Path);
       const worst = prios.find((p) => mine.some((a) => a.priority === p && a.state === "active_unacked"));
       box.append(el("article", { class: "card" + (worst === "urgent" || worst === "high" ? " down" : ""), "data-machine": d.Path },
         el("h2", {}, el("a", { href: "/machines/" + d.Path, text: d.Path.slice(site.length + 1) })),
         el("span", { class: "muted small", text: "template " + (d.Template || "—") }),
-        el("dl", { class: "meta" }, ...kpis.flatMap((k) => {
-          const t = tags.find((x) => x.path === d.Path + "/" + k);
-          return [el("dt", { text: k }), el("dd", { text: t && t.ts ? fmtValue(t.value) + (t.unit ? " " + t.unit : "") : "—" })];
-        })),
+        el("dl", { class: "meta" }, ...kpis.flatMap((k) => [el("dt", { text: k.name }), el("dd", { text: Calx.fmtTagValue(k.tag) })])),
         el("div", { class: "facts" }, ...(mine.length ? prios.map((p) => [p, mine.filter((a) => a.priority === p).length]).filter(([, n]) => n)
           .map(([p, n]) => el("span", { class: "prio prio-" + p, text: n + " " + p })) : [el("span", { class: "muted", text: "no active alarms" })]))));
     }
