@@ -41,7 +41,7 @@ vet:
 # processes, and the other end-to-end tests are not to share the two cores
 # with them.
 test: web interop vet
-	$(GO) test -count=1 -p 1 -timeout 25m ./...
+	$(GO) test -count=1 -p 1 -timeout 10m ./...
 
 # Run each fuzz target for a while (FUZZTIME=1m make fuzz).
 FUZZTIME ?= 20s

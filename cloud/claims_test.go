@@ -9,6 +9,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/calx-iiot/calx/internal/stuck"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
@@ -181,7 +182,9 @@ edges:
 	if err := c2.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c2.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		stuck.Within(t, time.Minute, "the cloud's shutdown", func() { c2.Shutdown(context.Background()) })
+	})
 	if tag, ok := c2.Registry.Get(uns.Path(first)); !ok || tag.Sparkplug.Edge != "e1" {
 		t.Fatalf("after a restart: %+v %v", tag, ok)
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/calx-iiot/calx/edge/edgetest"
+	"github.com/calx-iiot/calx/internal/stuck"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
@@ -61,7 +62,9 @@ func startCloudWith(t *testing.T, opts Options) *Cloud {
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		stuck.Within(t, time.Minute, "the cloud's shutdown", func() { c.Shutdown(context.Background()) })
+	})
 	return c
 }
 
@@ -311,7 +314,9 @@ func TestNoOpenBroker(t *testing.T) {
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		stuck.Within(t, time.Minute, "the cloud's shutdown", func() { c.Shutdown(context.Background()) })
+	})
 	if _, err := dial(t, c, "", ""); err == nil {
 		t.Fatal("anonymous client accepted")
 	}
@@ -354,7 +359,9 @@ func TestProvisionedAccounts(t *testing.T) {
 	c.Shutdown(context.Background())
 
 	c = start()
-	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		stuck.Within(t, time.Minute, "the cloud's shutdown", func() { c.Shutdown(context.Background()) })
+	})
 	if _, err := dial(t, c, user, pw); err != nil {
 		t.Fatalf("provisioned edge after restart: %v", err)
 	}
@@ -728,7 +735,9 @@ func TestStartContextEndsBeforeShutdown(t *testing.T) {
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		stuck.Within(t, time.Minute, "the cloud's shutdown", func() { c.Shutdown(context.Background()) })
+	})
 	cancel() // the signal
 	// Data comes after the loops' fetches in hand have ended (they wait
 	// up to 200 ms), so only loops still running can take it.

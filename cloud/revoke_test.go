@@ -11,6 +11,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/calx-iiot/calx/internal/stuck"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
@@ -116,7 +117,9 @@ func TestRevocation(t *testing.T) {
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		stuck.Within(t, time.Minute, "the cloud's shutdown", func() { c.Shutdown(context.Background()) })
+	})
 	for _, tc := range []struct{ user, pw string }{{"e1", "pw1"}, {user2, pw2}, {"mes", "mes-password"}} {
 		if _, err := dial(t, c, tc.user, tc.pw); err == nil {
 			t.Errorf("%s logged in after a restart", tc.user)

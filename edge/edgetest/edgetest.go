@@ -12,6 +12,7 @@ import (
 
 	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/edge"
+	"github.com/calx-iiot/calx/internal/stuck"
 )
 
 // Sink records the latest reading of each tag, the number of reads and
@@ -107,7 +108,7 @@ func Run(t *testing.T, c edge.Connector) *Sink {
 			t.Errorf("connector stopped: %v", err)
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); stuck.Within(t, time.Minute, "the connector's stop", func() { <-done }) })
 	return s
 }
 
@@ -153,6 +154,8 @@ func Start(t testing.TB, opts edge.Options) *edge.Edge {
 	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		stuck.Within(t, time.Minute, "the edge's shutdown", func() { e.Shutdown(context.Background()) })
+	})
 	return e
 }

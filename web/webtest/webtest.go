@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/internal/stuck"
 	"github.com/calx-iiot/calx/web"
 )
 
@@ -90,11 +91,13 @@ func StartWith(t testing.TB, co cloud.Options, wo web.Options, users ...web.User
 // the first call's error.
 func (a *App) Shutdown(ctx context.Context) error {
 	a.once.Do(func() {
-		var errWeb error
-		if a.Web != nil {
-			errWeb = a.Web.Shutdown(ctx)
-		}
-		a.err = errors.Join(errWeb, a.Cloud.Shutdown(ctx))
+		stuck.Within(a.t, time.Minute, "the cloud's shutdown", func() {
+			var errWeb error
+			if a.Web != nil {
+				errWeb = a.Web.Shutdown(ctx)
+			}
+			a.err = errors.Join(errWeb, a.Cloud.Shutdown(ctx))
+		})
 	})
 	return a.err
 }
