@@ -179,8 +179,22 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 			mark(rollupMark{id, unixMinute(s.TS)})
 		}
 	}
+	// Values that are all new and open no minute go in with the appender's
+	// own commit, the way DuckDB appends fastest (inside an explicit
+	// transaction the rows go to the transaction's storage first and are
+	// merged at the commit: a third more time at 100,000 tags). The rest
+	// take one transaction, so that their rollup marks are committed with
+	// them. Either is idempotent: a redelivery finds the new values stored
+	// (the newest timestamps are loaded from the table) and sends them
+	// down the late path, which skips what is stored.
 	err = h.conn.Raw(func(dc any) error {
 		c := dc.(driver.Conn)
+		if len(late) == 0 && len(dirty) == 0 && len(opened) == 0 {
+			if err := appendPoints(c, "", "points", samples, ids, nil, false); err != nil {
+				return fmt.Errorf("historian: append %d values: %w", len(samples), err)
+			}
+			return nil
+		}
 		ex := dc.(driver.ExecerContext)
 		if _, err := ex.ExecContext(ctx, `BEGIN TRANSACTION`, nil); err != nil {
 			return fmt.Errorf("historian: begin: %w", err)
