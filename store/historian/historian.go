@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
@@ -157,6 +158,9 @@ type Historian struct {
 	// marked are the rollup marks written and not rolled up since: a
 	// minute of a tag is marked once, not at every batch. Guarded by wmu.
 	marked map[rollupMark]struct{}
+	// hoursBuilt is the end of the hour rollups built (hourly.go), in
+	// Unix seconds; 0 before any.
+	hoursBuilt atomic.Int64
 	// newest is, per tag id, the newest timestamp stored (or about to
 	// be): never older than the truth, so that a sample newer than it is
 	// known to be new. Guarded by wmu.
@@ -214,7 +218,7 @@ func Open(ctx context.Context, opts Options) (*Historian, error) {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: %w", opts.Path, err)
 	}
-	if _, err := db.ExecContext(ctx, Schema); err != nil {
+	if _, err := db.ExecContext(ctx, Schema+hourlySchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("historian %s: schema: %w", opts.Path, err)
 	}

@@ -41,6 +41,7 @@ func (h *Historian) maintain(ctx context.Context) {
 		if time.Now().After(nextCompact) {
 			nextCompact = time.Now().Add(compactEvery)
 			h.compactPass(ctx, 4)
+			h.hourPass(ctx)
 		}
 		if len(h.opts.Retention) == 0 || time.Now().Before(next) {
 			continue

@@ -89,12 +89,24 @@ func (h *Historian) ApplyRetention(ctx context.Context, rules []RetentionRule, n
 			res.Deleted += n
 		}
 		if r.Rollups > 0 {
-			out, err := conn.ExecContext(ctx, `DELETE FROM rollup_1m WHERE tag_id IN `+in+` AND bucket < ?`, now.Add(-r.Rollups))
+			cutoff := now.Add(-r.Rollups)
+			out, err := conn.ExecContext(ctx, `DELETE FROM rollup_1m WHERE tag_id IN `+in+` AND bucket < ?`, cutoff)
 			if err != nil {
 				return res, fmt.Errorf("historian: retention of %s rollups: %w", r.Prefix, err)
 			}
 			n, _ := out.RowsAffected()
 			res.RollupsDeleted += n
+			// Hours that ended by the cutoff go; the hour it falls in is
+			// built again from the minutes left.
+			hour := cutoff.Truncate(time.Hour)
+			if _, err := conn.ExecContext(ctx, `DELETE FROM rollup_1h WHERE tag_id IN `+in+` AND bucket < ?`, hour); err != nil {
+				return res, fmt.Errorf("historian: retention of %s hour rollups: %w", r.Prefix, err)
+			}
+			if !hour.Equal(cutoff) {
+				if _, err := conn.ExecContext(ctx, markStaleHours(`(SELECT ?::TIMESTAMPTZ AS bucket)`, "TRUE"), hour); err != nil {
+					return res, fmt.Errorf("historian: retention of %s hour rollups: %w", r.Prefix, err)
+				}
+			}
 		}
 	}
 	if res.Exported > 0 {

@@ -33,6 +33,18 @@ func TestRetentionAndArchive(t *testing.T) {
 	if _, err := h.Rollup(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := h.BuildHours(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	hourRows := func(p uns.Path) (n int) {
+		if err := h.db.QueryRowContext(ctx, `SELECT count(*) FROM rollup_1h WHERE tag_id = (SELECT id FROM tags WHERE path = ?)`, string(p)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if hourRows(b) != 100 {
+		t.Fatalf("%d hour rollups of b, want 100", hourRows(b))
+	}
 	rules := []RetentionRule{
 		{Prefix: "ent", Raw: 60 * 24 * time.Hour, Rollups: 80 * 24 * time.Hour},
 		{Prefix: "ent/a", Raw: 30 * 24 * time.Hour, Export: true},
@@ -45,6 +57,9 @@ func TestRetentionAndArchive(t *testing.T) {
 	// b's rollups older than 80 days deleted (20); other/ untouched.
 	if res.Exported != 70 || res.Deleted != 110 || res.RollupsDeleted != 20 {
 		t.Fatalf("retention %+v", res)
+	}
+	if hourRows(b) != 80 || hourRows(c) != 100 {
+		t.Fatalf("hour rollups left: b %d, want 80; other %d, want 100", hourRows(b), hourRows(c))
 	}
 	count := func(p uns.Path) int64 {
 		n, _ := h.Count(ctx, p)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/duckdb/duckdb-go/v2"
@@ -159,6 +160,9 @@ GROUP BY ALL`, first, last.Add(time.Minute))
 	if err != nil {
 		return 0, fmt.Errorf("historian: rollup: %w", err)
 	}
+	if _, err := tx.ExecContext(ctx, markStaleHours("rollup_todo", "TRUE")); err != nil {
+		return 0, fmt.Errorf("historian: rollup: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM rollup_dirty WHERE (tag_id, bucket) IN (SELECT tag_id, bucket FROM rollup_todo)`); err != nil {
 		return 0, fmt.Errorf("historian: rollup: %w", err)
 	}
@@ -202,9 +206,21 @@ func (h *Historian) RollupPass(ctx context.Context) {
 // a chart's bucket spans many minutes.
 func (h *Historian) downsampleRollup(ctx context.Context, id int32, p uns.Path, from, to time.Time, buckets int) ([]Point, error) {
 	span := max(to.Sub(from).Microseconds()+1, int64(buckets))
-	rows, err := h.db.QueryContext(ctx, `SELECT arg_min(ts_min, vmin), min(vmin), arg_max(ts_max, vmax), max(vmax) FROM rollup_1m
-WHERE tag_id = ? AND bucket >= ? AND bucket <= ?
-GROUP BY (epoch_us(bucket) - ?) * ? // ? ORDER BY 1`, id, from.Truncate(time.Minute), to, from.UnixMicro(), int64(buckets), span)
+	src := `SELECT bucket, ts_min, vmin, ts_max, vmax FROM rollup_1m WHERE tag_id = $1 AND bucket >= $2 AND bucket <= $3`
+	args := []any{id, from.Truncate(time.Minute), to, from.UnixMicro(), int64(buckets), span}
+	// Charts of two-hour buckets and wider read the hour rollups where
+	// they answer (hourly.go), and the minutes around and between them.
+	if to.Sub(from)/time.Duration(buckets) >= hourChartBucket {
+		hours, err := h.hourSources(ctx, from, to, len(args)+1)
+		if err != nil {
+			return nil, fmt.Errorf("historian: downsample %s: %w", p, err)
+		}
+		if hours.sql != "" {
+			src, args = hours.sql, append(args, hours.args...)
+		}
+	}
+	rows, err := h.db.QueryContext(ctx, `SELECT arg_min(ts_min, vmin), min(vmin), arg_max(ts_max, vmax), max(vmax) FROM (`+src+`)
+GROUP BY (epoch_us(bucket) - $4) * $5 // $6 ORDER BY 1`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("historian: downsample %s: %w", p, err)
 	}
@@ -218,6 +234,9 @@ GROUP BY (epoch_us(bucket) - ?) * ? // ? ORDER BY 1`, id, from.Truncate(time.Min
 		}
 		out = appendMinMax(out, tMin, vMin, tMax, vMax, uns.Good)
 	}
+	// An hour goes to the chart bucket it starts in: its lowest or
+	// highest point may lie in the next one.
+	slices.SortFunc(out, func(a, b Point) int { return a.TS.Compare(b.TS) })
 	return out, rows.Err()
 }
 

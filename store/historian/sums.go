@@ -243,6 +243,7 @@ func (h *Historian) flushSums(ctx context.Context, now time.Time, grace time.Dur
 			`INSERT OR REPLACE INTO rollup_1m SELECT tag_id, bucket, n, sum, vmin, vmax, ts_min, ts_max FROM rollup_sums
 WHERE kind = 0 AND n > 0`,
 			`INSERT OR IGNORE INTO rollup_dirty SELECT tag_id, bucket FROM rollup_sums WHERE kind = 1`,
+			markStaleHours("rollup_sums", "kind = 0 AND n > 0"),
 			`DELETE FROM rollup_open o USING rollup_sums s WHERE o.tag_id = s.tag_id AND o.bucket = s.bucket`,
 			`DELETE FROM rollup_sums`,
 			`COMMIT`,

@@ -125,6 +125,9 @@ WHERE table_name = 'points' AND constraint_type = 'PRIMARY KEY'`).Scan(&keyed); 
 		}
 		h.log.Info("points table rebuilt without its primary key", "took", time.Since(start))
 	}
+	if err := h.loadHoursBuilt(ctx); err != nil {
+		return err
+	}
 	return h.loadNewest(ctx)
 }
 
