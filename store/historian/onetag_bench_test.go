@@ -20,6 +20,7 @@ import (
 var manyFixture struct {
 	once      sync.Once
 	h         *Historian
+	path      string
 	t0        time.Time
 	err       error
 	compacted bool // the historian's points are compacted (in the second half of the benchmark)
@@ -36,7 +37,8 @@ func manyTagsFixture(b *testing.B) (*Historian, time.Time) {
 			return
 		}
 		ctx := context.Background()
-		if f.h, f.err = Open(ctx, Options{Path: filepath.Join(dir, "many.duckdb")}); f.err != nil {
+		f.path = filepath.Join(dir, "many.duckdb")
+		if f.h, f.err = Open(ctx, Options{Path: f.path}); f.err != nil {
 			return
 		}
 		f.t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -152,6 +154,35 @@ GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`
 	b.Run("raw/historian-compacted", func(b *testing.B) {
 		for b.Loop() {
 			if pts, err := h.History(ctx, p, t0, to, 0); err != nil || len(pts) != manySeconds {
+				b.Fatal(len(pts), err)
+			}
+		}
+	})
+	// Cold: the historian opened anew before each read, DuckDB's buffers
+	// empty (the operating system's file cache is as it is).
+	reopen := func(b *testing.B) {
+		b.StopTimer()
+		defer b.StartTimer()
+		if err := manyFixture.h.Close(); err != nil {
+			b.Fatal(err)
+		}
+		var err error
+		if manyFixture.h, err = Open(ctx, Options{Path: manyFixture.path}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("trend/historian-compacted-cold", func(b *testing.B) {
+		for range b.N {
+			reopen(b)
+			if pts, err := manyFixture.h.Downsample(ctx, p, t0, to, 1000); err != nil || len(pts) == 0 {
+				b.Fatal(len(pts), err)
+			}
+		}
+	})
+	b.Run("raw/historian-compacted-cold", func(b *testing.B) {
+		for range b.N {
+			reopen(b)
+			if pts, err := manyFixture.h.History(ctx, p, t0, to, 0); err != nil || len(pts) != manySeconds {
 				b.Fatal(len(pts), err)
 			}
 		}
