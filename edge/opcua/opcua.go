@@ -338,6 +338,9 @@ func (srv *Server) poll(ctx context.Context, c *opcua.Client, sink connector.Sin
 	}
 }
 
+// monitorPerCall is the most monitored items created by one call.
+const monitorPerCall = 1000
+
 // subscribe creates monitored items for every variable and emits what the
 // server publishes.
 func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink connector.Sink) error {
@@ -350,30 +353,30 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink connecto
 	for i, t := range srv.s.Tags {
 		items = append(items, srv.item(i, t, true))
 	}
-	res, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, items...)
+	results, err := srv.monitor(ctx, sub, items)
 	if err != nil {
-		return fmt.Errorf("opcua %s: monitor: %w", srv.s.Endpoint, err)
+		return err
 	}
 	// A server that refuses the deadband filter gets the item without it:
 	// report by exception then happens at the edge alone.
 	var retry []*ua.MonitoredItemCreateRequest
-	for i, r := range res.Results {
+	for i, r := range results {
 		if i < len(srv.s.Tags) && r.StatusCode != ua.StatusOK && items[i].RequestedParameters.Filter != nil {
 			retry = append(retry, srv.item(i, srv.s.Tags[i], false))
 		}
 	}
 	if len(retry) > 0 {
-		again, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, retry...)
+		again, err := srv.monitor(ctx, sub, retry)
 		if err != nil {
-			return fmt.Errorf("opcua %s: monitor: %w", srv.s.Endpoint, err)
+			return err
 		}
-		for k, r := range again.Results {
-			res.Results[retry[k].RequestedParameters.ClientHandle] = r
+		for k, r := range again {
+			results[retry[k].RequestedParameters.ClientHandle] = r
 		}
 	}
 	now := time.Now()
 	var bad []connector.Reading
-	for i, r := range res.Results {
+	for i, r := range results {
 		if r.StatusCode != ua.StatusOK && i < len(srv.s.Tags) {
 			t := srv.s.Tags[i]
 			srv.log.Warn("variable refused by the server", "tag", t.Name, "node_id", t.NodeID, "status", r.StatusCode)
@@ -412,6 +415,25 @@ func (srv *Server) subscribe(ctx context.Context, c *opcua.Client, sink connecto
 			sink.Emit(rs)
 		}
 	}
+}
+
+// monitor creates items on sub, monitorPerCall at a time (servers bound
+// the items of one call, and the size of a message), and returns their
+// results in the order of items.
+func (srv *Server) monitor(ctx context.Context, sub *opcua.Subscription, items []*ua.MonitoredItemCreateRequest) ([]*ua.MonitoredItemCreateResult, error) {
+	var results []*ua.MonitoredItemCreateResult
+	for start := 0; start < len(items); start += monitorPerCall {
+		end := min(start+monitorPerCall, len(items))
+		res, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, items[start:end]...)
+		if err != nil {
+			return nil, fmt.Errorf("opcua %s: monitor items %d to %d of %d: %w", srv.s.Endpoint, start+1, end, len(items), err)
+		}
+		if len(res.Results) != end-start {
+			return nil, fmt.Errorf("opcua %s: monitor items %d to %d of %d: %d results", srv.s.Endpoint, start+1, end, len(items), len(res.Results))
+		}
+		results = append(results, res.Results...)
+	}
+	return results, nil
 }
 
 // item is the monitored item of tag i; with filter, the tag's deadband goes

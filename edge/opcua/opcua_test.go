@@ -39,24 +39,33 @@ func (quiet) Error(string, ...any) {}
 // a map namespace of plant values.
 func startServer(t *testing.T) (*server.MapNamespace, string) {
 	t.Helper()
+	return startServerWith(t, func(ns *server.MapNamespace) {
+		ns.Data["Kiln1.Temp"] = 1101.5
+		ns.Data["Kiln1.Cycles"] = int32(42)
+		ns.Data["Kiln1.Running"] = true
+		ns.Data["Kiln1.State"] = "running"
+		ns.Data["Kiln1.Setpoint"] = 18.0
+	})
+}
+
+// startServerWith runs the server with the variables fill puts in its map
+// namespace, until the test ends.
+func startServerWith(tb testing.TB, fill func(*server.MapNamespace)) (*server.MapNamespace, string) {
+	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	s := server.New(server.EnableSecurity("None", ua.MessageSecurityModeNone), server.EnableAuthMode(ua.UserTokenTypeAnonymous),
 		server.EndPoint("127.0.0.1", port), server.SetLogger(quiet{}))
 	ns := server.NewMapNamespace(s, "Plant")
-	ns.Data["Kiln1.Temp"] = 1101.5
-	ns.Data["Kiln1.Cycles"] = int32(42)
-	ns.Data["Kiln1.Running"] = true
-	ns.Data["Kiln1.State"] = "running"
-	ns.Data["Kiln1.Setpoint"] = 18.0
+	fill(ns)
 	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	tb.Cleanup(func() { s.Close() })
 	return ns, "opc.tcp://127.0.0.1:" + strconv.Itoa(port)
 }
 
