@@ -15,6 +15,7 @@ import (
 	"github.com/calx-iiot/calx/bench"
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/guard"
 	"github.com/calx-iiot/calx/web"
 )
 
@@ -151,7 +152,10 @@ func benchCloud(ctx context.Context, sc bench.Scenario, log *slog.Logger) (func(
 	// The bench stops its edges on purpose and drains afterwards: no
 	// offline alarms for them while it does.
 	health := cloud.HealthOptions{OfflineAfter: 24 * time.Hour}
-	app, err := startCloudApp(ctx, cloud.Options{DataDir: filepath.Join(dir, "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users},
+	// Every simulated edge connects from this machine's address: the
+	// broker's cap of connections from one address must hold them all.
+	limits := guard.Limits{MaxPerAddress: max(guard.DefaultMaxPerAddress, 2*len(users)+64)}
+	app, err := startCloudApp(ctx, cloud.Options{DataDir: filepath.Join(dir, "cloud"), MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users, Limits: limits},
 		Health: health, Logger: log},
 		[]web.User{{Username: "admin", PasswordHash: string(adminHash), Role: web.RoleAdmin}}, web.Options{Listen: "127.0.0.1:0"}, log)
 	if err != nil {

@@ -74,7 +74,7 @@ func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
 	free := make(chan []uns.Sample, 2) // two batches' slices take turns
 	free <- nil
 	free <- nil
-	l := store.Loop[[]uns.Sample]{Batch: 1000, MaxWait: 100 * time.Millisecond, Log: a.log, Depth: 1,
+	l := store.Loop[[]uns.Sample]{Batch: 1000, MaxWait: 100 * time.Millisecond, Linger: 20 * time.Millisecond, Log: a.log, Depth: 1,
 		Take: func(ctx context.Context, msgs iter.Seq[jetstream.Msg]) ([]uns.Sample, error) {
 			var samples []uns.Sample
 			select {

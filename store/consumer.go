@@ -76,6 +76,11 @@ type Loop[T any] struct {
 	// acknowledged. Without Finish a batch is acknowledged once taken.
 	Finish func(ctx context.Context, work T) error
 	Depth  int
+	// Linger, when set, is how long a consumer that keeps up waits after
+	// the first message for more to come with it: fewer, larger batches
+	// for an end that pays for each (a commit), at the cost of that much
+	// latency.
+	Linger time.Duration
 }
 
 // Run runs the loop until ctx ends or Take, Round or Finish fail, and
@@ -120,14 +125,44 @@ func (l *Loop[T]) Run(ctx context.Context, cons jetstream.Consumer) error {
 
 // fetch takes batches until ctx ends or Round or Take fail, handing each
 // taken batch's work and last message to done.
+//
+// A consumer that keeps up waits for the next message alone and then
+// takes at once whatever else is there, so that a message waits for one
+// round trip, not for a batch to fill or MaxWait to pass; a consumer that
+// is behind (its last fetch came back full) takes full batches back to
+// back, the larger batches the ends write fastest.
 func (l *Loop[T]) fetch(ctx context.Context, cons jetstream.Consumer, done func(T, jetstream.Msg)) error {
+	behind := false
 	for ctx.Err() == nil {
 		if l.Round != nil {
 			if err := l.Round(ctx); err != nil {
 				return err
 			}
 		}
-		batch, err := cons.Fetch(l.Batch, jetstream.FetchMaxWait(l.MaxWait))
+		var batches []jetstream.MessageBatch
+		var err error
+		if behind {
+			var b jetstream.MessageBatch
+			if b, err = cons.FetchNoWait(l.Batch); err == nil {
+				batches = append(batches, b)
+			}
+		} else {
+			var first, rest jetstream.MessageBatch
+			if first, err = cons.Fetch(1, jetstream.FetchMaxWait(l.MaxWait)); err == nil {
+				batches = append(batches, first)
+				if l.Linger > 0 {
+					select {
+					case <-ctx.Done():
+					case <-time.After(l.Linger):
+					}
+				}
+				if l.Batch > 1 {
+					if rest, err = cons.FetchNoWait(l.Batch - 1); err == nil {
+						batches = append(batches, rest)
+					}
+				}
+			}
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				l.Log.Warn("fetch failed", "err", err)
@@ -138,39 +173,68 @@ func (l *Loop[T]) fetch(ctx context.Context, cons jetstream.Consumer, done func(
 			}
 			continue
 		}
-		ch := batch.Messages()
-		first, ok := <-ch
-		var work T
-		var last jetstream.Msg
-		if ok {
-			// Take sees the messages as they arrive; last is the one it
-			// saw last, so an early stop acknowledges nothing it did not see.
-			work, err = l.Take(ctx, func(yield func(jetstream.Msg) bool) {
-				last = first
-				if !yield(first) {
-					return
-				}
-				for m := range ch {
-					last = m
-					if !yield(m) {
-						return
-					}
-				}
-			})
-		}
-		for range ch { // what Take left comes again
-		}
-		if berr := batch.Error(); berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) && ctx.Err() == nil {
-			l.Log.Warn("fetch batch ended with error", "err", berr)
-		}
+		n, err := l.take(ctx, batches, done)
 		if err != nil {
 			return err
 		}
-		if last != nil {
-			done(work, last)
-		}
+		behind = n == l.Batch
 	}
 	return nil
+}
+
+// take hands the messages of batches, in order, to Take as one batch and
+// its work and last message to done; it returns how many messages Take saw.
+func (l *Loop[T]) take(ctx context.Context, batches []jetstream.MessageBatch, done func(T, jetstream.Msg)) (int, error) {
+	msgs := func(yield func(jetstream.Msg) bool) {
+		for _, b := range batches {
+			for m := range b.Messages() {
+				if !yield(m) {
+					return
+				}
+			}
+		}
+	}
+	next, stop := iter.Pull(msgs)
+	defer stop()
+	first, ok := next()
+	var work T
+	var last jetstream.Msg
+	n := 0
+	var err error
+	if ok {
+		// Take sees the messages as they arrive; last is the one it saw
+		// last, so an early stop acknowledges nothing it did not see.
+		work, err = l.Take(ctx, func(yield func(jetstream.Msg) bool) {
+			last, n = first, 1
+			if !yield(first) {
+				return
+			}
+			for {
+				m, ok := next()
+				if !ok {
+					return
+				}
+				last, n = m, n+1
+				if !yield(m) {
+					return
+				}
+			}
+		})
+	}
+	for _, b := range batches {
+		for range b.Messages() { // what Take left comes again
+		}
+		if berr := b.Error(); berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			l.Log.Warn("fetch batch ended with error", "err", berr)
+		}
+	}
+	if err != nil {
+		return n, err
+	}
+	if last != nil {
+		done(work, last)
+	}
+	return n, nil
 }
 
 func (l *Loop[T]) ack(last jetstream.Msg) {

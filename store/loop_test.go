@@ -192,3 +192,63 @@ func seq(from, to int) []int {
 	}
 	return out
 }
+
+// TestLoopBatchSizes: a consumer that is behind takes full batches back to
+// back, and one that keeps up takes what is there at once, without waiting
+// for a batch to fill or for MaxWait.
+func TestLoopBatchSizes(t *testing.T) {
+	b, cfg := loopBus(t, 250)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cons, err := ResumeConsumer(ctx, b.JetStream(), StreamUNS, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type taken struct {
+		n  int
+		at time.Time
+	}
+	got := make(chan taken, 16)
+	l := Loop[struct{}]{Batch: 100, MaxWait: 10 * time.Second, Log: slog.Default(),
+		Take: func(_ context.Context, msgs iter.Seq[jetstream.Msg]) (struct{}, error) {
+			got <- taken{len(numbers(msgs)), time.Now()}
+			return struct{}{}, nil
+		},
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, cons) }()
+	for i, want := range []int{100, 100, 50} {
+		select {
+		case tk := <-got:
+			if tk.n != want {
+				t.Fatalf("batch %d of the backlog: %d messages, want %d", i+1, tk.n, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("batch %d of the backlog not taken in 5 s (MaxWait is 10 s)", i+1)
+		}
+	}
+	// Caught up: three new messages are taken together, long before the
+	// fetch's 10 s wait would end.
+	published := time.Now()
+	for i := 251; i <= 253; i++ {
+		if _, err := b.JetStream().Publish(ctx, SubjectUNS+".g.e", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	for n < 3 {
+		select {
+		case tk := <-got:
+			n += tk.n
+			if wait := tk.at.Sub(published); wait > 5*time.Second {
+				t.Fatalf("new messages taken after %s", wait)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of 3 new messages taken in 5 s (MaxWait is 10 s)", n)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
