@@ -70,16 +70,18 @@ const (
 
 // Server is the HTTP server.
 type Server struct {
-	opts  Options
-	log   *slog.Logger
-	srv   *http.Server
-	ln    net.Listener
-	caps  *guard.Caps
-	tmpl  *template.Template
-	cloud *cloud.Cloud // for /metrics alone
-	auth  *Auth
-	sso   *sso  // nil without single sign-on
-	c     parts // what the handlers use of the cloud
+	opts Options
+	log  *slog.Logger
+	srv  *http.Server
+	// router answers every route; MCP tools ask the API through it.
+	router http.Handler
+	ln     net.Listener
+	caps   *guard.Caps
+	tmpl   *template.Template
+	cloud  *cloud.Cloud // for /metrics alone
+	auth   *Auth
+	sso    *sso  // nil without single sign-on
+	c      parts // what the handlers use of the cloud
 
 	stop  chan struct{} // ends the loops Start began
 	loops sync.WaitGroup
@@ -121,7 +123,8 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("web: API tokens: %w", err)
 	}
 	s.caps = guard.NewCaps(cmp.Or(opts.MaxConnections, 4096), cmp.Or(opts.MaxPerAddress, 256), s.log)
-	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
+	s.router = s.routes()
+	s.srv = &http.Server{Handler: s.router, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
 		WriteTimeout: serverWriteTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	return s, nil
@@ -151,6 +154,8 @@ func (s *Server) routes() http.Handler {
 	}
 	r.With(s.requirePage).Get("/machines/*", s.page("machine", "Machine", true, false))
 	r.With(s.requirePage).Get("/sites/*", s.page("site", "Site", false, false))
+	// AI assistants: the Model Context Protocol (mcp.go).
+	r.With(sameOrigin, s.requireAPI).Handle("/mcp", s.newMCP())
 	r.Route("/api/v1", func(r chi.Router) {
 		r.Use(sameOrigin)
 		r.Post("/login", s.login)

@@ -1,0 +1,208 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/calx-iiot/calx/store/historian"
+)
+
+// The MCP server: /mcp answers Model Context Protocol clients (AI
+// assistants) over Streamable HTTP, on the API's listener and TLS. Every
+// tool asks the REST API the same question with the caller's own
+// credentials, so that a tool answers what the API answers and sees what
+// the caller may see: roles, scopes, limits and errors are the API's.
+// Every call is audited. The tools read; writes come later.
+
+// mcpTool is one read tool: its name, what it answers, the API route it
+// asks, and add, which adds it with its arguments' type.
+type mcpTool struct {
+	name, title, description, route string
+	add                             func(*Server, *mcp.Server, mcpTool)
+}
+
+var mcpReadTools = []mcpTool{
+	{"list_sites", "Sites", "The plant's sites with their machines (instances of templates), as the UI's home page lists them.", "/api/v1/sites", addMCPRead[mcpNoArgs]},
+	{"browse_namespace", "Browse the namespace", "The children of a UNS path (enterprise/site/area/line/machine/tag): folders with their tag counts, and tags with their latest value, unit and quality. Start with no prefix.", "/api/v1/namespace/children", addMCPRead[mcpPrefixArg]},
+	{"search_namespace", "Search the namespace", "Tags whose path, description or unit contain the words of q, with their latest value.", "/api/v1/namespace/search", addMCPRead[mcpSearchArgs]},
+	{"latest_values", "Latest values", "The latest value, timestamp, quality and unit of every tag under a UNS prefix (at most 10,000 tags: give a longer prefix for more).", "/api/v1/latest", addMCPRead[mcpPrefixArg]},
+	{"history", "History", "The history of one or more tags between from and to (RFC 3339; default the last hour, at most a year): raw points (limit), a downsampled trend (points), or aggregates per interval (agg: avg, min, max, first, last, count, sum; interval such as 15m).", "/api/v1/history", addMCPRead[mcpHistoryArgs]},
+	{"active_alarms", "Alarms", "The alarms of the ISA-18.2 alarm system with their state (unacked, acked, rtn_unack, shelved...), priority and class; filter by device prefix, state, priority or class.", "/api/v1/alarms", addMCPRead[mcpAlarmArgs]},
+	{"alarm_journal", "Alarm journal", "The alarm transitions (raise, clear, ack, shelve...) between from and to, newest first; filter by alarm prefix, event or class.", "/api/v1/alarms/journal", addMCPRead[mcpJournalArgs]},
+	{"alarm_statistics", "Alarm statistics", "The ISA-18.2 performance of the alarm system between from and to: alarms per hour, peak rate, floods, chattering and stale alarms, the most frequent.", "/api/v1/alarms/statistics", addMCPRead[mcpStatsArgs]},
+	{"cycles", "Cycles", "The production cycles of a machine (UNS path) between from and to, with their KPIs (energy per cycle and the like).", "/api/v1/cycles", addMCPRead[mcpCycleArgs]},
+	{"emissions_report", "Emissions report", "The emission limit exceedances of a day (YYYY-MM-DD, default today), per alarm, with their duration.", "/api/v1/emissions/report", addMCPRead[mcpEmissionArgs]},
+	{"fleet_health", "Fleet health", "The edges with their health verdict (ok, degraded, offline...), reasons, backlog age and connection figures; filter by verdict.", "/api/v1/edges", addMCPRead[mcpFleetArgs]},
+}
+
+// Arguments of the read tools: the fields' json names are the routes'
+// query parameters.
+type (
+	// mcpSpan is a time range; the API's default is the last day.
+	mcpSpan struct {
+		From string `json:"from,omitempty" jsonschema:"start, RFC 3339 (default a day before to)"`
+		To   string `json:"to,omitempty" jsonschema:"end, RFC 3339 (default now)"`
+	}
+	mcpNoArgs    struct{}
+	mcpPrefixArg struct {
+		Prefix string `json:"prefix,omitempty" jsonschema:"a UNS path such as limeworks/ghent; empty for the top"`
+	}
+	mcpSearchArgs struct {
+		Q     string `json:"q" jsonschema:"words to look for in the tags' paths, descriptions and units"`
+		Limit int    `json:"limit,omitempty" jsonschema:"at most this many tags (default 50)"`
+	}
+	mcpHistoryArgs struct {
+		Path     []string `json:"path" jsonschema:"the UNS paths of the tags"`
+		From     string   `json:"from,omitempty" jsonschema:"start, RFC 3339 (default an hour before to)"`
+		To       string   `json:"to,omitempty" jsonschema:"end, RFC 3339 (default now)"`
+		Points   int      `json:"points,omitempty" jsonschema:"a downsampled trend of about this many points"`
+		Agg      string   `json:"agg,omitempty" jsonschema:"avg, min, max, first, last, count or sum per interval"`
+		Interval string   `json:"interval,omitempty" jsonschema:"the aggregates' bucket, such as 15m or 1h"`
+		Limit    int      `json:"limit,omitempty" jsonschema:"at most this many raw points per tag"`
+	}
+	mcpAlarmArgs struct {
+		Device   string `json:"device,omitempty" jsonschema:"a UNS prefix of the devices"`
+		State    string `json:"state,omitempty" jsonschema:"unacked, acked, rtn_unack, shelved, suppressed or normal"`
+		Priority string `json:"priority,omitempty" jsonschema:"low, medium, high or critical"`
+		Class    string `json:"class,omitempty" jsonschema:"the alarms' class, such as process or emission"`
+	}
+	mcpJournalArgs struct {
+		Alarm string `json:"alarm,omitempty" jsonschema:"a UNS prefix of the alarms"`
+		Event string `json:"event,omitempty" jsonschema:"raise, clear, ack, shelve, unshelve..."`
+		Class string `json:"class,omitempty" jsonschema:"the alarms' class"`
+		mcpSpan
+		Limit int `json:"limit,omitempty" jsonschema:"at most this many transitions"`
+	}
+	mcpStatsArgs struct {
+		Alarm string `json:"alarm,omitempty" jsonschema:"a UNS prefix of the alarms"`
+		Class string `json:"class,omitempty" jsonschema:"the alarms' class"`
+		mcpSpan
+	}
+	mcpCycleArgs struct {
+		Machine string `json:"machine" jsonschema:"the UNS path of the machine"`
+		Name    string `json:"name,omitempty" jsonschema:"the cycle's name"`
+		mcpSpan
+		Limit int `json:"limit,omitempty" jsonschema:"at most this many cycles"`
+	}
+	mcpEmissionArgs struct {
+		Day   string `json:"day,omitempty" jsonschema:"YYYY-MM-DD (default today)"`
+		Class string `json:"class,omitempty" jsonschema:"the alarms' class (default emission)"`
+	}
+	mcpFleetArgs struct {
+		Verdict string `json:"verdict,omitempty" jsonschema:"only edges with this verdict"`
+	}
+)
+
+// newMCP makes the MCP server with the read tools.
+func (s *Server) newMCP() http.Handler {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "calx", Title: "Calx plant data"}, &mcp.ServerOptions{
+		Instructions: "Calx holds a plant's Unified Namespace (enterprise/site/area/line/machine/tag), its history, alarms, cycles and emissions. " +
+			"Find tags with search_namespace or browse_namespace, then read latest_values or history. Times are RFC 3339 with a zone.",
+	})
+	for _, t := range mcpReadTools {
+		t.add(s, srv, t)
+	}
+	// Stateless, JSON answers: each call is one HTTP request, authenticated
+	// on its own, and no stream outlives it.
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+}
+
+// addMCPRead adds tool t, whose arguments are In's fields: their json
+// names are the route's query parameters.
+func addMCPRead[In any](s *Server, srv *mcp.Server, t mcpTool) {
+	mcp.AddTool(srv, &mcp.Tool{Name: t.name, Title: t.title, Description: t.description, Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
+		func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, any, error) {
+			return s.mcpAsk(ctx, req, t, queryOf(in)), nil, nil
+		})
+}
+
+// queryOf makes query parameters of a tool's arguments: each non-empty
+// field under its json name, a list as the parameter repeated.
+func queryOf(in any) url.Values {
+	q := url.Values{}
+	addQuery(q, reflect.ValueOf(in))
+	return q
+}
+
+func addQuery(q url.Values, v reflect.Value) {
+	for i := range v.NumField() {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		switch f := v.Field(i); f.Kind() {
+		case reflect.Struct: // an embedded one, such as mcpSpan
+			addQuery(q, f)
+		case reflect.String:
+			if f.String() != "" {
+				q.Set(name, f.String())
+			}
+		case reflect.Int:
+			if f.Int() != 0 {
+				q.Set(name, strconv.FormatInt(f.Int(), 10))
+			}
+		case reflect.Slice:
+			for k := range f.Len() {
+				q.Add(name, f.Index(k).String())
+			}
+		}
+	}
+}
+
+// mcpAsk asks the API t's question with the caller's credentials and
+// returns its answer: the JSON as text, or the API's error as a tool
+// error.
+func (s *Server) mcpAsk(ctx context.Context, req *mcp.CallToolRequest, t mcpTool, q url.Values) *mcp.CallToolResult {
+	// A request of its own, routed from the top: without the router's
+	// state of the /mcp request in its context.
+	hr, err := http.NewRequestWithContext(context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil)), http.MethodGet, t.route+"?"+q.Encode(), nil)
+	if err != nil {
+		return mcpError(fmt.Sprintf("%s: %v", t.name, err))
+	}
+	user := ""
+	if req.Extra != nil && req.Extra.Header != nil {
+		for _, h := range []string{"Authorization", "Cookie"} {
+			if v := req.Extra.Header.Get(h); v != "" {
+				hr.Header.Set(h, v)
+			}
+		}
+		if sess, ok := s.auth.check(token(hr)); ok {
+			user = sess.user
+		}
+	}
+	rec := httptest.NewRecorder()
+	s.router.ServeHTTP(rec, hr)
+	body := rec.Body.Bytes()
+	s.auditMCP(ctx, user, t.name, q, fmt.Sprintf("%d, %d bytes", rec.Code, len(body)))
+	if rec.Code >= 400 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) != nil || e.Error == "" {
+			e.Error = http.StatusText(rec.Code)
+		}
+		return mcpError(fmt.Sprintf("%s: %s (HTTP %d)", t.name, e.Error, rec.Code))
+	}
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(body)}}}
+}
+
+func mcpError(msg string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}
+}
+
+// auditMCP writes an MCP call to the audit log: who, which tool, its
+// arguments, and the answer's status and size.
+func (s *Server) auditMCP(ctx context.Context, user, tool string, q url.Values, result string) {
+	e := historian.AuditEntry{TS: time.Now(), User: user, Action: "mcp " + tool, Value: q.Encode(), Result: result}
+	if err := s.c.audit.Audit(context.WithoutCancel(ctx), e); err != nil {
+		s.log.Error("audit entry not stored", "err", err)
+	}
+}

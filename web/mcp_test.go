@@ -1,0 +1,208 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/calx-iiot/calx/web/webtest"
+)
+
+// bearer adds a token to every request of an MCP client.
+type bearer string
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if b != "" {
+		r.Header.Set("Authorization", "Bearer "+string(b))
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// mcpSession connects the Go SDK's MCP client to the cloud's /mcp with
+// token.
+func mcpSession(t *testing.T, base, token string) (*mcp.ClientSession, error) {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "calx-test", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp", MaxRetries: -1, DisableStandaloneSSE: true,
+		HTTPClient: &http.Client{Transport: bearer(token), Timeout: 30 * time.Second}}, nil)
+	if err == nil {
+		t.Cleanup(func() { s.Close() })
+	}
+	return s, err
+}
+
+// callTool calls a tool and returns its text and whether it is an error.
+func callTool(t *testing.T, s *mcp.ClientSession, name string, args map[string]any) (string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	var text strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			text.WriteString(tc.Text)
+		}
+	}
+	return text.String(), res.IsError
+}
+
+// TestMCPToolsAnswerAsTheAPI: an MCP client initializes, lists the read
+// tools, and each one answers what the REST API answers to the same
+// question with the same credentials.
+func TestMCPToolsAnswerAsTheAPI(t *testing.T) {
+	app := scopedSite(t)
+	admin := app.Admin()
+	s, err := mcpSession(t, app.Base, admin.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools, err := s.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range tools.Tools {
+		names = append(names, tl.Name)
+		if tl.Annotations == nil || !tl.Annotations.ReadOnlyHint {
+			t.Errorf("tool %s is not marked read-only", tl.Name)
+		}
+	}
+	want := []string{"active_alarms", "alarm_journal", "alarm_statistics", "browse_namespace", "cycles", "emissions_report",
+		"fleet_health", "history", "latest_values", "list_sites", "search_namespace"}
+	if !reflect.DeepEqual(names, want) {
+		t.Fatalf("tools %v, want %v", names, want)
+	}
+	from := time.Now().Add(-2 * time.Hour).UTC().Format(time.RFC3339)
+	to := url.QueryEscape(time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	toArg, _ := url.QueryUnescape(to)
+	for _, c := range []struct {
+		tool  string
+		args  map[string]any
+		route string
+	}{
+		{"list_sites", nil, "/api/v1/sites"},
+		{"browse_namespace", map[string]any{"prefix": "limeworks/ghent"}, "/api/v1/namespace/children?prefix=limeworks/ghent"},
+		{"search_namespace", map[string]any{"q": "burning"}, "/api/v1/namespace/search?q=burning"},
+		{"latest_values", map[string]any{"prefix": ghent}, "/api/v1/latest?prefix=" + ghent},
+		{"history", map[string]any{"path": []string{ghent + "/burning_zone_temp"}, "from": from, "to": toArg}, "/api/v1/history?path=" + ghent + "/burning_zone_temp&from=" + url.QueryEscape(from) + "&to=" + to},
+		{"active_alarms", map[string]any{"class": "process"}, "/api/v1/alarms?class=process"},
+		{"alarm_journal", map[string]any{"alarm": ghent, "from": from}, "/api/v1/alarms/journal?alarm=" + ghent + "&from=" + url.QueryEscape(from)},
+		{"alarm_statistics", map[string]any{"from": from, "to": toArg}, "/api/v1/alarms/statistics?from=" + url.QueryEscape(from) + "&to=" + to},
+		{"cycles", map[string]any{"machine": ghent, "from": from}, "/api/v1/cycles?machine=" + ghent + "&from=" + url.QueryEscape(from)},
+		{"emissions_report", nil, "/api/v1/emissions/report"},
+		{"fleet_health", nil, "/api/v1/edges"},
+	} {
+		text, isErr := callTool(t, s, c.tool, c.args)
+		if isErr {
+			t.Errorf("%s: tool error %s", c.tool, text)
+			continue
+		}
+		code, rest := admin.Text("GET", c.route, "", "")
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", c.route, code, rest)
+		}
+		var got, exp any
+		if err := json.Unmarshal([]byte(text), &got); err != nil {
+			t.Fatalf("%s: not JSON: %v: %s", c.tool, err, text)
+		}
+		json.Unmarshal([]byte(rest), &exp)
+		if !reflect.DeepEqual(got, exp) {
+			t.Errorf("%s answers\n%s\nthe API answers\n%s", c.tool, text, rest)
+		}
+	}
+}
+
+// TestMCPScopesAndErrors: a token scoped to Ghent learns nothing of
+// Namur through any tool; no token is refused; bad arguments get a tool
+// error that says what was wrong; every call is audited.
+func TestMCPScopesAndErrors(t *testing.T) {
+	app := scopedSite(t)
+	if _, err := mcpSession(t, app.Base, ""); err == nil {
+		t.Fatal("an MCP client without a token was let in")
+	}
+	if _, err := mcpSession(t, app.Base, "not-a-token"); err == nil {
+		t.Fatal("an MCP client with a made-up token was let in")
+	}
+	viewer := webtest.Login(t, app.Base, "ghent-viewer", "ghent-viewer-pw")
+	s, err := mcpSession(t, app.Base, viewer.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{"list_sites", nil},
+		{"search_namespace", map[string]any{"q": "kiln1"}},
+		{"browse_namespace", map[string]any{"prefix": "limeworks"}},
+		{"active_alarms", nil},
+		{"alarm_journal", nil},
+		{"emissions_report", nil},
+		{"fleet_health", nil},
+	} {
+		text, isErr := callTool(t, s, c.tool, c.args)
+		if strings.Contains(text, "namur") {
+			t.Errorf("%s shows Namur to a Ghent viewer: %s", c.tool, text)
+		}
+		if c.tool == "search_namespace" && (isErr || !strings.Contains(text, "ghent")) {
+			t.Errorf("%s: Ghent's own tags missing: %s", c.tool, text)
+		}
+	}
+	// Paths of Namur: unknown (404) where the API answers one thing,
+	// empty where it lists.
+	text, isErr := callTool(t, s, "history", map[string]any{"path": []string{namur + "/burning_zone_temp"}})
+	if !isErr || !strings.Contains(text, "404") {
+		t.Errorf("history of a Namur tag: %v %s, want a not-found tool error", isErr, text)
+	}
+	for _, c := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{"latest_values", map[string]any{"prefix": namur}},
+		{"cycles", map[string]any{"machine": namur}},
+		{"browse_namespace", map[string]any{"prefix": "limeworks/namur"}},
+	} {
+		text, isErr := callTool(t, s, c.tool, c.args)
+		var out struct {
+			Count *int `json:"count"`
+		}
+		if isErr || json.Unmarshal([]byte(text), &out) != nil || out.Count == nil || *out.Count != 0 {
+			t.Errorf("%s of a Namur path: %v %s, want an empty answer", c.tool, isErr, text)
+		}
+	}
+	// Bad arguments: the API's message, as a tool error.
+	text, isErr = callTool(t, s, "history", map[string]any{"path": []string{ghent + "/burning_zone_temp"}, "from": "yesterday"})
+	if !isErr || !strings.Contains(text, "from") {
+		t.Errorf("history from=yesterday: %v %s, want an error about from", isErr, text)
+	}
+	text, isErr = callTool(t, s, "history", map[string]any{"path": []string{ghent + "/burning_zone_temp"}, "from": "2020-01-01T00:00:00Z"})
+	if !isErr || !strings.Contains(text, "limit") {
+		t.Errorf("history over six years: %v %s, want an error about the limit", isErr, text)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "search_namespace", Arguments: map[string]any{"q": "x", "limit": "ten"}}); err == nil && !res.IsError {
+		t.Error("limit \"ten\" accepted")
+	}
+	// Every call is in the audit log, with its user.
+	_, out := app.Admin().Do("GET", "/api/v1/audit?limit=1000", nil)
+	b, _ := json.Marshal(out)
+	for _, want := range []string{`"action":"mcp search_namespace"`, `"user":"ghent-viewer"`, `"action":"mcp history"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("audit log without %s: %s", want, b)
+		}
+	}
+}
