@@ -48,6 +48,8 @@ Commands:
             check a fleet config (templates, edges, devices) offline
   bench     measure the whole pipeline with simulated edges: values/s
             per stage, latency, CPU, memory, drops
+  mcp       bridge an AI assistant that speaks MCP over stdio to a cloud's
+            /mcp endpoint
   help      print help for a command
 
 Run 'calx help <command>' or 'calx <command> --help' for its flags.
@@ -87,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdConfig(rest, stdout, stderr)
 	case "bench":
 		err = cmdBench(rest, stdout, stderr)
+	case "mcp":
+		err = cmdMCP(rest, os.Stdin, stdout, stderr)
 	case "hash-password":
 		err = cmdHashPassword(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
@@ -117,7 +121,7 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch args[0] {
-	case "demo", "edge", "cloud", "version", "hash-password", "opcua", "config", "bench":
+	case "demo", "edge", "cloud", "version", "hash-password", "opcua", "config", "bench", "mcp":
 		return run([]string{args[0], "--help"}, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "calx help: unknown command %q\n\n%s", args[0], usage)
