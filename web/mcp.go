@@ -113,6 +113,8 @@ func (s *Server) newMCP() http.Handler {
 	for _, t := range mcpReadTools {
 		t.add(s, srv, t)
 	}
+	s.addMCPResources(srv)
+	addMCPPrompts(srv)
 	// Stateless, JSON answers: each call is one HTTP request, authenticated
 	// on its own, and no stream outlives it.
 	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
@@ -161,16 +163,39 @@ func addQuery(q url.Values, v reflect.Value) {
 // returns its answer: the JSON as text, or the API's error as a tool
 // error.
 func (s *Server) mcpAsk(ctx context.Context, req *mcp.CallToolRequest, t mcpTool, q url.Values) *mcp.CallToolResult {
+	code, body := s.mcpAPI(ctx, req.Extra, "mcp "+t.name, t.route, q)
+	if code >= 400 {
+		return mcpError(fmt.Sprintf("%s: %s (HTTP %d)", t.name, apiErrorText(code, body), code))
+	}
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(body)}}}
+}
+
+// apiErrorText is the message of an API error answer.
+func apiErrorText(code int, body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		return http.StatusText(code)
+	}
+	return e.Error
+}
+
+// mcpAPI asks route with the credentials of the MCP request's HTTP
+// headers, through the router (so with the API's authentication, roles,
+// scopes and limits), within the caller's rate, and audits the call as
+// action; it returns the answer's status and body.
+func (s *Server) mcpAPI(ctx context.Context, extra *mcp.RequestExtra, action, route string, q url.Values) (int, []byte) {
 	// A request of its own, routed from the top: without the router's
 	// state of the /mcp request in its context.
-	hr, err := http.NewRequestWithContext(context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil)), http.MethodGet, t.route+"?"+q.Encode(), nil)
+	hr, err := http.NewRequestWithContext(context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil)), http.MethodGet, route+"?"+q.Encode(), nil)
 	if err != nil {
-		return mcpError(fmt.Sprintf("%s: %v", t.name, err))
+		return http.StatusBadRequest, errorJSON(err.Error())
 	}
 	user := ""
-	if req.Extra != nil && req.Extra.Header != nil {
+	if extra != nil && extra.Header != nil {
 		for _, h := range []string{"Authorization", "Cookie"} {
-			if v := req.Extra.Header.Get(h); v != "" {
+			if v := extra.Header.Get(h); v != "" {
 				hr.Header.Set(h, v)
 			}
 		}
@@ -178,30 +203,32 @@ func (s *Server) mcpAsk(ctx context.Context, req *mcp.CallToolRequest, t mcpTool
 			user = sess.user
 		}
 	}
-	rec := httptest.NewRecorder()
-	s.router.ServeHTTP(rec, hr)
-	body := rec.Body.Bytes()
-	s.auditMCP(ctx, user, t.name, q, fmt.Sprintf("%d, %d bytes", rec.Code, len(body)))
-	if rec.Code >= 400 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = http.StatusText(rec.Code)
-		}
-		return mcpError(fmt.Sprintf("%s: %s (HTTP %d)", t.name, e.Error, rec.Code))
+	var code int
+	var body []byte
+	if !s.mcpRate.allow(user) {
+		code, body = http.StatusTooManyRequests, errorJSON(fmt.Sprintf("rate limit: at most %g calls a second (%d at once) per user; wait a moment and ask again", s.mcpRate.rate, s.mcpRate.burst))
+	} else {
+		rec := httptest.NewRecorder()
+		s.router.ServeHTTP(rec, hr)
+		code, body = rec.Code, rec.Body.Bytes()
 	}
-	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(body)}}}
+	s.auditMCP(ctx, user, action, q, fmt.Sprintf("%d, %d bytes", code, len(body)))
+	return code, body
+}
+
+func errorJSON(msg string) []byte {
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	return b
 }
 
 func mcpError(msg string) *mcp.CallToolResult {
 	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}
 }
 
-// auditMCP writes an MCP call to the audit log: who, which tool, its
-// arguments, and the answer's status and size.
+// auditMCP writes an MCP call to the audit log: who, which tool or
+// resource, its arguments, and the answer's status and size.
 func (s *Server) auditMCP(ctx context.Context, user, tool string, q url.Values, result string) {
-	e := historian.AuditEntry{TS: time.Now(), User: user, Action: "mcp " + tool, Value: q.Encode(), Result: result}
+	e := historian.AuditEntry{TS: time.Now(), User: user, Action: tool, Value: q.Encode(), Result: result}
 	if err := s.c.audit.Audit(context.WithoutCancel(ctx), e); err != nil {
 		s.log.Error("audit entry not stored", "err", err)
 	}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/web"
 	"github.com/calx-iiot/calx/web/webtest"
 )
 
@@ -204,5 +206,93 @@ func TestMCPScopesAndErrors(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("audit log without %s: %s", want, b)
 		}
+	}
+}
+
+// TestMCPResourcesAndPrompts: the namespace, templates and sites are
+// resources that answer as the API, under the caller's scope; the
+// prompts name what they need.
+func TestMCPResourcesAndPrompts(t *testing.T) {
+	app := scopedSite(t)
+	viewer := webtest.Login(t, app.Base, "ghent-viewer", "ghent-viewer-pw")
+	s, err := mcpSession(t, app.Base, viewer.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := s.ListResources(ctx, nil)
+	if err != nil || len(res.Resources) != 3 {
+		t.Fatalf("resources: %v %v", res, err)
+	}
+	for uri, route := range map[string]string{
+		"calx://namespace":                 "/api/v1/namespace/children",
+		"calx://namespace/limeworks/ghent": "/api/v1/namespace/children?prefix=limeworks/ghent",
+		"calx://templates":                 "/api/v1/templates",
+		"calx://sites":                     "/api/v1/sites",
+		"calx://namespace/limeworks/namur": "/api/v1/namespace/children?prefix=limeworks/namur",
+	} {
+		r, err := s.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+		if err != nil || len(r.Contents) != 1 {
+			t.Fatalf("%s: %v %v", uri, r, err)
+		}
+		_, rest := viewer.Text("GET", route, "", "")
+		var got, want any
+		json.Unmarshal([]byte(r.Contents[0].Text), &got)
+		json.Unmarshal([]byte(rest), &want)
+		if got == nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %s, the API: %s", uri, r.Contents[0].Text, rest)
+		}
+		if strings.Contains(r.Contents[0].Text, "kiln1") && strings.Contains(uri, "namur") {
+			t.Errorf("%s shows Namur's machines to a Ghent viewer", uri)
+		}
+	}
+	if _, err := s.ReadResource(ctx, &mcp.ReadResourceParams{URI: "calx://nothing"}); err == nil {
+		t.Error("an unknown resource was read")
+	}
+
+	prompts, err := s.ListPrompts(ctx, nil)
+	if err != nil || len(prompts.Prompts) != 3 {
+		t.Fatalf("prompts: %v %v", prompts, err)
+	}
+	p, err := s.GetPrompt(ctx, &mcp.GetPromptParams{Name: "shift_handover", Arguments: map[string]string{"site": "limeworks/ghent"}})
+	if err != nil || len(p.Messages) != 1 || !strings.Contains(p.Messages[0].Content.(*mcp.TextContent).Text, "limeworks/ghent, covering the last 8 hours") {
+		t.Fatalf("shift handover: %v %v", p, err)
+	}
+	if _, err := s.GetPrompt(ctx, &mcp.GetPromptParams{Name: "energy_per_cycle_week"}); err == nil || !strings.Contains(err.Error(), "machine is required") {
+		t.Errorf("a prompt without its argument: %v", err)
+	}
+}
+
+// TestMCPRateLimit: a user's calls beyond the rate get a tool error that
+// says so; another user's calls go on.
+func TestMCPRateLimit(t *testing.T) {
+	h, err := cloud.HashPassword("other-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := webtest.StartWith(t, cloud.Options{}, web.Options{MCPRate: 0.1, MCPBurst: 3}, web.User{Username: "other", PasswordHash: h, Role: web.RoleViewer})
+	s, err := mcpSession(t, app.Base, app.Admin().Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var limited int
+	for range 6 {
+		if text, isErr := callTool(t, s, "list_sites", nil); isErr {
+			if !strings.Contains(text, "rate limit") {
+				t.Fatalf("tool error %s", text)
+			}
+			limited++
+		}
+	}
+	if limited < 2 {
+		t.Fatalf("%d of 6 calls limited at a burst of 3", limited)
+	}
+	other, err := mcpSession(t, app.Base, webtest.Login(t, app.Base, "other", "other-pw").Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, isErr := callTool(t, other, "list_sites", nil); isErr {
+		t.Fatalf("another user is limited too: %s", text)
 	}
 }

@@ -45,6 +45,10 @@ type Options struct {
 	// MaxConnections and MaxPerAddress bound the open connections, in all
 	// and from one address; zero means 4096 and 256.
 	MaxConnections, MaxPerAddress int
+	// MCPRate and MCPBurst bound each user's MCP calls: a second's worth
+	// and how many at once; zero means 20 and 40.
+	MCPRate  float64
+	MCPBurst int
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer
 	// token /metrics asks for.
 	MetricsTokenSHA256 string
@@ -75,13 +79,15 @@ type Server struct {
 	srv  *http.Server
 	// router answers every route; MCP tools ask the API through it.
 	router http.Handler
-	ln     net.Listener
-	caps   *guard.Caps
-	tmpl   *template.Template
-	cloud  *cloud.Cloud // for /metrics alone
-	auth   *Auth
-	sso    *sso  // nil without single sign-on
-	c      parts // what the handlers use of the cloud
+	// mcpRate bounds each user's MCP calls (mcpmore.go).
+	mcpRate userRates
+	ln      net.Listener
+	caps    *guard.Caps
+	tmpl    *template.Template
+	cloud   *cloud.Cloud // for /metrics alone
+	auth    *Auth
+	sso     *sso  // nil without single sign-on
+	c       parts // what the handlers use of the cloud
 
 	stop  chan struct{} // ends the loops Start began
 	loops sync.WaitGroup
@@ -123,6 +129,10 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("web: API tokens: %w", err)
 	}
 	s.caps = guard.NewCaps(cmp.Or(opts.MaxConnections, 4096), cmp.Or(opts.MaxPerAddress, 256), s.log)
+	if opts.MCPRate < 0 || opts.MCPBurst < 0 {
+		return nil, errors.New("web: mcp rate and burst: not negative")
+	}
+	s.mcpRate = userRates{rate: cmp.Or(opts.MCPRate, defaultMCPRate), burst: cmp.Or(opts.MCPBurst, defaultMCPBurst)}
 	s.router = s.routes()
 	s.srv = &http.Server{Handler: s.router, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
 		WriteTimeout: serverWriteTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
