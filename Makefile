@@ -18,14 +18,18 @@ $(VENDOR): web/package.json web/package-lock.json
 	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css web/static/vendor/
 
 # Third-party peers of the interop tests: Eclipse Tahu's Sparkplug libraries,
-# and node-opcua's server for the OPC UA connector's security tests.
-interop: interop/tahu/node_modules/.package-lock.json interop/opcua/node_modules/.package-lock.json
+# node-opcua's server for the OPC UA connector's security tests, and the MCP
+# TypeScript SDK's client for the MCP endpoint's.
+interop: interop/tahu/node_modules/.package-lock.json interop/opcua/node_modules/.package-lock.json interop/mcp/node_modules/.package-lock.json
 
 interop/tahu/node_modules/.package-lock.json: interop/tahu/package.json interop/tahu/package-lock.json
 	cd interop/tahu && npm ci --no-audit --no-fund --loglevel=error
 
 interop/opcua/node_modules/.package-lock.json: interop/opcua/package.json interop/opcua/package-lock.json
 	cd interop/opcua && npm ci --no-audit --no-fund --loglevel=error
+
+interop/mcp/node_modules/.package-lock.json: interop/mcp/package.json interop/mcp/package-lock.json
+	cd interop/mcp && npm ci --no-audit --no-fund --loglevel=error
 
 build: web
 	$(GO) build -ldflags "$(LDFLAGS)" -o calx .
@@ -55,4 +59,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uns/... ./store/...
 
 clean:
-	rm -rf calx web/static/vendor web/node_modules interop/tahu/node_modules interop/opcua/node_modules
+	rm -rf calx web/static/vendor web/node_modules interop/tahu/node_modules interop/opcua/node_modules interop/mcp/node_modules

@@ -23,19 +23,26 @@ import (
 )
 
 // needTahu returns the node binary when Eclipse Tahu's libraries are
-// installed under interop/tahu (make test does it). Without them the test
-// skips on a developer's machine and fails under CI.
+// installed under interop/tahu (make test does it).
 func needTahu(t *testing.T) string {
+	t.Helper()
+	return needNode(t, "Tahu's Sparkplug libraries", filepath.Join("tahu", "node_modules", "sparkplug-client"))
+}
+
+// needNode returns the node binary when the npm package at module (what
+// it is) is installed: without it the test skips on a developer's machine
+// and fails under CI.
+func needNode(t *testing.T, what, module string) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err == nil {
-		_, err = os.Stat(filepath.Join("tahu", "node_modules", "sparkplug-client"))
+		_, err = os.Stat(module)
 	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("Tahu interop peers missing (%v): make test installs them with npm", err)
+			t.Fatalf("%s missing (%v): make test installs them with npm", what, err)
 		}
-		t.Skipf("interop test skipped: node or Tahu's npm packages missing (%v); run make test", err)
+		t.Skipf("interop test skipped: node or %s missing (%v); run make test", what, err)
 	}
 	return node
 }
