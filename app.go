@@ -338,7 +338,8 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 		UNSInterval: cfg.MQTT.UNSEvery(),
 		Logger:      log,
 	}, users, web.Options{Listen: cfg.HTTP.Listen, TLS: httpTLS, MetricsTokenSHA256: cfg.HTTP.MetricsTokenSHA256,
-		SessionIdle: cfg.HTTP.SessionIdle.Std(), SessionMax: cfg.HTTP.SessionMax.Std(), BehindTLSProxy: cfg.HTTP.BehindTLSProxy, OIDC: sso}, log)
+		SessionIdle: cfg.HTTP.SessionIdle.Std(), SessionMax: cfg.HTTP.SessionMax.Std(), BehindTLSProxy: cfg.HTTP.BehindTLSProxy, OIDC: sso,
+		MCPRate: cfg.HTTP.MCP.Rate, MCPBurst: cfg.HTTP.MCP.Burst}, log)
 	if err != nil {
 		return err
 	}

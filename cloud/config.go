@@ -172,6 +172,15 @@ type HTTPConfig struct {
 	// OIDC, when set, offers single sign-on through an OpenID Connect
 	// provider beside the users below (docs/SECURITY.md).
 	OIDC *OIDCConfig `yaml:"oidc"`
+	// MCP bounds the AI assistants' endpoint (docs/MCP.md).
+	MCP MCPConfig `yaml:"mcp"`
+}
+
+// MCPConfig is the rate of MCP calls each user may make: calls a second
+// (default 20) and at once (default 40).
+type MCPConfig struct {
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
 }
 
 // OIDCConfig is single sign-on: the provider, this client, and which of
@@ -290,6 +299,9 @@ func LoadConfig(file string) (*Config, error) {
 	}
 	if err := guard.CheckTokenSHA256(c.HTTP.MetricsTokenSHA256); err != nil {
 		errs = append(errs, fmt.Errorf("%s: http.metrics_%w", file, err))
+	}
+	if c.HTTP.MCP.Rate < 0 || c.HTTP.MCP.Burst < 0 {
+		errs = append(errs, fmt.Errorf("%s: http.mcp: rate %g and burst %d: not negative (0 takes the defaults, 20 and 40)", file, c.HTTP.MCP.Rate, c.HTTP.MCP.Burst))
 	}
 	if c.Historian.MemoryLimit < 0 || (c.Historian.MemoryLimit > 0 && c.Historian.MemoryLimit < 64<<20) {
 		errs = append(errs, fmt.Errorf("%s: historian.memory_limit: %d bytes: at least 64MiB", file, c.Historian.MemoryLimit))

@@ -36,6 +36,7 @@ var mcpReadTools = []mcpTool{
 	{"list_sites", "Sites", "The plant's sites with their machines (instances of templates), as the UI's home page lists them.", "/api/v1/sites", addMCPRead[mcpNoArgs]},
 	{"browse_namespace", "Browse the namespace", "The children of a UNS path (enterprise/site/area/line/machine/tag): folders with their tag counts, and tags with their latest value, unit and quality. Start with no prefix.", "/api/v1/namespace/children", addMCPRead[mcpPrefixArg]},
 	{"search_namespace", "Search the namespace", "Tags whose path, description or unit contain the words of q, with their latest value.", "/api/v1/namespace/search", addMCPRead[mcpSearchArgs]},
+	{"describe_tag", "Describe a tag", "A tag (UNS path) and those under it: data type, unit, description, whether it is writable, its Sparkplug address (group, edge node, device, metric: the edge it comes from), and its latest value, timestamp and quality.", "/api/v1/namespace", addMCPRead[mcpPathArg]},
 	{"latest_values", "Latest values", "The latest value, timestamp, quality and unit of every tag under a UNS prefix (at most 10,000 tags: give a longer prefix for more).", "/api/v1/latest", addMCPRead[mcpPrefixArg]},
 	{"history", "History", "The history of one or more tags between from and to (RFC 3339; default the last hour, at most a year): raw points (limit), a downsampled trend (points), or aggregates per interval (agg: avg, min, max, first, last, count, sum; interval such as 15m).", "/api/v1/history", addMCPRead[mcpHistoryArgs]},
 	{"active_alarms", "Alarms", "The alarms of the ISA-18.2 alarm system with their state (unacked, acked, rtn_unack, shelved...), priority and class; filter by device prefix, state, priority or class.", "/api/v1/alarms", addMCPRead[mcpAlarmArgs]},
@@ -57,6 +58,9 @@ type (
 	mcpNoArgs    struct{}
 	mcpPrefixArg struct {
 		Prefix string `json:"prefix,omitempty" jsonschema:"a UNS path such as limeworks/ghent; empty for the top"`
+	}
+	mcpPathArg struct {
+		Path string `json:"path" query:"prefix" jsonschema:"the tag's UNS path"`
 	}
 	mcpSearchArgs struct {
 		Q     string `json:"q" jsonschema:"words to look for in the tags' paths, descriptions and units"`
@@ -130,7 +134,8 @@ func addMCPRead[In any](s *Server, srv *mcp.Server, t mcpTool) {
 }
 
 // queryOf makes query parameters of a tool's arguments: each non-empty
-// field under its json name, a list as the parameter repeated.
+// field under its json name (or its query tag's), a list as the
+// parameter repeated.
 func queryOf(in any) url.Values {
 	q := url.Values{}
 	addQuery(q, reflect.ValueOf(in))
@@ -139,7 +144,11 @@ func queryOf(in any) url.Values {
 
 func addQuery(q url.Values, v reflect.Value) {
 	for i := range v.NumField() {
-		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		tag := v.Type().Field(i).Tag
+		name, _, _ := strings.Cut(tag.Get("json"), ",")
+		if q := tag.Get("query"); q != "" { // the route calls it otherwise
+			name = q
+		}
 		switch f := v.Field(i); f.Kind() {
 		case reflect.Struct: // an embedded one, such as mcpSpan
 			addQuery(q, f)

@@ -82,7 +82,7 @@ func TestMCPToolsAnswerAsTheAPI(t *testing.T) {
 			t.Errorf("tool %s is not marked read-only", tl.Name)
 		}
 	}
-	want := []string{"active_alarms", "alarm_journal", "alarm_statistics", "browse_namespace", "cycles", "emissions_report",
+	want := []string{"active_alarms", "alarm_journal", "alarm_statistics", "browse_namespace", "cycles", "describe_tag", "emissions_report",
 		"fleet_health", "history", "latest_values", "list_sites", "search_namespace"}
 	if !reflect.DeepEqual(names, want) {
 		t.Fatalf("tools %v, want %v", names, want)
@@ -99,6 +99,7 @@ func TestMCPToolsAnswerAsTheAPI(t *testing.T) {
 		{"browse_namespace", map[string]any{"prefix": "limeworks/ghent"}, "/api/v1/namespace/children?prefix=limeworks/ghent"},
 		{"search_namespace", map[string]any{"q": "burning"}, "/api/v1/namespace/search?q=burning"},
 		{"latest_values", map[string]any{"prefix": ghent}, "/api/v1/latest?prefix=" + ghent},
+		{"describe_tag", map[string]any{"path": ghent + "/burning_zone_temp"}, "/api/v1/namespace?prefix=" + ghent + "/burning_zone_temp"},
 		{"history", map[string]any{"path": []string{ghent + "/burning_zone_temp"}, "from": from, "to": toArg}, "/api/v1/history?path=" + ghent + "/burning_zone_temp&from=" + url.QueryEscape(from) + "&to=" + to},
 		{"active_alarms", map[string]any{"class": "process"}, "/api/v1/alarms?class=process"},
 		{"alarm_journal", map[string]any{"alarm": ghent, "from": from}, "/api/v1/alarms/journal?alarm=" + ghent + "&from=" + url.QueryEscape(from)},
@@ -174,6 +175,7 @@ func TestMCPScopesAndErrors(t *testing.T) {
 		args map[string]any
 	}{
 		{"latest_values", map[string]any{"prefix": namur}},
+		{"describe_tag", map[string]any{"path": namur + "/burning_zone_temp"}},
 		{"cycles", map[string]any{"machine": namur}},
 		{"browse_namespace", map[string]any{"prefix": "limeworks/namur"}},
 	} {
