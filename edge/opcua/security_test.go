@@ -30,7 +30,7 @@ type nodeServer struct {
 	ns  int
 }
 
-func startNodeServer(t *testing.T) nodeServer {
+func startNodeServer(t testing.TB, env ...string) nodeServer {
 	t.Helper()
 	dir := filepath.Join("..", "..", "interop", "opcua")
 	node, err := exec.LookPath("node")
@@ -51,7 +51,7 @@ func startNodeServer(t *testing.T) nodeServer {
 	l.Close()
 	cmd := exec.Command(node, "server.js")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "PKI_DIR="+t.TempDir(), "OPC_USER=operator", "OPC_PASSWORD=secret")
+	cmd.Env = append(append(os.Environ(), "PORT="+strconv.Itoa(port), "PKI_DIR="+t.TempDir(), "OPC_USER=operator", "OPC_PASSWORD=secret"), env...)
 	var stderr bytes.Buffer // node-opcua's warnings, shown when the test fails
 	cmd.Stderr = &stderr
 	out, _ := cmd.StdoutPipe()
@@ -86,8 +86,8 @@ func startNodeServer(t *testing.T) nodeServer {
 	select {
 	case s := <-ready:
 		return s
-	case <-time.After(60 * time.Second):
-		t.Fatal("node-opcua server did not start in 60 s")
+	case <-time.After(5 * time.Minute):
+		t.Fatal("node-opcua server did not start in 5 minutes")
 	}
 	return nodeServer{}
 }

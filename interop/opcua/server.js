@@ -2,7 +2,8 @@
 // with security policies None and Basic256Sha256 (Sign, SignAndEncrypt), user
 // names required (no anonymous access), and a few plant variables.
 // Environment: PORT, PKI_DIR (its own PKI, made on first start), OPC_USER,
-// OPC_PASSWORD. Prints "READY <endpoint> <namespace index>" once it serves,
+// OPC_PASSWORD, and SCALE: that many more variables Scale.S<i> whose values
+// change every second (for the connector's benchmark at scale). Prints "READY <endpoint> <namespace index>" once it serves,
 // and stops when stdin closes.
 "use strict";
 const path = require("path");
@@ -42,6 +43,16 @@ async function main() {
       set: (v) => { setpoint = v.value; return StatusCodes.Good; },
     },
   });
+  const scale = Number(process.env.SCALE || 0);
+  if (scale > 0) {
+    const folder = ns.addObject({ organizedBy: space.rootFolder.objects, browseName: "Scale" });
+    for (let i = 0; i < scale; i++) {
+      ns.addVariable({
+        componentOf: folder, browseName: "S" + i, nodeId: "s=Scale.S" + i, dataType: "Double", minimumSamplingInterval: 1000,
+        value: { get: () => new Variant({ dataType: DataType.Double, value: Math.floor(Date.now() / 1000) + i }) },
+      });
+    }
+  }
   await server.start();
   console.log("READY " + server.getEndpointUrl() + " " + ns.index);
   process.stdin.resume();
