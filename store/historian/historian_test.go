@@ -87,6 +87,16 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 }
 
+// TestWriteBatchSmoke runs the benchmark's steps with 1,000 tags in
+// batches of 1,000 (no timing asserted): the historian and the bare
+// appender both take every batch.
+func TestWriteBatchSmoke(t *testing.T) {
+	res := testing.Benchmark(func(b *testing.B) { benchWrite(b, 1000, 1000) })
+	if res.N == 0 || res.Extra["values/s"] <= 0 || res.Extra["bare_values/s"] <= 0 {
+		t.Fatalf("write batch: %v %v", res, res.Extra)
+	}
+}
+
 func benchWrite(b *testing.B, tags, batchSize int) {
 	ctx := context.Background()
 	h := openTest(b, filepath.Join(b.TempDir(), "bench.duckdb"))
