@@ -147,7 +147,7 @@ func (l *Loop[T]) fetch(ctx context.Context, cons jetstream.Consumer, done func(
 				batches = append(batches, b)
 			}
 		} else {
-			var first, rest jetstream.MessageBatch
+			var first jetstream.MessageBatch
 			if first, err = cons.Fetch(1, jetstream.FetchMaxWait(l.MaxWait)); err == nil {
 				batches = append(batches, first)
 				if l.Linger > 0 {
@@ -156,9 +156,14 @@ func (l *Loop[T]) fetch(ctx context.Context, cons jetstream.Consumer, done func(
 					case <-time.After(l.Linger):
 					}
 				}
+				// The first message is in hand: a failed fetch of the rest
+				// must not drop it (a later acknowledgement, of all up to
+				// its message, would cover it unprocessed).
 				if l.Batch > 1 {
-					if rest, err = cons.FetchNoWait(l.Batch - 1); err == nil {
+					if rest, rerr := cons.FetchNoWait(l.Batch - 1); rerr == nil {
 						batches = append(batches, rest)
+					} else if ctx.Err() == nil {
+						l.Log.Warn("fetch failed", "err", rerr)
 					}
 				}
 			}
