@@ -95,3 +95,9 @@ func VerifiedPeer(conn net.Conn) *x509.Certificate {
 	}
 	return st.VerifiedChains[0][0]
 }
+
+// Close closes the connection and lets its listener forget it.
+func (c *guardedConn) Close() error {
+	c.l.forget(c)
+	return c.Conn.Close()
+}

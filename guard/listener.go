@@ -64,6 +64,10 @@ type Listener struct {
 	ln     net.Listener
 	closed bool
 	done   chan struct{} // closed when Serve returns
+	// conns are the connections admitted and not closed: Close closes
+	// those the broker did not know of yet (accepted while it closed its
+	// clients), which would otherwise hold its shutdown.
+	conns map[*guardedConn]struct{}
 
 	timeouts, badFirst, acceptErrs atomic.Uint64
 	lastAcceptErr                  atomic.Pointer[acceptErr]
@@ -178,7 +182,25 @@ func (l *Listener) admit(conn net.Conn) (net.Conn, bool) {
 	if l.opts.TLS != nil {
 		inner = tls.Server(counted, l.opts.TLS)
 	}
-	return &guardedConn{Conn: inner, l: l}, true
+	gc := &guardedConn{Conn: inner, l: l}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		gc.Conn.Close()
+		return nil, false
+	}
+	if l.conns == nil {
+		l.conns = map[*guardedConn]struct{}{}
+	}
+	l.conns[gc] = struct{}{}
+	return gc, true
+}
+
+// forget drops a closed connection from conns.
+func (l *Listener) forget(gc *guardedConn) {
+	l.mu.Lock()
+	delete(l.conns, gc)
+	l.mu.Unlock()
 }
 
 func (l *Listener) isClosed() bool {
@@ -201,6 +223,17 @@ func (l *Listener) Close(closeClients listeners.CloseFn) {
 	if ln != nil {
 		ln.Close()
 		<-l.done
+	}
+	// No connection is admitted any more: close those the broker's
+	// clients did not cover.
+	l.mu.Lock()
+	left := make([]*guardedConn, 0, len(l.conns))
+	for gc := range l.conns {
+		left = append(left, gc)
+	}
+	l.mu.Unlock()
+	for _, gc := range left {
+		gc.Close()
 	}
 }
 
