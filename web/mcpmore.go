@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -69,7 +70,7 @@ var mcpPrompts = []mcpPrompt{
 		[]*mcp.PromptArgument{{Name: "site", Description: "the site's UNS path, such as limeworks/ghent", Required: true},
 			{Name: "hours", Description: "the shift's length in hours (default 8)"}},
 		func(a map[string]string) string {
-			h := cmpOr(a["hours"], "8")
+			h := cmp.Or(a["hours"], "8")
 			return fmt.Sprintf(`Prepare the shift handover for the site %[1]s, covering the last %[2]s hours until now.
 1. list_sites: the machines of %[1]s.
 2. latest_values with prefix %[1]s: which machines run, and any value of bad quality.
@@ -91,19 +92,12 @@ Answer with a small table of the two weeks, the change in percent, and the likel
 		[]*mcp.PromptArgument{{Name: "prefix", Description: "a UNS prefix, such as limeworks/ghent", Required: true},
 			{Name: "days", Description: "how many days back (default 7)"}},
 		func(a map[string]string) string {
-			d := cmpOr(a["days"], "7")
+			d := cmp.Or(a["days"], "7")
 			return fmt.Sprintf(`Review the alarm system under %[1]s over the last %[2]s days, as ISA-18.2 asks.
 1. alarm_statistics with alarm %[1]s over that range: alarms per 10 minutes, floods (more than 10 in 10 minutes), the share of time in flood, chattering and stale alarms, and the most frequent alarms.
 2. alarm_journal for the worst flood: which alarm came first, and which followed it.
 Recommend, for the most frequent and chattering alarms, a change each (deadband, delay, priority, or removal), and say which flood has one root cause.`, a["prefix"], d)
 		}},
-}
-
-func cmpOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 func addMCPPrompts(srv *mcp.Server) {
