@@ -339,7 +339,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 		Logger:      log,
 	}, users, web.Options{Listen: cfg.HTTP.Listen, TLS: httpTLS, MetricsTokenSHA256: cfg.HTTP.MetricsTokenSHA256,
 		SessionIdle: cfg.HTTP.SessionIdle.Std(), SessionMax: cfg.HTTP.SessionMax.Std(), BehindTLSProxy: cfg.HTTP.BehindTLSProxy, OIDC: sso,
-		MCPRate: cfg.HTTP.MCP.Rate, MCPBurst: cfg.HTTP.MCP.Burst}, log)
+		MCPRate: cfg.HTTP.MCP.Rate, MCPBurst: cfg.HTTP.MCP.Burst, MCPWrites: cfg.HTTP.MCP.Writes}, log)
 	if err != nil {
 		return err
 	}

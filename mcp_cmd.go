@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -107,6 +108,15 @@ func (b *mcpBridge) forward(ctx context.Context, msg []byte) []byte {
 	var head struct {
 		ID     json.RawMessage `json:"id"`
 		Method string          `json:"method"`
+		Params struct {
+			Name string `json:"name"` // of a tool or prompt
+			URI  string `json:"uri"`  // of a resource
+			Meta struct {
+				// From MCP 2026-07-28 on, each request names its
+				// version, which the endpoint asks to see in the header.
+				Version string `json:"io.modelcontextprotocol/protocolVersion"`
+			} `json:"_meta"`
+		} `json:"params"`
 	}
 	if err := json.Unmarshal(msg, &head); err != nil {
 		return rpcError(nil, -32700, "calx mcp: not JSON: "+err.Error())
@@ -119,8 +129,19 @@ func (b *mcpBridge) forward(ctx context.Context, msg []byte) []byte {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Authorization", "Bearer "+b.token)
-	if b.version != "" {
-		req.Header.Set("Mcp-Protocol-Version", b.version)
+	if v := cmp.Or(head.Params.Meta.Version, b.version); v != "" {
+		req.Header.Set("Mcp-Protocol-Version", v)
+		// From 2026-07-28 on, a request's method and what it names are in
+		// its headers too, as the HTTP transport asks.
+		if v >= "2026-07-28" && head.Method != "" {
+			req.Header.Set("Mcp-Method", head.Method)
+			switch head.Method {
+			case "tools/call", "prompts/get":
+				req.Header.Set("Mcp-Name", head.Params.Name)
+			case "resources/read":
+				req.Header.Set("Mcp-Name", head.Params.URI)
+			}
+		}
 	}
 	resp, err := b.client.Do(req)
 	if err != nil {

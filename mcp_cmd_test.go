@@ -16,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/web"
 	"github.com/calx-iiot/calx/web/webtest"
 )
 
@@ -97,5 +98,26 @@ func TestMCPCommandFlags(t *testing.T) {
 	errOut.Reset()
 	if code := run([]string{"mcp", "--url", "http://127.0.0.1:1/mcp", "--token-file", empty}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "empty") {
 		t.Fatalf("an empty token file: exit %d, %q", code, errOut.String())
+	}
+}
+
+// TestMCPBridgeWrite: a write tool through the bridge is called at the
+// client's protocol (2026-07-28, whose requests name their version and
+// method in headers), so it gets to the question (here: to the check
+// before it, which finds no such tag); a resource is read at it too.
+func TestMCPBridgeWrite(t *testing.T) {
+	app := webtest.StartWith(t, cloud.Options{}, web.Options{MCPWrites: []string{web.RoleAdmin}})
+	s, _, err := bridgeSession(t, app, app.Admin().Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "write_tag", Arguments: map[string]any{"path": "limeworks/ghent/a/b/sp", "value": 1}})
+	if err != nil || !res.IsError || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, `no tag "limeworks/ghent/a/b/sp"`) {
+		t.Fatalf("write_tag through the bridge: %v %+v", err, res.Content[0])
+	}
+	if r, err := s.ReadResource(ctx, &mcp.ReadResourceParams{URI: "calx://sites"}); err != nil || len(r.Contents) != 1 || !strings.Contains(r.Contents[0].Text, `"sites"`) {
+		t.Fatalf("a resource through the bridge: %v %+v", err, r)
 	}
 }

@@ -177,10 +177,13 @@ type HTTPConfig struct {
 }
 
 // MCPConfig is the rate of MCP calls each user may make: calls a second
-// (default 20) and at once (default 40).
+// (default 20) and at once (default 40); and the roles that may write tags
+// and acknowledge alarms through MCP, each write confirmed by the user
+// (none by default).
 type MCPConfig struct {
-	Rate  float64 `yaml:"rate"`
-	Burst int     `yaml:"burst"`
+	Rate   float64  `yaml:"rate"`
+	Burst  int      `yaml:"burst"`
+	Writes []string `yaml:"writes"`
 }
 
 // OIDCConfig is single sign-on: the provider, this client, and which of
@@ -302,6 +305,11 @@ func LoadConfig(file string) (*Config, error) {
 	}
 	if c.HTTP.MCP.Rate < 0 || c.HTTP.MCP.Burst < 0 {
 		errs = append(errs, fmt.Errorf("%s: http.mcp: rate %g and burst %d: not negative (0 takes the defaults, 20 and 40)", file, c.HTTP.MCP.Rate, c.HTTP.MCP.Burst))
+	}
+	for _, r := range c.HTTP.MCP.Writes {
+		if r != "operator" && r != "engineer" && r != "admin" {
+			errs = append(errs, fmt.Errorf("%s: http.mcp.writes: role %q: operator, engineer or admin (viewers neither write nor acknowledge)", file, r))
+		}
 	}
 	if c.Historian.MemoryLimit < 0 || (c.Historian.MemoryLimit > 0 && c.Historian.MemoryLimit < 64<<20) {
 		errs = append(errs, fmt.Errorf("%s: historian.memory_limit: %d bytes: at least 64MiB", file, c.Historian.MemoryLimit))

@@ -1,6 +1,8 @@
 package web
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -108,20 +111,29 @@ type (
 	}
 )
 
-// newMCP makes the MCP server with the read tools.
+// newMCP makes the MCP handler: a server for each role, with the read
+// tools and the write tools the role may use, chosen by the caller's.
 func (s *Server) newMCP() http.Handler {
-	srv := mcp.NewServer(&mcp.Implementation{Name: "calx", Title: "Calx plant data"}, &mcp.ServerOptions{
-		Instructions: "Calx holds a plant's Unified Namespace (enterprise/site/area/line/machine/tag), its history, alarms, cycles and emissions. " +
-			"Find tags with search_namespace or browse_namespace, then read latest_values or history. Times are RFC 3339 with a zone.",
-	})
-	for _, t := range mcpReadTools {
-		t.add(s, srv, t)
+	servers := map[string]*mcp.Server{}
+	for _, role := range []string{RoleViewer, RoleOperator, RoleEngineer, RoleAdmin} {
+		srv := mcp.NewServer(&mcp.Implementation{Name: "calx", Title: "Calx plant data"}, &mcp.ServerOptions{
+			Instructions: "Calx holds a plant's Unified Namespace (enterprise/site/area/line/machine/tag), its history, alarms, cycles and emissions. " +
+				"Find tags with search_namespace or browse_namespace, then read latest_values or history. Times are RFC 3339 with a zone.",
+		})
+		for _, t := range mcpReadTools {
+			t.add(s, srv, t)
+		}
+		s.addMCPWrites(srv, role)
+		s.addMCPResources(srv)
+		addMCPPrompts(srv)
+		servers[role] = srv
 	}
-	s.addMCPResources(srv)
-	addMCPPrompts(srv)
 	// Stateless, JSON answers: each call is one HTTP request, authenticated
-	// on its own, and no stream outlives it.
-	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	// on its own (requireAPI before this), and no stream outlives it.
+	return mcp.NewStreamableHTTPHandler(func(r *http.Request) *mcp.Server {
+		sess, _ := r.Context().Value(ctxKey{}).(session)
+		return cmp.Or(servers[sess.role], servers[RoleViewer])
+	}, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
 }
 
 // addMCPRead adds tool t, whose arguments are In's fields: their json
@@ -129,8 +141,21 @@ func (s *Server) newMCP() http.Handler {
 func addMCPRead[In any](s *Server, srv *mcp.Server, t mcpTool) {
 	mcp.AddTool(srv, &mcp.Tool{Name: t.name, Title: t.title, Description: t.description, Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}},
 		func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, any, error) {
-			return s.mcpAsk(ctx, req, t, queryOf(in)), nil, nil
+			return s.mcpSafe(t.name, func() *mcp.CallToolResult { return s.mcpAsk(ctx, req, t, queryOf(in)) }), nil, nil
 		})
+}
+
+// mcpSafe runs a tool's call: a panic in it is logged and answered as a
+// tool error, not the end of the process (the SDK runs calls on goroutines
+// of its own, where the HTTP server's recovery does not reach).
+func (s *Server) mcpSafe(tool string, call func() *mcp.CallToolResult) (res *mcp.CallToolResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("mcp tool panicked", "tool", tool, "panic", p, "stack", string(debug.Stack()))
+			res = mcpError(tool + ": internal error (logged on the server)")
+		}
+	}()
+	return call()
 }
 
 // queryOf makes query parameters of a tool's arguments: each non-empty
@@ -172,7 +197,7 @@ func addQuery(q url.Values, v reflect.Value) {
 // returns its answer: the JSON as text, or the API's error as a tool
 // error.
 func (s *Server) mcpAsk(ctx context.Context, req *mcp.CallToolRequest, t mcpTool, q url.Values) *mcp.CallToolResult {
-	code, body := s.mcpAPI(ctx, req.Extra, "mcp "+t.name, t.route, q)
+	code, body := s.mcpAPI(ctx, req.Extra, "mcp "+t.name, http.MethodGet, t.route, q, nil)
 	if code >= 400 {
 		return mcpError(fmt.Sprintf("%s: %s (HTTP %d)", t.name, apiErrorText(code, body), code))
 	}
@@ -190,39 +215,59 @@ func apiErrorText(code int, body []byte) string {
 	return e.Error
 }
 
-// mcpAPI asks route with the credentials of the MCP request's HTTP
-// headers, through the router (so with the API's authentication, roles,
-// scopes and limits), within the caller's rate, and audits the call as
-// action; it returns the answer's status and body.
-func (s *Server) mcpAPI(ctx context.Context, extra *mcp.RequestExtra, action, route string, q url.Values) (int, []byte) {
+// mcpUser is the user of an MCP request's credentials.
+func (s *Server) mcpUser(extra *mcp.RequestExtra) string {
+	if extra == nil || extra.Header == nil {
+		return ""
+	}
+	hr := &http.Request{Header: http.Header{}}
+	for _, h := range []string{"Authorization", "Cookie"} {
+		if v := extra.Header.Get(h); v != "" {
+			hr.Header.Set(h, v)
+		}
+	}
+	if sess, ok := s.auth.check(token(hr)); ok {
+		return sess.user
+	}
+	return ""
+}
+
+// mcpAPI asks route (with query q and, to POST, body) with the
+// credentials of the MCP request's HTTP headers, through the router (so
+// with the API's authentication, roles, scopes and limits), within the
+// caller's rate, and audits the call as action unless that is empty; it
+// returns the answer's status and body.
+func (s *Server) mcpAPI(ctx context.Context, extra *mcp.RequestExtra, action, method, route string, q url.Values, body []byte) (int, []byte) {
 	// A request of its own, routed from the top: without the router's
 	// state of the /mcp request in its context.
-	hr, err := http.NewRequestWithContext(context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil)), http.MethodGet, route+"?"+q.Encode(), nil)
+	hr, err := http.NewRequestWithContext(context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil)), method, route+"?"+q.Encode(), bytes.NewReader(body))
 	if err != nil {
 		return http.StatusBadRequest, errorJSON(err.Error())
 	}
-	user := ""
+	if body != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
 	if extra != nil && extra.Header != nil {
 		for _, h := range []string{"Authorization", "Cookie"} {
 			if v := extra.Header.Get(h); v != "" {
 				hr.Header.Set(h, v)
 			}
 		}
-		if sess, ok := s.auth.check(token(hr)); ok {
-			user = sess.user
-		}
 	}
+	user := s.mcpUser(extra)
 	var code int
-	var body []byte
+	var out []byte
 	if !s.mcpRate.allow(user) {
-		code, body = http.StatusTooManyRequests, errorJSON(fmt.Sprintf("rate limit: at most %g calls a second (%d at once) per user; wait a moment and ask again", s.mcpRate.rate, s.mcpRate.burst))
+		code, out = http.StatusTooManyRequests, errorJSON(fmt.Sprintf("rate limit: at most %g calls a second (%d at once) per user; wait a moment and ask again", s.mcpRate.rate, s.mcpRate.burst))
 	} else {
 		rec := httptest.NewRecorder()
 		s.router.ServeHTTP(rec, hr)
-		code, body = rec.Code, rec.Body.Bytes()
+		code, out = rec.Code, rec.Body.Bytes()
 	}
-	s.auditMCP(ctx, user, action, q, fmt.Sprintf("%d, %d bytes", code, len(body)))
-	return code, body
+	if action != "" {
+		s.auditMCP(ctx, user, action, q, fmt.Sprintf("%d, %d bytes", code, len(out)))
+	}
+	return code, out
 }
 
 func errorJSON(msg string) []byte {

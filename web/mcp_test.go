@@ -32,7 +32,13 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 // token.
 func mcpSession(t *testing.T, base, token string) (*mcp.ClientSession, error) {
 	t.Helper()
-	c := mcp.NewClient(&mcp.Implementation{Name: "calx-test", Version: "1"}, nil)
+	return mcpSessionWith(t, base, token, nil)
+}
+
+// mcpSessionWith is mcpSession with client options.
+func mcpSessionWith(t *testing.T, base, token string, opts *mcp.ClientOptions) (*mcp.ClientSession, error) {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "calx-test", Version: "1"}, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: base + "/mcp", MaxRetries: -1, DisableStandaloneSSE: true,
@@ -52,13 +58,7 @@ func callTool(t *testing.T, s *mcp.ClientSession, name string, args map[string]a
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	var text strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := c.(*mcp.TextContent); ok {
-			text.WriteString(tc.Text)
-		}
-	}
-	return text.String(), res.IsError
+	return mcpTextOf(res), res.IsError
 }
 
 // TestMCPToolsAnswerAsTheAPI: an MCP client initializes, lists the read

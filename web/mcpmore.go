@@ -30,7 +30,7 @@ func (s *Server) addMCPResources(srv *mcp.Server) {
 			if err != nil {
 				return nil, err
 			}
-			code, body := s.mcpAPI(ctx, req.Extra, "mcp resource "+uri, route, q)
+			code, body := s.mcpAPI(ctx, req.Extra, "mcp resource "+uri, http.MethodGet, route, q, nil)
 			switch {
 			case code == http.StatusNotFound:
 				return nil, mcp.ResourceNotFoundError(uri)

@@ -27,7 +27,13 @@ const (
 // scopedSite is a cloud with the example fleet (sites Ghent and Namur),
 // a tag, a trip alarm, a cycle and an emission exceedance on a kiln of
 // each, and users scoped to Ghent.
-func scopedSite(t *testing.T) *webtest.App {
+func scopedSite(t testing.TB) *webtest.App {
+	t.Helper()
+	return scopedSiteWith(t, web.Options{})
+}
+
+// scopedSiteWith is scopedSite with web options.
+func scopedSiteWith(t testing.TB, wo web.Options) *webtest.App {
 	t.Helper()
 	ctx := context.Background()
 	var users []web.User
@@ -38,7 +44,7 @@ func scopedSite(t *testing.T) *webtest.App {
 		}
 		users = append(users, web.User{Username: "ghent-" + role, PasswordHash: h, Role: role, Scope: web.Scope{"limeworks/ghent"}})
 	}
-	app := webtest.Start(t, cloud.Options{}, users...)
+	app := webtest.StartWith(t, cloud.Options{}, wo, users...)
 	fleet, err := os.ReadFile("../examples/fleet.yaml")
 	if err != nil {
 		t.Fatal(err)

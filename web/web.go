@@ -49,6 +49,9 @@ type Options struct {
 	// and how many at once; zero means 20 and 40.
 	MCPRate  float64
 	MCPBurst int
+	// MCPWrites are the roles whose users may write tags and acknowledge
+	// alarms through MCP, each after confirming; none by default.
+	MCPWrites []string
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer
 	// token /metrics asks for.
 	MetricsTokenSHA256 string
@@ -81,13 +84,17 @@ type Server struct {
 	router http.Handler
 	// mcpRate bounds each user's MCP calls (mcpmore.go).
 	mcpRate userRates
-	ln      net.Listener
-	caps    *guard.Caps
-	tmpl    *template.Template
-	cloud   *cloud.Cloud // for /metrics alone
-	auth    *Auth
-	sso     *sso  // nil without single sign-on
-	c       parts // what the handlers use of the cloud
+	// mcpWriters are the roles with MCP's write tools; confirms are the
+	// questions those tools asked (mcpwrite.go).
+	mcpWriters []string
+	confirms   *confirmations
+	ln         net.Listener
+	caps       *guard.Caps
+	tmpl       *template.Template
+	cloud      *cloud.Cloud // for /metrics alone
+	auth       *Auth
+	sso        *sso  // nil without single sign-on
+	c          parts // what the handlers use of the cloud
 
 	stop  chan struct{} // ends the loops Start began
 	loops sync.WaitGroup
@@ -133,6 +140,10 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("web: mcp rate and burst: not negative")
 	}
 	s.mcpRate = userRates{rate: cmp.Or(opts.MCPRate, defaultMCPRate), burst: cmp.Or(opts.MCPBurst, defaultMCPBurst)}
+	if err := mcpWriteRoles(opts.MCPWrites); err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
+	s.mcpWriters, s.confirms = opts.MCPWrites, newConfirmations()
 	s.router = s.routes()
 	s.srv = &http.Server{Handler: s.router, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
 		WriteTimeout: serverWriteTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
