@@ -163,6 +163,7 @@ func (s *Server) historyFailed(w http.ResponseWriter, p uns.Path, err error) {
 
 type seriesJSON struct {
 	Path      uns.Path    `json:"path"`
+	Unit      string      `json:"unit,omitempty"`
 	Count     int         `json:"count"`
 	Truncated bool        `json:"truncated,omitempty"`
 	Next      *time.Time  `json:"next,omitempty"` // pass as after= for the next page
@@ -196,7 +197,7 @@ func (s *Server) historyPoints(w http.ResponseWriter, r *http.Request, hq *histo
 		}
 		dt := uns.TypeUnknown
 		if t, ok := s.c.tags.Get(p); ok {
-			dt = t.DataType
+			dt, sj.Unit = t.DataType, t.Unit
 		}
 		sj.Points = make([]pointJSON, len(pts))
 		for i, pt := range pts {
@@ -219,7 +220,7 @@ func (s *Server) historyPoints(w http.ResponseWriter, r *http.Request, hq *histo
 	out := map[string]any{"from": hq.from.UTC(), "to": hq.to.UTC(), "series": series}
 	if len(series) == 1 {
 		// One path: its fields at the top too, as before several paths were asked.
-		out["path"], out["count"], out["truncated"], out["points"] = series[0].Path, series[0].Count, series[0].Truncated, series[0].Points
+		out["path"], out["unit"], out["count"], out["truncated"], out["points"] = series[0].Path, series[0].Unit, series[0].Count, series[0].Truncated, series[0].Points
 		if series[0].Next != nil {
 			out["next"] = series[0].Next
 		}
@@ -271,7 +272,13 @@ func (s *Server) historyAgg(w http.ResponseWriter, r *http.Request, hq *historyQ
 		cw.Flush()
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"paths": hq.paths, "from": hq.from.UTC(), "to": hq.to.UTC(), "agg": hq.agg,
+	units := make([]string, len(hq.paths)) // one per path, as the values
+	for k, p := range hq.paths {
+		if t, ok := s.c.tags.Get(p); ok && hq.agg != "count" { // a count has none
+			units[k] = t.Unit
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"paths": hq.paths, "units": units, "from": hq.from.UTC(), "to": hq.to.UTC(), "agg": hq.agg,
 		"interval": hq.interval.String(), "count": len(buckets), "buckets": buckets})
 }
 

@@ -58,8 +58,8 @@ func TestHistoryAPI(t *testing.T) {
 
 	// Raw, paged.
 	code, out := c.Do("GET", q("path", string(a), "from", from, "to", to, "limit", "40"), nil)
-	if code != 200 || out["count"] != 40.0 || out["truncated"] != true || out["next"] == nil {
-		t.Fatalf("page 1: %d %v", code, out["count"])
+	if code != 200 || out["count"] != 40.0 || out["truncated"] != true || out["next"] == nil || out["unit"] != "°C" {
+		t.Fatalf("page 1: %d %v %v", code, out["count"], out["unit"])
 	}
 	code, out = c.Do("GET", q("path", string(a), "from", from, "to", to, "limit", "40", "after", out["next"].(string)), nil)
 	if pts := out["points"].([]any); code != 200 || len(pts) != 21 || pts[0].(map[string]any)["value"] != 40.0 || out["truncated"] != false {
@@ -75,6 +75,9 @@ func TestHistoryAPI(t *testing.T) {
 	got := fmt.Sprint(bs[0].(map[string]any)["values"], bs[1].(map[string]any)["values"])
 	if len(bs) != 2 || got != "[14.5 28] [44.5 88]" {
 		t.Fatalf("avg buckets %s", got)
+	}
+	if units := fmt.Sprintf("%q", out["units"]); units != `["°C" ""]` {
+		t.Errorf("the aggregates' units: %s", units)
 	}
 
 	// Downsampled for a chart.
