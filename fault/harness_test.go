@@ -84,6 +84,9 @@ func (p *proc) start() {
 	p.out = &bytes.Buffer{}
 	p.cmd = exec.Command(binary(p.t), p.args...)
 	p.cmd.Env = append(os.Environ(), "CALX_ADMIN_PASSWORD=fault-admin-pw")
+	if dir := os.Getenv("CALX_FAULT_PROFILE"); dir != "" { // a CPU profile of each process, written at its clean stop
+		p.cmd.Env = append(p.cmd.Env, fmt.Sprintf("CALX_CPU_PROFILE=%s/%s-%d.pprof", dir, p.args[0], time.Now().UnixNano()))
+	}
 	// Should the test process die, its children die with it.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	w := &lockedWriter{mu: &p.mu, w: p.out}

@@ -376,3 +376,56 @@ func TestMCPWriteOldProtocol(t *testing.T) {
 		t.Fatalf("the alarm is %s", st)
 	}
 }
+
+// TestMCPTokenRevokedOrExpired: an API token that is revoked is refused
+// at its next MCP call, and one past its expiry cannot connect.
+func TestMCPTokenRevokedOrExpired(t *testing.T) {
+	dir := t.TempDir()
+	app := webtest.Start(t, cloud.Options{DataDir: dir})
+	admin := app.Admin()
+	token := func(name string) (secret, id string) {
+		code, out := admin.Do("POST", "/api/v1/tokens", map[string]any{"name": name, "role": "viewer", "scope": []string{"limeworks/ghent"}, "days": 1})
+		if code != 201 {
+			t.Fatalf("POST tokens: %d %v", code, out)
+		}
+		return out["token"].(string), out["id"].(string)
+	}
+	revoked, revokedID := token("assistant")
+	expired, expiredID := token("old-assistant")
+	s, err := mcpSession(t, app.Base, revoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, isErr := callTool(t, s, "list_sites", nil); isErr {
+		t.Fatal("the token before its revocation")
+	}
+	if code, _ := admin.Do("DELETE", "/api/v1/tokens/"+revokedID, nil); code != 200 {
+		t.Fatalf("revoke: %d", code)
+	}
+	if res, err := s.CallTool(context.Background(), &mcp.CallToolParams{Name: "list_sites"}); err == nil || !strings.Contains(err.Error(), "Unauthorized") {
+		t.Fatalf("a revoked token's call: %v %+v", err, res)
+	}
+	// Past its expiry (put back in the past, as the API gives a day at
+	// least), after a restart that reads the tokens again.
+	ts, err := app.Cloud.APITokens(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range ts {
+		if tk.ID == expiredID {
+			tk.Expires = time.Now().Add(-time.Minute)
+			if err := app.Cloud.PutAPIToken(context.Background(), tk); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := app.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	app = webtest.Start(t, cloud.Options{DataDir: dir})
+	if _, err := mcpSession(t, app.Base, expired); err == nil || !strings.Contains(err.Error(), "Unauthorized") {
+		t.Fatalf("an expired token connects: %v", err)
+	}
+}

@@ -54,7 +54,10 @@ FROM range(?) t(i)`, id, f.t0, yearSeconds)
 		if _, f.err = f.h.db.ExecContext(ctx, `INSERT INTO rollup_dirty SELECT DISTINCT tag_id, time_bucket(INTERVAL 1 MINUTE, ts) FROM points`); f.err != nil {
 			return
 		}
-		_, f.err = f.h.Rollup(ctx)
+		if _, f.err = f.h.Rollup(ctx); f.err != nil {
+			return
+		}
+		_, f.err = f.h.BuildHours(ctx, f.t0.Add(yearSeconds*time.Second+time.Hour))
 	})
 	if f.err != nil {
 		b.Fatal(f.err)
@@ -62,16 +65,27 @@ FROM range(?) t(i)`, id, f.t0, yearSeconds)
 	return f.h, f.p, f.t0
 }
 
-// BenchmarkTrendYear: a 1,000-point chart of one tag over a year at 1 Hz.
+// BenchmarkTrendYear: a 1,000-point chart of one tag over a year at 1 Hz,
+// from the minute rollups alone (how it was read before the hour rollups:
+// the baseline) and from the hour rollups.
 func BenchmarkTrendYear(b *testing.B) {
 	h, p, t0 := yearOfSeconds(b)
 	ctx := context.Background()
-	for b.Loop() {
-		pts, err := h.Downsample(ctx, p, t0, t0.Add(yearSeconds*time.Second), 1000)
-		if err != nil || len(pts) < 900 {
-			b.Fatalf("%d points, %v", len(pts), err)
+	trend := func(b *testing.B) {
+		for b.Loop() {
+			pts, err := h.Downsample(ctx, p, t0, t0.Add(yearSeconds*time.Second), 1000)
+			if err != nil || len(pts) < 900 {
+				b.Fatalf("%d points, %v", len(pts), err)
+			}
 		}
 	}
+	built := h.hoursBuilt.Load()
+	b.Run("minutes", func(b *testing.B) {
+		h.hoursBuilt.Store(0) // no hour is built: the chart reads the minutes
+		defer h.hoursBuilt.Store(built)
+		trend(b)
+	})
+	b.Run("hours", trend)
 }
 
 // BenchmarkRawDay: one day of one tag at 1 Hz, every point.
