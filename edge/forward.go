@@ -53,6 +53,9 @@ type forwarder struct {
 	refill        time.Time
 	purged        uint64
 	samples       []uns.Sample
+	// values and buf are send's, kept for the next message.
+	values []sparkplug.DataValue
+	buf    []byte
 	// carried are lost devices born only to carry their buffered values;
 	// each gets its DDEATH once the backlog is sent.
 	carried []*device
@@ -197,23 +200,39 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 		return 0, nil
 	}
 	var cur *device
-	var p *pb.Payload
+	vals := f.values[:0]
+	defer func() { f.values = vals[:0] }() // its room, for the next message
 	out := func() error {
-		if p == nil || len(p.Metrics) == 0 {
+		if len(vals) == 0 {
 			return nil
 		}
-		values := len(p.Metrics)
-		sparkplug.SortByTime(p.Metrics)
+		n := f.n
+		sparkplug.SortData(vals)
+		ms, seq := sparkplug.Millis(time.Now()), *n.nextSeq()
+		var err error
 		if n.opts.SparkplugTemplates {
 			// The values are members of the device's template instance.
-			p.Metrics = []*pb.Payload_Metric{sparkplug.TemplateInstance(cur.templateName(), cur.instAlias, p.Timestamp, false, p.Metrics)}
+			p := &pb.Payload{Timestamp: proto.Uint64(ms), Seq: proto.Uint64(seq)}
+			members := make([]*pb.Payload_Metric, 0, len(vals))
+			for _, v := range vals {
+				if m, ok := n.e.metricAt(v.Sample.Path); ok {
+					pm := sparkplug.DataMetric(v.Alias, m.def.DataType, v.Sample, historical)
+					pm.Alias, pm.Name = nil, proto.String(m.def.Name) // members go by name
+					members = append(members, pm)
+				}
+			}
+			p.Metrics = []*pb.Payload_Metric{sparkplug.TemplateInstance(cur.templateName(), cur.instAlias, p.Timestamp, false, members)}
+			err = n.publish(n.topic(sparkplug.DDATA, cur.ID), p)
+		} else {
+			f.buf = sparkplug.AppendData(f.buf[:0], ms, seq, vals, historical)
+			if err = n.publishBytes(n.topic(sparkplug.DDATA, cur.ID), seq, f.buf); err != nil {
+				f.buf = nil // the client may still hold it
+			}
 		}
-		p.Seq = n.nextSeq()
-		err := n.publish(n.topic(sparkplug.DDATA, cur.ID), p)
 		if err == nil {
-			n.e.sent.Add(uint64(values))
+			n.e.sent.Add(uint64(len(vals)))
 		}
-		p = nil
+		vals = vals[:0]
 		return err
 	}
 	for _, s := range f.samples {
@@ -222,7 +241,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 			n.log.Warn("buffered value of a tag no longer configured, skipped", "path", s.Path)
 			continue
 		}
-		if m.dev != cur || (p != nil && len(p.Metrics) == maxMetricsPerMsg) {
+		if m.dev != cur || len(vals) == maxMetricsPerMsg {
 			if err := out(); err != nil {
 				return 0, err
 			}
@@ -231,14 +250,7 @@ func (f *forwarder) send(data []byte, historical bool) (int, error) {
 				return 0, err
 			}
 		}
-		if p == nil {
-			p = &pb.Payload{Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
-		}
-		pm := sparkplug.DataMetric(m.alias, m.def.DataType, s, historical)
-		if n.opts.SparkplugTemplates {
-			pm.Alias, pm.Name = nil, proto.String(m.def.Name) // members go by name
-		}
-		p.Metrics = append(p.Metrics, pm)
+		vals = append(vals, sparkplug.DataValue{Alias: m.alias, Type: sparkplug.WireType(m.def.DataType), Sample: s})
 	}
 	if err := out(); err != nil {
 		return 0, err

@@ -359,8 +359,13 @@ func (n *node) publish(topic string, p *pb.Payload) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", topic, err)
 	}
+	return n.publishBytes(topic, p.GetSeq(), b)
+}
+
+// publishBytes publishes an encoded payload whose sequence number is seq.
+func (n *node) publishBytes(topic string, seq uint64, b []byte) error {
 	n.msgs++
-	n.seqOf[n.msgs] = p.GetSeq()
+	n.seqOf[n.msgs] = seq
 	t := n.client.Publish(topic, 0, false, b)
 	if !t.WaitTimeout(publishTimeout) {
 		return fmt.Errorf("publish %s: timed out", topic)

@@ -115,16 +115,20 @@ func SetValue(m *pb.Payload_Metric, dt pb.DataType, v uns.Value) {
 	case pb.DataType_Boolean:
 		m.Value = &pb.Payload_Metric_BooleanValue{BooleanValue: f != 0}
 	case pb.DataType_String, pb.DataType_Text, pb.DataType_UUID:
-		s := v.S
-		if v.Kind != uns.KindString {
-			s = fmt.Sprint(v.Any())
-		}
-		m.Value = &pb.Payload_Metric_StringValue{StringValue: s}
+		m.Value = &pb.Payload_Metric_StringValue{StringValue: stringOf(v)}
 	case pb.DataType_Int8, pb.DataType_Int16, pb.DataType_Int32, pb.DataType_UInt8, pb.DataType_UInt16:
 		m.Value = &pb.Payload_Metric_IntValue{IntValue: uint32(intOf(v))}
 	default: // Int64, UInt32, UInt64, DateTime
 		m.Value = &pb.Payload_Metric_LongValue{LongValue: uint64(intOf(v))}
 	}
+}
+
+// stringOf is v as the text of a string metric.
+func stringOf(v uns.Value) string {
+	if v.Kind == uns.KindString {
+		return v.S
+	}
+	return fmt.Sprint(v.Any())
 }
 
 func intOf(v uns.Value) int64 {
