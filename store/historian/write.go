@@ -238,7 +238,27 @@ func (h *Historian) writeBatch(ctx context.Context, samples []uns.Sample) error 
 // appendPoints appends the samples not in late (in late, with their index
 // as seq, when onlyLate) to a table of the points' shape.
 func appendPoints(c driver.Conn, catalog, table string, samples []uns.Sample, ids []int32, late []int, onlyLate bool) error {
-	app, err := duckdb.NewAppender(c, catalog, "", table)
+	// A batch of floats alone (the common case) leaves out the integer and
+	// text columns, which then take their default, NULL: the appender sets
+	// a NULL with a call into DuckDB of its own, two a row otherwise.
+	floats := true
+	for i := range samples {
+		if k := samples[i].Value.Kind; k != uns.KindFloat && k != uns.KindNull {
+			floats = false
+			break
+		}
+	}
+	var app *duckdb.Appender
+	var err error
+	if floats {
+		cols := []string{"tag_id", "ts", "value", "quality"}
+		if onlyLate {
+			cols = append([]string{"seq"}, cols...)
+		}
+		app, err = duckdb.NewAppenderWithColumns(c, catalog, "", table, cols)
+	} else {
+		app, err = duckdb.NewAppender(c, catalog, "", table)
+	}
 	if err != nil {
 		return err
 	}
@@ -247,6 +267,12 @@ func appendPoints(c driver.Conn, catalog, table string, samples []uns.Sample, id
 		var f, iv, sv any
 		if v, ok := numeric(s.Value); ok { // as the minute sums take it
 			f = v
+		}
+		switch {
+		case floats && onlyLate:
+			return app.AppendRow(int32(i), ids[i], s.TS, f, uint8(s.Quality))
+		case floats:
+			return app.AppendRow(ids[i], s.TS, f, uint8(s.Quality))
 		}
 		switch s.Value.Kind {
 		case uns.KindInt, uns.KindBool:
