@@ -44,8 +44,11 @@ vet:
 # Packages run one after the other: the fault tests run whole cloud and edge
 # processes, and the other end-to-end tests are not to share the two cores
 # with them.
+# The tests, then every benchmark once at a small size (-short): a smoke
+# check of its steps, no timing.
 test: web interop vet
 	$(GO) test -count=1 -p 1 -timeout 10m ./...
+	$(GO) test -count=1 -p 1 -timeout 10m -short -run '^$$' -bench . -benchtime 1x ./...
 
 # Run each fuzz target for a while (FUZZTIME=1m make fuzz).
 FUZZTIME ?= 20s
@@ -54,6 +57,8 @@ fuzz:
 	$(GO) test ./uns/sparkplug -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./uns/sparkplug -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./uns/sparkplug -run '^$$' -fuzz '^FuzzParseTopic$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./uns/sparkplug -run '^$$' -fuzz '^FuzzAppendData$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./web -run '^$$' -fuzz '^FuzzMCPArguments$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./uns/... ./store/...

@@ -72,6 +72,10 @@ func (p *changingPLC) HandleHoldingRegisters(r *mb.HoldingRegistersRequest) ([]u
 // a round of every device has been sent); "peers-cpu%" is theirs.
 // BenchmarkFleet in edge/modbus measures the connectors alone.
 func BenchmarkEdgeModbus(b *testing.B) {
+	if testing.Short() { // a smoke check of the steps (make test)
+		benchEdgeModbus(b, 5, time.Second)
+		return
+	}
 	benchEdgeModbus(b, 1000, 5*time.Second)
 }
 

@@ -26,6 +26,10 @@ import (
 // process used (the servers' included: an upper bound of the connector's)
 // and its heap.
 func BenchmarkFleet(b *testing.B) {
+	if testing.Short() { // a smoke check of the steps (make test)
+		benchFleet(b, 5, 100, time.Second)
+		return
+	}
 	for _, devices := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("devices=%d", devices), func(b *testing.B) { benchFleet(b, devices, 100, 5*time.Second) })
 	}

@@ -45,6 +45,10 @@ func (s *countingSink) Lost(err error) { s.lost.Store(err.Error()) }
 // first publish (it sends every queued notification in one response), so
 // 100,000 items need another server (docs/BENCHMARKS.md).
 func BenchmarkSubscriptionScale(b *testing.B) {
+	if testing.Short() { // a smoke check of the steps (make test)
+		benchSubscription(b, 100, time.Second)
+		return
+	}
 	benchSubscription(b, scaleItems(b, 2500), 5*time.Second)
 }
 
@@ -162,6 +166,10 @@ func scaleItems(b *testing.B, def int) int {
 // process's alone, the connector's. 100,000 items by default
 // (CALX_BENCH_OPCUA_ITEMS to change).
 func BenchmarkSubscriptionNodeOPCUA(b *testing.B) {
+	if testing.Short() { // a smoke check of the steps (make test)
+		benchNodeOPCUA(b, 200, 2*time.Second)
+		return
+	}
 	benchNodeOPCUA(b, scaleItems(b, 100_000), 10*time.Second)
 }
 

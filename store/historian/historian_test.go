@@ -82,7 +82,11 @@ func TestWriteIsIdempotentAndSurvivesReopen(t *testing.T) {
 // appender writes the same rows into a table without a key: it reports
 // both rates and the historian's share of the bare one.
 func BenchmarkWriteBatch(b *testing.B) {
-	for _, tags := range []int{100, 1000, 100_000} {
+	sizes := []int{100, 1000, 100_000}
+	if testing.Short() { // a smoke check of the steps (make test)
+		sizes = sizes[:2]
+	}
+	for _, tags := range sizes {
 		b.Run(fmt.Sprintf("tags=%d", tags), func(b *testing.B) { benchWrite(b, tags, 10_000) })
 	}
 }
@@ -402,7 +406,10 @@ func TestOpenMigratesKeyedPoints(t *testing.T) {
 func BenchmarkRedelivery(b *testing.B) {
 	ctx := context.Background()
 	h := openTest(b, filepath.Join(b.TempDir(), "bench.duckdb"))
-	const tags, perTag, stored = 100, 100, 100
+	tags, perTag, stored := 100, 100, 100
+	if testing.Short() { // a smoke check of the steps (make test)
+		stored = 5
+	}
 	t0 := time.Now()
 	batches := make([][]uns.Sample, stored)
 	for n := range batches {
@@ -424,7 +431,7 @@ func BenchmarkRedelivery(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(tags*perTag*b.N)/b.Elapsed().Seconds(), "values/s")
-	if c, err := h.Count(ctx, ""); err != nil || c != tags*perTag*stored {
+	if c, err := h.Count(ctx, ""); err != nil || c != int64(tags*perTag*stored) {
 		b.Fatalf("%d values stored, %v", c, err)
 	}
 }
@@ -435,7 +442,10 @@ func BenchmarkRedelivery(b *testing.B) {
 func BenchmarkRollupMinute(b *testing.B) {
 	ctx := context.Background()
 	h := openTest(b, filepath.Join(b.TempDir(), "bench.duckdb"))
-	const tags, perMinute = 100000, 10
+	tags, perMinute := 100000, 10
+	if testing.Short() { // a smoke check of the steps (make test)
+		tags = 1000
+	}
 	paths := make([]uns.Path, tags)
 	for i := range paths {
 		paths[i] = uns.Path(fmt.Sprintf("limeworks/bench/e%03d/d/t%04d", i/100, i%100))
@@ -463,7 +473,7 @@ func BenchmarkRollupMinute(b *testing.B) {
 		writeMinute(i + 1)
 		b.StartTimer()
 		n, err := h.RollupClosed(ctx, t0.Add(time.Duration(i+1)*time.Minute+rollupGrace), rollupGrace, rollupChunk)
-		if err != nil || n != tags {
+		if err != nil || n != int64(tags) {
 			b.Fatalf("rolled up %d minutes of %d: %v", n, tags, err)
 		}
 	}

@@ -26,11 +26,16 @@ var manyFixture struct {
 	compacted bool // the historian's points are compacted (in the second half of the benchmark)
 }
 
-const manyTags, manySeconds = 1000, 10_000
+// manyTags and manySeconds are the fixture's size (smaller with -short:
+// a smoke check of the steps in make test).
+var manyTags, manySeconds = 1000, 10_000
 
 func manyTagsFixture(b *testing.B) (*Historian, time.Time) {
 	f := &manyFixture
 	f.once.Do(func() {
+		if testing.Short() {
+			manyTags, manySeconds = 20, 3600
+		}
 		dir, err := os.MkdirTemp("", "calx-bench-many-")
 		if err != nil {
 			f.err = err
@@ -75,12 +80,12 @@ func manyPath(i int) uns.Path {
 func BenchmarkOneTagOfMany(b *testing.B) {
 	h, t0 := manyTagsFixture(b)
 	ctx := context.Background()
-	p := manyPath(500)
+	p := manyPath(manyTags / 2)
 	id, err := h.id(p)
 	if err != nil {
 		b.Fatal(err)
 	}
-	to := t0.Add(manySeconds*time.Second - time.Second)
+	to := t0.Add(time.Duration(manySeconds-1) * time.Second)
 	trendSQL := `SELECT min(ts), arg_min(ts, value), min(value), arg_max(ts, value), max(value), min(quality) FROM points
 WHERE tag_id = ? AND ts >= ? AND ts <= ? AND value IS NOT NULL
 GROUP BY (epoch_us(ts) - ?) * ? // ? ORDER BY 1`

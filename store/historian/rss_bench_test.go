@@ -21,8 +21,12 @@ import (
 // resident memory. The peak is the process's: run it alone and once
 // (-run '^$' -bench BenchmarkLoadPeakRSS -benchtime 1x).
 func BenchmarkLoadPeakRSS(b *testing.B) {
+	values := 10_000_000
+	if testing.Short() { // a smoke check of the steps (make test)
+		values = 100_000
+	}
 	for b.Loop() {
-		loadPeak(b, 10_000_000)
+		loadPeak(b, values)
 	}
 	if mib, err := peakRSSMiB(); err == nil {
 		b.ReportMetric(mib, "peak_rss_MiB")

@@ -112,7 +112,10 @@ var yearManyBench struct {
 // are empty, the operating system's file cache is as it is).
 func BenchmarkTrendYearOfMany(b *testing.B) {
 	yearManyBench.once.Do(func() {
-		tags := 100
+		tags, minutes := 100, yearMinutes
+		if testing.Short() { // a smoke check of the steps (make test)
+			tags, minutes = 3, 45*24*60
+		}
 		if s := os.Getenv("CALX_BENCH_YEAR_TAGS"); s != "" {
 			var err error
 			if tags, err = strconv.Atoi(s); err != nil {
@@ -124,8 +127,8 @@ func BenchmarkTrendYearOfMany(b *testing.B) {
 			b.Fatal(err)
 		}
 		began := time.Now()
-		yearManyBench.f = newYearMany(b, dir, tags, yearMinutes)
-		b.Logf("a year of minute rollups of %d tags (%d rows) written in %s", tags, tags*yearMinutes, time.Since(began).Round(time.Second))
+		yearManyBench.f = newYearMany(b, dir, tags, minutes)
+		b.Logf("%d days of minute rollups of %d tags (%d rows) written in %s", minutes/(24*60), tags, tags*minutes, time.Since(began).Round(time.Second))
 	})
 	f := yearManyBench.f
 	if f == nil {
