@@ -2,6 +2,7 @@ package historian
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"sync"
@@ -98,17 +99,49 @@ func BenchmarkTrendYear(b *testing.B) {
 	b.Run("hours", trend)
 }
 
-// BenchmarkRawDay: one day of one tag at 1 Hz, every point.
+// BenchmarkRawDay: one day of one tag at 1 Hz, every point, through
+// History; the baseline in the same run reads the same rows with the same
+// SQL through database/sql's Scan.
 func BenchmarkRawDay(b *testing.B) {
 	h, p, t0 := yearOfSeconds(b)
 	ctx := context.Background()
 	from := dayOfYear(t0)
-	for b.Loop() {
-		pts, err := h.History(ctx, p, from, from.Add(24*time.Hour-time.Second), 0)
-		if err != nil || len(pts) != 86400 {
-			b.Fatalf("%d points, %v", len(pts), err)
+	to := from.Add(24*time.Hour - time.Second)
+	b.Run("historian", func(b *testing.B) {
+		for b.Loop() {
+			pts, err := h.History(ctx, p, from, to, 0)
+			if err != nil || len(pts) != 86400 {
+				b.Fatalf("%d points, %v", len(pts), err)
+			}
 		}
-	}
+	})
+	id, _ := h.id(p)
+	b.Run("database-sql-scan", func(b *testing.B) {
+		for b.Loop() {
+			rows, err := h.db.QueryContext(ctx, `SELECT ts, value, value_int, value_str, quality FROM points
+WHERE tag_id = $1 AND ts >= $2 AND ts <= $3 ORDER BY ts`, id, from, to)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var pts []Point
+			for rows.Next() {
+				var pt Point
+				var f sql.NullFloat64
+				var i sql.NullInt64
+				var s sql.NullString
+				var q uint8
+				if err := rows.Scan(&pt.TS, &f, &i, &s, &q); err != nil {
+					b.Fatal(err)
+				}
+				pt.Value, pt.Quality = uns.Float(f.Float64), uns.Quality(q)
+				pts = append(pts, pt)
+			}
+			rows.Close()
+			if len(pts) != 86400 {
+				b.Fatalf("%d points", len(pts))
+			}
+		}
+	})
 }
 
 // BenchmarkTrendDay: a 1,000-point chart of one day at 1 Hz.
