@@ -42,7 +42,7 @@ type Options struct {
 	// (default an hour), the first time a minute after start.
 	Retention      []historian.RetentionRule
 	RetentionEvery time.Duration
-	// HistorianMemory and HistorianThreads bound DuckDB (zero: 128 MiB,
+	// HistorianMemory and HistorianThreads bound DuckDB (zero: 64 MiB,
 	// every core).
 	HistorianMemory  int64
 	HistorianThreads int

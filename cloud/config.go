@@ -211,7 +211,7 @@ type OIDCGroupRole struct {
 	Scope []string `yaml:"scope"`
 }
 
-// HistorianConfig bounds DuckDB's memory (default 128MiB: queries spill
+// HistorianConfig bounds DuckDB's memory (default 64MiB: queries spill
 // to disk beyond it) and threads (default: the machine's cores).
 type HistorianConfig struct {
 	MemoryLimit config.Size `yaml:"memory_limit"`

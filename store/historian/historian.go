@@ -143,9 +143,11 @@ type Options struct {
 
 // DefaultMemoryLimit suits a small VM: DuckDB's own default, 80 % of the
 // machine's memory, leaves too little to the rest of the cloud. With it,
-// loading 10 M values peaks at 225-240 MiB resident (BenchmarkLoadPeakRSS),
-// and the trends' benchmarks answer as fast as without a limit.
-const DefaultMemoryLimit = 128 << 20
+// loading 10 M values peaks at 178-193 MiB resident (BenchmarkLoadPeakRSS;
+// 246-297 MiB at 128 MiB), and the trends' benchmarks answer as fast as
+// with more. The historian's own work is in bounded pieces (minutes,
+// chunks, hours a day at a time); a larger namespace may want more.
+const DefaultMemoryLimit = 64 << 20
 
 // Historian is the DuckDB store of tags and their points.
 type Historian struct {

@@ -65,7 +65,7 @@ FROM range(?) t(i)`, id, f.t0, yearSeconds)
 		if _, f.err = f.h.db.ExecContext(ctx, `INSERT INTO rollup_dirty SELECT DISTINCT tag_id, time_bucket(INTERVAL 1 MINUTE, ts) FROM points`); f.err != nil {
 			return
 		}
-		if _, f.err = f.h.Rollup(ctx); f.err != nil {
+		if _, f.err = f.h.RollupClosed(ctx, time.Now(), rollupGrace, rollupChunk); f.err != nil { // in pieces, as the maintenance does
 			return
 		}
 		_, f.err = f.h.BuildHours(ctx, f.t0.Add(time.Duration(yearSeconds)*time.Second+time.Hour))
