@@ -323,6 +323,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	mqttTLS, _ := cfg.MQTT.TLS.Load()
 	httpTLS, _ := cfg.HTTP.TLS.Load()
 	natsTLS, _ := cfg.NATS.TLS.Load()
+	cluster, _ := cfg.Cluster.Store() // checked by LoadConfig
 	uplink, err := cfg.Broker.Uplink()
 	if err != nil {
 		return err
@@ -330,7 +331,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	ctx, stop := signalContext()
 	defer stop()
 	app, err := startCloudApp(ctx, cloud.Options{
-		DataDir: cfg.DataDir, HostID: cfg.HostID, NATSListen: cfg.NATS.Listen, NATSUsers: cfg.NATS.Users, NATSTLS: natsTLS, Uplink: uplink, SyncInterval: cfg.SyncInterval.Std(),
+		DataDir: cfg.DataDir, HostID: cfg.HostID, NATSListen: cfg.NATS.Listen, NATSUsers: cfg.NATS.Users, NATSTLS: natsTLS, Cluster: cluster, Uplink: uplink, SyncInterval: cfg.SyncInterval.Std(),
 		MQTT:            cloud.BrokerOptions{Listen: cfg.MQTT.Listen, TLS: mqttTLS, Users: cfg.MQTTUsers(), Limits: cfg.MQTT.Limits},
 		Retention:       cfg.RetentionRules(),
 		HistorianMemory: int64(cfg.Historian.MemoryLimit), HistorianThreads: cfg.Historian.Threads,

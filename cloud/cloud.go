@@ -31,6 +31,9 @@ type Options struct {
 	NATSListen string
 	NATSUsers  []store.NATSUser
 	NATSTLS    *tls.Config
+	// Cluster, when set, makes the cloud a node of a cluster whose
+	// backbone is replicated.
+	Cluster *store.Cluster
 	// HostID is the Sparkplug primary host id. Default "calx".
 	HostID string
 	// Uplink, when set, makes the cloud the primary host on the plant's

@@ -50,6 +50,9 @@ type Config struct {
 	// Broker, when set, makes the cloud the Sparkplug primary host on the
 	// plant's own broker (HiveMQ, EMQX, Mosquitto) too.
 	Broker *PlantBrokerConfig `yaml:"broker"`
+	// Cluster, when set, makes the cloud a node of a cluster of clouds
+	// whose backbone is replicated (clusterconfig.go).
+	Cluster *ClusterConfig `yaml:"cluster"`
 }
 
 // PlantBrokerConfig is the plant's own broker, for the primary host.
@@ -299,6 +302,9 @@ func LoadConfig(file string) (*Config, error) {
 	}
 	if _, err := c.HTTP.TLS.Load(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: http.%w", file, err))
+	}
+	if _, err := c.Cluster.Store(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: cluster: %w", file, err))
 	}
 	if err := guard.CheckTokenSHA256(c.HTTP.MetricsTokenSHA256); err != nil {
 		errs = append(errs, fmt.Errorf("%s: http.metrics_%w", file, err))

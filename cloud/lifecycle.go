@@ -66,7 +66,7 @@ func New(opts Options) (*Cloud, error) {
 	c := &Cloud{opts: opts, log: opts.Logger, Registry: NewRegistry(), Metrics: newMetrics()}
 	var err error
 	if c.Bus, err = store.NewBus(store.Options{Dir: filepath.Join(opts.DataDir, "jetstream"), Listen: opts.NATSListen, Users: opts.NATSUsers,
-		TLS: opts.NATSTLS, SyncInterval: opts.SyncInterval, Logger: c.log}); err != nil {
+		TLS: opts.NATSTLS, SyncInterval: opts.SyncInterval, Cluster: opts.Cluster, Logger: c.log}); err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
 	if err := opts.MQTT.validate(); err != nil {

@@ -65,6 +65,9 @@ type Options struct {
 	MaxAge time.Duration
 	// Streams to create; nil means the cloud's (Sparkplug and UNS).
 	Streams []jetstream.StreamConfig
+	// Cluster, when set, makes the server a node of a NATS cluster whose
+	// streams and buckets are replicated (cluster.go).
+	Cluster *Cluster
 	Logger  *slog.Logger
 }
 
@@ -138,6 +141,11 @@ func NewBus(opts Options) (*Bus, error) {
 			return nil, fmt.Errorf("bus: nats %w", err)
 		}
 	}
+	if opts.Cluster != nil {
+		if err := opts.Cluster.Validate(); err != nil {
+			return nil, fmt.Errorf("bus: cluster: %w", err)
+		}
+	}
 	pw := make([]byte, 24)
 	if _, err := rand.Read(pw); err != nil {
 		return nil, fmt.Errorf("bus: %w", err)
@@ -176,7 +184,7 @@ func (b *Bus) Start(ctx context.Context) error {
 		return fmt.Errorf("bus: %w", err)
 	}
 	so := &server.Options{
-		ServerName:   "calx",
+		ServerName:   "calx", // a node's own name in a cluster
 		JetStream:    true,
 		StoreDir:     filepath.Clean(b.opts.Dir),
 		SyncInterval: b.opts.SyncInterval,
@@ -205,6 +213,11 @@ func (b *Bus) Start(ctx context.Context) error {
 		}
 		so.Host, so.Port = host, p
 	}
+	if b.opts.Cluster != nil {
+		if err := b.opts.Cluster.serverOptions(so); err != nil {
+			return fmt.Errorf("bus: %w", err)
+		}
+	}
 	srv, err := server.NewServer(so)
 	if err != nil {
 		return fmt.Errorf("bus: %w", err)
@@ -227,6 +240,13 @@ func (b *Bus) Start(ctx context.Context) error {
 		return fmt.Errorf("bus: %w", err)
 	}
 	b.js = js
+	if c := b.opts.Cluster; c != nil {
+		b.js = replicated{JetStream: js, replicas: c.Replicas()}
+		if err := b.waitQuorum(ctx); err != nil {
+			b.Shutdown()
+			return fmt.Errorf("bus: %w", err)
+		}
+	}
 	streams := b.opts.Streams
 	if streams == nil {
 		streams = []jetstream.StreamConfig{
@@ -241,13 +261,35 @@ func (b *Bus) Start(ctx context.Context) error {
 		sc.MaxBytes = b.opts.MaxBytes
 		sc.MaxAge = b.opts.MaxAge
 		sc.MaxMsgSize = 8 << 20
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := b.createStream(ctx, sc); err != nil {
 			b.Shutdown()
 			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
 		}
 	}
 	b.log.Info("backbone ready", "dir", b.opts.Dir, "client_url", b.ClientURL())
 	return nil
+}
+
+// createStream makes or updates a stream; in a cluster it tries again
+// until its replicas have nodes to go to, within the cluster's wait.
+func (b *Bus) createStream(ctx context.Context, sc jetstream.StreamConfig) error {
+	var deadline time.Time
+	if b.opts.Cluster != nil {
+		deadline = time.Now().Add(b.clusterWait())
+	}
+	for {
+		try, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := b.js.CreateOrUpdateStream(try, sc)
+		cancel()
+		if err == nil || b.opts.Cluster == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // JetStream returns the JetStream context of the bus's connection.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/calx-iiot/calx/cloud"
+	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/store/historian"
 	"github.com/calx-iiot/calx/transform"
 	"github.com/calx-iiot/calx/uns"
@@ -117,6 +118,12 @@ type dashboardStore interface {
 	PutDashboard(ctx context.Context, d cloud.Dashboard) error
 }
 
+// clusterView is the backbone's nodes as this one sees them.
+type clusterView interface {
+	Nodes() []store.NodeInfo
+	Replicas() int
+}
+
 // parts are the cloud's parts the handlers use.
 type parts struct {
 	history  historyReader
@@ -131,6 +138,7 @@ type parts struct {
 	users    userStore
 	tokens   tokenStore
 	boards   dashboardStore
+	cluster  clusterView
 	ready    func() error
 }
 
@@ -140,5 +148,5 @@ func partsOf(c *cloud.Cloud) (parts, bool) {
 		return parts{}, false
 	}
 	return parts{history: c.Historian, audit: c.Historian, tags: c.Registry, live: c.Hub, alarms: c,
-		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, ready: c.ReadyErr}, true
+		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, ready: c.ReadyErr}, true
 }

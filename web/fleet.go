@@ -366,3 +366,18 @@ func (s *Server) visibleStates(r *http.Request, states []cloud.EdgeConfigState) 
 	}
 	return out
 }
+
+// clusterNodes lists the cloud's nodes as this one sees them: each one's
+// name, whether it is up, whether it leads the backbone's metadata, and
+// how far behind it is; and the copies kept of each stream and bucket.
+// A cloud without a cluster is a node alone.
+func (s *Server) clusterNodes(w http.ResponseWriter, r *http.Request) {
+	nodes := s.c.cluster.Nodes()
+	self := ""
+	for _, n := range nodes {
+		if n.Self {
+			self = n.Name
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": self, "replicas": s.c.cluster.Replicas(), "count": len(nodes), "nodes": nodes})
+}

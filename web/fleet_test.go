@@ -258,3 +258,24 @@ func TestDashboards(t *testing.T) {
 		t.Errorf("a template name with a wildcard: %d", code)
 	}
 }
+
+// TestClusterAPI: a cloud without a cluster is a node alone, leading, with
+// one copy of the backbone; viewers do not see the nodes.
+func TestClusterAPI(t *testing.T) {
+	h, err := cloud.HashPassword("viewer-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := webtest.Start(t, cloud.Options{}, web.User{Username: "v", PasswordHash: h, Role: web.RoleViewer})
+	code, out := app.Admin().Do("GET", "/api/v1/cluster", nil)
+	nodes, _ := out["nodes"].([]any)
+	if code != 200 || out["replicas"] != 1.0 || len(nodes) != 1 || out["node"] != "calx" {
+		t.Fatalf("cluster: %d %v", code, out)
+	}
+	if n := nodes[0].(map[string]any); n["leader"] != true || n["up"] != true || n["self"] != true {
+		t.Errorf("the node alone: %v", n)
+	}
+	if code, _ := webtest.Login(t, app.Base, "v", "viewer-pw").Do("GET", "/api/v1/cluster", nil); code != 403 {
+		t.Errorf("a viewer asks for the nodes: %d", code)
+	}
+}

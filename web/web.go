@@ -190,6 +190,7 @@ func (s *Server) routes() http.Handler {
 			r.Get("/latest", s.latest)
 			r.Get("/live", s.live)
 			r.Get("/edges", s.edges)
+			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Get("/cluster", s.clusterNodes)
 			r.Get("/edges/{group}/{edge}", s.edge)
 			r.Get("/fleet/alarms", s.fleetAlarms)
 			r.Get("/alarms", s.alarms)

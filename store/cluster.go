@@ -1,0 +1,199 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A cloud of several nodes: the embedded servers form a NATS cluster
+// (routes between them) and JetStream replicates the streams and buckets
+// across it, three copies on three nodes or more. A node that goes away
+// leaves its copies on the others; a majority of the nodes keeps the
+// backbone writable.
+
+// Cluster makes the bus a node of a NATS cluster.
+type Cluster struct {
+	// Name is the cluster's, the same on every node.
+	Name string
+	// Node is this node's name, unique in the cluster.
+	Node string
+	// Listen is the host:port of the routes from the other nodes.
+	Listen string
+	// Routes are the other nodes' route addresses (host:port).
+	Routes []string
+	// Secret is shared by the nodes: a route that does not present it is
+	// refused.
+	Secret string
+	// Wait bounds how long the node waits at its start for a majority of
+	// the nodes; zero means 2 minutes.
+	Wait time.Duration
+}
+
+// routeUser is the account routes authenticate as.
+const routeUser = "calx-route"
+
+// Validate checks a cluster's settings.
+func (c Cluster) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("name: required"))
+	}
+	if c.Node == "" {
+		errs = append(errs, errors.New("node: required"))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	for i, r := range c.Routes {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			errs = append(errs, fmt.Errorf("routes[%d] %q: host:port of another node: %w", i, r, err))
+		}
+	}
+	if len(c.Secret) < 16 {
+		errs = append(errs, errors.New("secret: at least 16 characters, the same on every node"))
+	}
+	return errors.Join(errs...)
+}
+
+// Replicas is how many copies the streams and buckets keep: one per node,
+// at most three.
+func (c *Cluster) Replicas() int {
+	if c == nil {
+		return 1
+	}
+	return min(3, len(c.Routes)+1)
+}
+
+// serverOptions sets the routes of so.
+func (c *Cluster) serverOptions(so *server.Options) error {
+	host, port, _ := net.SplitHostPort(c.Listen)
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return fmt.Errorf("cluster listen %q: bad port", c.Listen)
+	}
+	so.ServerName = c.Node
+	so.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: p, Username: routeUser, Password: c.Secret,
+		AuthTimeout: natsAuthTimeout, ConnectRetries: -1}
+	for _, r := range c.Routes {
+		so.Routes = append(so.Routes, &url.URL{Scheme: "nats", Host: r, User: url.UserPassword(routeUser, c.Secret)})
+	}
+	if so.DontListen {
+		// The server opens its routes once its client port is open: without
+		// a port of the cloud's, one on loopback that no account can use
+		// from the network (the process's own connect in-process).
+		so.DontListen, so.Host, so.Port = false, "127.0.0.1", server.RANDOM_PORT
+	}
+	return nil
+}
+
+// replicated is the bus's JetStream, whose streams and buckets made
+// without a count of replicas get the cluster's.
+type replicated struct {
+	jetstream.JetStream
+	replicas int
+}
+
+func (r replicated) CreateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
+	return r.JetStream.CreateStream(ctx, cfg)
+}
+
+func (r replicated) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
+	return r.JetStream.CreateOrUpdateStream(ctx, cfg)
+}
+
+func (r replicated) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
+	return r.JetStream.CreateKeyValue(ctx, cfg)
+}
+
+func (r replicated) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
+	return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+}
+
+// waitQuorum waits until the cluster's JetStream answers: a meta leader
+// is elected, which takes a majority of the nodes.
+func (b *Bus) waitQuorum(ctx context.Context) error {
+	within := b.clusterWait()
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		// Each ask within a second or two: an ask before there is a leader
+		// may get no answer at all.
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		_, err := b.js.AccountInfo(try)
+		cancelTry()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no quorum of the cluster's nodes within %s: start the other nodes (%v)", within, b.opts.Cluster.Routes)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// clusterWait is how long the node waits for the others at its start.
+func (b *Bus) clusterWait() time.Duration {
+	return cmp.Or(b.opts.Cluster.Wait, 2*time.Minute)
+}
+
+// Replicas is how many copies the bus keeps of its streams and buckets.
+func (b *Bus) Replicas() int { return b.opts.Cluster.Replicas() }
+
+// NodeInfo is a node of the cluster as this one sees it.
+type NodeInfo struct {
+	Name string `json:"name"`
+	// Leader is the node that leads JetStream's metadata.
+	Leader bool `json:"leader"`
+	// Up: the node is connected and current.
+	Up bool `json:"up"`
+	// Self is this node.
+	Self bool `json:"self"`
+	// Active is how long ago this node last heard from it.
+	Active time.Duration `json:"active_ns"`
+	// Lag is how many metadata operations it is behind.
+	Lag uint64 `json:"lag"`
+}
+
+// Nodes lists the cluster's nodes as this one sees them; a bus without a
+// cluster is a node alone.
+func (b *Bus) Nodes() []NodeInfo {
+	if b.srv == nil {
+		return nil
+	}
+	name := b.srv.Name()
+	if b.opts.Cluster == nil {
+		return []NodeInfo{{Name: name, Leader: true, Up: true, Self: true}}
+	}
+	jsz, err := b.srv.Jsz(&server.JSzOptions{})
+	if err != nil || jsz.Meta == nil {
+		return []NodeInfo{{Name: name, Self: true, Up: true}}
+	}
+	m := jsz.Meta
+	// The replicas are the peers other than this node, the leader among
+	// them when it is another.
+	out := []NodeInfo{{Name: name, Leader: m.Leader == name, Up: true, Self: true}}
+	for _, p := range m.Replicas {
+		if p.Name == name || slices.ContainsFunc(out, func(n NodeInfo) bool { return n.Name == p.Name }) {
+			continue
+		}
+		out = append(out, NodeInfo{Name: p.Name, Leader: p.Name == m.Leader, Up: p.Current && !p.Offline, Active: p.Active, Lag: p.Lag})
+	}
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
