@@ -73,8 +73,9 @@ func openBare(ctx context.Context, dir string) (*bareTable, error) {
 		return nil, fmt.Errorf("bare appender: %w", err)
 	}
 	db := sql.OpenDB(connector)
-	if _, err := db.ExecContext(ctx, `SET checkpoint_threshold = '256MB'; CREATE TABLE points (tag_id INTEGER NOT NULL, ts TIMESTAMPTZ NOT NULL,
-	value DOUBLE, value_int BIGINT, value_str VARCHAR, quality UTINYINT NOT NULL)`); err != nil {
+	// The historian's settings: its checkpoints and its default memory.
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(`SET checkpoint_threshold = '256MB'; SET memory_limit = '%dB'; CREATE TABLE points (tag_id INTEGER NOT NULL, ts TIMESTAMPTZ NOT NULL,
+	value DOUBLE, value_int BIGINT, value_str VARCHAR, quality UTINYINT NOT NULL)`, DefaultMemoryLimit)); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("bare appender: %w", err)
 	}
