@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/calx-iiot/calx/config"
 	"github.com/calx-iiot/calx/store"
 )
 
@@ -18,6 +19,7 @@ import (
 //	  listen: 127.0.0.1:6222
 //	  routes: [127.0.0.1:6223, 127.0.0.1:6224]
 //	  secret_file: /etc/calx/cluster.secret
+//	  tls: {cert_file: node.crt, key_file: node.key, ca_file: ca.crt}
 type ClusterConfig struct {
 	Name   string   `yaml:"name"`
 	Node   string   `yaml:"node"`
@@ -26,6 +28,16 @@ type ClusterConfig struct {
 	// SecretFile holds the secret the nodes share (at least 16
 	// characters); routes that do not present it are refused.
 	SecretFile string `yaml:"secret_file"`
+	// TLS makes the routes TLS both ways, each node's certificate signed
+	// by the CA; without it the routes stay on loopback addresses.
+	TLS *ClusterTLS `yaml:"tls"`
+}
+
+// ClusterTLS are a node's certificate and key and the cluster's CA.
+type ClusterTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
 }
 
 // Store is the backbone's cluster of c, its secret read from its file.
@@ -44,11 +56,17 @@ func (c *ClusterConfig) Store() (*store.Cluster, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, err
 	}
-	// Routes carry the backbone in clear for now: they stay on this machine
-	// until they speak TLS.
+	if c.TLS != nil {
+		if sc.TLS, err = config.MutualTLS(c.TLS.CertFile, c.TLS.KeyFile, c.TLS.CAFile); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		return sc, nil
+	}
+	// Without TLS the routes carry the backbone in clear: they stay on
+	// this machine.
 	for _, a := range append([]string{c.Listen}, c.Routes...) {
 		if host, _, err := net.SplitHostPort(a); err == nil && !isLoopback(host) {
-			return nil, fmt.Errorf("%s: the routes between nodes do not speak TLS yet, so they stay on loopback addresses (127.0.0.1, ::1, localhost)", a)
+			return nil, fmt.Errorf("%s: routes off this machine need tls (cert_file, key_file, ca_file): without it they stay on loopback addresses (127.0.0.1, ::1, localhost)", a)
 		}
 	}
 	return sc, nil

@@ -122,3 +122,26 @@ func ClientCertificate(certFile, keyFile string) (func(*tls.CertificateRequestIn
 		return &c.Certificates[0], nil
 	}, nil
 }
+
+// MutualTLS is the tls.Config of a link whose both ends show a certificate
+// of one CA (the routes between a cluster's nodes): certFile and keyFile
+// are this end's, caFile the CA's; each end verifies the other's.
+func MutualTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("tls: cert_file, key_file and ca_file are all required")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls: ca_file %s: no PEM certificate", caFile)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,6 +39,9 @@ type Cluster struct {
 	// Wait bounds how long the node waits at its start for a majority of
 	// the nodes; zero means 2 minutes.
 	Wait time.Duration
+	// TLS, when set, makes the routes TLS both ways: each node shows its
+	// certificate and verifies the other's (config.MutualTLS).
+	TLS *tls.Config
 }
 
 // routeUser is the account routes authenticate as.
@@ -84,7 +88,7 @@ func (c *Cluster) serverOptions(so *server.Options) error {
 	}
 	so.ServerName = c.Node
 	so.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: p, Username: routeUser, Password: c.Secret,
-		AuthTimeout: natsAuthTimeout, ConnectRetries: -1}
+		AuthTimeout: natsAuthTimeout, ConnectRetries: -1, TLSConfig: c.TLS, TLSTimeout: natsAuthTimeout}
 	for _, r := range c.Routes {
 		so.Routes = append(so.Routes, &url.URL{Scheme: "nats", Host: r, User: url.UserPassword(routeUser, c.Secret)})
 	}

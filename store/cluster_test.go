@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -10,6 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/internal/testcert"
 )
 
 func freeAddr(t *testing.T) string {
@@ -26,7 +30,7 @@ const testSecret = "a-secret-of-the-test-cluster"
 
 // startCluster starts n buses as the nodes of one cluster, at once (each
 // waits for a majority of the others).
-func startCluster(t *testing.T, n int) []*Bus {
+func startCluster(t *testing.T, n int, tc *tls.Config) []*Bus {
 	t.Helper()
 	addrs := make([]string, n)
 	for i := range addrs {
@@ -43,7 +47,7 @@ func startCluster(t *testing.T, n int) []*Bus {
 			}
 		}
 		b, err := NewBus(Options{Dir: t.TempDir(), Cluster: &Cluster{Name: "calx-test", Node: fmt.Sprintf("n%d", i+1), Listen: addrs[i], Routes: routes,
-			Secret: testSecret, Wait: 30 * time.Second}})
+			Secret: testSecret, Wait: 30 * time.Second, TLS: tc}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +69,7 @@ func startCluster(t *testing.T, n int) []*Bus {
 // others have; with one node gone the other two go on taking and reading
 // messages; a node with the wrong secret does not join.
 func TestClusterReplicatesAndSurvivesANode(t *testing.T) {
-	buses := startCluster(t, 3)
+	buses := startCluster(t, 3, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, b := range buses {
@@ -175,6 +179,49 @@ func TestClusterSettings(t *testing.T) {
 	} {
 		if _, err := NewBus(Options{Dir: t.TempDir(), Cluster: &c.c}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want an error naming %s", c.c, err, c.want)
+		}
+	}
+}
+
+// TestClusterOverTLS: nodes whose routes speak TLS both ways replicate as
+// the others do; a node with the secret but a certificate of another CA
+// does not join.
+func TestClusterOverTLS(t *testing.T) {
+	ca := testcert.New(t)
+	tc, err := config.MutualTLS(ca.CertFile, ca.KeyFile, ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buses := startCluster(t, 3, tc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := buses[0].JetStream().Publish(ctx, SubjectUNS+".g.e", []byte("over tls")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := buses[2].JetStream().Stream(ctx, StreamUNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.GetMsg(ctx, 1); err != nil || string(m.Data) != "over tls" {
+		t.Fatalf("from n3: %v", err)
+	}
+	other := testcert.New(t)
+	otc, err := config.MutualTLS(other.CertFile, other.KeyFile, other.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	intruder, err := NewBus(Options{Dir: t.TempDir(), Cluster: &Cluster{Name: "calx-test", Node: "intruder", Listen: freeAddr(t),
+		Routes: []string{buses[0].opts.Cluster.Listen}, Secret: testSecret, Wait: 3 * time.Second, TLS: otc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := intruder.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "no quorum") {
+		intruder.Shutdown()
+		t.Fatalf("a node of another CA started: %v", err)
+	}
+	for _, n := range buses[0].Nodes() {
+		if n.Name == "intruder" {
+			t.Fatalf("the intruder is a node: %+v", buses[0].Nodes())
 		}
 	}
 }
