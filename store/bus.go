@@ -241,7 +241,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	}
 	b.js = js
 	if c := b.opts.Cluster; c != nil {
-		b.js = replicated{JetStream: js, replicas: c.Replicas()}
+		b.js = clustered{JetStream: js, replicas: c.Replicas(), node: c.Node}
 		if err := b.waitQuorum(ctx); err != nil {
 			b.Shutdown()
 			return fmt.Errorf("bus: %w", err)

@@ -101,31 +101,68 @@ func (c *Cluster) serverOptions(so *server.Options) error {
 	return nil
 }
 
-// replicated is the bus's JetStream, whose streams and buckets made
-// without a count of replicas get the cluster's.
-type replicated struct {
+// clustered is the bus's JetStream in a cluster: its streams and buckets
+// made without a count of replicas get the cluster's, and its durable
+// consumers are the node's own (their names end in the node's), so that
+// each node's primary host, transforms and historian read every message
+// rather than sharing them with the other nodes' (one of each job in the
+// whole cluster comes later: docs/CLUSTER.md).
+type clustered struct {
 	jetstream.JetStream
 	replicas int
+	node     string
 }
 
-func (r replicated) CreateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+func (r clustered) durable(name string) string {
+	if name == "" {
+		return ""
+	}
+	return name + "_" + Token(r.node)
+}
+
+func (r clustered) consumer(cfg jetstream.ConsumerConfig) jetstream.ConsumerConfig {
+	cfg.Durable, cfg.Name = r.durable(cfg.Durable), r.durable(cfg.Name)
+	return cfg
+}
+
+func (r clustered) CreateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
 	return r.JetStream.CreateStream(ctx, cfg)
 }
 
-func (r replicated) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+func (r clustered) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
 	return r.JetStream.CreateOrUpdateStream(ctx, cfg)
 }
 
-func (r replicated) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func (r clustered) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
 	return r.JetStream.CreateKeyValue(ctx, cfg)
 }
 
-func (r replicated) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func (r clustered) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
 	return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+}
+
+func (r clustered) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
+	return r.JetStream.Consumer(ctx, stream, r.durable(name))
+}
+
+func (r clustered) CreateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	return r.JetStream.CreateConsumer(ctx, stream, r.consumer(cfg))
+}
+
+func (r clustered) CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	return r.JetStream.CreateOrUpdateConsumer(ctx, stream, r.consumer(cfg))
+}
+
+func (r clustered) UpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	return r.JetStream.UpdateConsumer(ctx, stream, r.consumer(cfg))
+}
+
+func (r clustered) DeleteConsumer(ctx context.Context, stream, name string) error {
+	return r.JetStream.DeleteConsumer(ctx, stream, r.durable(name))
 }
 
 // waitQuorum waits until the cluster's JetStream answers: a meta leader

@@ -122,6 +122,26 @@ func TestClusterReplicatesAndSurvivesANode(t *testing.T) {
 	if got := read(buses[2], 1); got != "one" {
 		t.Fatalf("from n3: %q", got)
 	}
+	// A durable consumer of one name is each node's own: both read the
+	// message, neither takes it from the other.
+	for _, b := range buses[:2] {
+		cons, err := ResumeConsumer(ctx, b.JetStream(), StreamUNS, jetstream.ConsumerConfig{Durable: "reader", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for m := range batch.Messages() {
+			got = append(got, string(m.Data()))
+			m.Ack()
+		}
+		if len(got) != 1 || got[0] != "one" {
+			t.Fatalf("%s's reader: %q", b.srv.Name(), got)
+		}
+	}
 	// One node gone: the two others keep the backbone writable.
 	buses[0].Shutdown()
 	deadline := time.Now().Add(20 * time.Second)
