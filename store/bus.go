@@ -241,7 +241,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	}
 	b.js = js
 	if c := b.opts.Cluster; c != nil {
-		b.js = clustered{JetStream: js, replicas: c.Replicas(), node: c.Node}
+		b.js = clustered{JetStream: js, replicas: c.Replicas(), node: c.Node, wait: b.clusterWait()}
 		if err := b.waitQuorum(ctx); err != nil {
 			b.Shutdown()
 			return fmt.Errorf("bus: %w", err)
@@ -277,12 +277,17 @@ func (b *Bus) createStream(ctx context.Context, sc jetstream.StreamConfig) error
 	if b.opts.Cluster != nil {
 		deadline = time.Now().Add(b.clusterWait())
 	}
+	var logged time.Time
 	for {
 		try, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := b.js.CreateOrUpdateStream(try, sc)
 		cancel()
 		if err == nil || b.opts.Cluster == nil || time.Now().After(deadline) {
 			return err
+		}
+		if time.Since(logged) > 5*time.Second {
+			b.log.Info("stream not ready in the cluster yet; trying again", "stream", sc.Name, "err", err)
+			logged = time.Now()
 		}
 		select {
 		case <-ctx.Done():

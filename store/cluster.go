@@ -111,6 +111,7 @@ type clustered struct {
 	jetstream.JetStream
 	replicas int
 	node     string
+	wait     time.Duration // how long a stream, bucket or consumer may take to make
 }
 
 func (r clustered) durable(name string) string {
@@ -125,24 +126,44 @@ func (r clustered) consumer(cfg jetstream.ConsumerConfig) jetstream.ConsumerConf
 	return cfg
 }
 
+// retry runs f until it succeeds or wait has passed, each try within a few
+// seconds: while the cluster forms, or when several nodes make the same
+// stream or bucket at once, an ask may time out or be refused for a while.
+func retry[T any](ctx context.Context, wait time.Duration, f func(context.Context) (T, error)) (T, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		try, cancel := context.WithTimeout(ctx, 5*time.Second)
+		v, err := f(try)
+		cancel()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 func (r clustered) CreateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
-	return r.JetStream.CreateStream(ctx, cfg)
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.Stream, error) { return r.JetStream.CreateOrUpdateStream(ctx, cfg) })
 }
 
 func (r clustered) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
-	return r.JetStream.CreateOrUpdateStream(ctx, cfg)
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.Stream, error) { return r.JetStream.CreateOrUpdateStream(ctx, cfg) })
 }
 
 func (r clustered) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
-	return r.JetStream.CreateKeyValue(ctx, cfg)
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.KeyValue, error) { return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg) })
 }
 
 func (r clustered) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
-	return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.KeyValue, error) { return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg) })
 }
 
 func (r clustered) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
@@ -150,11 +171,15 @@ func (r clustered) Consumer(ctx context.Context, stream, name string) (jetstream
 }
 
 func (r clustered) CreateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	return r.JetStream.CreateConsumer(ctx, stream, r.consumer(cfg))
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.Consumer, error) {
+		return r.JetStream.CreateConsumer(ctx, stream, r.consumer(cfg))
+	})
 }
 
 func (r clustered) CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	return r.JetStream.CreateOrUpdateConsumer(ctx, stream, r.consumer(cfg))
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.Consumer, error) {
+		return r.JetStream.CreateOrUpdateConsumer(ctx, stream, r.consumer(cfg))
+	})
 }
 
 func (r clustered) UpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
