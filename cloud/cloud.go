@@ -94,7 +94,7 @@ func (c *Cloud) jetStream(name string) (jetstream.JetStream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := c.Bus.NewJetStream(nc)
 	if err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}

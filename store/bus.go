@@ -234,14 +234,11 @@ func (b *Bus) Start(ctx context.Context) error {
 		return fmt.Errorf("bus: connect: %w", err)
 	}
 	b.nc = nc
-	js, err := jetstream.New(nc)
-	if err != nil {
+	if b.js, err = b.NewJetStream(nc); err != nil {
 		b.Shutdown()
 		return fmt.Errorf("bus: %w", err)
 	}
-	b.js = js
-	if c := b.opts.Cluster; c != nil {
-		b.js = clustered{JetStream: js, replicas: c.Replicas(), node: c.Node, wait: b.clusterWait()}
+	if b.opts.Cluster != nil {
 		if err := b.waitQuorum(ctx); err != nil {
 			b.Shutdown()
 			return fmt.Errorf("bus: %w", err)
@@ -270,35 +267,28 @@ func (b *Bus) Start(ctx context.Context) error {
 	return nil
 }
 
-// createStream makes or updates a stream; in a cluster it tries again
-// until its replicas have nodes to go to, within the cluster's wait.
+// createStream makes or updates a stream (in a cluster, trying again
+// within the cluster's wait: cluster.go).
 func (b *Bus) createStream(ctx context.Context, sc jetstream.StreamConfig) error {
-	var deadline time.Time
-	if b.opts.Cluster != nil {
-		deadline = time.Now().Add(b.clusterWait())
-	}
-	var logged time.Time
-	for {
-		try, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := b.js.CreateOrUpdateStream(try, sc)
-		cancel()
-		if err == nil || b.opts.Cluster == nil || time.Now().After(deadline) {
-			return err
-		}
-		if time.Since(logged) > 5*time.Second {
-			b.log.Info("stream not ready in the cluster yet; trying again", "stream", sc.Name, "err", err)
-			logged = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	_, err := b.js.CreateOrUpdateStream(ctx, sc)
+	return err
 }
 
 // JetStream returns the JetStream context of the bus's connection.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// NewJetStream is the JetStream of another connection to the bus, made as
+// the bus's own (in a cluster: replicated, its consumers the node's).
+func (b *Bus) NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	if c := b.opts.Cluster; c != nil {
+		return clustered{JetStream: js, replicas: c.Replicas(), node: c.Node, wait: b.clusterWait()}, nil
+	}
+	return js, nil
+}
 
 // Conn returns the bus's NATS connection.
 func (b *Bus) Conn() *nats.Conn { return b.nc }

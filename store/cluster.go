@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"slices"
@@ -126,13 +127,15 @@ func (r clustered) consumer(cfg jetstream.ConsumerConfig) jetstream.ConsumerConf
 	return cfg
 }
 
-// retry runs f until it succeeds or wait has passed, each try within a few
-// seconds: while the cluster forms, or when several nodes make the same
-// stream or bucket at once, an ask may time out or be refused for a while.
+// retry runs f until it succeeds or wait has passed, each try within two
+// seconds and the next after a random pause: while the cluster forms an ask
+// may time out or be refused, and when several nodes make the same stream
+// or bucket at the same moment the cluster answers none of them (the
+// stream is made all the same; the next try finds it).
 func retry[T any](ctx context.Context, wait time.Duration, f func(context.Context) (T, error)) (T, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		try, cancel := context.WithTimeout(ctx, 5*time.Second)
+		try, cancel := context.WithTimeout(ctx, 2*time.Second)
 		v, err := f(try)
 		cancel()
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
@@ -141,7 +144,7 @@ func retry[T any](ctx context.Context, wait time.Duration, f func(context.Contex
 		select {
 		case <-ctx.Done():
 			return v, err
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(time.Duration(100+rand.IntN(500)) * time.Millisecond):
 		}
 	}
 }
@@ -158,12 +161,16 @@ func (r clustered) CreateOrUpdateStream(ctx context.Context, cfg jetstream.Strea
 
 func (r clustered) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
-	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.KeyValue, error) { return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg) })
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+	})
 }
 
 func (r clustered) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
-	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.KeyValue, error) { return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg) })
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+	})
 }
 
 func (r clustered) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
