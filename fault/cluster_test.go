@@ -112,20 +112,7 @@ cluster:
 	}
 
 	// An edge on the first node's broker.
-	edgeYAML := fmt.Sprintf(`data_dir: %s
-http: %s
-cloud:
-  broker: tcp://%s
-  username: fault-edge
-  password: edge-pw
-  group: limeworks
-  edge_id: fault-edge
-devices:
-  - id: clock
-    path: limeworks/fault/utilities/line1/clock
-    connector: clock
-    settings: {period: 100ms}
-`, filepath.Join(dir, "edge"), freeAddr(t), nodes[0].mqtt)
+	edgeYAML := edgeConfig(filepath.Join(dir, "edge"), freeAddr(t), nodes[0].mqtt, "{period: 100ms}")
 	edgeFile := filepath.Join(dir, "edge.yaml")
 	if err := os.WriteFile(edgeFile, []byte(edgeYAML), 0o600); err != nil {
 		t.Fatal(err)

@@ -174,20 +174,8 @@ edges:
 		cloudYAML += fmt.Sprintf("broker: {url: 'mqtt://%s'}\n", s.mosq.Addr)
 	}
 	s.proxy = netcut.New(t, target)
-	edgeYAML := fmt.Sprintf(`data_dir: %s
-http: %s
-cloud:
-  broker: tcp://%s
-  username: fault-edge
-  password: edge-pw
-  group: limeworks
-  edge_id: fault-edge
-devices:
-  - id: clock
-    path: limeworks/fault/utilities/line1/clock
-    connector: clock
-    settings: {period: 100ms, fast_rate: %d, fast_tags: %d, interval: 20ms}
-`, filepath.Join(dir, "edge"), s.edgeHTTP, s.proxy.Addr(), fastRate, fastTags)
+	edgeYAML := edgeConfig(filepath.Join(dir, "edge"), s.edgeHTTP, s.proxy.Addr(),
+		fmt.Sprintf("{period: 100ms, fast_rate: %d, fast_tags: %d, interval: 20ms}", fastRate, fastTags))
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -208,6 +196,26 @@ devices:
 		}
 	})
 	return s
+}
+
+// edgeConfig is the config of the fault edge: its clock connector with
+// settings, its buffer in dataDir, its API on httpAddr, the cloud's broker
+// at broker.
+func edgeConfig(dataDir, httpAddr, broker, settings string) string {
+	return fmt.Sprintf(`data_dir: %s
+http: %s
+cloud:
+  broker: tcp://%s
+  username: fault-edge
+  password: edge-pw
+  group: limeworks
+  edge_id: fault-edge
+devices:
+  - id: clock
+    path: limeworks/fault/utilities/line1/clock
+    connector: clock
+    settings: %s
+`, dataDir, httpAddr, broker, settings)
 }
 
 func (s *site) startCloud() {
