@@ -113,6 +113,9 @@ func (c *Cloud) ReadyErr() error {
 	if err := c.Broker.Err(); err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
+	if !c.Bus.Quorum() {
+		return errors.New("no quorum: this node does not reach a majority of the cluster's nodes, so it cannot store what edges send")
+	}
 	if c.uplink != nil && !c.uplink.up.Load() {
 		return errors.New("not connected to the plant's broker")
 	}

@@ -163,6 +163,13 @@ cluster:
 			return fmt.Errorf("%s sees n1 up: %+v", v.Node, v.Nodes)
 		})
 	}
+	// Two nodes of three still store what edges send: ready, with a quorum.
+	for _, n := range nodes[1:] {
+		waitReady(t, n.http, 200*time.Millisecond)
+		if q, err := metric(n.http, "calx_cluster_quorum"); err != nil || q != 1 {
+			t.Errorf("%s: calx_cluster_quorum %v %v", n.http, q, err)
+		}
+	}
 	after, err := history(nodes[2])
 	if err != nil || len(after) < len(onThird) {
 		t.Fatalf("the third node's history after the first died: %d values, %v", len(after), err)

@@ -225,6 +225,20 @@ func (b *Bus) clusterWait() time.Duration {
 	return cmp.Or(b.opts.Cluster.Wait, 2*time.Minute)
 }
 
+// Quorum reports whether the backbone can store messages: always alone;
+// in a cluster, while its metadata has a leader, which takes a majority of
+// the nodes (a node cut off from the others loses it within seconds).
+func (b *Bus) Quorum() bool {
+	if b.srv == nil {
+		return false
+	}
+	if b.opts.Cluster == nil {
+		return true
+	}
+	jsz, err := b.srv.Jsz(&server.JSzOptions{})
+	return err == nil && jsz.Meta != nil && jsz.Meta.Leader != ""
+}
+
 // Replicas is how many copies the bus keeps of its streams and buckets.
 func (b *Bus) Replicas() int { return b.opts.Cluster.Replicas() }
 

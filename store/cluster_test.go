@@ -184,6 +184,18 @@ func TestClusterReplicatesAndSurvivesANode(t *testing.T) {
 			t.Fatalf("the intruder is a node: %+v", buses[1].Nodes())
 		}
 	}
+	// Two of three nodes are a majority; one alone is not.
+	if !buses[1].Quorum() || !buses[2].Quorum() {
+		t.Fatal("two nodes of three without a quorum")
+	}
+	buses[1].Shutdown()
+	deadline = time.Now().Add(30 * time.Second)
+	for buses[2].Quorum() {
+		if time.Now().After(deadline) {
+			t.Fatal("one node of three still has a quorum")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func TestClusterSettings(t *testing.T) {

@@ -72,7 +72,9 @@ var (
 	descCycles          = prometheus.NewDesc("calx_cycles_total", "Production cycles recorded.", nil, nil)
 	descAlarmTrans      = prometheus.NewDesc("calx_alarm_transitions_total", "Alarm transitions journaled.", nil, nil)
 	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
-	cloudCollectorDescs = []*prometheus.Desc{descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
+	descClusterNodes    = prometheus.NewDesc("calx_cluster_nodes", "The cloud's nodes as this one sees them, up or not (a cloud without a cluster is one node).", []string{"up"}, nil)
+	descClusterQuorum   = prometheus.NewDesc("calx_cluster_quorum", "1 while this node's backbone can store messages (a majority of the cluster's nodes).", nil, nil)
+	cloudCollectorDescs = []*prometheus.Desc{descClusterNodes, descClusterQuorum, descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descRepubConflated, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descBrokerRefused, descRetainCleared, descLoginThrottled, descUplinkUp, descUplinkStored, descUplinkDups, descUplinkGaps, descBrokerOpen, descBrokerAcceptErr, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
@@ -118,6 +120,17 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descUplinkGaps, float64(up.Gaps))
 	}
 	counter(descBrokerAcceptErr, float64(b.Listener.AcceptErrors))
+	nodes := map[bool]int{}
+	for _, n := range cc.c.Bus.Nodes() {
+		nodes[n.Up]++
+	}
+	gauge(descClusterNodes, float64(nodes[true]), "true")
+	gauge(descClusterNodes, float64(nodes[false]), "false")
+	quorum := 0.0
+	if cc.c.Bus.Quorum() {
+		quorum = 1
+	}
+	gauge(descClusterQuorum, quorum)
 	h := cc.c.Host.Stats()
 	counter(descHostMessages, float64(h.Messages))
 	counter(descHostSamples, float64(h.Samples))
