@@ -200,12 +200,16 @@ edges:
 
 // edgeConfig is the config of the fault edge: its clock connector with
 // settings, its buffer in dataDir, its API on httpAddr, the cloud's broker
-// at broker.
-func edgeConfig(dataDir, httpAddr, broker, settings string) string {
+// at broker, then the others (Sparkplug's next servers).
+func edgeConfig(dataDir, httpAddr, broker, settings string, others ...string) string {
+	more := ""
+	if len(others) > 0 {
+		more = "\n  brokers: [tcp://" + broker + ", tcp://" + strings.Join(others, ", tcp://") + "]"
+	}
 	return fmt.Sprintf(`data_dir: %s
 http: %s
 cloud:
-  broker: tcp://%s
+  broker: tcp://%s%s
   username: fault-edge
   password: edge-pw
   group: limeworks
@@ -215,7 +219,7 @@ devices:
     path: limeworks/fault/utilities/line1/clock
     connector: clock
     settings: %s
-`, dataDir, httpAddr, broker, settings)
+`, dataDir, httpAddr, broker, more, settings)
 }
 
 func (s *site) startCloud() {
