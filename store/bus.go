@@ -258,20 +258,13 @@ func (b *Bus) Start(ctx context.Context) error {
 		sc.MaxBytes = b.opts.MaxBytes
 		sc.MaxAge = b.opts.MaxAge
 		sc.MaxMsgSize = 8 << 20
-		if err := b.createStream(ctx, sc); err != nil {
+		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil { // in a cluster, tried again (cluster.go)
 			b.Shutdown()
 			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
 		}
 	}
 	b.log.Info("backbone ready", "dir", b.opts.Dir, "client_url", b.ClientURL())
 	return nil
-}
-
-// createStream makes or updates a stream (in a cluster, trying again
-// within the cluster's wait: cluster.go).
-func (b *Bus) createStream(ctx context.Context, sc jetstream.StreamConfig) error {
-	_, err := b.js.CreateOrUpdateStream(ctx, sc)
-	return err
 }
 
 // JetStream returns the JetStream context of the bus's connection.

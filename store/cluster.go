@@ -276,7 +276,7 @@ func (b *Bus) Nodes() []NodeInfo {
 	// them when it is another.
 	out := []NodeInfo{{Name: name, Leader: m.Leader == name, Up: true, Self: true}}
 	for _, p := range m.Replicas {
-		if p.Name == name || slices.ContainsFunc(out, func(n NodeInfo) bool { return n.Name == p.Name }) {
+		if slices.ContainsFunc(out, func(n NodeInfo) bool { return n.Name == p.Name }) { // this node, or one listed twice
 			continue
 		}
 		out = append(out, NodeInfo{Name: p.Name, Leader: p.Name == m.Leader, Up: p.Current && !p.Offline, Active: p.Active, Lag: p.Lag})

@@ -215,18 +215,29 @@ func apiErrorText(code int, body []byte) string {
 	return e.Error
 }
 
-// mcpUser is the user of an MCP request's credentials.
-func (s *Server) mcpUser(extra *mcp.RequestExtra) string {
+// mcpCredentials copies the credentials of an MCP request's HTTP headers
+// (its token or session cookie) into h.
+func mcpCredentials(extra *mcp.RequestExtra, h http.Header) {
 	if extra == nil || extra.Header == nil {
-		return ""
+		return
 	}
-	hr := &http.Request{Header: http.Header{}}
-	for _, h := range []string{"Authorization", "Cookie"} {
-		if v := extra.Header.Get(h); v != "" {
-			hr.Header.Set(h, v)
+	for _, k := range []string{"Authorization", "Cookie"} {
+		if v := extra.Header.Get(k); v != "" {
+			h.Set(k, v)
 		}
 	}
-	if sess, ok := s.auth.check(token(hr)); ok {
+}
+
+// mcpUser is the user of an MCP request's credentials.
+func (s *Server) mcpUser(extra *mcp.RequestExtra) string {
+	hr := &http.Request{Header: http.Header{}}
+	mcpCredentials(extra, hr.Header)
+	return s.userOf(hr)
+}
+
+// userOf is the user of a request's token or session, or "".
+func (s *Server) userOf(r *http.Request) string {
+	if sess, ok := s.auth.check(token(r)); ok {
 		return sess.user
 	}
 	return ""
@@ -247,14 +258,8 @@ func (s *Server) mcpAPI(ctx context.Context, extra *mcp.RequestExtra, action, me
 	if body != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}
-	if extra != nil && extra.Header != nil {
-		for _, h := range []string{"Authorization", "Cookie"} {
-			if v := extra.Header.Get(h); v != "" {
-				hr.Header.Set(h, v)
-			}
-		}
-	}
-	user := s.mcpUser(extra)
+	mcpCredentials(extra, hr.Header)
+	user := s.userOf(hr)
 	var code int
 	var out []byte
 	if !s.mcpRate.allow(user) {
