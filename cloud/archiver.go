@@ -82,7 +82,7 @@ func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-			return a.decode(samples, msgs), nil
+			return a.decode(ctx, samples, msgs)
 		},
 		Finish: func(ctx context.Context, samples []uns.Sample) error {
 			if err := a.write(ctx, samples); err != nil {
@@ -97,10 +97,18 @@ func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
 }
 
 // decode appends the samples of a batch's messages; a malformed one is
-// counted and skipped.
-func (a *archiver) decode(samples []uns.Sample, msgs iter.Seq[jetstream.Msg]) []uns.Sample {
+// counted and skipped. The cycles and alarm transitions that another node's
+// transforms journaled are written as they come (idempotently); it fails
+// only when ctx ends before they are.
+func (a *archiver) decode(ctx context.Context, samples []uns.Sample, msgs iter.Seq[jetstream.Msg]) ([]uns.Sample, error) {
 	for msg := range msgs {
 		var err error
+		if msg.Subject() == subjectEvents {
+			if err := a.events(ctx, msg.Data()); err != nil {
+				return samples, err
+			}
+			continue
+		}
 		n := len(samples)
 		samples, err = uns.DecodeBatch(samples, msg.Data())
 		if err != nil {
@@ -109,7 +117,39 @@ func (a *archiver) decode(samples []uns.Sample, msgs iter.Seq[jetstream.Msg]) []
 			a.log.Error("malformed UNS batch skipped", "subject", msg.Subject(), "err", err)
 		}
 	}
-	return samples
+	return samples, nil
+}
+
+// EventWriter keeps what the transforms journal.
+type EventWriter interface {
+	WriteCycles(ctx context.Context, cycles []uns.Cycle) error
+	WriteTransitions(ctx context.Context, trs []uns.Transition) error
+}
+
+// events writes a node's journaled cycles and transitions, trying until
+// they are written or ctx ends.
+func (a *archiver) events(ctx context.Context, data []byte) error {
+	ev, err := decodeEvents(data)
+	ew, ok := a.w.(EventWriter)
+	if err != nil || !ok {
+		a.malformed.Add(1)
+		a.log.Error("transform events skipped", "err", err)
+		return nil
+	}
+	for {
+		err := ew.WriteCycles(context.WithoutCancel(ctx), ev.Cycles)
+		if err == nil {
+			if err = ew.WriteTransitions(context.WithoutCancel(ctx), ev.Transitions); err == nil {
+				return nil
+			}
+		}
+		a.log.Error("transform events not written, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // write commits a batch. The write is not cut short by shutdown: the

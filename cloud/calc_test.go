@@ -97,7 +97,7 @@ edges:
 	case <-time.After(5 * time.Second):
 		t.Fatal("no alarm on MQTT")
 	}
-	if st := c.Alarms(); len(st) != 1 || st[0].State != transform.StateUnacked {
+	if st, _ := c.Alarms(ctx); len(st) != 1 || st[0].State != transform.StateUnacked {
 		t.Fatalf("alarms %+v", st)
 	}
 	nullProd := &pb.Payload_Metric{Alias: proto.Uint64(2), Timestamp: proto.Uint64(ts + 2000), IsNull: proto.Bool(true)}

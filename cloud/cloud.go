@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,13 +73,21 @@ type Cloud struct {
 	Health    *FleetMonitor
 	Metrics   *Metrics
 	arch      *archiver
-	transform *transformer
-	repub     *republisher
-	uplink    *uplink
-	accounts  jetstream.KeyValue
-	uiUsers   kept[UIUser]
-	apiTokens kept[APIToken]
-	tokenUse  kept[TokenUse]
+	// transform runs here (alone always; in a cluster on one node).
+	transform atomic.Pointer[transformer]
+	// jobs run the cluster's one-of-each jobs; bridge joins the nodes'
+	// brokers (nil alone).
+	jobs       *store.Jobs
+	bridge     *bridge
+	transforms *job
+	hostJob    *job
+	quorum     *job
+	repub      *republisher
+	uplink     *uplink
+	accounts   jetstream.KeyValue
+	uiUsers    kept[UIUser]
+	apiTokens  kept[APIToken]
+	tokenUse   kept[TokenUse]
 	// dashboards keeps the machine dashboards' layouts.
 	dashboards kept[Dashboard]
 

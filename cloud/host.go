@@ -136,6 +136,11 @@ type HostOptions struct {
 	// node may define; without it, a path stays with the node that
 	// defined it first and every node has fleet.DefaultMaxTags.
 	Claims Claims
+	// Acting, in a cluster, says whether this node is the host's voice
+	// (clusterjobs.go): only then does the host say STATE and ask for
+	// rebirths by itself, and it never says STATE at its start or stop.
+	// Nil: a cloud alone, always.
+	Acting func() bool
 }
 
 // Host is the Sparkplug B primary host application. It consumes every
@@ -184,7 +189,15 @@ func (h *Host) stateTopic() string {
 // publishState says whether the host is online. The offline STATE of a
 // session carries the timestamp of its online one, as Sparkplug 3.0 asks.
 func (h *Host) publishState(online bool) error {
-	ts := sparkplug.Millis(time.Now())
+	return h.sayState(online, 0)
+}
+
+// publishStateAfter says STATE online with a timestamp later than after
+// (the last one said, by this node or another of the cluster).
+func (h *Host) publishStateAfter(after uint64) error { return h.sayState(true, after) }
+
+func (h *Host) sayState(online bool, after uint64) error {
+	ts := max(sparkplug.Millis(time.Now()), after+1)
 	if online {
 		h.stateTS.Store(ts)
 	} else if born := h.stateTS.Load(); born != 0 {
@@ -223,8 +236,10 @@ func (h *Host) start(ctx context.Context) error {
 		defer close(h.tagsDone)
 		h.tagWriter(ctx)
 	}()
-	if err := h.publishState(true); err != nil {
-		return fmt.Errorf("host: STATE: %w", err)
+	if h.opts.Acting == nil {
+		if err := h.publishState(true); err != nil {
+			return fmt.Errorf("host: STATE: %w", err)
+		}
 	}
 	h.ready.Store(true)
 	h.log.Info("primary host online", "host_id", h.opts.ID, "nodes_restored", restored)
@@ -234,7 +249,7 @@ func (h *Host) start(ctx context.Context) error {
 // goOffline declares the host offline (a clean stop); it says whether it
 // did (the host was online).
 func (h *Host) goOffline() bool {
-	if !h.ready.Swap(false) {
+	if !h.ready.Swap(false) || h.opts.Acting != nil {
 		return false
 	}
 	if err := h.publishState(false); err != nil {
@@ -250,14 +265,14 @@ func (h *Host) onOwnState(payload []byte) {
 	var st struct {
 		Online bool `json:"online"`
 	}
-	if json.Unmarshal(payload, &st) != nil || st.Online || !h.ready.Load() {
+	if json.Unmarshal(payload, &st) != nil || st.Online || !h.ready.Load() || !h.acting() {
 		return
 	}
 	h.log.Warn("own STATE seen offline while running; publishing online again")
 	// The broker calls this while it still delivers the offline message:
 	// publish after that delivery, or subscribers would see online first.
 	time.AfterFunc(50*time.Millisecond, func() {
-		if !h.ready.Load() {
+		if !h.ready.Load() || !h.acting() {
 			return
 		}
 		if err := h.publishState(true); err != nil {
@@ -277,6 +292,9 @@ func (h *Host) stopLoop() {
 	<-h.done
 	<-h.tagsDone
 }
+
+// acting says whether the host speaks for the cluster (always alone).
+func (h *Host) acting() bool { return h.opts.Acting == nil || h.opts.Acting() }
 
 func nodeKey(t sparkplug.Topic) string { return t.Group + "/" + t.Edge }
 

@@ -19,6 +19,9 @@ func (h *Host) askRebirth(ns *nodeState, why string, live bool) {
 		return
 	}
 	ns.lastRebirth = time.Now()
+	if why != rebirthRequested && !h.acting() {
+		return // another node of the cluster asks
+	}
 	m := &pb.Payload_Metric{Name: proto.String(sparkplug.MetricRebirth), Timestamp: proto.Uint64(sparkplug.Millis(time.Now()))}
 	if mi, ok := ns.metrics.byName[sparkplug.MetricRebirth]; ok {
 		m = commandMetric(mi, sparkplug.MetricRebirth, ns.calx)
@@ -106,6 +109,9 @@ func commandMetric(mi *metricInfo, name string, calx bool) *pb.Payload_Metric {
 	return m
 }
 
+// rebirthRequested is the reason of a rebirth a user asked for.
+const rebirthRequested = "requested"
+
 // ErrUnknownPath is returned for a path that is not in the namespace.
 var ErrUnknownPath = errors.New("no such tag in the namespace")
 
@@ -119,6 +125,6 @@ func (h *Host) RequestRebirth(group, edge string) error {
 		return fmt.Errorf("unknown edge node %s/%s", group, edge)
 	}
 	ns.lastRebirth = time.Time{}
-	h.askRebirth(ns, "requested", true)
+	h.askRebirth(ns, rebirthRequested, true)
 	return nil
 }

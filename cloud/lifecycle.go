@@ -117,7 +117,17 @@ func (c *Cloud) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (c *Cloud) startBus(ctx context.Context) error { return c.Bus.Start(ctx) }
+func (c *Cloud) startBus(ctx context.Context) error {
+	if err := c.Bus.Start(ctx); err != nil {
+		return err
+	}
+	if c.opts.Cluster == nil {
+		return nil
+	}
+	var err error
+	c.jobs, err = c.Bus.Jobs(ctx)
+	return err
+}
 
 func (c *Cloud) stopBus(context.Context) error {
 	c.Bus.Shutdown()
@@ -156,6 +166,9 @@ func (c *Cloud) startBroker(ctx context.Context) error {
 	if err == nil && c.opts.Uplink != nil {
 		c.uplink, err = newUplink(*c.opts.Uplink, c.opts.HostID, c.Broker.ingest, c.Broker, c.log)
 	}
+	if err == nil && c.opts.Cluster != nil {
+		err = c.startBridge(ctx)
+	}
 	if err == nil {
 		err = c.Broker.start()
 	}
@@ -169,16 +182,35 @@ func (c *Cloud) stopBroker(context.Context) error {
 	if c.Broker == nil {
 		return nil
 	}
+	c.bridge.close()
 	return c.Broker.close()
+}
+
+// startBridge joins the broker to the other nodes' (bridge.go), with the
+// cluster's retained messages in it before it takes clients.
+func (c *Cloud) startBridge(ctx context.Context) error {
+	nc, err := c.Bus.Connect("calx-bridge")
+	if err != nil {
+		return err
+	}
+	if c.bridge, err = newBridge(ctx, c.Bus.Node(), nc, c.Bus.JetStream(), c.Broker.srv, c.log); err != nil {
+		nc.Close()
+		return err
+	}
+	return c.Broker.srv.AddHook(&bridgeHook{b: c.bridge}, nil)
 }
 
 // publisher is where the cloud's own messages go: the broker, and the
 // plant's broker when the cloud is its primary host too.
 func (c *Cloud) publisher() Publisher {
-	if c.uplink != nil {
-		return fanout{local: c.Broker, up: c.uplink, log: c.log}
+	var local Publisher = c.Broker
+	if c.bridge != nil {
+		local = c.bridge // every node's broker
 	}
-	return c.Broker
+	if c.uplink != nil {
+		return fanout{local: local, up: c.uplink, log: c.log}
+	}
+	return local
 }
 
 func (c *Cloud) startHub(context.Context) error {
@@ -186,7 +218,7 @@ func (c *Cloud) startHub(context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.Hub, err = newHub(conn, c.log)
+	c.Hub, err = newHub(conn, c.Bus.Node(), c.log)
 	return err
 }
 
@@ -245,13 +277,23 @@ func (c *Cloud) startTransforms(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.transform = newTransformer(js, c.Fleet, c.Registry, c.Historian, c.Broker, c.Hub, c.log)
-	return c.transform.start(ctx)
+	if c.opts.Cluster != nil {
+		c.transforms = c.runJob(JobTransforms, c.transformsTerm(js))
+		return nil
+	}
+	t := newTransformer(js, c.Fleet, c.Registry, c.Historian, c.Broker, c.Hub, c.log)
+	if err := t.start(ctx); err != nil {
+		return err
+	}
+	c.transform.Store(t)
+	return nil
 }
 
 func (c *Cloud) stopTransforms(context.Context) error {
-	if c.transform != nil {
-		c.transform.stop()
+	if c.transforms != nil {
+		c.transforms.stop()
+	} else if t := c.transform.Load(); t != nil {
+		t.stop()
 	}
 	return nil
 }
@@ -263,20 +305,33 @@ func (c *Cloud) startHost(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Host, err = newHost(HostOptions{ID: c.opts.HostID, Claims: c.Fleet}, js, c.publisher(), c.Historian, c.Registry, c.log); err != nil {
+	ho := HostOptions{ID: c.opts.HostID, Claims: c.Fleet}
+	if c.jobs != nil {
+		ho.Acting = func() bool { return c.jobs.Holds(JobHost) }
+	}
+	if c.Host, err = newHost(ho, js, c.publisher(), c.Historian, c.Registry, c.log); err != nil {
 		return err
 	}
 	if err := c.Host.start(ctx); err != nil {
 		return err
 	}
-	return c.Broker.srv.Subscribe(c.Host.stateTopic(), 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+	if err := c.Broker.srv.Subscribe(c.Host.stateTopic(), 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		c.Host.onOwnState(pk.Payload)
-	})
+	}); err != nil {
+		return err
+	}
+	if c.jobs != nil {
+		c.hostJob = c.runJob(JobHost, c.hostTerm)
+		c.quorum = c.quorumJob()
+	}
+	return nil
 }
 
 // stopHost declares the host offline while the broker still runs, and
 // waits for its loop to finish the batch in hand.
 func (c *Cloud) stopHost(context.Context) error {
+	c.quorum.stop()
+	c.hostJob.stop()
 	if c.Host == nil {
 		return nil
 	}

@@ -91,12 +91,23 @@ func offer[T any](h *Hub, items []T, ch func(*LiveSub) chan []T, path func(*T) s
 // Dropped counts the updates this view lost by being slow.
 func (s *LiveSub) Dropped() uint64 { return s.dropped.Load() }
 
-func newHub(nc *nats.Conn, log *slog.Logger) (*Hub, error) {
+// newHub follows the UNS stream's subjects; node is this node's name: the
+// alarm transitions another node's transforms journal (in a cluster) come
+// through the backbone, this node's straight from its transforms.
+func newHub(nc *nats.Conn, node string, log *slog.Logger) (*Hub, error) {
 	h := &Hub{log: log.With("component", "live"), subs: map[*LiveSub]struct{}{}}
 	sub, err := nc.Subscribe(store.SubjectUNS+".>", func(m *nats.Msg) {
 		keep, watched := h.keeper()
 		if !watched {
 			return // nobody to tell
+		}
+		if m.Subject == subjectEvents {
+			if ev, err := decodeEvents(m.Data); err != nil {
+				h.malformed.Add(1)
+			} else if ev.Node != node && len(ev.Transitions) > 0 {
+				h.Alarms(ev.Transitions)
+			}
+			return
 		}
 		samples, err := uns.DecodeBatchFunc(nil, m.Data, keep)
 		if err != nil {

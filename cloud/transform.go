@@ -44,6 +44,10 @@ const (
 	keyState          = "state"
 	// subjectCalc carries calculated values in the UNS stream.
 	subjectCalc = store.SubjectUNS + "._calc._calc"
+	// subjectEvents carries, in a cluster, the cycles and alarm
+	// transitions of the node that runs the transforms to every node's
+	// historian and live views (events.go).
+	subjectEvents = store.SubjectUNS + "._calc._events"
 	// saveEvery is how often the engine's state is saved.
 	saveEvery = 5 * time.Second
 )
@@ -68,6 +72,9 @@ type transformer struct {
 	pub   Publisher
 	live  AlarmSink
 	log   *slog.Logger
+	// events, in a cluster, sends what the transforms journal to the
+	// other nodes (events.go); nil alone.
+	events func(ctx context.Context, id string, ev transformEvents) error
 
 	kv jetstream.KeyValue
 
@@ -266,7 +273,7 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 			defer t.mu.Unlock()
 			out := t.engine.Tick(lastTick)
 			t.dirty = t.dirty || !out.Empty()
-			if !t.emit(ctx, out) {
+			if !t.emit(ctx, out, "") {
 				t.torn = true
 				return ctx.Err()
 			}
@@ -284,7 +291,7 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 				if seq <= t.seq {
 					continue // applied before a restart
 				}
-				if msg.Subject() != subjectCalc {
+				if subj := msg.Subject(); subj != subjectCalc && subj != subjectEvents {
 					if samples, err = uns.DecodeBatchFunc(samples[:0], msg.Data(), t.engine.Reads); err == nil {
 						if !t.process(ctx, samples, &buf, seq) {
 							t.torn = true
@@ -319,17 +326,20 @@ func (t *transformer) process(ctx context.Context, samples []uns.Sample, buf *[]
 		t.reg.Update(out.Samples)
 		t.reg.SetReasons(out.Reasons)
 	}
-	return t.emit(ctx, out)
+	return t.emit(ctx, out, "ev-"+strconv.FormatUint(seq, 10))
 }
 
 // emit writes cycles and transitions to the historian (trying until it
-// works or ctx ends) and announces the transitions. The caller holds mu.
-func (t *transformer) emit(ctx context.Context, out transform.Output) bool {
+// works or ctx ends), sends them to the other nodes of a cluster (id, when
+// set, makes a repeat stored once) and announces the transitions. The
+// caller holds mu.
+func (t *transformer) emit(ctx context.Context, out transform.Output, id string) bool {
 	for _, err := range out.Errors {
 		t.failed.Add(1)
 		t.log.Debug("calculated tag failed", "err", err)
 	}
 	t.evaluated.Add(uint64(len(out.Samples)))
+	ev := transformEvents{Cycles: out.Cycles, Transitions: out.Transitions}
 	for len(out.Cycles) > 0 || len(out.Transitions) > 0 {
 		err := t.hist.WriteCycles(ctx, out.Cycles)
 		if err == nil {
@@ -347,7 +357,12 @@ func (t *transformer) emit(ctx context.Context, out transform.Output) bool {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	t.announce(out.Transitions)
+	if t.events != nil && !ev.empty() {
+		if err := t.events(ctx, id, ev); err != nil {
+			return false
+		}
+	}
+	t.announce(ev.Transitions)
 	return true
 }
 
@@ -416,6 +431,13 @@ func (t *transformer) act(ctx context.Context, do func(*transform.Engine, time.T
 		}
 		return tr, err
 	}
+	if t.events != nil {
+		// Journaled here: the other nodes' journals follow; the action
+		// stands even when ctx ends before they have it.
+		if err := t.events(context.WithoutCancel(ctx), "", transformEvents{Transitions: []transform.Transition{tr}}); err != nil {
+			t.log.Warn("alarm action not sent to the other nodes", "alarm", tr.Alarm, "err", err)
+		}
+	}
 	t.announce([]transform.Transition{tr})
 	t.dirty = true
 	if err := t.save(ctx); err != nil {
@@ -425,28 +447,54 @@ func (t *transformer) act(ctx context.Context, do func(*transform.Engine, time.T
 }
 
 // Alarms lists the alarms of the transforms with their state, in path
-// order.
-func (c *Cloud) Alarms() []transform.AlarmStatus {
-	if c.transform == nil {
-		return nil
+// order. In a cluster a node that does not run the transforms asks the one
+// that does.
+func (c *Cloud) Alarms(ctx context.Context) ([]transform.AlarmStatus, error) {
+	if t := c.transform.Load(); t != nil {
+		return t.Alarms(), nil
 	}
-	return c.transform.Alarms()
+	if c.opts.Cluster == nil {
+		return nil, nil
+	}
+	var out []transform.AlarmStatus
+	err := c.askTransforms(ctx, transformCall{Op: "alarms"}, &out)
+	return out, err
 }
 
 // AckAlarm acknowledges an alarm for user; it answers once the
 // acknowledgement is journaled and saved. An unknown alarm is
 // transform.ErrNoAlarm; one that needs no acknowledgement another error.
 func (c *Cloud) AckAlarm(ctx context.Context, path, user, comment string) (transform.Transition, error) {
-	return c.transform.act(ctx, func(e *transform.Engine, now time.Time) (transform.Transition, error) {
-		return e.Ack(path, now, user, comment)
-	})
+	if t := c.transform.Load(); t != nil || c.opts.Cluster == nil {
+		return c.actLocal(ctx, t, transformCall{Op: "ack", Path: path, User: user, Comment: comment})
+	}
+	var tr transform.Transition
+	err := c.askTransforms(ctx, transformCall{Op: "ack", Path: path, User: user, Comment: comment}, &tr)
+	return tr, err
 }
 
 // ShelveAlarm shelves an alarm until until, or unshelves it when until is
 // not in the future.
 func (c *Cloud) ShelveAlarm(ctx context.Context, path string, until time.Time, user, comment string) (transform.Transition, error) {
-	return c.transform.act(ctx, func(e *transform.Engine, now time.Time) (transform.Transition, error) {
-		return e.Shelve(path, now, until, user, comment)
+	call := transformCall{Op: "shelve", Path: path, Until: until, User: user, Comment: comment}
+	if t := c.transform.Load(); t != nil || c.opts.Cluster == nil {
+		return c.actLocal(ctx, t, call)
+	}
+	var tr transform.Transition
+	err := c.askTransforms(ctx, call, &tr)
+	return tr, err
+}
+
+// actLocal applies an operator's action to this node's transforms.
+func (c *Cloud) actLocal(ctx context.Context, t *transformer, call transformCall) (transform.Transition, error) {
+	if t == nil {
+		return transform.Transition{}, ErrNoTransforms
+	}
+	return t.act(ctx, func(e *transform.Engine, now time.Time) (transform.Transition, error) {
+		if call.Op == "shelve" {
+			return e.Shelve(call.Path, now, call.Until, call.User, call.Comment)
+		}
+		return e.Ack(call.Path, now, call.User, call.Comment)
 	})
 }
 
@@ -460,10 +508,10 @@ type TransformStats struct {
 
 // TransformStats returns the transforms' counters.
 func (c *Cloud) TransformStats() TransformStats {
-	if c.transform == nil {
+	t := c.transform.Load()
+	if t == nil {
 		return TransformStats{}
 	}
-	t := c.transform
 	t.mu.Lock()
 	late := t.engine.Late()
 	t.mu.Unlock()

@@ -378,7 +378,7 @@ func (u *uplink) stats() UplinkStats {
 // fanout publishes on the embedded broker and, when there is one, on the
 // plant's broker; what only the plant's broker fails is logged.
 type fanout struct {
-	local *Broker
+	local Publisher
 	up    *uplink
 	log   *slog.Logger
 }

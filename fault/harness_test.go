@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -60,15 +59,7 @@ func binary(t *testing.T) string {
 // checkFor polls until a condition holds.
 var checkFor = edgetest.CheckFor
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return netcut.FreeAddr(t) }
 
 // proc is a calx process.
 type proc struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -13,18 +12,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/calx-iiot/calx/config"
+	"github.com/calx-iiot/calx/internal/netcut"
 	"github.com/calx-iiot/calx/internal/testcert"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return netcut.FreeAddr(t) }
 
 const testSecret = "a-secret-of-the-test-cluster"
 

@@ -107,9 +107,14 @@ func (s *Server) alarms(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	all, err := s.c.alarms.Alarms(r.Context())
+	if err != nil {
+		writeError(w, statusOf(err), err.Error()) // the transforms' node unreachable, in a cluster
+		return
+	}
 	out := []transform.AlarmStatus{}
 	sc := scopeOf(r)
-	for _, a := range s.c.alarms.Alarms() {
+	for _, a := range all {
 		switch {
 		case !sc.Covers(a.Path):
 		case dev != "" && a.Device != dev && !strings.HasPrefix(a.Device, dev+"/"):

@@ -55,7 +55,7 @@ type liveFeed interface {
 // alarmDesk lists the alarms and takes an operator's acknowledgement or
 // shelving.
 type alarmDesk interface {
-	Alarms() []transform.AlarmStatus
+	Alarms(ctx context.Context) ([]transform.AlarmStatus, error)
 	AckAlarm(ctx context.Context, path, user, comment string) (transform.Transition, error)
 	ShelveAlarm(ctx context.Context, path string, until time.Time, user, comment string) (transform.Transition, error)
 }
@@ -124,6 +124,11 @@ type clusterView interface {
 	Replicas() int
 }
 
+// jobHolders says which node runs each of the cluster's one-of-each jobs.
+type jobHolders interface {
+	Jobs(ctx context.Context) (map[string]string, error)
+}
+
 // parts are the cloud's parts the handlers use.
 type parts struct {
 	history  historyReader
@@ -139,6 +144,7 @@ type parts struct {
 	tokens   tokenStore
 	boards   dashboardStore
 	cluster  clusterView
+	jobs     jobHolders
 	ready    func() error
 }
 
@@ -148,5 +154,5 @@ func partsOf(c *cloud.Cloud) (parts, bool) {
 		return parts{}, false
 	}
 	return parts{history: c.Historian, audit: c.Historian, tags: c.Registry, live: c.Hub, alarms: c,
-		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, ready: c.ReadyErr}, true
+		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, jobs: c, ready: c.ReadyErr}, true
 }

@@ -31,6 +31,7 @@ var errorStatuses = []struct {
 	{cloud.ErrConfigAccount, http.StatusConflict},
 	{cloud.ErrReadOnly, http.StatusConflict},
 	{cloud.ErrWriteTarget, http.StatusServiceUnavailable},
+	{cloud.ErrNoTransforms, http.StatusServiceUnavailable},
 }
 
 // statusOf is the HTTP status of err: that of its domain kind, or 500 for

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/fleet"
+	"github.com/calx-iiot/calx/store"
 )
 
 // The fleet config API: versions of the whole config (YAML), their diffs,
@@ -370,14 +372,33 @@ func (s *Server) visibleStates(r *http.Request, states []cloud.EdgeConfigState) 
 // clusterNodes lists the cloud's nodes as this one sees them: each one's
 // name, whether it is up, whether it leads the backbone's metadata, and
 // how far behind it is; and the copies kept of each stream and bucket.
-// A cloud without a cluster is a node alone.
+// A cloud without a cluster is a node alone. Each node lists the jobs
+// that run once in the cluster and that it runs now (primary-host,
+// transforms); jobs maps each to its node.
 func (s *Server) clusterNodes(w http.ResponseWriter, r *http.Request) {
-	nodes := s.c.cluster.Nodes()
+	type node struct {
+		store.NodeInfo
+		Jobs []string `json:"jobs"`
+	}
+	jobs, err := s.c.jobs.Jobs(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "jobs: "+err.Error())
+		return
+	}
+	var nodes []node
 	self := ""
-	for _, n := range nodes {
+	for _, n := range s.c.cluster.Nodes() {
 		if n.Self {
 			self = n.Name
 		}
+		held := []string{}
+		for job, holder := range jobs {
+			if holder == n.Name {
+				held = append(held, job)
+			}
+		}
+		slices.Sort(held)
+		nodes = append(nodes, node{NodeInfo: n, Jobs: held})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"node": self, "replicas": s.c.cluster.Replicas(), "count": len(nodes), "nodes": nodes})
+	writeJSON(w, http.StatusOK, map[string]any{"node": self, "replicas": s.c.cluster.Replicas(), "count": len(nodes), "nodes": nodes, "jobs": jobs})
 }

@@ -159,7 +159,8 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCalcLate, float64(ts.Late))
 	counter(descAlarmTrans, float64(ts.Transitions))
 	byState := map[[2]string]int{}
-	for _, a := range cc.c.Alarms() {
+	alarms, _ := cc.c.Alarms(ctx) // in a cluster, asked of the node with the transforms
+	for _, a := range alarms {
 		byState[[2]string{string(a.State), a.Priority}]++
 	}
 	for k, n := range byState {

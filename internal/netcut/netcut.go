@@ -81,3 +81,14 @@ func (p *Proxy) Cut(cut bool) {
 		p.conns = map[net.Conn]struct{}{}
 	}
 }
+
+// FreeAddr is a loopback address with a port free at the moment.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

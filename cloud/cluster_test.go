@@ -1,0 +1,247 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/calx-iiot/calx/internal/netcut"
+	"github.com/calx-iiot/calx/internal/stuck"
+	"github.com/calx-iiot/calx/store"
+	"github.com/calx-iiot/calx/transform"
+)
+
+// clusterNode is one cloud of a cluster started by the test, with what it
+// takes to start it again.
+type clusterNode struct {
+	*Cloud
+	opts Options
+}
+
+func (n *clusterNode) stop(t *testing.T) {
+	stuck.Within(t, time.Minute, "a node's shutdown", func() { n.Shutdown(context.Background()) })
+}
+
+// startClouds starts n clouds as the nodes of one cluster, at once.
+func startClouds(t *testing.T, n int) []*clusterNode {
+	t.Helper()
+	users := []MQTTUser{
+		{Username: "e1", PasswordHash: mustHash(t, "pw1"), Role: RoleEdge, Group: "g", EdgeID: "e1"},
+		{Username: "reader", PasswordHash: mustHash(t, "pwr"), Role: RoleReader},
+		{Username: "mes", PasswordHash: mustHash(t, "pwm"), Role: RoleCustom, Publish: []string{"site/#"}, Subscribe: []string{"site/#"}},
+	}
+	routes := make([]string, n)
+	for i := range routes {
+		routes[i] = netcut.FreeAddr(t)
+	}
+	nodes := make([]*clusterNode, n)
+	for i := range n {
+		var others []string
+		for j, r := range routes {
+			if j != i {
+				others = append(others, r)
+			}
+		}
+		nodes[i] = &clusterNode{opts: Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0", Users: users},
+			Cluster: &store.Cluster{Name: "calx-test", Node: fmt.Sprintf("n%d", i+1), Listen: routes[i], Routes: others,
+				Secret: "a-secret-of-the-test-cluster", Wait: time.Minute}}}
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, nd := range nodes {
+		wg.Go(func() { errs[i] = nd.start() })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i+1, err)
+		}
+	}
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, nd := range nodes {
+			wg.Go(func() { nd.stop(t) })
+		}
+		wg.Wait()
+	})
+	return nodes
+}
+
+func (n *clusterNode) start() error {
+	c, err := New(n.opts)
+	if err != nil {
+		return err
+	}
+	n.Cloud = c
+	return c.Start(context.Background())
+}
+
+// received collects the messages a client gets, as "topic=payload
+// retained".
+type received struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *received) handler(_ paho.Client, m paho.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, fmt.Sprintf("%s=%s retained=%v", m.Topic(), m.Payload(), m.Retained()))
+}
+
+func (r *received) count(want string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m == want {
+			n++
+		}
+	}
+	return n
+}
+
+func subscribe(t *testing.T, c *Cloud, user, pw, filter string) *received {
+	t.Helper()
+	cl, err := dial(t, c, user, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &received{}
+	if tok := cl.Subscribe(filter, 1, r.handler); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+	return r
+}
+
+func onceWithin(t *testing.T, r *received, want string, d time.Duration) {
+	t.Helper()
+	checkFor(t, d, 20*time.Millisecond, func() error {
+		if n := r.count(want); n != 1 {
+			return fmt.Errorf("%q received %d times, want once", want, n)
+		}
+		return nil
+	})
+}
+
+// What a client publishes on one node reaches the subscribers of every
+// node once; retained messages, and the cloud's own (configurations, the
+// host's STATE), are on every node, those of a node that was down
+// included; the primary host and the transforms run on one node each.
+func TestClusterMQTTAndJobs(t *testing.T) {
+	nodes := startClouds(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+
+	at1 := subscribe(t, n1.Cloud, "reader", "pwr", "site/#")
+	at3 := subscribe(t, n3.Cloud, "reader", "pwr", "site/#")
+	mes, err := dial(t, n1.Cloud, "mes", "pwm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mes.Publish("site/mes/order", 1, false, "4711").WaitTimeout(5 * time.Second)
+	onceWithin(t, at3, "site/mes/order=4711 retained=false", 5*time.Second)
+	onceWithin(t, at1, "site/mes/order=4711 retained=false", time.Second)
+	time.Sleep(500 * time.Millisecond) // a loop would bring it again
+	onceWithin(t, at1, "site/mes/order=4711 retained=false", time.Second)
+	onceWithin(t, at3, "site/mes/order=4711 retained=false", time.Second)
+
+	if tok := mes.Publish("site/mes/recipe", 1, true, "r7"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("retained publish: %v", tok.Error())
+	}
+	if err := n3.publisher().Publish("site/cloud/notice", []byte("hello"), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	later := subscribe(t, n2.Cloud, "reader", "pwr", "site/#")
+	onceWithin(t, later, "site/mes/recipe=r7 retained=true", 5*time.Second)
+	onceWithin(t, later, "site/cloud/notice=hello retained=true", 5*time.Second)
+	onceWithin(t, at1, "site/cloud/notice=hello retained=false", 5*time.Second)
+
+	// One holder of each job, the same seen from every node.
+	var holders map[string]string
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		for _, n := range nodes {
+			h, err := n.Jobs(context.Background())
+			if err != nil {
+				return err
+			}
+			if h[JobHost] == "" || h[JobTransforms] == "" {
+				return fmt.Errorf("jobs seen from %s: %v", n.Bus.Node(), h)
+			}
+			if holders != nil && fmt.Sprint(h) != fmt.Sprint(holders) {
+				return fmt.Errorf("%s sees %v, another %v", n.Bus.Node(), h, holders)
+			}
+			holders = h
+		}
+		return nil
+	})
+	running := 0
+	for _, n := range nodes {
+		if n.transform.Load() != nil {
+			running++
+			if holders[JobTransforms] != n.Bus.Node() {
+				t.Fatalf("transforms run on %s, held by %s", n.Bus.Node(), holders[JobTransforms])
+			}
+		}
+	}
+	if running != 1 {
+		t.Fatalf("transforms run on %d nodes", running)
+	}
+	// Every node's broker has the host online, retained.
+	for _, n := range nodes {
+		st := subscribe(t, n.Cloud, "reader", "pwr", "spBv1.0/STATE/calx")
+		checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if len(st.msgs) == 0 || !strings.Contains(st.msgs[0], `"online":true`) || !strings.HasSuffix(st.msgs[0], "retained=true") {
+				return fmt.Errorf("STATE on %s: %v", n.Bus.Node(), st.msgs)
+			}
+			return nil
+		})
+	}
+
+	// A node that does not run the transforms passes operators' actions
+	// and questions to the one that does.
+	var other *clusterNode
+	for _, n := range nodes {
+		if n.transform.Load() == nil {
+			other = n
+		}
+	}
+	if _, err := other.Alarms(context.Background()); err != nil {
+		t.Fatalf("alarms asked of %s: %v", other.Bus.Node(), err)
+	}
+	if _, err := other.AckAlarm(context.Background(), "a/b/_alarms/none", "op", ""); !errors.Is(err, transform.ErrNoAlarm) {
+		t.Fatalf("ack of an unknown alarm through %s: %v", other.Bus.Node(), err)
+	}
+
+	// The node with the transforms stops: another takes them within
+	// seconds. A node started again has the retained messages.
+	var leaving *clusterNode
+	for _, n := range nodes {
+		if n.Bus.Node() == holders[JobTransforms] {
+			leaving = n
+		}
+	}
+	began := time.Now()
+	leaving.stop(t)
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if n != leaving && n.transform.Load() != nil {
+				return nil
+			}
+		}
+		return errors.New("no node took the transforms")
+	})
+	t.Logf("transforms moved from %s in %v", leaving.Bus.Node(), time.Since(began).Round(time.Millisecond))
+	if err := leaving.start(); err != nil {
+		t.Fatal(err)
+	}
+	back := subscribe(t, leaving.Cloud, "reader", "pwr", "site/#")
+	onceWithin(t, back, "site/mes/recipe=r7 retained=true", 5*time.Second)
+}
