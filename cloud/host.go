@@ -377,7 +377,11 @@ func (h *Host) settle(ctx context.Context, futures []jetstream.PubAckFuture) err
 		case err := <-f.Err():
 			// Re-publish synchronously until stored; the msg id makes it
 			// idempotent.
-			h.log.Warn("UNS publish failed, retrying", "err", err)
+			if store.InProcess(err) {
+				h.log.Debug("UNS publish met another node's, retrying", "err", err)
+			} else {
+				h.log.Warn("UNS publish failed, retrying", "err", err)
+			}
 			if !store.PublishUntilStored(ctx, h.js, f.Msg().Subject, f.Msg().Data, f.Msg().Header.Get("Nats-Msg-Id"), h.log) {
 				return ctx.Err()
 			}

@@ -270,10 +270,16 @@ func (b *Bus) Start(ctx context.Context) error {
 // JetStream returns the JetStream context of the bus's connection.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
+// PublishAsyncTimeout is how long an asynchronous publish waits for the
+// backbone's acknowledgement before it fails (and is sent again, with its
+// message id): in a cluster the node that leads a stream may die with a
+// publish in hand, which it will never acknowledge.
+const PublishAsyncTimeout = 10 * time.Second
+
 // NewJetStream is the JetStream of another connection to the bus, made as
 // the bus's own (in a cluster: replicated, its consumers the node's).
 func (b *Bus) NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(PublishAsyncTimeout))
 	if err != nil {
 		return nil, err
 	}

@@ -258,11 +258,25 @@ func PublishUntilStored(ctx context.Context, js jetstream.JetStream, subj string
 		if err == nil {
 			return true
 		}
-		log.Warn("publish not stored, trying again", "subject", subj, "err", err)
+		if InProcess(err) {
+			// In a cluster another node published the same message a
+			// moment ago: it is stored, or the next try stores it.
+			log.Debug("publish of a message another node is storing; trying again", "subject", subj)
+		} else {
+			log.Warn("publish not stored, trying again", "subject", subj, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return false
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// InProcess says whether err is the backbone's answer to a publish whose
+// message id another publish, not finished yet, carries (in a cluster,
+// every node's primary host publishes the same values).
+func InProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10158
 }
