@@ -10,11 +10,15 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/calx-iiot/calx/internal/netcut"
 	"github.com/calx-iiot/calx/internal/stuck"
 	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/transform"
+	"github.com/calx-iiot/calx/uns"
+	"github.com/calx-iiot/calx/uns/sparkplug"
+	pb "github.com/calx-iiot/calx/uns/sparkplug/sproto"
 )
 
 // clusterNode is one cloud of a cluster started by the test, with what it
@@ -204,6 +208,47 @@ func TestClusterMQTTAndJobs(t *testing.T) {
 			return nil
 		})
 	}
+
+	// An edge on the first node gets a command the third node's host
+	// sends, once.
+	e1, err := dial(t, n1.Cloud, "e1", "pw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := &received{}
+	if tok := e1.Subscribe("spBv1.0/g/NCMD/e1", 1, cmds.handler); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	f := &foreign{t: t, cl: e1}
+	ts := uint64(time.Now().UnixMilli())
+	f.send(sparkplug.NBIRTH, "", &pb.Payload{Timestamp: proto.Uint64(ts), Metrics: []*pb.Payload_Metric{
+		metric(sparkplug.MetricBdSeq, 0, pb.DataType_Int64, uns.Int(0), ts),
+		metric("Node Control/Rebirth", 0, pb.DataType_Boolean, uns.Bool(false), ts),
+	}})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, ns := range n3.Host.Nodes() {
+			if ns.Edge == "e1" && ns.Online {
+				return nil
+			}
+		}
+		return errors.New("the third node's host has not seen e1's birth")
+	})
+	if err := n3.Host.RequestRebirth("g", "e1"); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		cmds.mu.Lock()
+		defer cmds.mu.Unlock()
+		if len(cmds.msgs) != 1 {
+			return fmt.Errorf("commands on the first node: %v", cmds.msgs)
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	if cmds.mu.Lock(); len(cmds.msgs) != 1 {
+		t.Fatalf("commands on the first node: %v", cmds.msgs)
+	}
+	cmds.mu.Unlock()
 
 	// A node that does not run the transforms passes operators' actions
 	// and questions to the one that does.
