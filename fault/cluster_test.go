@@ -9,11 +9,187 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
+
+// cnode is a `calx cloud` process of a cluster.
+type cnode struct {
+	name, http, mqtt, route string
+	proc                    *proc
+	api                     client
+}
+
+// cloudCluster is three cloud processes on loopback, one cluster.
+type cloudCluster struct {
+	t     *testing.T
+	dir   string
+	nodes []*cnode
+}
+
+// startCloudCluster starts three nodes and waits until each is ready and
+// sees the three, one of them leading the backbone's metadata.
+func startCloudCluster(t *testing.T) *cloudCluster {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "cluster.secret")
+	if err := os.WriteFile(secret, []byte("the-secret-of-the-fault-cluster\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := bcrypt.GenerateFromPassword([]byte("edge-pw"), bcrypt.MinCost)
+	cc := &cloudCluster{t: t, dir: dir, nodes: make([]*cnode, 3)}
+	for i := range cc.nodes {
+		cc.nodes[i] = &cnode{name: fmt.Sprintf("n%d", i+1), http: freeAddr(t), mqtt: freeAddr(t), route: freeAddr(t)}
+		cc.nodes[i].api.addr = cc.nodes[i].http
+	}
+	for i, n := range cc.nodes {
+		var routes []string
+		for j, o := range cc.nodes {
+			if j != i {
+				routes = append(routes, o.route)
+			}
+		}
+		yaml := fmt.Sprintf(`data_dir: %s
+http: {listen: %s}
+mqtt: {listen: %s}
+edges:
+  - {username: fault-edge, password_hash: '%[4]s', group: limeworks, edge_id: fault-edge}
+  - {username: kiln-edge, password_hash: '%[4]s', group: limeworks, edge_id: kiln-edge}
+  - {username: clock-edge, password_hash: '%[4]s', group: limeworks, edge_id: clock-edge}
+cluster:
+  name: calx-fault
+  node: %s
+  listen: %s
+  routes: [%s]
+  secret_file: %s
+`, filepath.Join(dir, n.name), n.http, n.mqtt, hash, n.name, n.route, strings.Join(routes, ", "), secret)
+		file := filepath.Join(dir, n.name+".yaml")
+		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.proc = &proc{t: t, args: []string{"cloud", "--config", file, "--log-level", "warn"}}
+	}
+	for _, n := range cc.nodes {
+		n.proc.start()
+	}
+	t.Cleanup(func() {
+		for _, n := range cc.nodes {
+			n.proc.stop()
+			if t.Failed() {
+				t.Logf("%s output:\n%s", n.name, n.proc.output())
+			}
+		}
+	})
+	for _, n := range cc.nodes {
+		cc.waitWhole(n)
+	}
+	return cc
+}
+
+// clusterView is a node's GET /api/v1/cluster.
+type clusterView struct {
+	Node  string
+	Nodes []struct {
+		Name   string
+		Leader bool
+		Up     bool
+	}
+	Jobs map[string]string
+}
+
+func (cc *cloudCluster) view(n *cnode) (clusterView, error) {
+	var v clusterView
+	err := n.api.do("GET", "/api/v1/cluster", nil, &v)
+	return v, err
+}
+
+// waitWhole waits until n is ready and sees the three nodes up, one of
+// them leading.
+func (cc *cloudCluster) waitWhole(n *cnode) {
+	cc.t.Helper()
+	waitReady(cc.t, n.http, 200*time.Millisecond)
+	checkFor(cc.t, 30*time.Second, 200*time.Millisecond, func() error {
+		v, err := cc.view(n)
+		if err != nil {
+			return err
+		}
+		var names []string
+		leaders := 0
+		for _, x := range v.Nodes {
+			if x.Up {
+				names = append(names, x.Name)
+			}
+			if x.Leader {
+				leaders++
+			}
+		}
+		if v.Node != n.name || strings.Join(names, ",") != "n1,n2,n3" || leaders != 1 {
+			return fmt.Errorf("%s sees %+v", n.name, v)
+		}
+		return nil
+	})
+}
+
+// startEdge starts an edge listing the three brokers, the first that of
+// node first.
+func (cc *cloudCluster) startEdge(id, devices string, first int) {
+	t := cc.t
+	var brokers []string
+	for k := range cc.nodes {
+		brokers = append(brokers, "tcp://"+cc.nodes[(first+k)%len(cc.nodes)].mqtt)
+	}
+	file := filepath.Join(cc.dir, id+".yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf(`data_dir: %s
+cloud:
+  broker: %s
+  brokers: [%s]
+  username: %s
+  password: edge-pw
+  group: limeworks
+  edge_id: %s
+devices:
+  - %s
+`, filepath.Join(cc.dir, id), brokers[0], strings.Join(brokers, ", "), id, id, devices)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	edge := &proc{t: t, args: []string{"edge", "--config", file, "--log-level", "warn"}}
+	edge.start()
+	t.Cleanup(func() {
+		edge.stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", id, edge.output())
+		}
+	})
+}
+
+// history is a counter's values in n's history since from.
+func (cc *cloudCluster) history(n *cnode, path string, from time.Time) ([]int64, error) {
+	s := &site{api: n.api}
+	return s.values(path, from)
+}
+
+// wholeCounter checks that a clock counter's values are in order, once
+// each, without a gap.
+func wholeCounter(path string, vs []int64) error {
+	if !slices.IsSorted(vs) || len(slices.Compact(slices.Clone(vs))) != len(vs) {
+		return fmt.Errorf("%s: not in order without duplicates", path)
+	}
+	if len(vs) > 0 {
+		if gap := vs[len(vs)-1] - vs[0] + 1 - int64(len(vs)); gap != 0 {
+			return fmt.Errorf("%s: %d values missing between %d and %d", path, gap, vs[0], vs[len(vs)-1])
+		}
+	}
+	return nil
+}
+
+const (
+	clock1 = "{id: clock, path: limeworks/fault/utilities/line1/clock, connector: clock, settings: {period: 100ms}}"
+	clock2 = "{id: clock, path: limeworks/fault/utilities/line2/clock, connector: clock, settings: {period: 100ms}}"
+)
+
+var clusterCounters = []string{"limeworks/fault/utilities/line1/clock/counter", "limeworks/fault/utilities/line2/clock/counter"}
 
 // TestCloudClusterOfThree runs three `calx cloud` processes as the nodes
 // of one cluster on loopback, and three edges (two clocks, whose every value
@@ -29,145 +205,20 @@ func TestCloudClusterOfThree(t *testing.T) {
 	if testing.Short() {
 		t.Skip("separate processes: not in -short")
 	}
-	dir := t.TempDir()
-	secret := filepath.Join(dir, "cluster.secret")
-	if err := os.WriteFile(secret, []byte("the-secret-of-the-fault-cluster\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hash, _ := bcrypt.GenerateFromPassword([]byte("edge-pw"), bcrypt.MinCost)
-	type node struct {
-		http, mqtt, route string
-		proc              *proc
-		api               client
-	}
-	nodes := make([]*node, 3)
-	for i := range nodes {
-		nodes[i] = &node{http: freeAddr(t), mqtt: freeAddr(t), route: freeAddr(t)}
-		nodes[i].api.addr = nodes[i].http
-	}
-	for i, n := range nodes {
-		var routes []string
-		for j, o := range nodes {
-			if j != i {
-				routes = append(routes, o.route)
-			}
-		}
-		yaml := fmt.Sprintf(`data_dir: %s
-http: {listen: %s}
-mqtt: {listen: %s}
-edges:
-  - {username: fault-edge, password_hash: '%[4]s', group: limeworks, edge_id: fault-edge}
-  - {username: kiln-edge, password_hash: '%[4]s', group: limeworks, edge_id: kiln-edge}
-  - {username: clock-edge, password_hash: '%[4]s', group: limeworks, edge_id: clock-edge}
-cluster:
-  name: calx-fault
-  node: n%d
-  listen: %s
-  routes: [%s]
-  secret_file: %s
-`, filepath.Join(dir, fmt.Sprintf("n%d", i+1)), n.http, n.mqtt, hash, i+1, n.route, strings.Join(routes, ", "), secret)
-		file := filepath.Join(dir, fmt.Sprintf("n%d.yaml", i+1))
-		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		n.proc = &proc{t: t, args: []string{"cloud", "--config", file, "--log-level", "warn"}}
-	}
-	for _, n := range nodes {
-		n.proc.start()
-	}
-	t.Cleanup(func() {
-		for i, n := range nodes {
-			n.proc.stop()
-			if t.Failed() {
-				t.Logf("n%d output:\n%s", i+1, n.proc.output())
-			}
-		}
-	})
-	for _, n := range nodes {
-		waitReady(t, n.http, 200*time.Millisecond)
-	}
-	type view struct {
-		Node  string
-		Nodes []struct {
-			Name   string
-			Leader bool
-			Up     bool
-		}
-	}
-	seen := func(n *node) (view, error) {
-		var v view
-		err := n.api.do("GET", "/api/v1/cluster", nil, &v)
-		return v, err
-	}
-	for i, n := range nodes {
-		checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
-			v, err := seen(n)
-			if err != nil {
-				return err
-			}
-			var names []string
-			leaders := 0
-			for _, x := range v.Nodes {
-				names = append(names, x.Name)
-				if x.Leader {
-					leaders++
-				}
-			}
-			if v.Node != fmt.Sprintf("n%d", i+1) || strings.Join(names, ",") != "n1,n2,n3" || leaders != 1 {
-				return fmt.Errorf("n%d sees %+v", i+1, v)
-			}
-			return nil
-		})
-	}
-
+	cc := startCloudCluster(t)
+	nodes := cc.nodes
 	// The kiln's transforms and alarm, then three edges, each listing the
 	// three brokers, each first on another node.
 	if err := nodes[0].api.do("PUT", "/api/v1/config?message=kiln", []byte(kilnFleet), nil); err != nil {
 		t.Fatal(err)
 	}
-	brokers := func(first int) string {
-		var out []string
-		for k := range nodes {
-			out = append(out, "tcp://"+nodes[(first+k)%len(nodes)].mqtt)
-		}
-		return strings.Join(out, ", ")
-	}
-	edges := []struct{ id, devices string }{
-		{"fault-edge", "{id: clock, path: limeworks/fault/utilities/line1/clock, connector: clock, settings: {period: 100ms}}"},
-		{"kiln-edge", "{id: kiln1, path: " + kilnPath + ", connector: signals, settings: " + kilnSignals + "}"},
-		{"clock-edge", "{id: clock, path: limeworks/fault/utilities/line2/clock, connector: clock, settings: {period: 100ms}}"},
-	}
 	since := time.Now().Add(-time.Minute)
-	for i, e := range edges {
-		first := strings.SplitN(brokers(i), ", ", 2)[0]
-		file := filepath.Join(dir, e.id+".yaml")
-		if err := os.WriteFile(file, []byte(fmt.Sprintf(`data_dir: %s
-cloud:
-  broker: %s
-  brokers: [%s]
-  username: %s
-  password: edge-pw
-  group: limeworks
-  edge_id: %s
-devices:
-  - %s
-`, filepath.Join(dir, e.id), first, brokers(i), e.id, e.id, e.devices)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		edge := &proc{t: t, args: []string{"edge", "--config", file, "--log-level", "warn"}}
-		edge.start()
-		t.Cleanup(func() {
-			edge.stop()
-			if t.Failed() {
-				t.Logf("%s output:\n%s", e.id, edge.output())
-			}
-		})
-	}
-	counters := []string{"limeworks/fault/utilities/line1/clock/counter", "limeworks/fault/utilities/line2/clock/counter"}
-	history := func(n *node, path string) ([]int64, error) {
-		s := &site{api: n.api}
-		return s.values(path, since)
-	}
+	cc.startEdge("fault-edge", clock1, 0)
+	cc.startEdge("kiln-edge", "{id: kiln1, path: "+kilnPath+", connector: signals, settings: "+kilnSignals+"}", 1)
+	cc.startEdge("clock-edge", clock2, 2)
+	counters := clusterCounters
+	history := func(n *cnode, path string) ([]int64, error) { return cc.history(n, path, since) }
+	seen := cc.view
 	var onThird []int64
 	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
 		var err error
@@ -185,9 +236,8 @@ devices:
 	}
 
 	// The jobs: one holder each, the same seen from every node.
-	jobs := func(n *node) (map[string]string, error) {
-		var v struct{ Jobs map[string]string }
-		err := n.api.do("GET", "/api/v1/cluster", nil, &v)
+	jobs := func(n *cnode) (map[string]string, error) {
+		v, err := cc.view(n)
 		return v.Jobs, err
 	}
 	var holders map[string]string
@@ -204,7 +254,7 @@ devices:
 		}
 		return nil
 	})
-	waitCycles := func(n *node, want int) int {
+	waitCycles := func(n *cnode, want int) int {
 		var got int
 		checkFor(t, 60*time.Second, 500*time.Millisecond, func() error {
 			var out struct {
@@ -227,7 +277,7 @@ devices:
 	var dead int
 	fmt.Sscanf(holders["primary-host"], "n%d", &dead)
 	dead--
-	var alive []*node
+	var alive []*cnode
 	for i, n := range nodes {
 		if i != dead {
 			alive = append(alive, n)
@@ -285,13 +335,7 @@ devices:
 				if len(after) < len(onThird)+100 {
 					return fmt.Errorf("%s: %d values (%d before the kill)", path, len(after), len(onThird))
 				}
-				if !slices.IsSorted(after) || len(slices.Compact(slices.Clone(after))) != len(after) {
-					return fmt.Errorf("%s: not in order without duplicates", path)
-				}
-				if gap := after[len(after)-1] - after[0] + 1 - int64(len(after)); gap != 0 {
-					return fmt.Errorf("%s: %d values missing between %d and %d", path, gap, after[0], after[len(after)-1])
-				}
-				return nil
+				return wholeCounter(path, after)
 			})
 			t.Logf("%s: %d values, %d to %d, none missing, none twice", path, len(after), after[0], after[len(after)-1])
 		}
@@ -336,4 +380,110 @@ devices:
 		t.Errorf("the living nodes' journals differ:\n%s\n%s", journals[0], journals[1])
 	}
 	t.Logf("alarm journal, the same on both living nodes: %s", journals[0])
+}
+
+// TestCloudClusterRollingRestart restarts the three nodes one after
+// another (SIGTERM, start, wait until the node is whole again) while two
+// clock edges, first on different nodes, send at a steady rate. All the
+// while a client asks every node for the counters' latest value every
+// 100 ms: the longest the freshest value any node gave stayed behind the
+// clock is printed, and must stay under the failover bound (10 s). In the
+// end every node's history has every value of each clock once, in order,
+// without a gap.
+func TestCloudClusterRollingRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("separate processes: not in -short")
+	}
+	cc := startCloudCluster(t)
+	since := time.Now().Add(-time.Minute)
+	cc.startEdge("fault-edge", clock1, 0)
+	cc.startEdge("clock-edge", clock2, 1)
+	for _, n := range cc.nodes {
+		checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+			for _, path := range clusterCounters {
+				if vs, err := cc.history(n, path, since); err != nil || len(vs) < 10 {
+					return fmt.Errorf("%s: %s has %d values: %v", n.name, path, len(vs), err)
+				}
+			}
+			return nil
+		})
+	}
+
+	// The live API, as a client behind a load balancer sees it: the
+	// freshest value of each counter that any node gives.
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	worst := map[string]time.Duration{}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		apis := make([]client, len(cc.nodes))
+		for i, n := range cc.nodes {
+			apis[i].addr = n.http
+		}
+		latest := map[string]time.Time{}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			for _, path := range clusterCounters {
+				for i := range apis {
+					var out struct {
+						Tags []struct {
+							TS *time.Time `json:"ts"`
+						} `json:"tags"`
+					}
+					if err := apis[i].do("GET", "/api/v1/latest?prefix="+url.QueryEscape(path), nil, &out); err != nil {
+						apis[i].token = "" // a node started again has forgotten the session
+						continue
+					}
+					if len(out.Tags) == 1 && out.Tags[0].TS != nil && out.Tags[0].TS.After(latest[path]) {
+						latest[path] = *out.Tags[0].TS
+					}
+				}
+				if !latest[path].IsZero() {
+					mu.Lock()
+					worst[path] = max(worst[path], time.Since(latest[path]))
+					mu.Unlock()
+				}
+			}
+		}
+	})
+	began := time.Now()
+	for _, n := range cc.nodes {
+		restart := time.Now()
+		n.proc.stop()
+		n.proc.start()
+		n.api.token = "" // sessions are each node's own
+		cc.waitWhole(n)
+		t.Logf("%s restarted and whole again in %v", n.name, time.Since(restart).Round(time.Millisecond))
+		time.Sleep(2 * time.Second) // the cluster runs whole a while
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("rolling restart of three nodes took %v", time.Since(began).Round(time.Second))
+	for _, path := range clusterCounters {
+		t.Logf("%s: the live API's freshest value was at most %v behind the clock", path, worst[path].Round(time.Millisecond))
+		if worst[path] > 10*time.Second {
+			t.Errorf("%s: the live API stayed %v behind, more than the failover time", path, worst[path])
+		}
+	}
+	for _, n := range cc.nodes {
+		for _, path := range clusterCounters {
+			var vs []int64
+			checkFor(t, 60*time.Second, 500*time.Millisecond, func() error {
+				var err error
+				if vs, err = cc.history(n, path, since); err != nil {
+					return err
+				}
+				if last := vs[len(vs)-1]; len(vs) < int(time.Since(began)/(100*time.Millisecond)) {
+					return fmt.Errorf("%s: %s has %d values up to %d", n.name, path, len(vs), last)
+				}
+				return wholeCounter(path, vs)
+			})
+			t.Logf("%s: %s: %d values, none missing, none twice", n.name, path, len(vs))
+		}
+	}
 }

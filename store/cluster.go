@@ -247,7 +247,8 @@ type NodeInfo struct {
 	Name string `json:"name"`
 	// Leader is the node that leads JetStream's metadata.
 	Leader bool `json:"leader"`
-	// Up: the node is connected and current.
+	// Up: this node has a route to it (and, seen from the metadata's
+	// leader, it is current).
 	Up bool `json:"up"`
 	// Self is this node.
 	Self bool `json:"self"`
@@ -272,6 +273,14 @@ func (b *Bus) Nodes() []NodeInfo {
 		return []NodeInfo{{Name: name, Self: true, Up: true}}
 	}
 	m := jsz.Meta
+	// A node is up when this one has a route to it: a follower of the
+	// metadata does not learn whether the other followers are current.
+	routed := map[string]bool{}
+	if rz, err := b.srv.Routez(&server.RoutezOptions{}); err == nil {
+		for _, r := range rz.Routes {
+			routed[r.RemoteName] = true
+		}
+	}
 	// The replicas are the peers other than this node, the leader among
 	// them when it is another.
 	out := []NodeInfo{{Name: name, Leader: m.Leader == name, Up: true, Self: true}}
@@ -279,7 +288,11 @@ func (b *Bus) Nodes() []NodeInfo {
 		if slices.ContainsFunc(out, func(n NodeInfo) bool { return n.Name == p.Name }) { // this node, or one listed twice
 			continue
 		}
-		out = append(out, NodeInfo{Name: p.Name, Leader: p.Name == m.Leader, Up: p.Current && !p.Offline, Active: p.Active, Lag: p.Lag})
+		up := routed[p.Name] && !p.Offline
+		if m.Leader == name {
+			up = up && p.Current // the leader knows
+		}
+		out = append(out, NodeInfo{Name: p.Name, Leader: p.Name == m.Leader, Up: up, Active: p.Active, Lag: p.Lag})
 	}
 	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
