@@ -46,7 +46,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	scenario := fs.String("scenario", "", "a scenario file (fleets, warmup, duration) instead of the fleet flags")
 	target := fs.String("target", "", "base URL of a running cloud's HTTP API (default: start one in this process)")
 	inProcess := fs.Bool("in-process", false, "start the cloud in this process on a temporary data dir (the default without --target)")
-	mqttURL := fs.String("mqtt", "", "the target's MQTT broker: mqtt://host:port, or mqtts:// (ssl://, tls://) for TLS")
+	mqttURL := fs.String("mqtt", "", "the target's MQTT broker: mqtt://host:port, or mqtts:// (ssl://, tls://) for TLS; for a cluster, the nodes' brokers, comma-separated (the edges take them in turn)")
 	user := fs.String("user", "admin", "the target's admin user; password in CALX_BENCH_PASSWORD")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	logLevel := fs.String("log-level", "warn", "log level of the in-process cloud")

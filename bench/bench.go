@@ -117,7 +117,8 @@ const LiveEdges = 10
 type Target struct {
 	// HTTP is the base URL of the cloud's HTTP API; MQTT the broker's URL
 	// (mqtt://host:port, mqtts://..., or the other schemes of
-	// config.BrokerURL).
+	// config.BrokerURL), or several, comma-separated, for the nodes of a
+	// cluster: the edges take them in turn.
 	HTTP, MQTT string
 	// Username and Password sign in to the API (an admin or engineer: the
 	// bench counts what was stored with a SQL query).
@@ -201,11 +202,16 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 	if err := sc.Validate("scenario"); err != nil {
 		return nil, err
 	}
-	broker, err := config.BrokerURL(t.MQTT)
-	if err != nil {
-		return nil, fmt.Errorf("target: %w", err)
+	// Several brokers (the nodes of a cluster): the edges take them in
+	// turn.
+	var brokers []string
+	for u := range strings.SplitSeq(t.MQTT, ",") {
+		broker, err := config.BrokerURL(strings.TrimSpace(u))
+		if err != nil {
+			return nil, fmt.Errorf("target: %w", err)
+		}
+		brokers = append(brokers, broker)
 	}
-	t.MQTT = broker
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -257,7 +263,7 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 	var edges []*simEdge
 	for _, f := range sc.Fleets {
 		for i := range f.Edges {
-			edges = append(edges, &simEdge{group: f.Group, id: EdgeID(i), fleet: f, broker: t.MQTT, c: c, acks: acks,
+			edges = append(edges, &simEdge{group: f.Group, id: EdgeID(i), fleet: f, broker: brokers[len(edges)%len(brokers)], c: c, acks: acks,
 				rnd: rand.New(rand.NewPCG(uint64(len(edges)), 7))})
 		}
 	}

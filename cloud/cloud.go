@@ -77,17 +77,18 @@ type Cloud struct {
 	transform atomic.Pointer[transformer]
 	// jobs run the cluster's one-of-each jobs; bridge joins the nodes'
 	// brokers (nil alone).
-	jobs       *store.Jobs
-	bridge     *bridge
-	transforms *job
-	hostJob    *job
-	quorum     *job
-	repub      *republisher
-	uplink     *uplink
-	accounts   jetstream.KeyValue
-	uiUsers    kept[UIUser]
-	apiTokens  kept[APIToken]
-	tokenUse   kept[TokenUse]
+	jobs         *store.Jobs
+	bridge       *bridge
+	accountWatch *accountWatch
+	transforms   *job
+	hostJob      *job
+	quorum       *job
+	repub        *republisher
+	uplink       *uplink
+	accounts     jetstream.KeyValue
+	uiUsers      kept[UIUser]
+	apiTokens    kept[APIToken]
+	tokenUse     kept[TokenUse]
 	// dashboards keeps the machine dashboards' layouts.
 	dashboards kept[Dashboard]
 

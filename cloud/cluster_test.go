@@ -250,6 +250,52 @@ func TestClusterMQTTAndJobs(t *testing.T) {
 	}
 	cmds.mu.Unlock()
 
+	// An account made on one node works on the others; disabled on one,
+	// its sessions end on every node and it is refused everywhere; deleted,
+	// the same.
+	user, pw, err := n1.ProvisionEdge(context.Background(), "g", "e9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e9 paho.Client
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		e9, err = dial(t, n3.Cloud, user, pw)
+		return err
+	})
+	if err := n1.SetMQTTUserDisabled(context.Background(), user, true); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if e9.IsConnectionOpen() {
+			return errors.New("a disabled account's session goes on on another node")
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		if _, err := dial(t, n.Cloud, user, pw); err == nil {
+			t.Fatalf("a disabled account connects to %s", n.Bus.Node())
+		}
+	}
+	if err := n2.SetMQTTUserDisabled(context.Background(), user, false); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		_, err := dial(t, n1.Cloud, user, pw)
+		return err
+	})
+	if err := n2.DeleteMQTTUser(context.Background(), user); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if _, err := dial(t, n.Cloud, user, pw); err == nil {
+				return fmt.Errorf("a deleted account connects to %s", n.Bus.Node())
+			}
+		}
+		return nil
+	})
+
 	// A node that does not run the transforms passes operators' actions
 	// and questions to the one that does.
 	var other *clusterNode

@@ -169,6 +169,9 @@ func (c *Cloud) startBroker(ctx context.Context) error {
 	if err == nil && c.opts.Cluster != nil {
 		err = c.startBridge(ctx)
 	}
+	if err == nil && c.opts.Cluster != nil {
+		c.accountWatch, err = c.watchAccounts(ctx)
+	}
 	if err == nil {
 		err = c.Broker.start()
 	}
@@ -182,6 +185,7 @@ func (c *Cloud) stopBroker(context.Context) error {
 	if c.Broker == nil {
 		return nil
 	}
+	c.accountWatch.stop()
 	c.bridge.close()
 	return c.Broker.close()
 }
