@@ -25,6 +25,11 @@ type ClusterConfig struct {
 	Node   string   `yaml:"node"`
 	Listen string   `yaml:"listen"`
 	Routes []string `yaml:"routes"`
+	// Advertise is where the other nodes reach this node's routes when
+	// not at Listen (behind NAT, a port mapping or a proxy): NATS tells the
+	// nodes each other's route addresses, and a node connects to those it
+	// does not reach yet.
+	Advertise string `yaml:"advertise"`
 	// SecretFile holds the secret the nodes share (at least 16
 	// characters); routes that do not present it are refused.
 	SecretFile string `yaml:"secret_file"`
@@ -52,7 +57,7 @@ func (c *ClusterConfig) Store() (*store.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret_file: %w", err)
 	}
-	sc := &store.Cluster{Name: c.Name, Node: c.Node, Listen: c.Listen, Routes: c.Routes, Secret: strings.TrimSpace(string(b))}
+	sc := &store.Cluster{Name: c.Name, Node: c.Node, Listen: c.Listen, Routes: c.Routes, Advertise: c.Advertise, Secret: strings.TrimSpace(string(b))}
 	if err := sc.Validate(); err != nil {
 		return nil, err
 	}
@@ -64,7 +69,7 @@ func (c *ClusterConfig) Store() (*store.Cluster, error) {
 	}
 	// Without TLS the routes carry the backbone in clear: they stay on
 	// this machine.
-	for _, a := range append([]string{c.Listen}, c.Routes...) {
+	for _, a := range append([]string{c.Listen, c.Advertise}, c.Routes...) {
 		if host, _, err := net.SplitHostPort(a); err == nil && !isLoopback(host) {
 			return nil, fmt.Errorf("%s: routes off this machine need tls (cert_file, key_file, ca_file): without it they stay on loopback addresses (127.0.0.1, ::1, localhost)", a)
 		}

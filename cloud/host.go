@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/calx-iiot/calx/store"
@@ -136,6 +137,11 @@ type HostOptions struct {
 	// node may define; without it, a path stays with the node that
 	// defined it first and every node has fleet.DefaultMaxTags.
 	Claims Claims
+	// Node, in a cluster, is this node's name: the host marks the values
+	// it publishes with it (HeaderNode), because every node's host
+	// publishes the same values and the backbone stores them once, but
+	// its live subscribers see each node's.
+	Node string
 	// Acting, in a cluster, says whether this node is the host's voice
 	// (clusterjobs.go): only then does the host say STATE and ask for
 	// rebirths by itself, and it never says STATE at its start or stop.
@@ -425,9 +431,12 @@ func (h *Host) checkGaps() {
 
 func (h *Host) publishUNS(ctx context.Context, subj string, data []byte, seq uint64) (jetstream.PubAckFuture, error) {
 	id := "spb-" + strconv.FormatUint(seq, 10)
-	buf := append([]byte(nil), data...)
+	msg := &nats.Msg{Subject: subj, Data: append([]byte(nil), data...)}
+	if h.opts.Node != "" {
+		msg.Header = nats.Header{HeaderNode: []string{h.opts.Node}}
+	}
 	for {
-		f, err := h.js.PublishAsync(subj, buf, jetstream.WithMsgID(id))
+		f, err := h.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
 		if err == nil {
 			return f, nil
 		}
@@ -438,6 +447,16 @@ func (h *Host) publishUNS(ctx context.Context, subj string, data []byte, seq uin
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// HeaderNode names, in a cluster, the node whose host published a UNS
+// batch: a node's live views take its own host's.
+const HeaderNode = "Calx-Node"
+
+// otherNode says whether a UNS batch is another node's host's copy.
+func otherNode(m *nats.Msg, node string) bool {
+	n := m.Header.Get(HeaderNode)
+	return n != "" && n != node
 }
 
 // Errors of Write.

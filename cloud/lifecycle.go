@@ -239,7 +239,7 @@ func (c *Cloud) startRepublisher(context.Context) error {
 		return err
 	}
 	every := cmp.Or(c.opts.UNSInterval, DefaultUNSInterval)
-	c.repub, err = newRepublisher(conn, c.Registry, c.Broker, max(every, 0), c.log)
+	c.repub, err = newRepublisher(conn, c.Bus.Node(), c.Registry, c.Broker, max(every, 0), c.log)
 	return err
 }
 
@@ -311,7 +311,7 @@ func (c *Cloud) startHost(ctx context.Context) error {
 	}
 	ho := HostOptions{ID: c.opts.HostID, Claims: c.Fleet}
 	if c.jobs != nil {
-		ho.Acting = func() bool { return c.jobs.Holds(JobHost) }
+		ho.Node, ho.Acting = c.Bus.Node(), func() bool { return c.jobs.Holds(JobHost) }
 	}
 	if c.Host, err = newHost(ho, js, c.publisher(), c.Historian, c.Registry, c.log); err != nil {
 		return err

@@ -101,6 +101,9 @@ func newHub(nc *nats.Conn, node string, log *slog.Logger) (*Hub, error) {
 		if !watched {
 			return // nobody to tell
 		}
+		if otherNode(m, node) {
+			return // this node's host publishes the same values
+		}
 		if m.Subject == subjectEvents {
 			if ev, err := decodeEvents(m.Data); err != nil {
 				h.malformed.Add(1)

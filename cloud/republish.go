@@ -44,7 +44,7 @@ type republisher struct {
 // repubTick is how often the republisher looks for changed values.
 const repubTick = 100 * time.Millisecond
 
-func newRepublisher(nc *nats.Conn, reg *Registry, pub Publisher, interval time.Duration, log *slog.Logger) (*republisher, error) {
+func newRepublisher(nc *nats.Conn, node string, reg *Registry, pub Publisher, interval time.Duration, log *slog.Logger) (*republisher, error) {
 	r := &republisher{reg: reg, pub: pub, log: log.With("component", "uns-mqtt"), interval: interval, done: make(chan struct{})}
 	ctx, stop := context.WithCancel(context.Background())
 	r.stop = stop
@@ -52,6 +52,9 @@ func newRepublisher(nc *nats.Conn, reg *Registry, pub Publisher, interval time.D
 		close(r.done)
 		var samples []uns.Sample
 		sub, err := nc.Subscribe(store.SubjectUNS+".>", func(m *nats.Msg) {
+			if otherNode(m, node) {
+				return // this node's host publishes the same values
+			}
 			var err error
 			samples, err = uns.DecodeBatch(samples[:0], m.Data)
 			if err != nil {

@@ -3,7 +3,9 @@
 package fault
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -13,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/calx-iiot/calx/internal/netcut"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -28,11 +33,21 @@ type cloudCluster struct {
 	t     *testing.T
 	dir   string
 	nodes []*cnode
+	// proxies[i][j] carries node i's route to node j, when the routes go
+	// through proxies.
+	proxies [][]*netcut.Proxy
 }
 
 // startCloudCluster starts three nodes and waits until each is ready and
 // sees the three, one of them leading the backbone's metadata.
-func startCloudCluster(t *testing.T) *cloudCluster {
+func startCloudCluster(t *testing.T) *cloudCluster { return startCloudClusterWith(t, false) }
+
+// startCloudClusterWith starts three nodes; with proxied, each node's
+// route to each other node goes through a proxy of its own, and the nodes
+// advertise an address nobody listens at, so that no node reaches another
+// but through the proxies (NATS would connect to an advertised address it
+// learns from the others).
+func startCloudClusterWith(t *testing.T, proxied bool) *cloudCluster {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "cluster.secret")
 	if err := os.WriteFile(secret, []byte("the-secret-of-the-fault-cluster\n"), 0o600); err != nil {
@@ -44,12 +59,32 @@ func startCloudCluster(t *testing.T) *cloudCluster {
 		cc.nodes[i] = &cnode{name: fmt.Sprintf("n%d", i+1), http: freeAddr(t), mqtt: freeAddr(t), route: freeAddr(t)}
 		cc.nodes[i].api.addr = cc.nodes[i].http
 	}
+	if proxied {
+		cc.proxies = make([][]*netcut.Proxy, len(cc.nodes))
+		for i := range cc.nodes {
+			cc.proxies[i] = make([]*netcut.Proxy, len(cc.nodes))
+			for j, o := range cc.nodes {
+				if j != i {
+					cc.proxies[i][j] = netcut.New(t, o.route)
+				}
+			}
+		}
+	}
+	readerHash, _ := bcrypt.GenerateFromPassword([]byte("reader-pw"), bcrypt.MinCost)
 	for i, n := range cc.nodes {
 		var routes []string
+		advertise := ""
 		for j, o := range cc.nodes {
-			if j != i {
+			switch {
+			case j == i:
+			case proxied:
+				routes = append(routes, cc.proxies[i][j].Addr())
+			default:
 				routes = append(routes, o.route)
 			}
+		}
+		if proxied {
+			advertise = "\n  advertise: " + freeAddr(t)
 		}
 		yaml := fmt.Sprintf(`data_dir: %s
 http: {listen: %s}
@@ -58,13 +93,15 @@ edges:
   - {username: fault-edge, password_hash: '%[4]s', group: limeworks, edge_id: fault-edge}
   - {username: kiln-edge, password_hash: '%[4]s', group: limeworks, edge_id: kiln-edge}
   - {username: clock-edge, password_hash: '%[4]s', group: limeworks, edge_id: clock-edge}
+readers:
+  - {username: reader, password_hash: '%[9]s'}
 cluster:
   name: calx-fault
-  node: %s
-  listen: %s
-  routes: [%s]
-  secret_file: %s
-`, filepath.Join(dir, n.name), n.http, n.mqtt, hash, n.name, n.route, strings.Join(routes, ", "), secret)
+  node: %[5]s
+  listen: %[6]s%[10]s
+  routes: [%[7]s]
+  secret_file: %[8]s
+`, filepath.Join(dir, n.name), n.http, n.mqtt, hash, n.name, n.route, strings.Join(routes, ", "), secret, readerHash, advertise)
 		file := filepath.Join(dir, n.name+".yaml")
 		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
@@ -485,5 +522,170 @@ func TestCloudClusterRollingRestart(t *testing.T) {
 			})
 			t.Logf("%s: %s: %d values, none missing, none twice", n.name, path, len(vs))
 		}
+	}
+}
+
+// cut cuts node k's routes to and from the others (or mends them).
+func (cc *cloudCluster) cut(k int, cut bool) {
+	for i := range cc.nodes {
+		if i != k {
+			cc.proxies[i][k].Cut(cut)
+			cc.proxies[k][i].Cut(cut)
+		}
+	}
+}
+
+// state is the host's STATE as node n's broker gives it (retained).
+func (cc *cloudCluster) state(n *cnode) (string, error) {
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + n.mqtt).SetClientID(fmt.Sprintf("state-%d", time.Now().UnixNano())).
+		SetUsername("reader").SetPassword("reader-pw").SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		return "", fmt.Errorf("%s: connect: %v", n.name, tok.Error())
+	}
+	defer cl.Disconnect(10)
+	got := make(chan string, 1)
+	cl.Subscribe("spBv1.0/STATE/calx", 1, func(_ paho.Client, m paho.Message) {
+		var st struct{ Online bool }
+		if json.Unmarshal(m.Payload(), &st) == nil {
+			select {
+			case got <- map[bool]string{true: "online", false: "offline"}[st.Online]:
+			default:
+			}
+		}
+	})
+	select {
+	case s := <-got:
+		return s, nil
+	case <-time.After(3 * time.Second):
+		return "", fmt.Errorf("%s: no STATE retained", n.name)
+	}
+}
+
+// TestCloudClusterPartition cuts the routes of the node that speaks as the
+// primary host, with an edge on its broker, from the two others (a
+// proxy on every route), for 20 s, and mends them. While cut off, the node
+// says it is not ready and its broker says the host is offline; the two
+// others keep the quorum, take the jobs within 10 s and say the host is
+// online: one STATE online per side that can store data, never two holders
+// of a job. The edge moves to them. Mended, the cluster is whole again by
+// itself, the node says the host is online again, and every node's history
+// has every value of the edge once, in order, without a gap.
+func TestCloudClusterPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("separate processes: not in -short")
+	}
+	cc := startCloudClusterWith(t, true)
+	var holders map[string]string
+	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		v, err := cc.view(cc.nodes[0])
+		if holders = v.Jobs; err == nil && holders["primary-host"] == "" {
+			err = fmt.Errorf("jobs %v", holders)
+		}
+		return err
+	})
+	k := slices.IndexFunc(cc.nodes, func(n *cnode) bool { return n.name == holders["primary-host"] })
+	cut := cc.nodes[k]
+	var rest []*cnode
+	for i, n := range cc.nodes {
+		if i != k {
+			rest = append(rest, n)
+		}
+	}
+	since := time.Now().Add(-time.Minute)
+	cc.startEdge("fault-edge", clock1, k)
+	path := clusterCounters[0]
+	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		for _, n := range cc.nodes {
+			if vs, err := cc.history(n, path, since); err != nil || len(vs) < 20 {
+				return fmt.Errorf("%s: %d values: %v", n.name, len(vs), err)
+			}
+		}
+		return nil
+	})
+
+	cc.cut(k, true)
+	began := time.Now()
+	checkFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		res, err := http.Get("http://" + cut.http + "/readyz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("%s cut off answers /readyz %d", cut.name, res.StatusCode)
+		}
+		if st, err := cc.state(cut); err != nil || st != "offline" {
+			return fmt.Errorf("%s cut off says the host is %s (%v)", cut.name, st, err)
+		}
+		return nil
+	})
+	t.Logf("%s cut off: not ready, STATE offline on its broker after %v", cut.name, time.Since(began).Round(time.Millisecond))
+	for _, n := range rest {
+		checkFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+			v, err := cc.view(n)
+			if err != nil {
+				return err
+			}
+			for _, job := range []string{"primary-host", "transforms"} {
+				if v.Jobs[job] == "" || v.Jobs[job] == cut.name {
+					return fmt.Errorf("%s: %s still held by %q", n.name, job, v.Jobs[job])
+				}
+			}
+			if st, err := cc.state(n); err != nil || st != "online" {
+				return fmt.Errorf("%s says the host is %s (%v)", n.name, st, err)
+			}
+			return nil
+		})
+	}
+	t.Logf("the two others hold the jobs and say the host is online after %v", time.Since(began).Round(time.Millisecond))
+	// The edge carries on on the others.
+	before, _ := cc.history(rest[0], path, since)
+	checkFor(t, 30*time.Second, 500*time.Millisecond, func() error {
+		vs, err := cc.history(rest[0], path, since)
+		if err != nil || len(vs) < len(before)+50 {
+			return fmt.Errorf("%s: %d values, %d at the cut: %v", rest[0].name, len(vs), len(before), err)
+		}
+		return wholeCounter(path, vs)
+	})
+	time.Sleep(time.Until(began.Add(20 * time.Second)))
+
+	cc.cut(k, false)
+	mended := time.Now()
+	cc.waitWhole(cut)
+	checkFor(t, 15*time.Second, 200*time.Millisecond, func() error {
+		if st, err := cc.state(cut); err != nil || st != "online" {
+			return fmt.Errorf("%s mended says the host is %s (%v)", cut.name, st, err)
+		}
+		return nil
+	})
+	t.Logf("%s whole again, STATE online on its broker, %v after the routes were mended", cut.name, time.Since(mended).Round(time.Millisecond))
+	// A node's copy of the jobs' bucket catches up within moments.
+	checkFor(t, 10*time.Second, 200*time.Millisecond, func() error {
+		var views []string
+		for _, n := range cc.nodes {
+			v, err := cc.view(n)
+			if err != nil {
+				return err
+			}
+			views = append(views, fmt.Sprint(v.Jobs))
+		}
+		if views[0] != views[1] || views[1] != views[2] || !strings.Contains(views[0], "transforms") {
+			return fmt.Errorf("the nodes see the jobs differently after the partition: %v", views)
+		}
+		return nil
+	})
+	for _, n := range cc.nodes {
+		var vs []int64
+		checkFor(t, 60*time.Second, 500*time.Millisecond, func() error {
+			var err error
+			if vs, err = cc.history(n, path, since); err != nil {
+				return err
+			}
+			if len(vs) < int(time.Since(began)/(100*time.Millisecond)) {
+				return fmt.Errorf("%s: %d values", n.name, len(vs))
+			}
+			return wholeCounter(path, vs)
+		})
+		t.Logf("%s: %d values, none missing, none twice", n.name, len(vs))
 	}
 }

@@ -34,6 +34,9 @@ type Cluster struct {
 	Listen string
 	// Routes are the other nodes' route addresses (host:port).
 	Routes []string
+	// Advertise is the address (host:port) the other nodes are told to
+	// reach this node's routes at; empty: Listen's.
+	Advertise string
 	// Secret is shared by the nodes: a route that does not present it is
 	// refused.
 	Secret string
@@ -59,6 +62,11 @@ func (c Cluster) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			errs = append(errs, fmt.Errorf("advertise %q: host:port: %w", c.Advertise, err))
+		}
 	}
 	for i, r := range c.Routes {
 		if _, _, err := net.SplitHostPort(r); err != nil {
@@ -89,7 +97,7 @@ func (c *Cluster) serverOptions(so *server.Options) error {
 	}
 	so.ServerName = c.Node
 	so.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: p, Username: routeUser, Password: c.Secret,
-		AuthTimeout: natsAuthTimeout, ConnectRetries: -1, TLSConfig: c.TLS, TLSTimeout: natsAuthTimeout}
+		AuthTimeout: natsAuthTimeout, ConnectRetries: -1, TLSConfig: c.TLS, TLSTimeout: natsAuthTimeout, Advertise: c.Advertise}
 	for _, r := range c.Routes {
 		so.Routes = append(so.Routes, &url.URL{Scheme: "nats", Host: r, User: url.UserPassword(routeUser, c.Secret)})
 	}
