@@ -388,7 +388,14 @@ func (h *Host) settle(ctx context.Context, futures []jetstream.PubAckFuture) err
 			} else {
 				h.log.Warn("UNS publish failed, retrying", "err", err)
 			}
-			if !store.PublishUntilStored(ctx, h.js, f.Msg().Subject, f.Msg().Data, f.Msg().Header.Get("Nats-Msg-Id"), h.log) {
+			m := f.Msg()
+			retry := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}}
+			for k, v := range m.Header {
+				if k != jetstream.MsgIDHeader {
+					retry.Header[k] = v
+				}
+			}
+			if !store.PublishMsgUntilStored(ctx, h.js, retry, m.Header.Get(jetstream.MsgIDHeader), h.log) {
 				return ctx.Err()
 			}
 		case <-ctx.Done():

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -253,17 +254,22 @@ func (l *Loop[T]) ack(last jetstream.Msg) {
 // attempt under way finishes; it gives up between attempts when ctx
 // ended, and then returns false.
 func PublishUntilStored(ctx context.Context, js jetstream.JetStream, subj string, data []byte, id string, log *slog.Logger) bool {
+	return PublishMsgUntilStored(ctx, js, &nats.Msg{Subject: subj, Data: data}, id, log)
+}
+
+// PublishMsgUntilStored is PublishUntilStored of a message with headers.
+func PublishMsgUntilStored(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id string, log *slog.Logger) bool {
 	for {
-		_, err := js.Publish(context.WithoutCancel(ctx), subj, data, jetstream.WithMsgID(id))
+		_, err := js.PublishMsg(context.WithoutCancel(ctx), msg, jetstream.WithMsgID(id))
 		if err == nil {
 			return true
 		}
 		if InProcess(err) {
 			// In a cluster another node published the same message a
 			// moment ago: it is stored, or the next try stores it.
-			log.Debug("publish of a message another node is storing; trying again", "subject", subj)
+			log.Debug("publish of a message another node is storing; trying again", "subject", msg.Subject)
 		} else {
-			log.Warn("publish not stored, trying again", "subject", subj, "err", err)
+			log.Warn("publish not stored, trying again", "subject", msg.Subject, "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -168,7 +168,7 @@ func BenchmarkAggregateYearHourly(b *testing.B) {
 	}
 }
 
-// TestMain removes the benchmarks' year of data when the run ends.
+// TestMain removes the benchmarks' years of data when the run ends.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if f := &yearFixture; f.dir != "" {
@@ -176,6 +176,12 @@ func TestMain(m *testing.M) {
 			f.h.Close()
 		}
 		os.RemoveAll(f.dir)
+	}
+	if f := yearManyBench.f; f != nil {
+		if f.h != nil {
+			f.h.Close()
+		}
+		os.RemoveAll(filepath.Dir(f.path))
 	}
 	os.Exit(code)
 }

@@ -14,7 +14,7 @@ window.Calx = (function () {
     const text = await res.text();
     let j = {};
     try { j = text ? JSON.parse(text) : {}; } catch (e) { j = { error: text }; }
-    if (!res.ok) throw new Error(j.error || res.status + " " + res.statusText);
+    if (!res.ok) { const err = new Error(j.error || res.status + " " + res.statusText); err.status = res.status; throw err; }
     return j;
   }
   const get = (url) => api("GET", url);

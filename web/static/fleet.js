@@ -1,7 +1,8 @@
 // Fleet: every edge the user may see with its verdict and why, its data
 // flow (values per second, data age, buffer, receipt delay), version and
 // config; an edge's details with its connections and fleet alarms. The URL
-// keeps the edge shown (?edge=group/edge).
+// keeps the edge shown (?edge=group/edge). For engineers and admins, the
+// cloud's nodes: which are up, which jobs each runs, how far behind each is.
 (function () {
   "use strict";
   const { get, el, fmtValue, fmtAge, fmtDateTime } = Calx;
@@ -70,6 +71,32 @@
     return el("table", {}, el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { text: h })))),
       el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: c }))))));
   }
+  const nodesPanel = document.getElementById("cloud-nodes");
+  const nodesBody = document.querySelector("#nodes tbody");
+  const jobNames = { "primary-host": "primary host", transforms: "transforms and alarms" };
+  // The API shows the nodes to engineers and admins.
+  const seesNodes = ["admin", "engineer"].includes(document.body.dataset.role);
+  async function loadNodes() {
+    if (!seesNodes) return;
+    let j;
+    try { j = await get("/api/v1/cluster"); } catch (e) { nodesPanel.hidden = e.status === 403; if (!nodesPanel.hidden) document.getElementById("nodes-summary").textContent = e.message; return; }
+    nodesPanel.hidden = false;
+    const up = j.nodes.filter((n) => n.up).length;
+    document.getElementById("nodes-summary").textContent = j.count === 1
+      ? "This cloud runs as one node, without a cluster."
+      : up + " of " + j.count + " nodes up" + (up * 2 > j.count ? "" : ": no majority, the backbone cannot store") + "; the backbone keeps " + j.replicas + " copies of each stream. Shown as node " + j.node + " sees them.";
+    nodesBody.textContent = "";
+    for (const n of j.nodes) {
+      const notes = [n.self ? "this node" : "", n.leader ? "leads the backbone" : ""].filter(Boolean).join(", ");
+      nodesBody.append(el("tr", { "data-node": n.name },
+        el("td", { text: n.name }),
+        el("td", {}, el("span", { class: "verdict verdict-" + (n.up ? "ok" : "down"), text: n.up ? "up" : "down" }), notes ? " " + notes : ""),
+        el("td", { text: (n.jobs || []).map((x) => jobNames[x] || x).join(", ") || "—" }),
+        el("td", { class: "num wide-only", text: n.self ? "—" : fmtAge(n.active_ns / 1e9) + " ago" }),
+        el("td", { class: "num wide-only", text: n.self ? "—" : n.lag + " operations" })));
+    }
+  }
   load();
-  setInterval(load, 10000);
+  loadNodes();
+  setInterval(() => { load(); loadNodes(); }, 10000);
 })();
