@@ -275,19 +275,7 @@ func Run(ctx context.Context, sc Scenario, t Target, progress io.Writer) (*Resul
 			return fmt.Errorf("edge %s/%s: credentials: %w", e.group, e.id, err)
 		}
 		e.creds = creds
-		// In a cluster the other nodes learn a new account within moments
-		// of the one that made it: a refusal is tried again a while.
-		for try := 0; ; try++ {
-			err := e.connect(ctx)
-			if err == nil || try == 20 || len(brokers) == 1 || !strings.Contains(err.Error(), "not Authorized") {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(250 * time.Millisecond):
-			}
-		}
+		return e.connectAgain(ctx, len(brokers) > 1)
 	}); err != nil {
 		for _, e := range edges {
 			e.stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,23 @@ func (e *simEdge) nextSeq() uint64 {
 	s := e.seq
 	e.seq = (e.seq + 1) % 256
 	return s
+}
+
+// connectAgain connects; in a cluster (several brokers) it tries again a
+// while when refused: the other nodes learn a new account within moments
+// of the one that made it.
+func (e *simEdge) connectAgain(ctx context.Context, cluster bool) error {
+	for try := 0; ; try++ {
+		err := e.connect(ctx)
+		if err == nil || try == 20 || !cluster || !strings.Contains(err.Error(), "not Authorized") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // connect opens the MQTT connection and sends the births.
