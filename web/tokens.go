@@ -73,8 +73,11 @@ const tokenUseEvery = time.Minute
 
 // keepTokenUses writes down, now and then, when each token was last used,
 // so that the list of tokens shows it after a restart.
-func (s *Server) keepTokenUses() {
-	t := time.NewTicker(tokenUseEvery)
+func (s *Server) keepTokenUses() { s.every(tokenUseEvery, s.saveTokenUses) }
+
+// every runs do every d, each within 10 s, until the server stops.
+func (s *Server) every(d time.Duration, do func(ctx context.Context)) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -82,7 +85,7 @@ func (s *Server) keepTokenUses() {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			s.saveTokenUses(ctx)
+			do(ctx)
 			cancel()
 		}
 	}
@@ -195,6 +198,8 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request) {
 // createToken: {"name", "role", "scope", "days"}; the answer carries the
 // token, the only time it is shown.
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
+	s.identityMu.Lock()
+	defer s.identityMu.Unlock()
 	var req struct {
 		Name  string `json:"name"`
 		Role  string `json:"role"`
@@ -248,6 +253,8 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 
 // deleteToken revokes a token at once.
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
+	s.identityMu.Lock()
+	defer s.identityMu.Unlock()
 	id := chi.URLParam(r, "id")
 	if !s.auth.revokeToken(id) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no token %q", id))

@@ -102,6 +102,8 @@ func (s *Server) changeUser(w http.ResponseWriter, r *http.Request) {
 
 // saveUser hashes pw (when given), stores u with the cloud and in auth.
 func (s *Server) saveUser(w http.ResponseWriter, r *http.Request, u User, pw string, replace bool) {
+	s.identityMu.Lock()
+	defer s.identityMu.Unlock()
 	action := "user-create"
 	if replace {
 		action = "user-change"
@@ -155,6 +157,8 @@ func (s *Server) saveUser(w http.ResponseWriter, r *http.Request, u User, pw str
 
 // deleteUser removes a user made through the API; its sessions end.
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
+	s.identityMu.Lock()
+	defer s.identityMu.Unlock()
 	name := chi.URLParam(r, "name")
 	_, api, ok := s.auth.user(name)
 	switch {

@@ -88,6 +88,9 @@ type Server struct {
 	// questions those tools asked (mcpwrite.go).
 	mcpWriters []string
 	confirms   *confirmations
+	// identityMu serialises changes of users and tokens with their sync
+	// from the other nodes of a cluster (identities.go).
+	identityMu sync.Mutex
 	ln         net.Listener
 	caps       *guard.Caps
 	tmpl       *template.Template
@@ -263,6 +266,9 @@ func (s *Server) Start() error {
 	}()
 	s.stop = make(chan struct{})
 	s.loops.Go(s.keepTokenUses)
+	if s.c.cluster != nil && s.c.cluster.Replicas() > 1 {
+		s.loops.Go(s.followIdentities) // a node of a cluster
+	}
 	return nil
 }
 
