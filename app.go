@@ -39,6 +39,7 @@ type cloudApp struct {
 // startCloudApp starts a cloud and its web server, whose options give the
 // listener (address, TLS, limits, metrics token).
 func startCloudApp(ctx context.Context, co cloud.Options, users []web.User, wo web.Options, log *slog.Logger) (*cloudApp, error) {
+	co.Version = version
 	c, err := cloud.New(co)
 	if err != nil {
 		return nil, err

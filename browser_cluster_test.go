@@ -77,6 +77,7 @@ func TestBrowserClusterNodes(t *testing.T) {
 	if self := eval[string](b, `document.querySelector('#nodes tr[data-node="n1"]').textContent`); !strings.Contains(self, "this node") {
 		t.Errorf("n1's row: %q", self)
 	}
+	b.waitJS("n2's broker and version", `document.querySelector('#nodes tr[data-node="n2"]').textContent.includes(`+fmt.Sprintf("%q", apps[1].cloud.Broker.Addr())+`)`, 10*time.Second)
 	b.screenshots("fleet-cluster")
 
 	// The third node stops: the page shows it down (it refreshes every 10 s).

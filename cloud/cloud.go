@@ -35,6 +35,9 @@ type Options struct {
 	// Cluster, when set, makes the cloud a node of a cluster whose
 	// backbone is replicated.
 	Cluster *store.Cluster
+	// Version is the running build's, shown to the other nodes of a
+	// cluster.
+	Version string
 	// HostID is the Sparkplug primary host id. Default "calx".
 	HostID string
 	// Uplink, when set, makes the cloud the primary host on the plant's
@@ -80,6 +83,7 @@ type Cloud struct {
 	jobs         *store.Jobs
 	bridge       *bridge
 	accountWatch *accountWatch
+	nodesKV      jetstream.KeyValue
 	transforms   *job
 	hostJob      *job
 	quorum       *job

@@ -184,6 +184,19 @@ func TestClusterMQTTAndJobs(t *testing.T) {
 		}
 		return nil
 	})
+	// Each node says what it is, every node hears it.
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		d, err := n2.NodeDetails(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if got := d[n.Bus.Node()]; got.MQTT != n.Broker.Addr() || got.Started.IsZero() {
+				return fmt.Errorf("%s says %+v of %s", n2.Bus.Node(), got, n.Bus.Node())
+			}
+		}
+		return nil
+	})
 	running := 0
 	for _, n := range nodes {
 		if n.transform.Load() != nil {

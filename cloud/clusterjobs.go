@@ -83,7 +83,7 @@ func (c *Cloud) Jobs(ctx context.Context) (map[string]string, error) {
 		}
 		return out, nil
 	}
-	return c.jobs.Holders(ctx)
+	return c.jobs.Holders(ctx, JobHost, JobTransforms)
 }
 
 // transformsTerm runs the transforms while this node holds their job.
@@ -242,19 +242,65 @@ func (c *Cloud) hostTerm(ctx context.Context) {
 	<-ctx.Done()
 }
 
+// bucketNodes keeps what each node says of itself, for nodeEvery.
+const (
+	bucketNodes = "CALX_NODES"
+	nodeEvery   = 2 * time.Second
+)
+
+// NodeDetails is what a node of a cluster says of itself.
+type NodeDetails struct {
+	Version string    `json:"version"`
+	MQTT    string    `json:"mqtt"` // its broker's address
+	Started time.Time `json:"started"`
+}
+
+func (c *Cloud) details() NodeDetails {
+	return NodeDetails{Version: c.opts.Version, MQTT: c.Broker.Addr(), Started: c.started}
+}
+
+// NodeDetails maps each node that spoke in the last seconds to what it
+// said; alone, this node.
+func (c *Cloud) NodeDetails(ctx context.Context) (map[string]NodeDetails, error) {
+	if c.nodesKV == nil {
+		return map[string]NodeDetails{c.Bus.Node(): c.details()}, nil
+	}
+	// Each node's key, read from any copy of the bucket (not a listing,
+	// which waits for the bucket's leader).
+	out := map[string]NodeDetails{}
+	for _, n := range c.Bus.Nodes() {
+		var d NodeDetails
+		if e, err := c.nodesKV.Get(ctx, store.Token(n.Name)); err == nil && json.Unmarshal(e.Value(), &d) == nil {
+			out[n.Name] = d
+		}
+	}
+	return out, nil
+}
+
 // watchQuorum tells the edges on this node's broker that the host is
 // offline while the node is without the quorum, and puts the backbone's
-// STATE back when it returns.
+// STATE back when it returns; every nodeEvery it says what the node is
+// (bucketNodes).
 func (c *Cloud) watchQuorum(ctx context.Context) {
 	topic := c.Host.stateTopic()
 	had := true
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	var said time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+		if time.Since(said) >= nodeEvery {
+			said = time.Now()
+			b, _ := json.Marshal(c.details())
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			if _, err := c.nodesKV.Put(pctx, store.Token(c.Bus.Node()), b); err != nil && c.Bus.Quorum() {
+				c.log.Debug("node details not kept", "err", err)
+			}
+			cancel()
 		}
 		has := c.Bus.Quorum()
 		if has == had {

@@ -11,6 +11,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/store/historian"
@@ -125,7 +126,10 @@ func (c *Cloud) startBus(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	c.jobs, err = c.Bus.Jobs(ctx)
+	if c.jobs, err = c.Bus.Jobs(ctx); err != nil {
+		return err
+	}
+	c.nodesKV, err = c.Bus.JetStream().CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketNodes, TTL: 5 * nodeEvery, History: 1})
 	return err
 }
 

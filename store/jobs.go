@@ -181,8 +181,11 @@ func (j *Jobs) Holds(job string) bool {
 	return j.held[job]
 }
 
-// Holders maps each job held in the cluster to its node.
-func (j *Jobs) Holders(ctx context.Context) (map[string]string, error) {
+// Holders maps each of jobs held in the cluster to its node. It reads
+// each job's key, which any node with a copy of the bucket answers: the
+// answer comes while the bucket's leader is being replaced too (a job whose
+// key cannot be read now is left out).
+func (j *Jobs) Holders(ctx context.Context, jobs ...string) (map[string]string, error) {
 	out := map[string]string{}
 	if j.kv == nil {
 		j.mu.Lock()
@@ -192,14 +195,18 @@ func (j *Jobs) Holders(ctx context.Context) (map[string]string, error) {
 		}
 		return out, nil
 	}
-	keys, err := j.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("jobs: %w", err)
-	}
-	for k := range keys.Keys() {
-		if e, err := j.kv.Get(ctx, k); err == nil {
-			out[k] = string(e.Value())
+	var errs []error
+	for _, job := range jobs {
+		e, err := j.kv.Get(ctx, job)
+		switch {
+		case err == nil:
+			out[job] = string(e.Value())
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			errs = append(errs, fmt.Errorf("job %s: %w", job, err))
 		}
+	}
+	if len(errs) == len(jobs) && len(jobs) > 0 {
+		return nil, fmt.Errorf("jobs: %w", errors.Join(errs...))
 	}
 	return out, nil
 }

@@ -33,7 +33,7 @@ func TestJobsAloneRunAtOnce(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("a node alone did not run its job at once")
 	}
-	if h, _ := j.Holders(ctx); h["transforms"] != b.Node() || !j.Holds("transforms") {
+	if h, _ := j.Holders(ctx, "transforms"); h["transforms"] != b.Node() || !j.Holds("transforms") {
 		t.Fatalf("holders %v", h)
 	}
 	cancel()

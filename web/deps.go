@@ -127,6 +127,7 @@ type clusterView interface {
 // jobHolders says which node runs each of the cluster's one-of-each jobs.
 type jobHolders interface {
 	Jobs(ctx context.Context) (map[string]string, error)
+	NodeDetails(ctx context.Context) (map[string]cloud.NodeDetails, error)
 }
 
 // parts are the cloud's parts the handlers use.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -374,15 +375,26 @@ func (s *Server) visibleStates(r *http.Request, states []cloud.EdgeConfigState) 
 // how far behind it is; and the copies kept of each stream and bucket.
 // A cloud without a cluster is a node alone. Each node lists the jobs
 // that run once in the cluster and that it runs now (primary-host,
-// transforms); jobs maps each to its node.
+// transforms), and what it says of itself every 2 s: its version, its
+// broker's address, when it started; jobs maps each job to its node.
 func (s *Server) clusterNodes(w http.ResponseWriter, r *http.Request) {
 	type node struct {
 		store.NodeInfo
 		Jobs []string `json:"jobs"`
+		// What the node said of itself in the last seconds (absent when
+		// it did not).
+		Version string     `json:"version,omitempty"`
+		MQTT    string     `json:"mqtt,omitempty"`
+		Started *time.Time `json:"started,omitempty"`
 	}
 	jobs, err := s.c.jobs.Jobs(r.Context())
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "jobs: "+err.Error())
+		return
+	}
+	details, err := s.c.jobs.NodeDetails(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	var nodes []node
@@ -398,7 +410,11 @@ func (s *Server) clusterNodes(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		slices.Sort(held)
-		nodes = append(nodes, node{NodeInfo: n, Jobs: held})
+		nd := node{NodeInfo: n, Jobs: held}
+		if d, ok := details[n.Name]; ok {
+			nd.Version, nd.MQTT, nd.Started = d.Version, d.MQTT, &d.Started
+		}
+		nodes = append(nodes, nd)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"node": self, "replicas": s.c.cluster.Replicas(), "count": len(nodes), "nodes": nodes, "jobs": jobs})
 }

@@ -92,6 +92,8 @@
         el("td", { text: n.name }),
         el("td", {}, el("span", { class: "verdict verdict-" + (n.up ? "ok" : "down"), text: n.up ? "up" : "down" }), notes ? " " + notes : ""),
         el("td", { text: (n.jobs || []).map((x) => jobNames[x] || x).join(", ") || "—" }),
+        el("td", { class: "wide-only", text: n.mqtt || "—" }),
+        el("td", { class: "wide-only", text: n.version || "—" }),
         el("td", { class: "num wide-only", text: n.self ? "—" : fmtAge(n.active_ns / 1e9) + " ago" }),
         el("td", { class: "num wide-only", text: n.self ? "—" : n.lag + " operations" })));
     }
