@@ -84,15 +84,18 @@ type Cloud struct {
 	bridge       *bridge
 	accountWatch *accountWatch
 	nodesKV      jetstream.KeyValue
-	transforms   *job
-	hostJob      *job
-	quorum       *job
-	repub        *republisher
-	uplink       *uplink
-	accounts     jetstream.KeyValue
-	uiUsers      kept[UIUser]
-	apiTokens    kept[APIToken]
-	tokenUse     kept[TokenUse]
+	// mcpKV keeps the MCP confirmations' key, mcpAnswers the answers
+	// redeemed (mcpsecret.go).
+	mcpKV, mcpAnswers jetstream.KeyValue
+	transforms        *job
+	hostJob           *job
+	quorum            *job
+	repub             *republisher
+	uplink            *uplink
+	accounts          jetstream.KeyValue
+	uiUsers           kept[UIUser]
+	apiTokens         kept[APIToken]
+	tokenUse          kept[TokenUse]
 	// dashboards keeps the machine dashboards' layouts.
 	dashboards kept[Dashboard]
 

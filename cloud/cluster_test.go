@@ -309,6 +309,20 @@ func TestClusterMQTTAndJobs(t *testing.T) {
 		return nil
 	})
 
+	// The MCP confirmations' key is the same on every node, and an answer
+	// is redeemed once in the cluster.
+	k1, err1 := n1.MCPConfirmKey(context.Background())
+	k3, err3 := n3.MCPConfirmKey(context.Background())
+	if err1 != nil || err3 != nil || len(k1) != 32 || string(k1) != string(k3) {
+		t.Fatalf("MCP keys differ or fail: %v %v", err1, err3)
+	}
+	if first, err := n2.RedeemOnce(context.Background(), "answer-1"); !first || err != nil {
+		t.Fatalf("first redemption: %v %v", first, err)
+	}
+	if again, err := n3.RedeemOnce(context.Background(), "answer-1"); again || err != nil {
+		t.Fatalf("an answer redeemed on one node is taken again on another: %v %v", again, err)
+	}
+
 	// A node that does not run the transforms passes operators' actions
 	// and questions to the one that does.
 	var other *clusterNode

@@ -167,6 +167,9 @@ func (c *Cloud) startBroker(ctx context.Context) error {
 	if err == nil {
 		err = c.openIdentities(ctx)
 	}
+	if err == nil {
+		err = c.openMCP(ctx)
+	}
 	if err == nil && c.opts.Uplink != nil {
 		c.uplink, err = newUplink(*c.opts.Uplink, c.opts.HostID, c.Broker.ingest, c.Broker, c.log)
 	}

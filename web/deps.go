@@ -124,6 +124,13 @@ type clusterView interface {
 	Replicas() int
 }
 
+// confirmKeeper keeps the MCP confirmations' key and the answers redeemed
+// (cloud/mcpsecret.go).
+type confirmKeeper interface {
+	MCPConfirmKey(ctx context.Context) ([]byte, error)
+	RedeemOnce(ctx context.Context, id string) (bool, error)
+}
+
 // jobHolders says which node runs each of the cluster's one-of-each jobs.
 type jobHolders interface {
 	Jobs(ctx context.Context) (map[string]string, error)
@@ -146,6 +153,7 @@ type parts struct {
 	boards   dashboardStore
 	cluster  clusterView
 	jobs     jobHolders
+	confirm  confirmKeeper
 	ready    func() error
 }
 
@@ -155,5 +163,5 @@ func partsOf(c *cloud.Cloud) (parts, bool) {
 		return parts{}, false
 	}
 	return parts{history: c.Historian, audit: c.Historian, tags: c.Registry, live: c.Hub, alarms: c,
-		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, jobs: c, ready: c.ReadyErr}, true
+		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, jobs: c, confirm: c, ready: c.ReadyErr}, true
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,7 +146,7 @@ func (s *Server) mcpWriteCall(ctx context.Context, req *mcp.CallToolRequest, t m
 			RequestState:  s.confirms.issue(user, t.name, args),
 		}
 	}
-	if err := s.confirms.redeem(req.Params.RequestState, user, t.name, args); err != nil {
+	if err := s.confirms.redeem(ctx, req.Params.RequestState, user, t.name, args); err != nil {
 		s.auditMCP(ctx, user, action, q, "refused: "+err.Error())
 		return mcpError(fmt.Sprintf("%s: confirmation: %v; call the tool again to be asked anew", t.name, err))
 	}
@@ -256,7 +257,11 @@ func mcpText(r *mcp.CallToolResult) string {
 // the user, the tool and its arguments, so that the answer is to the
 // question asked; and good once, within mcpConfirmTTL.
 type confirmations struct {
-	key  []byte
+	key []byte
+	// kept, when set, keeps the key and the redeemed answers for every
+	// node of a cluster (and across restarts); without it they are this
+	// process's.
+	kept confirmKeeper
 	mu   sync.Mutex
 	used map[string]time.Time // redeemed states until they expire
 }
@@ -269,8 +274,20 @@ type confirmState struct {
 	Nonce   []byte `json:"n"`
 }
 
-func newConfirmations() *confirmations {
-	return &confirmations{key: randomBytes(32), used: map[string]time.Time{}}
+// newConfirmations signs with the key kept (a random one of this
+// process's without a keeper).
+func newConfirmations(kept confirmKeeper) (*confirmations, error) {
+	c := &confirmations{key: randomBytes(32), kept: kept, used: map[string]time.Time{}}
+	if kept != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		key, err := kept.MCPConfirmKey(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.key = key
+	}
+	return c, nil
 }
 
 func randomBytes(n int) []byte {
@@ -292,7 +309,7 @@ func (c *confirmations) issue(user, tool string, args []byte) string {
 	return enc.EncodeToString(b) + "." + enc.EncodeToString(c.sign(b))
 }
 
-func (c *confirmations) redeem(state, user, tool string, args []byte) error {
+func (c *confirmations) redeem(ctx context.Context, state, user, tool string, args []byte) error {
 	enc := base64.RawURLEncoding
 	p, sig, _ := strings.Cut(state, ".")
 	b, err1 := enc.DecodeString(p)
@@ -313,6 +330,17 @@ func (c *confirmations) redeem(state, user, tool string, args []byte) error {
 		return errors.New("the arguments differ from those the user was asked about")
 	case now.Unix() > st.Expires:
 		return fmt.Errorf("no answer within %s", mcpConfirmTTL)
+	}
+	if c.kept != nil {
+		id := sha256.Sum256([]byte(p))
+		first, err := c.kept.RedeemOnce(ctx, hex.EncodeToString(id[:]))
+		switch {
+		case err != nil:
+			return fmt.Errorf("the answer could not be checked: %w", err)
+		case !first:
+			return errors.New("this answer was already used")
+		}
+		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -146,7 +146,10 @@ func New(opts Options) (*Server, error) {
 	if err := mcpWriteRoles(opts.MCPWrites); err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
-	s.mcpWriters, s.confirms = opts.MCPWrites, newConfirmations()
+	s.mcpWriters = opts.MCPWrites
+	if s.confirms, err = newConfirmations(s.c.confirm); err != nil {
+		return nil, fmt.Errorf("web: MCP confirmations: %w", err)
+	}
 	s.router = s.routes()
 	s.srv = &http.Server{Handler: s.router, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
 		WriteTimeout: serverWriteTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
