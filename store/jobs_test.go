@@ -91,6 +91,8 @@ func TestJobsRunOnceAndMove(t *testing.T) {
 	buses := startCluster(t, 3, nil)
 	var w jobWatch
 	cancels := map[string]context.CancelFunc{}
+	done := map[string]chan struct{}{}
+	jobs := map[string]*Jobs{}
 	var wg sync.WaitGroup
 	for _, b := range buses {
 		j, err := b.Jobs(context.Background())
@@ -98,8 +100,11 @@ func TestJobsRunOnceAndMove(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		cancels[b.Node()] = cancel
-		wg.Go(func() { j.Run(ctx, "transforms", w.run(b.Node())) })
+		cancels[b.Node()], done[b.Node()], jobs[b.Node()] = cancel, make(chan struct{}), j
+		wg.Go(func() {
+			defer close(done[b.Node()])
+			j.Run(ctx, "transforms", w.run(b.Node()))
+		})
 	}
 	t.Cleanup(func() {
 		for _, c := range cancels {
@@ -115,7 +120,27 @@ func TestJobsRunOnceAndMove(t *testing.T) {
 
 	began := time.Now()
 	cancels[first]()
-	second := w.waitHolder(t, first, 4*time.Second) // its key would last JobTTL
+	<-done[first]
+	// Given up, not left to expire: within a second its key is gone (or
+	// another's already), where an expiry takes JobTTL.
+	for node, j := range jobs {
+		if node == first {
+			continue
+		}
+		deadline := time.Now().Add(time.Second)
+		for {
+			h, err := j.Holders(context.Background(), "transforms")
+			if err == nil && h["transforms"] != first {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s gave the job up, %s sees it held by %q (%v)", first, node, h["transforms"], err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		break
+	}
+	second := w.waitHolder(t, first, 2*JobTTL)
 	t.Logf("given up by %s, taken by %s after %v", first, second, time.Since(began).Round(time.Millisecond))
 
 	var dead *Bus
