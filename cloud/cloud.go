@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/calx-iiot/calx/store"
@@ -84,6 +85,7 @@ type Cloud struct {
 	bridge       *bridge
 	accountWatch *accountWatch
 	nodesKV      jetstream.KeyValue
+	forgets      *nats.Subscription
 	// mcpKV keeps the MCP confirmations' key, mcpAnswers the answers
 	// redeemed (mcpsecret.go).
 	mcpKV, mcpAnswers jetstream.KeyValue

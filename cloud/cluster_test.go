@@ -263,6 +263,21 @@ func TestClusterMQTTAndJobs(t *testing.T) {
 	}
 	cmds.mu.Unlock()
 
+	// The edge revoked on one node is forgotten by every node's host.
+	if _, err := n2.RevokeEdge(context.Background(), "g", "e1"); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			for _, ns := range n.Host.Nodes() {
+				if ns.Edge == "e1" {
+					return fmt.Errorf("%s's host still knows e1", n.Bus.Node())
+				}
+			}
+		}
+		return nil
+	})
+
 	// An account made on one node works on the others; disabled on one,
 	// its sessions end on every node and it is refused everywhere; deleted,
 	// the same.

@@ -46,6 +46,21 @@ const (
 // the others.
 const subjectTransformCalls = "calx.jobs.transforms"
 
+// subjectForget carries an edge node revoked on one node (group/edge) to
+// the others' hosts.
+const subjectForget = "calx.host.forget"
+
+// followForgets makes this node's host forget the edge nodes revoked on
+// any node, until the subscription ends.
+func (c *Cloud) followForgets() (*nats.Subscription, error) {
+	return c.Bus.Conn().Subscribe(subjectForget, func(m *nats.Msg) {
+		c.Host.mu.Lock()
+		delete(c.Host.nodes, string(m.Data))
+		c.Host.mu.Unlock()
+		c.log.Info("edge node forgotten: revoked on another node", "node", string(m.Data))
+	})
+}
+
 // ErrNoTransforms: no node runs the transforms now (one takes them within
 // seconds of losing the last), or it did not answer.
 var ErrNoTransforms = errors.New("the transforms are not running on any node reachable now; try again in a few seconds")

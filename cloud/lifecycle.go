@@ -332,6 +332,9 @@ func (c *Cloud) startHost(ctx context.Context) error {
 		return err
 	}
 	if c.jobs != nil {
+		if c.forgets, err = c.followForgets(); err != nil {
+			return err
+		}
 		c.hostJob = c.runJob(JobHost, c.hostTerm)
 		c.quorum = c.quorumJob()
 	}
@@ -343,6 +346,9 @@ func (c *Cloud) startHost(ctx context.Context) error {
 func (c *Cloud) stopHost(context.Context) error {
 	c.quorum.stop()
 	c.hostJob.stop()
+	if c.forgets != nil {
+		_ = c.forgets.Unsubscribe()
+	}
 	if c.Host == nil {
 		return nil
 	}

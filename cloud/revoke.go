@@ -232,6 +232,13 @@ func (c *Cloud) RevokeEdge(ctx context.Context, group, edgeID string) ([]string,
 	if err := c.Host.Forget(ctx, group, edgeID); err != nil {
 		return names, err
 	}
+	if c.opts.Cluster != nil {
+		// The other nodes' hosts forget it too (its births are gone from
+		// the backbone already).
+		if err := c.Bus.Conn().Publish(subjectForget, []byte(group+"/"+edgeID)); err != nil {
+			return names, fmt.Errorf("cloud: tell the other nodes to forget %s/%s: %w", group, edgeID, err)
+		}
+	}
 	return names, nil
 }
 
