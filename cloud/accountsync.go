@@ -23,7 +23,9 @@ type accountWatch struct {
 }
 
 func (c *Cloud) watchAccounts(ctx context.Context) (*accountWatch, error) {
-	w, err := c.accounts.WatchAll(ctx, jetstream.UpdatesOnly())
+	// From the accounts as they are (applied again, to the same effect):
+	// a change made between their load and this watch is not missed.
+	w, err := c.accounts.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cloud: watch accounts: %w", err)
 	}

@@ -33,6 +33,7 @@ type archiver struct {
 	written, batches, malformed atomic.Uint64
 	lastLatency                 atomic.Int64 // ns, sample time to commit, of the last batch's newest sample
 
+	cfg    jetstream.ConsumerConfig
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -42,10 +43,11 @@ func newArchiver(js jetstream.JetStream, w SampleWriter, m *Metrics, log *slog.L
 }
 
 func (a *archiver) start(ctx context.Context) error {
-	cons, err := store.ResumeConsumer(ctx, a.js, store.StreamUNS, jetstream.ConsumerConfig{
+	a.cfg = jetstream.ConsumerConfig{
 		Durable: consumerHistorian, AckPolicy: jetstream.AckAllPolicy, AckWait: 2 * time.Minute,
 		MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	}
+	cons, err := store.ResumeConsumer(ctx, a.js, store.StreamUNS, a.cfg)
 	if err != nil {
 		return fmt.Errorf("archiver: consumer: %w", err)
 	}
@@ -75,6 +77,9 @@ func (a *archiver) loop(ctx context.Context, cons jetstream.Consumer) {
 	free <- nil
 	free <- nil
 	l := store.Loop[[]uns.Sample]{Batch: 1000, MaxWait: 100 * time.Millisecond, Linger: 20 * time.Millisecond, Log: a.log, Depth: 1,
+		Reset: func(ctx context.Context) (jetstream.Consumer, error) {
+			return store.ResumeConsumer(ctx, a.js, store.StreamUNS, a.cfg)
+		},
 		Take: func(ctx context.Context, msgs iter.Seq[jetstream.Msg]) ([]uns.Sample, error) {
 			var samples []uns.Sample
 			select {

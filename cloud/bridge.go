@@ -121,6 +121,7 @@ func (b *bridge) close() {
 	_ = b.sub.Unsubscribe()
 	_ = b.watch.Stop()
 	<-b.done
+	b.nc.Close()
 }
 
 // Publish sends one of the cloud's own messages to every node's broker.
@@ -243,10 +244,18 @@ type bridgeHook struct {
 
 func (h *bridgeHook) ID() string { return "calx-bridge" }
 
-func (h *bridgeHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *bridgeHook) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnWillSent }
+
+// OnWillSent forwards a client's Will (an edge's NDEATH, a retained
+// status): the broker sends it without its publish hooks.
+func (h *bridgeHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	if err := h.b.forward(h.b.node, pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos); err != nil {
+		h.b.log.Warn("will not bridged to the other nodes", "topic", pk.TopicName, "err", err)
+	}
+}
 
 func (h *bridgeHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || h.b == nil {
+	if cl.Net.Inline {
 		return pk, nil
 	}
 	if err := h.b.forward(h.b.node, pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos); err != nil {

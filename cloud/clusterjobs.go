@@ -105,7 +105,7 @@ func (c *Cloud) Jobs(ctx context.Context) (map[string]string, error) {
 func (c *Cloud) transformsTerm(js jetstream.JetStream) func(ctx context.Context) {
 	return func(ctx context.Context) {
 		t := newTransformer(js, c.Fleet, c.Registry, c.Historian, c.publisher(), c.Hub, c.log)
-		t.events = c.sendEvents(js)
+		t.events, t.holds = c.sendEvents(js), func() bool { return c.jobs.Holds(JobTransforms) }
 		if err := t.start(ctx); err != nil {
 			c.log.Error("transforms not started on this node; trying again", "err", err)
 			select { // before the job is taken again
@@ -183,7 +183,7 @@ func (c *Cloud) askTransforms(ctx context.Context, call transformCall, out any) 
 	b, _ := json.Marshal(call)
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, 15*time.Second) // longer than the action there
 		defer cancel()
 	}
 	m, err := c.Bus.Conn().RequestWithContext(ctx, subjectTransformCalls, b)
@@ -302,6 +302,7 @@ func (c *Cloud) watchQuorum(ctx context.Context) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var said time.Time
+	lost := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -317,7 +318,14 @@ func (c *Cloud) watchQuorum(ctx context.Context) {
 			}
 			cancel()
 		}
-		has := c.Bus.Quorum()
+		// A lost quorum counts after three samples in a row: a moment
+		// without a metadata leader (an election) is no loss.
+		if c.Bus.Quorum() {
+			lost = 0
+		} else {
+			lost++
+		}
+		has := lost < 3
 		if has == had {
 			continue
 		}

@@ -31,6 +31,13 @@ type Publisher interface {
 	Publish(topic string, payload []byte, retain bool, qos byte) error
 }
 
+// hostConsumer is the primary host's durable consumer of the Sparkplug
+// stream.
+var hostConsumer = jetstream.ConsumerConfig{
+	Durable: consumerHost, AckPolicy: jetstream.AckAllPolicy, AckWait: time.Minute,
+	MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
+}
+
 const (
 	bucketBirths    = "CALX_BIRTHS"
 	consumerHost    = "host"
@@ -223,10 +230,7 @@ func (h *Host) start(ctx context.Context) error {
 	if err := h.restore(ctx); err != nil {
 		return err
 	}
-	cons, err := store.ResumeConsumer(ctx, h.js, store.StreamSparkplug, jetstream.ConsumerConfig{
-		Durable: consumerHost, AckPolicy: jetstream.AckAllPolicy, AckWait: time.Minute,
-		MaxAckPending: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	cons, err := store.ResumeConsumer(ctx, h.js, store.StreamSparkplug, hostConsumer)
 	if err != nil {
 		return fmt.Errorf("host: consumer: %w", err)
 	}
@@ -312,6 +316,9 @@ func (h *Host) loop(ctx context.Context, cons jetstream.Consumer) {
 	var out []byte
 	var refs []*TagState
 	l := store.Loop[[]jetstream.PubAckFuture]{Batch: 256, MaxWait: 200 * time.Millisecond, Log: h.log, Depth: 4,
+		Reset: func(ctx context.Context) (jetstream.Consumer, error) {
+			return store.ResumeConsumer(ctx, h.js, store.StreamSparkplug, hostConsumer)
+		},
 		Round: func(context.Context) error { h.checkGaps(); return nil },
 		Take: func(ctx context.Context, msgs iter.Seq[jetstream.Msg]) ([]jetstream.PubAckFuture, error) {
 			var futures []jetstream.PubAckFuture

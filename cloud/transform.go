@@ -73,8 +73,12 @@ type transformer struct {
 	live  AlarmSink
 	log   *slog.Logger
 	// events, in a cluster, sends what the transforms journal to the
-	// other nodes (events.go); nil alone.
+	// other nodes (clusterjobs.go); nil alone.
 	events func(ctx context.Context, id string, ev transformEvents) error
+	// holds, in a cluster, says whether this node still runs the
+	// transforms: a node that lost them saves no state over the new
+	// holder's. Nil alone.
+	holds func() bool
 
 	kv jetstream.KeyValue
 
@@ -142,17 +146,9 @@ func (t *transformer) start(ctx context.Context) error {
 		t.log.Error("the UNS stream no longer holds what the transforms had not read: they skip it",
 			"from", st.Seq+1, "to", info.State.FirstSeq-1)
 	}
-	for _, name := range []string{consumerCalcOld, consumerTransform} {
-		if err := t.js.DeleteConsumer(ctx, store.StreamUNS, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("transform: consumer %s: %w", name, err)
-		}
-	}
-	cons, err := t.js.CreateConsumer(ctx, store.StreamUNS, jetstream.ConsumerConfig{
-		Durable: consumerTransform, AckPolicy: jetstream.AckAllPolicy, AckWait: time.Minute, MaxAckPending: -1,
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: t.seq + 1,
-	})
+	cons, err := t.consumer(ctx, t.seq)
 	if err != nil {
-		return fmt.Errorf("transform: consumer: %w", err)
+		return err
 	}
 	t.dirty = true
 	if err := t.save(ctx); err != nil {
@@ -166,6 +162,24 @@ func (t *transformer) start(ctx context.Context) error {
 		t.loop(ctx, cons)
 	}()
 	return nil
+}
+
+// consumer makes the transforms' consumer afresh, to deliver from the
+// message after seq (the last one applied).
+func (t *transformer) consumer(ctx context.Context, seq uint64) (jetstream.Consumer, error) {
+	for _, name := range []string{consumerCalcOld, consumerTransform} {
+		if err := t.js.DeleteConsumer(ctx, store.StreamUNS, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("transform: consumer %s: %w", name, err)
+		}
+	}
+	cons, err := t.js.CreateConsumer(ctx, store.StreamUNS, jetstream.ConsumerConfig{
+		Durable: consumerTransform, AckPolicy: jetstream.AckAllPolicy, AckWait: time.Minute, MaxAckPending: -1,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("transform: consumer: %w", err)
+	}
+	return cons, nil
 }
 
 func (t *transformer) stop() {
@@ -186,6 +200,9 @@ func (t *transformer) stop() {
 func (t *transformer) save(ctx context.Context) error {
 	if !t.dirty || t.torn {
 		return nil
+	}
+	if t.holds != nil && !t.holds() {
+		return errors.New("transform: the transforms run on another node now: state not saved")
 	}
 	snap := t.pending
 	if snap == nil {
@@ -258,6 +275,12 @@ func (t *transformer) loop(ctx context.Context, cons jetstream.Consumer) {
 	var buf []byte
 	lastLoad, lastTick := time.Now(), time.Now()
 	l := store.Loop[struct{}]{Batch: 500, MaxWait: 200 * time.Millisecond, Log: t.log,
+		Reset: func(ctx context.Context) (jetstream.Consumer, error) {
+			t.mu.Lock()
+			seq := t.seq
+			t.mu.Unlock()
+			return t.consumer(ctx, seq)
+		},
 		Round: func(ctx context.Context) error {
 			if time.Since(lastLoad) > 2*time.Second {
 				lastLoad = time.Now()
@@ -434,7 +457,10 @@ func (t *transformer) act(ctx context.Context, do func(*transform.Engine, time.T
 	if t.events != nil {
 		// Journaled here: the other nodes' journals follow; the action
 		// stands even when ctx ends before they have it.
-		if err := t.events(context.WithoutCancel(ctx), "", transformEvents{Transitions: []transform.Transition{tr}}); err != nil {
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := t.events(ectx, "", transformEvents{Transitions: []transform.Transition{tr}})
+		cancel()
+		if err != nil {
 			t.log.Warn("alarm action not sent to the other nodes", "alarm", tr.Alarm, "err", err)
 		}
 	}

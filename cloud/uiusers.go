@@ -59,8 +59,11 @@ func (k kept[T]) list(ctx context.Context) ([]T, error) {
 	var out []T
 	for key := range lister.Keys() {
 		e, err := k.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted meanwhile
+		}
 		if err != nil {
-			continue
+			return nil, fmt.Errorf("%s %s: %w", k.kv.Bucket(), key, err)
 		}
 		var v T
 		if err := json.Unmarshal(e.Value(), &v); err != nil {
@@ -68,6 +71,10 @@ func (k kept[T]) list(ctx context.Context) ([]T, error) {
 			continue
 		}
 		out = append(out, v)
+	}
+	if err := ctx.Err(); err != nil {
+		// The listing was cut short: the list is not whole.
+		return nil, fmt.Errorf("%s: %w", k.kv.Bucket(), err)
 	}
 	return out, nil
 }

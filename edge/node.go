@@ -306,6 +306,11 @@ func (n *node) session(ctx context.Context) error {
 			if n.hostOn {
 				return errors.New("primary host went offline")
 			}
+			if len(n.opts.Brokers) > 1 {
+				// Offline here, as a cloud node cut off from its cluster says
+				// on its broker: another server may have it online.
+				return errors.New("primary host offline on this server")
+			}
 		case p := <-n.cmds:
 			n.command(p)
 		case raw := <-n.configs:

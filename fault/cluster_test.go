@@ -215,7 +215,16 @@ func wholeCounter(path string, vs []int64) error {
 	}
 	if len(vs) > 0 {
 		if gap := vs[len(vs)-1] - vs[0] + 1 - int64(len(vs)); gap != 0 {
-			return fmt.Errorf("%s: %d values missing between %d and %d", path, gap, vs[0], vs[len(vs)-1])
+			first := vs[0]
+			for i := 1; i < len(vs); i++ {
+				if vs[i] != vs[i-1]+1 {
+					first = vs[i-1] + 1
+					break
+				}
+			}
+			// The clock's value v is of base + v steps of its period.
+			at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(first) * 100 * time.Millisecond)
+			return fmt.Errorf("%s: %d values missing between %d and %d, the first %d (sampled at %s)", path, gap, vs[0], vs[len(vs)-1], first, at.Format("15:04:05.000"))
 		}
 	}
 	return nil

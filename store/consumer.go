@@ -82,6 +82,13 @@ type Loop[T any] struct {
 	// for an end that pays for each (a commit), at the cost of that much
 	// latency.
 	Linger time.Duration
+	// Reset, when set, makes the consumer again from its acknowledgement
+	// floor (ResumeConsumer). The loop calls it when a delivery was lost
+	// on the way (the consumer's delivery sequence skips one, as when a
+	// cluster node that led the consumer is cut off with a batch in
+	// flight): an AckAll of what came after would cover the lost message
+	// unprocessed.
+	Reset func(ctx context.Context) (jetstream.Consumer, error)
 }
 
 // Run runs the loop until ctx ends or Take, Round or Finish fail, and
@@ -134,6 +141,7 @@ func (l *Loop[T]) Run(ctx context.Context, cons jetstream.Consumer) error {
 // back, the larger batches the ends write fastest.
 func (l *Loop[T]) fetch(ctx context.Context, cons jetstream.Consumer, done func(T, jetstream.Msg)) error {
 	behind := false
+	var delivered uint64 // the consumer's delivery sequence of the last message taken
 	for ctx.Err() == nil {
 		if l.Round != nil {
 			if err := l.Round(ctx); err != nil {
@@ -179,21 +187,55 @@ func (l *Loop[T]) fetch(ctx context.Context, cons jetstream.Consumer, done func(
 			}
 			continue
 		}
-		n, err := l.take(ctx, batches, done)
+		n, failed, gap, err := l.take(ctx, batches, &delivered, done)
 		if err != nil {
 			return err
 		}
 		behind = n == l.Batch
+		if gap && l.Reset != nil {
+			l.Log.Warn("a delivery was lost on the way: reading again from the consumer's acknowledgement floor", "after", delivered)
+			for ctx.Err() == nil {
+				next, rerr := l.Reset(ctx)
+				if rerr == nil {
+					cons, delivered, behind = next, 0, false
+					break
+				}
+				l.Log.Warn("consumer not made again; trying again", "err", rerr)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		if failed && n == 0 {
+			// The backbone answered with an error (no consumer leader, in
+			// a cluster electing one): ask again in a moment, not at once.
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 	return nil
 }
 
 // take hands the messages of batches, in order, to Take as one batch and
-// its work and last message to done; it returns how many messages Take saw.
-func (l *Loop[T]) take(ctx context.Context, batches []jetstream.MessageBatch, done func(T, jetstream.Msg)) (int, error) {
+// its work and last message to done; it returns how many messages Take saw,
+// and whether a batch ended with an error.
+func (l *Loop[T]) take(ctx context.Context, batches []jetstream.MessageBatch, delivered *uint64, done func(T, jetstream.Msg)) (int, bool, bool, error) {
+	gap := false
 	msgs := func(yield func(jetstream.Msg) bool) {
 		for _, b := range batches {
 			for m := range b.Messages() {
+				if meta, err := m.Metadata(); err == nil {
+					if seq := meta.Sequence.Consumer; *delivered != 0 && seq > *delivered+1 {
+						gap = true // this one and the rest come again after the reset
+						return
+					} else {
+						*delivered = seq
+					}
+				}
 				if !yield(m) {
 					return
 				}
@@ -227,20 +269,22 @@ func (l *Loop[T]) take(ctx context.Context, batches []jetstream.MessageBatch, do
 			}
 		})
 	}
+	failed := false
 	for _, b := range batches {
 		for range b.Messages() { // what Take left comes again
 		}
 		if berr := b.Error(); berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) && ctx.Err() == nil {
+			failed = true
 			l.Log.Warn("fetch batch ended with error", "err", berr)
 		}
 	}
 	if err != nil {
-		return n, err
+		return n, failed, gap, err
 	}
 	if last != nil {
 		done(work, last)
 	}
-	return n, nil
+	return n, failed, gap, nil
 }
 
 func (l *Loop[T]) ack(last jetstream.Msg) {

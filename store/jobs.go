@@ -152,6 +152,15 @@ func (j *Jobs) hold(ctx context.Context, job string, rev uint64, run func(ctx co
 		case err == nil:
 			rev, renewed = next, time.Now()
 		case errors.Is(err, jetstream.ErrKeyExists):
+			// A renewal that timed out may have been stored all the same:
+			// the key is still this node's, at a later revision.
+			gctx, cancel := context.WithTimeout(ctx, j.ttl/5)
+			e, gerr := j.kv.Get(gctx, job)
+			cancel()
+			if gerr == nil && string(e.Value()) == j.node {
+				rev, renewed = e.Revision(), time.Now()
+				continue
+			}
 			// Somebody else holds it: this node's key expired.
 			j.log.Warn("job lost to another node", "job", job, "node", j.node)
 			rev = 0

@@ -252,3 +252,67 @@ func TestLoopBatchSizes(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestLoopLostDelivery: a message delivered but lost on the way (as when
+// the node leading the consumer is cut off with a batch in flight; here
+// another client takes it) is not covered by the AckAll of what comes
+// after: the loop sees the consumer's delivery sequence skip, makes the
+// consumer again from its acknowledgement floor, and takes it.
+func TestLoopLostDelivery(t *testing.T) {
+	b, cfg := loopBus(t, 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cons, err := ResumeConsumer(ctx, b.JetStream(), StreamUNS, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stolen := 0
+	seen := map[int]bool{}
+	resets := 0
+	l := Loop[struct{}]{Batch: 5, MaxWait: 100 * time.Millisecond, Log: slog.Default(),
+		Reset: func(ctx context.Context) (jetstream.Consumer, error) {
+			resets++
+			return ResumeConsumer(ctx, b.JetStream(), StreamUNS, cfg)
+		},
+		Take: func(_ context.Context, msgs iter.Seq[jetstream.Msg]) (struct{}, error) {
+			for _, n := range numbers(msgs) {
+				seen[n] = true
+			}
+			if stolen == 0 {
+				// The next delivery goes elsewhere and is never acknowledged.
+				batch, err := cons.FetchNoWait(1)
+				if err != nil {
+					t.Error(err)
+				}
+				for m := range batch.Messages() {
+					stolen, _ = strconv.Atoi(string(m.Data()))
+				}
+			}
+			if len(seen) == 20 {
+				cancel()
+			}
+			return struct{}{}, nil
+		},
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, cons) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		cancel()
+		<-done
+		missing := []int{}
+		for i := 1; i <= 20; i++ {
+			if !seen[i] {
+				missing = append(missing, i)
+			}
+		}
+		t.Fatalf("message %d was taken by another client; the loop never took %v (resets %d)", stolen, missing, resets)
+	}
+	if stolen == 0 || resets == 0 {
+		t.Fatalf("stolen %d, resets %d: the test did not lose a delivery", stolen, resets)
+	}
+}

@@ -310,6 +310,8 @@ func (s *Server) alarmAction(w http.ResponseWriter, tr transform.Transition, err
 	switch {
 	case statusOf(err) == http.StatusNotFound:
 		writeError(w, http.StatusNotFound, "path: "+err.Error())
+	case statusOf(err) == http.StatusServiceUnavailable:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 	case err != nil && tr.Alarm == "":
 		writeError(w, http.StatusConflict, err.Error())
 	case err != nil:
