@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -30,6 +31,45 @@ type Hub struct {
 	prefixes [][]byte
 
 	dropped, malformed atomic.Uint64
+
+	// announced are the alarm transitions told lately (alarm, time and
+	// event): in a cluster the node that takes the transforms over
+	// replays the last seconds, and what it journals again is told once.
+	amu       sync.Mutex
+	announced map[transitionKey]time.Time
+}
+
+type transitionKey struct {
+	alarm, event string
+	ts           int64
+}
+
+// announcedFor is how long a told transition is remembered.
+const announcedFor = 10 * time.Minute
+
+// fresh keeps the transitions not told before, and remembers them.
+func (h *Hub) fresh(trs []transform.Transition) []transform.Transition {
+	h.amu.Lock()
+	defer h.amu.Unlock()
+	now := time.Now()
+	if h.announced == nil || len(h.announced) > 100000 {
+		h.announced = map[transitionKey]time.Time{}
+	}
+	for k, at := range h.announced {
+		if now.Sub(at) > announcedFor {
+			delete(h.announced, k)
+		}
+	}
+	var out []transform.Transition
+	for _, tr := range trs {
+		k := transitionKey{tr.Alarm, tr.Event, tr.TS.UnixNano()}
+		if _, told := h.announced[k]; told {
+			continue
+		}
+		h.announced[k] = now
+		out = append(out, tr)
+	}
+	return out
 }
 
 // LiveSub is one live view's feed: values on C, alarm transitions on
@@ -135,9 +175,12 @@ func (h *Hub) broadcast(samples []uns.Sample) {
 	offer(h, samples, func(s *LiveSub) chan []uns.Sample { return s.C }, func(s *uns.Sample) string { return string(s.Path) })
 }
 
-// Alarms fans alarm transitions out to live views; a view too slow for
-// them loses them (counted), and reloads the alarm list.
+// Alarms fans alarm transitions out to live views, each once; a view too
+// slow for them loses them (counted), and reloads the alarm list.
 func (h *Hub) Alarms(trs []transform.Transition) {
+	if trs = h.fresh(trs); len(trs) == 0 {
+		return
+	}
 	offer(h, trs, func(s *LiveSub) chan []transform.Transition { return s.Alarms },
 		func(t *transform.Transition) string { return t.Alarm })
 }

@@ -1,6 +1,11 @@
 package cloud
 
-import "testing"
+import (
+	"testing"
+	"time"
+
+	"github.com/calx-iiot/calx/transform"
+)
 
 // The hub decodes only what its feeds follow, by whole path segments, and
 // everything as soon as one feed follows every path.
@@ -37,5 +42,26 @@ func TestHubKeepsWhatFeedsFollow(t *testing.T) {
 	h.Unsubscribe(site)
 	if _, watched := h.keeper(); watched {
 		t.Error("watched after the last feed left")
+	}
+}
+
+// A transition told twice (a replay after the transforms moved to another
+// node) reaches a live view once; another event of the same alarm does.
+func TestHubTellsATransitionOnce(t *testing.T) {
+	h := &Hub{subs: map[*LiveSub]struct{}{}}
+	view := h.Subscribe()
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	raise := transform.Transition{Alarm: "a/b/_alarms/co_high", Event: "raise", TS: at}
+	clear := transform.Transition{Alarm: "a/b/_alarms/co_high", Event: "clear", TS: at.Add(time.Second)}
+	h.Alarms([]transform.Transition{raise})
+	h.Alarms([]transform.Transition{raise, clear})
+	var got []string
+	for len(view.Alarms) > 0 {
+		for _, tr := range <-view.Alarms {
+			got = append(got, tr.Event)
+		}
+	}
+	if len(got) != 2 || got[0] != "raise" || got[1] != "clear" {
+		t.Fatalf("told %v, want raise and clear once each", got)
 	}
 }
