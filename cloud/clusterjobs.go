@@ -71,14 +71,20 @@ type job struct {
 	done   chan struct{}
 }
 
-func (c *Cloud) runJob(name string, run func(ctx context.Context)) *job {
+// goJob runs run on a goroutine of its own until the job is stopped.
+func goJob(run func(ctx context.Context)) *job {
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &job{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(j.done)
-		c.jobs.Run(ctx, name, run)
+		run(ctx)
 	}()
 	return j
+}
+
+// runJob takes the cluster's job name whenever it can and runs it there.
+func (c *Cloud) runJob(name string, run func(ctx context.Context)) *job {
+	return goJob(func(ctx context.Context) { c.jobs.Run(ctx, name, run) })
 }
 
 func (j *job) stop() {
@@ -240,12 +246,7 @@ func (c *Cloud) sendEvents(js jetstream.JetStream) func(ctx context.Context, id 
 // STATE online, later than any before, on every node's broker; and the
 // host's own rebirth requests (Host.acting).
 func (c *Cloud) hostTerm(ctx context.Context) {
-	topic := c.Host.stateTopic()
-	var last struct {
-		Timestamp uint64 `json:"timestamp"`
-	}
-	_ = json.Unmarshal(c.bridge.lastRetained(topic), &last)
-	if err := c.Host.publishStateAfter(last.Timestamp); err != nil {
+	if err := c.Host.publishStateAfter(c.stateTimestamp()); err != nil {
 		c.log.Error("STATE online not published; the job is given up", "err", err)
 		select {
 		case <-ctx.Done():
@@ -335,11 +336,7 @@ func (c *Cloud) watchQuorum(ctx context.Context) {
 			c.bridge.restoreRetained(topic)
 			continue
 		}
-		var st struct {
-			Timestamp uint64 `json:"timestamp"`
-		}
-		_ = json.Unmarshal(c.bridge.lastRetained(topic), &st)
-		b, _ := json.Marshal(map[string]any{"online": false, "timestamp": st.Timestamp})
+		b, _ := json.Marshal(map[string]any{"online": false, "timestamp": c.stateTimestamp()})
 		c.log.Warn("quorum lost: telling this node's edges the host is offline here")
 		if err := c.Broker.Publish(topic, b, true, 1); err != nil {
 			c.log.Warn("STATE offline not published", "err", err)
@@ -347,15 +344,14 @@ func (c *Cloud) watchQuorum(ctx context.Context) {
 	}
 }
 
-// quorumJob runs watchQuorum until stopped.
-func (c *Cloud) quorumJob() *job {
-	ctx, cancel := context.WithCancel(context.Background())
-	j := &job{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(j.done)
-		c.watchQuorum(ctx)
-	}()
-	return j
+// stateTimestamp is the timestamp of the host's STATE the backbone keeps
+// (0 for none).
+func (c *Cloud) stateTimestamp() uint64 {
+	var st struct {
+		Timestamp uint64 `json:"timestamp"`
+	}
+	_ = json.Unmarshal(c.bridge.lastRetained(c.Host.stateTopic()), &st)
+	return st.Timestamp
 }
 
 // decodeEvents reads a subjectEvents message.

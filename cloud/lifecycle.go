@@ -336,7 +336,7 @@ func (c *Cloud) startHost(ctx context.Context) error {
 			return err
 		}
 		c.hostJob = c.runJob(JobHost, c.hostTerm)
-		c.quorum = c.quorumJob()
+		c.quorum = goJob(c.watchQuorum)
 	}
 	return nil
 }
