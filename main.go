@@ -51,6 +51,7 @@ Commands:
             per stage, latency, CPU, memory, drops
   mcp       bridge an AI assistant that speaks MCP over stdio to a cloud's
             /mcp endpoint
+  release   make signing keys, sign and check edge builds for updates
   help      print help for a command
 
 Run 'calx help <command>' or 'calx <command> --help' for its flags.
@@ -116,6 +117,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(rest, stdout, stderr)
 	case "mcp":
 		err = cmdMCP(rest, os.Stdin, stdout, stderr)
+	case "release":
+		err = cmdRelease(rest, stdout, stderr)
 	case "hash-password":
 		err = cmdHashPassword(rest, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
@@ -146,7 +149,7 @@ func cmdHelp(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	switch args[0] {
-	case "demo", "edge", "cloud", "version", "hash-password", "opcua", "config", "bench", "mcp":
+	case "demo", "edge", "cloud", "version", "hash-password", "opcua", "config", "bench", "mcp", "release":
 		return run([]string{args[0], "--help"}, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "calx help: unknown command %q\n\n%s", args[0], usage)
