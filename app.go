@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -25,6 +26,7 @@ import (
 	_ "github.com/calx-iiot/calx/connector/all" // registers every connector
 	"github.com/calx-iiot/calx/edge"
 	"github.com/calx-iiot/calx/edge/sim"
+	"github.com/calx-iiot/calx/release"
 	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/web"
 )
@@ -338,6 +340,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 		HistorianMemory: int64(cfg.Historian.MemoryLimit), HistorianThreads: cfg.Historian.Threads,
 		Health:      cfg.HealthOptions(),
 		UNSInterval: cfg.MQTT.UNSEvery(),
+		ReleaseKey:  cfg.Updates.PublicKey.Key,
 		Logger:      log,
 	}, users, web.Options{Listen: cfg.HTTP.Listen, TLS: httpTLS, MetricsTokenSHA256: cfg.HTTP.MetricsTokenSHA256,
 		SessionIdle: cfg.HTTP.SessionIdle.Std(), SessionMax: cfg.HTTP.SessionMax.Std(), BehindTLSProxy: cfg.HTTP.BehindTLSProxy, OIDC: sso,
@@ -411,6 +414,7 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	dataDir := fs.String("data-dir", "", "data directory with the store-and-forward buffer (overrides data_dir)")
 	mqttAddr := fs.String("mqtt", "", "address of the edge's own broker with UNS JSON for consumers on site (overrides mqtt)")
 	cloudURL := fs.String("cloud", "", "the cloud broker, tcp://host:port or ssl://host:port (overrides cloud.broker)")
+	supervise := fs.Bool("supervise", false, "run the edge as a child process: start it again when it exits, and put the previous binary back when an update fails its health window (where no service manager does)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -438,6 +442,19 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	if err != nil {
 		return err
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("the edge's own binary: %w", err)
+	}
+	opts.Updates.Executable = exe
+	if *supervise {
+		sv := &supervisor{exe: exe, stateFile: release.StateFile(opts.DataDir), args: append([]string{"edge"}, withoutSupervise(args)...),
+			window: cmp.Or(opts.Updates.Window, 2*time.Minute), log: log.With("component", "supervisor"), stdout: stdout, stderr: stderr}
+		ctx, stop := signalContext()
+		defer stop()
+		return sv.run(ctx)
+	}
+	opts.Updates.Supervised = os.Getenv(envSupervised) != ""
 	warnExamples(log, stderr, exampleEdgeAccounts(cfg, opts.Password))
 	// A configuration from the cloud applied before runs again, cloud or not.
 	switch rc, err := edge.LoadApplied(opts.DataDir); {
@@ -472,13 +489,26 @@ edge's own credentials. See examples/edge.yaml.`, stdout, stderr)
 	if hs != nil {
 		fmt.Fprintf(stdout, "  health: http://%s/healthz  metrics: http://%s/metrics\n", hs.Addr(), hs.Addr())
 	}
-	<-ctx.Done()
+	restart := false
+	select {
+	case <-ctx.Done():
+	case <-e.Restart():
+		restart = true
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if hs != nil {
 		hs.Shutdown(sctx)
 	}
-	return e.Shutdown(sctx)
+	if err := e.Shutdown(sctx); err != nil || !restart {
+		return err
+	}
+	if opts.Updates.Supervised {
+		return errRestart
+	}
+	// No supervisor: this process becomes the binary now in place.
+	log.Info("restarting into the binary in place", "binary", exe)
+	return reexec(exe)
 }
 
 // selfSignedTLS gives every listener of cfg without a certificate the

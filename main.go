@@ -132,6 +132,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errRestart):
+		return exitRestart
 	case errors.Is(err, errUsage):
 		if !errors.As(err, new(shownError)) {
 			fmt.Fprintf(stderr, "calx %s: %v\n", cmd, err)

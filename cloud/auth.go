@@ -285,7 +285,7 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 	case RoleEdge:
 		own := sparkplug.Namespace + "/" + u.Group + "/"
 		if write {
-			if topic == sparkplug.ConfigStatusTopic(u.Group, u.EdgeID) {
+			if topic == sparkplug.ConfigStatusTopic(u.Group, u.EdgeID) || topic == sparkplug.UpdateGetTopic(u.Group, u.EdgeID) {
 				return true
 			}
 			t, err := sparkplug.ParseTopic(topic)
@@ -307,7 +307,8 @@ func allowed(u MQTTUser, topic string, write bool) bool {
 			return rest == "+" || rest == "#" || (rest != "" && !strings.ContainsAny(rest, "/#+"))
 		case strings.HasPrefix(topic, sparkplug.Namespace+"/STATE/"):
 			return !strings.Contains(strings.TrimPrefix(topic, sparkplug.Namespace+"/STATE/"), "#")
-		case topic == sparkplug.ReceiptTopic(u.Group, u.EdgeID), topic == sparkplug.ConfigTopic(u.Group, u.EdgeID):
+		case topic == sparkplug.ReceiptTopic(u.Group, u.EdgeID), topic == sparkplug.ConfigTopic(u.Group, u.EdgeID),
+			topic == sparkplug.UpdateTopic(u.Group, u.EdgeID), topic == sparkplug.UpdateChunkTopic(u.Group, u.EdgeID):
 			return true
 		}
 	}

@@ -8,6 +8,7 @@ package cloud
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -56,6 +57,9 @@ type Options struct {
 	HistorianThreads int
 	// Health are the thresholds of the fleet's health and alarms.
 	Health HealthOptions
+	// ReleaseKey is the public key edge releases must be signed with;
+	// nil: the cloud takes no release (docs/UPDATES.md).
+	ReleaseKey ed25519.PublicKey
 	// UNSInterval is how often at most a tag's retained UNS JSON on the
 	// broker is updated: 0 is DefaultUNSInterval, negative every value.
 	UNSInterval time.Duration
@@ -75,6 +79,7 @@ type Cloud struct {
 	Hub       *Hub
 	Fleet     *Fleet
 	Health    *FleetMonitor
+	Updates   *Updates
 	Metrics   *Metrics
 	arch      *archiver
 	// transform runs here (alone always; in a cluster on one node).

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calx-iiot/calx/release"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calx-iiot/calx/config"
@@ -53,6 +55,11 @@ type Config struct {
 	// Cluster, when set, makes the cloud a node of a cluster of clouds
 	// whose backbone is replicated (clusterconfig.go).
 	Cluster *ClusterConfig `yaml:"cluster"`
+	// Updates holds the public key edge releases are signed with
+	// (docs/UPDATES.md); without it the cloud takes no release.
+	Updates struct {
+		PublicKey release.PublicKeyYAML `yaml:"public_key"`
+	} `yaml:"updates"`
 }
 
 // PlantBrokerConfig is the plant's own broker, for the primary host.

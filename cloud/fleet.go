@@ -383,17 +383,7 @@ func (f *Fleet) Roll(ctx context.Context, r Rollout) (string, []string, error) {
 	if n != 1 {
 		return "", nil, fmt.Errorf("%w: choose one of all, edge, site and template", ErrBadConfig)
 	}
-	var edges []fleet.Edge
-	for _, e := range c.Edges {
-		switch {
-		case r.All, r.Edge == e.Key(), r.Site != "" && r.Site == e.Site:
-			edges = append(edges, e)
-		case r.Template != "":
-			if slices.ContainsFunc(e.Devices, func(d fleet.Instance) bool { return usesTemplate(c, d.Template, r.Template) }) {
-				edges = append(edges, e)
-			}
-		}
-	}
+	edges := edgesOf(c, r.All, r.Edge, r.Site, r.Template)
 	if len(edges) == 0 {
 		return "", nil, fmt.Errorf("%w in version %d", ErrNoSuchEdges, r.Version)
 	}
@@ -412,6 +402,23 @@ func (f *Fleet) Roll(ctx context.Context, r Rollout) (string, []string, error) {
 	}
 	f.log.Info("rollout", "id", id, "version", r.Version, "edges", len(keys))
 	return id, keys, nil
+}
+
+// edgesOf returns the edges of c a selection names: all of them, one, a
+// site's, or those with a device of a template.
+func edgesOf(c *fleet.Config, all bool, edge, site, template string) []fleet.Edge {
+	var edges []fleet.Edge
+	for _, e := range c.Edges {
+		switch {
+		case all, edge == e.Key(), site != "" && site == e.Site:
+			edges = append(edges, e)
+		case template != "":
+			if slices.ContainsFunc(e.Devices, func(d fleet.Instance) bool { return usesTemplate(c, d.Template, template) }) {
+				edges = append(edges, e)
+			}
+		}
+	}
+	return edges
 }
 
 // usesTemplate reports whether template name is tmpl or extends it.

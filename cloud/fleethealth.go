@@ -95,8 +95,10 @@ type BufferHealth struct {
 // EdgeHealth is an edge as the fleet view shows it.
 type EdgeHealth struct {
 	NodeState
-	ID                string             `json:"id"` // group/edge
-	Version           string             `json:"version,omitempty"`
+	ID      string `json:"id"` // group/edge
+	Version string `json:"version,omitempty"`
+	// Update is the edge's software update, when it reports one.
+	Update            *UpdateHealth      `json:"update,omitempty"`
 	ConfigApplied     int64              `json:"config_applied"`
 	ConfigError       string             `json:"config_error,omitempty"`
 	UptimeSeconds     float64            `json:"uptime_seconds"`
@@ -114,6 +116,16 @@ type EdgeHealth struct {
 	Reasons           []string           `json:"reasons"`
 	conditions        []condition
 	offlineForSeconds float64
+}
+
+// UpdateHealth is an edge's last software update: the release it tries
+// or tried, the step it is at (release.StepDownloading...), how much of the
+// build it has, and why it refused or rolled back.
+type UpdateHealth struct {
+	Version string  `json:"version"`
+	Step    string  `json:"step"`
+	Percent float64 `json:"percent"`
+	Error   string  `json:"error,omitempty"`
 }
 
 // condition is a fault of an edge that is, or after a delay becomes, an alarm.
@@ -148,6 +160,9 @@ func EdgeHealthOf(ns NodeState, reg *Registry, o HealthOptions, now time.Time) E
 	}
 	h.Version = str(sparkplug.MetricCalxVersion)
 	h.ConfigApplied, h.ConfigError = int64(num("Config/Version")), str("Config/Error")
+	if step := str("Update/Step"); step != "" {
+		h.Update = &UpdateHealth{Version: str("Update/Version"), Step: step, Percent: num("Update/Percent"), Error: str("Update/Error")}
+	}
 	h.UptimeSeconds, h.CPUPercent, h.MemoryMiB, h.DiskFreeMiB = num("Health/UptimeSeconds"), num("Health/CPUPercent"), num("Health/MemoryMiB"), num("Health/DiskFreeMiB")
 	h.Buffer = BufferHealth{Messages: int64(num("Buffer/Messages")), Bytes: int64(num("Buffer/Bytes")),
 		OldestUnsentSeconds: num("Buffer/OldestUnsentSeconds"), Dropped: int64(num("Buffer/Dropped")), FullPercent: num("Buffer/FullPercent")}

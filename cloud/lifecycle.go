@@ -49,6 +49,7 @@ func (c *Cloud) steps() []step {
 		{"primary host", c.startHost, c.stopHost},
 		{"plant broker", c.startUplink, c.stopUplink},
 		{"fleet health", c.startHealth, c.stopHealth},
+		{"edge updates", c.startUpdates, c.stopUpdates},
 	}
 }
 
@@ -387,6 +388,27 @@ func (c *Cloud) stopUplink(context.Context) error {
 func (c *Cloud) startHealth(context.Context) error {
 	c.Health = newFleetMonitor(c.Host, c.Registry, c.Broker, c.opts.Health, c.log)
 	c.Health.start()
+	return nil
+}
+
+func (c *Cloud) startUpdates(ctx context.Context) error {
+	var err error
+	c.Updates, err = newUpdates(ctx, c.Bus.JetStream(), c.opts.ReleaseKey, c.Broker, c.publisher(), c.Fleet,
+		filepath.Join(c.opts.DataDir, "releases"), c.log)
+	if err != nil {
+		return err
+	}
+	c.Updates.edges = c.Health.Edges
+	if c.jobs != nil { // the primary host's node drives the rollouts
+		c.Updates.runs = func() bool { return c.jobs.Holds(JobHost) }
+	}
+	return c.Updates.start()
+}
+
+func (c *Cloud) stopUpdates(context.Context) error {
+	if c.Updates != nil {
+		c.Updates.stop()
+	}
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/calx-iiot/calx/release"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/calx-iiot/calx/config"
@@ -31,6 +33,8 @@ type Config struct {
 	MQTTUsers []LocalUser  `yaml:"mqtt_users"`
 	Buffer    BufferConfig `yaml:"buffer"`
 	Cloud     CloudConfig  `yaml:"cloud"`
+	// Updates let the cloud update the edge's software (docs/UPDATES.md).
+	Updates UpdatesConfig `yaml:"updates"`
 	// Devices are the machines this edge reads.
 	Devices []DeviceConfig `yaml:"devices"`
 
@@ -75,6 +79,18 @@ func (h *SiteHTTP) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	return nil
+}
+
+// UpdatesConfig is how the edge takes software updates from the cloud.
+type UpdatesConfig struct {
+	// PublicKey is the release signing key the edge trusts (calx release
+	// keygen's release.pub); without it every release is refused.
+	PublicKey release.PublicKeyYAML `yaml:"public_key"`
+	// HealthWindow is how long a new binary has to connect, be born and
+	// send data before the previous one is put back; default 2m.
+	HealthWindow config.Duration `yaml:"health_window"`
+	// MaxRate caps the download, in bytes a second (1MiB...); 0: no cap.
+	MaxRate config.Size `yaml:"max_rate"`
 }
 
 // BufferConfig bounds the store-and-forward buffer.
@@ -140,7 +156,8 @@ func (c *Config) Options(log *slog.Logger, version string) (Options, error) {
 		DataDir: c.DataDir, Logger: log, Version: version,
 		BufferMaxBytes: int64(c.Buffer.MaxBytes), BufferMaxAge: c.Buffer.MaxAge.Std(), DrainRate: c.Buffer.DrainRate,
 		SyncInterval: c.Buffer.SyncInterval.Std(), LocalMQTT: c.MQTT.Listen, LocalUsers: c.MQTTUsers, LocalAllowAnonymous: c.MQTT.AllowAnonymous, LocalLimits: c.MQTT.Limits,
-		SparkplugTemplates: c.Cloud.Templates}
+		SparkplugTemplates: c.Cloud.Templates,
+		Updates:            UpdateOptions{PublicKey: c.Updates.PublicKey.Key, Window: c.Updates.HealthWindow.Std(), MaxBytesPerSecond: int64(c.Updates.MaxRate)}}
 	var err error
 	if o.LocalTLS, err = c.MQTT.TLS.Load(); err != nil {
 		return o, fmt.Errorf("%s: mqtt.%w", c.file, err)

@@ -73,9 +73,11 @@ type Options struct {
 	LocalTLS *tls.Config
 	// LocalLimits bound the edge's own broker as the cloud's.
 	LocalLimits guard.Limits
-	Devices     []Device
-	Version     string
-	Logger      *slog.Logger
+	// Updates let the cloud update the edge's software.
+	Updates UpdateOptions
+	Devices []Device
+	Version string
+	Logger  *slog.Logger
 }
 
 // Validate checks the options and fills defaults.
@@ -233,6 +235,7 @@ type Edge struct {
 	started time.Time
 	wg      sync.WaitGroup
 	node    *node
+	upd     *updater
 	once    sync.Once
 
 	applyMu sync.Mutex // one Apply at a time
@@ -248,6 +251,7 @@ func New(opts Options) (*Edge, error) {
 	e := &Edge{opts: opts, log: opts.Logger.With("component", "edge", "edge", opts.EdgeID), wake: make(chan struct{}, 1),
 		byPath: map[uns.Path]*metric{}}
 	e.alias = uint64(nodeAliases)
+	e.upd = newUpdater(e)
 	e.cfg = ConfigStatus{Applied: opts.ConfigVersion, At: time.Now()}
 	for _, d := range opts.Devices {
 		dev := &device{Device: d, byName: map[string]*metric{}, byAlias: map[uint64]*metric{}}
@@ -356,6 +360,10 @@ func (e *Edge) Start(ctx context.Context) error {
 		return err
 	}
 	e.node = n
+	if e.upd.resume() {
+		e.wg.Go(func() { e.upd.watchTrial(ctx) })
+	}
+	e.wg.Go(func() { e.upd.run(ctx) })
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()

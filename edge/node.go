@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,10 @@ const (
 	aliasBdSeq         = 15
 	aliasVersion       = 16
 	aliasRebirth       = 17
+	aliasUpdateVersion = 18
+	aliasUpdateStep    = 19
+	aliasUpdatePercent = 20
+	aliasUpdateError   = 21
 	nodeAliases        = 24
 	// templateAliases are the template definitions' in NBIRTH, far above
 	// any device's.
@@ -65,6 +70,11 @@ type node struct {
 	bdSeq  uint64
 	seq    uint64
 	born   atomic.Bool
+	// connected is set while a session is connected, with live its client,
+	// for the updater's requests.
+	connected atomic.Bool
+	liveMu    sync.Mutex
+	live      mqtt.Client
 
 	lost    chan error
 	cmds    chan cmd
@@ -255,6 +265,29 @@ func (n *node) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe config: %w", err)
 	}
+	// The release the cloud assigns this edge, retained, and the pieces of
+	// its build.
+	err = wait(ctx, c.SubscribeMultiple(map[string]byte{sparkplug.UpdateTopic(o.Group, o.EdgeID): 1, sparkplug.UpdateChunkTopic(o.Group, o.EdgeID): 1},
+		func(_ mqtt.Client, m mqtt.Message) {
+			if m.Topic() == sparkplug.UpdateTopic(o.Group, o.EdgeID) {
+				n.e.upd.assign(m.Payload())
+			} else {
+				n.e.upd.chunk(m.Payload())
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("subscribe updates: %w", err)
+	}
+	n.liveMu.Lock()
+	n.live = c
+	n.liveMu.Unlock()
+	n.connected.Store(true)
+	defer func() {
+		n.connected.Store(false)
+		n.liveMu.Lock()
+		n.live = nil
+		n.liveMu.Unlock()
+	}()
 	n.msgs, n.seqOf = 0, map[uint64]uint64{}
 	n.log.Info("edge node connected", "broker", broker, "bdSeq", bdSeq)
 	defer n.publishDeath()
@@ -402,6 +435,22 @@ func (n *node) publishConfigStatus() {
 	if !t.WaitTimeout(publishTimeout) || t.Error() != nil {
 		n.log.Warn("config status not published", "err", t.Error())
 	}
+}
+
+// request publishes an update request on the live connection (not
+// Sparkplug, not counted for receipts); any goroutine may call it.
+func (n *node) request(group, edge string, b []byte) error {
+	n.liveMu.Lock()
+	c := n.live
+	n.liveMu.Unlock()
+	if c == nil {
+		return errors.New("not connected")
+	}
+	t := c.Publish(sparkplug.UpdateGetTopic(group, edge), 0, false, b)
+	if !t.WaitTimeout(publishTimeout) {
+		return errors.New("update request: timed out")
+	}
+	return t.Error()
 }
 
 // publishDeath sends NDEATH before a clean disconnect, so the host does not

@@ -34,6 +34,11 @@ func (n *node) nodeMetrics(ms uint64) []*pb.Payload_Metric {
 		long(aliasBufferBytes, st.BufferedBytes), double(aliasOldestUnsent, st.OldestUnconfirmed.Seconds()),
 		long(aliasFiltered, st.Filtered), double(aliasReceiptDelay, float64(n.receiptDelay.Load())/float64(time.Millisecond)),
 		double(aliasBufferPercent, 100*float64(st.BufferedBytes)/float64(n.opts.BufferMaxBytes))}
+	upd := n.e.upd.state()
+	str := func(alias uint64, v string) *pb.Payload_Metric {
+		return &pb.Payload_Metric{Alias: proto.Uint64(alias), Timestamp: proto.Uint64(ms), Value: &pb.Payload_Metric_StringValue{StringValue: v}}
+	}
+	out = append(out, str(aliasUpdateVersion, upd.Version), str(aliasUpdateStep, upd.Step), double(aliasUpdatePercent, upd.Percent), str(aliasUpdateError, upd.Error))
 	if st.Read > 0 {
 		out = append(out, double(aliasReduction, 100*float64(st.Filtered)/float64(st.Read)))
 	} else {
@@ -84,6 +89,14 @@ func (n *node) nodeMetricName(alias uint64) string {
 		return "Receipt/DelayMs"
 	case aliasBufferPercent:
 		return "Buffer/FullPercent"
+	case aliasUpdateVersion:
+		return "Update/Version"
+	case aliasUpdateStep:
+		return "Update/Step"
+	case aliasUpdatePercent:
+		return "Update/Percent"
+	case aliasUpdateError:
+		return "Update/Error"
 	}
 	for _, d := range n.e.deviceList() {
 		if alias >= d.connAlias && alias < d.connAlias+connMetrics {

@@ -38,7 +38,9 @@ type State struct {
 	// it has to become healthy.
 	TrialSince time.Time     `json:"trial_since,omitzero"`
 	Window     time.Duration `json:"window,omitempty"`
-	At         time.Time     `json:"at"`
+	// Health is what the binary on trial still lacks to be healthy.
+	Health string    `json:"health,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // StateFile is where an edge with data dir dir keeps its State.

@@ -18,6 +18,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Key text prefixes: a public key is written "calx-release-ed25519:<base64>",
@@ -201,5 +203,23 @@ func Check(pub ed25519.PublicKey, m Manifest, file string) error {
 	if sum != m.SHA256 {
 		return fmt.Errorf("%w: SHA-256 %s, the manifest says %s", ErrTampered, sum, m.SHA256)
 	}
+	return nil
+}
+
+// PublicKeyYAML is a public key in a config file (updates.public_key),
+// checked as it is read.
+type PublicKeyYAML struct{ Key ed25519.PublicKey }
+
+// UnmarshalYAML reads FormatPublicKey's text.
+func (k *PublicKeyYAML) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	key, err := ParsePublicKey(s)
+	if err != nil {
+		return fmt.Errorf("line %d: public_key: %w", n.Line, err)
+	}
+	k.Key = key
 	return nil
 }

@@ -181,6 +181,13 @@ func (r clustered) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.Key
 	})
 }
 
+func (r clustered) CreateOrUpdateObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	cfg.Replicas = cmp.Or(cfg.Replicas, r.replicas)
+	return retry(ctx, r.wait, func(ctx context.Context) (jetstream.ObjectStore, error) {
+		return r.JetStream.CreateOrUpdateObjectStore(ctx, cfg)
+	})
+}
+
 func (r clustered) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
 	return r.JetStream.Consumer(ctx, stream, r.durable(name))
 }

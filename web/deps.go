@@ -2,8 +2,11 @@ package web
 
 import (
 	"context"
+	"io"
 	"os"
 	"time"
+
+	"github.com/calx-iiot/calx/release"
 
 	"github.com/calx-iiot/calx/cloud"
 	"github.com/calx-iiot/calx/store"
@@ -137,6 +140,17 @@ type jobHolders interface {
 	NodeDetails(ctx context.Context) (map[string]cloud.NodeDetails, error)
 }
 
+// edgeUpdates keeps the edge releases and rolls them out.
+type edgeUpdates interface {
+	Upload(ctx context.Context, m release.Manifest, body io.Reader, by string) (*cloud.Release, error)
+	Releases(ctx context.Context) ([]cloud.Release, error)
+	Release(ctx context.Context, version string) (*cloud.Release, error)
+	StartRollout(ctx context.Context, req cloud.UpdateRolloutRequest, by string) (*cloud.UpdateRollout, error)
+	Rollouts(ctx context.Context) ([]cloud.UpdateRollout, error)
+	Rollout(ctx context.Context, id string) (*cloud.UpdateRollout, error)
+	Progress(r *cloud.UpdateRollout, now time.Time) []cloud.EdgeUpdate
+}
+
 // parts are the cloud's parts the handlers use.
 type parts struct {
 	history  historyReader
@@ -154,14 +168,15 @@ type parts struct {
 	cluster  clusterView
 	jobs     jobHolders
 	confirm  confirmKeeper
+	updates  edgeUpdates
 	ready    func() error
 }
 
 // partsOf takes the parts of a started cloud.
 func partsOf(c *cloud.Cloud) (parts, bool) {
-	if c.Historian == nil || c.Registry == nil || c.Hub == nil || c.Host == nil || c.Fleet == nil || c.Health == nil {
+	if c.Historian == nil || c.Registry == nil || c.Hub == nil || c.Host == nil || c.Fleet == nil || c.Health == nil || c.Updates == nil {
 		return parts{}, false
 	}
 	return parts{history: c.Historian, audit: c.Historian, tags: c.Registry, live: c.Hub, alarms: c,
-		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, jobs: c, confirm: c, ready: c.ReadyErr}, true
+		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, jobs: c, confirm: c, updates: c.Updates, ready: c.ReadyErr}, true
 }

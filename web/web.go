@@ -240,6 +240,12 @@ func (s *Server) routes() http.Handler {
 			r.With(s.requireRole(RoleAdmin, RoleEngineer), requireWholeScope("the fleet config")).Post("/config/rollback", s.configRollback)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/rollouts", s.rollout)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer), requireWholeScope("SQL")).Post("/sql", s.sqlQuery)
+			r.Get("/releases", s.listReleases)
+			r.Get("/releases/rollouts", s.listUpdateRollouts)
+			r.Get("/releases/rollouts/{id}", s.updateRollout)
+			r.Get("/releases/{version}", s.getRelease)
+			r.With(s.requireRole(RoleAdmin), requireWholeScope("edge releases")).Post("/releases", s.uploadRelease)
+			r.With(s.requireRole(RoleAdmin), requireWholeScope("edge releases")).Post("/releases/rollouts", s.startUpdateRollout)
 		})
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("no such API route: %s %s", r.Method, r.URL.Path))

@@ -164,3 +164,23 @@ type ConfigStatus struct {
 	Error   string    `json:"error,omitempty"`   // why it was refused
 	At      time.Time `json:"at"`
 }
+
+// Edge software updates (docs/UPDATES.md): the cloud keeps, retained on
+// UpdateTopic, the release an edge node is to run (JSON); the edge node asks
+// for its build piece by piece on UpdateGetTopic and the cloud answers on
+// UpdateChunkTopic. Only that edge node may use them.
+const (
+	UpdatePrefix      = "calx/update/"
+	UpdateGetPrefix   = "calx/update-get/"
+	UpdateChunkPrefix = "calx/update-chunk/"
+	UpdateGetFilter   = UpdateGetPrefix + "+/+"
+)
+
+// UpdateTopic carries an edge node's assigned release.
+func UpdateTopic(group, edge string) string { return UpdatePrefix + group + "/" + edge }
+
+// UpdateGetTopic carries an edge node's requests for pieces of a build.
+func UpdateGetTopic(group, edge string) string { return UpdateGetPrefix + group + "/" + edge }
+
+// UpdateChunkTopic carries the pieces the cloud answers with.
+func UpdateChunkTopic(group, edge string) string { return UpdateChunkPrefix + group + "/" + edge }

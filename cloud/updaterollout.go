@@ -1,0 +1,427 @@
+package cloud
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/calx-iiot/calx/release"
+)
+
+// A rollout of a release goes in waves: a canary set first, the rest once
+// every canary edge has run the release, online, for HealthyFor. An edge
+// that refuses the build or rolls it back fails its wave, and so does one
+// not on the release within Timeout of its wave's start; a failed wave
+// stops the rollout, and says why. One node drives the rollouts (in a
+// cluster, the primary host's); their state is kept in
+// CALX_UPDATE_ROLLOUTS, so that the next node goes on.
+
+// Defaults of a rollout.
+const (
+	DefaultHealthyFor    = 10 * time.Minute
+	DefaultUpdateTimeout = 30 * time.Minute
+)
+
+// States of a rollout and of its waves.
+const (
+	RolloutRunning = "running"
+	RolloutDone    = "done"
+	RolloutFailed  = "failed"
+	WaveWaiting    = "waiting"
+	WaveRunning    = "running"
+	WaveHolding    = "holding" // every edge is on the release; it has to hold
+)
+
+// UpdateRolloutRequest asks for a release on a selection of edges: all,
+// one edge, a site's or a template's, with a canary set named or counted.
+type UpdateRolloutRequest struct {
+	Version     string   `json:"version"`
+	All         bool     `json:"all,omitempty"`
+	Edge        string   `json:"edge,omitempty"`
+	Site        string   `json:"site,omitempty"`
+	Template    string   `json:"template,omitempty"`
+	Canary      []string `json:"canary,omitempty"`
+	CanaryCount int      `json:"canary_count,omitempty"`
+	// HealthyFor is how long the canary must hold (Go duration; default
+	// 10m); Timeout how long a wave may take (default 30m).
+	HealthyFor string `json:"healthy_for,omitempty"`
+	Timeout    string `json:"timeout,omitempty"`
+}
+
+// UpdateRollout is a release going to edges, wave by wave.
+type UpdateRollout struct {
+	ID         string       `json:"id"`
+	Version    string       `json:"version"`
+	Selection  string       `json:"selection"`
+	HealthyFor string       `json:"healthy_for"`
+	Timeout    string       `json:"timeout"`
+	Waves      []UpdateWave `json:"waves"`
+	State      string       `json:"state"`
+	Reason     string       `json:"reason,omitempty"`
+	By         string       `json:"by"`
+	At         time.Time    `json:"at"`
+	Finished   time.Time    `json:"finished,omitzero"`
+
+	healthyFor, timeout time.Duration
+}
+
+// UpdateWave is one wave of a rollout.
+type UpdateWave struct {
+	Name         string    `json:"name"`
+	Edges        []string  `json:"edges"`
+	State        string    `json:"state"`
+	Started      time.Time `json:"started,omitzero"`
+	HealthySince time.Time `json:"healthy_since,omitzero"`
+	Reason       string    `json:"reason,omitempty"`
+}
+
+// EdgeUpdate is how far one edge of a rollout is.
+type EdgeUpdate struct {
+	Edge    string  `json:"edge"`
+	Wave    string  `json:"wave"`
+	Online  bool    `json:"online"`
+	Running string  `json:"running,omitempty"` // the version it runs
+	Step    string  `json:"step,omitempty"`    // of its update to the release
+	Percent float64 `json:"percent,omitempty"`
+	Error   string  `json:"error,omitempty"`
+	State   string  `json:"state"` // waiting, updating, on-release, failed
+}
+
+// StartRollout checks a request, stores the rollout and starts its first
+// wave.
+func (u *Updates) StartRollout(ctx context.Context, req UpdateRolloutRequest, by string) (*UpdateRollout, error) {
+	if u.key == nil {
+		return nil, ErrUpdatesOff
+	}
+	if _, err := u.Release(ctx, req.Version); err != nil {
+		return nil, err
+	}
+	r := UpdateRollout{Version: req.Version, State: RolloutRunning, By: by, At: time.Now().UTC()}
+	var err error
+	if r.healthyFor, err = durationOr(req.HealthyFor, DefaultHealthyFor); err != nil {
+		return nil, fmt.Errorf("%w: healthy_for: %v", ErrBadRelease, err)
+	}
+	if r.timeout, err = durationOr(req.Timeout, DefaultUpdateTimeout); err != nil {
+		return nil, fmt.Errorf("%w: timeout: %v", ErrBadRelease, err)
+	}
+	r.HealthyFor, r.Timeout = r.healthyFor.String(), r.timeout.String()
+	edges, sel, err := u.selectEdges(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	r.Selection = sel
+	canary := req.Canary
+	for _, e := range canary {
+		if !slices.Contains(edges, e) {
+			return nil, fmt.Errorf("%w: canary %s is not among the edges selected (%s)", ErrBadRelease, e, sel)
+		}
+	}
+	switch {
+	case len(canary) > 0 && req.CanaryCount > 0:
+		return nil, fmt.Errorf("%w: name the canary edges or count them, not both", ErrBadRelease)
+	case req.CanaryCount < 0 || req.CanaryCount >= len(edges) && req.CanaryCount > 0:
+		return nil, fmt.Errorf("%w: canary_count %d: from 1 to %d, fewer than the %d edges selected", ErrBadRelease, req.CanaryCount, len(edges)-1, len(edges))
+	case req.CanaryCount > 0:
+		canary = edges[:req.CanaryCount]
+	}
+	rest := slices.DeleteFunc(slices.Clone(edges), func(e string) bool { return slices.Contains(canary, e) })
+	if len(canary) > 0 {
+		r.Waves = append(r.Waves, UpdateWave{Name: "canary", Edges: slices.Sorted(slices.Values(canary)), State: WaveWaiting})
+	}
+	if len(rest) > 0 {
+		r.Waves = append(r.Waves, UpdateWave{Name: "rest", Edges: rest, State: WaveWaiting})
+	}
+	r.ID = fmt.Sprintf("u%s-%d", strings.ReplaceAll(req.Version, ".", "_"), time.Now().UnixMilli())
+	if err := u.save(ctx, &r); err != nil {
+		return nil, err
+	}
+	u.log.Info("update rollout", "id", r.ID, "version", r.Version, "edges", len(edges), "canary", len(canary))
+	u.evaluate(ctx, time.Now())
+	return u.Rollout(ctx, r.ID)
+}
+
+func durationOr(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err == nil && d <= 0 {
+		err = errors.New("must be positive")
+	}
+	return d, err
+}
+
+// selectEdges returns the edges a request selects, sorted, and names the
+// selection.
+func (u *Updates) selectEdges(ctx context.Context, req UpdateRolloutRequest) ([]string, string, error) {
+	n := 0
+	for _, set := range []bool{req.All, req.Edge != "", req.Site != "", req.Template != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, "", fmt.Errorf("%w: choose one of all, edge, site and template", ErrBadRelease)
+	}
+	known := map[string]bool{}
+	if u.edges != nil {
+		for _, h := range u.edges(time.Now()) {
+			known[h.ID] = true
+		}
+	}
+	var picked []string
+	sel := "all edges"
+	switch {
+	case req.Edge != "":
+		sel = "edge " + req.Edge
+	case req.Site != "":
+		sel = "site " + req.Site
+	case req.Template != "":
+		sel = "template " + req.Template
+	}
+	head, err := u.fleet.Head(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if head > 0 {
+		c, err := u.fleet.parsed(ctx, head)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, e := range edgesOf(c, req.All, req.Edge, req.Site, req.Template) {
+			picked = append(picked, e.Key())
+		}
+	}
+	if req.All || req.Edge != "" {
+		for k := range known {
+			if req.All || k == req.Edge {
+				picked = append(picked, k)
+			}
+		}
+	}
+	slices.Sort(picked)
+	picked = slices.Compact(picked)
+	if len(picked) == 0 {
+		return nil, "", fmt.Errorf("%w: %s", ErrNoSuchEdges, sel)
+	}
+	return picked, sel, nil
+}
+
+func (u *Updates) save(ctx context.Context, r *UpdateRollout) error {
+	b, _ := json.Marshal(r)
+	if _, err := u.rollouts.Put(ctx, r.ID, b); err != nil {
+		return fmt.Errorf("updates: %w", err)
+	}
+	return nil
+}
+
+func (u *Updates) load(ctx context.Context, id string) (*UpdateRollout, error) {
+	e, err := u.rollouts.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return nil, fmt.Errorf("%w: %q", ErrNoRollout, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("updates: %w", err)
+	}
+	var r UpdateRollout
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, fmt.Errorf("updates: rollout %s: %w", id, err)
+	}
+	r.healthyFor, _ = time.ParseDuration(r.HealthyFor)
+	r.timeout, _ = time.ParseDuration(r.Timeout)
+	return &r, nil
+}
+
+// Rollout returns a rollout.
+func (u *Updates) Rollout(ctx context.Context, id string) (*UpdateRollout, error) {
+	return u.load(ctx, id)
+}
+
+// Rollouts lists the rollouts, newest first.
+func (u *Updates) Rollouts(ctx context.Context) ([]UpdateRollout, error) {
+	lister, err := u.rollouts.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("updates: %w", err)
+	}
+	out := []UpdateRollout{}
+	for k := range lister.Keys() {
+		if r, err := u.load(ctx, k); err == nil {
+			out = append(out, *r)
+		}
+	}
+	slices.SortFunc(out, func(a, b UpdateRollout) int { return b.At.Compare(a.At) })
+	return out, nil
+}
+
+// Progress is how far each edge of a rollout is.
+func (u *Updates) Progress(r *UpdateRollout, now time.Time) []EdgeUpdate {
+	byID := u.healthByID(now)
+	var out []EdgeUpdate
+	for _, w := range r.Waves {
+		for _, e := range w.Edges {
+			out = append(out, edgeUpdate(e, w, r.Version, byID))
+		}
+	}
+	return out
+}
+
+func (u *Updates) healthByID(now time.Time) map[string]EdgeHealth {
+	byID := map[string]EdgeHealth{}
+	if u.edges != nil {
+		for _, h := range u.edges(now) {
+			byID[h.ID] = h
+		}
+	}
+	return byID
+}
+
+func edgeUpdate(edge string, w UpdateWave, version string, byID map[string]EdgeHealth) EdgeUpdate {
+	eu := EdgeUpdate{Edge: edge, Wave: w.Name, State: "waiting"}
+	h, ok := byID[edge]
+	if !ok {
+		if w.State != WaveWaiting {
+			eu.State = "updating"
+		}
+		return eu
+	}
+	eu.Online, eu.Running = h.Online, h.Version
+	if h.Update != nil && h.Update.Version == version {
+		eu.Step, eu.Percent, eu.Error = h.Update.Step, h.Update.Percent, h.Update.Error
+	}
+	switch {
+	case eu.Step == release.StepRolledBack || eu.Step == release.StepRefused:
+		eu.State = "failed"
+	case h.Online && h.Version == version:
+		eu.State = "on-release"
+	case w.State != WaveWaiting:
+		eu.State = "updating"
+	}
+	return eu
+}
+
+// drive evaluates the running rollouts every second while this node runs
+// them.
+func (u *Updates) drive(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if u.runs() {
+				u.evaluate(ctx, now)
+			}
+		}
+	}
+}
+
+// evaluate moves every running rollout on.
+func (u *Updates) evaluate(ctx context.Context, now time.Time) {
+	u.rollMu.Lock()
+	defer u.rollMu.Unlock()
+	lister, err := u.rollouts.ListKeys(ctx)
+	if err != nil {
+		return
+	}
+	var byID map[string]EdgeHealth
+	for k := range lister.Keys() {
+		r, err := u.load(ctx, k)
+		if err != nil || r.State != RolloutRunning {
+			continue
+		}
+		if byID == nil {
+			byID = u.healthByID(now)
+		}
+		before, _ := json.Marshal(r)
+		if err := u.step(ctx, r, byID, now); err != nil {
+			u.log.Warn("update rollout not moved on", "id", r.ID, "err", err)
+		}
+		if after, _ := json.Marshal(r); string(after) != string(before) {
+			if err := u.save(ctx, r); err != nil {
+				u.log.Warn("update rollout not saved", "id", r.ID, "err", err)
+			}
+		}
+	}
+}
+
+// step moves a rollout on: starts its next wave, or judges the current one.
+func (u *Updates) step(ctx context.Context, r *UpdateRollout, byID map[string]EdgeHealth, now time.Time) error {
+	i := slices.IndexFunc(r.Waves, func(w UpdateWave) bool { return w.State != RolloutDone })
+	if i < 0 {
+		r.State, r.Finished = RolloutDone, now.UTC()
+		u.log.Info("update rollout done", "id", r.ID, "version", r.Version)
+		return nil
+	}
+	w := &r.Waves[i]
+	if w.State == WaveWaiting {
+		rel, err := u.Release(ctx, r.Version)
+		if err != nil {
+			return err
+		}
+		a := release.Assignment{Version: r.Version, Rollout: r.ID, Builds: rel.Builds}
+		for _, e := range w.Edges {
+			if err := u.assign(ctx, e, a); err != nil {
+				return err
+			}
+		}
+		w.State, w.Started = WaveRunning, now.UTC()
+		u.log.Info("update wave started", "id", r.ID, "wave", w.Name, "edges", len(w.Edges))
+		return nil
+	}
+	var late []string
+	for _, e := range w.Edges {
+		eu := edgeUpdate(e, *w, r.Version, byID)
+		switch eu.State {
+		case "failed":
+			u.fail(r, w, now, fmt.Sprintf("%s %s: %s", e, eu.Step, cmp.Or(eu.Error, "no cause given")))
+			return nil
+		case "on-release":
+		default:
+			what := "offline"
+			if eu.Online {
+				what = "running " + cmp.Or(eu.Running, "an unknown version")
+				if eu.Step != "" {
+					what += fmt.Sprintf(", %s", eu.Step)
+					if eu.Step == release.StepDownloading {
+						what += fmt.Sprintf(" %.0f%%", eu.Percent)
+					}
+				}
+			}
+			late = append(late, e+" ("+what+")")
+		}
+	}
+	if len(late) > 0 {
+		w.State, w.HealthySince = WaveRunning, time.Time{}
+		if now.Sub(w.Started) > r.timeout {
+			u.fail(r, w, now, fmt.Sprintf("not on %s within %s: %s", r.Version, r.Timeout, strings.Join(late, ", ")))
+		}
+		return nil
+	}
+	if w.HealthySince.IsZero() {
+		w.State, w.HealthySince = WaveHolding, now.UTC()
+	}
+	if now.Sub(w.HealthySince) >= r.healthyFor {
+		w.State = RolloutDone
+		u.log.Info("update wave done", "id", r.ID, "wave", w.Name)
+		if i == len(r.Waves)-1 {
+			r.State, r.Finished = RolloutDone, now.UTC()
+			u.log.Info("update rollout done", "id", r.ID, "version", r.Version)
+		}
+	}
+	return nil
+}
+
+func (u *Updates) fail(r *UpdateRollout, w *UpdateWave, now time.Time, why string) {
+	w.State, w.Reason = RolloutFailed, why
+	r.State, r.Finished = RolloutFailed, now.UTC()
+	r.Reason = fmt.Sprintf("wave %s failed: %s", w.Name, why)
+	u.log.Warn("update rollout stopped", "id", r.ID, "reason", r.Reason)
+}
