@@ -95,6 +95,7 @@ func (s *supervisor) once(ctx context.Context, st release.State, trial bool) (co
 	cmd := exec.Command(s.exe, s.args...)
 	cmd.Env = append(os.Environ(), envSupervised+"=1")
 	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
+	cmd.SysProcAttr = childAttr()
 	began := time.Now()
 	if err := cmd.Start(); err != nil {
 		if trial {

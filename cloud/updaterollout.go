@@ -136,7 +136,11 @@ func (u *Updates) StartRollout(ctx context.Context, req UpdateRolloutRequest, by
 		r.Waves = append(r.Waves, UpdateWave{Name: "canary", Edges: slices.Sorted(slices.Values(canary)), State: WaveWaiting})
 	}
 	if len(rest) > 0 {
-		r.Waves = append(r.Waves, UpdateWave{Name: "rest", Edges: rest, State: WaveWaiting})
+		name := "rest"
+		if len(canary) == 0 {
+			name = "all"
+		}
+		r.Waves = append(r.Waves, UpdateWave{Name: name, Edges: rest, State: WaveWaiting})
 	}
 	r.ID = fmt.Sprintf("u%s-%d", strings.ReplaceAll(req.Version, ".", "_"), time.Now().UnixMilli())
 	if err := u.save(ctx, &r); err != nil {
@@ -291,14 +295,14 @@ func edgeUpdate(edge string, w UpdateWave, version string, byID map[string]EdgeH
 		}
 		return eu
 	}
-	eu.Online, eu.Running = h.Online, h.Version
+	eu.Online, eu.Running = h.Online, release.VersionOf(h.Version)
 	if h.Update != nil && h.Update.Version == version {
 		eu.Step, eu.Percent, eu.Error = h.Update.Step, h.Update.Percent, h.Update.Error
 	}
 	switch {
 	case eu.Step == release.StepRolledBack || eu.Step == release.StepRefused:
 		eu.State = "failed"
-	case h.Online && h.Version == version:
+	case h.Online && eu.Running == version:
 		eu.State = "on-release"
 	case w.State != WaveWaiting:
 		eu.State = "updating"

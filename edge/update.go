@@ -145,7 +145,7 @@ func (u *updater) resume() (trial bool) {
 	u.mu.Unlock()
 	switch st.Step {
 	case release.StepRestarting:
-		if u.e.opts.Version != st.Version {
+		if u.own() != st.Version {
 			// The old binary again: the process stopped before it
 			// restarted into the new one.
 			u.set(func(s *release.State) {
@@ -158,7 +158,7 @@ func (u *updater) resume() (trial bool) {
 		})
 		return true
 	case release.StepTrial:
-		return u.e.opts.Version == st.Version
+		return u.own() == st.Version
 	}
 	return false
 }
@@ -169,6 +169,9 @@ func (e *Edge) Restart() <-chan struct{} { return e.upd.restart }
 
 // UpdateState is the edge's software update as it stands.
 func (e *Edge) UpdateState() release.State { return e.upd.state() }
+
+// own is the release version of the running binary.
+func (u *updater) own() string { return release.VersionOf(u.e.opts.Version) }
 
 func (u *updater) requestRestart() { u.once.Do(func() { close(u.restart) }) }
 
@@ -254,7 +257,7 @@ func (u *updater) run(ctx context.Context) {
 // carryOut fetches, checks and installs an assignment's build; nil when
 // there is nothing (more) to do for it.
 func (u *updater) carryOut(ctx context.Context, a release.Assignment) error {
-	if a.Version == u.e.opts.Version {
+	if a.Version == u.own() {
 		return nil // running it
 	}
 	st := u.state()
@@ -275,7 +278,7 @@ func (u *updater) carryOut(ctx context.Context, a release.Assignment) error {
 		return nil
 	}
 	u.set(func(s *release.State) {
-		*s = release.State{Version: a.Version, SHA256: build.SHA256, From: u.e.opts.Version, Rollout: a.Rollout, Step: release.StepDownloading}
+		*s = release.State{Version: a.Version, SHA256: build.SHA256, From: u.own(), Rollout: a.Rollout, Step: release.StepDownloading}
 	})
 	u.e.log.Info("update: downloading", "version", a.Version, "bytes", build.Size)
 	file, err := u.download(ctx, build)
@@ -300,7 +303,7 @@ func (u *updater) carryOut(ctx context.Context, a release.Assignment) error {
 
 func (u *updater) refuse(a release.Assignment, b release.Manifest, why string) {
 	u.set(func(s *release.State) {
-		*s = release.State{Version: a.Version, SHA256: b.SHA256, From: u.e.opts.Version, Rollout: a.Rollout, Step: release.StepRefused, Error: why}
+		*s = release.State{Version: a.Version, SHA256: b.SHA256, From: u.own(), Rollout: a.Rollout, Step: release.StepRefused, Error: why}
 	})
 	u.e.log.Error("update refused", "version", a.Version, "why", why)
 }

@@ -64,6 +64,7 @@ func freeAddr(t *testing.T) string { return netcut.FreeAddr(t) }
 // proc is a calx process.
 type proc struct {
 	t    *testing.T
+	bin  string // the binary; default the calx built for the tests
 	args []string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
@@ -73,7 +74,11 @@ type proc struct {
 func (p *proc) start() {
 	p.t.Helper()
 	p.out = &bytes.Buffer{}
-	p.cmd = exec.Command(binary(p.t), p.args...)
+	bin := p.bin
+	if bin == "" {
+		bin = binary(p.t)
+	}
+	p.cmd = exec.Command(bin, p.args...)
 	p.cmd.Env = append(os.Environ(), "CALX_ADMIN_PASSWORD=fault-admin-pw")
 	if dir := os.Getenv("CALX_FAULT_PROFILE"); dir != "" { // a CPU profile of each process, written at its clean stop
 		p.cmd.Env = append(p.cmd.Env, fmt.Sprintf("CALX_CPU_PROFILE=%s/%s-%d.pprof", dir, p.args[0], time.Now().UnixNano()))

@@ -223,3 +223,10 @@ func (k *PublicKeyYAML) UnmarshalYAML(n *yaml.Node) error {
 	k.Key = key
 	return nil
 }
+
+// VersionOf is the release version in a version string a Calx binary
+// reports: "1.4.2 (3f2a9c1d0b7e)" is 1.4.2.
+func VersionOf(s string) string {
+	v, _, _ := strings.Cut(s, " (")
+	return v
+}
