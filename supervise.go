@@ -56,7 +56,14 @@ func (s *supervisor) run(ctx context.Context) error {
 			s.log.Error("update state not read", "err", err)
 		}
 		if st.Step == release.StepRestarting {
-			st.Step, st.TrialSince, st.Window = release.StepTrial, time.Now().UTC(), s.window
+			// The new build is in place unless the edge stopped (or the
+			// power went) before the swap ended: then the binary in place
+			// is the old one, whole, and the edge tries the update again.
+			if sum, _, err := release.Describe(s.exe); err != nil || sum != st.SHA256 {
+				st.Step, st.Error = release.StepFailed, "the update stopped before the new binary was in place; it is tried again"
+			} else {
+				st.Step, st.TrialSince, st.Window = release.StepTrial, time.Now().UTC(), s.window
+			}
 			if err := release.SaveState(s.stateFile, st); err != nil {
 				s.log.Error("update state not saved", "err", err)
 			}
