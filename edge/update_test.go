@@ -18,6 +18,7 @@ import (
 	"github.com/calx-iiot/calx/edge/edgetest"
 	"github.com/calx-iiot/calx/edge/sim"
 	"github.com/calx-iiot/calx/release"
+	"github.com/calx-iiot/calx/uns"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 	"github.com/calx-iiot/calx/web/webtest"
 )
@@ -208,5 +209,99 @@ func TestEdgeUpdateBandwidth(t *testing.T) {
 	// At 128 KiB/s, the first piece free, the other 448 KiB take 3.5 s.
 	if took := time.Since(began); took < 3400*time.Millisecond {
 		t.Fatalf("512 KiB at a cap of 128 KiB/s took %s", took)
+	}
+}
+
+// TestEdgeUpdateWaves: a rollout with a canary assigns the rest only once
+// the canary runs the release, healthy, for the time asked; each edge's
+// restart is the edge started again from its data dir with the new
+// version, as the supervisor would.
+func TestEdgeUpdateWaves(t *testing.T) {
+	pub, priv, _ := release.Keygen()
+	dir := t.TempDir()
+	hash, _ := cloud.HashPassword("edge-pw")
+	var users []cloud.MQTTUser
+	for _, id := range []string{"a", "b"} {
+		users = append(users, cloud.MQTTUser{Username: id, PasswordHash: hash, Role: cloud.RoleEdge, Group: "g", EdgeID: id})
+	}
+	app := webtest.Start(t, cloud.Options{DataDir: filepath.Join(dir, "cloud"), ReleaseKey: pub, MQTT: cloud.BrokerOptions{Listen: "127.0.0.1:0", Users: users}})
+	start := func(id, version string) *edge.Edge {
+		t.Helper()
+		exe := filepath.Join(dir, id, "bin", "calx")
+		if _, err := os.Stat(exe); err != nil {
+			os.MkdirAll(filepath.Dir(exe), 0o755)
+			os.WriteFile(exe, []byte("build 1.0.0"), 0o755)
+		}
+		kiln, _ := sim.New("k", sim.Settings{Interval: 50 * time.Millisecond, StartHot: true})
+		e, err := edge.New(edge.Options{Broker: "tcp://" + app.Cloud.Broker.Addr(), Username: id, Password: "edge-pw", Group: "g", EdgeID: id,
+			PrimaryHost: "calx", DataDir: filepath.Join(dir, id, "data"), Version: version,
+			Updates: edge.UpdateOptions{PublicKey: pub, Executable: exe},
+			Devices: []edge.Device{{ID: "kiln", Path: uns.Path("ent/site/area/" + id + "/kiln"), Connector: kiln}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Shutdown(context.Background()) })
+		return e
+	}
+	restart := func(e *edge.Edge, id string) *edge.Edge {
+		t.Helper()
+		select {
+		case <-e.Restart():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s took no release: %+v", id, e.UpdateState())
+		}
+		if err := e.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return start(id, "1.1.0 (abc)")
+	}
+	a, b := start("a", "1.0.0 (abc)"), start("b", "1.0.0 (abc)")
+	edgetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if len(app.Cloud.Health.Edges(time.Now())) != 2 || !a.Online() || !b.Online() {
+			return fmt.Errorf("edges not born")
+		}
+		return nil
+	})
+	build, m := signed(t, priv, "1.1.0", 200<<10)
+	ctx := context.Background()
+	if _, err := app.Cloud.Updates.Upload(ctx, m, bytes.NewReader(build), "test"); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := app.Cloud.Updates.StartRollout(ctx, cloud.UpdateRolloutRequest{Version: "1.1.0", All: true, Canary: []string{"g/a"}, HealthyFor: "3s"}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = restart(a, "a")
+	edgetest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if st := a.UpdateState(); st.Step != release.StepHealthy {
+			return fmt.Errorf("canary: %+v", st)
+		}
+		return nil
+	})
+	healthy := time.Now()
+	// The rest waits for the canary to hold.
+	select {
+	case <-b.Restart():
+		if held := time.Since(healthy); held < 2*time.Second {
+			t.Fatalf("the rest took the release %s after the canary was healthy, before it held for 3 s", held)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the rest never got the release: %+v", b.UpdateState())
+	}
+	b = restart(b, "b")
+	edgetest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		r, err := app.Cloud.Updates.Rollout(ctx, ro.ID)
+		if err != nil || r.State != cloud.RolloutDone {
+			return fmt.Errorf("rollout %+v %v", r, err)
+		}
+		return nil
+	})
+	for _, e := range []*edge.Edge{a, b} {
+		if st := e.UpdateState(); st.Step != release.StepHealthy || st.From != "1.0.0" {
+			t.Errorf("update state %+v", st)
+		}
 	}
 }
