@@ -251,7 +251,23 @@ func (b *Bus) Quorum() bool {
 		return true
 	}
 	jsz, err := b.srv.Jsz(&server.JSzOptions{})
-	return err == nil && jsz.Meta != nil && jsz.Meta.Leader != ""
+	if err != nil || jsz.Meta == nil || jsz.Meta.Leader == "" {
+		return false
+	}
+	// A node cut off still names the leader it had until an election
+	// times out (seconds; more when it was the leader itself); its routes
+	// to the others end at once. Both are needed: routes to a majority of
+	// the nodes, this one counted, and a leader.
+	routed := map[string]bool{b.srv.Name(): true}
+	rz, err := b.srv.Routez(&server.RoutezOptions{})
+	if err != nil {
+		return false
+	}
+	for _, r := range rz.Routes {
+		routed[r.RemoteName] = true
+	}
+	size := max(jsz.Meta.Size, len(jsz.Meta.Replicas)+1)
+	return 2*len(routed) > size
 }
 
 // Replicas is how many copies the bus keeps of its streams and buckets.
