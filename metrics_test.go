@@ -77,6 +77,8 @@ func checkCloudMetrics(t *testing.T, base string) {
 		{"calx_broker_messages_received_total", dto.MetricType_COUNTER, nil, atLeast(1)},
 		{"calx_ingest_persisted_total", dto.MetricType_COUNTER, nil, atLeast(1)},
 		{"calx_ingest_bad_topics_total", dto.MetricType_COUNTER, nil, exactly(0)},
+		{"calx_update_chunks_served_total", dto.MetricType_COUNTER, nil, exactly(0)},
+		{"calx_update_requests_dropped_total", dto.MetricType_COUNTER, nil, exactly(0)},
 		{"calx_host_messages_total", dto.MetricType_COUNTER, nil, atLeast(1)},
 		{"calx_host_values_total", dto.MetricType_COUNTER, nil, atLeast(100)},
 		{"calx_host_malformed_payloads_total", dto.MetricType_COUNTER, nil, exactly(0)},

@@ -32,8 +32,9 @@ func (n *clusterNode) stop(t *testing.T) {
 	stuck.Within(t, time.Minute, "a node's shutdown", func() { n.Shutdown(context.Background()) })
 }
 
-// startClouds starts n clouds as the nodes of one cluster, at once.
-func startClouds(t *testing.T, n int) []*clusterNode {
+// startClouds starts n clouds as the nodes of one cluster, at once, their
+// options changed by with.
+func startClouds(t *testing.T, n int, with ...func(*Options)) []*clusterNode {
 	t.Helper()
 	users := []MQTTUser{
 		{Username: "e1", PasswordHash: mustHash(t, "pw1"), Role: RoleEdge, Group: "g", EdgeID: "e1"},
@@ -55,6 +56,9 @@ func startClouds(t *testing.T, n int) []*clusterNode {
 		nodes[i] = &clusterNode{opts: Options{DataDir: t.TempDir(), MQTT: BrokerOptions{Listen: "127.0.0.1:0", Users: users},
 			Cluster: &store.Cluster{Name: "calx-test", Node: fmt.Sprintf("n%d", i+1), Listen: routes[i], Routes: others,
 				Secret: "a-secret-of-the-test-cluster", Wait: time.Minute}}}
+		for _, f := range with {
+			f(&nodes[i].opts)
+		}
 	}
 	errs := make([]error, n)
 	var wg sync.WaitGroup

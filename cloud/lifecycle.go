@@ -84,7 +84,8 @@ func New(opts Options) (*Cloud, error) {
 
 // Start brings the cloud up: backbone, historian, broker, live feed,
 // UNS on MQTT, fleet config, archiver, transforms, primary host, plant
-// broker and fleet health. On an error what was started is stopped again.
+// broker, fleet health and edge updates. On an error what was started is
+// stopped again.
 func (c *Cloud) Start(ctx context.Context) error {
 	c.started = time.Now()
 	for _, s := range c.steps() {
@@ -399,6 +400,15 @@ func (c *Cloud) startUpdates(ctx context.Context) error {
 		return err
 	}
 	c.Updates.edges = c.Health.Edges
+	c.Updates.accounts = func() []string {
+		var out []string
+		for _, a := range c.MQTTAccounts() {
+			if a.Role == RoleEdge && !a.Disabled {
+				out = append(out, a.Group+"/"+a.EdgeID)
+			}
+		}
+		return out
+	}
 	if c.jobs != nil { // the primary host's node drives the rollouts
 		c.Updates.runs = func() bool { return c.jobs.Holds(JobHost) }
 	}

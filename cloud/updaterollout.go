@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -34,9 +35,11 @@ const (
 	RolloutRunning = "running"
 	RolloutDone    = "done"
 	RolloutFailed  = "failed"
-	WaveWaiting    = "waiting"
-	WaveRunning    = "running"
-	WaveHolding    = "holding" // every edge is on the release; it has to hold
+	// RolloutSuperseded: a later rollout took over some of its edges.
+	RolloutSuperseded = "superseded"
+	WaveWaiting       = "waiting"
+	WaveRunning       = "running"
+	WaveHolding       = "holding" // every edge is on the release; it has to hold
 )
 
 // UpdateRolloutRequest asks for a release on a selection of edges: all,
@@ -142,13 +145,47 @@ func (u *Updates) StartRollout(ctx context.Context, req UpdateRolloutRequest, by
 		}
 		r.Waves = append(r.Waves, UpdateWave{Name: name, Edges: rest, State: WaveWaiting})
 	}
-	r.ID = fmt.Sprintf("u%s-%d", strings.ReplaceAll(req.Version, ".", "_"), time.Now().UnixMilli())
+	r.ID = fmt.Sprintf("u%s-%d-%04x", strings.ReplaceAll(req.Version, ".", "_"), time.Now().UnixMilli(), rand.N(0x10000))
+	if err := u.supersede(ctx, &r, edges); err != nil {
+		return nil, err
+	}
 	if err := u.save(ctx, &r); err != nil {
 		return nil, err
 	}
 	u.log.Info("update rollout", "id", r.ID, "version", r.Version, "edges", len(edges), "canary", len(canary))
-	u.evaluate(ctx, time.Now())
+	if u.runs() { // else the node that drives the rollouts starts it within a second
+		u.evaluate(ctx, time.Now())
+	}
 	return u.Rollout(ctx, r.ID)
+}
+
+// supersede ends the running rollouts that share an edge with a new one:
+// a wave of theirs still waiting would otherwise assign their release over
+// the new one's.
+func (u *Updates) supersede(ctx context.Context, r *UpdateRollout, edges []string) error {
+	u.rollMu.Lock()
+	defer u.rollMu.Unlock()
+	all, err := u.Rollouts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, old := range all {
+		if old.State != RolloutRunning {
+			continue
+		}
+		shared := slices.ContainsFunc(old.Waves, func(w UpdateWave) bool {
+			return slices.ContainsFunc(w.Edges, func(e string) bool { return slices.Contains(edges, e) })
+		})
+		if !shared {
+			continue
+		}
+		old.State, old.Reason, old.Finished = RolloutSuperseded, fmt.Sprintf("superseded by %s (release %s)", r.ID, r.Version), time.Now().UTC()
+		if err := u.save(ctx, &old); err != nil {
+			return err
+		}
+		u.log.Info("update rollout superseded", "id", old.ID, "by", r.ID)
+	}
+	return nil
 }
 
 func durationOr(s string, def time.Duration) (time.Duration, error) {
@@ -174,11 +211,16 @@ func (u *Updates) selectEdges(ctx context.Context, req UpdateRolloutRequest) ([]
 	if n != 1 {
 		return nil, "", fmt.Errorf("%w: choose one of all, edge, site and template", ErrBadRelease)
 	}
+	// Edges the host has seen, and, named one by one, those with an
+	// account that have not been born yet.
 	known := map[string]bool{}
 	if u.edges != nil {
 		for _, h := range u.edges(time.Now()) {
 			known[h.ID] = true
 		}
+	}
+	if req.Edge != "" && u.accounts != nil && slices.Contains(u.accounts(), req.Edge) {
+		known[req.Edge] = true
 	}
 	var picked []string
 	sel := "all edges"

@@ -70,6 +70,8 @@ type Updates struct {
 	pub                     Publisher
 	fleet                   *Fleet
 	edges                   func(now time.Time) []EdgeHealth
+	// accounts are the edges with an MQTT account (group/edge_id).
+	accounts func() []string
 	// runs says whether this node drives the rollouts (one node of a
 	// cluster does).
 	runs  func() bool
@@ -77,6 +79,8 @@ type Updates struct {
 	log   *slog.Logger
 
 	reqs     chan chunkReq
+	queuedMu sync.Mutex
+	queued   map[string]int // requests in reqs, by edge
 	cacheMu  sync.Mutex
 	rollMu   sync.Mutex // one evaluation of the rollouts at a time
 	served   atomic.Uint64
@@ -84,6 +88,47 @@ type Updates struct {
 	dropped  atomic.Uint64
 	stopLoop context.CancelFunc
 	loops    sync.WaitGroup
+}
+
+// enqueue takes an edge's request from the broker's goroutine: it never
+// blocks, and keeps a few requests of one edge at a time, so that one that
+// floods waits its turn rather than taking the others'.
+func (u *Updates) enqueue(topic string, payload []byte) {
+	parts := strings.Split(topic, "/")
+	var r release.ChunkRequest
+	if len(parts) != 4 || json.Unmarshal(payload, &r) != nil || r.Validate() != nil {
+		u.refused.Add(1)
+		u.log.Warn("malformed update request ignored", "topic", topic)
+		return
+	}
+	key := parts[2] + "/" + parts[3]
+	u.queuedMu.Lock()
+	full := u.queued[key] >= maxQueuedPerEdge
+	if !full {
+		u.queued[key]++
+	}
+	u.queuedMu.Unlock()
+	if full {
+		u.dropped.Add(1) // the edge asks again
+		return
+	}
+	select {
+	case u.reqs <- chunkReq{group: parts[2], edge: parts[3], req: r}:
+	default:
+		u.dequeue(key)
+		u.dropped.Add(1)
+	}
+}
+
+// maxQueuedPerEdge bounds the requests of one edge waiting to be served.
+const maxQueuedPerEdge = 4
+
+func (u *Updates) dequeue(key string) {
+	u.queuedMu.Lock()
+	if u.queued[key]--; u.queued[key] <= 0 {
+		delete(u.queued, key)
+	}
+	u.queuedMu.Unlock()
 }
 
 // chunkReq is an edge's request for a piece of a build.
@@ -99,7 +144,7 @@ type UpdateStats struct {
 
 func newUpdates(ctx context.Context, js jetstream.JetStream, key ed25519.PublicKey, b *Broker, pub Publisher, f *Fleet, cacheDir string, log *slog.Logger) (*Updates, error) {
 	u := &Updates{key: key, broker: b, pub: pub, fleet: f, cache: cacheDir, log: log.With("component", "updates"),
-		reqs: make(chan chunkReq, 256), runs: func() bool { return true }}
+		reqs: make(chan chunkReq, 256), queued: map[string]int{}, runs: func() bool { return true }}
 	var err error
 	if u.obs, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucketReleases, Storage: jetstream.FileStorage}); err != nil {
 		return nil, fmt.Errorf("updates: %w", err)
@@ -130,17 +175,7 @@ func (u *Updates) start() error {
 				return
 			}
 		}
-		var r release.ChunkRequest
-		if len(parts) != 4 || json.Unmarshal(pk.Payload, &r) != nil || r.Validate() != nil {
-			u.refused.Add(1)
-			u.log.Warn("malformed update request ignored", "topic", pk.TopicName)
-			return
-		}
-		select { // the broker's goroutine: hand off, never block
-		case u.reqs <- chunkReq{group: parts[2], edge: parts[3], req: r}:
-		default:
-			u.dropped.Add(1) // the edge asks again
-		}
+		u.enqueue(pk.TopicName, pk.Payload)
 	})
 	if err != nil {
 		return fmt.Errorf("updates: %w", err)
@@ -334,6 +369,7 @@ func (u *Updates) serve(ctx context.Context) {
 			return
 		case r = <-u.reqs:
 		}
+		u.dequeue(r.group + "/" + r.edge)
 		h, data := u.chunk(ctx, r.req)
 		if h.Error != "" {
 			u.refused.Add(1)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -184,6 +185,21 @@ func TestEdgeUpdateRefused(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if now := s.app.Cloud.Updates.Stats().ChunksServed; now != served {
 		t.Fatalf("a refused build fetched again: %d pieces", now-served)
+	}
+
+	// A manifest whose signature is not the key's (forged by whoever
+	// could publish the assignment) is refused before anything is fetched.
+	forged := m
+	forged.Version = "1.3.0"
+	forged.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, []byte("something else")))
+	served = s.app.Cloud.Updates.Stats().ChunksServed
+	fb, _ := json.Marshal(release.Assignment{Version: "1.3.0", Builds: []release.Manifest{forged}})
+	if err := s.app.Cloud.Broker.Publish(sparkplug.UpdateTopic("g", "e"), fb, true, 1); err != nil {
+		t.Fatal(err)
+	}
+	refused("the manifest was changed after it was signed, or the signature is forged")
+	if now := s.app.Cloud.Updates.Stats().ChunksServed; now != served {
+		t.Fatalf("a forged build fetched: %d pieces", now-served)
 	}
 }
 

@@ -74,7 +74,10 @@ var (
 	descAlarmsByState   = prometheus.NewDesc("calx_alarms", "Alarms by state and priority.", []string{"state", "priority"}, nil)
 	descClusterNodes    = prometheus.NewDesc("calx_cluster_nodes", "The cloud's nodes as this one sees them, up or not (a cloud without a cluster is one node).", []string{"up"}, nil)
 	descClusterQuorum   = prometheus.NewDesc("calx_cluster_quorum", "1 while this node's backbone can store messages (a majority of the cluster's nodes).", nil, nil)
-	cloudCollectorDescs = []*prometheus.Desc{descClusterNodes, descClusterQuorum, descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
+	descUpdateServed    = prometheus.NewDesc("calx_update_chunks_served_total", "Pieces of edge builds served to edges on this node.", nil, nil)
+	descUpdateRefused   = prometheus.NewDesc("calx_update_requests_refused_total", "Edges' requests for pieces of builds refused: malformed, or for no build kept.", nil, nil)
+	descUpdateDropped   = prometheus.NewDesc("calx_update_requests_dropped_total", "Edges' requests for pieces of builds dropped: too many of one edge waiting (it asks again).", nil, nil)
+	cloudCollectorDescs = []*prometheus.Desc{descUpdateServed, descUpdateRefused, descUpdateDropped, descClusterNodes, descClusterQuorum, descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descRepubConflated, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descBrokerRefused, descRetainCleared, descLoginThrottled, descUplinkUp, descUplinkStored, descUplinkDups, descUplinkGaps, descBrokerOpen, descBrokerAcceptErr, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
@@ -120,6 +123,12 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descUplinkGaps, float64(up.Gaps))
 	}
 	counter(descBrokerAcceptErr, float64(b.Listener.AcceptErrors))
+	if cc.c.Updates != nil {
+		us := cc.c.Updates.Stats()
+		counter(descUpdateServed, float64(us.ChunksServed))
+		counter(descUpdateRefused, float64(us.ChunksRefused))
+		counter(descUpdateDropped, float64(us.RequestsDropped))
+	}
 	nodes := map[bool]int{}
 	for _, n := range cc.c.Bus.Nodes() {
 		nodes[n.Up]++

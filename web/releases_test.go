@@ -213,15 +213,26 @@ func TestUpdateRolloutAPI(t *testing.T) {
 		}
 		return nil
 	})
-	if code, out := admin.Do("GET", "/api/v1/releases/rollouts", nil); code != 200 || out["count"] != 1.0 {
-		t.Fatalf("rollouts: %d %v", code, out)
-	}
-	if code, out := admin.Do("GET", "/api/v1/releases/rollouts/nope", nil); code != 404 {
-		t.Fatalf("no such rollout: %d %v", code, out)
-	}
 	// The canary edge was assigned the release; the rest not.
 	assigned, err := app.Cloud.Updates.Assigned(t.Context())
 	if err != nil || len(assigned) != 1 || assigned["limeworks/namur-edge"].Version != "2.0.0" {
 		t.Fatalf("assigned: %v %v", assigned, err)
+	}
+	if code, out := admin.Do("GET", "/api/v1/releases/rollouts/nope", nil); code != 404 {
+		t.Fatalf("no such rollout: %d %v", code, out)
+	}
+	// A rollout that shares an edge with a running one ends it: its waves
+	// still waiting would assign their release over the new one's.
+	_, first := admin.Do("POST", "/api/v1/releases/rollouts", map[string]any{"version": "2.0.0", "all": true, "canary_count": 1, "timeout": "1h"})
+	firstID := first["rollout"].(map[string]any)["id"].(string)
+	if code, out := admin.Do("POST", "/api/v1/releases/rollouts", map[string]any{"version": "2.0.0", "edge": "limeworks/namur-edge"}); code != 201 {
+		t.Fatalf("second rollout: %d %v", code, out)
+	}
+	if _, out := admin.Do("GET", "/api/v1/releases/rollouts/"+firstID, nil); out["rollout"].(map[string]any)["state"] != "superseded" ||
+		!strings.Contains(out["rollout"].(map[string]any)["reason"].(string), "superseded by u2_0_0-") {
+		t.Fatalf("the first rollout: %v", out["rollout"])
+	}
+	if code, out := admin.Do("GET", "/api/v1/releases/rollouts", nil); code != 200 || out["count"] != 3.0 {
+		t.Fatalf("rollouts: %d %v", code, out)
 	}
 }
