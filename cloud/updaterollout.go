@@ -156,7 +156,12 @@ func (u *Updates) StartRollout(ctx context.Context, req UpdateRolloutRequest, by
 	if u.runs() { // else the node that drives the rollouts starts it within a second
 		u.evaluate(ctx, time.Now())
 	}
-	return u.Rollout(ctx, r.ID)
+	// In a cluster a read may come from a copy of the bucket that has not
+	// got the write yet: the rollout as made stands in for it.
+	if got, err := u.Rollout(ctx, r.ID); err == nil {
+		return got, nil
+	}
+	return &r, nil
 }
 
 // supersede ends the running rollouts that share an edge with a new one:
