@@ -331,6 +331,11 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 	if err != nil {
 		return err
 	}
+	sinks, closeSinks, err := openSinks(cfg.Sinks)
+	if err != nil {
+		return err
+	}
+	defer closeSinks()
 	ctx, stop := signalContext()
 	defer stop()
 	app, err := startCloudApp(ctx, cloud.Options{
@@ -341,6 +346,7 @@ DuckDB historian and the web UI and API. See examples/cloud.yaml.`, stdout, stde
 		Health:      cfg.HealthOptions(),
 		UNSInterval: cfg.MQTT.UNSEvery(),
 		ReleaseKey:  cfg.Updates.PublicKey.Key,
+		Sinks:       sinks,
 		Logger:      log,
 	}, users, web.Options{Listen: cfg.HTTP.Listen, TLS: httpTLS, MetricsTokenSHA256: cfg.HTTP.MetricsTokenSHA256,
 		SessionIdle: cfg.HTTP.SessionIdle.Std(), SessionMax: cfg.HTTP.SessionMax.Std(), BehindTLSProxy: cfg.HTTP.BehindTLSProxy, OIDC: sso,

@@ -57,6 +57,8 @@ type Options struct {
 	HistorianThreads int
 	// Health are the thresholds of the fleet's health and alarms.
 	Health HealthOptions
+	// Sinks get every value of the UNS stream besides the historian.
+	Sinks []Sink
 	// ReleaseKey is the public key edge releases must be signed with;
 	// nil: the cloud takes no release (docs/UPDATES.md).
 	ReleaseKey ed25519.PublicKey
@@ -82,6 +84,8 @@ type Cloud struct {
 	Updates   *Updates
 	Metrics   *Metrics
 	arch      *archiver
+	sinks     []*sinkRunner
+	sinkJobs  []*job
 	// transform runs here (alone always; in a cluster on one node).
 	transform atomic.Pointer[transformer]
 	// jobs run the cluster's one-of-each jobs; bridge joins the nodes'

@@ -5,9 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/calx-iiot/calx/sink/postgres"
 
 	"github.com/calx-iiot/calx/release"
 
@@ -55,6 +58,9 @@ type Config struct {
 	// Cluster, when set, makes the cloud a node of a cluster of clouds
 	// whose backbone is replicated (clusterconfig.go).
 	Cluster *ClusterConfig `yaml:"cluster"`
+	// Sinks get every value besides the historian: the plant's PostgreSQL
+	// or TimescaleDB (docs/INTEGRATIONS.md).
+	Sinks []SinkConfig `yaml:"sinks"`
 	// Updates holds the public key edge releases are signed with
 	// (docs/UPDATES.md); without it the cloud takes no release.
 	Updates struct {
@@ -357,7 +363,68 @@ func LoadConfig(file string) (*Config, error) {
 	if _, err := c.Broker.Uplink(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: broker: %w", file, err))
 	}
+	seen = map[string]bool{}
+	for i, sk := range c.Sinks {
+		if err := sk.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: sinks[%d]: %w", file, i, err))
+		}
+		if seen[sk.Name] {
+			errs = append(errs, fmt.Errorf("%s: sinks[%d]: name %q used twice", file, i, sk.Name))
+		}
+		seen[sk.Name] = true
+	}
 	return c, errors.Join(errs...)
+}
+
+// SinkConfig is a far end of every value: a name and one kind.
+type SinkConfig struct {
+	Name     string              `yaml:"name"`
+	Postgres *PostgresSinkConfig `yaml:"postgres"`
+}
+
+// PostgresSinkConfig is a PostgreSQL or TimescaleDB database.
+type PostgresSinkConfig struct {
+	// URL is postgres://user@host:port/db?sslmode=verify-full; the password
+	// in it, or in PasswordFile.
+	URL          string `yaml:"url"`
+	PasswordFile string `yaml:"password_file"`
+	Schema       string `yaml:"schema"`
+}
+
+// Validate checks a sink's name and settings.
+func (s SinkConfig) Validate() error {
+	if !sinkNameRe.MatchString(s.Name) {
+		return fmt.Errorf("name %q: lower-case letters, digits, - and _, up to 32", s.Name)
+	}
+	if s.Postgres == nil {
+		return errors.New("a kind of far end is required: postgres")
+	}
+	_, err := s.Postgres.Options()
+	return err
+}
+
+// Options turns the settings into the sink's, reading the password file.
+func (p *PostgresSinkConfig) Options() (postgres.Options, error) {
+	o := postgres.Options{URL: p.URL, Schema: p.Schema}
+	if p.URL == "" {
+		return o, errors.New("postgres.url: required")
+	}
+	if p.PasswordFile != "" {
+		pw, err := os.ReadFile(p.PasswordFile)
+		if err != nil {
+			return o, fmt.Errorf("postgres.password_file: %w", err)
+		}
+		u, err := url.Parse(p.URL)
+		if err != nil || u.User == nil {
+			return o, errors.New("postgres.url: a URL with a user name, postgres://user@host/db, goes with password_file")
+		}
+		u.User = url.UserPassword(u.User.Username(), strings.TrimSpace(string(pw)))
+		o.URL = u.String()
+	}
+	if err := o.Validate(); err != nil {
+		return o, err
+	}
+	return o, nil
 }
 
 // MQTTUsers lists the broker credentials of the config.

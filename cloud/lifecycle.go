@@ -45,6 +45,7 @@ func (c *Cloud) steps() []step {
 		{"UNS on MQTT", c.startRepublisher, c.stopRepublisher},
 		{"fleet config", c.startFleet, nil},
 		{"archiver", c.startArchiver, c.stopArchiver},
+		{"sinks", c.startSinks, c.stopSinks},
 		{"transforms", c.startTransforms, c.stopTransforms},
 		{"primary host", c.startHost, c.stopHost},
 		{"plant broker", c.startUplink, c.stopUplink},
@@ -70,6 +71,9 @@ func New(opts Options) (*Cloud, error) {
 	if c.Bus, err = store.NewBus(store.Options{Dir: filepath.Join(opts.DataDir, "jetstream"), Listen: opts.NATSListen, Users: opts.NATSUsers,
 		TLS: opts.NATSTLS, SyncInterval: opts.SyncInterval, Cluster: opts.Cluster, Logger: c.log}); err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
+	}
+	if err := validSinks(opts.Sinks); err != nil {
+		return nil, err
 	}
 	if err := opts.MQTT.validate(); err != nil {
 		return nil, fmt.Errorf("cloud: broker: %w", err)

@@ -77,7 +77,10 @@ var (
 	descUpdateServed    = prometheus.NewDesc("calx_update_chunks_served_total", "Pieces of edge builds served to edges on this node.", nil, nil)
 	descUpdateRefused   = prometheus.NewDesc("calx_update_requests_refused_total", "Edges' requests for pieces of builds refused: malformed, or for no build kept.", nil, nil)
 	descUpdateDropped   = prometheus.NewDesc("calx_update_requests_dropped_total", "Edges' requests for pieces of builds dropped: too many of one edge waiting (it asks again).", nil, nil)
-	cloudCollectorDescs = []*prometheus.Desc{descUpdateServed, descUpdateRefused, descUpdateDropped, descClusterNodes, descClusterQuorum, descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
+	descSinkWritten     = prometheus.NewDesc("calx_sink_values_written_total", "Values a sink's far end committed (PostgreSQL...), on the node that feeds it.", []string{"sink"}, nil)
+	descSinkFailures    = prometheus.NewDesc("calx_sink_write_failures_total", "Batches a sink's far end refused or did not answer (tried again; the backlog stays in the backbone).", []string{"sink"}, nil)
+	descSinkFailing     = prometheus.NewDesc("calx_sink_failing", "1 while a sink's last write failed.", []string{"sink"}, nil)
+	cloudCollectorDescs = []*prometheus.Desc{descSinkWritten, descSinkFailures, descSinkFailing, descUpdateServed, descUpdateRefused, descUpdateDropped, descClusterNodes, descClusterQuorum, descCalcLate, descCalcOutputs, descCalcFailed, descCycles, descAlarmTrans, descAlarmsByState, descConsumerPending, descConsumerAcking, descEdgeHealth, descEdgeBuffer, descEdgeOldest,
 		descEdgeDropped, descEdgeValues, descFleetAlarms, descLiveBusDropped, descRepubSent, descRepubDropped, descRepubConflated, descBrokerClients, descBrokerReceived, descBrokerDropped, descPersisted, descPersistErrors,
 		descBadTopics, descAuthDenied, descBrokerRefused, descRetainCleared, descLoginThrottled, descUplinkUp, descUplinkStored, descUplinkDups, descUplinkGaps, descBrokerOpen, descBrokerAcceptErr, descHostMessages, descHostSamples, descHostMalformed, descHostGaps, descHostRebirths, descHostForeign, descHostOverCap,
 		descArchWritten, descArchPending, descArchLatency, descLiveDropped, descNodeOnline, descNodeMalformed, descNodeSeqGaps}
@@ -123,6 +126,15 @@ func (cc cloudCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descUplinkGaps, float64(up.Gaps))
 	}
 	counter(descBrokerAcceptErr, float64(b.Listener.AcceptErrors))
+	for _, sk := range cc.c.SinkStats() {
+		counter(descSinkWritten, float64(sk.Written), sk.Name)
+		counter(descSinkFailures, float64(sk.Failures), sk.Name)
+		failing := 0.0
+		if sk.LastError != "" {
+			failing = 1
+		}
+		gauge(descSinkFailing, failing, sk.Name)
+	}
 	if cc.c.Updates != nil {
 		us := cc.c.Updates.Stats()
 		counter(descUpdateServed, float64(us.ChunksServed))
