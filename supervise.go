@@ -50,10 +50,17 @@ func withoutSupervise(args []string) []string {
 
 func (s *supervisor) run(ctx context.Context) error {
 	backoff := time.Second
-	for {
+	for first := true; ; first = false {
 		st, err := release.LoadState(s.stateFile)
 		if err != nil {
 			s.log.Error("update state not read", "err", err)
+		}
+		if first && st.Step == release.StepTrial {
+			// The machine restarted during a trial: its window starts anew.
+			st.TrialSince = time.Now().UTC()
+			if err := release.SaveState(s.stateFile, st); err != nil {
+				s.log.Error("update state not saved", "err", err)
+			}
 		}
 		if st.Step == release.StepRestarting {
 			// The new build is in place unless the edge stopped (or the
@@ -75,8 +82,16 @@ func (s *supervisor) run(ctx context.Context) error {
 		case stopped:
 			return nil
 		case cause != "":
-			s.rollback(st, cause)
-			backoff = time.Second
+			if !s.rollback(st, cause) {
+				// Nothing to go back to: the build in place runs on, after
+				// a pause, rather than in a loop of trials.
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 30*time.Second)
+			}
 		case code == exitRestart:
 			backoff = time.Second
 		case code == 2:
@@ -163,20 +178,24 @@ func (s *supervisor) wait(cmd *exec.Cmd, done <-chan error) {
 	}
 }
 
-// rollback puts the previous binary back and records why.
-func (s *supervisor) rollback(st release.State, cause string) {
-	if err := release.Restore(s.exe); err != nil {
-		s.log.Error("update failed its trial and the previous binary cannot be put back", "cause", cause, "err", err)
-		return
-	}
+// rollback puts the previous binary back and records why; false when
+// there was none to put back (the state says so, and the trial ends).
+func (s *supervisor) rollback(st release.State, cause string) bool {
 	if now, err := release.LoadState(s.stateFile); err == nil && now.Version == st.Version {
 		st = now
 	}
-	st.Step, st.Error, st.Health = release.StepRolledBack, cause, ""
+	st.Health = ""
+	if err := release.Restore(s.exe); err != nil {
+		st.Step, st.Error = release.StepFailed, cause+"; the previous binary cannot be put back: "+err.Error()
+		s.log.Error("update failed its trial and the previous binary cannot be put back", "cause", cause, "err", err)
+	} else {
+		st.Step, st.Error = release.StepRolledBack, cause
+		s.log.Error("update rolled back; starting the previous binary", "version", st.Version, "cause", cause)
+	}
 	if err := release.SaveState(s.stateFile, st); err != nil {
 		s.log.Error("update state not saved", "err", err)
 	}
-	s.log.Error("update rolled back; starting the previous binary", "version", st.Version, "cause", cause)
+	return st.Step == release.StepRolledBack
 }
 
 func exitCode(err error) int {

@@ -113,7 +113,11 @@ func (r *sinkRunner) decode(_ context.Context, msgs iter.Seq[jetstream.Msg]) ([]
 func (r *sinkRunner) write(ctx context.Context, samples []uns.Sample) error {
 	wait := time.Second
 	for {
-		err := r.sink.Writer.WriteBatch(context.WithoutCancel(ctx), samples)
+		// A far end that hangs (a lock held by someone else) does not hold
+		// the batch, nor a shutdown, for longer than two minutes a try.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		err := r.sink.Writer.WriteBatch(wctx, samples)
+		cancel()
 		if err == nil {
 			r.written.Add(uint64(len(samples)))
 			r.mu.Lock()

@@ -73,6 +73,9 @@ type UpdateRollout struct {
 	Finished   time.Time    `json:"finished,omitzero"`
 
 	healthyFor, timeout time.Duration
+	// rev is the bucket's revision of the rollout as read: a save over a
+	// later one (another node's) fails, and is done again from it.
+	rev uint64
 }
 
 // UpdateWave is one wave of a rollout.
@@ -82,7 +85,11 @@ type UpdateWave struct {
 	State        string    `json:"state"`
 	Started      time.Time `json:"started,omitzero"`
 	HealthySince time.Time `json:"healthy_since,omitzero"`
-	Reason       string    `json:"reason,omitempty"`
+	// Reached is when every edge of the wave first ran the release;
+	// LateSince when one fell behind after that.
+	Reached   time.Time `json:"reached,omitzero"`
+	LateSince time.Time `json:"late_since,omitzero"`
+	Reason    string    `json:"reason,omitempty"`
 }
 
 // EdgeUpdate is how far one edge of a rollout is.
@@ -174,21 +181,29 @@ func (u *Updates) supersede(ctx context.Context, r *UpdateRollout, edges []strin
 	if err != nil {
 		return err
 	}
-	for _, old := range all {
-		if old.State != RolloutRunning {
-			continue
+	for _, listed := range all {
+		for try := 0; ; try++ {
+			old, err := u.load(ctx, listed.ID)
+			if err != nil {
+				return err
+			}
+			shared := slices.ContainsFunc(old.Waves, func(w UpdateWave) bool {
+				return slices.ContainsFunc(w.Edges, func(e string) bool { return slices.Contains(edges, e) })
+			})
+			if old.State != RolloutRunning || !shared {
+				break
+			}
+			old.State, old.Reason, old.Finished = RolloutSuperseded, fmt.Sprintf("superseded by %s (release %s)", r.ID, r.Version), time.Now().UTC()
+			err = u.save(ctx, old)
+			if err == nil {
+				u.log.Info("update rollout superseded", "id", old.ID, "by", r.ID)
+				break
+			}
+			if !errors.Is(err, errRolloutChanged) || try == 10 {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond) // the node that drives it saved meanwhile
 		}
-		shared := slices.ContainsFunc(old.Waves, func(w UpdateWave) bool {
-			return slices.ContainsFunc(w.Edges, func(e string) bool { return slices.Contains(edges, e) })
-		})
-		if !shared {
-			continue
-		}
-		old.State, old.Reason, old.Finished = RolloutSuperseded, fmt.Sprintf("superseded by %s (release %s)", r.ID, r.Version), time.Now().UTC()
-		if err := u.save(ctx, &old); err != nil {
-			return err
-		}
-		u.log.Info("update rollout superseded", "id", old.ID, "by", r.ID)
 	}
 	return nil
 }
@@ -265,11 +280,27 @@ func (u *Updates) selectEdges(ctx context.Context, req UpdateRolloutRequest) ([]
 	return picked, sel, nil
 }
 
+// errRolloutChanged: the rollout changed in the bucket since it was read.
+var errRolloutChanged = errors.New("updates: the rollout changed meanwhile")
+
+// save writes a rollout over the revision it was read at (a new one only
+// if there is none).
 func (u *Updates) save(ctx context.Context, r *UpdateRollout) error {
 	b, _ := json.Marshal(r)
-	if _, err := u.rollouts.Put(ctx, r.ID, b); err != nil {
+	var rev uint64
+	var err error
+	if r.rev == 0 {
+		rev, err = u.rollouts.Create(ctx, r.ID, b)
+	} else {
+		rev, err = u.rollouts.Update(ctx, r.ID, b, r.rev)
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || strings.Contains(err.Error(), "wrong last sequence") {
+			return errRolloutChanged
+		}
 		return fmt.Errorf("updates: %w", err)
 	}
+	r.rev = rev
 	return nil
 }
 
@@ -285,6 +316,7 @@ func (u *Updates) load(ctx context.Context, id string) (*UpdateRollout, error) {
 	if err := json.Unmarshal(e.Value(), &r); err != nil {
 		return nil, fmt.Errorf("updates: rollout %s: %w", id, err)
 	}
+	r.rev = e.Revision()
 	r.healthyFor, _ = time.ParseDuration(r.HealthyFor)
 	r.timeout, _ = time.ParseDuration(r.Timeout)
 	return &r, nil
@@ -393,10 +425,16 @@ func (u *Updates) evaluate(ctx context.Context, now time.Time) {
 		}
 		before, _ := json.Marshal(r)
 		if err := u.step(ctx, r, byID, now); err != nil {
-			u.log.Warn("update rollout not moved on", "id", r.ID, "err", err)
+			if !errors.Is(err, errRolloutChanged) {
+				u.log.Warn("update rollout not moved on", "id", r.ID, "err", err)
+			}
+			continue
 		}
 		if after, _ := json.Marshal(r); string(after) != string(before) {
-			if err := u.save(ctx, r); err != nil {
+			// One that changed meanwhile (superseded) is judged again from
+			// what it is now at the next round; an assignment made in this
+			// one is made again then, which changes nothing.
+			if err := u.save(ctx, r); err != nil && !errors.Is(err, errRolloutChanged) {
 				u.log.Warn("update rollout not saved", "id", r.ID, "err", err)
 			}
 		}
@@ -417,13 +455,18 @@ func (u *Updates) step(ctx context.Context, r *UpdateRollout, byID map[string]Ed
 		if err != nil {
 			return err
 		}
+		// The wave is claimed in the bucket before its edges are told: a
+		// rollout superseded meanwhile (on another node) assigns nothing.
+		w.State, w.Started = WaveRunning, now.UTC()
+		if err := u.save(ctx, r); err != nil {
+			return err
+		}
 		a := release.Assignment{Version: r.Version, Rollout: r.ID, Builds: rel.Builds}
 		for _, e := range w.Edges {
 			if err := u.assign(ctx, e, a); err != nil {
 				return err
 			}
 		}
-		w.State, w.Started = WaveRunning, now.UTC()
 		u.log.Info("update wave started", "id", r.ID, "wave", w.Name, "edges", len(w.Edges))
 		return nil
 	}
@@ -451,10 +494,24 @@ func (u *Updates) step(ctx context.Context, r *UpdateRollout, byID map[string]Ed
 	}
 	if len(late) > 0 {
 		w.State, w.HealthySince = WaveRunning, time.Time{}
-		if now.Sub(w.Started) > r.timeout {
+		// Timed from the wave's start until its edges first reach the
+		// release; after that, from when one fell behind again (a short
+		// disconnect during the hold restarts the hold, no more).
+		since := w.Started
+		if !w.Reached.IsZero() {
+			if w.LateSince.IsZero() {
+				w.LateSince = now.UTC()
+			}
+			since = w.LateSince
+		}
+		if now.Sub(since) > r.timeout {
 			u.fail(r, w, now, fmt.Sprintf("not on %s within %s: %s", r.Version, r.Timeout, strings.Join(late, ", ")))
 		}
 		return nil
+	}
+	w.LateSince = time.Time{}
+	if w.Reached.IsZero() {
+		w.Reached = now.UTC()
 	}
 	if w.HealthySince.IsZero() {
 		w.State, w.HealthySince = WaveHolding, now.UTC()

@@ -226,11 +226,22 @@ func (u *Updates) Upload(ctx context.Context, m release.Manifest, body io.Reader
 	}
 	h := sha256.New()
 	n := &countingReader{r: io.TeeReader(io.LimitReader(body, m.Size+1), h)}
-	if _, err := u.obs.Put(ctx, jetstream.ObjectMeta{Name: buildName(m.SHA256), Description: m.Version + " " + m.Platform()}, n); err != nil {
+	// A build kept already (the same bytes under another version) is not
+	// written again: an upload that turns out not to match would take it.
+	_, err := u.obs.GetInfo(ctx, buildName(m.SHA256))
+	kept := err == nil
+	if kept {
+		_, err = io.Copy(io.Discard, n)
+	} else {
+		_, err = u.obs.Put(ctx, jetstream.ObjectMeta{Name: buildName(m.SHA256), Description: m.Version + " " + m.Platform()}, n)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("updates: keep build: %w", err)
 	}
 	if sum := hex.EncodeToString(h.Sum(nil)); n.n != m.Size || sum != m.SHA256 {
-		u.obs.Delete(context.WithoutCancel(ctx), buildName(m.SHA256))
+		if !kept {
+			u.obs.Delete(context.WithoutCancel(ctx), buildName(m.SHA256))
+		}
 		return nil, fmt.Errorf("%w: %v: %d bytes with SHA-256 %s, the manifest says %d and %s", ErrBadRelease, release.ErrTampered, n.n, sum, m.Size, m.SHA256)
 	}
 	for range 10 {
@@ -376,7 +387,9 @@ func (u *Updates) serve(ctx context.Context) {
 		} else {
 			u.served.Add(1)
 		}
-		if err := u.broker.Publish(sparkplug.UpdateChunkTopic(r.group, r.edge), release.EncodeChunk(h, data), false, 1); err != nil {
+		// QoS 0: a piece lost is asked for again, and the broker holds no
+		// unacknowledged pieces for an edge that does not read them.
+		if err := u.broker.Publish(sparkplug.UpdateChunkTopic(r.group, r.edge), release.EncodeChunk(h, data), false, 0); err != nil {
 			u.log.Warn("update chunk not sent", "edge", r.group+"/"+r.edge, "err", err)
 		}
 	}

@@ -57,6 +57,9 @@ func (o *UpdateOptions) defaults() {
 	}
 }
 
+// maxTries bounds the downloads of a build whose bytes do not match.
+const maxTries = 3
+
 // errSuperseded: a newer assignment came during a download.
 var errSuperseded = errors.New("a newer release was assigned")
 
@@ -93,14 +96,21 @@ func (u *updater) state() release.State {
 	return u.st
 }
 
+// set changes the state and saves it, under the lock: the run and trial
+// goroutines both write the file.
 func (u *updater) set(f func(s *release.State)) {
 	u.mu.Lock()
+	defer u.mu.Unlock()
 	f(&u.st)
-	st := u.st
-	u.mu.Unlock()
-	if err := release.SaveState(u.file, st); err != nil {
+	if err := release.SaveState(u.file, u.st); err != nil {
 		u.e.log.Error("update state not saved", "err", err)
 	}
+}
+
+// onTrial says whether this binary is the one on trial now.
+func (u *updater) onTrial() bool {
+	st := u.state()
+	return st.Step == release.StepTrial && st.Version == u.own()
 }
 
 // assign takes an assignment from the broker's goroutine: never blocks.
@@ -201,6 +211,9 @@ func (u *updater) watchTrial(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		if !u.onTrial() {
+			return
+		}
 		missing := u.health()
 		st := u.state()
 		if missing == "" {
@@ -242,14 +255,24 @@ func (u *updater) run(ctx context.Context) {
 		if pending == nil {
 			continue
 		}
+		if u.onTrial() {
+			// A release assigned while this one proves itself waits: the
+			// binary to go back to must stay the one known good.
+			retry = time.After(time.Second)
+			continue
+		}
 		switch err := u.carryOut(ctx, *pending); {
 		case err == nil:
 			pending = nil
 		case errors.Is(err, errSuperseded), ctx.Err() != nil:
 		default:
-			u.e.log.Warn("update failed; trying again in 30s", "version", pending.Version, "err", err)
+			pause := 30 * time.Second
+			if errors.Is(err, release.ErrTampered) {
+				pause = time.Second // fetched again at once, a bounded number of times
+			}
+			u.e.log.Warn("update failed; trying again", "version", pending.Version, "in", pause, "err", err)
 			u.set(func(s *release.State) { s.Step, s.Error = release.StepFailed, err.Error() })
-			retry = time.After(30 * time.Second)
+			retry = time.After(pause)
 		}
 	}
 }
@@ -270,15 +293,19 @@ func (u *updater) carryOut(ctx context.Context, a release.Assignment) error {
 		return nil // failed here before: not tried again
 	}
 	if u.o.PublicKey == nil {
-		u.refuse(a, build, "this edge pins no release key (updates.public_key in its config)")
-		return nil
+		// Not refused for good: a key set in the config later takes it.
+		return errors.New("this edge pins no release key (updates.public_key in its config)")
 	}
 	if err := release.Verify(u.o.PublicKey, build); err != nil {
 		u.refuse(a, build, err.Error())
 		return nil
 	}
+	tries := 0
+	if st.Version == a.Version && st.SHA256 == build.SHA256 {
+		tries = st.Tries
+	}
 	u.set(func(s *release.State) {
-		*s = release.State{Version: a.Version, SHA256: build.SHA256, From: u.own(), Rollout: a.Rollout, Step: release.StepDownloading}
+		*s = release.State{Version: a.Version, SHA256: build.SHA256, From: u.own(), Rollout: a.Rollout, Step: release.StepDownloading, Tries: tries}
 	})
 	u.e.log.Info("update: downloading", "version", a.Version, "bytes", build.Size)
 	file, err := u.download(ctx, build)
@@ -288,14 +315,23 @@ func (u *updater) carryOut(ctx context.Context, a release.Assignment) error {
 	u.set(func(s *release.State) { s.Step, s.Percent = release.StepVerifying, 100 })
 	if err := release.Check(u.o.PublicKey, build, file); err != nil {
 		os.Remove(file)
+		// Bytes that do not match may be this disk's doing (a power cut
+		// during the download): fetched again, up to three times.
+		if errors.Is(err, release.ErrTampered) && tries+1 < maxTries {
+			u.set(func(s *release.State) { s.Tries = tries + 1 })
+			return err
+		}
 		u.refuse(a, build, err.Error())
 		return nil
 	}
+	// Said before the swap: a process stopped during it starts again with
+	// this state, and the SHA-256 of the binary in place (or, without a
+	// supervisor, the version it runs) tells whether the swap was done.
+	u.set(func(s *release.State) { s.Step = release.StepRestarting })
 	if err := release.Install(u.o.Executable, file); err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
 	os.Remove(file)
-	u.set(func(s *release.State) { s.Step = release.StepRestarting })
 	u.e.log.Info("update installed; restarting into it", "version", a.Version, "binary", u.o.Executable)
 	u.requestRestart()
 	return nil
@@ -303,7 +339,11 @@ func (u *updater) carryOut(ctx context.Context, a release.Assignment) error {
 
 func (u *updater) refuse(a release.Assignment, b release.Manifest, why string) {
 	u.set(func(s *release.State) {
-		*s = release.State{Version: a.Version, SHA256: b.SHA256, From: u.own(), Rollout: a.Rollout, Step: release.StepRefused, Error: why}
+		tries := 0
+		if s.Version == a.Version && s.SHA256 == b.SHA256 {
+			tries = s.Tries
+		}
+		*s = release.State{Version: a.Version, SHA256: b.SHA256, From: u.own(), Rollout: a.Rollout, Step: release.StepRefused, Error: why, Tries: tries}
 	})
 	u.e.log.Error("update refused", "version", a.Version, "why", why)
 }

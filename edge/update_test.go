@@ -174,6 +174,14 @@ func TestEdgeUpdateRefused(t *testing.T) {
 	os.WriteFile(filepath.Join(s.releases, m.SHA256), tampered, 0o600)
 	s.roll(t, priv, "1.2.0", build, m)
 	refused("does not match its manifest")
+	// Fetched three times (the edge's own disk might have lost bytes), then
+	// refused.
+	if st := s.edge.UpdateState(); st.Tries != 2 {
+		t.Fatalf("tries %d", st.Tries)
+	}
+	if n := s.app.Cloud.Updates.Stats().ChunksServed; n != 3*2 {
+		t.Fatalf("%d pieces served, want two pieces three times", n)
+	}
 
 	// A build refused is not fetched again when the assignment comes
 	// again (after a reconnect, as a retained message).

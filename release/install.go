@@ -39,8 +39,10 @@ type State struct {
 	TrialSince time.Time     `json:"trial_since,omitzero"`
 	Window     time.Duration `json:"window,omitempty"`
 	// Health is what the binary on trial still lacks to be healthy.
-	Health string    `json:"health,omitempty"`
-	At     time.Time `json:"at"`
+	Health string `json:"health,omitempty"`
+	// Tries counts the downloads whose bytes did not match.
+	Tries int       `json:"tries,omitempty"`
+	At    time.Time `json:"at"`
 }
 
 // StateFile is where an edge with data dir dir keeps its State.
@@ -78,12 +80,15 @@ func SaveState(file string, s State) error {
 // writeAtomic writes a file through a temporary one in its directory,
 // synced, and renamed over it.
 func writeAtomic(file string, b []byte, mode os.FileMode) error {
-	tmp := file + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	f, err := os.CreateTemp(filepath.Dir(file), filepath.Base(file)+".*.tmp")
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
+	tmp := f.Name()
 	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -58,16 +58,16 @@ type Manifest struct {
 func (m Manifest) Platform() string { return m.OS + "/" + m.Arch }
 
 var (
-	versionRe  = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$`)
+	versionRe  = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$`)
 	platformRe = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
 	sha256Re   = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
-// ValidVersion checks a release version: letters, digits and . + _ -,
+// ValidVersion checks a release version: letters, digits and . _ -,
 // up to 64 characters, starting with a letter or a digit.
 func ValidVersion(v string) error {
 	if !versionRe.MatchString(v) {
-		return fmt.Errorf("%w: version %q: letters, digits and . + _ - only, up to 64", ErrManifest, v)
+		return fmt.Errorf("%w: version %q: letters, digits and . _ - only, up to 64", ErrManifest, v)
 	}
 	return nil
 }

@@ -26,7 +26,9 @@ const maxReleaseBytes = 1 << 30
 func (s *Server) uploadRelease(w http.ResponseWriter, r *http.Request) {
 	// A build of some ten megabytes over a thin link takes more than the
 	// server's minute.
-	http.NewResponseController(w).SetReadDeadline(time.Now().Add(30 * time.Minute))
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(30 * time.Minute))
+	rc.SetWriteDeadline(time.Now().Add(31 * time.Minute))
 	const shape = `multipart/form-data with the part "manifest" (the JSON calx release sign wrote) and then the part "binary"`
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "multipart/form-data" {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,10 +116,7 @@ func (s *Sink) schema(ctx context.Context) error {
 		fmt.Sprintf(points, s.q("points")),
 	}
 	if ts {
-		stmts = append(stmts,
-			fmt.Sprintf(`SELECT create_hypertable('%s', 'ts', if_not_exists => TRUE)`, s.o.Schema+".points"),
-			fmt.Sprintf(`ALTER TABLE %s SET (timescaledb.compress, timescaledb.compress_segmentby = 'tag_id')`, s.q("points")),
-			fmt.Sprintf(`SELECT add_compression_policy('%s', INTERVAL '7 days', if_not_exists => TRUE)`, s.o.Schema+".points"))
+		stmts = append(stmts, fmt.Sprintf(`SELECT create_hypertable('%s', 'ts', if_not_exists => TRUE)`, s.o.Schema+".points"))
 	}
 	stmts = append(stmts,
 		// Values by path, for dashboards and ad-hoc SQL.
@@ -130,6 +128,25 @@ func (s *Sink) schema(ctx context.Context) error {
 	for _, st := range stmts {
 		if _, err := s.pool.Exec(ctx, st); err != nil {
 			return fmt.Errorf("postgres: schema: %w", err)
+		}
+	}
+	if ts {
+		// Compression is set once: TimescaleDB refuses to set it again on
+		// a table with compressed chunks.
+		var on bool
+		if err := s.pool.QueryRow(ctx, `SELECT compression_enabled FROM timescaledb_information.hypertables
+			WHERE hypertable_schema = $1 AND hypertable_name = 'points'`, s.o.Schema).Scan(&on); err != nil {
+			return fmt.Errorf("postgres: schema: %w", err)
+		}
+		if !on {
+			for _, st := range []string{
+				fmt.Sprintf(`ALTER TABLE %s SET (timescaledb.compress, timescaledb.compress_segmentby = 'tag_id')`, s.q("points")),
+				fmt.Sprintf(`SELECT add_compression_policy('%s', INTERVAL '7 days', if_not_exists => TRUE)`, s.o.Schema+".points"),
+			} {
+				if _, err := s.pool.Exec(ctx, st); err != nil {
+					return fmt.Errorf("postgres: schema: %w", err)
+				}
+			}
 		}
 	}
 	s.ready, s.timescale = true, ts
@@ -160,13 +177,16 @@ func (s *Sink) WriteBatch(ctx context.Context, samples []uns.Sample) error {
 		id int32
 		ts time.Time
 	}
+	// PostgreSQL keeps microseconds: two values of a tag within one are one
+	// row.
+	at := func(sm uns.Sample) time.Time { return sm.TS.UTC().Truncate(time.Microsecond) }
 	last := make(map[key]int, len(samples))
 	for i, sm := range samples {
-		last[key{s.tags[sm.Path], sm.TS.UTC()}] = i
+		last[key{s.tags[sm.Path], at(sm)}] = i
 	}
 	rows := make([][]any, 0, len(last))
 	for i, sm := range samples {
-		k := key{s.tags[sm.Path], sm.TS.UTC()}
+		k := key{s.tags[sm.Path], at(sm)}
 		if last[k] != i {
 			continue
 		}
@@ -177,7 +197,8 @@ func (s *Sink) WriteBatch(ctx context.Context, samples []uns.Sample) error {
 		case uns.KindInt, uns.KindBool:
 			f, vi = float64(sm.Value.I), sm.Value.I
 		case uns.KindString:
-			vs = sm.Value.S
+			// A text column takes no NUL and nothing but UTF-8.
+			vs = strings.ReplaceAll(strings.ToValidUTF8(sm.Value.S, "\uFFFD"), "\x00", "\uFFFD")
 		}
 		rows = append(rows, []any{k.id, k.ts, f, vi, vs, int16(sm.Quality)})
 	}
@@ -195,6 +216,8 @@ func (s *Sink) WriteBatch(ctx context.Context, samples []uns.Sample) error {
 	}
 	if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s SELECT * FROM calx_stage ON CONFLICT (tag_id, ts) DO UPDATE
 		SET value = EXCLUDED.value, value_int = EXCLUDED.value_int, value_str = EXCLUDED.value_str, quality = EXCLUDED.quality`, s.q("points"))); err != nil {
+		// A partition dropped or detached since: made again next time.
+		clear(s.parts)
 		return fmt.Errorf("postgres: insert: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {

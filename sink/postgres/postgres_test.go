@@ -70,6 +70,22 @@ func TestSinkWrites(t *testing.T) {
 		t.Fatalf("a minute's rollup: %d values", n)
 	}
 
+	// Text with a NUL and bytes that are not UTF-8, and two values of a
+	// tag within one microsecond (one row in PostgreSQL, the last wins).
+	odd := []uns.Sample{
+		{Path: "ent/site/area/line/kiln/state", TS: base.Add(time.Hour + 100), Value: uns.Value{Kind: uns.KindString, S: "a\x00b\xff"}, Quality: uns.Good},
+		{Path: "ent/site/area/line/kiln/state", TS: base.Add(time.Hour + 200), Value: uns.Value{Kind: uns.KindString, S: "c\x00"}, Quality: uns.Good},
+	}
+	if err := s.WriteBatch(ctx, odd); err != nil {
+		t.Fatalf("odd values: %v", err)
+	}
+	if err := s.pool.QueryRow(ctx, `SELECT value_str FROM calx.tag_values WHERE path = 'ent/site/area/line/kiln/state' AND ts > $1`, base).Scan(&str); err != nil || str != "c\uFFFD" {
+		t.Fatalf("odd text: %q %v", str, err)
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM calx.points WHERE ts > $1`, base.Add(time.Minute*30)); err != nil {
+		t.Fatal(err)
+	}
+
 	// A second sink on the same database (a restart) finds the tags.
 	s2, err := Open(Options{URL: pg.URL()})
 	if err != nil {
