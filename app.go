@@ -117,7 +117,9 @@ type demoOptions struct {
 	HTTP, MQTT, DataDir string
 	// SimInterval overrides the kilns' read interval (tests go faster).
 	SimInterval time.Duration
-	Logger      *slog.Logger
+	// Sinks get the demo's values too.
+	Sinks  []cloud.Sink
+	Logger *slog.Logger
 }
 
 // demo is a cloud and simulated edges in one process.
@@ -150,6 +152,7 @@ func startDemo(ctx context.Context, o demoOptions) (*demo, error) {
 	app, err := startCloudApp(ctx, cloud.Options{
 		DataDir: filepath.Join(o.DataDir, "cloud"),
 		MQTT:    cloud.BrokerOptions{Listen: o.MQTT, Users: users},
+		Sinks:   o.Sinks,
 		Logger:  log,
 	}, []web.User{admin}, web.Options{Listen: o.HTTP}, log)
 	if err != nil {

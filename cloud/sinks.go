@@ -37,6 +37,9 @@ type SinkStats struct {
 	Failures  uint64 `json:"failures"`
 	LastError string `json:"last_error,omitempty"`
 	Running   bool   `json:"running"` // on this node (in a cluster, one node runs each sink)
+	// Behind is how many backbone messages of values the sink has still
+	// to write (its consumer's backlog); -1: not known now.
+	Behind int64 `json:"behind"`
 }
 
 // sinkRunner feeds one sink.
@@ -147,6 +150,23 @@ func (c *Cloud) SinkStats() []SinkStats {
 	out := make([]SinkStats, 0, len(c.sinks))
 	for _, r := range c.sinks {
 		out = append(out, r.stats())
+	}
+	return out
+}
+
+// SinkStatus lists the sinks' counters with each one's backlog in the
+// backbone.
+func (c *Cloud) SinkStatus(ctx context.Context) []SinkStats {
+	out := c.SinkStats()
+	for i := range out {
+		out[i].Behind = -1
+		cons, err := c.Bus.JetStream().Consumer(ctx, store.StreamUNS, sinkConsumer(out[i].Name))
+		if err != nil {
+			continue
+		}
+		if info, err := cons.Info(ctx); err == nil {
+			out[i].Behind = int64(info.NumPending) + int64(info.NumAckPending)
+		}
 	}
 	return out
 }

@@ -169,6 +169,7 @@ type parts struct {
 	jobs     jobHolders
 	confirm  confirmKeeper
 	updates  edgeUpdates
+	sinks    func(ctx context.Context) []cloud.SinkStats
 	ready    func() error
 }
 
@@ -178,5 +179,5 @@ func partsOf(c *cloud.Cloud) (parts, bool) {
 		return parts{}, false
 	}
 	return parts{history: c.Historian, audit: c.Historian, tags: c.Registry, live: c.Hub, alarms: c,
-		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, jobs: c, confirm: c, updates: c.Updates, ready: c.ReadyErr}, true
+		writer: c.Host, fleet: c.Fleet, health: c.Health, accounts: c, users: c, tokens: c, boards: c, cluster: c.Bus, jobs: c, confirm: c, updates: c.Updates, sinks: c.SinkStatus, ready: c.ReadyErr}, true
 }

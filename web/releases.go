@@ -146,3 +146,10 @@ func (s *Server) rolloutJSON(ro *cloud.UpdateRollout) map[string]any {
 	}
 	return map[string]any{"rollout": ro, "edges": edges, "counts": counts}
 }
+
+// sinks lists the far ends that get every value besides the historian
+// (docs/INTEGRATIONS.md), each with its counters and backlog.
+func (s *Server) sinks(w http.ResponseWriter, r *http.Request) {
+	list := s.c.sinks(r.Context())
+	writeJSON(w, http.StatusOK, map[string]any{"count": len(list), "sinks": list})
+}

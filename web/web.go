@@ -240,6 +240,7 @@ func (s *Server) routes() http.Handler {
 			r.With(s.requireRole(RoleAdmin, RoleEngineer), requireWholeScope("the fleet config")).Post("/config/rollback", s.configRollback)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Post("/rollouts", s.rollout)
 			r.With(s.requireRole(RoleAdmin, RoleEngineer), requireWholeScope("SQL")).Post("/sql", s.sqlQuery)
+			r.With(s.requireRole(RoleAdmin, RoleEngineer)).Get("/sinks", s.sinks)
 			r.Get("/releases", s.listReleases)
 			r.Get("/releases/rollouts", s.listUpdateRollouts)
 			r.Get("/releases/rollouts/{id}", s.updateRollout)

@@ -193,8 +193,27 @@
     } catch (e) { note.textContent = e.message; note.className = "small error"; }
     loadUpdates();
   });
+  // The sinks (PostgreSQL...) to engineers and admins, shown when there are any.
+  async function loadSinks() {
+    if (!seesNodes) return;
+    let j;
+    try { j = await get("/api/v1/sinks"); } catch (e) { return; }
+    const panel = document.getElementById("sinks");
+    panel.hidden = !j.count;
+    const tb = document.querySelector("#sinks-table tbody");
+    tb.textContent = "";
+    for (const k of j.sinks) {
+      const state = !k.running ? "on another node" : k.last_error ? "failing: " + k.last_error : "ok";
+      tb.append(el("tr", { "data-sink": k.name }, el("td", { text: k.name }),
+        el("td", { class: k.last_error ? "bad-text" : "ok-text", text: state }),
+        el("td", { class: "num", text: String(k.written) }),
+        el("td", { class: "num", text: k.behind < 0 ? "—" : k.behind + " messages" }),
+        el("td", { class: "num wide-only", text: String(k.failures) })));
+    }
+  }
   load();
   loadNodes();
   loadUpdates();
-  setInterval(() => { load(); loadNodes(); loadUpdates(); }, 10000);
+  loadSinks();
+  setInterval(() => { load(); loadNodes(); loadUpdates(); loadSinks(); }, 10000);
 })();
