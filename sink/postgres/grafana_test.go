@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calx-iiot/calx/internal/pgtest"
 	"github.com/calx-iiot/calx/uns"
 )
 
@@ -38,12 +37,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err := dec.Decode(&dash); err != nil {
 		t.Fatal(err)
 	}
-	pg := pgtest.Start(t)
-	s, err := Open(Options{URL: pg.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	_, s := startSink(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	var batch []uns.Sample

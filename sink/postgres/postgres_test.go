@@ -9,6 +9,18 @@ import (
 	"github.com/calx-iiot/calx/uns"
 )
 
+// startSink starts a PostgreSQL and a sink on it, closed at the test's end.
+func startSink(t testing.TB) (*pgtest.Server, *Sink) {
+	t.Helper()
+	pg := pgtest.Start(t)
+	s, err := Open(Options{URL: pg.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return pg, s
+}
+
 func count(t *testing.T, s *Sink, q string, args ...any) int64 {
 	t.Helper()
 	var n int64
@@ -23,12 +35,7 @@ func count(t *testing.T, s *Sink, q string, args ...any) int64 {
 // minute view adds them up; a database that goes down fails the writes,
 // and they succeed once it is back.
 func TestSinkWrites(t *testing.T) {
-	pg := pgtest.Start(t)
-	s, err := Open(Options{URL: pg.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	pg, s := startSink(t)
 	ctx := context.Background()
 	base := time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
 	var batch []uns.Sample
