@@ -452,23 +452,33 @@ func (f *Fleet) send(c *fleet.Config, edgeKey string, v uint64) error {
 
 // desiredAll returns every edge's desired version, by group/edge_id.
 func (f *Fleet) desiredAll(ctx context.Context) (map[string]Desired, error) {
-	lister, err := f.desired.ListKeys(ctx)
+	out, err := byEdge[Desired](ctx, f.desired, f.log, "desired version")
 	if err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
-	out := map[string]Desired{}
+	return out, nil
+}
+
+// byEdge reads a bucket keyed by desiredKey into a map by group/edge_id;
+// a value that does not decode is logged as a malformed what and left out.
+func byEdge[T any](ctx context.Context, kv jetstream.KeyValue, log *slog.Logger, what string) (map[string]T, error) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]T{}
 	for k := range lister.Keys() {
-		e, err := f.desired.Get(ctx, k)
+		e, err := kv.Get(ctx, k)
 		if err != nil {
 			continue
 		}
-		var d Desired
-		if json.Unmarshal(e.Value(), &d) != nil {
-			f.log.Warn("malformed desired version ignored", "key", k)
+		var v T
+		if json.Unmarshal(e.Value(), &v) != nil {
+			log.Warn("malformed "+what+" ignored", "key", k)
 			continue
 		}
 		g, ed, _ := strings.Cut(k, ".")
-		out[store.Untoken(g)+"/"+store.Untoken(ed)] = d
+		out[store.Untoken(g)+"/"+store.Untoken(ed)] = v
 	}
 	return out, nil
 }

@@ -24,7 +24,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/calx-iiot/calx/release"
-	"github.com/calx-iiot/calx/store"
 	"github.com/calx-iiot/calx/uns/sparkplug"
 )
 
@@ -334,23 +333,9 @@ func (u *Updates) assign(ctx context.Context, edgeKey string, a release.Assignme
 
 // Assigned returns the release each edge is to run, by group/edge_id.
 func (u *Updates) Assigned(ctx context.Context) (map[string]release.Assignment, error) {
-	lister, err := u.desired.ListKeys(ctx)
+	out, err := byEdge[release.Assignment](ctx, u.desired, u.log, "assignment")
 	if err != nil {
 		return nil, fmt.Errorf("updates: %w", err)
-	}
-	out := map[string]release.Assignment{}
-	for k := range lister.Keys() {
-		e, err := u.desired.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var a release.Assignment
-		if json.Unmarshal(e.Value(), &a) != nil {
-			u.log.Warn("malformed assignment ignored", "key", k)
-			continue
-		}
-		g, ed, _ := strings.Cut(k, ".")
-		out[store.Untoken(g)+"/"+store.Untoken(ed)] = a
 	}
 	return out, nil
 }
